@@ -1,0 +1,1 @@
+"""Responders: turn findings into alerts and incidents for the named responder."""

@@ -1,0 +1,1 @@
+"""Stream processing: activity in, findings out (ingest → detect), on faust-streaming."""

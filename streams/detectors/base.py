@@ -1,0 +1,115 @@
+"""The detector interface and the one place a finding is built (owners frozen, severity adjusted, redacted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from warden.events import ActivityEvent
+from warden.findings import EscalationRef, Finding, FindingOwners, OwnerRef, finding_id
+from warden.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
+from warden.policy import Policy
+from warden.redact import redact_text
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What a built-in rule is and what it maps to in OWASP (ASI/LLM) and NIST AI RMF."""
+
+    id: str
+    title: str
+    default_severity: Severity
+    frameworks: tuple[str, ...]
+
+
+@dataclass
+class Context:
+    """One event with its resolved workflow: what every detector needs, computed once."""
+
+    event: ActivityEvent
+    policy: Policy
+    workflow_id: str | None
+    workflow: Workflow | None
+
+    @classmethod
+    def of(cls, event: ActivityEvent, policy: Policy) -> Context:
+        wf_id = policy.workflow_id_for(event.agent.id)
+        return cls(event=event, policy=policy, workflow_id=wf_id, workflow=policy.workflow(wf_id))
+
+
+class Detector(Protocol):
+    """A pure detector: `(context, state) -> findings`. `state` is the detector's own windowed state."""
+
+    info: RuleInfo
+
+    def __call__(self, ctx: Context, state: object) -> list[Finding]: ...
+
+
+_DEFAULT_RULE = BuiltinRule()
+
+
+def build_finding(
+    ctx: Context,
+    info: RuleInfo,
+    target: str,
+    evidence: dict[str, str],
+    *,
+    severity: Severity | None = None,
+    mode: RuleMode | None = None,
+    tags: tuple[str, ...] = (),
+    title: str | None = None,
+    rule_id: str | None = None,
+) -> Finding | None:
+    """Build a finding, or None when the matrix exempts it. Agentic workflows get one severity level more."""
+    rule_id = rule_id or info.id
+    cfg = ctx.policy.matrix.rules.builtin.get(rule_id, _DEFAULT_RULE)
+    if not cfg.enabled:
+        return None
+    wf = ctx.workflow
+    if cfg.exempt_chat_low_risk and wf is not None and wf.mode is Mode.chat and wf.risk is Risk.low:
+        return None
+    sev = severity or cfg.severity or info.default_severity
+    if wf is not None and wf.mode is Mode.agentic:
+        sev = sev.raised()
+    ev = ctx.event
+    return Finding(
+        finding_id=finding_id(ev.event_id, rule_id),
+        rule=rule_id,
+        severity=sev,
+        title=title or info.title,
+        frameworks=list(info.frameworks),
+        agent_id=ev.agent.id,
+        workflow=ctx.workflow_id,
+        mode=wf.mode if wf else None,
+        event_id=ev.event_id,
+        event_kind=ev.kind.value,
+        session_id=ev.session_id,
+        ts=ev.ts,
+        target=redact_text(target, 200),
+        evidence={k: redact_text(v) for k, v in evidence.items()},
+        owners=frozen_owners(ctx.policy, ctx.workflow_id),
+        policy_sha256=ctx.policy.sha256,
+        shadow=(mode or cfg.mode) is RuleMode.shadow,
+        tags=list(tags),
+        group_window_s=(wf.group_window.total_seconds() if wf else 3600.0),
+    )
+
+
+def frozen_owners(policy: Policy, workflow_id: str | None) -> FindingOwners:
+    """The workflow's named roles as owner references (id, name, Slack id), escalation chain included."""
+    resolved = policy.owners_for(workflow_id)
+
+    def ref(owner_id: str | None) -> OwnerRef | None:
+        if owner_id is None:
+            return None
+        owner = policy.owner(owner_id)
+        return OwnerRef(id=owner_id, name=owner.name if owner else None, slack=owner.slack if owner else None)
+
+    return FindingOwners(
+        approver=ref(resolved.approver),
+        detector=ref(resolved.detector),
+        responder=ref(resolved.responder),
+        business_owner=ref(resolved.business_owner),
+        data_owner=ref(resolved.data_owner),
+        escalation=[EscalationRef(owner=ref(s.owner), ack_timeout=s.ack_timeout) for s in resolved.escalation],
+    )

@@ -1,0 +1,38 @@
+"""Create Warden's topics up front (aiokafka admin), and fail with one clear line when Kafka is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from warden.settings import Settings
+
+
+class BrokerUnreachable(RuntimeError):
+    """No Kafka broker answered at the configured address."""
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic_activity, settings.topic_findings, settings.topic_dlq]
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 15.0) -> None:
+    """Create any missing topic; an existing topic is fine. Raises BrokerUnreachable naming the address."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (KafkaConnectionError, KafkaError, OSError, asyncio.TimeoutError) as exc:
+        await admin.close()
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,126 @@
+"""The faust app: thin agents around the pure stages (decode → detect → respond), with retry and DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import faust
+from faust.types import EventT
+
+from responders.base import Responder
+from streams.detectors import DetectorState, detect
+from streams.ingest import decode
+from streams.policy_holder import PolicyHolder
+from warden import metrics
+from warden.findings import Finding
+from warden.settings import Settings
+
+log = logging.getLogger("warden.worker")
+
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF_S = 0.2
+
+
+def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responder: Responder) -> faust.App:
+    """Wire the topics and agents. All logic lives in ingest/detectors/responders; this only moves bytes."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,  # Warden's own HTTP server serves metrics and callbacks (warden.web)
+        web_tables_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,  # topics are created by streams.topics with explicit settings
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        producer_acks=-1,
+    )
+    raw = {"value_type": bytes, "value_serializer": "raw", "key_type": bytes, "key_serializer": "raw"}
+    activity = app.topic(settings.topic_activity, **raw)
+    findings_topic = app.topic(settings.topic_findings, **raw)
+    dlq = app.topic(settings.topic_dlq, **raw)
+    state = DetectorState()
+
+    async def dead_letter(event: EventT, reason_code: str, reason: str, index: int | None = None) -> None:
+        msg = event.message
+        headers = {
+            "warden.reason_code": reason_code.encode(),
+            "warden.reason": reason.encode("utf-8", "replace")[:4096],
+            "warden.source_topic": msg.topic.encode(),
+            "warden.source_partition": str(msg.partition).encode(),
+            "warden.source_offset": str(msg.offset).encode(),
+        }
+        if index is not None:
+            headers["warden.batch_index"] = str(index).encode()
+        await dlq.send(key=msg.key, value=msg.value, headers=headers)
+        metrics.INVALID.labels(reason=reason_code).inc()
+
+    async def ingest_one(event: EventT) -> None:
+        started = time.perf_counter()
+        decoded = decode(event.value, settings.max_message_bytes)
+        for rejection in decoded.rejections:
+            await dead_letter(event, rejection.code, rejection.reason, rejection.index)
+        policy = holder.current
+        for ev in decoded.events:
+            metrics.EVENTS.labels(kind=ev.kind.value).inc()
+            for finding in detect(ev, policy, state):
+                await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
+                metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
+                                        shadow=str(finding.shadow).lower()).inc()
+        metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+
+    async def respond_one(event: EventT) -> None:
+        try:
+            finding = Finding.model_validate_json(event.value)
+        except ValueError as exc:
+            await dead_letter(event, "invalid_finding", str(exc)[:500])
+            return
+        await responder.handle(finding)
+
+    @app.agent(activity, name="warden.ingest")
+    async def ingest_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await with_retries(event, ingest_one, dead_letter)
+
+    @app.agent(findings_topic, name="warden.respond")
+    async def respond_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await with_retries(event, respond_one, dead_letter)
+
+    @app.service
+    class ResponderService(faust.Service):  # the responder's lifecycle follows the worker's
+        async def on_start(self) -> None:
+            await responder.start()
+
+        async def on_stop(self) -> None:
+            await responder.stop()
+
+    return app
+
+
+async def with_retries(
+    event: EventT,
+    handle: Callable[[EventT], Awaitable[None]],
+    dead_letter: Callable[..., Awaitable[None]],
+) -> None:
+    """faust acks a message whose handler raised, so never let one raise: retry, then dead-letter."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            await handle(event)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure must end in a retry or the DLQ, never a silent ack
+            if attempt == MAX_ATTEMPTS:
+                log.error("giving up on %s[%s]@%s after %d attempts: %s", event.message.topic,
+                          event.message.partition, event.message.offset, attempt, type(exc).__name__)
+                await dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}"[:500])
+                return
+            metrics.PROCESSING_RETRIES.inc()
+            await asyncio.sleep(RETRY_BACKOFF_S * attempt)

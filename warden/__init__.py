@@ -1,0 +1,1 @@
+"""Warden's shared contract: events, findings, the ownership matrix, settings and the CLI."""

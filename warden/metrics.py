@@ -1,0 +1,17 @@
+"""Prometheus metrics, defined once so every stage counts into the same names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("warden_events_total", "Valid activity events ingested", ["kind"])
+INVALID = Counter("warden_invalid_events_total", "Activity messages or batch elements dead-lettered", ["reason"])
+PROCESSING_RETRIES = Counter("warden_processing_retries_total", "Retries after an exception while handling a message")
+FINDINGS = Counter("warden_findings_total", "Findings produced", ["rule", "severity", "shadow"])
+ALERTS = Counter("warden_alerts_total", "Alerts delivered to a responder channel", ["channel", "rule"])
+DETECT_SECONDS = Histogram(
+    "warden_detect_seconds", "Time to decode and run detectors on one Kafka message",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+)
+POLICY_INFO = Gauge("warden_policy_info", "The live policy (value 1) labelled by its sha256", ["sha256"])
+POLICY_RELOAD_OK = Gauge("warden_policy_last_reload_success", "1 when the last policy reload succeeded, else 0")

@@ -1,0 +1,74 @@
+"""Start and stop a whole Warden worker: broker (embedded if unset), topics, policy, responder, web, faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import faust
+
+from responders.base import Responder
+from responders.console import ConsoleResponder
+from streams.broker import EmbeddedBroker
+from streams.policy_holder import PolicyHolder
+from streams.topics import ensure_topics, topic_names
+from streams.worker import build_app
+from warden.policy import load_policy
+from warden.settings import Settings
+from warden.web import WebServer
+
+log = logging.getLogger("warden")
+
+
+class Runtime:
+    """One worker process's parts, started in dependency order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
+        self.settings = settings
+        self.responder = responder or ConsoleResponder()
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = settings.kafka_bootstrap or ""
+        self.holder: PolicyHolder | None = None
+        self.app: faust.App | None = None
+        self.web: WebServer | None = None
+        self._stack = AsyncExitStack()
+
+    async def start(self) -> Runtime:
+        s = self.settings
+        policy = load_policy(s.policy)  # fail before starting anything if the policy is unusable
+        self.holder = PolicyHolder(policy)
+        if not s.kafka_bootstrap:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self.broker = EmbeddedBroker(log_path=Path(s.data_dir) / "tansu.log").start()
+            self._stack.callback(self.broker.stop)
+            self.bootstrap = self.broker.bootstrap
+            log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
+                        "(memory only; data is lost when Warden stops)", self.bootstrap)
+        await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions)
+        self.app = build_app(s, self.bootstrap, self.holder, self.responder)
+        worker = faust.Worker(
+            self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
+        )
+        await worker.start()
+        self._stack.push_async_callback(worker.stop)
+        self.web = WebServer(s.web_host, s.web_port)
+        await self.web.start()
+        self._stack.push_async_callback(self.web.stop)
+        log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
+                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
+        return self
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
