@@ -40,6 +40,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         producer_acks=-1,
+        producer_max_request_size=settings.dlq_max_bytes + 64 * 1024,  # room for headers
     )
     raw = {"value_type": bytes, "value_serializer": "raw", "key_type": bytes, "key_serializer": "raw"}
     activity = app.topic(settings.topic_activity, **raw)
@@ -48,6 +49,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     state = DetectorState()
 
     async def dead_letter(event: EventT, reason_code: str, reason: str, index: int | None = None) -> None:
+        """Forward the original bytes with the reason and source coordinates as headers."""
         msg = event.message
         headers = {
             "warden.reason_code": reason_code.encode(),
@@ -58,7 +60,12 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
         }
         if index is not None:
             headers["warden.batch_index"] = str(index).encode()
-        await dlq.send(key=msg.key, value=msg.value, headers=headers)
+        value = msg.value
+        if value is not None and len(value) > settings.dlq_max_bytes:
+            # Larger than the DLQ can carry: keep the head and say how big the original was.
+            headers["warden.truncated_from"] = str(len(value)).encode()
+            value = value[: settings.dlq_max_bytes]
+        await send_with_backoff(lambda: dlq.send(key=msg.key, value=value, headers=headers))
         metrics.INVALID.labels(reason=reason_code).inc()
 
     async def ingest_one(event: EventT) -> None:
@@ -82,6 +89,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
             await dead_letter(event, "invalid_finding", str(exc)[:500])
             return
         await responder.handle(finding)
+        metrics.RESPONDED.inc()
 
     @app.agent(activity, name="warden.ingest")
     async def ingest_agent(stream: faust.StreamT) -> None:
@@ -124,3 +132,18 @@ async def with_retries(
                 return
             metrics.PROCESSING_RETRIES.inc()
             await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+
+
+async def send_with_backoff(send: Callable[[], Awaitable[object]]) -> None:
+    """The DLQ is the last resort: keep trying (blocking this partition) rather than ack and lose a message."""
+    delay = RETRY_BACKOFF_S
+    while True:
+        try:
+            await send()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("cannot write to the DLQ (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -8,6 +8,7 @@ EVENTS = Counter("warden_events_total", "Valid activity events ingested", ["kind
 INVALID = Counter("warden_invalid_events_total", "Activity messages or batch elements dead-lettered", ["reason"])
 PROCESSING_RETRIES = Counter("warden_processing_retries_total", "Retries after an exception while handling a message")
 FINDINGS = Counter("warden_findings_total", "Findings produced", ["rule", "severity", "shadow"])
+RESPONDED = Counter("warden_findings_responded_total", "Findings the responder stage has handled")
 ALERTS = Counter("warden_alerts_total", "Alerts delivered to a responder channel", ["channel", "rule"])
 DETECT_SECONDS = Histogram(
     "warden_detect_seconds", "Time to decode and run detectors on one Kafka message",

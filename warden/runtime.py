@@ -22,6 +22,12 @@ from warden.web import WebServer
 log = logging.getLogger("warden")
 
 
+def _fast_group_timings(s: Settings) -> Settings:
+    """The embedded broker serves one local worker: join its group in seconds (unless set explicitly)."""
+    fast = {"kafka_session_timeout_s": 6.0, "kafka_heartbeat_interval_s": 1.0, "kafka_rebalance_timeout_s": 3.0}
+    return s.model_copy(update={k: v for k, v in fast.items() if k not in s.model_fields_set})
+
+
 class Runtime:
     """One worker process's parts, started in dependency order and stopped in reverse."""
 
@@ -40,6 +46,7 @@ class Runtime:
         policy = load_policy(s.policy)  # fail before starting anything if the policy is unusable
         self.holder = PolicyHolder(policy)
         if not s.kafka_bootstrap:
+            s = self.settings = _fast_group_timings(s)
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.broker = EmbeddedBroker(log_path=Path(s.data_dir) / "tansu.log").start()
             self._stack.callback(self.broker.stop)
@@ -51,6 +58,8 @@ class Runtime:
         worker = faust.Worker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
+        worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
+        worker.install_signal_handlers = lambda: None  # signals belong to the CLI, which stops us in order
         await worker.start()
         self._stack.push_async_callback(worker.stop)
         self.web = WebServer(s.web_host, s.web_port)

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval (tests use 1).")
     kafka_rebalance_timeout_s: float = Field(30.0, description="Consumer group rebalance timeout (tests use 3).")
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Larger activity messages are dead-lettered.")
+    dlq_max_bytes: int = Field(8 * 1_048_576, ge=1024, description="Larger dead letters keep only their head.")
     database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite in data_dir.")
     slack_token: SecretStr | None = None
     slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests, proxies).")
