@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -21,6 +21,16 @@ class Kind(StrEnum):
     prompt = "prompt"
     completion = "completion"
     agent_invoke = "agent_invoke"
+
+
+def _not_a_number(value: object) -> object:
+    """RFC 3339 text only: a bare number is ambiguous (seconds? milliseconds?) so it is rejected."""
+    if isinstance(value, int | float):
+        raise ValueError("ts must be an RFC 3339 string such as 2026-11-21T10:00:00Z, not a number")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class _Part(BaseModel):
@@ -106,7 +116,7 @@ class ActivityEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     event_id: str = Field(min_length=1, max_length=256, description="Unique id; the dedup key.")
-    ts: AwareDatetime = Field(description="When it happened, RFC 3339 with an offset.")
+    ts: Timestamp = Field(description="When it happened, RFC 3339 with an offset.")
     kind: Kind
     agent: Agent
     schema_version: int = Field(SCHEMA_VERSION, description="Contract version; 1.")
