@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -21,11 +22,16 @@ def topic_names(settings: Settings) -> list[str]:
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 15.0) -> None:
     """Create any missing topic; an existing topic is fine. Raises BrokerUnreachable naming the address."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # the one-line BrokerUnreachable below says it all
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except (KafkaConnectionError, KafkaError, OSError, asyncio.TimeoutError) as exc:
         await admin.close()
         raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
+    finally:
+        client_log.setLevel(level)
     try:
         existing = set(await admin.list_topics())
         missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]

@@ -1,0 +1,23 @@
+"""The README's demo command: a fresh worker on the embedded broker ends with the JSON line and exit 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import _warden
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> None:
+    out = _warden("demo", env={"WARDEN_DATA_DIR": str(tmp_path), "WARDEN_WEB_BIND": "127.0.0.1:0"}, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"events", "invalid", "findings", "alerts"} <= summary.keys()
+    assert all(summary[k] > 0 for k in ("events", "invalid", "findings", "alerts")), summary
+    assert "started the embedded Tansu broker" in out.stderr
+    assert "ALERT [" in out.stderr and "responder=" in out.stderr
+    assert "sk-live-a1b2c3d4e5f6g7h8i9j0" not in out.stderr + out.stdout  # the scenario's bearer token
