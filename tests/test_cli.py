@@ -69,3 +69,25 @@ def test_invalid_settings_are_named_without_a_traceback() -> None:
     out = _warden("run", env={"WARDEN_WEB_BIND": "no-port-here"})
     assert out.returncode != 0
     assert "WARDEN_WEB_BIND" in out.stderr and "Traceback" not in out.stderr
+
+
+def _field_paths(schema: dict) -> set[str]:
+    """Dotted names of every property in the event schema (one level of parts, as the contract has)."""
+    defs = schema.get("$defs", {})
+    paths: set[str] = set()
+    for name, prop in schema["properties"].items():
+        refs = [prop.get("$ref")] + [alt.get("$ref") for alt in prop.get("anyOf", [])]
+        part = next((defs[r.rsplit("/", 1)[1]] for r in refs if r), None)
+        if part and "properties" in part:
+            paths |= {f"{name}.{sub}" for sub in part["properties"]}
+        else:
+            paths.add(name)
+    return paths
+
+
+def test_docs_events_md_documents_every_field_of_the_schema() -> None:
+    from warden.events import ActivityEvent
+
+    docs = (REPO / "docs" / "events.md").read_text()
+    missing = sorted(p for p in _field_paths(ActivityEvent.model_json_schema()) if f"`{p}`" not in docs)
+    assert missing == []
