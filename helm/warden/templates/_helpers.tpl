@@ -1,0 +1,5 @@
+{{- define "warden.fullname" -}}{{ .Release.Name }}-warden{{- end -}}
+{{- define "warden.labels" -}}
+app.kubernetes.io/name: warden
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
