@@ -1,0 +1,97 @@
+"""Loading the matrix: a folder merges in name order, and every error names its file, path and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warden.policy import PolicyError, load_policy
+
+OWNERS = """
+version: 1
+defaults: {security_owner: secops}
+owners:
+  secops: {name: SecOps, kind: team, slack: C1}
+  ann: {name: Ann, slack: U1}
+"""
+WORKFLOW = """
+workflows:
+  w1:
+    agents: [a1]
+    approver: ann
+    detector: secops
+    responder: secops
+    scope: {tools: [kb.*]}
+"""
+
+
+def _write(folder: Path, **files: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, body in files.items():
+        (folder / name.replace("_", "-", 1)).write_text(body)
+    return folder
+
+
+def test_a_folder_merges_in_name_order_and_a_later_file_wins_a_key(tmp_path: Path) -> None:
+    override = "workflows:\n  w1: {agents: [a1], approver: ann, detector: secops, responder: ann, scope: {tools: [x]}}\n"
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW, "20_override.yml": override})
+    policy = load_policy(folder)
+    assert policy.matrix.workflows["w1"].responder == "ann"
+    assert policy.matrix.workflows["w1"].scope.tools == ["x"]
+    assert policy.workflow_id_for("a1") == "w1" and policy.workflow_id_for("zz") is None
+    assert len(policy.files) == 3
+
+
+def test_the_sha256_changes_with_any_byte_of_any_file(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW})
+    before = load_policy(folder).sha256
+    (folder / "10-wf.yaml").write_text(WORKFLOW + "\n# a comment\n")
+    assert load_policy(folder).sha256 != before
+
+
+def test_a_schema_error_names_the_file_that_defined_the_entry(tmp_path: Path) -> None:
+    bad = WORKFLOW.replace("agents: [a1]", "agents: [a1]\n    mode: autonomous")
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": bad})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    [issue] = err.value.issues
+    assert issue.file == str(folder / "10-wf.yaml")
+    assert issue.path == "workflows.w1.mode"
+    assert "'chat' or 'agentic'" in issue.reason
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": "workflows:\n  w1: [unclosed\n"})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    [issue] = err.value.issues
+    assert issue.file.endswith("10-wf.yaml") and issue.path.startswith("line ")
+    assert "invalid YAML" in issue.reason
+
+
+def test_an_undefined_owner_is_located_where_it_is_referenced(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW.replace("approver: ann", "approver: bob")})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    messages = [str(i) for i in err.value.issues]
+    assert f"{folder / '10-wf.yaml'}: workflows.w1.approver: owner 'bob' is referenced but not defined under owners" in messages
+
+
+def test_a_bad_duration_is_explained(tmp_path: Path) -> None:
+    body = OWNERS + WORKFLOW + "    escalation: [{owner: secops, ack_timeout: soon}]\n"
+    folder = _write(tmp_path / "p", **{"00_all.yaml": body})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    assert any("workflows.w1.escalation.0.ack_timeout" == i.path and "'soon' is not a duration" in i.reason
+               for i in err.value.issues)
+
+
+def test_an_empty_folder_and_a_non_mapping_file_are_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PolicyError, match="holds no .yaml"):
+        load_policy(empty)
+    listy = _write(tmp_path / "l", **{"00_x.yaml": "- just\n- a list\n"})
+    with pytest.raises(PolicyError, match="top level must be a mapping"):
+        load_policy(listy)
