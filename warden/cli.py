@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from streams.broker import EmbeddedBrokerError
 from streams.topics import BrokerUnreachable
+from warden.cli_policy import policy
 from warden.events import ActivityEvent
 from warden.policy import PolicyError
 from warden.settings import Settings
@@ -88,3 +89,6 @@ def demo(timeout: float) -> None:
     except STARTUP_ERRORS as exc:
         _fail_cleanly(exc)
     sys.exit(0 if ok else 1)
+
+
+main.add_command(policy)

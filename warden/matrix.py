@@ -142,6 +142,7 @@ class CustomRule(_Strict):
     output: str = ""
     exceptions: list[str] = Field(default_factory=list, description="CEL conditions; a match suppresses the rule.")
     mode: RuleMode = RuleMode.enforce
+    frameworks: list[str] = Field(default_factory=list, description="OWASP ASI/LLM ids and NIST AI RMF function.")
 
 
 class Rules(_Strict):

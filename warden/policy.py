@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from playbooks.catalog import PLAYBOOKS
+from warden.cel_rules import CompiledRules, compile_rules
+from warden.globs import CompiledScope
 from warden.matrix import EscalationStep, Matrix, Owner, Workflow
 
 POLICY_SUFFIXES = (".yaml", ".yml")
@@ -39,8 +43,9 @@ class PolicyIssue:
 class PolicyError(Exception):
     """The policy cannot be used; `issues` says where and why."""
 
-    def __init__(self, issues: list[PolicyIssue]):
+    def __init__(self, issues: list[PolicyIssue], warnings: list[PolicyIssue] | None = None):
         self.issues = issues
+        self.warnings = warnings or []
         super().__init__("; ".join(str(i) for i in issues))
 
 
@@ -56,6 +61,15 @@ class ResolvedOwners:
     escalation: tuple[EscalationStep, ...]
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """An agent's workflow and its compiled scope: what one lookup by agent id yields on the hot path."""
+
+    workflow_id: str
+    workflow: Workflow
+    scope: CompiledScope
+
+
 @dataclass
 class Policy:
     """A validated matrix plus the indexes that keep detection cost independent of its size."""
@@ -63,9 +77,24 @@ class Policy:
     matrix: Matrix
     sha256: str
     files: tuple[str, ...]
-    agent_index: dict[str, str] = field(default_factory=dict)
+    rules: CompiledRules | None = field(default=None, repr=False)
     warnings: list[PolicyIssue] = field(default_factory=list)
+    agent_index: dict[str, str] = field(init=False, default_factory=dict)
+    assignments: dict[str, Assignment] = field(init=False, default_factory=dict, repr=False)
     _owners_cache: dict[str | None, ResolvedOwners] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        """Index once: agent -> workflow and compiled scope globs, and CEL rules (compiled here if not given)."""
+        if self.rules is None:
+            self.rules, problems = compile_rules(self.matrix.rules.custom)
+            if problems:
+                raise PolicyError([PolicyIssue(self.files[0] if self.files else "", ".".join(p), r)
+                                   for p, r in problems])
+        self.agent_index = {a: wf_id for wf_id, wf in self.matrix.workflows.items() for a in wf.agents}
+        scopes = {wf_id: CompiledScope.of(wf.scope) for wf_id, wf in self.matrix.workflows.items()}
+        self.assignments = {
+            a: Assignment(wf_id, self.matrix.workflows[wf_id], scopes[wf_id]) for a, wf_id in self.agent_index.items()
+        }
 
     def workflow_id_for(self, agent_id: str) -> str | None:
         return self.agent_index.get(agent_id)
@@ -151,13 +180,13 @@ def load_policy(path: str | Path) -> Policy:
         matrix = Matrix.model_validate(merged)
     except ValidationError as exc:
         raise PolicyError([_locate(err, provenance, files) for err in exc.errors()]) from None
-    policy = Policy(matrix=matrix, sha256=digest.hexdigest(), files=tuple(str(f) for f in files))
     errors, warnings = check_matrix(matrix, provenance, str(files[0]))
+    rules, problems = compile_rules(matrix.rules.custom)
+    errors += [PolicyIssue(file_for(p, provenance, str(files[0])), ".".join(p), reason) for p, reason in problems]
     if errors:
-        raise PolicyError(errors)
-    policy.warnings = warnings
-    policy.agent_index = {a: wf_id for wf_id, wf in matrix.workflows.items() for a in wf.agents}
-    return policy
+        raise PolicyError(errors, warnings)
+    return Policy(matrix=matrix, sha256=digest.hexdigest(), files=tuple(str(f) for f in files), rules=rules,
+                  warnings=warnings)
 
 
 def _merge(documents: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
@@ -261,7 +290,35 @@ def check_matrix(
             issue((*base, "agents"), "workflow lists no agents", "warning")
         if not wf.scope.tools and not wf.scope.data and not wf.scope.secrets:
             issue((*base, "scope"), "scope is empty: every tool, data and secret access is out of scope", "warning")
+        gate = wf.scope.identity_changes  # a missing approver is reported above; other roles are checked here
+        if gate.require_approval and not getattr(wf, gate.approval_from) and gate.approval_from not in REQUIRED_ROLES:
+            issue((*base, "scope", "identity_changes", "approval_from"),
+                  f"identity changes need approval from the {gate.approval_from}, and the workflow names none")
     for owner_id in matrix.owners:
         if owner_id not in used:
             issue(("owners", owner_id), "owner is defined but never named in a role", "warning")
+    _check_rule_ids(matrix, issue)
     return errors, warnings
+
+
+def _check_rule_ids(matrix: Matrix, issue: Callable[[tuple[str, ...], str], None]) -> None:
+    """Rule ids and playbook names must exist: a typo would silently disable an override or a playbook."""
+    from streams.detectors import REGISTRY  # the detector catalogue; imported late, it imports this module
+
+    builtin = set(REGISTRY)
+    for rule_id in matrix.rules.builtin:
+        if rule_id not in builtin:
+            known = ", ".join(sorted(builtin))
+            issue(("rules", "builtin", rule_id), f"unknown built-in rule {rule_id!r} (known: {known})")
+    custom: set[str] = set()
+    for i, rule in enumerate(matrix.rules.custom):
+        if rule.id in builtin or rule.id in custom:
+            issue(("rules", "custom", str(i), "id"), f"rule id {rule.id!r} is already used")
+        custom.add(rule.id)
+    for i, binding in enumerate(matrix.playbooks):
+        base = ("playbooks", str(i))
+        if binding.playbook not in PLAYBOOKS:
+            issue((*base, "playbook"), f"unknown playbook {binding.playbook!r} (known: {', '.join(sorted(PLAYBOOKS))})")
+        for j, rule_id in enumerate(binding.rules):
+            if rule_id not in builtin and rule_id not in custom:
+                issue((*base, "rules", str(j)), f"unknown rule id {rule_id!r}")

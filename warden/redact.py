@@ -20,7 +20,7 @@ _SECRET_PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
     re.compile(
         r"(?i)\b(password|passwd|secret|token|api[_-]?key|access[_-]?key|client[_-]?secret)"
-        r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&}\]]+)"
+        r"(\s*[=:]\s*)(?!\[REDACTED\](?:[\s,;&}\]]|$))(\"[^\"]*\"|'[^']*'|[^\s,;&}\]]+)"  # already redacted: leave it
     ),
 ]
 _SECRET_KEYS = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|credential|private[_-]?key)")

@@ -13,6 +13,7 @@ from responders.base import Responder
 from responders.console import ConsoleResponder
 from streams.broker import EmbeddedBroker
 from streams.policy_holder import PolicyHolder
+from streams.policy_watch import PolicyWatcher
 from streams.topics import ensure_topics, topic_names
 from streams.worker import build_app
 from warden.policy import load_policy
@@ -65,6 +66,9 @@ class Runtime:
         self.web = WebServer(s.web_host, s.web_port)
         await self.web.start()
         self._stack.push_async_callback(self.web.stop)
+        watcher = PolicyWatcher(s.policy, self.holder, self.responder, s.policy_reload_s)
+        watcher.start()
+        self._stack.push_async_callback(watcher.stop)
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
         return self

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset starts the embedded broker.")
     policy: Path = Field(BUNDLED_POLICY, description="Matrix file or folder.")
+    policy_reload_s: float = Field(2.0, gt=0, description="How often the worker checks the policy files for changes.")
     data_dir: Path = Field(Path("./data"), description="Where the embedded defaults keep files (SQLite, ...).")
     web_bind: str = Field("127.0.0.1:6066", description="host:port of the worker's HTTP server.")
     topic_activity: str = "warden.activity"

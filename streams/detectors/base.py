@@ -7,6 +7,7 @@ from typing import Protocol
 
 from warden.events import ActivityEvent
 from warden.findings import EscalationRef, Finding, FindingOwners, OwnerRef, finding_id
+from warden.globs import CompiledScope
 from warden.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
 from warden.policy import Policy
 from warden.redact import redact_text
@@ -30,11 +31,14 @@ class Context:
     policy: Policy
     workflow_id: str | None
     workflow: Workflow | None
+    scope: CompiledScope | None = None
 
     @classmethod
     def of(cls, event: ActivityEvent, policy: Policy) -> Context:
-        wf_id = policy.workflow_id_for(event.agent.id)
-        return cls(event=event, policy=policy, workflow_id=wf_id, workflow=policy.workflow(wf_id))
+        a = policy.assignments.get(event.agent.id)  # one lookup, whatever the matrix size
+        if a is None:
+            return cls(event=event, policy=policy, workflow_id=None, workflow=None)
+        return cls(event=event, policy=policy, workflow_id=a.workflow_id, workflow=a.workflow, scope=a.scope)
 
 
 class Detector(Protocol):
@@ -103,7 +107,9 @@ def frozen_owners(policy: Policy, workflow_id: str | None) -> FindingOwners:
         if owner_id is None:
             return None
         owner = policy.owner(owner_id)
-        return OwnerRef(id=owner_id, name=owner.name if owner else None, slack=owner.slack if owner else None)
+        if owner is None:
+            return OwnerRef(id=owner_id)
+        return OwnerRef(id=owner_id, name=owner.name, slack=owner.slack, slack_members=tuple(owner.slack_members))
 
     return FindingOwners(
         approver=ref(resolved.approver),

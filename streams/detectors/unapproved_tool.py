@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
-
 from streams.detectors.base import Context, RuleInfo, build_finding
 from warden.events import Kind
 from warden.findings import Finding
@@ -18,17 +16,14 @@ info = RuleInfo(
 )
 
 
-def tool_allowed(name: str, patterns: list[str]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
-
-
 def detect(ctx: Context, state: object = None) -> list[Finding]:
     ev = ctx.event
-    if ev.kind is not Kind.tool_call or ev.tool is None or ctx.workflow is None:
+    if ev.kind is not Kind.tool_call or ev.tool is None or ctx.scope is None:
         return []
-    if tool_allowed(ev.tool.name, ctx.workflow.scope.tools):
+    allowed = ctx.scope.tools
+    if allowed.matches(ev.tool.name):
         return []
-    evidence = {"tool": ev.tool.name, "allowed_tools": ", ".join(ctx.workflow.scope.tools) or "(none)"}
+    evidence = {"tool": ev.tool.name, "allowed_tools": str(allowed)}
     if ev.tool.arguments:
         evidence["arguments"] = redact_value(ev.tool.arguments)
     finding = build_finding(ctx, info, ev.tool.name, evidence)

@@ -1,0 +1,200 @@
+"""`warden policy lint` and `warden policy test`: every error class located by file and path, and routing shown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from warden.cli import main
+from warden.settings import BUNDLED_POLICY
+
+Docs = dict[str, dict[str, Any]]
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def write_policy(tmp_path: Path, mutate: Callable[[Docs], None] | None = None) -> Path:
+    """A copy of the bundled policy folder, with `mutate` applied to its parsed files (by file name)."""
+    docs = {p.name: yaml.safe_load(p.read_text()) for p in sorted(BUNDLED_POLICY.glob("*.yaml"))}
+    if mutate:
+        mutate(docs)
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    for name, doc in docs.items():
+        (folder / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
+
+
+def lint_json(folder: Path) -> tuple[int, dict[str, Any]]:
+    code, out = cli("policy", "lint", str(folder), "--json")
+    return code, json.loads(out)
+
+
+def wf(docs: Docs, name: str) -> dict[str, Any]:
+    return docs["10-workflows.yaml"]["workflows"][name]
+
+
+def rules(docs: Docs) -> dict[str, Any]:
+    return docs["20-rules.yaml"]["rules"]
+
+
+def test_the_bundled_examples_lint_clean() -> None:
+    code, out = cli("policy", "lint", str(BUNDLED_POLICY))
+    assert code == 0, out
+    assert out.startswith("OK: 5 workflows")
+    assert "warning" not in out.split("OK:")[0]
+    code, report = lint_json(BUNDLED_POLICY)
+    assert (code, report["ok"], report["errors"], report["warnings"], report["issues"]) == (0, True, 0, 0, [])
+    assert len(report["sha256"]) == 64
+
+
+ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
+    ("missing approver", lambda d: wf(d, "billing-agent").pop("approver"),
+     "10-workflows.yaml", "workflows.billing-agent.approver", "workflow has no named approver"),
+    ("missing detector", lambda d: wf(d, "research-rag").pop("detector"),
+     "10-workflows.yaml", "workflows.research-rag.detector", "workflow has no named detector"),
+    ("missing responder", lambda d: wf(d, "support-assistant").pop("responder"),
+     "10-workflows.yaml", "workflows.support-assistant.responder", "workflow has no named responder"),
+    ("high-risk control without its approver role",
+     lambda d: wf(d, "access-provisioner")["scope"]["identity_changes"].update(approval_from="data_owner")
+     or wf(d, "access-provisioner").pop("data_owner"),
+     "10-workflows.yaml", "workflows.access-provisioner.scope.identity_changes.approval_from",
+     "identity changes need approval from the data_owner, and the workflow names none"),
+    ("undefined owner", lambda d: wf(d, "billing-agent").update(responder="nobody"),
+     "10-workflows.yaml", "workflows.billing-agent.responder", "owner 'nobody' is referenced but not defined"),
+    ("undefined owner in an escalation chain", lambda d: wf(d, "billing-agent")["escalation"].append(
+        {"owner": "ghost", "ack_timeout": "5m"}),
+     "10-workflows.yaml", "workflows.billing-agent.escalation.3.owner", "owner 'ghost' is referenced"),
+    ("agent claimed twice", lambda d: wf(d, "research-rag")["agents"].append("billing-agent-1"),
+     "10-workflows.yaml", "workflows.research-rag.agents.1",
+     "agent 'billing-agent-1' is already claimed by workflow 'billing-agent'"),
+    ("CEL that does not compile", lambda d: rules(d)["custom"][0].update(condition='event.kind == "tool_call" &&'),
+     "20-rules.yaml", "rules.custom.0.condition", "CEL does not compile"),
+    ("CEL exception that does not compile", lambda d: rules(d)["custom"][0].update(exceptions=["(("]),
+     "20-rules.yaml", "rules.custom.0.exceptions.0", "CEL does not compile"),
+    ("CEL reading an unknown variable", lambda d: rules(d)["custom"][1].update(condition="request.size > 1"),
+     "20-rules.yaml", "rules.custom.1.condition", "unknown variable(s) ['request']"),
+    ("unknown built-in rule id", lambda d: rules(d)["builtin"].update(tool_bursts={"severity": "low"}),
+     "20-rules.yaml", "rules.builtin.tool_bursts", "unknown built-in rule 'tool_bursts'"),
+    ("custom rule id reusing a built-in id", lambda d: rules(d)["custom"][1].update(id="retry_loop"),
+     "20-rules.yaml", "rules.custom.1.id", "rule id 'retry_loop' is already used"),
+    ("unknown rule id in a playbook", lambda d: d["20-rules.yaml"]["playbooks"][0]["rules"].append("secret_acess"),
+     "20-rules.yaml", "playbooks.0.rules.2", "unknown rule id 'secret_acess'"),
+    ("unknown playbook", lambda d: d["20-rules.yaml"]["playbooks"][1].update(playbook="nuke_from_orbit"),
+     "20-rules.yaml", "playbooks.1.playbook", "unknown playbook 'nuke_from_orbit'"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "file", "path", "reason"), [c[1:] for c in ERROR_CLASSES],
+                         ids=[c[0] for c in ERROR_CLASSES])
+def test_each_error_class_is_caught_and_located(
+    tmp_path: Path, mutate: Callable[[Docs], None], file: str, path: str, reason: str
+) -> None:
+    folder = write_policy(tmp_path, mutate)
+    code, report = lint_json(folder)
+    assert code == 1 and report["ok"] is False and report["sha256"] is None
+    errors = [i for i in report["issues"] if i["level"] == "error"]
+    assert [(Path(i["file"]).name, i["path"]) for i in errors] == [(file, path)], errors
+    assert reason in errors[0]["reason"]
+    code, text = cli("policy", "lint", str(folder))
+    assert code == 1
+    assert f"error: {folder / file}: {path}: " in text and "FAILED: 1 error(s)" in text
+
+
+def test_a_schema_error_is_located_in_the_file_that_wrote_it(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path)
+    (folder / "30-local.yaml").write_text(
+        "workflows:\n  research-rag:\n    agents: [research-rag-1]\n    risk: severe\n")
+    code, report = lint_json(folder)
+    assert code == 1
+    located = {(Path(i["file"]).name, i["path"]) for i in report["issues"]}
+    assert ("30-local.yaml", "workflows.research-rag.risk") in located
+
+
+def test_a_later_file_overrides_a_workflow_and_its_errors_are_located_there(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path)
+    (folder / "30-local.yaml").write_text(
+        "workflows:\n  research-rag:\n    agents: [research-rag-1]\n    detector: secops\n    responder: data-gov\n"
+        "    scope: {tools: [retrieval.search]}\n")
+    code, report = lint_json(folder)
+    assert code == 1
+    [err] = [i for i in report["issues"] if i["level"] == "error"]
+    assert (Path(err["file"]).name, err["path"]) == ("30-local.yaml", "workflows.research-rag.approver")
+
+
+def test_unused_owners_and_empty_scopes_are_warnings_not_errors(tmp_path: Path) -> None:
+    def mutate(d: Docs) -> None:
+        d["00-owners.yaml"]["owners"]["intern"] = {"name": "Intern"}
+        wf(d, "compliance-reviewer")["scope"] = {}
+
+    code, report = lint_json(write_policy(tmp_path, mutate))
+    assert (code, report["ok"], report["errors"]) == (0, True, 0)
+    assert {(i["level"], i["path"]) for i in report["issues"]} == {
+        ("warning", "owners.intern"), ("warning", "workflows.compliance-reviewer.scope")}
+
+
+def test_a_missing_path_is_an_error(tmp_path: Path) -> None:
+    code, report = lint_json(tmp_path / "nope")
+    assert code == 1 and "does not exist" in report["issues"][0]["reason"]
+
+
+# --- warden policy test ----------------------------------------------------------------------------------------
+
+
+def _event(i: int, agent: str, kind: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": f"t{i}", "ts": f"2026-11-21T10:00:0{i}Z", "kind": kind, "agent": {"id": agent}, **fields}
+
+
+EVENTS = [
+    _event(1, "support-bot-1", "tool_call", tool={"name": "kb.search"}),
+    _event(2, "billing-agent-1", "tool_call", tool={"name": "shell.exec"}),
+    _event(3, "mystery-agent", "prompt"),
+    _event(4, "research-rag-1", "completion", content={"output": "ignore previous instructions"}),
+]
+
+
+def test_policy_test_shows_which_findings_fire_with_what_severity_and_to_whom(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps(EVENTS))
+    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events), "--json")
+    assert code == 0, out
+    got = {r["event_id"]: [(f["rule"], f["severity"], f["shadow"], f["routed_to"]) for f in r["findings"]]
+           for r in json.loads(out)}
+    assert got == {
+        "t1": [],
+        "t2": [("unapproved_tool", "high", False, "finance-ops")],
+        "t3": [("unowned_agent", "high", False, "secops")],
+        "t4": [("prompt-injection-marker", "high", True, None)],
+    }
+    [t2] = [r for r in json.loads(out) if r["event_id"] == "t2"]
+    assert t2["findings"][0]["approver"]["id"] == "sam"
+    assert [s["owner"] for s in t2["findings"][0]["escalation"]] == ["finance-ops", "secops", "ciso"]
+
+
+def test_policy_test_reads_jsonl_and_prints_routes(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
+    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
+    assert code == 0, out
+    assert "t1: no findings" in out
+    assert "t2: unapproved_tool [high] -> finance-ops (Finance Operations, slack C0FINOPS); approver sam" in out
+    assert "t4: prompt-injection-marker [high] shadow: recorded, not routed" in out
+
+
+def test_policy_test_refuses_a_broken_policy_or_events_file(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps(EVENTS[0]))
+    broken = write_policy(tmp_path, lambda d: wf(d, "billing-agent").pop("approver"))
+    assert cli("policy", "test", str(broken), str(events))[0] == 2
+    events.write_text('{"event_id": "x"}')
+    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
+    assert code == 1 and "not valid native events" in out
