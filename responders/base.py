@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from warden.findings import Finding
+from warden.web import RouteInstaller
 
 
 class Responder(Protocol):
@@ -15,3 +16,10 @@ class Responder(Protocol):
     async def handle(self, finding: Finding) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class WebRoutes(Protocol):
+    """A responder that serves HTTP routes (Slack's interactivity callback) on the worker's web server."""
+
+    def route_installers(self) -> list[RouteInstaller]: ...

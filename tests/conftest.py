@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka-protocol broker (Tansu, or WARDEN_TEST_KAFKA_BOOTSTRAP) and worker settings."""
+"""Shared fixtures: a real Kafka-protocol broker (Tansu, or WARDEN_TEST_KAFKA_BOOTSTRAP) and worker settings,
+plus the incident database (SQLite and PostgreSQL) and the local Slack Web API."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from streams.broker import EmbeddedBroker
+from tests.incident_db import BACKENDS, database_url
+from tests.slack_api_server import SlackApiServer
 from warden.runtime import Runtime
 from warden.settings import BUNDLED_POLICY, Settings
 
@@ -54,3 +57,42 @@ async def worker(worker_settings: Settings) -> AsyncIterator[Runtime]:
     """A running worker on the session broker with the bundled policy."""
     async with Runtime(worker_settings) as rt:
         yield rt
+
+
+SLACK_TOKEN = "xoxb-test-0000000000-warden"
+SLACK_SIGNING_SECRET = "test-signing-secret-not-for-production"
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackApiServer]:
+    """A local Slack Web API for one test; it records every request and fails on demand."""
+    server = await SlackApiServer(token=SLACK_TOKEN).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def incident_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty incident database, once on SQLite and once on PostgreSQL."""
+    async with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def incident_settings(incident_db: str, slack_api: SlackApiServer, tmp_path: Path) -> Settings:
+    """Settings for an incident responder on that database and Slack server, with fast loops and retries."""
+    return Settings(
+        database_url=incident_db,
+        data_dir=tmp_path / "data",
+        slack_token=SLACK_TOKEN,
+        slack_api_url=slack_api.base_url,
+        slack_signing_secret=SLACK_SIGNING_SECRET,
+        slack_timeout_s=1.0,
+        notify_max_attempts=3,
+        notify_retry_backoff_s=0.05,
+        outbox_poll_s=0.05,
+        outbox_lease_s=0.5,
+        escalation_poll_s=0.05,
+    )

@@ -8,12 +8,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter
 
+from responders.incident_responder import IncidentResponder
 from warden import metrics
 from warden.events import ActivityEvent
 from warden.runtime import Runtime
@@ -78,7 +80,9 @@ def _total(counter: Counter) -> float:
 async def run_demo(settings: Settings, timeout: float) -> bool:
     """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line."""
     plan = build_plan(SCENARIO, settings.max_message_bytes)
-    before = {c: _total(c) for c in (metrics.EVENTS, metrics.ALERTS, metrics.RESPONDED)}
+    delivered = metrics.NOTIFICATIONS_DELIVERED
+    before = {c: _total(c) for c in (metrics.EVENTS, metrics.ALERTS, metrics.RESPONDED, delivered)}
+    started = datetime.now(UTC)
     async with Runtime(settings) as rt:
         producer = AIOKafkaProducer(bootstrap_servers=rt.bootstrap, max_request_size=4 * settings.max_message_bytes)
         await producer.start()
@@ -88,11 +92,15 @@ async def run_demo(settings: Settings, timeout: float) -> bool:
         finally:
             await producer.stop()
         counts = await _wait_for_pipeline(rt.bootstrap, settings, plan, before, timeout)
+        if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
+            counts["incidents"] = (await rt.responder.store.counts(since=started))["incidents"]
     summary = {
         "events": counts["events"],
         "invalid": counts["invalid"],
         "findings": counts["findings"],
         "alerts": counts["alerts"],
+        "incidents": counts.get("incidents", 0),
+        "notifications": counts["notifications"],
     }
     ok = (
         all(v > 0 for v in summary.values())
@@ -122,7 +130,7 @@ async def _wait_for_pipeline(
     await consumer.start()
     bad_key = f"demo-{plan.run_id}-bad".encode()
     prefix = f'"event_id":"{plan.run_id}-'.encode()
-    counts = {"events": 0, "invalid": 0, "findings": 0, "alerts": 0, "responded": 0}
+    counts = {"events": 0, "invalid": 0, "findings": 0, "alerts": 0, "responded": 0, "notifications": 0}
     last_change, last_seen = time.monotonic(), dict(counts)
     deadline = time.monotonic() + timeout
     try:
@@ -138,6 +146,8 @@ async def _wait_for_pipeline(
             counts["events"] = int(_total(metrics.EVENTS) - before[metrics.EVENTS])
             counts["alerts"] = int(_total(metrics.ALERTS) - before[metrics.ALERTS])
             counts["responded"] = int(_total(metrics.RESPONDED) - before[metrics.RESPONDED])
+            delivered = metrics.NOTIFICATIONS_DELIVERED
+            counts["notifications"] = int(_total(delivered) - before[delivered])
             if counts != last_seen:
                 last_change, last_seen = time.monotonic(), dict(counts)
             ingested = counts["events"] >= plan.valid_events and counts["invalid"] >= plan.invalid

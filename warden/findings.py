@@ -18,6 +18,7 @@ class OwnerRef(BaseModel):
     id: str
     name: str | None = None
     slack: str | None = None
+    slack_members: tuple[str, ...] = Field((), description="For a team: the Slack users who may act for it.")
 
 
 class EscalationRef(BaseModel):

@@ -7,10 +7,11 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user (U…, or W… on Enterprise Grid)
 
 
 def _parse_duration(value: object) -> object:
@@ -65,6 +66,19 @@ class Owner(_Strict):
     kind: Literal["person", "team"] = "person"
     slack: str | None = Field(None, description="Slack user id (U…) or channel id (C…) to notify.")
     email: str | None = None
+    slack_members: list[str] = Field(
+        default_factory=list,
+        description="Slack user ids (U…/W…) who may act for a team in Slack (acknowledge, approve, ...).",
+    )
+
+    @model_validator(mode="after")
+    def _members_only_for_teams(self) -> Owner:
+        if self.slack_members and self.kind != "team":
+            raise ValueError("slack_members is for teams; a person acts as their own slack user id")
+        bad = [m for m in self.slack_members if not SLACK_USER_ID.match(m)]
+        if bad:
+            raise ValueError(f"slack_members must be Slack user ids (U… or W…), not {bad}")
+        return self
 
 
 class EscalationStep(_Strict):

@@ -17,3 +17,22 @@ DETECT_SECONDS = Histogram(
 POLICY_INFO = Gauge("warden_policy_info", "The live policy (value 1) labelled by its sha256", ["sha256"])
 POLICY_RELOAD_OK = Gauge("warden_policy_last_reload_success", "1 when the last policy reload succeeded, else 0")
 RULE_EVAL_ERRORS = Counter("warden_rule_eval_errors_total", "Custom rule evaluations that raised (no match)", ["rule"])
+INCIDENTS_OPENED = Counter("warden_incidents_opened_total", "Incidents opened", ["rule", "severity"])
+FINDINGS_GROUPED = Counter(
+    "warden_findings_grouped_total", "Findings that joined an open incident instead of opening one", ["rule"]
+)
+NOTIFICATIONS_DELIVERED = Counter(
+    "warden_notifications_delivered_total", "Incident notifications delivered", ["notifier", "kind"]
+)
+NOTIFICATIONS_DEAD = Counter(
+    "warden_notifications_dead_lettered_total", "Incident notifications given up on after retries", ["notifier", "kind"]
+)
+ESCALATIONS = Counter("warden_escalations_total", "Incidents escalated to the next step of their chain")
+SLACK_INTERACTIONS = Counter(
+    "warden_slack_interactions_total", "Slack interaction requests, by outcome (accepted, forged, stale, ...)",
+    ["outcome"],
+)
+INTERACTION_REFUSALS = Counter(
+    "warden_interaction_refusals_total", "Button clicks refused because the Slack user is not the named owner",
+    ["action"],
+)

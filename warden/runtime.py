@@ -9,8 +9,8 @@ from pathlib import Path
 
 import faust
 
-from responders.base import Responder
-from responders.console import ConsoleResponder
+from responders.base import Responder, WebRoutes
+from responders.incident_responder import IncidentResponder
 from streams.broker import EmbeddedBroker
 from streams.policy_holder import PolicyHolder
 from streams.policy_watch import PolicyWatcher
@@ -34,7 +34,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
         self.settings = settings
-        self.responder = responder or ConsoleResponder()
+        self.responder = responder or IncidentResponder(settings)
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap or ""
         self.holder: PolicyHolder | None = None
@@ -63,7 +63,8 @@ class Runtime:
         worker.install_signal_handlers = lambda: None  # signals belong to the CLI, which stops us in order
         await worker.start()
         self._stack.push_async_callback(worker.stop)
-        self.web = WebServer(s.web_host, s.web_port)
+        installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
+        self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()
         self._stack.push_async_callback(self.web.stop)
         watcher = PolicyWatcher(s.policy, self.holder, self.responder, s.policy_reload_s)

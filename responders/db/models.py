@@ -1,0 +1,143 @@
+"""The state of record for incidents (SQLAlchemy 2 models): incidents, findings, timeline, outbox, decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend, read back as aware UTC, so comparisons never mix the two."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Warden stores aware UTC only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Incident(Base):
+    """One incident: a group of findings with one key, its frozen owners, lifecycle and escalation position."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    # Equal to `key` while repeats may still join this incident; NULL once closed or superseded. Unique, so two
+    # workers can never open two active incidents for one key.
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    status_by: Mapped[str | None] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text)
+    agent_id: Mapped[str] = mapped_column(Text)
+    workflow: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    frameworks: Mapped[list[Any]]
+    tags: Mapped[list[Any]]
+    evidence: Mapped[dict[str, Any]]
+    owners: Mapped[dict[str, Any]] = mapped_column(JSON, comment="FindingOwners frozen when the incident opened")
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    opened_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    escalate_at: Mapped[datetime | None] = mapped_column(index=True)
+    slack_channel: Mapped[str | None] = mapped_column(String(64), comment="Where the root message lives")
+    slack_ts: Mapped[str | None] = mapped_column(String(64), comment="The root message's ts, once delivered")
+    root_dead: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FindingRecord(Base):
+    """Every finding handled, by id: the idempotency ledger and the evidence of each repeat."""
+
+    __tablename__ = "incident_findings"
+
+    finding_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(200))
+    agent_id: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    shadow: Mapped[bool] = mapped_column(Boolean)
+    ts: Mapped[datetime]
+    evidence: Mapped[dict[str, Any]]
+    recorded_at: Mapped[datetime]
+
+
+class TimelineEntry(Base):
+    """Who did what to an incident, and when: the audit trail (actor is an owner id or `warden`)."""
+
+    __tablename__ = "timeline"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    slack_user: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]]
+
+
+class Notification(Base):
+    """The outbox: recorded as pending with the change that caused it, delivered later with the Slack ts."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, comment="OwnerRef of whom this is for")
+    note: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    notifier: Mapped[str | None] = mapped_column(String(20))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    ts: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class ContainmentDecision(Base):
+    """The approver's approve/deny for an incident's containment; the playbooks consume these rows."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("incident_id", name="uq_decisions_incident"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    decision: Mapped[str] = mapped_column(String(10), comment="approve or deny")
+    owner_id: Mapped[str] = mapped_column(String(200))
+    slack_user: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    consumed_at: Mapped[datetime | None] = mapped_column(comment="Set by the playbook that acted on it")
+
+
+class SeenInteraction(Base):
+    """Signatures of Slack requests already accepted, so a replayed request is refused."""
+
+    __tablename__ = "seen_interactions"
+
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(index=True)

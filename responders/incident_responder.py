@@ -1,0 +1,78 @@
+"""The default responder: a finding becomes (or joins) an incident, and the named responder hears about it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from responders.db import is_sqlite, make_engine, migrate
+from responders.escalation import Escalator
+from responders.interactivity import Interactivity
+from responders.notifiers import notifier_for
+from responders.notifiers.base import Notifier
+from responders.outbox import Outbox
+from responders.store import IncidentStore, Recorded, utcnow
+from warden import metrics
+from warden.findings import Finding
+from warden.settings import Settings
+from warden.web import RouteInstaller
+
+log = logging.getLogger("warden.incidents")
+
+
+class IncidentResponder:
+    """Records first, notifies after: `handle` writes the incident and its outbox rows in one transaction; the
+    outbox and escalation loops started by `start` do the talking, from what the DB says."""
+
+    def __init__(self, settings: Settings, notifier: Notifier | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = make_engine(settings.effective_database_url)
+        self.store = IncidentStore(self.engine)
+        self.notifier = notifier or notifier_for(settings)
+        self.clock = clock
+        self.outbox = Outbox(
+            self.store, self.notifier, clock=clock, max_attempts=settings.notify_max_attempts,
+            backoff_s=settings.notify_retry_backoff_s, lease_s=settings.outbox_lease_s, poll_s=settings.outbox_poll_s,
+        )
+        self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
+                                   on_escalated=self.outbox.wake.set)
+        secret = settings.slack_signing_secret
+        self.interactivity = None if secret is None else Interactivity(
+            self.store, self.notifier, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake.set,
+        )
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+        if is_sqlite(self.engine):  # the embedded default has one worker: leases left by a crash are ours
+            released = await self.store.release_claims()
+            if released:
+                log.warning("re-sending %d notifications interrupted by the last stop", released)
+        self._loops = [asyncio.create_task(self.outbox.run(), name="warden.outbox"),
+                       asyncio.create_task(self.escalator.run(), name="warden.escalation")]
+        log.warning("incident responder up: notifier=%s db=%s interactivity=%s", self.notifier.name,
+                    self.engine.url.render_as_string(hide_password=True),
+                    "on" if self.interactivity else "off (WARDEN_SLACK_SIGNING_SECRET unset)")
+
+    async def handle(self, finding: Finding) -> None:
+        outcome = await self.store.record_finding(finding, self.clock())
+        if outcome is Recorded.opened:
+            metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value).inc()
+        elif outcome is Recorded.grouped:
+            metrics.FINDINGS_GROUPED.labels(rule=finding.rule).inc()
+        if outcome in (Recorded.opened, Recorded.grouped):
+            self.outbox.wake.set()
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if self.interactivity:
+            await self.interactivity.drain()
+        await self.engine.dispose()
+
+    def route_installers(self) -> list[RouteInstaller]:
+        return [self.interactivity.install] if self.interactivity else []

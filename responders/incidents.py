@@ -1,0 +1,156 @@
+"""The incident's pure core: its key, when a repeat joins it, the lifecycle, escalation deadlines, who may act."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from warden.findings import EscalationRef, FindingOwners, OwnerRef
+from warden.matrix import SLACK_USER_ID
+
+
+class Status(StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    false_positive = "false_positive"
+
+
+ACTIVE = frozenset({Status.open, Status.acknowledged})
+
+# Lifecycle: open → acknowledged → resolved, and false_positive from either active state.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.open: frozenset({Status.acknowledged, Status.resolved, Status.false_positive}),
+    Status.acknowledged: frozenset({Status.resolved, Status.false_positive}),
+    Status.resolved: frozenset(),
+    Status.false_positive: frozenset(),
+}
+
+
+class Action(StrEnum):
+    """What a Slack button asks for; the value is the button's action_id."""
+
+    acknowledge = "warden.acknowledge"
+    resolve = "warden.resolve"
+    false_positive = "warden.false_positive"
+    approve = "warden.approve"
+    deny = "warden.deny"
+
+
+# Buttons that move the lifecycle, and the status each one moves to.
+LIFECYCLE_ACTIONS: dict[Action, Status] = {
+    Action.acknowledge: Status.acknowledged,
+    Action.resolve: Status.resolved,
+    Action.false_positive: Status.false_positive,
+}
+# Buttons that decide the containment gate, and the decision recorded.
+CONTAINMENT_ACTIONS: dict[Action, str] = {Action.approve: "approve", Action.deny: "deny"}
+
+
+class TransitionError(ValueError):
+    """A lifecycle move the current status does not allow."""
+
+
+def incident_key(rule: str, agent_id: str, target: str) -> str:
+    """Repeats of one rule by one agent on one target share a key, so they group into one incident."""
+    return hashlib.sha256(json.dumps([rule, agent_id, target]).encode()).hexdigest()  # unambiguous joins
+
+
+def joins(last_seen: datetime, finding_ts: datetime, window_s: float) -> bool:
+    """A finding joins the active incident when it happened within the group window of the last repeat."""
+    return finding_ts - last_seen <= timedelta(seconds=window_s)
+
+
+def check_transition(current: Status, target: Status) -> None:
+    if target not in TRANSITIONS[current]:
+        raise TransitionError(f"an incident that is {current.value} cannot become {target.value}")
+
+
+def escalation_deadline(chain: list[EscalationRef], step: int, step_started: datetime) -> datetime | None:
+    """When step `step` of the chain times out without an acknowledgement; None once the chain is exhausted."""
+    if step >= len(chain):
+        return None
+    return step_started + chain[step].ack_timeout
+
+
+def escalation_note(owners: FindingOwners, step: int) -> str:
+    """Why step `step` of the chain is being called, for the timeline and the message."""
+    chain = owners.escalation
+    if step == 0:
+        return f"first on the escalation chain (step 1 of {len(chain)})"
+    waited = int(chain[step - 1].ack_timeout.total_seconds())
+    within = f"{waited // 60}m" if waited >= 60 else f"{waited}s"
+    return f"step {step + 1} of {len(chain)}: not acknowledged within {within} of step {step}"
+
+
+def acts_as(owner: OwnerRef | None, slack_user: str) -> bool:
+    """A person acts as their own Slack user id; a team through the members the matrix lists for it."""
+    if owner is None or not SLACK_USER_ID.match(slack_user):  # a channel id never clicks
+        return False
+    return owner.slack == slack_user or slack_user in owner.slack_members
+
+
+def authorise(action: Action, owners: FindingOwners, slack_user: str) -> OwnerRef | None:
+    """The frozen owner a click acts for, or None when this Slack user may not take this action.
+
+    The responder and anyone on the escalation chain may acknowledge, resolve or mark a false positive;
+    only the named approver may approve or deny containment.
+    """
+    if action in CONTAINMENT_ACTIONS:
+        candidates = [owners.approver]
+    else:
+        candidates = [owners.responder, *(step.owner for step in owners.escalation)]
+    return next((o for o in candidates if acts_as(o, slack_user)), None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The containment decision for an incident, as recorded for the playbooks."""
+
+    decision: str
+    owner_id: str
+    slack_user: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """A read-only snapshot of one incident: what renderers and notifiers work from."""
+
+    id: int
+    key: str
+    status: Status
+    rule: str
+    severity: str
+    title: str
+    agent_id: str
+    workflow: str | None
+    target: str
+    frameworks: tuple[str, ...]
+    evidence: dict[str, str]
+    owners: FindingOwners
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    opened_at: datetime
+    escalation_step: int
+    policy_sha256: str
+    status_by: str | None = None
+    decision: Decision | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def containment(self) -> str:
+        """The playbook gate's status, as a responder should read it."""
+        if self.decision is not None:
+            verb = "approved" if self.decision.decision == "approve" else "denied"
+            return f"containment {verb} by {self.decision.owner_id}"
+        approver = self.owners.approver
+        if approver is None:
+            return "no approver named: containment cannot be approved"
+        if self.status not in ACTIVE:
+            return f"closed ({self.status.value}) without a containment decision"
+        return f"awaiting a decision by the approver, {approver.name or approver.id}"

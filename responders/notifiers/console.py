@@ -1,0 +1,70 @@
+"""The console notifier: one log line per notice, naming the responder from the matrix (the embedded default)."""
+
+from __future__ import annotations
+
+import logging
+
+from responders.incidents import IncidentView
+from responders.notifiers.base import Notice, NoticeKind, Posted
+from warden.findings import OwnerRef
+from warden.redact import redact_text
+from warden.settings import Settings
+
+log = logging.getLogger("warden.alert")
+LINE_MAX_CHARS = 1000  # loose: detectors truncate evidence already, and keep their own marker
+
+
+def _line(text: str) -> str:
+    """Untrusted text on one log line: redacted, with line breaks shown rather than obeyed."""
+    return redact_text(text, LINE_MAX_CHARS).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _who(owner: OwnerRef) -> str:
+    return f"{owner.id}{f' ({owner.name})' if owner.name else ''}"
+
+
+def render_alert(incident: IncidentView) -> str:
+    """One line a human can act on: severity, rule, agent, workflow, the named responder and the evidence."""
+    evidence = ", ".join(f"{k}={redact_text(v, LINE_MAX_CHARS)!r}" for k, v in incident.evidence.items())
+    return (
+        f"ALERT [{incident.severity}] incident=#{incident.id} rule={incident.rule} agent={_line(incident.agent_id)} "
+        f"workflow={_line(incident.workflow or '(unowned)')} responder={_who(incident.owners.responder)} "
+        f"frameworks={','.join(incident.frameworks)} count={incident.count} evidence: {evidence}"
+    )
+
+
+def render_notice(notice: Notice) -> str:
+    inc = notice.incident
+    if notice.kind is NoticeKind.root:
+        return render_alert(inc)
+    if notice.kind is NoticeKind.repeat:
+        return f"INCIDENT #{inc.id} seen again: count={inc.count} rule={inc.rule} agent={_line(inc.agent_id)}"
+    if notice.kind is NoticeKind.escalation:
+        note = _line(notice.note or "")
+        return f"ESCALATION incident=#{inc.id} to={_who(notice.target)}: {note} | {render_alert(inc)}"
+    return f"INCIDENT #{inc.id} {inc.status.value}: {_line(notice.note or '')}"
+
+
+class ConsoleNotifier:
+    """Writes notices to the `warden.alert` log. It keeps no history, so `find_root` never finds one."""
+
+    name = "console"
+
+    async def send(self, notice: Notice) -> Posted:
+        log.warning(render_notice(notice))
+        return Posted(channel="console", ts=f"incident-{notice.incident.id}")
+
+    async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
+        return None
+
+    async def tell(self, channel: str, slack_user: str, text: str) -> None:
+        log.warning("to %s in %s: %s", _line(slack_user), _line(channel), _line(text))
+
+    def dead_letter_alert(self, notice: Notice, reason: str) -> None:
+        """The last resort when a notification could not be delivered: an ERROR line with all it carried."""
+        log.error("UNDELIVERED %s notification for incident #%d after retries (%s): %s",
+                  notice.kind.value, notice.incident.id, _line(reason), render_notice(notice))
+
+
+def from_settings(settings: Settings) -> ConsoleNotifier:
+    return ConsoleNotifier()

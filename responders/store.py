@@ -1,0 +1,383 @@
+"""Every database operation on incidents, each one short transaction, safe with several workers on PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from responders.db import session_factory
+from responders.db.models import (
+    ContainmentDecision,
+    FindingRecord,
+    Incident,
+    Notification,
+    SeenInteraction,
+    TimelineEntry,
+)
+from responders.incidents import (
+    ACTIVE,
+    Decision,
+    IncidentView,
+    Status,
+    escalation_deadline,
+    escalation_note,
+    incident_key,
+    joins,
+)
+from responders.notifiers.base import NoticeKind, Posted
+from warden.findings import Finding, FindingOwners, OwnerRef
+from warden.redact import redact_text
+
+WARDEN = "warden"  # the actor of every entry Warden makes itself
+UNTRUSTED_MAX_CHARS = 2000
+
+
+class Recorded(StrEnum):
+    duplicate = "duplicate"  # this finding id was handled before: nothing changed
+    shadow = "shadow"  # a shadow-mode rule: recorded, never routed
+    opened = "opened"
+    grouped = "grouped"
+
+
+class Pending(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    dead = "dead"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A notification this worker now holds the lease on, with what it needs to be sent."""
+
+    id: int
+    kind: NoticeKind
+    attempts: int
+    target: OwnerRef
+    note: str | None
+    incident: IncidentView
+    root: Posted | None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _view(row: Incident, decision: ContainmentDecision | None) -> IncidentView:
+    return IncidentView(
+        id=row.id, key=row.key, status=Status(row.status), rule=row.rule, severity=row.severity, title=row.title,
+        agent_id=row.agent_id, workflow=row.workflow, target=row.target, frameworks=tuple(row.frameworks),
+        evidence=dict(row.evidence), owners=FindingOwners.model_validate(row.owners), count=row.count,
+        first_seen=row.first_seen, last_seen=row.last_seen, opened_at=row.opened_at,
+        escalation_step=row.escalation_step, policy_sha256=row.policy_sha256, status_by=row.status_by,
+        tags=tuple(row.tags),
+        decision=None if decision is None else Decision(decision.decision, decision.owner_id, decision.slack_user,
+                                                        decision.at),
+    )
+
+
+def _clean(text: str) -> str:
+    """Detectors redact and truncate; anything on the topic is untrusted, so redact again and bound it loosely
+    (loosely, so text a detector already truncated keeps its own marker)."""
+    return redact_text(text, UNTRUSTED_MAX_CHARS)
+
+
+def _evidence(finding: Finding) -> dict[str, str]:
+    return {_clean(k): _clean(v) for k, v in finding.evidence.items()}
+
+
+class IncidentStore:
+    """The incidents database, spoken to in the domain's terms."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = session_factory(engine)
+
+    # -- findings -> incidents ---------------------------------------------------------------------------------
+
+    async def record_finding(self, finding: Finding, now: datetime) -> Recorded:
+        """Open an incident or group into the active one, and record the outbox rows, in one transaction."""
+        async with self.sessions.begin() as s:
+            if await s.get(FindingRecord, finding.finding_id) is not None:
+                return Recorded.duplicate
+            record = FindingRecord(
+                finding_id=finding.finding_id, rule=finding.rule, agent_id=_clean(finding.agent_id),
+                event_id=_clean(finding.event_id), severity=finding.severity.value, shadow=finding.shadow,
+                ts=finding.ts, evidence=_evidence(finding), recorded_at=now,
+            )
+            if finding.shadow:
+                s.add(record)
+                return Recorded.shadow
+            target = _clean(finding.target)
+            key = incident_key(finding.rule, record.agent_id, target)
+            active = (await s.execute(
+                select(Incident).where(Incident.open_key == key).with_for_update()
+            )).scalar_one_or_none()
+            if active is not None and joins(active.last_seen, finding.ts, finding.group_window_s):
+                await self._group(s, active, finding, record, now)
+                record.incident_id = active.id
+                s.add(record)
+                return Recorded.grouped
+            if active is not None:  # the window has passed: the next repeat opens a fresh incident
+                active.open_key = None
+                await s.flush()
+            incident = await self._open(s, key, target, finding, record, now)
+            if active is not None:
+                self._log(s, active.id, now, "superseded", detail={"by_incident": incident.id})
+            record.incident_id = incident.id
+            s.add(record)
+            return Recorded.opened
+
+    async def _open(self, s: AsyncSession, key: str, target: str, finding: Finding, record: FindingRecord,
+                    now: datetime) -> Incident:
+        owners = finding.owners
+        incident = Incident(
+            key=key, open_key=key, status=Status.open.value, rule=finding.rule, severity=finding.severity.value,
+            title=_clean(finding.title), agent_id=record.agent_id,
+            workflow=_clean(finding.workflow) if finding.workflow else None,
+            target=target, frameworks=list(finding.frameworks),
+            tags=[_clean(t) for t in finding.tags], evidence=record.evidence,
+            owners=owners.model_dump(mode="json"), policy_sha256=finding.policy_sha256, count=1,
+            first_seen=finding.ts, last_seen=finding.ts, opened_at=now, updated_at=now, escalation_step=0,
+            escalate_at=escalation_deadline(owners.escalation, 0, now), root_dead=False,
+        )
+        s.add(incident)
+        await s.flush()
+        self._log(s, incident.id, now, "opened", detail={
+            "finding_id": finding.finding_id, "responder": owners.responder.id,
+            "approver": owners.approver.id if owners.approver else None,
+            "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
+        })
+        self._notify(s, incident.id, NoticeKind.root, owners.responder, now)
+        first = owners.escalation[0].owner if owners.escalation else None
+        if first is not None and first.id != owners.responder.id:
+            self._notify(s, incident.id, NoticeKind.escalation, first, now, escalation_note(owners, 0))
+        return incident
+
+    async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
+                     now: datetime) -> None:
+        incident.count += 1
+        incident.last_seen = max(incident.last_seen, finding.ts)
+        incident.evidence = record.evidence
+        incident.updated_at = now
+        self._log(s, incident.id, now, "grouped", detail={"finding_id": finding.finding_id, "count": incident.count})
+        # One unsent repeat notice per incident is enough: it renders the latest count when it goes out. (A claim
+        # locks the incident row too, so it cannot read the old count while this transaction adds to it.)
+        unsent = (await s.execute(select(Notification.id).where(
+            Notification.incident_id == incident.id, Notification.kind == NoticeKind.repeat.value,
+            Notification.status == Pending.pending.value, Notification.claimed_until.is_(None),
+        ).limit(1))).first()
+        if unsent is None:
+            self._notify(s, incident.id, NoticeKind.repeat, FindingOwners.model_validate(incident.owners).responder,
+                         now)
+
+    # -- helpers used inside a transaction ---------------------------------------------------------------------
+
+    @staticmethod
+    def _log(s: AsyncSession, incident_id: int, now: datetime, kind: str, actor: str = WARDEN,
+             slack_user: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        s.add(TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
+                            detail=detail or {}))
+
+    @staticmethod
+    def _notify(s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, now: datetime,
+                note: str | None = None) -> None:
+        s.add(Notification(incident_id=incident_id, kind=kind.value, target=target.model_dump(mode="json"),
+                           note=note, status=Pending.pending.value, attempts=0, next_attempt_at=now,
+                           created_at=now))
+
+    # -- the outbox --------------------------------------------------------------------------------------------
+
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int = 20) -> list[Claimed]:
+        """Take the lease on due notifications. A follow-up waits until its incident's root message is out."""
+        async with self.sessions.begin() as s:
+            rows = (await s.execute(
+                select(Notification, Incident)
+                .join(Incident, Incident.id == Notification.incident_id)
+                .where(
+                    Notification.status == Pending.pending.value,
+                    Notification.next_attempt_at <= now,
+                    (Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now),
+                    (Notification.kind == NoticeKind.root.value) | Incident.slack_ts.is_not(None)
+                    | Incident.root_dead.is_(True),
+                )
+                .order_by(Notification.id)
+                .limit(limit)
+                .with_for_update(of=[Notification, Incident], skip_locked=True)
+            )).all()
+            claimed = []
+            for note, incident in rows:
+                note.attempts += 1
+                note.claimed_until = now + lease
+                root = Posted(incident.slack_channel, incident.slack_ts) if incident.slack_ts else None
+                claimed.append(Claimed(
+                    id=note.id, kind=NoticeKind(note.kind), attempts=note.attempts,
+                    target=OwnerRef.model_validate(note.target), note=note.note,
+                    incident=_view(incident, await self._decision(s, incident.id)), root=root,
+                ))
+            return claimed
+
+    async def mark_delivered(self, claimed: Claimed, notifier: str, posted: Posted, now: datetime) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
+                status=Pending.delivered.value, notifier=notifier, channel=posted.channel, ts=posted.ts,
+                delivered_at=now, claimed_until=None, last_error=None,
+            ))
+            if claimed.kind is NoticeKind.root:
+                await s.execute(update(Incident).where(Incident.id == claimed.incident.id).values(
+                    slack_channel=posted.channel, slack_ts=posted.ts,
+                ))
+            self._log(s, claimed.incident.id, now, "notified", detail={
+                "kind": claimed.kind.value, "to": claimed.target.id, "via": notifier,
+                "channel": posted.channel, "ts": posted.ts,
+            })
+
+    async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
+                next_attempt_at=at, claimed_until=None, last_error=error,
+            ))
+
+    async def dead_letter(self, claimed: Claimed, notifier: str, error: str, now: datetime) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
+                status=Pending.dead.value, notifier=notifier, claimed_until=None, last_error=error,
+            ))
+            if claimed.kind is NoticeKind.root:
+                await s.execute(update(Incident).where(Incident.id == claimed.incident.id).values(root_dead=True))
+            self._log(s, claimed.incident.id, now, "notification_dead_lettered", detail={
+                "kind": claimed.kind.value, "to": claimed.target.id, "via": notifier,
+                "attempts": claimed.attempts, "error": error,
+            })
+
+    async def release_claims(self) -> int:
+        """Forget every lease: only safe when no other worker shares the database (the SQLite default)."""
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Notification).where(
+                Notification.status == Pending.pending.value, Notification.claimed_until.is_not(None),
+            ).values(claimed_until=None))
+            return result.rowcount
+
+    # -- escalation --------------------------------------------------------------------------------------------
+
+    async def due_escalations(self, now: datetime) -> list[int]:
+        async with self.sessions.begin() as s:
+            return list((await s.execute(
+                select(Incident.id).where(Incident.status == Status.open.value, Incident.escalate_at <= now)
+                .order_by(Incident.escalate_at)
+            )).scalars())
+
+    async def escalate(self, incident_id: int, now: datetime) -> int | None:
+        """Move an unacknowledged incident to the next step of its frozen chain; the new step, or None."""
+        async with self.sessions.begin() as s:
+            incident = (await s.execute(
+                select(Incident).where(Incident.id == incident_id).with_for_update()
+            )).scalar_one()
+            if incident.status != Status.open.value or incident.escalate_at is None or incident.escalate_at > now:
+                return None  # acknowledged, closed or escalated by another worker meanwhile
+            owners = FindingOwners.model_validate(incident.owners)
+            step = incident.escalation_step + 1
+            incident.escalate_at = escalation_deadline(owners.escalation, step, now)
+            incident.updated_at = now
+            if step >= len(owners.escalation):
+                self._log(s, incident.id, now, "escalation_exhausted",
+                          detail={"steps": len(owners.escalation)})
+                return None
+            incident.escalation_step = step
+            target = owners.escalation[step].owner
+            note = escalation_note(owners, step)
+            self._log(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
+            self._notify(s, incident.id, NoticeKind.escalation, target, now, note)
+            return step
+
+    # -- people acting on an incident --------------------------------------------------------------------------
+
+    async def incident(self, incident_id: int) -> IncidentView | None:
+        async with self.sessions.begin() as s:
+            row = await s.get(Incident, incident_id)
+            return None if row is None else _view(row, await self._decision(s, incident_id))
+
+    async def transition(self, incident_id: int, expected: Status, target: Status, owner: OwnerRef,
+                         slack_user: str, note: str, now: datetime) -> bool:
+        """Move the lifecycle if it is still where the clicker saw it; False when someone else moved it first."""
+        values: dict[str, Any] = {"status": target.value, "status_by": owner.id, "updated_at": now,
+                                  "escalate_at": None}
+        if target not in ACTIVE:
+            values["open_key"] = None
+        async with self.sessions.begin() as s:
+            moved = await s.execute(update(Incident).where(
+                Incident.id == incident_id, Incident.status == expected.value,
+            ).values(**values))
+            if moved.rowcount != 1:
+                return False
+            self._log(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
+                      detail={"from": expected.value})
+            owners = FindingOwners.model_validate(
+                (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
+            )
+            self._notify(s, incident_id, NoticeKind.update, owners.responder, now, note)
+            return True
+
+    async def decide(self, incident_id: int, decision: str, owner: OwnerRef, slack_user: str, note: str,
+                     now: datetime) -> bool:
+        """Record the approver's containment decision (once per incident) for the playbooks to act on."""
+        try:
+            async with self.sessions.begin() as s:
+                row = await s.get(Incident, incident_id)
+                if row is None or Status(row.status) not in ACTIVE:
+                    return False
+                s.add(ContainmentDecision(incident_id=incident_id, decision=decision, owner_id=owner.id,
+                                          slack_user=slack_user, at=now))
+                await s.flush()
+                self._log(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
+                self._notify(s, incident_id, NoticeKind.update, FindingOwners.model_validate(row.owners).responder,
+                             now, note)
+                return True
+        except IntegrityError:  # uq_decisions_incident: the approver (or a replay) decided already
+            return False
+
+    async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
+                             now: datetime) -> None:
+        async with self.sessions.begin() as s:
+            self._log(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
+                      detail={"action": action, "reason": reason})
+
+    async def first_sighting(self, signature: str, now: datetime, keep: timedelta) -> bool:
+        """True the first time a signed Slack request is seen; False for a replay within `keep`."""
+        try:
+            async with self.sessions.begin() as s:
+                await s.execute(delete(SeenInteraction).where(SeenInteraction.seen_at < now - keep))
+                s.add(SeenInteraction(signature=signature, seen_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    @staticmethod
+    async def _decision(s: AsyncSession, incident_id: int) -> ContainmentDecision | None:
+        return (await s.execute(
+            select(ContainmentDecision).where(ContainmentDecision.incident_id == incident_id)
+        )).scalar_one_or_none()
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    async def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        async with self.sessions.begin() as s:
+            return list((await s.execute(
+                select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
+            )).scalars())
+
+    async def counts(self, since: datetime | None = None) -> dict[str, int]:
+        """Incidents opened or updated, and notifications delivered: all of them, or those since `since`."""
+        incidents = select(func.count()).select_from(Incident)
+        delivered = select(func.count()).select_from(Notification).where(
+            Notification.status == Pending.delivered.value)
+        if since is not None:
+            incidents = incidents.where(Incident.updated_at >= since)
+            delivered = delivered.where(Notification.delivered_at >= since)
+        async with self.sessions.begin() as s:
+            return {"incidents": (await s.execute(incidents)).scalar_one(),
+                    "notifications": (await s.execute(delivered)).scalar_one()}

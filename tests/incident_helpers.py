@@ -1,0 +1,98 @@
+"""Helpers for incident tests: findings from the bundled matrix, a clock tests move, signed Slack requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+from responders.incident_responder import IncidentResponder
+from responders.store import utcnow
+from streams.detectors import unapproved_tool
+from streams.detectors.base import Context, build_finding
+from warden.events import ActivityEvent
+from warden.findings import Finding
+from warden.policy import Policy, load_policy
+from warden.settings import BUNDLED_POLICY, Settings
+
+POLICY = load_policy(BUNDLED_POLICY)
+
+
+class FakeClock:
+    """Wall time that only moves when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def finding(agent: str, tool: str = "shell.exec", *, evidence: dict[str, str] | None = None,
+            ts: datetime | None = None, policy: Policy = POLICY, shadow: bool = False,
+            event_id: str | None = None) -> Finding:
+    """An out-of-scope tool call by `agent`, built by the detectors' own finding builder from the matrix."""
+    event = ActivityEvent.model_validate({
+        "event_id": event_id or uuid.uuid4().hex, "ts": (ts or datetime.now(UTC)).isoformat(),
+        "kind": "tool_call", "agent": {"id": agent}, "tool": {"name": tool},
+    })
+    built = build_finding(Context.of(event, policy), unapproved_tool.info, tool,
+                          evidence if evidence is not None else {"tool": tool})
+    assert built is not None
+    return built.model_copy(update={"shadow": shadow}) if shadow else built
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `check` (sync or async) until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(settings: Settings, clock: Callable[[], datetime] | None = None) -> AsyncIterator[IncidentResponder]:
+    responder = IncidentResponder(settings, clock=clock or utcnow)
+    await responder.start()
+    try:
+        yield responder
+    finally:
+        await responder.stop()
+
+
+def block_actions(incident_id: int, action_id: str, user: str, channel: str = "C0FINOPS") -> bytes:
+    """The form body Slack posts when someone clicks one of Warden's buttons."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": "someone"},
+        "channel": {"id": channel},
+        "container": {"type": "message", "channel_id": channel},
+        "actions": [{"action_id": action_id, "value": str(incident_id), "type": "button"}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def signed(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with a request: its timestamp and the v0 HMAC signature."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    assert signature is not None
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded"}

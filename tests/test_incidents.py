@@ -1,0 +1,162 @@
+"""The incident's pure core and its Slack rendering: keys, grouping, lifecycle, who may act, safe text."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from responders import render
+from responders.incidents import (
+    Action,
+    Decision,
+    IncidentView,
+    Status,
+    TransitionError,
+    authorise,
+    check_transition,
+    escalation_deadline,
+    incident_key,
+    joins,
+)
+from tests.incident_helpers import finding
+from warden.findings import OwnerRef
+from warden.matrix import Owner
+from warden.redact import redact_text
+
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+
+def view(agent: str = "billing-agent-1", **changes: object) -> IncidentView:
+    f = finding(agent, "shell.exec")
+    base = IncidentView(
+        id=7, key=incident_key(f.rule, f.agent_id, f.target), status=Status.open, rule=f.rule,
+        severity=f.severity.value, title=f.title, agent_id=f.agent_id, workflow=f.workflow, target=f.target,
+        frameworks=tuple(f.frameworks), evidence=dict(f.evidence), owners=f.owners, count=1, first_seen=T0,
+        last_seen=T0, opened_at=T0, escalation_step=0, policy_sha256=f.policy_sha256,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_the_incident_key_is_rule_agent_and_target() -> None:
+    key = incident_key("unapproved_tool", "a1", "shell.exec")
+    assert key == incident_key("unapproved_tool", "a1", "shell.exec") and len(key) == 64
+    assert len({key, incident_key("secret_access", "a1", "shell.exec"), incident_key("unapproved_tool", "a2",
+                "shell.exec"), incident_key("unapproved_tool", "a1", "net.fetch")}) == 4
+    assert incident_key("r", "a\0b", "c") != incident_key("r", "a", "b\0c")
+
+
+def test_a_repeat_joins_within_the_window_of_the_last_one() -> None:
+    assert joins(T0, T0 + timedelta(minutes=59), 3600)
+    assert joins(T0, T0 - timedelta(minutes=5), 3600)  # a late event still joins
+    assert not joins(T0, T0 + timedelta(minutes=61), 3600)
+
+
+@pytest.mark.parametrize(("current", "target", "allowed"), [
+    (Status.open, Status.acknowledged, True), (Status.open, Status.false_positive, True),
+    (Status.acknowledged, Status.resolved, True), (Status.acknowledged, Status.acknowledged, False),
+    (Status.resolved, Status.acknowledged, False), (Status.false_positive, Status.resolved, False),
+])
+def test_lifecycle_moves(current: Status, target: Status, allowed: bool) -> None:
+    if allowed:
+        check_transition(current, target)
+    else:
+        with pytest.raises(TransitionError):
+            check_transition(current, target)
+
+
+def test_escalation_deadlines_follow_the_frozen_chain() -> None:
+    chain = finding("billing-agent-1").owners.escalation  # finance-ops 10m, secops 20m, ciso 30m
+    assert escalation_deadline(chain, 0, T0) == T0 + timedelta(minutes=10)
+    assert escalation_deadline(chain, 2, T0) == T0 + timedelta(minutes=30)
+    assert escalation_deadline(chain, 3, T0) is None
+
+
+@pytest.mark.parametrize(("action", "user", "acts_for"), [
+    (Action.acknowledge, "U0TOMAS", "finance-ops"),  # a member of the responder team
+    (Action.false_positive, "U0RIN", "secops"),  # a member of a team on the escalation chain
+    (Action.resolve, "U0CISO", "ciso"),  # a person on the chain
+    (Action.acknowledge, "U0SAM", None),  # the approver is not a responder
+    (Action.approve, "U0SAM", "sam"),
+    (Action.deny, "U0SAM", "sam"),
+    (Action.approve, "U0TOMAS", None),
+    (Action.acknowledge, "C0FINOPS", None),  # a channel id is not a person
+    (Action.acknowledge, "", None),
+])
+def test_who_may_act_comes_from_the_frozen_owners(action: Action, user: str, acts_for: str | None) -> None:
+    owner = authorise(action, finding("billing-agent-1").owners, user)
+    assert (owner.id if owner else None) == acts_for
+
+
+def test_a_team_without_members_cannot_be_acted_for() -> None:
+    owners = finding("billing-agent-1").owners
+    lone = owners.model_copy(update={"responder": OwnerRef(id="t", slack="C0T"), "escalation": []})
+    assert authorise(Action.acknowledge, lone, "U0TOMAS") is None
+
+
+ADVERSARIAL = "<!channel> <!here|here> <@U0EVIL> <#C0EVIL> <https://evil.example|docs> & a > b"
+
+
+def all_text(blocks: list[dict]) -> str:
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+def test_every_untrusted_string_is_escaped_in_blocks_and_fallback() -> None:
+    inc = view(agent=f"bot {ADVERSARIAL}", evidence={f"k {ADVERSARIAL}": ADVERSARIAL}, target=ADVERSARIAL,
+               title=ADVERSARIAL, workflow=ADVERSARIAL, tags=(ADVERSARIAL,))
+    rendered = all_text(render.incident_blocks(inc)) + render.fallback(inc) + render.repeat_note(inc)
+    for live in ("<!channel>", "<!here", "<@U0EVIL>", "<#C0EVIL>", "<https://", "a > b", " & a"):
+        assert live not in rendered, live
+    assert "&lt;!channel&gt;" in rendered and "&lt;https://evil.example|docs&gt;" in rendered
+    assert "&amp; a &gt; b" in rendered
+
+
+def test_only_well_formed_matrix_ids_become_mentions() -> None:
+    assert render.who(OwnerRef(id="sam", name="Sam", slack="U0SAM")) == "<@U0SAM> (Sam)"
+    assert render.who(OwnerRef(id="ops", name="Ops", slack="C0OPS")) == "Ops (<#C0OPS>)"
+    assert render.who(OwnerRef(id="x", name="<!channel>", slack="<!channel>")) == "&lt;!channel&gt;"
+
+
+def test_secrets_are_redacted_before_rendering() -> None:
+    inc = view(evidence={"arguments": "Authorization: Bearer abcdefghijklmnop1234 and sk-proj-0123456789abcdefghij"})
+    rendered = all_text(render.incident_blocks(inc)) + render.repeat_note(inc)
+    assert "abcdefghijklmnop1234" not in rendered and "sk-proj-0123456789abcdefghij" not in rendered
+    assert "[REDACTED]" in rendered
+
+
+def test_redaction_is_idempotent_so_evidence_is_not_mangled_downstream() -> None:
+    once = redact_text("token=abc123 password='x y' {secret=s}")
+    assert redact_text(once) == once == "token=[REDACTED] password=[REDACTED] {secret=[REDACTED]}"
+
+
+def labels(inc: IncidentView) -> list[str]:
+    return [b["text"]["text"] for b in render.buttons(inc)]
+
+
+def test_the_buttons_follow_the_status_and_the_gate() -> None:
+    assert labels(view()) == ["Acknowledge", "Approve containment", "Deny containment", "False positive"]
+    acked = view(status=Status.acknowledged, status_by="finance-ops")
+    assert labels(acked) == ["Resolve", "Approve containment", "Deny containment", "False positive"]
+    decided = replace(acked, decision=Decision("deny", "sam", "U0SAM", T0))
+    assert labels(decided) == ["Resolve", "False positive"]
+    assert "containment denied by sam" in all_text(render.incident_blocks(decided))
+    assert labels(view(status=Status.resolved)) == []
+    assert {b["value"] for b in render.buttons(view())} == {"7"}
+
+
+def test_a_huge_evidence_value_stays_within_slack_limits() -> None:
+    inc = view(evidence={f"k{i}": "&" * 1000 for i in range(10)})
+    for block in render.incident_blocks(inc):
+        texts = [block["text"]["text"]] if "text" in block else [f["text"] for f in block.get("fields", [])]
+        assert all(len(t) <= 3000 for t in texts)
+
+
+def test_only_teams_list_slack_members_and_they_must_be_user_ids() -> None:
+    assert Owner(name="Ops", kind="team", slack="C0OPS", slack_members=["U0A", "W0B"]).slack_members == ["U0A", "W0B"]
+    with pytest.raises(ValidationError, match="slack_members is for teams"):
+        Owner(name="Sam", kind="person", slack="U0SAM", slack_members=["U0SAM"])
+    with pytest.raises(ValidationError, match="must be Slack user ids"):
+        Owner(name="Ops", kind="team", slack="C0OPS", slack_members=["C0OPS"])

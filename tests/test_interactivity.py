@@ -1,0 +1,157 @@
+"""Slack's buttons: signed requests only, once, answered at once; only the incident's named owners may act."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from responders.db.models import ContainmentDecision
+from responders.incident_responder import IncidentResponder
+from responders.incidents import Action, Status
+from responders.interactivity import PATH
+from tests.conftest import SLACK_SIGNING_SECRET
+from tests.incident_helpers import block_actions, eventually, finding, running, signed
+from tests.slack_api_server import SlackApiServer
+from warden import metrics
+from warden.settings import Settings
+from warden.web import WebServer
+
+
+@pytest.fixture
+async def billing_incident(incident_settings: Settings, slack_api: SlackApiServer) -> AsyncIterator[
+        tuple[IncidentResponder, str, int]]:
+    """A running responder with its interactivity route served, and one delivered billing-agent incident."""
+    async with running(incident_settings) as responder:
+        web = WebServer("127.0.0.1", 0, responder.route_installers())
+        await web.start()
+        try:
+            await responder.handle(finding("billing-agent-1", "shell.exec"))
+            await eventually(lambda: slack_api.roots(), what="the root message")
+            yield responder, f"http://127.0.0.1:{web.port}{PATH}", 1
+        finally:
+            await web.stop()
+
+
+async def click(url: str, body: bytes, headers: dict[str, str]) -> int:
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return response.status
+
+
+async def status_of(responder: IncidentResponder, incident_id: int) -> Status:
+    incident = await responder.store.incident(incident_id)
+    assert incident is not None
+    return incident.status
+
+
+async def test_only_a_fresh_correctly_signed_request_is_acted_on_once(
+    billing_incident: tuple[IncidentResponder, str, int]
+) -> None:
+    responder, url, incident_id = billing_incident
+    body = block_actions(incident_id, Action.acknowledge.value, "U0TOMAS")  # a finance-ops member
+    stale_at = int(time.time()) - 301
+    assert await click(url, body, signed("not-the-signing-secret", body)) == 401  # forged
+    assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, stale_at)) == 401  # stale
+    assert await click(url, body, {"Content-Type": "application/x-www-form-urlencoded"}) == 401  # unsigned
+    assert await status_of(responder, incident_id) is Status.open
+    valid = signed(SLACK_SIGNING_SECRET, body)
+    assert await click(url, body, valid) == 200
+    assert await click(url, body, valid) == 409  # the same signed request again: a replay
+    garbage = b"payload=%7Bnot-json"
+    assert await click(url, garbage, signed(SLACK_SIGNING_SECRET, garbage)) == 400
+    assert responder.interactivity is not None
+    await responder.interactivity.drain()
+    assert await status_of(responder, incident_id) is Status.acknowledged
+    kinds = [e.kind for e in await responder.store.timeline(incident_id)]
+    assert kinds.count("acknowledged") == 1
+
+
+async def test_the_named_owners_acknowledge_decide_and_resolve(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+    for action, user in ((Action.acknowledge, "U0TOMAS"), (Action.approve, "U0SAM"), (Action.resolve, "U0CISO")):
+        body = block_actions(incident_id, action.value, user)
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+        await responder.interactivity.drain()
+    timeline = await responder.store.timeline(incident_id)
+    acted = [(e.kind, e.actor, e.slack_user) for e in timeline if e.slack_user]
+    assert acted == [("acknowledged", "finance-ops", "U0TOMAS"), ("containment_approve", "sam", "U0SAM"),
+                     ("resolved", "ciso", "U0CISO")]  # the CISO is on billing's escalation chain
+    async with responder.store.sessions() as s:
+        [decision] = (await s.execute(select(ContainmentDecision))).scalars().all()
+    assert (decision.incident_id, decision.decision, decision.owner_id, decision.slack_user) == (
+        incident_id, "approve", "sam", "U0SAM")
+    await eventually(lambda: _settled_updates(slack_api, 3), what="three root updates")
+    [root] = slack_api.roots()
+    final = str(root.blocks)
+    assert "resolved" in final and "containment approved by sam" in final
+    assert not [b for b in root.blocks or [] if b["type"] == "actions"], "a closed incident offers no buttons"
+    replies = [r.text for r in slack_api.replies(root)]
+    assert replies[0].startswith("Acknowledged by Finance Operations (Slack user U0TOMAS)")
+    assert any(r.startswith("Containment approved by Sam Okafor") for r in replies)
+
+
+def _settled_updates(slack_api: SlackApiServer, n: int) -> bool:
+    return len(slack_api.calls("chat.update")) >= n
+
+
+async def test_anyone_else_is_refused_ephemerally_and_the_refusal_is_on_the_timeline(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+    refused_before = metrics.INTERACTION_REFUSALS.labels(action=Action.approve.value)._value.get()
+    attempts = [
+        (Action.acknowledge, "U0MALLORY"),  # nobody in the matrix
+        (Action.false_positive, "U0SAM"),  # the approver, but not on the responder's chain
+        (Action.approve, "U0TOMAS"),  # the responder team, but only the approver may approve
+        (Action.deny, "U0CISO"),  # on the chain, still not the approver
+    ]
+    for action, user in attempts:
+        body = block_actions(incident_id, action.value, user)
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+    await responder.interactivity.drain()
+    assert await status_of(responder, incident_id) is Status.open
+    refusals = [(e.detail["action"], e.slack_user) for e in await responder.store.timeline(incident_id)
+                if e.kind == "refused"]
+    assert sorted(refusals) == sorted((a.value, u) for a, u in attempts)  # clicks are handled concurrently
+    told = {m["user"]: m for m in slack_api.ephemerals}
+    assert sorted(told) == sorted(u for _, u in attempts) and {m["channel"] for m in told.values()} == {"C0FINOPS"}
+    assert "only the named approver, Sam Okafor" in told["U0TOMAS"]["text"]
+    assert "only the named responder, Finance Operations" in told["U0MALLORY"]["text"]
+    async with responder.store.sessions() as s:
+        assert (await s.execute(select(ContainmentDecision))).first() is None
+    assert metrics.INTERACTION_REFUSALS.labels(action=Action.approve.value)._value.get() - refused_before == 1
+
+
+async def test_slack_gets_its_answer_before_the_work_is_done(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+    slack_api.fail("chat.postEphemeral", delay_s=2.0)
+    body = block_actions(incident_id, Action.acknowledge.value, "U0MALLORY")
+    assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+    assert responder.interactivity.busy == 1, "the refusal is still being sent after the answer"
+    await responder.interactivity.drain()
+    assert [m["user"] for m in slack_api.ephemerals] == ["U0MALLORY"]
+
+
+async def test_a_second_decision_is_refused_and_the_first_stands(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+    for action in (Action.deny, Action.approve):
+        body = block_actions(incident_id, action.value, "U0SAM")
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+        await responder.interactivity.drain()
+    incident = await responder.store.incident(incident_id)
+    assert incident is not None and incident.decision is not None
+    assert (incident.decision.decision, incident.decision.owner_id) == ("deny", "sam")
+    assert "containment denied by sam" in slack_api.ephemerals[-1]["text"]
