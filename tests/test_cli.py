@@ -91,3 +91,20 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
     docs = (REPO / "docs" / "events.md").read_text()
     missing = sorted(p for p in _field_paths(ActivityEvent.model_json_schema()) if f"`{p}`" not in docs)
     assert missing == []
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from warden.settings import Settings
+
+    readme = (REPO / "README.md").read_text()
+    missing = sorted(f"WARDEN_{f.upper()}" for f in Settings.model_fields if f"WARDEN_{f.upper()}" not in readme)
+    assert missing == []
+
+
+def test_the_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one() -> None:
+    readme = (REPO / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = [line for line in setup.splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2
+    assert commands[0].endswith("warden demo") and commands[1].endswith("pytest -q")
+    assert "README.md" in (REPO / ".ci" / "run").read_text()
