@@ -19,8 +19,8 @@ def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_activity, settings.topic_findings, settings.topic_dlq]
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 15.0) -> None:
-    """Create any missing topic; an existing topic is fine. Raises BrokerUnreachable naming the address."""
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 15.0) -> list[str]:
+    """Create any missing topic and return the ones created. Raises BrokerUnreachable naming the address."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
@@ -39,6 +39,7 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeo
             try:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass
+                pass  # another worker created it meanwhile
+        return [t.name for t in missing]
     finally:
         await admin.close()

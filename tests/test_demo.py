@@ -19,5 +19,6 @@ def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> N
     assert {"events", "invalid", "findings", "alerts"} <= summary.keys()
     assert all(summary[k] > 0 for k in ("events", "invalid", "findings", "alerts")), summary
     assert "started the embedded Tansu broker" in out.stderr
+    assert "created topics warden.activity, warden.findings, warden.activity.dlq" in out.stderr
     assert "ALERT [" in out.stderr and "responder=" in out.stderr
     assert "sk-live-a1b2c3d4e5f6g7h8i9j0" not in out.stderr + out.stdout  # the scenario's bearer token

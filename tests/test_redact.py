@@ -30,6 +30,20 @@ def test_key_value_secrets_keep_the_key_and_lose_the_value() -> None:
     assert redact_text("password=hunter2, user=bob") == f"password={REDACTED}, user=bob"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password=[x]hunter2 next", f"password={REDACTED} next"),
+        ("[a, token=abc123]", f"[a, token={REDACTED}]"),
+        ("{k=[token=abc]}", f"{{k=[token={REDACTED}]}}"),
+        ("secret: 's3cr3t value'", f"secret: {REDACTED}"),
+    ],
+)
+def test_a_key_value_secret_loses_its_whole_value_and_keeps_outer_brackets(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+    assert redact_text(redact_text(text)) == expected  # redacting twice changes nothing
+
+
 def test_values_under_secret_looking_keys_are_dropped_whole() -> None:
     out = redact_value({"cmd": "ls", "api_key": "plainlookingvalue", "nested": {"Authorization": "x"}})
     assert "plainlookingvalue" not in out and out.count(REDACTED) == 2 and "cmd=ls" in out

@@ -20,22 +20,28 @@ _SECRET_PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
     re.compile(
         r"(?i)\b(password|passwd|secret|token|api[_-]?key|access[_-]?key|client[_-]?secret)"
-        r"(\s*[=:]\s*)(?!\[REDACTED\](?:[\s,;&}\]]|$))(\"[^\"]*\"|'[^']*'|[^\s,;&}\]]+)"  # already redacted: leave it
+        r"(\s*[=:]\s*)(?!\[REDACTED\](?:[\s,;&}\]]|$))(\"[^\"]*\"|'[^']*'|[^\s,;&}]+)"  # already redacted: leave it
     ),
 ]
+_KEY_VALUE = _SECRET_PATTERNS[-1]
 _SECRET_KEYS = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|credential|private[_-]?key)")
 
 
 def redact_text(text: str, limit: int = MAX_EVIDENCE_CHARS) -> str:
     """Replace credential-shaped substrings and truncate; the result is safe to log, store and show."""
     for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 3:
-            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-        else:
-            text = pattern.sub(REDACTED, text)
+        text = pattern.sub(_redact_key_value if pattern is _KEY_VALUE else REDACTED, text)
     if len(text) > limit:
         text = text[:limit] + f"… (+{len(text) - limit} chars)"
     return text
+
+
+def _redact_key_value(m: re.Match[str]) -> str:
+    """Drop the whole value, brackets included, but give back closing brackets that belong to an outer list."""
+    value, tail = m.group(3), ""
+    while value.endswith("]") and value.count("]") > value.count("["):
+        value, tail = value[:-1], "]" + tail
+    return f"{m.group(1)}{m.group(2)}{REDACTED}{tail}"
 
 
 def redact_value(value: Any, limit: int = MAX_EVIDENCE_CHARS) -> str:

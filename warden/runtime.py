@@ -54,7 +54,9 @@ class Runtime:
             self.bootstrap = self.broker.bootstrap
             log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
                         "(memory only; data is lost when Warden stops)", self.bootstrap)
-        await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions)
+        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions)
+        if created:
+            log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
         self.app = build_app(s, self.bootstrap, self.holder, self.responder)
         worker = faust.Worker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
