@@ -35,7 +35,6 @@ class Settings(BaseSettings):
     slack_token: SecretStr | None = None
     slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests, proxies).")
     slack_signing_secret: SecretStr | None = None
-    api_token: SecretStr | None = None
     slack_timeout_s: float = Field(10.0, gt=0, description="Timeout of one Slack Web API call.")
     notify_max_attempts: int = Field(5, ge=1, description="Deliveries tried before a notification is dead-lettered.")
     notify_retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles on each attempt.")
