@@ -129,7 +129,7 @@ def best_rates(policies: dict[int, Policy], events: dict[int, list[ActivityEvent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     policies = {}
     for size in (10, 10_000):
