@@ -112,10 +112,6 @@ async def reference(bootstrap: str, topic: str, n_events: int) -> float:
         await consumer.stop()
 
 
-def _total(counter: object) -> float:
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))  # type: ignore[attr-defined]
-
-
 async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: Path) -> float:
     """(b) a real Warden worker from first event ingested to last finding produced: events/s."""
     suffix = uuid.uuid4().hex[:6]
@@ -124,13 +120,13 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
                         web_bind="127.0.0.1:0", kafka_session_timeout_s=6, kafka_heartbeat_interval_s=1,
                         kafka_rebalance_timeout_s=3, topic_partitions=PARTITIONS)
     await ensure_topics(bootstrap, [settings.topic_findings, settings.topic_dlq], PARTITIONS)
-    events0, findings0 = _total(metrics.EVENTS), _total(metrics.FINDINGS)
+    events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
     async with Runtime(settings, responder=CountingResponder()):
         t0 = None
         while True:
-            if t0 is None and _total(metrics.EVENTS) > events0:
+            if t0 is None and metrics.total(metrics.EVENTS) > events0:
                 t0 = time.perf_counter()
-            if _total(metrics.FINDINGS) - findings0 >= due and _total(metrics.EVENTS) - events0 >= n_events:
+            if metrics.total(metrics.FINDINGS) - findings0 >= due and metrics.total(metrics.EVENTS) - events0 >= n_events:
                 elapsed = time.perf_counter() - (t0 or time.perf_counter())
                 break
             await asyncio.sleep(0.002)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client import Counter
 
 from responders.incident_responder import IncidentResponder
 from warden import metrics
@@ -73,15 +72,19 @@ def _looks_valid(e: Any) -> bool:
     return True
 
 
-def _total(counter: Counter) -> float:
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+# What the demo reads from the worker's own counters, as deltas over this run.
+_COUNTED = {
+    "events": metrics.EVENTS,
+    "alerts": metrics.ALERTS,
+    "responded": metrics.RESPONDED,
+    "notifications": metrics.NOTIFICATIONS_DELIVERED,
+}
 
 
 async def run_demo(settings: Settings, timeout: float) -> bool:
     """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line."""
     plan = build_plan(SCENARIO, settings.max_message_bytes)
-    delivered = metrics.NOTIFICATIONS_DELIVERED
-    before = {c: _total(c) for c in (metrics.EVENTS, metrics.ALERTS, metrics.RESPONDED, delivered)}
+    before = {name: metrics.total(c) for name, c in _COUNTED.items()}
     started = datetime.now(UTC)
     async with Runtime(settings) as rt:
         producer = AIOKafkaProducer(bootstrap_servers=rt.bootstrap, max_request_size=4 * settings.max_message_bytes)
@@ -116,7 +119,7 @@ async def run_demo(settings: Settings, timeout: float) -> bool:
 
 
 async def _wait_for_pipeline(
-    bootstrap: str, settings: Settings, plan: Plan, before: dict[Counter, float], timeout: float
+    bootstrap: str, settings: Settings, plan: Plan, before: dict[str, float], timeout: float
 ) -> dict[str, int]:
     """Read the DLQ and findings topics for this run, until all counts hold still after ingest is done."""
     consumer = AIOKafkaConsumer(
@@ -130,6 +133,7 @@ async def _wait_for_pipeline(
     await consumer.start()
     bad_key = f"demo-{plan.run_id}-bad".encode()
     prefix = f'"event_id":"{plan.run_id}-'.encode()
+    run_marker = f'"{plan.run_id}-'.encode()
     counts = {"events": 0, "invalid": 0, "findings": 0, "alerts": 0, "responded": 0, "notifications": 0}
     last_change, last_seen = time.monotonic(), dict(counts)
     deadline = time.monotonic() + timeout
@@ -139,15 +143,12 @@ async def _wait_for_pipeline(
                 for r in records:
                     if tp.topic == settings.topic_dlq and r.key == bad_key:
                         counts["invalid"] += 1
-                    elif tp.topic == settings.topic_dlq and r.value and f'"{plan.run_id}-'.encode() in r.value:
+                    elif tp.topic == settings.topic_dlq and r.value and run_marker in r.value:
                         counts["invalid"] += 1  # a bad element inside a batch that also held good events
                     elif tp.topic == settings.topic_findings and r.value and prefix in r.value:
                         counts["findings"] += 1
-            counts["events"] = int(_total(metrics.EVENTS) - before[metrics.EVENTS])
-            counts["alerts"] = int(_total(metrics.ALERTS) - before[metrics.ALERTS])
-            counts["responded"] = int(_total(metrics.RESPONDED) - before[metrics.RESPONDED])
-            delivered = metrics.NOTIFICATIONS_DELIVERED
-            counts["notifications"] = int(_total(delivered) - before[delivered])
+            for name, counter in _COUNTED.items():
+                counts[name] = int(metrics.total(counter) - before[name])
             if counts != last_seen:
                 last_change, last_seen = time.monotonic(), dict(counts)
             ingested = counts["events"] >= plan.valid_events and counts["invalid"] >= plan.invalid
