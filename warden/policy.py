@@ -79,7 +79,6 @@ class Policy:
     files: tuple[str, ...]
     rules: CompiledRules | None = field(default=None, repr=False)
     warnings: list[PolicyIssue] = field(default_factory=list)
-    agent_index: dict[str, str] = field(init=False, default_factory=dict)
     assignments: dict[str, Assignment] = field(init=False, default_factory=dict, repr=False)
     _owners_cache: dict[str | None, ResolvedOwners] = field(default_factory=dict, repr=False)
 
@@ -90,14 +89,15 @@ class Policy:
             if problems:
                 raise PolicyError([PolicyIssue(self.files[0] if self.files else "", ".".join(p), r)
                                    for p, r in problems])
-        self.agent_index = {a: wf_id for wf_id, wf in self.matrix.workflows.items() for a in wf.agents}
-        scopes = {wf_id: CompiledScope.of(wf.scope) for wf_id, wf in self.matrix.workflows.items()}
-        self.assignments = {
-            a: Assignment(wf_id, self.matrix.workflows[wf_id], scopes[wf_id]) for a, wf_id in self.agent_index.items()
-        }
+        self.assignments = {}
+        for wf_id, wf in self.matrix.workflows.items():
+            assignment = Assignment(wf_id, wf, CompiledScope.of(wf.scope))
+            for agent in wf.agents:
+                self.assignments[agent] = assignment  # load_policy rejects an agent claimed twice
 
     def workflow_id_for(self, agent_id: str) -> str | None:
-        return self.agent_index.get(agent_id)
+        assignment = self.assignments.get(agent_id)
+        return assignment.workflow_id if assignment else None
 
     def workflow(self, workflow_id: str | None) -> Workflow | None:
         return self.matrix.workflows.get(workflow_id) if workflow_id else None
