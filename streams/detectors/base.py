@@ -66,9 +66,7 @@ def build_finding(
 ) -> Finding | None:
     """Build a finding, or None when the matrix exempts it. Agentic workflows get one severity level more."""
     rule_id = rule_id or info.id
-    cfg = ctx.policy.matrix.rules.builtin.get(rule_id, _DEFAULT_RULE)
-    if not cfg.enabled:
-        return None
+    cfg = ctx.policy.matrix.rules.builtin.get(rule_id, _DEFAULT_RULE)  # `enabled` is applied by detect()
     wf = ctx.workflow
     if cfg.exempt_chat_low_risk and wf is not None and wf.mode is Mode.chat and wf.risk is Risk.low:
         return None
