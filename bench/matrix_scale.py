@@ -23,9 +23,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.detectors import DetectorState, detect  # noqa: E402
-from warden.events import ActivityEvent  # noqa: E402
-from warden.matrix import Matrix  # noqa: E402
-from warden.policy import Policy  # noqa: E402
+from warden.contract.events import ActivityEvent  # noqa: E402
+from warden.contract.matrix import Matrix  # noqa: E402
+from warden.policy import Policy, build_policy  # noqa: E402
+from warden.runtime.catalogue import CATALOGUE  # noqa: E402
 
 OWNERS = 50
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -33,7 +34,7 @@ START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 def generate_matrix(workflows: int) -> Matrix:
     """A matrix of `workflows` workflows with distinct agents, tools, data and secrets, plus custom rules."""
-    owners = {f"owner-{i}": {"name": f"Owner {i}", "slack": f"U0OWNER{i}"} for i in range(OWNERS)}
+    owners = {f"owner-{i}": {"name": f"Owner {i}", "contacts": {"slack": f"U0OWNER{i}"}} for i in range(OWNERS)}
     wfs: dict[str, Any] = {}
     for i in range(workflows):
         o = [f"owner-{(i + k) % OWNERS}" for k in range(4)]
@@ -134,7 +135,7 @@ def main() -> None:
     policies = {}
     for size in (10, 10_000):
         started = time.perf_counter()
-        policies[size] = Policy(matrix=generate_matrix(size), sha256=f"bench-{size}", files=())
+        policies[size] = build_policy(generate_matrix(size), CATALOGUE, sha256=f"bench-{size}")
         print(f"{size:>6} workflows: matrix built and indexed in {time.perf_counter() - started:.2f}s")
     workloads = {
         "same workload": {size: [k * (size // 10) for k in range(10)] for size in policies},

@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from pydantic import TypeAdapter  # noqa: E402
 
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
-from warden import metrics  # noqa: E402
-from warden.events import ActivityEvent  # noqa: E402
-from warden.findings import Finding  # noqa: E402
-from warden.runtime import Runtime  # noqa: E402
-from warden.settings import Settings  # noqa: E402
+from warden.runtime.broker import EmbeddedBroker  # noqa: E402
+from warden.runtime.topics import ensure_topics  # noqa: E402
+from warden.contract import metrics  # noqa: E402
+from warden.contract.events import ActivityEvent  # noqa: E402
+from warden.contract.findings import Finding  # noqa: E402
+from warden.runtime.worker import Runtime  # noqa: E402
+from warden.runtime.settings import Settings  # noqa: E402
 
 PARTITIONS = 4
 OUT_OF_SCOPE_EVERY = 100  # 1% of tool calls use an unapproved tool

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from warden.findings import Finding
-from warden.web import RouteInstaller
+from aiohttp import web
+
+from warden.contract.findings import Finding
+
+# Adds routes (Slack's interactivity callback) to the worker's web server.
+RouteInstaller = Callable[[web.Application], None]
 
 
 class Responder(Protocol):

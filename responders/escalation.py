@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from responders.store import IncidentStore
-from warden import metrics
+from warden.contract import metrics
 
 log = logging.getLogger("warden.escalation")
 

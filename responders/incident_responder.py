@@ -7,17 +7,17 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from responders.base import RouteInstaller
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
-from responders.interactivity import Interactivity
+from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers import notifier_for
 from responders.notifiers.base import Notifier
 from responders.outbox import Outbox
 from responders.store import IncidentStore, Recorded, utcnow
-from warden import metrics
-from warden.findings import Finding
-from warden.settings import Settings
-from warden.web import RouteInstaller
+from warden.contract import metrics
+from warden.contract.findings import Finding
+from responders.config import ResponderConfig
 
 log = logging.getLogger("warden.incidents")
 
@@ -26,7 +26,7 @@ class IncidentResponder:
     """Records first, notifies after: `handle` writes the incident and its outbox rows in one transaction; the
     outbox and escalation loops started by `start` do the talking, from what the DB says."""
 
-    def __init__(self, settings: Settings, notifier: Notifier | None = None,
+    def __init__(self, settings: ResponderConfig, notifier: Notifier | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = make_engine(settings.effective_database_url)
         self.store = IncidentStore(self.engine)

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from warden.findings import EscalationRef, FindingOwners, OwnerRef
-from warden.matrix import SLACK_USER_ID
+from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
 
 
 class Status(StrEnum):
@@ -86,24 +85,17 @@ def escalation_note(owners: FindingOwners, step: int) -> str:
     return f"step {step + 1} of {len(chain)}: not acknowledged within {within} of step {step}"
 
 
-def acts_as(owner: OwnerRef | None, slack_user: str) -> bool:
-    """A person acts as their own Slack user id; a team through the members the matrix lists for it."""
-    if owner is None or not SLACK_USER_ID.match(slack_user):  # a channel id never clicks
-        return False
-    return owner.slack == slack_user or slack_user in owner.slack_members
-
-
-def authorise(action: Action, owners: FindingOwners, slack_user: str) -> OwnerRef | None:
-    """The frozen owner a click acts for, or None when this Slack user may not take this action.
+def authorise(action: Action, owners: FindingOwners, notifier: str, identity: str) -> OwnerRef | None:
+    """The frozen owner a click acts for, or None when this identity may not take this action.
 
     The responder and anyone on the escalation chain may acknowledge, resolve or mark a false positive;
-    only the named approver may approve or deny containment.
+    only the named approver may approve or deny containment. The notifier checks that `identity` is a person.
     """
     if action in CONTAINMENT_ACTIONS:
         candidates = [owners.approver]
     else:
         candidates = [owners.responder, *(step.owner for step in owners.escalation)]
-    return next((o for o in candidates if acts_as(o, slack_user)), None)
+    return next((o for o in candidates if o is not None and o.may_act_as(notifier, identity)), None)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from responders.incidents import (
     joins,
 )
 from responders.notifiers.base import NoticeKind, Posted
-from warden.findings import Finding, FindingOwners, OwnerRef
-from warden.redact import redact_text
+from warden.contract.findings import Finding, FindingOwners, OwnerRef
+from warden.contract.redact import redact_text
 
 WARDEN = "warden"  # the actor of every entry Warden makes itself
 UNTRUSTED_MAX_CHARS = 2000

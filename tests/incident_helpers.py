@@ -18,10 +18,11 @@ from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from streams.detectors import unapproved_tool
 from streams.detectors.base import Context, build_finding
-from warden.events import ActivityEvent
-from warden.findings import Finding
-from warden.policy import Policy, load_policy
-from warden.settings import BUNDLED_POLICY, Settings
+from warden.contract.events import ActivityEvent
+from warden.contract.findings import Finding
+from warden.policy import Policy
+from warden.runtime.catalogue import load as load_policy
+from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 POLICY = load_policy(BUNDLED_POLICY)
 

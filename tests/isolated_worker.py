@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from warden.findings import Finding
-from warden.settings import BUNDLED_POLICY, Settings
+from warden.contract.findings import Finding
+from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 
 def isolated_settings(kafka_bootstrap: str, tmp: Path, **overrides: Any) -> Settings:

@@ -6,9 +6,10 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from warden.events import ActivityEvent
-from warden.matrix import Matrix
-from warden.policy import Policy
+from warden.contract.events import ActivityEvent
+from warden.contract.matrix import Matrix
+from warden.policy import Policy, build_policy
+from warden.runtime.catalogue import CATALOGUE
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -16,12 +17,12 @@ BASE: dict[str, Any] = {
     "defaults": {"security_owner": "secops", "escalation": [{"owner": "secops", "ack_timeout": "15m"},
                                                              {"owner": "ciso", "ack_timeout": "30m"}]},
     "owners": {
-        "secops": {"name": "Security Operations", "kind": "team", "slack": "C0SECOPS"},
-        "ciso": {"name": "CISO", "slack": "U0CISO"},
-        "jordan": {"name": "Jordan", "slack": "U0JORDAN"},
-        "marco": {"name": "Marco", "slack": "U0MARCO"},
-        "iam-team": {"name": "IAM", "kind": "team", "slack": "C0IAM"},
-        "data-gov": {"name": "Data Governance", "kind": "team", "slack": "C0DATAGOV"},
+        "secops": {"name": "Security Operations", "kind": "team", "contacts": {"slack": "C0SECOPS"}},
+        "ciso": {"name": "CISO", "contacts": {"slack": "U0CISO"}},
+        "jordan": {"name": "Jordan", "contacts": {"slack": "U0JORDAN"}},
+        "marco": {"name": "Marco", "contacts": {"slack": "U0MARCO"}},
+        "iam-team": {"name": "IAM", "kind": "team", "contacts": {"slack": "C0IAM"}},
+        "data-gov": {"name": "Data Governance", "kind": "team", "contacts": {"slack": "C0DATAGOV"}},
     },
     "workflows": {
         # Agentic: every violation is raised one severity level.
@@ -65,13 +66,13 @@ def policy(**changes: Any) -> Policy:
     """The base matrix with top-level sections replaced or, for `rules`, set; compiled like a loaded policy."""
     doc = copy.deepcopy(BASE)
     doc.update(changes)
-    return Policy(matrix=Matrix.model_validate(doc), sha256="sha-test", files=())
+    return build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="sha-test")
 
 
 def with_scope(workflow: str, **scope: Any) -> Policy:
     doc = copy.deepcopy(BASE)
     doc["workflows"][workflow]["scope"].update(scope)
-    return Policy(matrix=Matrix.model_validate(doc), sha256="sha-test", files=())
+    return build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="sha-test")
 
 
 _counter = iter(range(1_000_000))

@@ -86,7 +86,7 @@ def _field_paths(schema: dict) -> set[str]:
 
 
 def test_docs_events_md_documents_every_field_of_the_schema() -> None:
-    from warden.events import ActivityEvent
+    from warden.contract.events import ActivityEvent
 
     docs = (REPO / "docs" / "events.md").read_text()
     missing = sorted(p for p in _field_paths(ActivityEvent.model_json_schema()) if f"`{p}`" not in docs)
@@ -94,7 +94,7 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
 
 
 def test_the_readme_documents_every_setting() -> None:
-    from warden.settings import Settings
+    from warden.runtime.settings import Settings
 
     readme = (REPO / "README.md").read_text()
     missing = sorted(f"WARDEN_{f.upper()}" for f in Settings.model_fields if f"WARDEN_{f.upper()}" not in readme)

@@ -8,10 +8,10 @@ import pytest
 
 from streams.detectors import DetectorState, detect
 from tests.matrix_builder import ev, policy, tool
-from warden import metrics
-from warden.cel_rules import compile_rules, index_hints
-from warden.findings import Finding
-from warden.matrix import CustomRule
+from warden.contract import metrics
+from warden.policy.cel import compile_rules, index_hints
+from warden.contract.findings import Finding
+from warden.contract.matrix import CustomRule
 from warden.policy import Policy
 
 REFUND = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from helm_python import Chart
 
-from warden.settings import Settings
+from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ def _render(values: dict) -> dict[str, dict]:
 
 
 def test_chart_renders_the_example_matrix_and_known_settings_only() -> None:
-    files = {p.name: p.read_text() for p in sorted((REPO / "examples" / "policy").glob("*.yaml"))}
+    files = {p.name: p.read_text() for p in sorted(BUNDLED_POLICY.glob("*.yaml"))}
     docs = _render({"policy": {"files": files}, "slack": {"existingSecret": "slack", "apiUrl": "http://s"}})
     assert set(docs["configmap.yaml"]["data"]) == set(files)
     assert docs["configmap.yaml"]["data"]["10-workflows.yaml"] == files["10-workflows.yaml"]

@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.kafka_helpers import event, read_topic
-from warden import metrics
-from warden.findings import Finding
-from warden.runtime import Runtime
-from warden.settings import BUNDLED_POLICY
+from warden.contract import metrics
+from warden.contract.findings import Finding
+from warden.runtime.worker import Runtime
+from warden.runtime.settings import BUNDLED_POLICY
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from responders.store import Pending
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import FakeClock, eventually, finding, running
 from tests.slack_api_server import SlackApiServer
-from warden import metrics
-from warden.findings import OwnerRef
-from warden.settings import Settings
+from warden.contract import metrics
+from warden.contract.findings import OwnerRef
+from warden.runtime.settings import Settings
 
 
 async def delivered(responder: IncidentResponder, n: int) -> bool:

@@ -6,13 +6,13 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from responders.interactivity import PATH
+from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events
 from tests.slack_api_server import SlackApiServer
-from warden.runtime import Runtime
-from warden.settings import Settings
+from warden.runtime.worker import Runtime
+from warden.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from responders import render
+from responders.notifiers.slack import render
 from responders.incidents import (
     Action,
     Decision,
@@ -22,10 +22,12 @@ from responders.incidents import (
     incident_key,
     joins,
 )
-from tests.incident_helpers import finding
-from warden.findings import OwnerRef
-from warden.matrix import Owner
-from warden.redact import redact_text
+from tests.incident_helpers import POLICY, finding
+from warden.contract.findings import OwnerRef
+from warden.contract.matrix import Matrix, Owner
+from warden.contract.redact import redact_text
+from warden.policy import PolicyError, build_policy
+from warden.runtime.catalogue import CATALOGUE
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -87,14 +89,14 @@ def test_escalation_deadlines_follow_the_frozen_chain() -> None:
     (Action.acknowledge, "", None),
 ])
 def test_who_may_act_comes_from_the_frozen_owners(action: Action, user: str, acts_for: str | None) -> None:
-    owner = authorise(action, finding("billing-agent-1").owners, user)
+    owner = authorise(action, finding("billing-agent-1").owners, "slack", user)
     assert (owner.id if owner else None) == acts_for
 
 
 def test_a_team_without_members_cannot_be_acted_for() -> None:
     owners = finding("billing-agent-1").owners
-    lone = owners.model_copy(update={"responder": OwnerRef(id="t", slack="C0T"), "escalation": []})
-    assert authorise(Action.acknowledge, lone, "U0TOMAS") is None
+    lone = owners.model_copy(update={"responder": OwnerRef(id="t", kind="team", contacts={"slack": "C0T"}), "escalation": []})
+    assert authorise(Action.acknowledge, lone, "slack", "U0TOMAS") is None
 
 
 ADVERSARIAL = "<!channel> <!here|here> <@U0EVIL> <#C0EVIL> <https://evil.example|docs> & a > b"
@@ -115,9 +117,9 @@ def test_every_untrusted_string_is_escaped_in_blocks_and_fallback() -> None:
 
 
 def test_only_well_formed_matrix_ids_become_mentions() -> None:
-    assert render.who(OwnerRef(id="sam", name="Sam", slack="U0SAM")) == "<@U0SAM> (Sam)"
-    assert render.who(OwnerRef(id="ops", name="Ops", slack="C0OPS")) == "Ops (<#C0OPS>)"
-    assert render.who(OwnerRef(id="x", name="<!channel>", slack="<!channel>")) == "&lt;!channel&gt;"
+    assert render.who(OwnerRef(id="sam", name="Sam", contacts={"slack": "U0SAM"})) == "<@U0SAM> (Sam)"
+    assert render.who(OwnerRef(id="ops", name="Ops", kind="team", contacts={"slack": "C0OPS"})) == "Ops (<#C0OPS>)"
+    assert render.who(OwnerRef(id="x", name="<!channel>", contacts={"slack": "<!channel>"})) == "&lt;!channel&gt;"
 
 
 def test_secrets_are_redacted_before_rendering() -> None:
@@ -154,9 +156,12 @@ def test_a_huge_evidence_value_stays_within_slack_limits() -> None:
         assert all(len(t) <= 3000 for t in texts)
 
 
-def test_only_teams_list_slack_members_and_they_must_be_user_ids() -> None:
-    assert Owner(name="Ops", kind="team", slack="C0OPS", slack_members=["U0A", "W0B"]).slack_members == ["U0A", "W0B"]
-    with pytest.raises(ValidationError, match="slack_members is for teams"):
-        Owner(name="Sam", kind="person", slack="U0SAM", slack_members=["U0SAM"])
-    with pytest.raises(ValidationError, match="must be Slack user ids"):
-        Owner(name="Ops", kind="team", slack="C0OPS", slack_members=["C0OPS"])
+def test_only_teams_list_members_and_slack_members_must_be_user_ids() -> None:
+    ops = Owner(name="Ops", kind="team", contacts={"slack": "C0OPS"}, members={"slack": ["U0A", "W0B"]})
+    assert ops.members == {"slack": ["U0A", "W0B"]}
+    with pytest.raises(ValidationError, match="members are for teams"):
+        Owner(name="Sam", kind="person", contacts={"slack": "U0SAM"}, members={"slack": ["U0SAM"]})
+    doc = POLICY.matrix.model_dump()
+    doc["owners"]["secops"]["members"] = {"slack": ["U0ALEX", "C0OPS"]}
+    with pytest.raises(PolicyError, match=r"owners\.secops\.members\.slack\.1: 'C0OPS' is not a slack identity"):
+        build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="t")

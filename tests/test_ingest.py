@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streams.ingest import decode
+from streams.ingest.native import decode
 from tests.kafka_helpers import event
 
 LIMIT = 1_048_576

@@ -12,13 +12,13 @@ from sqlalchemy import select
 from responders.db.models import ContainmentDecision
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
-from responders.interactivity import PATH
+from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET
 from tests.incident_helpers import block_actions, eventually, finding, running, signed
 from tests.slack_api_server import SlackApiServer
-from warden import metrics
-from warden.settings import Settings
-from warden.web import WebServer
+from warden.contract import metrics
+from warden.runtime.settings import Settings
+from warden.runtime.web import WebServer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from warden.cli import main
-from warden.settings import BUNDLED_POLICY
+from warden.runtime.settings import BUNDLED_POLICY
 
 Docs = dict[str, dict[str, Any]]
 

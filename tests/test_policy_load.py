@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from warden.policy import PolicyError, load_policy
+from warden.policy import PolicyError
+from warden.runtime.catalogue import load as load_policy
 
 OWNERS = """
 version: 1

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from streams.policy_holder import PolicyHolder
-from streams.policy_watch import PolicyWatcher
+from warden.runtime.policy_holder import PolicyHolder
+from warden.runtime.policy_watch import PolicyWatcher
 from tests.isolated_worker import RecordingResponder
-from warden import metrics
-from warden.policy import load_policy
-from warden.settings import BUNDLED_POLICY
+from warden.contract import metrics
+from warden.runtime.catalogue import load as load_policy
+from warden.runtime.settings import BUNDLED_POLICY
 
 
 Watched = tuple[Path, PolicyHolder, RecordingResponder, PolicyWatcher]
@@ -24,7 +24,7 @@ def watched(tmp_path: Path) -> Watched:
     shutil.copytree(BUNDLED_POLICY, folder)
     holder = PolicyHolder(load_policy(folder))
     responder = RecordingResponder()
-    return folder, holder, responder, PolicyWatcher(folder, holder, responder, interval_s=0.01)
+    return folder, holder, responder, PolicyWatcher(folder, holder, responder.handle, interval_s=0.01)
 
 
 def live_sha_labels() -> set[str]:

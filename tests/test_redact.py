@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from warden.redact import REDACTED, redact_text, redact_value, slack_escape
+from warden.contract.redact import REDACTED, redact_text, redact_value, slack_escape
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from warden import metrics
-from warden.findings import Finding
-from warden.runtime import Runtime
-from warden.settings import Settings
+from warden.contract import metrics
+from warden.contract.findings import Finding
+from warden.runtime.worker import Runtime
+from warden.runtime.settings import Settings
 from tests.kafka_helpers import event, headers, produce, produce_events, read_topic
 
 pytestmark = pytest.mark.integration

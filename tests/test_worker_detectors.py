@@ -13,8 +13,8 @@ import pytest
 
 from tests.isolated_worker import RecordingResponder, isolated_settings
 from tests.kafka_helpers import produce, produce_events, read_topic
-from warden.findings import Finding
-from warden.runtime import Runtime
+from warden.contract.findings import Finding
+from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from responders.notifiers import console, slack
+from responders.notifiers import console
+from responders.notifiers.slack import notifier as slack
 from responders.notifiers.base import Notifier
-from warden.settings import Settings
+from responders.config import ResponderConfig
 
-NOTIFIERS: dict[str, Callable[[Settings], Notifier]] = {
-    "console": console.from_settings,
-    "slack": slack.from_settings,
+NOTIFIERS: dict[str, Callable[[ResponderConfig], Notifier]] = {
+    "console": console.from_config,
+    "slack": slack.from_config,
 }
 
 
-def notifier_for(settings: Settings) -> Notifier:
+def notifier_for(settings: ResponderConfig) -> Notifier:
     """Slack when WARDEN_SLACK_TOKEN is set, else the console (the embedded default)."""
     return NOTIFIERS["slack" if settings.slack_token else "console"](settings)

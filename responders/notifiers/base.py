@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from responders.incidents import IncidentView
-from warden.findings import OwnerRef
+from warden.contract.findings import OwnerRef
 
 
 class NoticeKind(StrEnum):

@@ -6,9 +6,9 @@ import logging
 
 from responders.incidents import IncidentView
 from responders.notifiers.base import Notice, NoticeKind, Posted
-from warden.findings import OwnerRef
-from warden.redact import redact_text
-from warden.settings import Settings
+from warden.contract.findings import OwnerRef
+from warden.contract.redact import redact_text
+from responders.config import ResponderConfig
 
 log = logging.getLogger("warden.alert")
 LINE_MAX_CHARS = 1000  # loose: detectors truncate evidence already, and keep their own marker
@@ -66,5 +66,5 @@ class ConsoleNotifier:
                   notice.kind.value, notice.incident.id, _line(reason), render_notice(notice))
 
 
-def from_settings(settings: Settings) -> ConsoleNotifier:
+def from_config(settings: ResponderConfig) -> ConsoleNotifier:
     return ConsoleNotifier()

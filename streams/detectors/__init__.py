@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from streams.detectors import (
@@ -16,12 +14,13 @@ from streams.detectors import (
     unowned_agent,
     unreviewed_identity_change,
 )
-from streams.detectors.base import Context, RuleInfo
-from warden.events import ActivityEvent
-from warden.findings import Finding
+from streams.detectors.base import Context, Detector
+from warden.contract.events import ActivityEvent
+from warden.contract.findings import Finding
 from warden.policy import Policy
 
-_MODULES: tuple[ModuleType, ...] = (
+# Every built-in detector, in the order they run. Adding a detector = one module + one line here.
+DETECTORS: tuple[Detector, ...] = (
     unowned_agent,
     unapproved_tool,
     secret_access,
@@ -30,22 +29,14 @@ _MODULES: tuple[ModuleType, ...] = (
     retry_loop,
     tool_burst,
 )
-# One entry per built-in detector: rule id -> (info, pure function). Adding a detector = one module + one line.
-REGISTRY: dict[str, tuple[RuleInfo, Callable[[Context, Any], list[Finding]]]] = {
-    m.info.id: (m.info, m.detect) for m in _MODULES
-}
+REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
 
 
 class DetectorState:
     """Windowed state of the stateful detectors (each keys its own by agent or session); survives policy reloads."""
 
     def __init__(self) -> None:
-        self.by_rule: dict[str, object] = {
-            m.info.id: m.new_state() for m in _MODULES if hasattr(m, "new_state")
-        }
-
-    def for_rule(self, rule_id: str) -> object:
-        return self.by_rule.get(rule_id)
+        self.by_rule: dict[str, Any] = {d.info.id: d.new_state() for d in DETECTORS}
 
 
 def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[Finding]:
@@ -53,9 +44,9 @@ def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[F
     ctx = Context.of(event, policy)
     overrides = policy.matrix.rules.builtin
     findings: list[Finding] = []
-    for rule_id, (_, fn) in REGISTRY.items():
+    for rule_id, detector in REGISTRY.items():
         cfg = overrides.get(rule_id)
         if cfg is None or cfg.enabled:
-            findings.extend(fn(ctx, state.for_rule(rule_id)))
+            findings.extend(detector.detect(ctx, state.by_rule[rule_id]))
     findings.extend(custom.detect(ctx))
     return findings

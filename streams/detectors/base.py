@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from warden.events import ActivityEvent
-from warden.findings import EscalationRef, Finding, FindingOwners, OwnerRef, finding_id
-from warden.globs import CompiledScope
-from warden.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
+from warden.contract.events import ActivityEvent
+from warden.contract.findings import Finding, finding_id
+from warden.policy.globs import CompiledScope
+from warden.contract.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
 from warden.policy import Policy
-from warden.redact import redact_text
+from warden.contract.redact import redact_text
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,23 @@ class Context:
 
 
 class Detector(Protocol):
-    """A pure detector: `(context, state) -> findings`. `state` is the detector's own windowed state."""
+    """A built-in detector: one module with `info`, `new_state()` and a pure `detect(ctx, state)`.
 
-    info: RuleInfo
+    `state` is what `new_state()` made, kept per worker and keyed inside by agent or session; a stateless
+    detector uses `new_state = stateless`. Adding one: write the module, add it to `DETECTORS`.
+    """
 
-    def __call__(self, ctx: Context, state: object) -> list[Finding]: ...
+    @property
+    def info(self) -> RuleInfo: ...
+
+    def new_state(self) -> Any: ...
+
+    def detect(self, ctx: Context, state: Any) -> list[Finding]: ...
+
+
+def stateless() -> None:
+    """The state factory of a detector that keeps none."""
+    return None
 
 
 _DEFAULT_RULE = BuiltinRule()
@@ -89,31 +101,9 @@ def build_finding(
         ts=ev.ts,
         target=redact_text(target, 200),
         evidence={k: redact_text(v) for k, v in evidence.items()},
-        owners=frozen_owners(ctx.policy, ctx.workflow_id),
+        owners=ctx.policy.owners_for(ctx.workflow_id),
         policy_sha256=ctx.policy.sha256,
         shadow=(mode or cfg.mode) is RuleMode.shadow,
         tags=list(tags),
         group_window_s=(wf.group_window.total_seconds() if wf else 3600.0),
-    )
-
-
-def frozen_owners(policy: Policy, workflow_id: str | None) -> FindingOwners:
-    """The workflow's named roles as owner references (id, name, Slack id), escalation chain included."""
-    resolved = policy.owners_for(workflow_id)
-
-    def ref(owner_id: str | None) -> OwnerRef | None:
-        if owner_id is None:
-            return None
-        owner = policy.owner(owner_id)
-        if owner is None:
-            return OwnerRef(id=owner_id)
-        return OwnerRef(id=owner_id, name=owner.name, slack=owner.slack, slack_members=tuple(owner.slack_members))
-
-    return FindingOwners(
-        approver=ref(resolved.approver),
-        detector=ref(resolved.detector),
-        responder=ref(resolved.responder),
-        business_owner=ref(resolved.business_owner),
-        data_owner=ref(resolved.data_owner),
-        escalation=[EscalationRef(owner=ref(s.owner), ack_timeout=s.ack_timeout) for s in resolved.escalation],
     )

@@ -8,10 +8,10 @@ from typing import Any
 import cel
 
 from streams.detectors.base import Context, RuleInfo, build_finding
-from warden import metrics
-from warden.events import ActivityEvent
-from warden.findings import Finding
-from warden.redact import redact_text
+from warden.contract import metrics
+from warden.contract.events import ActivityEvent
+from warden.contract.findings import Finding
+from warden.contract.redact import redact_text
 
 log = logging.getLogger("warden.rules")
 

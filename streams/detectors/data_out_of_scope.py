@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding
+from streams.detectors.base import Context, RuleInfo, build_finding, stateless
 from streams.detectors.secret_access import is_secret
-from warden.findings import Finding
-from warden.matrix import CLASSIFICATIONS, Severity
+from warden.contract.findings import Finding
+from warden.contract.matrix import CLASSIFICATIONS, Severity
 
 info = RuleInfo(
     id="data_out_of_scope",
@@ -16,7 +16,10 @@ info = RuleInfo(
 _RANK = {c: i for i, c in enumerate(CLASSIFICATIONS)}
 
 
-def detect(ctx: Context, state: object = None) -> list[Finding]:
+new_state = stateless
+
+
+def detect(ctx: Context, state: None) -> list[Finding]:
     """Any non-secret resource (a `data_access`, or a retrieval tool call naming one) is checked twice:
     its id against the data globs, and its classification against `max_classification`. An unknown
     classification ranks above every known one, so a typo fails closed."""

@@ -7,9 +7,9 @@ import json
 
 from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.windows import WindowCounter
-from warden.events import Kind
-from warden.findings import Finding
-from warden.matrix import Severity
+from warden.contract.events import Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity
 
 info = RuleInfo(
     id="retry_loop",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.events import ActivityEvent, Kind
-from warden.findings import Finding
-from warden.matrix import Severity
+from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from warden.contract.events import ActivityEvent, Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity
 
 info = RuleInfo(
     id="secret_access",
@@ -20,7 +20,10 @@ def is_secret(ev: ActivityEvent) -> bool:
     return ev.resource is not None and (ev.kind is Kind.secret_access or ev.resource.type == "secret")
 
 
-def detect(ctx: Context, state: object = None) -> list[Finding]:
+new_state = stateless
+
+
+def detect(ctx: Context, state: None) -> list[Finding]:
     ev = ctx.event
     if ctx.scope is None or ev.resource is None or not is_secret(ev):
         return []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.windows import WindowCounter
-from warden.events import Kind
-from warden.findings import Finding
-from warden.matrix import Severity
+from warden.contract.events import Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity
 
 info = RuleInfo(
     id="tool_burst",

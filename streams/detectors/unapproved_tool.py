@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.events import Kind
-from warden.findings import Finding
-from warden.matrix import Severity
-from warden.redact import redact_value
+from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from warden.contract.events import Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity
+from warden.contract.redact import redact_value
 
 info = RuleInfo(
     id="unapproved_tool",
@@ -16,7 +16,10 @@ info = RuleInfo(
 )
 
 
-def detect(ctx: Context, state: object = None) -> list[Finding]:
+new_state = stateless
+
+
+def detect(ctx: Context, state: None) -> list[Finding]:
     ev = ctx.event
     if ev.kind is not Kind.tool_call or ev.tool is None or ctx.scope is None:
         return []

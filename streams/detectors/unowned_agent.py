@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.findings import Finding
-from warden.matrix import Severity
+from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity
 
 info = RuleInfo(
     id="unowned_agent",
@@ -14,7 +14,10 @@ info = RuleInfo(
 )
 
 
-def detect(ctx: Context, state: object = None) -> list[Finding]:
+new_state = stateless
+
+
+def detect(ctx: Context, state: None) -> list[Finding]:
     if ctx.workflow is not None:
         return []
     ev = ctx.event

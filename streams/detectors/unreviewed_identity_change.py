@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.events import ActivityEvent, Decision, Kind
-from warden.findings import Finding
-from warden.matrix import Severity, Workflow
+from warden.contract.events import ActivityEvent, Decision, Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import Severity, Workflow
 
 info = RuleInfo(
     id="unreviewed_identity_change",

@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from warden.matrix import Limit
+from warden.contract.matrix import Limit
 
 MAX_KEYS = 100_000
 

@@ -1,0 +1,1 @@
+"""The Slack notifier with its rendering and interactivity: everything Slack-specific lives in this package."""

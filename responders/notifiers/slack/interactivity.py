@@ -1,0 +1,175 @@
+"""Slack's button clicks: verified, answered within 3 s, then authorised against the incident's frozen owners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+from responders.incidents import (
+    ACTIVE,
+    CONTAINMENT_ACTIONS,
+    LIFECYCLE_ACTIONS,
+    Action,
+    IncidentView,
+    TransitionError,
+    authorise,
+    check_transition,
+)
+from responders.notifiers.base import Notifier
+from responders.notifiers.slack.render import NOTIFIER, is_user_id
+from responders.store import IncidentStore
+from warden.contract import metrics
+from warden.contract.findings import OwnerRef
+
+log = logging.getLogger("warden.interactivity")
+
+PATH = "/slack/interactions"
+MAX_SKEW_S = 300  # Slack's own rule: a request more than 5 minutes old is refused
+REPLAY_MEMORY = timedelta(seconds=2 * MAX_SKEW_S)  # longer than a signature can stay fresh
+
+
+@dataclass(frozen=True)
+class Click:
+    """One button press, as far as Warden cares."""
+
+    action: Action
+    incident_id: int
+    slack_user: str
+    channel: str
+
+
+def clicks(payload: dict[str, Any]) -> list[Click]:
+    """The Warden buttons pressed in a `block_actions` payload; anything else is ignored."""
+    if payload.get("type") != "block_actions":
+        return []
+    user = (payload.get("user") or {}).get("id")
+    channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
+    if not isinstance(user, str) or not isinstance(channel, str):
+        return []
+    out = []
+    for action in payload.get("actions") or []:
+        try:
+            out.append(Click(Action(action.get("action_id")), int(action.get("value")), user, channel))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def refusal(action: Action, incident: IncidentView) -> str:
+    owners = incident.owners
+    if action in CONTAINMENT_ACTIONS:
+        named = owners.approver.name or owners.approver.id if owners.approver else "nobody (no approver named)"
+        return (f"Refused: only the named approver, {named}, may approve or deny containment for incident "
+                f"#{incident.id}. Your click was recorded.")
+    named = owners.responder.name or owners.responder.id
+    return (f"Refused: only the named responder, {named}, or its escalation chain may do that for incident "
+            f"#{incident.id}. Your click was recorded.")
+
+
+def _note(action: Action, owner: OwnerRef, slack_user: str) -> str:
+    done = {Action.acknowledge: "Acknowledged", Action.resolve: "Resolved", Action.false_positive:
+            "Marked a false positive", Action.approve: "Containment approved", Action.deny: "Containment denied"}
+    return f"{done[action]} by {owner.name or owner.id} (Slack user {slack_user})."
+
+
+class Interactivity:
+    """The aiohttp route for Slack's interactivity requests, installed into warden.web.WebServer."""
+
+    def __init__(self, store: IncidentStore, notifier: Notifier, signing_secret: str, *,
+                 clock: Callable[[], datetime], on_change: Callable[[], None]) -> None:
+        self.store, self.notifier, self.clock, self.on_change = store, notifier, clock, on_change
+        self.verifier = SignatureVerifier(signing_secret)
+        self._work: set[asyncio.Task[None]] = set()
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post(PATH, self.receive)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """Check the request and answer at once; the clicks are handled after the answer."""
+        body = await request.read()  # the raw bytes: the signature covers exactly these
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_SKEW_S:
+            return self._reject("stale", 401)
+        if not self.verifier.is_valid(body, timestamp, signature):
+            return self._reject("forged", 401)
+        if not await self.store.first_sighting(signature, self.clock(), REPLAY_MEMORY):
+            return self._reject("replayed", 409)
+        try:
+            payload = json.loads(parse_qs(body.decode())["payload"][0])
+        except (KeyError, IndexError, UnicodeDecodeError, ValueError):
+            return self._reject("malformed", 400)
+        metrics.SLACK_INTERACTIONS.labels(outcome="accepted").inc()
+        task = asyncio.create_task(self._handle(clicks(payload)))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        return web.Response(status=200)
+
+    @property
+    def busy(self) -> int:
+        """Clicks answered but still being handled."""
+        return len(self._work)
+
+    async def drain(self) -> None:
+        """Wait for clicks still being handled (tests, shutdown)."""
+        while self._work:
+            await asyncio.gather(*list(self._work), return_exceptions=True)
+
+    @staticmethod
+    def _reject(outcome: str, status: int) -> web.Response:
+        metrics.SLACK_INTERACTIONS.labels(outcome=outcome).inc()
+        log.warning("refused a Slack interaction request: %s", outcome)
+        return web.Response(status=status, text=outcome)
+
+    async def _handle(self, batch: list[Click]) -> None:
+        for click in batch:
+            try:
+                await self._act(click)
+            except Exception:  # noqa: BLE001 - one bad click must not stop the others
+                log.exception("handling %s on incident #%d failed", click.action.value, click.incident_id)
+
+    async def _act(self, click: Click) -> None:
+        incident = await self.store.incident(click.incident_id)
+        if incident is None:
+            await self.notifier.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
+            return
+        owner = authorise(click.action, incident.owners, NOTIFIER, click.slack_user) if is_user_id(click.slack_user) \
+            else None  # a channel id never clicks
+        if owner is None:
+            text = refusal(click.action, incident)
+            await self.store.record_refusal(incident.id, click.action.value, click.slack_user, text, self.clock())
+            metrics.INTERACTION_REFUSALS.labels(action=click.action.value).inc()
+            await self.notifier.tell(click.channel, click.slack_user, text)
+            return
+        note = _note(click.action, owner, click.slack_user)
+        if click.action in LIFECYCLE_ACTIONS:
+            target = LIFECYCLE_ACTIONS[click.action]
+            try:
+                check_transition(incident.status, target)
+            except TransitionError as exc:
+                await self.notifier.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
+                return
+            done = await self.store.transition(incident.id, incident.status, target, owner, click.slack_user,
+                                               note, self.clock())
+        else:
+            if incident.decision is not None or incident.status not in ACTIVE:
+                await self.notifier.tell(click.channel, click.slack_user,
+                                         f"Incident #{incident.id}: {incident.containment}.")
+                return
+            done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner,
+                                           click.slack_user, note, self.clock())
+        if done:
+            self.on_change()
+        else:
+            await self.notifier.tell(click.channel, click.slack_user,
+                                     f"Incident #{incident.id} changed before your click; nothing was done.")

@@ -1,0 +1,158 @@
+"""Slack messages for incidents (pure): every string that came from an agent is redacted, then escaped."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from responders.incidents import ACTIVE, Action, IncidentView, Status
+from warden.contract.findings import OwnerRef
+from warden.contract.redact import redact_text, slack_escape
+
+METADATA_EVENT = "warden_incident"  # message metadata that lets Warden find its own root message again
+_SECTION_MAX = 2900  # Slack caps a section's text at 3000 characters
+_FIELD_MAX = 1900  # and a field or context element at 2000
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user (U…, or W… on Enterprise Grid)
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+NOTIFIER = "slack"  # the key of this notifier in an owner's contacts and members
+_SEVERITY_ICON = {"info": "information_source", "low": "large_blue_circle", "medium": "large_orange_circle",
+                  "high": "red_circle", "critical": "rotating_light"}
+
+
+def safe(text: object, limit: int = 1000) -> str:
+    """Redact secrets, then escape &, < and >, so `<!channel>`, `<@U…>` and `<url|label>` stay inert text."""
+    return slack_escape(redact_text(str(text), limit))
+
+
+def who(owner: OwnerRef | None) -> str:
+    """An owner as mrkdwn. Only a well-formed Slack id from the matrix becomes a mention; names are escaped."""
+    if owner is None:
+        return "_(none named)_"
+    label = safe(owner.name or owner.id)
+    slack = owner.contact(NOTIFIER)
+    if slack and USER_ID.match(slack):
+        return f"<@{slack}> ({label})"
+    if slack and _CHANNEL_ID.match(slack):
+        return f"{label} (<#{slack}>)"
+    return label
+
+
+def _when(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    if len(text) > _FIELD_MAX:  # escaping can grow text; a cut can never create a `<`
+        text = text[:_FIELD_MAX] + "…"
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _section(text: str) -> dict[str, Any]:
+    if len(text) > _SECTION_MAX:
+        text = text[:_SECTION_MAX] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+
+
+def _button(action: Action, label: str, incident_id: int, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action.value,
+        "text": {"type": "plain_text", "text": label},
+        "value": str(incident_id),
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def buttons(inc: IncidentView) -> list[dict[str, Any]]:
+    """The actions this incident still offers: lifecycle moves for its status, and the containment gate."""
+    if inc.status not in ACTIVE:
+        return []
+    out = []
+    if inc.status is Status.open:
+        out.append(_button(Action.acknowledge, "Acknowledge", inc.id, "primary"))
+    else:
+        out.append(_button(Action.resolve, "Resolve", inc.id, "primary"))
+    if inc.decision is None:
+        out.append(_button(Action.approve, "Approve containment", inc.id))
+        out.append(_button(Action.deny, "Deny containment", inc.id, "danger"))
+    out.append(_button(Action.false_positive, "False positive", inc.id))
+    return out
+
+
+def fallback(inc: IncidentView) -> str:
+    """The plain `text` Slack shows in notifications and to clients that cannot draw blocks."""
+    return (
+        f"[{inc.severity.upper()}] {safe(inc.rule)}: agent {safe(inc.agent_id)} "
+        f"(workflow {safe(inc.workflow or 'unowned')}), incident #{inc.id}, {inc.status.value}, "
+        f"responder {safe(inc.owners.responder.name or inc.owners.responder.id)}"
+    )
+
+
+def incident_blocks(inc: IncidentView, preface: str | None = None) -> list[dict[str, Any]]:
+    """The root message: what happened, the evidence, who is named, the mapping, the gate and the buttons."""
+    icon = _SEVERITY_ICON.get(inc.severity, "warning")
+    owners = inc.owners
+    blocks: list[dict[str, Any]] = []
+    if preface:
+        blocks.append(_section(preface))
+    blocks.append(_section(
+        f":{icon}: *[{inc.severity.upper()}] {safe(inc.title)}*\n"
+        f"Incident #{inc.id} · rule `{safe(inc.rule)}` · *{inc.status.value.replace('_', ' ')}*"
+        + (f" by {safe(inc.status_by)}" if inc.status_by else "")
+    ))
+    blocks.append({"type": "section", "fields": [
+        _mrkdwn(f"*Agent*\n{safe(inc.agent_id)}"),
+        _mrkdwn(f"*Workflow*\n{safe(inc.workflow or '(unowned: default security owner)')}"),
+        _mrkdwn(f"*Target*\n{safe(inc.target)}"),
+        _mrkdwn(f"*Seen*\n{inc.count}× · first {_when(inc.first_seen)} · last {_when(inc.last_seen)}"),
+    ]})
+    evidence = "\n".join(f"• *{safe(k)}*: {safe(v)}" for k, v in inc.evidence.items()) or "_(none)_"
+    blocks.append(_section(f"*Evidence* (redacted)\n{evidence}"))
+    blocks.append({"type": "section", "fields": [
+        _mrkdwn(f"*Responder*\n{who(owners.responder)}"),
+        _mrkdwn(f"*Approver*\n{who(owners.approver)}"),
+        _mrkdwn(f"*Detector*\n{who(owners.detector)}"),
+        _mrkdwn(f"*Escalation*\nstep {min(inc.escalation_step + 1, max(len(owners.escalation), 1))}"
+                f" of {len(owners.escalation)}"),
+    ]})
+    blocks.append({"type": "context", "elements": [
+        _mrkdwn(f"*OWASP / NIST:* {safe(', '.join(inc.frameworks))}"),
+        _mrkdwn(f"*Playbook:* {safe(inc.containment)}"),
+        _mrkdwn(f"policy sha256 {safe(inc.policy_sha256[:12])} · key {inc.key[:12]}"
+                + (f" · tags {safe(', '.join(inc.tags))}" if inc.tags else "")),
+    ]})
+    actions = buttons(inc)
+    if actions:
+        blocks.append({"type": "actions", "block_id": f"warden.incident.{inc.id}", "elements": actions})
+    return blocks
+
+
+def repeat_note(inc: IncidentView) -> str:
+    """The thread reply for repeats, rendered at send time so a burst becomes one reply with the latest count."""
+    evidence = ", ".join(f"{safe(k)}={safe(v)}" for k, v in inc.evidence.items())
+    return (f"Seen again: {inc.count} findings so far, last at {_when(inc.last_seen)}."
+            + (f" Latest evidence: {evidence}" if evidence else ""))
+
+
+def escalation_preface(target: OwnerRef, note: str | None) -> str:
+    return f":rotating_light: *Escalated to {who(target)}*: {safe(note or '')}"
+
+
+def metadata(inc: IncidentView) -> dict[str, Any]:
+    """Attached to the root message so an interrupted delivery can find it again instead of posting twice."""
+    return {"event_type": METADATA_EVENT, "event_payload": {"incident_key": inc.key, "incident_id": inc.id}}
+
+
+def is_root_of(message: dict[str, Any], inc: IncidentView) -> bool:
+    meta = message.get("metadata") or {}
+    payload = meta.get("event_payload") or {}
+    return (meta.get("event_type") == METADATA_EVENT and payload.get("incident_key") == inc.key
+            and payload.get("incident_id") == inc.id)
+
+
+def is_user_id(identity: str) -> bool:
+    """Only a Slack user can click a button: a channel id is never an actor."""
+    return bool(USER_ID.match(identity))

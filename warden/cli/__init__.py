@@ -1,0 +1,94 @@
+"""The `warden` command: run the worker, play the demo, print the schema, check policies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+from pydantic import ValidationError
+
+from warden.runtime.broker import EmbeddedBrokerError
+from warden.runtime.topics import BrokerUnreachable
+from warden.cli.policy import policy
+from warden.contract.events import ActivityEvent
+from warden.policy import PolicyError
+from warden.runtime.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"WARDEN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        raise click.ClickException("invalid settings: " + "; ".join(lines)) from None
+
+
+def _fail_cleanly(exc: BaseException) -> None:
+    """Known start-up failures become one line and exit 2, never a stack trace."""
+    if isinstance(exc, PolicyError):
+        for issue in exc.issues:
+            click.echo(f"warden: policy error: {issue}", err=True)
+    else:
+        click.echo(f"warden: {exc}", err=True)
+    sys.exit(2)
+
+
+STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
+def main(verbose: bool) -> None:
+    """Warden: detect LLM agents acting beyond their scope and route incidents to the named responder."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the native activity event (schema v1)."""
+    click.echo(json.dumps(ActivityEvent.model_json_schema(), indent=2))
+
+
+@main.command()
+def run() -> None:
+    """Run the worker until SIGTERM/SIGINT. Starts the embedded broker when WARDEN_KAFKA_BOOTSTRAP is unset."""
+    from warden.runtime.worker import Runtime
+
+    settings = _settings()
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with Runtime(settings):
+            await stop.wait()
+
+    try:
+        asyncio.run(_run())
+    except STARTUP_ERRORS as exc:
+        _fail_cleanly(exc)
+
+
+@main.command()
+@click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the pipeline to settle.")
+def demo(timeout: float) -> None:
+    """Start everything on the embedded defaults, play the bundled scenario, print one JSON summary line."""
+    from warden.cli.demo import run_demo
+
+    settings = _settings()
+    try:
+        ok = asyncio.run(run_demo(settings, timeout))
+    except STARTUP_ERRORS as exc:
+        _fail_cleanly(exc)
+    sys.exit(0 if ok else 1)
+
+
+main.add_command(policy)

@@ -1,0 +1,233 @@
+"""The ownership matrix as validated data: who owns, approves, detects and responds for each workflow."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept `90s`, `15m`, `2h`, `1d` or a number of seconds, as Alertmanager does."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h)")
+        return timedelta(seconds=int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Risk(StrEnum):
+    low = "low"
+    high = "high"
+    critical = "critical"
+
+
+class Mode(StrEnum):
+    chat = "chat"
+    agentic = "agentic"
+
+
+class Severity(StrEnum):
+    info = "info"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+    def raised(self, steps: int = 1) -> Severity:
+        order = list(Severity)
+        return order[min(order.index(self) + steps, len(order) - 1)]
+
+
+CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
+# The named roles of a workflow, in the order they are shown; the first three must be named.
+ROLES = ("approver", "detector", "responder", "business_owner", "data_owner")
+REQUIRED_ROLES = ROLES[:3]
+
+
+class Owner(_Strict):
+    """A person or team that can be named in a role, reachable through one or more notifiers."""
+
+    name: str
+    kind: Literal["person", "team"] = "person"
+    contacts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Address per notifier: {slack: U… or C…, email: …}. The notifier decides what it accepts.",
+    )
+    members: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="For a team, per notifier: the identities who may act for it (e.g. slack: [U…, W…]).",
+    )
+    _legacy_keys: tuple[str, ...] = PrivateAttr(())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_legacy_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Owner]) -> Owner:
+        """Matrices written before `contacts` used `slack:`, `slack_members:` and `email:`; they still load."""
+        legacy: list[str] = []
+        if isinstance(data, dict) and any(k in data for k in LEGACY_OWNER_KEYS):
+            data = dict(data)
+            contacts = dict(data.get("contacts") or {})
+            members = dict(data.get("members") or {})
+            for key, (section, notifier) in LEGACY_OWNER_KEYS.items():
+                if key in data:
+                    legacy.append(key)
+                    value = data.pop(key)
+                    target = contacts if section == "contacts" else members
+                    if value is not None and notifier not in target:
+                        target[notifier] = value
+            data["contacts"], data["members"] = contacts, members
+        owner = handler(data)
+        owner._legacy_keys = tuple(legacy)
+        return owner
+
+    @model_validator(mode="after")
+    def _members_only_for_teams(self) -> Owner:
+        if any(self.members.values()) and self.kind != "team":
+            raise ValueError("members are for teams; a person acts as their own contact")
+        return self
+
+    @property
+    def legacy_keys(self) -> tuple[str, ...]:
+        """The pre-`contacts` keys this owner was written with (the lint says how to migrate them)."""
+        return self._legacy_keys
+
+
+# Keys of the first matrix format -> where they live now: (section, notifier).
+LEGACY_OWNER_KEYS: dict[str, tuple[str, str]] = {
+    "slack": ("contacts", "slack"),
+    "email": ("contacts", "email"),
+    "slack_members": ("members", "slack"),
+}
+
+
+class EscalationStep(_Strict):
+    owner: str
+    ack_timeout: Duration = timedelta(minutes=15)
+
+
+class IdentityScope(_Strict):
+    """Identity operations that need a human approval, and from which role."""
+
+    require_approval: list[str] = Field(default_factory=lambda: ["*"], description="Operation globs.")
+    approval_from: Literal["approver", "business_owner", "data_owner"] = "approver"
+    window: Duration = timedelta(minutes=30)
+
+
+class Limit(_Strict):
+    max: int = Field(ge=1)
+    window: Duration
+
+
+class Limits(_Strict):
+    tool_calls: Limit | None = None
+    identical_retries: Limit | None = None
+
+
+class Scope(_Strict):
+    """What a workflow is approved to do. Anything else is out of scope."""
+
+    tools: list[str] = Field(default_factory=list, description="Tool names or globs.")
+    data: list[str] = Field(default_factory=list, description="Data/retrieval resource globs the data owner allows.")
+    max_classification: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    secrets: list[str] = Field(default_factory=list, description="Secret globs in the workflow's grant.")
+    identity_changes: IdentityScope = Field(default_factory=IdentityScope)
+    limits: Limits = Field(default_factory=Limits)
+
+
+class Workflow(_Strict):
+    """A unit of accountable LLM work: its agents, its risk, its named roles and its scope."""
+
+    description: str = ""
+    agents: list[str] = Field(default_factory=list)
+    risk: Risk = Risk.high
+    mode: Mode = Mode.agentic
+    approver: str | None = None
+    detector: str | None = None
+    responder: str | None = None
+    business_owner: str | None = None
+    data_owner: str | None = None
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    scope: Scope = Field(default_factory=Scope)
+    group_window: Duration = Field(timedelta(hours=1), description="Repeats within this window join one incident.")
+
+
+class RuleMode(StrEnum):
+    enforce = "enforce"
+    shadow = "shadow"
+
+
+class BuiltinRule(_Strict):
+    """Overrides for a built-in detector."""
+
+    enabled: bool = True
+    severity: Severity | None = None
+    mode: RuleMode = RuleMode.enforce
+    exempt_chat_low_risk: bool = Field(False, description="Skip low-risk chat workflows for this rule.")
+
+
+class CustomRule(_Strict):
+    """A CEL condition over `event` and `workflow`."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    condition: str
+    severity: Severity = Severity.medium
+    tags: list[str] = Field(default_factory=list)
+    output: str = ""
+    exceptions: list[str] = Field(default_factory=list, description="CEL conditions; a match suppresses the rule.")
+    mode: RuleMode = RuleMode.enforce
+    frameworks: list[str] = Field(default_factory=list, description="OWASP ASI/LLM ids and NIST AI RMF function.")
+
+
+class Rules(_Strict):
+    builtin: dict[str, BuiltinRule] = Field(default_factory=dict)
+    custom: list[CustomRule] = Field(default_factory=list)
+
+
+class PlaybookBinding(_Strict):
+    """Which findings trigger which playbook, and whose approval gates it."""
+
+    rules: list[str]
+    playbook: str
+    gate: Literal["approver", "none"] = "approver"
+    min_severity: Severity = Severity.high
+
+
+class Defaults(_Strict):
+    security_owner: str = Field(description="Owner who receives findings about agents no workflow lists.")
+    escalation: list[EscalationStep] = Field(default_factory=list)
+
+
+class Matrix(_Strict):
+    """The whole ownership matrix, as one validated document."""
+
+    version: Literal[1] = 1
+    defaults: Defaults
+    owners: dict[str, Owner] = Field(default_factory=dict)
+    workflows: dict[str, Workflow] = Field(default_factory=dict)
+    rules: Rules = Field(default_factory=Rules)
+    playbooks: list[PlaybookBinding] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Small mechanisms every layer uses (retry with backoff, polling loops). Imports nothing of Warden's."""

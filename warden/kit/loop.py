@@ -1,0 +1,50 @@
+"""One polling loop for every background pass (outbox, escalation, policy watch): survive errors, wake early."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+
+class PollingLoop:
+    """Runs `step` every `interval_s`; again at once when it reports work done, or when `wake()` is called.
+
+    A failing pass is logged and retried on the next tick: what it was doing is still recorded where it came from.
+    """
+
+    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]],
+                 log: logging.Logger) -> None:
+        self.name, self.interval_s, self.step, self.log = name, interval_s, step, log
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the loop must outlive any one bad pass
+                self.log.exception("%s: pass failed; retrying in %.1fs", self.name, self.interval_s)
+                busy = False
+            if busy:
+                await asyncio.sleep(0)  # let others run between busy passes
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()

@@ -1,0 +1,98 @@
+"""Cross-references the schema cannot see: named roles, defined owners, one workflow per agent, known ids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix
+from warden.policy.model import Catalogue, PolicyIssue
+from warden.policy.merge import Provenance, file_for
+
+
+def check_matrix(
+    matrix: Matrix, catalogue: Catalogue, provenance: Provenance, fallback: str
+) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
+    """Cross-references the schema cannot see: named roles, defined owners, one workflow per agent."""
+    errors: list[PolicyIssue] = []
+    warnings: list[PolicyIssue] = []
+
+    def issue(path: tuple[str, ...], reason: str, level: str = "error") -> None:
+        target = errors if level == "error" else warnings
+        target.append(PolicyIssue(file_for(path, provenance, fallback), ".".join(path), reason, level))
+
+    used: set[str] = set()
+
+    def ref(path: tuple[str, ...], owner_id: str) -> None:
+        used.add(owner_id)
+        if owner_id not in matrix.owners:
+            issue(path, f"owner {owner_id!r} is referenced but not defined under owners")
+
+    ref(("defaults", "security_owner"), matrix.defaults.security_owner)
+    for i, step in enumerate(matrix.defaults.escalation):
+        ref(("defaults", "escalation", str(i), "owner"), step.owner)
+    claimed: dict[str, str] = {}
+    for wf_id, wf in matrix.workflows.items():
+        base = ("workflows", wf_id)
+        for role in REQUIRED_ROLES:
+            if not getattr(wf, role):
+                issue((*base, role), f"workflow has no named {role}")
+        for role in ROLES:
+            owner_id = getattr(wf, role)
+            if owner_id:
+                ref((*base, role), owner_id)
+        for i, step in enumerate(wf.escalation):
+            ref((*base, "escalation", str(i), "owner"), step.owner)
+        for i, agent in enumerate(wf.agents):
+            other = claimed.setdefault(agent, wf_id)
+            if other != wf_id:
+                issue((*base, "agents", str(i)), f"agent {agent!r} is already claimed by workflow {other!r}")
+        if not wf.agents:
+            issue((*base, "agents"), "workflow lists no agents", "warning")
+        if not wf.scope.tools and not wf.scope.data and not wf.scope.secrets:
+            issue((*base, "scope"), "scope is empty: every tool, data and secret access is out of scope", "warning")
+        gate = wf.scope.identity_changes  # a missing approver is reported above; other roles are checked here
+        if gate.require_approval and not getattr(wf, gate.approval_from) and gate.approval_from not in REQUIRED_ROLES:
+            issue((*base, "scope", "identity_changes", "approval_from"),
+                  f"identity changes need approval from the {gate.approval_from}, and the workflow names none")
+    for owner_id in matrix.owners:
+        if owner_id not in used:
+            issue(("owners", owner_id), "owner is defined but never named in a role", "warning")
+    _check_owners(matrix, catalogue, issue)
+    _check_rule_ids(matrix, catalogue, issue)
+    return errors, warnings
+
+
+def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:
+    """Members must be identities their notifier lets act; pre-`contacts` keys get a warning saying how to move."""
+    for owner_id, owner in matrix.owners.items():
+        for notifier, identities in owner.members.items():
+            accepts = catalogue.actors.get(notifier)
+            for i, identity in enumerate(identities):
+                if accepts is not None and not accepts(identity):
+                    issue(("owners", owner_id, "members", notifier, str(i)),
+                          f"{identity!r} is not a {notifier} identity that can act (a user, not a channel)")
+        for key in owner.legacy_keys:
+            section, notifier = LEGACY_OWNER_KEYS[key]
+            issue(("owners", owner_id, key),
+                  f"`{key}:` is the old format; write it as `{section}: {{{notifier}: ...}}`", "warning")
+
+
+def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[[tuple[str, ...], str], None]) -> None:
+    """Rule ids and playbook names must exist: a typo would silently disable an override or a playbook."""
+    builtin = catalogue.rules
+    for rule_id in matrix.rules.builtin:
+        if rule_id not in builtin:
+            known = ", ".join(sorted(builtin))
+            issue(("rules", "builtin", rule_id), f"unknown built-in rule {rule_id!r} (known: {known})")
+    custom: set[str] = set()
+    for i, rule in enumerate(matrix.rules.custom):
+        if rule.id in builtin or rule.id in custom:
+            issue(("rules", "custom", str(i), "id"), f"rule id {rule.id!r} is already used")
+        custom.add(rule.id)
+    for i, binding in enumerate(matrix.playbooks):
+        base = ("playbooks", str(i))
+        if binding.playbook not in catalogue.playbooks:
+            issue((*base, "playbook"), f"unknown playbook {binding.playbook!r} (known: {', '.join(sorted(catalogue.playbooks))})")
+        for j, rule_id in enumerate(binding.rules):
+            if rule_id not in builtin and rule_id not in custom:
+                issue((*base, "rules", str(j)), f"unknown rule id {rule_id!r}")

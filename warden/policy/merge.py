@@ -1,0 +1,62 @@
+"""Merge the files of a policy folder in name order, remembering which file each entry came from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Provenance = dict[tuple[str, ...], str]
+# Sections merged key by key across the files of a folder; a later file (in name order) wins a key.
+_KEYED = (("owners",), ("workflows",), ("rules", "builtin"), ("defaults",))
+# Sections whose lists concatenate across files, in name order.
+_LISTED = (("rules", "custom"), ("playbooks",))
+
+
+def merge(documents: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], Provenance]:
+    """Merge documents in name order and remember which file each entry came from."""
+    merged: dict[str, Any] = {}
+    provenance: Provenance = {}
+    for fname, doc in documents:
+        for key, value in doc.items():
+            provenance.setdefault((key,), fname)
+            if key == "rules" and isinstance(value, dict):
+                if not isinstance(merged.get("rules"), dict):
+                    merged["rules"] = {}
+                for rule_key, rule_value in value.items():
+                    _merge_entry(merged["rules"], ("rules", rule_key), rule_value, fname, provenance)
+            else:
+                _merge_entry(merged, (key,), value, fname, provenance)
+    return merged, provenance
+
+
+def _merge_entry(
+    target: dict[str, Any], path: tuple[str, ...], value: Any, fname: str, provenance: Provenance
+) -> None:
+    """Keyed sections merge key by key (later file wins), list sections concatenate, the rest is replaced."""
+    name = path[-1]
+    current = target.get(name)
+    if path in _KEYED and isinstance(value, dict) and isinstance(current, dict):
+        current.update(value)
+    elif path in _LISTED and isinstance(value, list) and isinstance(current, list):
+        for i in range(len(value)):
+            provenance[(*path, str(len(current) + i))] = fname
+        current.extend(value)
+        return
+    else:
+        target[name] = dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+        current = target[name]
+        if isinstance(value, list):
+            for i in range(len(value)):
+                provenance[(*path, str(i))] = fname
+    provenance[path] = fname if not isinstance(value, dict) else provenance.get(path, fname)
+    if isinstance(value, dict):
+        for k in value:
+            provenance[(*path, str(k))] = fname
+
+
+def file_for(path: tuple[str, ...], provenance: Provenance, fallback: str) -> str:
+    """The file that defined the longest known prefix of `path`."""
+    for n in range(len(path), 0, -1):
+        f = provenance.get(tuple(path[:n]))
+        if f:
+            return f
+    return fallback

@@ -1,0 +1,124 @@
+"""The compiled policy: a validated matrix plus the indexes that keep detection cost independent of its size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
+from warden.contract.matrix import Matrix, Owner, Workflow
+from warden.policy.cel import CompiledRules
+from warden.policy.globs import CompiledScope
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    """One located problem: the file, the dotted path inside it and why."""
+
+    file: str
+    path: str
+    reason: str
+    level: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: {self.reason}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level, "file": self.file, "path": self.path, "reason": self.reason}
+
+
+class PolicyError(Exception):
+    """The policy cannot be used; `issues` says where and why."""
+
+    def __init__(self, issues: list[PolicyIssue], warnings: list[PolicyIssue] | None = None):
+        self.issues = issues
+        self.warnings = warnings or []
+        super().__init__("; ".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The rule and playbook ids a matrix may name. The layers that own them pass it in; policy imports neither."""
+
+    rules: frozenset[str]
+    playbooks: frozenset[str]
+    actors: Mapping[str, Callable[[str], bool]] = field(default_factory=dict)
+    """Per notifier: which identities may act (click a button), so the lint can check team members."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An agent's workflow and its compiled scope: what one lookup by agent id yields on the hot path."""
+
+    workflow_id: str
+    workflow: Workflow
+    scope: CompiledScope
+
+
+@dataclass
+class Policy:
+    """A checked matrix, its compiled CEL rules and its indexes. Built only by `build_policy`/`load_policy`."""
+
+    matrix: Matrix
+    sha256: str
+    files: tuple[str, ...]
+    rules: CompiledRules = field(repr=False)
+    warnings: list[PolicyIssue] = field(default_factory=list)
+    assignments: dict[str, Assignment] = field(init=False, default_factory=dict, repr=False)
+    _owners_cache: dict[str | None, FindingOwners] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        """Index once: agent -> workflow and its compiled scope globs."""
+        for wf_id, wf in self.matrix.workflows.items():
+            assignment = Assignment(wf_id, wf, CompiledScope.of(wf.scope))
+            for agent in wf.agents:
+                self.assignments[agent] = assignment  # the lint rejects an agent claimed twice
+
+    def workflow_id_for(self, agent_id: str) -> str | None:
+        assignment = self.assignments.get(agent_id)
+        return assignment.workflow_id if assignment else None
+
+    def workflow(self, workflow_id: str | None) -> Workflow | None:
+        return self.matrix.workflows.get(workflow_id) if workflow_id else None
+
+    def owner(self, owner_id: str | None) -> Owner | None:
+        return self.matrix.owners.get(owner_id) if owner_id else None
+
+    def owners_for(self, workflow_id: str | None) -> FindingOwners:
+        """A workflow's named roles as owner references, frozen into findings so later edits never re-route
+        an open incident. An unknown workflow routes every role to the default security owner."""
+        cached = self._owners_cache.get(workflow_id)
+        if cached is not None:
+            return cached
+        wf = self.workflow(workflow_id)
+        d = self.matrix.defaults
+        if wf is None:
+            ref = self.owner_ref(d.security_owner)
+            resolved = FindingOwners(
+                approver=ref, detector=ref, responder=ref,
+                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout)
+                            for s in d.escalation],
+            )
+        else:
+            resolved = FindingOwners(
+                approver=self._maybe_ref(wf.approver),
+                detector=self._maybe_ref(wf.detector),
+                responder=self.owner_ref(wf.responder or d.security_owner),
+                business_owner=self._maybe_ref(wf.business_owner),
+                data_owner=self._maybe_ref(wf.data_owner),
+                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout)
+                            for s in (wf.escalation or d.escalation)],
+            )
+        self._owners_cache[workflow_id] = resolved
+        return resolved
+
+    def owner_ref(self, owner_id: str) -> OwnerRef:
+        """An owner as a finding carries it: id, name and contacts per notifier."""
+        owner = self.owner(owner_id)
+        if owner is None:
+            return OwnerRef(id=owner_id)
+        return OwnerRef.of(owner_id, owner)
+
+    def _maybe_ref(self, owner_id: str | None) -> OwnerRef | None:
+        return None if owner_id is None else self.owner_ref(owner_id)

@@ -1,0 +1,63 @@
+"""Runtime settings from WARDEN_* environment variables (pydantic-settings); names are a stable interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # package data: ships in the wheel
+BUNDLED_POLICY = EXAMPLES / "policy"
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn. Unset Kafka bootstrap means: start the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset starts the embedded broker.")
+    policy: Path = Field(BUNDLED_POLICY, description="Matrix file or folder.")
+    policy_reload_s: float = Field(2.0, gt=0, description="How often the worker checks the policy files for changes.")
+    data_dir: Path = Field(Path("./data"), description="Where the embedded defaults keep files (SQLite, ...).")
+    web_bind: str = Field("127.0.0.1:6066", description="host:port of the worker's HTTP server.")
+    topic_activity: str = "warden.activity"
+    topic_findings: str = "warden.findings"
+    topic_dlq: str = "warden.activity.dlq"
+    topic_partitions: int = Field(4, ge=1)
+    app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
+    kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
+    kafka_heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval (tests use 1).")
+    kafka_rebalance_timeout_s: float = Field(30.0, description="Consumer group rebalance timeout (tests use 3).")
+    max_message_bytes: int = Field(1_048_576, ge=1024, description="Larger activity messages are dead-lettered.")
+    dlq_max_bytes: int = Field(8 * 1_048_576, ge=1024, description="Larger dead letters keep only their head.")
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite in data_dir.")
+    slack_token: SecretStr | None = None
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests, proxies).")
+    slack_signing_secret: SecretStr | None = None
+    slack_timeout_s: float = Field(10.0, gt=0, description="Timeout of one Slack Web API call.")
+    notify_max_attempts: int = Field(5, ge=1, description="Deliveries tried before a notification is dead-lettered.")
+    notify_retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles on each attempt.")
+    outbox_poll_s: float = Field(2.0, gt=0, description="How often the outbox looks for due notifications.")
+    outbox_lease_s: float = Field(120.0, gt=0, description="A claimed notification is retried after this (PostgreSQL).")
+    escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
+
+    @field_validator("web_bind")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{v!r} is not host:port")
+        return v
+
+    @property
+    def web_host(self) -> str:
+        return self.web_bind.rpartition(":")[0]
+
+    @property
+    def web_port(self) -> int:
+        return int(self.web_bind.rpartition(":")[2])
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'warden.db').resolve()}"

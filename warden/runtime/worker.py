@@ -1,0 +1,90 @@
+"""Start and stop a whole Warden worker: broker (embedded if unset), topics, policy, responder, web, faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import faust
+
+from responders.base import Responder, WebRoutes
+from responders.incident_responder import IncidentResponder
+from warden.runtime.broker import EmbeddedBroker
+from warden.runtime.policy_holder import PolicyHolder
+from warden.runtime.policy_watch import PolicyWatcher
+from warden.runtime.topics import ensure_topics, topic_names
+from warden.runtime.app import build_app
+from warden.runtime.catalogue import load
+from warden.runtime.settings import Settings
+from warden.runtime.web import WebServer
+
+log = logging.getLogger("warden")
+
+
+def _fast_group_timings(s: Settings) -> Settings:
+    """The embedded broker serves one local worker: join its group in seconds (unless set explicitly)."""
+    fast = {"kafka_session_timeout_s": 6.0, "kafka_heartbeat_interval_s": 1.0, "kafka_rebalance_timeout_s": 3.0}
+    return s.model_copy(update={k: v for k, v in fast.items() if k not in s.model_fields_set})
+
+
+class Runtime:
+    """One worker process's parts, started in dependency order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
+        self.settings = settings
+        self.responder = responder or IncidentResponder(settings)
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = settings.kafka_bootstrap or ""
+        self.holder: PolicyHolder | None = None
+        self.app: faust.App | None = None
+        self.web: WebServer | None = None
+        self._stack = AsyncExitStack()
+
+    async def start(self) -> Runtime:
+        s = self.settings
+        policy = load(s.policy)  # fail before starting anything if the policy is unusable
+        self.holder = PolicyHolder(policy)
+        s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
+        if not s.kafka_bootstrap:
+            s = self.settings = _fast_group_timings(s)
+            self.broker = EmbeddedBroker(log_path=Path(s.data_dir) / "tansu.log").start()
+            self._stack.callback(self.broker.stop)
+            self.bootstrap = self.broker.bootstrap
+            log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
+                        "(memory only; data is lost when Warden stops)", self.bootstrap)
+        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions)
+        if created:
+            log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
+        self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder)
+        worker = faust.Worker(
+            self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
+        )
+        worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
+        worker.install_signal_handlers = lambda: None  # signals belong to the CLI, which stops us in order
+        await worker.start()
+        self._stack.push_async_callback(worker.stop)
+        installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
+        self.web = WebServer(s.web_host, s.web_port, installers)
+        await self.web.start()
+        self._stack.push_async_callback(self.web.stop)
+        watcher = PolicyWatcher(s.policy, self.holder, publish, s.policy_reload_s)
+        watcher.loop.start()
+        self._stack.push_async_callback(watcher.loop.stop)
+        log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
+                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
+        return self
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
