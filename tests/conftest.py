@@ -1,5 +1,6 @@
 """Shared fixtures: a real Kafka-protocol broker (Tansu, or WARDEN_TEST_KAFKA_BOOTSTRAP) and worker settings,
-plus the incident database (SQLite and PostgreSQL) and the local Slack Web API."""
+plus the incident database (SQLite, and PostgreSQL started by the suite unless WARDEN_TEST_DATABASE_URL is set)
+and the local Slack Web API."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from warden.runtime.broker import EmbeddedBroker
 from tests.incident_db import BACKENDS, database_url
+from tests.pg_server import private_postgres
 from tests.slack_api_server import SlackApiServer
-from warden.runtime import Runtime
-from warden.settings import BUNDLED_POLICY, Settings
+from warden.runtime.worker import Runtime
+from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,10 +75,22 @@ async def slack_api() -> AsyncIterator[SlackApiServer]:
         await server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PostgreSQL for the session: WARDEN_TEST_DATABASE_URL when set, else a private server started here."""
+    configured = os.environ.get("WARDEN_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with private_postgres(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
 @pytest.fixture(params=BACKENDS)
 async def incident_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty incident database, once on SQLite and once on PostgreSQL."""
-    async with database_url(request.param, tmp_path) as url:
+    """An empty incident database, once on SQLite and once on PostgreSQL (the session server, started lazily)."""
+    admin_url = request.getfixturevalue("postgres_admin_url") if request.param == "postgresql" else ""
+    async with database_url(request.param, tmp_path, admin_url) as url:
         yield url
 
 
