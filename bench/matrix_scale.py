@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.detectors import DetectorState, detect  # noqa: E402
-from warden.contract.events import ActivityEvent  # noqa: E402
-from warden.contract.matrix import Matrix  # noqa: E402
-from warden.policy import Policy, build_policy  # noqa: E402
-from warden.runtime.catalogue import CATALOGUE  # noqa: E402
+from streams.detectors import DetectorState, detect
+from warden.contract.events import ActivityEvent
+from warden.contract.matrix import Matrix
+from warden.policy import Policy, build_policy
+from warden.runtime.catalogue import CATALOGUE
 
 OWNERS = 50
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

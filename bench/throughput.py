@@ -23,21 +23,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import TypeAdapter
 
-from warden.runtime.broker import EmbeddedBroker  # noqa: E402
-from warden.runtime.topics import ensure_topics  # noqa: E402
-from warden.contract import metrics  # noqa: E402
-from warden.contract.events import ActivityEvent  # noqa: E402
-from warden.contract.findings import Finding  # noqa: E402
-from warden.runtime.worker import Runtime  # noqa: E402
-from warden.runtime.settings import Settings  # noqa: E402
+from warden.contract import metrics
+from warden.contract.events import ActivityEvent
+from warden.contract.findings import Finding
+from warden.runtime.broker import EmbeddedBroker
+from warden.runtime.settings import Settings
+from warden.runtime.topics import ensure_topics
+from warden.runtime.worker import Runtime
 
 PARTITIONS = 4
 OUT_OF_SCOPE_EVERY = 100  # 1% of tool calls use an unapproved tool
 AGENTS = ["support-bot-1", "support-bot-2", "billing-agent-1", "research-rag-1", "compliance-agent-1"]
-ALLOWED = {"support-bot-1": "kb.search", "support-bot-2": "kb.fetch_article", "billing-agent-1": "billing.lookup_invoice",
+ALLOWED = {"support-bot-1": "kb.search", "support-bot-2": "kb.fetch_article",
+           "billing-agent-1": "billing.lookup_invoice",
            "research-rag-1": "retrieval.search", "compliance-agent-1": "evidence.collect"}
 _BATCH = TypeAdapter(list[ActivityEvent])
 
@@ -126,7 +127,8 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
         while True:
             if t0 is None and metrics.total(metrics.EVENTS) > events0:
                 t0 = time.perf_counter()
-            if metrics.total(metrics.FINDINGS) - findings0 >= due and metrics.total(metrics.EVENTS) - events0 >= n_events:
+            events_done = metrics.total(metrics.EVENTS) - events0 >= n_events
+            if metrics.total(metrics.FINDINGS) - findings0 >= due and events_done:
                 elapsed = time.perf_counter() - (t0 or time.perf_counter())
                 break
             await asyncio.sleep(0.002)

@@ -96,7 +96,7 @@ def _unprivileged_ids() -> tuple[int, int] | None:
             pass
     # No `nobody` on this system: make a system user; another process may be doing the same, so re-check after.
     subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _FALLBACK_OS_USER],
-                   capture_output=True)
+                   capture_output=True, check=False)  # it may exist already: the lookup below decides
     try:
         entry = pwd.getpwnam(_FALLBACK_OS_USER)
     except KeyError:
@@ -140,7 +140,8 @@ def _start(bin_dir: Path, root: Path, port: int, ids: tuple[int, int] | None, lo
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
-                                preexec_fn=_die_with_parent, **_subprocess_user_kwargs(ids))
+                                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only; the fixture runs single-threaded
+                                **_subprocess_user_kwargs(ids))
 
 
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None

@@ -190,7 +190,7 @@ class SlackApiServer:
         users = str(args.get("users", ""))
         if not users:
             return {"ok": False, "error": "user_not_found"}
-        return {"ok": True, "channel": {"id": self._dm(users.split(",")[0])}}
+        return {"ok": True, "channel": {"id": self._dm(users.split(",", maxsplit=1)[0])}}
 
     def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel", "")

@@ -9,10 +9,10 @@ import pytest
 from streams.detectors import DetectorState, detect
 from tests.matrix_builder import ev, policy, tool
 from warden.contract import metrics
-from warden.policy.cel import compile_rules, index_hints
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule
 from warden.policy import Policy
+from warden.policy.cel import compile_rules, index_hints
 
 REFUND = {
     "id": "large-refund",

@@ -18,8 +18,8 @@ from tests.isolated_worker import RecordingResponder, isolated_settings, wait_fo
 from tests.kafka_helpers import event, read_topic
 from warden.contract import metrics
 from warden.contract.findings import Finding
-from warden.runtime.worker import Runtime
 from warden.runtime.settings import BUNDLED_POLICY
+from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,10 @@ def _write(folder: Path, **files: str) -> Path:
 
 
 def test_a_folder_merges_in_name_order_and_a_later_file_wins_a_key(tmp_path: Path) -> None:
-    override = "workflows:\n  w1: {agents: [a1], approver: ann, detector: secops, responder: ann, scope: {tools: [x]}}\n"
-    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW, "20_override.yml": override})
+    override = ("workflows:\n"
+                "  w1: {agents: [a1], approver: ann, detector: secops, responder: ann, scope: {tools: [x]}}\n")
+    files = {"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW, "20_override.yml": override}
+    folder = _write(tmp_path / "p", **files)
     policy = load_policy(folder)
     assert policy.matrix.workflows["w1"].responder == "ann"
     assert policy.matrix.workflows["w1"].scope.tools == ["x"]
@@ -72,11 +74,13 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 
 
 def test_an_undefined_owner_is_located_where_it_is_referenced(tmp_path: Path) -> None:
-    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW.replace("approver: ann", "approver: bob")})
+    wf = WORKFLOW.replace("approver: ann", "approver: bob")
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": wf})
     with pytest.raises(PolicyError) as err:
         load_policy(folder)
     messages = [str(i) for i in err.value.issues]
-    assert f"{folder / '10-wf.yaml'}: workflows.w1.approver: owner 'bob' is referenced but not defined under owners" in messages
+    where = f"{folder / '10-wf.yaml'}: workflows.w1.approver"
+    assert f"{where}: owner 'bob' is referenced but not defined under owners" in messages
 
 
 def test_a_bad_duration_is_explained(tmp_path: Path) -> None:
@@ -84,14 +88,14 @@ def test_a_bad_duration_is_explained(tmp_path: Path) -> None:
     folder = _write(tmp_path / "p", **{"00_all.yaml": body})
     with pytest.raises(PolicyError) as err:
         load_policy(folder)
-    assert any("workflows.w1.escalation.0.ack_timeout" == i.path and "'soon' is not a duration" in i.reason
+    assert any(i.path == "workflows.w1.escalation.0.ack_timeout" and "'soon' is not a duration" in i.reason
                for i in err.value.issues)
 
 
 def test_an_empty_folder_and_a_non_mapping_file_are_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(PolicyError, match="holds no .yaml"):
+    with pytest.raises(PolicyError, match=r"holds no \.yaml"):
         load_policy(empty)
     listy = _write(tmp_path / "l", **{"00_x.yaml": "- just\n- a list\n"})
     with pytest.raises(PolicyError, match="top level must be a mapping"):

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
+from tests.kafka_helpers import event, headers, produce, produce_events, read_topic
 from warden.contract import metrics
 from warden.contract.findings import Finding
-from warden.runtime.worker import Runtime
 from warden.runtime.settings import Settings
-from tests.kafka_helpers import event, headers, produce, produce_events, read_topic
+from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,8 @@ async def test_bad_input_goes_to_the_dlq_with_reason_bytes_and_source_and_the_wo
     [record] = findings
     finding = Finding.model_validate_json(record.value)
     assert record.key == b"support-bot-2"
-    assert (finding.rule, finding.agent_id, finding.workflow) == ("unapproved_tool", "support-bot-2", "support-assistant")
+    expected = ("unapproved_tool", "support-bot-2", "support-assistant")
+    assert (finding.rule, finding.agent_id, finding.workflow) == expected
     assert finding.owners.responder.id == "ai-platform"
     assert finding.policy_sha256 == worker.holder.current.sha256
 

@@ -7,10 +7,10 @@ from typing import Any, Protocol
 
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding, finding_id
-from warden.policy.globs import CompiledScope
 from warden.contract.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
-from warden.policy import Policy
 from warden.contract.redact import redact_text
+from warden.policy import Policy
+from warden.policy.globs import CompiledScope
 
 
 @dataclass(frozen=True)

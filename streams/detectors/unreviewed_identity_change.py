@@ -10,6 +10,7 @@ earlier one, so a rejection withdraws an approval.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,7 +64,7 @@ class State:
 
     def decisions(self, agent_id: str, refs: tuple[str, ...]) -> dict[str, _Decision]:
         """Every recorded decision on any of `refs`, by approver (the first ref wins a tie)."""
-        by_ref = self._by_agent.get(agent_id, {})
+        by_ref: Mapping[str, dict[str, _Decision]] = self._by_agent.get(agent_id, {})
         out: dict[str, _Decision] = {}
         for ref in reversed(refs):
             out.update(by_ref.get(ref, {}))

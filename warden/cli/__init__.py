@@ -11,12 +11,12 @@ import sys
 import click
 from pydantic import ValidationError
 
-from warden.runtime.broker import EmbeddedBrokerError
-from warden.runtime.topics import BrokerUnreachable
 from warden.cli.policy import policy
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
+from warden.runtime.broker import EmbeddedBrokerError
 from warden.runtime.settings import Settings
+from warden.runtime.topics import BrokerUnreachable
 
 
 def _settings() -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -17,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from responders.incident_responder import IncidentResponder
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
-from warden.runtime.worker import Runtime
 from warden.runtime.settings import EXAMPLES, Settings
+from warden.runtime.worker import Runtime
 
 SCENARIO = EXAMPLES / "scenario.jsonl"
 SETTLE_S = 2.0

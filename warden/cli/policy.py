@@ -128,7 +128,9 @@ def test_events(path: Path, events: Path, as_json: bool) -> None:
     except (ValueError, ValidationError) as exc:
         raise click.ClickException(f"{events}: not valid native events: {exc}") from None
     state = DetectorState()
-    results = [{"event_id": ev.event_id, "findings": [route(f) for f in detect(ev, live, state)]} for ev in parsed]
+    results: list[dict[str, Any]] = [
+        {"event_id": ev.event_id, "findings": [route(f) for f in detect(ev, live, state)]} for ev in parsed
+    ]
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -39,7 +39,7 @@ class PollingLoop:
                 busy = await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the loop must outlive any one bad pass
+            except Exception:
                 self.log.exception("%s: pass failed; retrying in %.1fs", self.name, self.interval_s)
                 busy = False
             if busy:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix
-from warden.policy.model import Catalogue, PolicyIssue
 from warden.policy.merge import Provenance, file_for
+from warden.policy.model import Catalogue, PolicyIssue
 
 
 def check_matrix(
@@ -92,7 +92,8 @@ def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[[tuple
     for i, binding in enumerate(matrix.playbooks):
         base = ("playbooks", str(i))
         if binding.playbook not in catalogue.playbooks:
-            issue((*base, "playbook"), f"unknown playbook {binding.playbook!r} (known: {', '.join(sorted(catalogue.playbooks))})")
+            known = ", ".join(sorted(catalogue.playbooks))
+            issue((*base, "playbook"), f"unknown playbook {binding.playbook!r} (known: {known})")
         for j, rule_id in enumerate(binding.rules):
             if rule_id not in builtin and rule_id not in custom:
                 issue((*base, "rules", str(j)), f"unknown rule id {rule_id!r}")

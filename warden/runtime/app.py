@@ -12,10 +12,10 @@ from faust.types import EventT
 from responders.base import Responder
 from streams.detectors import DetectorState, detect
 from streams.ingest import FORMATS
-from warden.kit.retry import Backoff
-from warden.runtime.policy_holder import PolicyHolder
 from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.kit.retry import Backoff
+from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 
 log = logging.getLogger("warden.worker")
@@ -49,14 +49,17 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         producer_acks=-1,
         producer_max_request_size=settings.dlq_max_bytes + 64 * 1024,  # room for headers
     )
-    raw = {"value_type": bytes, "value_serializer": "raw", "key_type": bytes, "key_serializer": "raw"}
-    activity = app.topic(settings.topic_activity, **raw)
-    findings_topic = app.topic(settings.topic_findings, **raw)
-    dlq = app.topic(settings.topic_dlq, **raw)
+    def raw_topic(name: str) -> faust.TopicT:
+        """Bytes in and out: Warden decodes values itself, so a poison message is a DLQ decision, not a crash."""
+        return app.topic(name, value_type=bytes, value_serializer="raw", key_type=bytes, key_serializer="raw")
+
+    activity = raw_topic(settings.topic_activity)
+    findings_topic = raw_topic(settings.topic_findings)
+    dlq = raw_topic(settings.topic_dlq)
     state = DetectorState()
     decode = FORMATS["native"]
 
-    async def dead_letter(event: EventT, reason_code: str, reason: str, index: int | None = None) -> None:
+    async def dead_letter(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
         """Forward the original bytes with the reason and source coordinates as headers."""
         msg = event.message
         headers = {
@@ -79,7 +82,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
     async def publish(finding: Finding) -> None:
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
-    async def ingest_one(event: EventT) -> None:
+    async def ingest_one(event: EventT[bytes]) -> None:
         started = time.perf_counter()
         decoded = decode(event.value, settings.max_message_bytes)
         for rejection in decoded.rejections:
@@ -93,7 +96,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
                                         shadow=str(finding.shadow).lower()).inc()
         metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
 
-    async def respond_one(event: EventT) -> None:
+    async def respond_one(event: EventT[bytes]) -> None:
         try:
             finding = Finding.model_validate_json(event.value)
         except ValueError as exc:
@@ -103,12 +106,12 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         metrics.RESPONDED.inc()
 
     @app.agent(activity, name="warden.ingest")
-    async def ingest_agent(stream: faust.StreamT) -> None:
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await with_retries(event, ingest_one, dead_letter)
 
     @app.agent(findings_topic, name="warden.respond")
-    async def respond_agent(stream: faust.StreamT) -> None:
+    async def respond_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await with_retries(event, respond_one, dead_letter)
 
@@ -124,8 +127,8 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
 
 
 async def with_retries(
-    event: EventT,
-    handle: Callable[[EventT], Awaitable[None]],
+    event: EventT[bytes],
+    handle: Callable[[EventT[bytes]], Awaitable[None]],
     dead_letter: Callable[..., Awaitable[None]],
 ) -> None:
     """faust acks a message whose handler raised, so never let one raise: retry, then dead-letter."""

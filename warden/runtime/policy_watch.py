@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from warden.runtime.policy_holder import PolicyHolder
 from warden.contract import metrics
 from warden.contract.findings import Finding, finding_id
 from warden.contract.matrix import Severity
+from warden.contract.redact import redact_text
 from warden.kit.loop import PollingLoop
 from warden.policy import Policy, PolicyError, PolicyIssue, policy_files
 from warden.runtime.catalogue import load
-from warden.contract.redact import redact_text
+from warden.runtime.policy_holder import PolicyHolder
 
 log = logging.getLogger("warden.policy")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,7 +28,7 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeo
     client_log.setLevel(logging.CRITICAL)  # the one-line BrokerUnreachable below says it all
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaConnectionError, KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
         await admin.close()
         raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
     finally:
@@ -36,10 +37,8 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeo
         existing = set(await admin.list_topics())
         missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it meanwhile
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created it meanwhile
         return [t.name for t in missing]
     finally:
         await admin.close()

@@ -11,13 +11,13 @@ import faust
 
 from responders.base import Responder, WebRoutes
 from responders.incident_responder import IncidentResponder
+from warden.runtime.app import build_app
 from warden.runtime.broker import EmbeddedBroker
+from warden.runtime.catalogue import load
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
-from warden.runtime.topics import ensure_topics, topic_names
-from warden.runtime.app import build_app
-from warden.runtime.catalogue import load
 from warden.runtime.settings import Settings
+from warden.runtime.topics import ensure_topics, topic_names
 from warden.runtime.web import WebServer
 
 log = logging.getLogger("warden")
@@ -27,6 +27,13 @@ def _fast_group_timings(s: Settings) -> Settings:
     """The embedded broker serves one local worker: join its group in seconds (unless set explicitly)."""
     fast = {"kafka_session_timeout_s": 6.0, "kafka_heartbeat_interval_s": 1.0, "kafka_rebalance_timeout_s": 3.0}
     return s.model_copy(update={k: v for k, v in fast.items() if k not in s.model_fields_set})
+
+
+class _HostedWorker(faust.Worker):
+    """faust's worker inside Warden's process: signals belong to the CLI, which stops the parts in order."""
+
+    def install_signal_handlers(self) -> None:
+        return None
 
 
 class Runtime:
@@ -58,11 +65,10 @@ class Runtime:
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
         self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder)
-        worker = faust.Worker(
+        worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
         worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
-        worker.install_signal_handlers = lambda: None  # signals belong to the CLI, which stops us in order
         await worker.start()
         self._stack.push_async_callback(worker.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
