@@ -6,8 +6,7 @@ COPY warden ./warden
 COPY streams ./streams
 COPY responders ./responders
 COPY playbooks ./playbooks
-COPY examples ./examples
-RUN pip install --no-cache-dir -e . && useradd --system warden && mkdir /data && chown warden /data
+RUN pip install --no-cache-dir . && useradd --system warden && mkdir /data && chown warden /data
 USER warden
 ENV WARDEN_DATA_DIR=/data WARDEN_WEB_BIND=0.0.0.0:6066
 EXPOSE 6066

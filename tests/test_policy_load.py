@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from streams.detectors import DetectorState, detect
+from streams.ingest.native import decode
+from warden.cli.demo import SCENARIO
 from warden.policy import PolicyError
 from warden.runtime.catalogue import load as load_policy
+from warden.runtime.settings import BUNDLED_POLICY
+
+DATA = Path(__file__).parent / "data"
 
 OWNERS = """
 version: 1
@@ -100,3 +107,24 @@ def test_an_empty_folder_and_a_non_mapping_file_are_errors(tmp_path: Path) -> No
     listy = _write(tmp_path / "l", **{"00_x.yaml": "- just\n- a list\n"})
     with pytest.raises(PolicyError, match="top level must be a mapping"):
         load_policy(listy)
+
+
+def test_a_matrix_in_the_first_format_still_loads_routes_the_same_and_is_told_how_to_migrate(tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy"
+    shutil.copytree(BUNDLED_POLICY, legacy)
+    shutil.copy(DATA / "owners-legacy-format.yaml", legacy / "00-owners.yaml")  # slack:, slack_members:, email:
+    new, old = load_policy(BUNDLED_POLICY), load_policy(legacy)
+    assert old.matrix.model_dump()["owners"] == new.matrix.model_dump()["owners"]  # the same contacts and members
+    for workflow in [None, *new.matrix.workflows]:
+        assert old.owners_for(workflow) == new.owners_for(workflow)
+    events = [e for line in SCENARIO.read_bytes().splitlines() for e in decode(line, 1 << 20).events]
+    routes = {}
+    for policy in (new, old):
+        state = DetectorState()
+        routes[policy.sha256] = [(f.rule, f.owners) for e in events for f in detect(e, policy, state)]
+    assert routes[old.sha256] == routes[new.sha256] and len(routes[new.sha256]) >= 8
+    assert new.warnings == []
+    migrate = {(w.path, w.reason) for w in old.warnings}
+    assert ("owners.secops.slack_members", "`slack_members:` is the old format; write it as `members: {slack: ...}`") \
+        in migrate
+    assert ("owners.ciso.slack", "`slack:` is the old format; write it as `contacts: {slack: ...}`") in migrate
