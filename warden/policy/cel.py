@@ -10,10 +10,10 @@ from typing import Any
 import cel
 
 from warden.contract.events import Kind
-from warden.contract.matrix import CustomRule, Workflow
+from warden.contract.matrix import ROLES, CustomRule, Workflow
 
 VARIABLES = ("event", "workflow")
-WORKFLOW_FIELDS = ("risk", "mode", "approver", "detector", "responder", "business_owner", "data_owner")
+WORKFLOW_FIELDS = ("risk", "mode", *ROLES)
 KINDS = frozenset(k.value for k in Kind)
 # A string literal without escapes or prefixes; anything fancier is simply not used as an index hint.
 _LIT = r"""(?:"[^"\\']*"|'[^'\\"]*')"""
