@@ -4,33 +4,25 @@ Deadlines live in the DB (`incidents.escalate_at`), so a restarted worker picks 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from responders.store import IncidentStore
 from warden.contract import metrics
+from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.escalation")
 
 
 class Escalator:
-    """Polls for due deadlines; each escalation is a compare-and-set, so several workers never double it."""
+    """Checks for due deadlines every `poll_s` (`loop`); each escalation is a compare-and-set, so several workers
+    never double it."""
 
     def __init__(self, store: IncidentStore, *, clock: Callable[[], datetime], poll_s: float,
                  on_escalated: Callable[[], None]) -> None:
-        self.store, self.clock, self.poll_s, self.on_escalated = store, clock, poll_s, on_escalated
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.escalate_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the deadlines stay in the DB; the next pass retries
-                log.exception("escalation pass failed")
-            await asyncio.sleep(self.poll_s)
+        self.store, self.clock, self.on_escalated = store, clock, on_escalated
+        self.loop = PollingLoop("warden.escalation", poll_s, self.escalate_due, log)
 
     async def escalate_due(self) -> int:
         """Escalate every incident whose deadline passed. Returns how many moved to a next step."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -37,12 +36,11 @@ class IncidentResponder:
             backoff_s=settings.notify_retry_backoff_s, lease_s=settings.outbox_lease_s, poll_s=settings.outbox_poll_s,
         )
         self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
-                                   on_escalated=self.outbox.wake.set)
+                                   on_escalated=self.outbox.wake)
         secret = settings.slack_signing_secret
         self.interactivity = None if secret is None else Interactivity(
-            self.store, self.notifier, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake.set,
+            self.store, self.notifier, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
-        self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await migrate(self.engine)
@@ -50,8 +48,8 @@ class IncidentResponder:
             released = await self.store.release_claims()
             if released:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
-        self._loops = [asyncio.create_task(self.outbox.run(), name="warden.outbox"),
-                       asyncio.create_task(self.escalator.run(), name="warden.escalation")]
+        self.outbox.loop.start()
+        self.escalator.loop.start()
         log.warning("incident responder up: notifier=%s db=%s interactivity=%s", self.notifier.name,
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else "off (WARDEN_SLACK_SIGNING_SECRET unset)")
@@ -63,13 +61,11 @@ class IncidentResponder:
         elif outcome is Recorded.grouped:
             metrics.FINDINGS_GROUPED.labels(rule=finding.rule).inc()
         if outcome in (Recorded.opened, Recorded.grouped):
-            self.outbox.wake.set()
+            self.outbox.wake()
 
     async def stop(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
+        await self.outbox.loop.stop()
+        await self.escalator.loop.stop()
         if self.interactivity:
             await self.interactivity.drain()
         await self.engine.dispose()

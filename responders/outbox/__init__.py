@@ -12,37 +12,26 @@ from responders.notifiers.console import ConsoleNotifier
 from responders.store import Claimed, IncidentStore
 from warden.contract import metrics
 from warden.contract.redact import redact_text
+from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.outbox")
 
 
 class Outbox:
     """At-least-once delivery from the DB. A root message is never posted twice: a retry first checks the stored
-    ts, then (after an interrupted attempt) looks for the incident key in the channel's history."""
+    ts, then (after an interrupted attempt) looks for the incident key in the channel's history. `loop` runs the
+    passes; `wake()` asks for one now."""
 
     def __init__(self, store: IncidentStore, notifier: Notifier, *, clock: Callable[[], datetime],
                  max_attempts: int, backoff_s: float, lease_s: float, poll_s: float) -> None:
         self.store, self.notifier, self.clock = store, notifier, clock
         self.fallback = ConsoleNotifier()  # where a dead letter's content goes, so it is never lost
-        self.max_attempts, self.backoff_s, self.poll_s = max_attempts, backoff_s, poll_s
+        self.max_attempts, self.backoff_s = max_attempts, backoff_s
         self.lease = timedelta(seconds=lease_s)
-        self.wake = asyncio.Event()
+        self.loop = PollingLoop("warden.outbox", poll_s, self.deliver_due, log)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                sent = await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a DB hiccup must not end delivery; the rows wait in the DB
-                log.exception("outbox pass failed; retrying in %.1fs", self.poll_s)
-                sent = 0
-            if not sent:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), self.poll_s)
-                except TimeoutError:
-                    pass
-                self.wake.clear()
+    def wake(self) -> None:
+        self.loop.wake()
 
     async def deliver_due(self) -> int:
         """One pass: claim what is due and try each once. Returns how many were tried."""
