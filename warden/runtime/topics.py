@@ -3,25 +3,55 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from warden.runtime.settings import Settings
+
+log = logging.getLogger("warden")
+
+# A dead letter carries up to dlq_max_bytes of the original plus Warden's headers (the reason is cut at 4 KiB).
+DLQ_HEADER_ROOM = 64 * 1024
 
 
 class BrokerUnreachable(RuntimeError):
     """No Kafka broker answered at the configured address."""
 
 
+class TopicCreationFailed(BrokerUnreachable):
+    """The broker answered but refused to create a topic Warden needs (replication factor, a config, an ACL...).
+    A BrokerUnreachable, so the CLI reports it the same way: one line naming the reason, and exit 2."""
+
+
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_activity, settings.topic_findings, settings.topic_dlq]
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 15.0) -> list[str]:
-    """Create any missing topic and return the ones created. Raises BrokerUnreachable naming the address."""
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic configs Warden needs beyond a broker's defaults.
+
+    Apache Kafka refuses a record batch over `max.message.bytes` (1 MiB by default; Tansu has no limit). Warden
+    dead-letters an oversized activity message with up to dlq_max_bytes of its bytes, so the activity topic must
+    accept such a message in the first place, and the DLQ must accept the dead letter; otherwise the DLQ write is
+    refused, retried forever, and its partition stalls."""
+    limit = {"max.message.bytes": str(settings.dlq_max_bytes + DLQ_HEADER_ROOM)}
+    return {settings.topic_activity: dict(limit), settings.topic_dlq: dict(limit)}
+
+
+async def ensure_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    timeout: float = 15.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create any missing topic (with its `configs`) and return the ones created.
+
+    Raises BrokerUnreachable naming the address, and TopicCreationFailed with the broker's reason."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
@@ -33,12 +63,50 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, timeo
         raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
     finally:
         client_log.setLevel(level)
+    configs = configs or {}
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it meanwhile
-                await admin.create_topics(missing)
-        return [t.name for t in missing]
+        await _warn_if_too_small(admin, [n for n in names if n in existing], configs)
+        missing = [
+            NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=dict(configs.get(n, {})))
+            for n in names
+            if n not in existing
+        ]
+        if not missing:
+            return []
+        # aiokafka returns the broker's per-topic errors instead of raising them: read them, or a topic that
+        # was never created is reported as created.
+        response = await admin.create_topics(missing)
+        created: list[str] = []
+        for topic, code, message, *_ in response.topic_errors:
+            error = for_code(code) if code else None
+            if error is None:
+                created.append(topic)
+            elif error is not TopicAlreadyExistsError:  # another worker created it meanwhile
+                raise TopicCreationFailed(f"Kafka at {bootstrap} refused to create topic {topic}: "
+                                          f"{error.__name__}: {message or ''}".rstrip(": "))
+        return [t.name for t in missing if t.name in created]
     finally:
         await admin.close()
+
+
+async def _warn_if_too_small(admin: AIOKafkaAdminClient, names: list[str], configs: Mapping[str, Mapping[str, str]]
+                             ) -> None:
+    """A topic created by someone else keeps its own limit: say so when it is below what Warden writes to it."""
+    needed = {n: int(configs[n]["max.message.bytes"]) for n in names if "max.message.bytes" in configs.get(n, {})}
+    if not needed:
+        return
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in needed]  # all: Tansu drops a filtered one
+        )
+    except KafkaError as exc:  # an ACL may forbid DescribeConfigs; creating and consuming still work
+        log.info("cannot read topic configs (%s): not checking max.message.bytes", type(exc).__name__)
+        return
+    for response in responses:
+        for _code, _message, _type, topic, entries in response.resources:
+            for name, value, *_ in entries:
+                if name == "max.message.bytes" and topic in needed and int(value) < needed[topic]:
+                    log.warning("topic %s accepts messages up to %s bytes (max.message.bytes); Warden writes up to "
+                                "%d there (oversized activity, dead letters): raise it, or lower "
+                                "WARDEN_DLQ_MAX_BYTES", topic, value, needed[topic])

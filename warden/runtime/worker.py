@@ -17,7 +17,7 @@ from warden.runtime.catalogue import load
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import Settings
-from warden.runtime.topics import ensure_topics, topic_names
+from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.web import WebServer
 
 log = logging.getLogger("warden")
@@ -61,7 +61,7 @@ class Runtime:
             self.bootstrap = self.broker.bootstrap
             log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
                         "(memory only; data is lost when Warden stops)", self.bootstrap)
-        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions)
+        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
         self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder)
