@@ -38,6 +38,9 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         web_tables_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # topics are created by streams.topics with explicit settings
+        # No leader election (Warden has no leader-only work): faust's "<app id>-__assignor-__leader" topic
+        # otherwise relies on broker auto-creation, which production Kafka usually turns off.
+        topic_disable_leader=True,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
