@@ -11,20 +11,68 @@ from pathlib import Path
 
 import pytest
 
-from warden.runtime.broker import EmbeddedBroker
 from tests.incident_db import BACKENDS, database_url
 from tests.pg_server import private_postgres
 from tests.slack_api_server import SlackApiServer
-from warden.runtime.worker import Runtime
+from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.settings import BUNDLED_POLICY, Settings
+from warden.runtime.worker import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
+KAFKA_ENV = "WARDEN_TEST_KAFKA_BOOTSTRAP"
+_UNMARKED = pytest.StashKey[list[str]]()
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_UNMARKED] = []
+    config.stash[_DESELECTED] = 0
+    config.addinivalue_line(
+        "markers",
+        f"apache_kafka: needs Apache Kafka ({KAFKA_ENV}); deselected, with a summary line, when it is unset. "
+        ".ci/run runs them against Apache Kafka (tests/kafka/pytest_on_apache_kafka.sh)",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test that reaches the broker must be selected by `-m integration`, which CI runs on Apache Kafka."""
+    if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and item.get_closest_marker("integration") is None:
+        item.config.stash[_UNMARKED].append(item.nodeid)
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k: count only the tests this run would otherwise have run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = config.stash[_UNMARKED]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the broker (fixture kafka_bootstrap) but are not marked integration, so the "
+            "Apache Kafka run in .ci/run would miss them; add `pytestmark = pytest.mark.integration`:\n  "
+            + "\n  ".join(unmarked)
+        )
+    if os.environ.get(KAFKA_ENV):
+        return
+    apache_only = [item for item in items if item.get_closest_marker("apache_kafka")]
+    if apache_only:
+        items[:] = [item for item in items if not item.get_closest_marker("apache_kafka")]
+        config.hook.pytest_deselected(items=apache_only)
+        config.stash[_DESELECTED] = len(apache_only)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    n = config.stash.get(_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(
+            f"{n} apache_kafka test(s) deselected: they need Apache Kafka and {KAFKA_ENV} is unset "
+            "(Tansu cannot run them); .ci/run runs them against Apache Kafka via tests/kafka/pytest_on_apache_kafka.sh",
+            yellow=True,
+            bold=True,
+        )
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One broker for the session: Apache Kafka when WARDEN_TEST_KAFKA_BOOTSTRAP is set, else Tansu."""
-    configured = os.environ.get("WARDEN_TEST_KAFKA_BOOTSTRAP")
+    configured = os.environ.get(KAFKA_ENV)
     if configured:
         yield configured
         return

@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
@@ -62,6 +63,47 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    [described] = await admin.describe_topics([topic])
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert partitions, f"topic {topic} has no partitions: {described}"
+    return sorted(partitions)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's high watermark as the broker reports it (ListOffsets latest), by partition number."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        partitions = await _partitions(admin, topic)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {tp.partition: offset for tp, offset in sorted((await consumer.end_offsets(partitions)).items())}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets on `topic` as the broker stores them, by partition (absent: never committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:  # named partitions: Tansu cannot answer an OffsetFetch for all of a group's partitions
+        offsets = await admin.list_consumer_group_offsets(group, partitions=await _partitions(admin, topic))
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Consumer lag per partition: the broker's high watermark minus the group's committed offset (0 if none)."""
+    ends = await end_offsets(bootstrap, topic)
+    committed = await committed_offsets(bootstrap, group, topic)
+    return {p: end - committed.get(p, 0) for p, end in ends.items()}
 
 
 def headers(record: ConsumerRecord) -> dict[str, str]:
