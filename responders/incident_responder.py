@@ -7,16 +7,16 @@ from collections.abc import Callable
 from datetime import datetime
 
 from responders.base import RouteInstaller
+from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
-from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers import notifier_for
 from responders.notifiers.base import Notifier
+from responders.notifiers.slack.interactivity import Interactivity
 from responders.outbox import Outbox
 from responders.store import IncidentStore, Recorded, utcnow
 from warden.contract import metrics
 from warden.contract.findings import Finding
-from responders.config import ResponderConfig
 
 log = logging.getLogger("warden.incidents")
 

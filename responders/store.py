@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, Result, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -81,6 +81,11 @@ def _view(row: Incident, decision: ContainmentDecision | None) -> IncidentView:
     )
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (execute() is typed as returning a plain Result; for DML it is a CursorResult)."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def _clean(text: str) -> str:
     """Detectors redact and truncate; anything on the topic is untrusted, so redact again and bound it loosely
     (loosely, so text a detector already truncated keeps its own marker)."""
@@ -125,14 +130,14 @@ class IncidentStore:
             if active is not None:  # the window has passed: the next repeat opens a fresh incident
                 active.open_key = None
                 await s.flush()
-            incident = await self._open(s, key, target, finding, record, now)
+            incident = await self._open(s, finding, key=key, target=target, record=record, now=now)
             if active is not None:
                 self._log(s, active.id, now, "superseded", detail={"by_incident": incident.id})
             record.incident_id = incident.id
             s.add(record)
             return Recorded.opened
 
-    async def _open(self, s: AsyncSession, key: str, target: str, finding: Finding, record: FindingRecord,
+    async def _open(self, s: AsyncSession, finding: Finding, *, key: str, target: str, record: FindingRecord,
                     now: datetime) -> Incident:
         owners = finding.owners
         incident = Incident(
@@ -152,10 +157,10 @@ class IncidentStore:
             "approver": owners.approver.id if owners.approver else None,
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
-        self._notify(s, incident.id, NoticeKind.root, owners.responder, now)
+        self._notify(s, incident.id, NoticeKind.root, owners.responder, now=now)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
-            self._notify(s, incident.id, NoticeKind.escalation, first, now, escalation_note(owners, 0))
+            self._notify(s, incident.id, NoticeKind.escalation, first, now=now, note=escalation_note(owners, 0))
         return incident
 
     async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
@@ -173,18 +178,18 @@ class IncidentStore:
         ).limit(1))).first()
         if unsent is None:
             self._notify(s, incident.id, NoticeKind.repeat, FindingOwners.model_validate(incident.owners).responder,
-                         now)
+                         now=now)
 
     # -- helpers used inside a transaction ---------------------------------------------------------------------
 
     @staticmethod
-    def _log(s: AsyncSession, incident_id: int, now: datetime, kind: str, actor: str = WARDEN,
+    def _log(s: AsyncSession, incident_id: int, now: datetime, kind: str, *, actor: str = WARDEN,
              slack_user: str | None = None, detail: dict[str, Any] | None = None) -> None:
         s.add(TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
                             detail=detail or {}))
 
     @staticmethod
-    def _notify(s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, now: datetime,
+    def _notify(s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *, now: datetime,
                 note: str | None = None) -> None:
         s.add(Notification(incident_id=incident_id, kind=kind.value, target=target.model_dump(mode="json"),
                            note=note, status=Pending.pending.value, attempts=0, next_attempt_at=now,
@@ -260,7 +265,7 @@ class IncidentStore:
             result = await s.execute(update(Notification).where(
                 Notification.status == Pending.pending.value, Notification.claimed_until.is_not(None),
             ).values(claimed_until=None))
-            return result.rowcount
+            return _rowcount(result)
 
     # -- escalation --------------------------------------------------------------------------------------------
 
@@ -291,7 +296,7 @@ class IncidentStore:
             target = owners.escalation[step].owner
             note = escalation_note(owners, step)
             self._log(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
-            self._notify(s, incident.id, NoticeKind.escalation, target, now, note)
+            self._notify(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             return step
 
     # -- people acting on an incident --------------------------------------------------------------------------
@@ -301,7 +306,7 @@ class IncidentStore:
             row = await s.get(Incident, incident_id)
             return None if row is None else _view(row, await self._decision(s, incident_id))
 
-    async def transition(self, incident_id: int, expected: Status, target: Status, owner: OwnerRef,
+    async def transition(self, incident_id: int, expected: Status, target: Status, *, owner: OwnerRef,
                          slack_user: str, note: str, now: datetime) -> bool:
         """Move the lifecycle if it is still where the clicker saw it; False when someone else moved it first."""
         values: dict[str, Any] = {"status": target.value, "status_by": owner.id, "updated_at": now,
@@ -312,17 +317,17 @@ class IncidentStore:
             moved = await s.execute(update(Incident).where(
                 Incident.id == incident_id, Incident.status == expected.value,
             ).values(**values))
-            if moved.rowcount != 1:
+            if _rowcount(moved) != 1:
                 return False
             self._log(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
                       detail={"from": expected.value})
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
             )
-            self._notify(s, incident_id, NoticeKind.update, owners.responder, now, note)
+            self._notify(s, incident_id, NoticeKind.update, owners.responder, now=now, note=note)
             return True
 
-    async def decide(self, incident_id: int, decision: str, owner: OwnerRef, slack_user: str, note: str,
+    async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, slack_user: str, note: str,
                      now: datetime) -> bool:
         """Record the approver's containment decision (once per incident) for the playbooks to act on."""
         try:
@@ -334,8 +339,8 @@ class IncidentStore:
                                           slack_user=slack_user, at=now))
                 await s.flush()
                 self._log(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
-                self._notify(s, incident_id, NoticeKind.update, FindingOwners.model_validate(row.owners).responder,
-                             now, note)
+                responder = FindingOwners.model_validate(row.owners).responder
+                self._notify(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
         except IntegrityError:  # uq_decisions_incident: the approver (or a replay) decided already
             return False

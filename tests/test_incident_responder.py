@@ -61,7 +61,7 @@ async def test_the_root_message_goes_to_the_responder_the_matrix_names(
                      "Security Operations (<#C0SECOPS>)", "Finance Operations (<#C0FINOPS>)", "OWASP-ASI02",
                      "NIST-AI-RMF:MANAGE", "Playbook:", "awaiting a decision by the approver, Sam Okafor"):
         assert expected in blocks, expected
-    actions = [b for b in root.blocks or [] if b["type"] == "actions"][0]["elements"]
+    actions = next(b for b in root.blocks or [] if b["type"] == "actions")["elements"]
     assert [a["text"]["text"] for a in actions] == [
         "Acknowledge", "Approve containment", "Deny containment", "False positive"]
     assert root.metadata == {"event_type": "warden_incident",
@@ -92,7 +92,7 @@ async def test_repeats_update_one_incident_in_its_thread_and_are_counted(
         for _ in range(9):  # while the outbox is sending: the last count must still reach Slack
             await responder.handle(finding("support-bot-1", "shell.exec", evidence={"cmd": "id"}))
         await responder.handle(first)  # the same finding again (a replayed event): idempotent
-        [root] = await eventually(lambda: slack_api.roots(), what="the root")
+        [root] = await eventually(slack_api.roots, what="the root")
         await eventually(lambda: "10×" in texts(root.blocks or []), what="the root updated to count 10")
         [incident] = await incidents(responder)
     assert incident.count == 10
@@ -251,7 +251,7 @@ async def test_a_crash_during_send_does_not_post_a_second_root_after_restart(
     settings = incident_settings.model_copy(update={"outbox_lease_s": 3600.0 if embedded else 0.5})
     async with running(settings) as crashed:
         await crashed.handle(finding("billing-agent-1"))
-        await eventually(lambda: slack_api.roots(), what="the post to reach Slack")
+        await eventually(slack_api.roots, what="the post to reach Slack")
     # The worker stopped mid-call: the notification is still pending, with one attempt on record.
     async with running(settings) as restarted:
         [note] = await eventually(lambda: _all_settled(restarted), what="delivery after the restart")
@@ -303,8 +303,8 @@ async def test_escalation_timers_survive_a_restart_and_stop_on_acknowledgement(
         await eventually(lambda: delivered(first, 2), what="both roots")
         billing, support = await incidents(first)
         ai_platform = OwnerRef.model_validate(support.owners["responder"])
-        assert await first.store.transition(support.id, Status.open, Status.acknowledged, ai_platform, "U0KAI",
-                                            "Acknowledged", clock())
+        assert await first.store.transition(support.id, Status.open, Status.acknowledged, owner=ai_platform,
+                                            slack_user="U0KAI", note="Acknowledged", now=clock())
     clock.advance(minutes=11)  # the deadline passed while no worker ran
     async with running(incident_settings, clock) as restarted:
         await eventually(lambda: slack_api.roots("C0SECOPS"), what="escalation by the restarted worker")

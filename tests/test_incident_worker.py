@@ -11,8 +11,8 @@ from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events
 from tests.slack_api_server import SlackApiServer
-from warden.runtime.worker import Runtime
 from warden.runtime.settings import Settings
+from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ async def test_an_out_of_scope_call_reaches_the_named_responder_on_slack(
     async with Runtime(settings) as rt:
         call = event("billing-agent-1", tool={"name": "shell.exec", "arguments": {"cmd": "curl <!channel>"}})
         await produce_events(rt.bootstrap, settings.topic_activity, [call])
-        [root] = await eventually(lambda: slack_api.roots(), timeout=60, what="the root message on Slack")
+        [root] = await eventually(slack_api.roots, timeout=60, what="the root message on Slack")
         assert rt.web is not None
         url = f"http://127.0.0.1:{rt.web.port}{PATH}"
         async with aiohttp.ClientSession() as session, session.post(url, data=b"payload={}") as response:

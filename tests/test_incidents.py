@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from responders.notifiers.slack import render
 from responders.incidents import (
     Action,
     Decision,
@@ -22,6 +21,7 @@ from responders.incidents import (
     incident_key,
     joins,
 )
+from responders.notifiers.slack import render
 from tests.incident_helpers import POLICY, finding
 from warden.contract.findings import OwnerRef
 from warden.contract.matrix import Matrix, Owner
@@ -95,7 +95,8 @@ def test_who_may_act_comes_from_the_frozen_owners(action: Action, user: str, act
 
 def test_a_team_without_members_cannot_be_acted_for() -> None:
     owners = finding("billing-agent-1").owners
-    lone = owners.model_copy(update={"responder": OwnerRef(id="t", kind="team", contacts={"slack": "C0T"}), "escalation": []})
+    lone = owners.model_copy(update={"responder": OwnerRef(id="t", kind="team", contacts={"slack": "C0T"}),
+                                     "escalation": []})
     assert authorise(Action.acknowledge, lone, "slack", "U0TOMAS") is None
 
 

@@ -30,7 +30,7 @@ async def billing_incident(incident_settings: Settings, slack_api: SlackApiServe
         await web.start()
         try:
             await responder.handle(finding("billing-agent-1", "shell.exec"))
-            await eventually(lambda: slack_api.roots(), what="the root message")
+            await eventually(slack_api.roots, what="the root message")
             yield responder, f"http://127.0.0.1:{web.port}{PATH}", 1
         finally:
             await web.stop()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from responders.notifiers import console
-from responders.notifiers.slack import notifier as slack
-from responders.notifiers.base import Notifier
 from responders.config import ResponderConfig
+from responders.notifiers import console
+from responders.notifiers.base import Notifier
+from responders.notifiers.slack import notifier as slack
 
 NOTIFIERS: dict[str, Callable[[ResponderConfig], Notifier]] = {
     "console": console.from_config,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from responders.config import ResponderConfig
 from responders.incidents import IncidentView
 from responders.notifiers.base import Notice, NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text
-from responders.config import ResponderConfig
 
 log = logging.getLogger("warden.alert")
 LINE_MAX_CHARS = 1000  # loose: detectors truncate evidence already, and keep their own marker

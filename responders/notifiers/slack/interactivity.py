@@ -135,7 +135,7 @@ class Interactivity:
         for click in batch:
             try:
                 await self._act(click)
-            except Exception:  # noqa: BLE001 - one bad click must not stop the others
+            except Exception:  # one bad click must not stop the others (it is logged with its traceback)
                 log.exception("handling %s on incident #%d failed", click.action.value, click.incident_id)
 
     async def _act(self, click: Click) -> None:
@@ -159,15 +159,15 @@ class Interactivity:
             except TransitionError as exc:
                 await self.notifier.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
                 return
-            done = await self.store.transition(incident.id, incident.status, target, owner, click.slack_user,
-                                               note, self.clock())
+            done = await self.store.transition(incident.id, incident.status, target, owner=owner,
+                                               slack_user=click.slack_user, note=note, now=self.clock())
         else:
             if incident.decision is not None or incident.status not in ACTIVE:
                 await self.notifier.tell(click.channel, click.slack_user,
                                          f"Incident #{incident.id}: {incident.containment}.")
                 return
-            done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner,
-                                           click.slack_user, note, self.clock())
+            done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
+                                           slack_user=click.slack_user, note=note, now=self.clock())
         if done:
             self.on_change()
         else:

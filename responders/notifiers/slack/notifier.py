@@ -14,11 +14,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from responders.notifiers.slack import render
+from responders.config import ResponderConfig
 from responders.incidents import IncidentView
 from responders.notifiers.base import Notice, NoticeKind, Posted, Undeliverable
+from responders.notifiers.slack import render
 from warden.contract.findings import OwnerRef
-from responders.config import ResponderConfig
 
 SDK_RETRIES = 3  # per call, on 429 (after Retry-After), 500/503 and dropped connections; the outbox retries after
 # Slack errors that no retry can fix: the notification is dead-lettered at once (with a console alert).
@@ -78,7 +78,8 @@ class SlackNotifier:
             channel=channel, include_all_metadata=True, limit=200,
             oldest=str(incident.opened_at.timestamp() - HISTORY_LOOKBACK_S),
         ))
-        for message in history.get("messages", []):
+        messages: list[dict[str, Any]] = history.get("messages", [])
+        for message in messages:
             if render.is_root_of(message, incident):
                 return Posted(channel=channel, ts=message["ts"])
         return None
