@@ -13,6 +13,7 @@ from responders.escalation import Escalator
 from responders.notifiers import notifier_for
 from responders.notifiers.base import Notifier
 from responders.notifiers.slack.interactivity import Interactivity
+from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
 from responders.store import IncidentStore, Recorded, utcnow
 from warden.contract import metrics
@@ -37,10 +38,14 @@ class IncidentResponder:
         )
         self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
                                    on_escalated=self.outbox.wake)
+        # Buttons exist only on Slack messages, and the answers to clicks go through the Slack notifier.
+        slack = self.notifier if isinstance(self.notifier, SlackNotifier) else None
         secret = settings.slack_signing_secret
-        self.interactivity = None if secret is None else Interactivity(
-            self.store, self.notifier, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
+        self.interactivity = None if secret is None or slack is None else Interactivity(
+            self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
+        self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
+                                   else "no slack notifier" if slack is None else "")
 
     async def start(self) -> None:
         await migrate(self.engine)
@@ -52,7 +57,7 @@ class IncidentResponder:
         self.escalator.loop.start()
         log.warning("incident responder up: notifier=%s db=%s interactivity=%s", self.notifier.name,
                     self.engine.url.render_as_string(hide_password=True),
-                    "on" if self.interactivity else "off (WARDEN_SLACK_SIGNING_SECRET unset)")
+                    "on" if self.interactivity else f"off ({self._interactivity_off})")
 
     async def handle(self, finding: Finding) -> None:
         outcome = await self.store.record_finding(finding, self.clock())

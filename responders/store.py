@@ -218,7 +218,7 @@ class IncidentStore:
             for note, incident in rows:
                 note.attempts += 1
                 note.claimed_until = now + lease
-                root = Posted(incident.slack_channel, incident.slack_ts) if incident.slack_ts else None
+                root = Posted(incident.slack_channel or "", incident.slack_ts) if incident.slack_ts else None
                 claimed.append(Claimed(
                     id=note.id, kind=NoticeKind(note.kind), attempts=note.attempts,
                     target=OwnerRef.model_validate(note.target), note=note.note,
@@ -229,16 +229,16 @@ class IncidentStore:
     async def mark_delivered(self, claimed: Claimed, notifier: str, posted: Posted, now: datetime) -> None:
         async with self.sessions.begin() as s:
             await s.execute(update(Notification).where(Notification.id == claimed.id).values(
-                status=Pending.delivered.value, notifier=notifier, channel=posted.channel, ts=posted.ts,
+                status=Pending.delivered.value, notifier=notifier, channel=posted.address, ts=posted.ref,
                 delivered_at=now, claimed_until=None, last_error=None,
             ))
             if claimed.kind is NoticeKind.root:
                 await s.execute(update(Incident).where(Incident.id == claimed.incident.id).values(
-                    slack_channel=posted.channel, slack_ts=posted.ts,
+                    slack_channel=posted.address, slack_ts=posted.ref,
                 ))
             self._log(s, claimed.incident.id, now, "notified", detail={
                 "kind": claimed.kind.value, "to": claimed.target.id, "via": notifier,
-                "channel": posted.channel, "ts": posted.ts,
+                "channel": posted.address, "ts": posted.ref,
             })
 
     async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> None:

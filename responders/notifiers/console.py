@@ -46,19 +46,13 @@ def render_notice(notice: Notice) -> str:
 
 
 class ConsoleNotifier:
-    """Writes notices to the `warden.alert` log. It keeps no history, so `find_root` never finds one."""
+    """Writes notices to the `warden.alert` log. It keeps no history: the outbox's stored reference is its dedup."""
 
     name = "console"
 
     async def send(self, notice: Notice) -> Posted:
         log.warning(render_notice(notice))
-        return Posted(channel="console", ts=f"incident-{notice.incident.id}")
-
-    async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
-        return None
-
-    async def tell(self, channel: str, slack_user: str, text: str) -> None:
-        log.warning("to %s in %s: %s", _line(slack_user), _line(channel), _line(text))
+        return Posted(address="console", ref=f"incident-{notice.incident.id}")
 
     def dead_letter_alert(self, notice: Notice, reason: str) -> None:
         """The last resort when a notification could not be delivered: an ERROR line with all it carried."""

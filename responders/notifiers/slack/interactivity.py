@@ -25,7 +25,7 @@ from responders.incidents import (
     authorise,
     check_transition,
 )
-from responders.notifiers.base import Notifier
+from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
 from responders.store import IncidentStore
 from warden.contract import metrics
@@ -83,11 +83,12 @@ def _note(action: Action, owner: OwnerRef, slack_user: str) -> str:
 
 
 class Interactivity:
-    """The aiohttp route for Slack's interactivity requests, installed into warden.web.WebServer."""
+    """The aiohttp route for Slack's interactivity requests, installed into warden.web.WebServer. Replies only the
+    clicker sees go through the Slack notifier's `tell`; changes go through the store and so the outbox."""
 
-    def __init__(self, store: IncidentStore, notifier: Notifier, signing_secret: str, *,
+    def __init__(self, store: IncidentStore, slack: SlackNotifier, signing_secret: str, *,
                  clock: Callable[[], datetime], on_change: Callable[[], None]) -> None:
-        self.store, self.notifier, self.clock, self.on_change = store, notifier, clock, on_change
+        self.store, self.slack, self.clock, self.on_change = store, slack, clock, on_change
         self.verifier = SignatureVerifier(signing_secret)
         self._work: set[asyncio.Task[None]] = set()
 
@@ -141,7 +142,7 @@ class Interactivity:
     async def _act(self, click: Click) -> None:
         incident = await self.store.incident(click.incident_id)
         if incident is None:
-            await self.notifier.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
+            await self.slack.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
             return
         owner = authorise(click.action, incident.owners, NOTIFIER, click.slack_user) if is_user_id(click.slack_user) \
             else None  # a channel id never clicks
@@ -149,7 +150,7 @@ class Interactivity:
             text = refusal(click.action, incident)
             await self.store.record_refusal(incident.id, click.action.value, click.slack_user, text, self.clock())
             metrics.INTERACTION_REFUSALS.labels(action=click.action.value).inc()
-            await self.notifier.tell(click.channel, click.slack_user, text)
+            await self.slack.tell(click.channel, click.slack_user, text)
             return
         note = _note(click.action, owner, click.slack_user)
         if click.action in LIFECYCLE_ACTIONS:
@@ -157,13 +158,13 @@ class Interactivity:
             try:
                 check_transition(incident.status, target)
             except TransitionError as exc:
-                await self.notifier.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
+                await self.slack.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
                 return
             done = await self.store.transition(incident.id, incident.status, target, owner=owner,
                                                slack_user=click.slack_user, note=note, now=self.clock())
         else:
             if incident.decision is not None or incident.status not in ACTIVE:
-                await self.notifier.tell(click.channel, click.slack_user,
+                await self.slack.tell(click.channel, click.slack_user,
                                          f"Incident #{incident.id}: {incident.containment}.")
                 return
             done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
@@ -171,5 +172,5 @@ class Interactivity:
         if done:
             self.on_change()
         else:
-            await self.notifier.tell(click.channel, click.slack_user,
+            await self.slack.tell(click.channel, click.slack_user,
                                      f"Incident #{incident.id} changed before your click; nothing was done.")

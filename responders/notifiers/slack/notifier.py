@@ -30,7 +30,8 @@ HISTORY_LOOKBACK_S = 300  # how long before the incident opened to look for an i
 
 
 class SlackNotifier:
-    """Talks to the Slack Web API through slack-sdk's AsyncWebClient with its async retry handlers."""
+    """Talks to the Slack Web API through slack-sdk's AsyncWebClient with its async retry handlers. It can find a
+    root it posted (`FindsRoot`) and whisper to one person (`tell`, for the interactivity's replies)."""
 
     name = "slack"
 
@@ -58,16 +59,16 @@ class SlackNotifier:
         if notice.kind is NoticeKind.escalation:
             posted = root
             preface = render.escalation_preface(notice.target, notice.note)
-            if notice.target.contact(render.NOTIFIER) != root.channel:
+            if notice.target.contact(render.NOTIFIER) != root.address:
                 posted = await self._post(_channel(notice.target), render.fallback(inc),
                                           render.incident_blocks(inc, preface))
-            await self._post(root.channel, preface, thread=root)
+            await self._post(root.address, preface, thread=root)
             return posted
         await self._call(self.client.chat_update(
-            channel=root.channel, ts=root.ts, text=render.fallback(inc), blocks=render.incident_blocks(inc)
+            channel=root.address, ts=root.ref, text=render.fallback(inc), blocks=render.incident_blocks(inc)
         ))
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
-        return await self._post(root.channel, note, thread=root)
+        return await self._post(root.address, note, thread=root)
 
     async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
         channel = _channel(target)
@@ -81,10 +82,11 @@ class SlackNotifier:
         messages: list[dict[str, Any]] = history.get("messages", [])
         for message in messages:
             if render.is_root_of(message, incident):
-                return Posted(channel=channel, ts=message["ts"])
+                return Posted(address=channel, ref=message["ts"])
         return None
 
     async def tell(self, channel: str, slack_user: str, text: str) -> None:
+        """Say something only `slack_user` sees (a refusal, a stale click)."""
         await self._call(self.client.chat_postEphemeral(channel=channel, user=slack_user, text=render.safe(text)))
 
     async def _post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
@@ -93,11 +95,11 @@ class SlackNotifier:
         if blocks:
             args["blocks"] = blocks
         if thread:
-            args["thread_ts"] = thread.ts
+            args["thread_ts"] = thread.ref
         if metadata:
             args["metadata"] = metadata
         response = await self._call(self.client.chat_postMessage(**args))
-        return Posted(channel=response["channel"], ts=response["ts"])
+        return Posted(address=response["channel"], ref=response["ts"])
 
     @staticmethod
     async def _call(request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
