@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from warden.runtime.policy_holder import PolicyHolder
-from warden.runtime.policy_watch import PolicyWatcher
 from tests.isolated_worker import RecordingResponder
 from warden.contract import metrics
 from warden.runtime.catalogue import load as load_policy
+from warden.runtime.policy_holder import PolicyHolder
+from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import BUNDLED_POLICY
-
 
 Watched = tuple[Path, PolicyHolder, RecordingResponder, PolicyWatcher]
 

@@ -189,9 +189,9 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 num.partitions=4
-auto.create.topics.enable=true
-# The suite's producers send up to 16 MiB requests (tests/kafka_helpers.py, the demo's oversize message).
-message.max.bytes=16777216
+# As production clusters run: no auto-created topics, and the default 1 MiB message limit (Warden creates its
+# topics with the limit it needs, so the broker defaults must not hide a missing topic or a missing limit).
+auto.create.topics.enable=false
 
 # Small and light: a test broker on a 2-core machine.
 num.network.threads=2

@@ -34,10 +34,10 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         broker=f"kafka://{bootstrap}",
         store="memory://",
         datadir=str(settings.data_dir / "faust"),  # faust writes here, never into the current directory
-        web_enabled=False,  # Warden's own HTTP server serves metrics and callbacks (warden.web)
+        web_enabled=False,  # Warden's own HTTP server serves metrics and callbacks (warden.runtime.web)
         web_tables_enabled=False,
         topic_partitions=settings.topic_partitions,
-        topic_allow_declare=False,  # topics are created by streams.topics with explicit settings
+        topic_allow_declare=False,  # topics are created by warden.runtime.topics with explicit settings
         # No leader election (Warden has no leader-only work): faust's "<app id>-__assignor-__leader" topic
         # otherwise relies on broker auto-creation, which production Kafka usually turns off.
         topic_disable_leader=True,
