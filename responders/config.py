@@ -18,6 +18,7 @@ class ResponderConfig(Protocol):
     outbox_poll_s: float
     outbox_lease_s: float
     escalation_poll_s: float
+    notifiers: str | None
     slack_token: SecretStr | None
     slack_api_url: str | None
     slack_signing_secret: SecretStr | None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from responders.base import RouteInstaller
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
-from responders.notifiers import notifier_for
+from responders.notifiers import notifiers_for
 from responders.notifiers.base import Notifier
 from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
@@ -23,23 +23,26 @@ log = logging.getLogger("warden.incidents")
 
 
 class IncidentResponder:
-    """Records first, notifies after: `handle` writes the incident and its outbox rows in one transaction; the
-    outbox and escalation loops started by `start` do the talking, from what the DB says."""
+    """Records first, notifies after: `handle` writes the incident and its outbox rows (one per notifier) in one
+    transaction; the outbox and escalation loops started by `start` do the talking, from what the DB says."""
 
-    def __init__(self, settings: ResponderConfig, notifier: Notifier | None = None,
+    def __init__(self, settings: ResponderConfig, notifiers: Sequence[Notifier] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
+        self.notifiers = list(notifiers) if notifiers is not None else notifiers_for(settings)
+        names = [n.name for n in self.notifiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each notifier may deliver once per worker, got {names}")
         self.engine = make_engine(settings.effective_database_url)
-        self.store = IncidentStore(self.engine)
-        self.notifier = notifier or notifier_for(settings)
+        self.store = IncidentStore(self.engine, names)
         self.clock = clock
         self.outbox = Outbox(
-            self.store, self.notifier, clock=clock, max_attempts=settings.notify_max_attempts,
+            self.store, self.notifiers, clock=clock, max_attempts=settings.notify_max_attempts,
             backoff_s=settings.notify_retry_backoff_s, lease_s=settings.outbox_lease_s, poll_s=settings.outbox_poll_s,
         )
         self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
                                    on_escalated=self.outbox.wake)
         # Buttons exist only on Slack messages, and the answers to clicks go through the Slack notifier.
-        slack = self.notifier if isinstance(self.notifier, SlackNotifier) else None
+        slack = next((n for n in self.notifiers if isinstance(n, SlackNotifier)), None)
         secret = settings.slack_signing_secret
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
@@ -49,13 +52,17 @@ class IncidentResponder:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        adopted = await self.store.adopt_unassigned(self.clock())
+        if adopted:
+            log.warning("%d notifications recorded before the per-notifier outbox now go to: %s", adopted,
+                        ", ".join(self.store.notifiers))
         if is_sqlite(self.engine):  # the embedded default has one worker: leases left by a crash are ours
             released = await self.store.release_claims()
             if released:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
         self.escalator.loop.start()
-        log.warning("incident responder up: notifier=%s db=%s interactivity=%s", self.notifier.name,
+        log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -16,6 +17,7 @@ from responders.db.models import (
     ContainmentDecision,
     FindingRecord,
     Incident,
+    IncidentMessage,
     Notification,
     SeenInteraction,
     TimelineEntry,
@@ -53,9 +55,11 @@ class Pending(StrEnum):
 
 @dataclass(frozen=True)
 class Claimed:
-    """A notification this worker now holds the lease on, with what it needs to be sent."""
+    """A notification this worker now holds the lease on, with what it needs to be sent: `root` is where its
+    notifier put the incident's root message. A follow-up is claimed without one only when that root is dead."""
 
     id: int
+    notifier: str
     kind: NoticeKind
     attempts: int
     target: OwnerRef
@@ -97,10 +101,14 @@ def _evidence(finding: Finding) -> dict[str, str]:
 
 
 class IncidentStore:
-    """The incidents database, spoken to in the domain's terms."""
+    """The incidents database, spoken to in the domain's terms. Every change is recorded as one outbox row for each
+    of `notifiers` (the names this worker delivers to), so each notifier has its own root, retries and dead letters."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, notifiers: Sequence[str]) -> None:
+        if not notifiers:
+            raise ValueError("an incident store needs at least one notifier to record notifications for")
         self.sessions = session_factory(engine)
+        self.notifiers = tuple(notifiers)
 
     # -- findings -> incidents ---------------------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class IncidentStore:
             tags=[_clean(t) for t in finding.tags], evidence=record.evidence,
             owners=owners.model_dump(mode="json"), policy_sha256=finding.policy_sha256, count=1,
             first_seen=finding.ts, last_seen=finding.ts, opened_at=now, updated_at=now, escalation_step=0,
-            escalate_at=escalation_deadline(owners.escalation, 0, now), root_dead=False,
+            escalate_at=escalation_deadline(owners.escalation, 0, now),
         )
         s.add(incident)
         await s.flush()
@@ -157,10 +165,11 @@ class IncidentStore:
             "approver": owners.approver.id if owners.approver else None,
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
-        self._notify(s, incident.id, NoticeKind.root, owners.responder, now=now)
+        await self._notify(s, incident.id, NoticeKind.root, owners.responder, now=now)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
-            self._notify(s, incident.id, NoticeKind.escalation, first, now=now, note=escalation_note(owners, 0))
+            await self._notify(s, incident.id, NoticeKind.escalation, first, now=now,
+                               note=escalation_note(owners, 0))
         return incident
 
     async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
@@ -170,15 +179,15 @@ class IncidentStore:
         incident.evidence = record.evidence
         incident.updated_at = now
         self._log(s, incident.id, now, "grouped", detail={"finding_id": finding.finding_id, "count": incident.count})
-        # One unsent repeat notice per incident is enough: it renders the latest count when it goes out. (A claim
-        # locks the incident row too, so it cannot read the old count while this transaction adds to it.)
-        unsent = (await s.execute(select(Notification.id).where(
+        # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
+        # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)
+        unsent = set((await s.execute(select(Notification.notifier).where(
             Notification.incident_id == incident.id, Notification.kind == NoticeKind.repeat.value,
             Notification.status == Pending.pending.value, Notification.claimed_until.is_(None),
-        ).limit(1))).first()
-        if unsent is None:
-            self._notify(s, incident.id, NoticeKind.repeat, FindingOwners.model_validate(incident.owners).responder,
-                         now=now)
+        ))).scalars())
+        responder = FindingOwners.model_validate(incident.owners).responder
+        await self._notify(s, incident.id, NoticeKind.repeat, responder, now=now,
+                           only=[n for n in self.notifiers if n not in unsent])
 
     # -- helpers used inside a transaction ---------------------------------------------------------------------
 
@@ -188,58 +197,97 @@ class IncidentStore:
         s.add(TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
                             detail=detail or {}))
 
+    async def _notify(self, s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *, now: datetime,
+                      note: str | None = None, only: Iterable[str] | None = None) -> None:
+        """One pending row per notifier (or per notifier in `only`). A follow-up for a notifier that has no root
+        for this incident (it was added to WARDEN_NOTIFIERS after the incident opened) gets a root first: every
+        follow-up waits for its own notifier's root, so it must have one to wait for."""
+        names = list(self.notifiers if only is None else only)
+        if not names:
+            return
+        if kind is not NoticeKind.root:
+            rooted = set((await s.execute(select(Notification.notifier).where(
+                Notification.incident_id == incident_id, Notification.kind == NoticeKind.root.value,
+            ))).scalars()) | set((await s.execute(select(IncidentMessage.notifier).where(
+                IncidentMessage.incident_id == incident_id,
+            ))).scalars())
+            missing = [n for n in names if n not in rooted]
+            if missing:
+                owners = (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
+                responder = FindingOwners.model_validate(owners).responder
+                for name in missing:
+                    s.add(self._row(incident_id, name, NoticeKind.root, responder, now=now, note=None))
+        for name in names:
+            s.add(self._row(incident_id, name, kind, target, now=now, note=note))
+
     @staticmethod
-    def _notify(s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *, now: datetime,
-                note: str | None = None) -> None:
-        s.add(Notification(incident_id=incident_id, kind=kind.value, target=target.model_dump(mode="json"),
-                           note=note, status=Pending.pending.value, attempts=0, next_attempt_at=now,
-                           created_at=now))
+    def _row(incident_id: int, notifier: str, kind: NoticeKind, target: OwnerRef, *, now: datetime,
+             note: str | None) -> Notification:
+        return Notification(incident_id=incident_id, notifier=notifier, kind=kind.value,
+                            target=target.model_dump(mode="json"), note=note, status=Pending.pending.value,
+                            attempts=0, next_attempt_at=now, created_at=now)
 
     # -- the outbox --------------------------------------------------------------------------------------------
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int = 20) -> list[Claimed]:
-        """Take the lease on due notifications. A follow-up waits until its incident's root message is out."""
+        """Take the lease on due notifications of this worker's notifiers. A follow-up waits until its notifier's
+        root message of the incident is out (or was dead-lettered)."""
+        message = IncidentMessage
         async with self.sessions.begin() as s:
             rows = (await s.execute(
-                select(Notification, Incident)
+                select(Notification, Incident, message)
                 .join(Incident, Incident.id == Notification.incident_id)
+                .outerjoin(message, (message.incident_id == Notification.incident_id)
+                           & (message.notifier == Notification.notifier))
                 .where(
                     Notification.status == Pending.pending.value,
+                    Notification.notifier.in_(self.notifiers),
                     Notification.next_attempt_at <= now,
                     (Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now),
-                    (Notification.kind == NoticeKind.root.value) | Incident.slack_ts.is_not(None)
-                    | Incident.root_dead.is_(True),
+                    (Notification.kind == NoticeKind.root.value) | message.ref.is_not(None) | message.dead.is_(True),
                 )
                 .order_by(Notification.id)
                 .limit(limit)
                 .with_for_update(of=[Notification, Incident], skip_locked=True)
             )).all()
             claimed = []
-            for note, incident in rows:
+            for note, incident, root in rows:
                 note.attempts += 1
                 note.claimed_until = now + lease
-                root = Posted(incident.slack_channel or "", incident.slack_ts) if incident.slack_ts else None
+                assert note.notifier is not None  # claimed by name above
                 claimed.append(Claimed(
-                    id=note.id, kind=NoticeKind(note.kind), attempts=note.attempts,
+                    id=note.id, notifier=note.notifier, kind=NoticeKind(note.kind), attempts=note.attempts,
                     target=OwnerRef.model_validate(note.target), note=note.note,
-                    incident=_view(incident, await self._decision(s, incident.id)), root=root,
+                    incident=_view(incident, await self._decision(s, incident.id)),
+                    root=Posted(root.address or "", root.ref) if root is not None and root.ref else None,
                 ))
             return claimed
 
-    async def mark_delivered(self, claimed: Claimed, notifier: str, posted: Posted, now: datetime) -> None:
+    async def mark_delivered(self, claimed: Claimed, posted: Posted, now: datetime) -> None:
+        """Record the delivery; a root also becomes the notifier's message of the incident, for follow-ups."""
         async with self.sessions.begin() as s:
             await s.execute(update(Notification).where(Notification.id == claimed.id).values(
-                status=Pending.delivered.value, notifier=notifier, channel=posted.address, ts=posted.ref,
+                status=Pending.delivered.value, address=posted.address, ref=posted.ref,
                 delivered_at=now, claimed_until=None, last_error=None,
             ))
             if claimed.kind is NoticeKind.root:
-                await s.execute(update(Incident).where(Incident.id == claimed.incident.id).values(
-                    slack_channel=posted.address, slack_ts=posted.ref,
-                ))
+                root = await self._message(s, claimed, now)
+                root.address, root.ref, root.dead = posted.address, posted.ref, False
             self._log(s, claimed.incident.id, now, "notified", detail={
-                "kind": claimed.kind.value, "to": claimed.target.id, "via": notifier,
-                "channel": posted.address, "ts": posted.ref,
+                "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
+                "address": posted.address, "ref": posted.ref,
             })
+
+    @staticmethod
+    async def _message(s: AsyncSession, claimed: Claimed, now: datetime) -> IncidentMessage:
+        """The claimed notifier's root message row of the incident, added (empty) if there is none yet."""
+        row = (await s.execute(select(IncidentMessage).where(
+            IncidentMessage.incident_id == claimed.incident.id, IncidentMessage.notifier == claimed.notifier,
+        ))).scalar_one_or_none()
+        if row is None:
+            row = IncidentMessage(incident_id=claimed.incident.id, notifier=claimed.notifier, dead=False, at=now)
+            s.add(row)
+        return row
 
     async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> None:
         async with self.sessions.begin() as s:
@@ -247,17 +295,33 @@ class IncidentStore:
                 next_attempt_at=at, claimed_until=None, last_error=error,
             ))
 
-    async def dead_letter(self, claimed: Claimed, notifier: str, error: str, now: datetime) -> None:
+    async def dead_letter(self, claimed: Claimed, error: str, now: datetime) -> None:
+        """Give up on one notification; a dead root releases its notifier's follow-ups (to be dead-lettered too)."""
         async with self.sessions.begin() as s:
             await s.execute(update(Notification).where(Notification.id == claimed.id).values(
-                status=Pending.dead.value, notifier=notifier, claimed_until=None, last_error=error,
+                status=Pending.dead.value, claimed_until=None, last_error=error,
             ))
             if claimed.kind is NoticeKind.root:
-                await s.execute(update(Incident).where(Incident.id == claimed.incident.id).values(root_dead=True))
+                root = await self._message(s, claimed, now)
+                if root.ref is None:
+                    root.dead = True
             self._log(s, claimed.incident.id, now, "notification_dead_lettered", detail={
-                "kind": claimed.kind.value, "to": claimed.target.id, "via": notifier,
+                "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                 "attempts": claimed.attempts, "error": error,
             })
+
+    async def adopt_unassigned(self, now: datetime) -> int:
+        """Give this worker's notifiers the rows a version before 0002 left pending before any notifier had them
+        (the migration assigns the rest to the notifier of their incident's root). Returns how many were adopted."""
+        async with self.sessions.begin() as s:
+            rows = list((await s.execute(select(Notification).where(
+                Notification.status == Pending.pending.value, Notification.notifier.is_(None),
+            ).order_by(Notification.id).with_for_update(skip_locked=True))).scalars())
+            for row in rows:
+                await self._notify(s, row.incident_id, NoticeKind(row.kind), OwnerRef.model_validate(row.target),
+                                   now=now, note=row.note)
+                await s.delete(row)
+            return len(rows)
 
     async def release_claims(self) -> int:
         """Forget every lease: only safe when no other worker shares the database (the SQLite default)."""
@@ -296,7 +360,7 @@ class IncidentStore:
             target = owners.escalation[step].owner
             note = escalation_note(owners, step)
             self._log(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
-            self._notify(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
+            await self._notify(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             return step
 
     # -- people acting on an incident --------------------------------------------------------------------------
@@ -324,7 +388,7 @@ class IncidentStore:
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
             )
-            self._notify(s, incident_id, NoticeKind.update, owners.responder, now=now, note=note)
+            await self._notify(s, incident_id, NoticeKind.update, owners.responder, now=now, note=note)
             return True
 
     async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, slack_user: str, note: str,
@@ -340,7 +404,7 @@ class IncidentStore:
                 await s.flush()
                 self._log(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
                 responder = FindingOwners.model_validate(row.owners).responder
-                self._notify(s, incident_id, NoticeKind.update, responder, now=now, note=note)
+                await self._notify(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
         except IntegrityError:  # uq_decisions_incident: the approver (or a replay) decided already
             return False

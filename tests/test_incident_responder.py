@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from responders.db import migrate
-from responders.db.models import Base, Incident, Notification
+from responders.db import MIGRATIONS, make_engine, migrate
+from responders.db.models import Base, Incident, IncidentMessage, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Status
+from responders.notifiers import notifier_names
 from responders.store import Pending
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import FakeClock, eventually, finding, running
-from tests.slack_api_server import SlackApiServer
+from tests.slack_api_server import Message, SlackApiServer
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.runtime.settings import Settings
@@ -39,6 +45,11 @@ async def incidents(responder: IncidentResponder) -> list[Incident]:
         return list((await s.execute(select(Incident).order_by(Incident.id))).scalars())
 
 
+async def messages(responder: IncidentResponder) -> list[IncidentMessage]:
+    async with responder.store.sessions() as s:
+        return list((await s.execute(select(IncidentMessage).order_by(IncidentMessage.id))).scalars())
+
+
 def texts(message_blocks: list[dict]) -> str:
     return json.dumps(message_blocks, ensure_ascii=False)
 
@@ -52,9 +63,12 @@ async def test_the_root_message_goes_to_the_responder_the_matrix_names(
         [root] = slack_api.roots()
         assert root.channel == "C0FINOPS"  # finance-ops, the billing workflow's named responder
         [note] = await notifications(responder)
-        assert (note.status, note.channel, note.ts) == (Pending.delivered.value, "C0FINOPS", root.ts)
+        assert (note.status, note.notifier, note.address, note.ref) == (
+            Pending.delivered.value, "slack", "C0FINOPS", root.ts)
         [incident] = await incidents(responder)
-        assert incident.slack_ts == root.ts
+        [message] = await messages(responder)
+        assert (message.incident_id, message.notifier, message.address, message.ref, message.dead) == (
+            incident.id, "slack", "C0FINOPS", root.ts, False)
     blocks = texts(root.blocks or [])
     assert "billing-agent-1" in root.text and "HIGH" in root.text and "Finance Operations" in root.text
     for expected in ("unapproved_tool", "billing-agent-1", "billing-agent", "shell.exec", "<@U0SAM> (Sam Okafor)",
@@ -226,7 +240,7 @@ async def test_a_lost_reply_is_not_posted_twice(incident_settings: Settings, sla
     [root] = slack_api.roots()
     assert len(slack_api.calls("chat.postMessage")) == 1
     assert slack_api.calls("conversations.history"), "the retry must look for the root before posting"
-    assert (note.ts, note.attempts) == (root.ts, 2)
+    assert (note.ref, note.attempts) == (root.ts, 2)
 
 
 async def test_a_crash_between_record_and_send_delivers_exactly_one_root_after_restart(
@@ -257,7 +271,7 @@ async def test_a_crash_during_send_does_not_post_a_second_root_after_restart(
         [note] = await eventually(lambda: _all_settled(restarted), what="delivery after the restart")
     [root] = slack_api.roots()
     assert len(slack_api.calls("chat.postMessage")) == 1
-    assert (note.status, note.ts, note.attempts) == ("delivered", root.ts, 2)
+    assert (note.status, note.ref, note.attempts) == ("delivered", root.ts, 2)
 
 
 async def test_an_unacknowledged_incident_escalates_after_the_step_timeout(
@@ -329,7 +343,7 @@ async def test_without_slack_the_console_notifier_delivers(
     caplog.set_level(logging.WARNING, logger="warden.alert")
     settings = Settings(database_url=incident_db, data_dir=tmp_path, outbox_poll_s=0.05)
     async with running(settings) as responder:
-        assert responder.notifier.name == "console" and responder.route_installers() == []
+        assert [n.name for n in responder.notifiers] == ["console"] and responder.route_installers() == []
         await responder.handle(finding("research-rag-1", "shell.exec"))
         await eventually(lambda: delivered(responder, 1), what="the console alert")
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]
@@ -348,3 +362,223 @@ async def test_the_migrations_build_exactly_the_models(incident_db: str) -> None
     finally:
         await responder.stop()
     assert diff == []
+
+
+# -- several notifiers ----------------------------------------------------------------------------------------------
+
+
+def alert_lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "warden.alert" and r.getMessage().startswith(prefix)]
+
+
+async def test_each_notifier_posts_one_root_per_incident_and_threads_its_own_replies(
+    incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="warden.alert")
+    settings = incident_settings.model_copy(update={"notifiers": "slack,console"})
+    async with running(settings) as responder:
+        assert [n.name for n in responder.notifiers] == ["slack", "console"]
+        await responder.handle(finding("billing-agent-1", "shell.exec"))
+        await responder.handle(finding("support-bot-1", "shell.exec"))
+        await eventually(lambda: delivered(responder, 4), what="two roots on each notifier")
+        await responder.handle(finding("billing-agent-1", "shell.exec", evidence={"cmd": "id"}))
+        await responder.handle(finding("support-bot-1", "shell.exec", evidence={"cmd": "id"}))
+        notes = await eventually(lambda: _all_settled(responder), what="the repeats on each notifier")
+        billing, support = await incidents(responder)
+        refs = {(m.incident_id, m.notifier): (m.address, m.ref, m.dead) for m in await messages(responder)}
+        via = [(e.detail["via"], e.detail["kind"]) for e in await responder.store.timeline(billing.id)
+               if e.kind == "notified"]
+    finance, platform = slack_api.roots("C0FINOPS"), slack_api.roots("C0AIPLAT")
+    assert len(slack_api.roots()) == 2 and len(finance) == 1 and len(platform) == 1
+    for root in (finance[0], platform[0]):
+        [reply] = slack_api.replies(root)
+        assert reply.thread_ts == root.ts and "Seen again: 2 findings so far" in reply.text
+    assert [line.split("] ")[1].split(" rule=")[0] for line in alert_lines(caplog, "ALERT")] == [
+        f"incident=#{billing.id}", f"incident=#{support.id}"]
+    assert len(alert_lines(caplog, f"INCIDENT #{billing.id} seen again: count=2")) == 1
+    assert len(alert_lines(caplog, f"INCIDENT #{support.id} seen again: count=2")) == 1
+    rows = sorted((n.incident_id, n.notifier, n.kind, n.status, n.ref) for n in notes)
+    assert rows == sorted([
+        (billing.id, "slack", "root", "delivered", finance[0].ts),
+        (billing.id, "slack", "repeat", "delivered", slack_api.replies(finance[0])[0].ts),
+        (billing.id, "console", "root", "delivered", f"incident-{billing.id}"),
+        (billing.id, "console", "repeat", "delivered", f"incident-{billing.id}"),
+        (support.id, "slack", "root", "delivered", platform[0].ts),
+        (support.id, "slack", "repeat", "delivered", slack_api.replies(platform[0])[0].ts),
+        (support.id, "console", "root", "delivered", f"incident-{support.id}"),
+        (support.id, "console", "repeat", "delivered", f"incident-{support.id}"),
+    ])
+    assert refs == {
+        (billing.id, "slack"): ("C0FINOPS", finance[0].ts, False),
+        (billing.id, "console"): ("console", f"incident-{billing.id}", False),
+        (support.id, "slack"): ("C0AIPLAT", platform[0].ts, False),
+        (support.id, "console"): ("console", f"incident-{support.id}", False),
+    }
+    assert sorted(via) == [("console", "repeat"), ("console", "root"), ("slack", "repeat"), ("slack", "root")]
+
+
+async def test_a_notifier_that_dead_letters_does_not_hold_up_the_other(
+    incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="warden.alert")
+    dead_before = metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get()
+    console_before = metrics.NOTIFICATIONS_DELIVERED.labels(notifier="console", kind="repeat")._value.get()
+    slack_api.fail("chat.postMessage", error="channel_not_found", times=1000)
+    settings = incident_settings.model_copy(update={"notifiers": "slack,console"})
+    async with running(settings) as responder:
+        await responder.handle(finding("billing-agent-1", "shell.exec"))
+        await responder.handle(finding("billing-agent-1", "shell.exec"))
+        notes = await eventually(lambda: _all_settled(responder), what="every notification settled")
+        [incident] = await incidents(responder)
+        refs = {m.notifier: (m.address, m.ref, m.dead) for m in await messages(responder)}
+    settled = sorted((n.notifier, n.kind, n.status) for n in notes)
+    assert settled == [("console", "repeat", "delivered"), ("console", "root", "delivered"),
+                       ("slack", "repeat", "dead"), ("slack", "root", "dead")]
+    assert refs == {"slack": (None, None, True), "console": ("console", f"incident-{incident.id}", False)}
+    assert slack_api.roots() == []
+    assert len(alert_lines(caplog, "ALERT")) == 1 and len(alert_lines(caplog, f"INCIDENT #{incident.id} seen")) == 1
+    undelivered = [r.getMessage() for r in caplog.records if "UNDELIVERED" in r.getMessage()]
+    assert len(undelivered) == 2 and all("channel_not_found" in u or "dead-lettered" in u for u in undelivered)
+    assert metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get() - dead_before == 1
+    assert metrics.NOTIFICATIONS_DELIVERED.labels(notifier="console", kind="repeat")._value.get() - console_before == 1
+
+
+async def test_a_notifier_still_retrying_does_not_delay_the_other(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    slack_api.fail("chat.postMessage", error="fatal_error", times=1000)  # retriable: Slack waits for its backoff
+    settings = incident_settings.model_copy(update={"notifiers": "slack,console", "notify_retry_backoff_s": 3600.0})
+    async with running(settings) as responder:
+        await responder.handle(finding("billing-agent-1", "shell.exec"))
+        await eventually(lambda: delivered(responder, 1), what="the console root")
+        await responder.handle(finding("billing-agent-1", "shell.exec"))
+        await eventually(lambda: delivered(responder, 2), what="the console repeat")
+        notes = await notifications(responder)
+    states = sorted((n.notifier, n.kind, n.status, n.attempts) for n in notes)
+    assert states == [("console", "repeat", "delivered", 1), ("console", "root", "delivered", 1),
+                      ("slack", "repeat", "pending", 0), ("slack", "root", "pending", 1)]
+    [slack_root] = [n for n in notes if n.notifier == "slack" and n.kind == "root"]
+    assert slack_root.next_attempt_at - slack_root.created_at >= timedelta(seconds=3600)  # Backoff.delay(1)
+
+
+async def test_a_notifier_added_later_gets_its_own_root_before_its_follow_ups(
+    incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="warden.alert")
+    async with running(incident_settings.model_copy(update={"notifiers": "console"})) as console_only:
+        await console_only.handle(finding("billing-agent-1", "shell.exec"))
+        await eventually(lambda: delivered(console_only, 1), what="the console root")
+    assert slack_api.requests == []
+    async with running(incident_settings.model_copy(update={"notifiers": "slack,console"})) as both:
+        await both.handle(finding("billing-agent-1", "shell.exec"))  # a repeat, after Slack was added
+        notes = await eventually(lambda: _all_settled(both), what="the repeat on both notifiers")
+    assert sorted((n.notifier, n.kind) for n in notes) == [
+        ("console", "repeat"), ("console", "root"), ("slack", "repeat"), ("slack", "root")]
+    [root] = slack_api.roots("C0FINOPS")
+    [reply] = slack_api.replies(root)
+    assert "Seen again: 2 findings so far" in reply.text
+    assert len(alert_lines(caplog, "ALERT")) == 1, "the console root is not posted again"
+
+
+def test_the_notifiers_setting_names_what_cannot_work() -> None:
+    assert Settings(notifiers=" slack , console,slack", slack_token=SLACK_TOKEN).notifiers == "slack,console"
+    assert Settings(notifiers=None).notifiers is None
+    unknown = r"unknown notifier 'pager' in WARDEN_NOTIFIERS \(known: console, slack\)"
+    with pytest.raises(ValidationError, match=unknown):
+        Settings(notifiers="console,pager")
+    with pytest.raises(ValidationError, match="WARDEN_NOTIFIERS names slack, which needs WARDEN_SLACK_TOKEN"):
+        Settings(notifiers="slack")
+    assert notifier_names(None, slack_token=True) == ["slack"]  # the default keeps the behaviour before the setting
+    assert notifier_names("", slack_token=False) == ["console"]
+    with pytest.raises(ValueError, match="WARDEN_NOTIFIERS"):
+        notifier_names("email", slack_token=True)
+
+
+# -- the migration to per-notifier messages -------------------------------------------------------------------------
+
+_V1_INCIDENTS = sa.table(
+    "incidents", *(sa.column(c) for c in (
+        "id", "key", "open_key", "status", "rule", "severity", "title", "agent_id", "workflow", "target",
+        "policy_sha256", "count", "first_seen", "last_seen", "opened_at", "updated_at", "escalation_step",
+        "slack_channel", "slack_ts", "root_dead")),
+    *(sa.column(c, sa.JSON()) for c in ("frameworks", "tags", "evidence", "owners")),
+)
+_V1_NOTIFICATIONS = sa.table(
+    "notifications", *(sa.column(c) for c in (
+        "id", "incident_id", "kind", "note", "status", "attempts", "next_attempt_at", "notifier", "channel", "ts",
+        "created_at", "delivered_at")), sa.column("target", sa.JSON()),
+)
+
+
+def _to_revision(revision: str) -> Callable[[sa.Connection], None]:
+    def run(connection: sa.Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    return run
+
+
+async def test_the_migration_moves_root_references_per_notifier_and_delivery_carries_on(
+    incident_db: str, slack_api: SlackApiServer, tmp_path: Path
+) -> None:
+    engine = make_engine(incident_db)
+    f = finding("billing-agent-1", "shell.exec")
+    then = datetime(2026, 11, 20, 9, 0)  # naive UTC, as stored
+    owners = f.owners.model_dump(mode="json")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_to_revision("0001"))
+        async with engine.begin() as conn:
+            common = {"status": "open", "rule": f.rule, "severity": "high", "title": f.title, "workflow": f.workflow,
+                      "target": f.target, "policy_sha256": f.policy_sha256, "count": 1, "first_seen": then,
+                      "last_seen": then, "opened_at": then, "updated_at": then, "escalation_step": 0,
+                      "frameworks": [], "tags": [], "evidence": {"tool": "shell.exec"}, "owners": owners}
+            for n, (channel, ts, dead) in enumerate([("C0FINOPS", "1700000000.000001", False), (None, None, True),
+                                                     (None, None, False)], start=1):
+                await conn.execute(sa.insert(_V1_INCIDENTS).values(
+                    **common, key=f"k{n}", open_key=f"k{n}", agent_id=f"billing-agent-{n}", slack_channel=channel,
+                    slack_ts=ts, root_dead=dead))
+            note = {"target": owners["responder"], "note": None, "next_attempt_at": then, "created_at": then,
+                    "channel": None, "ts": None, "delivered_at": None}
+            await conn.execute(sa.insert(_V1_NOTIFICATIONS), [
+                {**note, "incident_id": 1, "kind": "root", "status": "delivered", "attempts": 1,
+                 "notifier": "slack", "channel": "C0FINOPS", "ts": "1700000000.000001", "delivered_at": then},
+                {**note, "incident_id": 2, "kind": "root", "status": "dead", "attempts": 3,
+                 "notifier": "slack"},
+                {**note, "incident_id": 1, "kind": "repeat", "status": "pending", "attempts": 0,
+                 "notifier": None},  # recorded before the upgrade: the root's notifier (slack) takes it
+                {**note, "incident_id": 3, "kind": "root", "status": "pending", "attempts": 0,
+                 "notifier": None},  # no notifier known yet: adopted by the notifiers of the next worker
+            ])
+        await migrate(engine)
+        async with engine.connect() as conn:
+            copied = (await conn.execute(sa.text(
+                "SELECT incident_id, notifier, address, ref, dead FROM incident_messages ORDER BY incident_id"
+            ))).all()
+            carried = (await conn.execute(sa.text(
+                "SELECT id, notifier, address, ref FROM notifications ORDER BY id"))).all()
+            columns = await conn.run_sync(lambda sync: [c["name"] for c in sa.inspect(sync).get_columns("incidents")])
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in copied] == [(1, "slack", "C0FINOPS", "1700000000.000001", False),
+                                         (2, "slack", None, None, True)]
+    assert [tuple(r) for r in carried] == [(1, "slack", "C0FINOPS", "1700000000.000001"), (2, "slack", None, None),
+                                          (3, "slack", None, None), (4, None, None, None)]
+    assert not {"slack_channel", "slack_ts", "root_dead"} & set(columns)
+
+    # A worker on the migrated database threads the pending repeat under the copied root, and posts the one root
+    # that never went out; nothing is posted twice.
+    slack_api.messages.append(Message(channel="C0FINOPS", ts="1700000000.000001", text="the root, before 0002"))
+    settings = Settings(database_url=incident_db, data_dir=tmp_path / "data", slack_token=SLACK_TOKEN,
+                        slack_api_url=slack_api.base_url, outbox_poll_s=0.05, notify_retry_backoff_s=0.05)
+    async with running(settings) as responder:
+        notes = await eventually(lambda: _all_settled(responder), what="the carried-over notifications")
+    assert sorted((n.incident_id, n.kind, n.notifier, n.status) for n in notes) == [
+        (1, "repeat", "slack", "delivered"), (1, "root", "slack", "delivered"),
+        (2, "root", "slack", "dead"), (3, "root", "slack", "delivered")]
+    old_root, new_root = slack_api.roots("C0FINOPS")
+    assert old_root.ts == "1700000000.000001" and old_root.updates == 1, "the copied root is the one refreshed"
+    assert "billing-agent-3" in new_root.text
+    assert [r.thread_ts for r in slack_api.replies(old_root)] == ["1700000000.000001"]
+    assert len(slack_api.roots()) == 2  # the copied root, and incident 3's first post

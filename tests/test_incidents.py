@@ -1,4 +1,5 @@
-"""The incident's pure core and its Slack rendering: keys, grouping, lifecycle, who may act, safe text."""
+"""The incident's pure core, its Slack rendering and the outbox's stages: keys, grouping, lifecycle, who may act,
+safe text, dedup and retry timing."""
 
 from __future__ import annotations
 
@@ -21,11 +22,15 @@ from responders.incidents import (
     incident_key,
     joins,
 )
+from responders.notifiers.base import FindsRoot, Notice, NoticeKind, Posted, Undeliverable
 from responders.notifiers.slack import render
+from responders.outbox.stages import Retry, dedup, notice_of
+from responders.store import Claimed
 from tests.incident_helpers import POLICY, finding
 from warden.contract.findings import OwnerRef
 from warden.contract.matrix import Matrix, Owner
 from warden.contract.redact import redact_text
+from warden.kit.retry import Backoff
 from warden.policy import PolicyError, build_policy
 from warden.runtime.catalogue import CATALOGUE
 
@@ -166,3 +171,63 @@ def test_only_teams_list_members_and_slack_members_must_be_user_ids() -> None:
     doc["owners"]["secops"]["members"] = {"slack": ["U0ALEX", "C0OPS"]}
     with pytest.raises(PolicyError, match=r"owners\.secops\.members\.slack\.1: 'C0OPS' is not a slack identity"):
         build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="t")
+
+
+# -- the outbox's stages, around a notifier that only records what it is asked -------------------------------------
+
+
+class Recording:
+    """A notifier that records its calls; `finds` is what find_root answers."""
+
+    name = "recording"
+
+    def __init__(self, finds: Posted | None = None) -> None:
+        self.sent: list[Notice] = []
+        self.looked = 0
+        self.finds = finds
+
+    async def send(self, notice: Notice) -> Posted:
+        self.sent.append(notice)
+        return Posted("here", f"sent-{len(self.sent)}")
+
+
+class FindingRecording(Recording):
+    async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
+        self.looked += 1
+        return self.finds
+
+
+def claimed(kind: NoticeKind = NoticeKind.root, attempts: int = 1, root: Posted | None = None) -> Claimed:
+    inc = view()
+    return Claimed(id=1, notifier="recording", kind=kind, attempts=attempts, target=inc.owners.responder, note=None,
+                   incident=inc, root=root)
+
+
+async def test_dedup_never_posts_a_root_twice() -> None:
+    stored = Posted("C0FINOPS", "1.0001")
+    plain, finder = Recording(), FindingRecording(finds=Posted("C0FINOPS", "1.0002"))
+    assert await dedup(plain, claimed(root=stored), notice_of(claimed(root=stored))) == stored  # the stored ref
+    assert await dedup(finder, claimed(attempts=2), notice_of(claimed(attempts=2))) == Posted("C0FINOPS", "1.0002")
+    assert plain.sent == [] and finder.sent == [] and finder.looked == 1
+    assert await dedup(finder, claimed(attempts=1), notice_of(claimed())) == Posted("here", "sent-1")
+    assert finder.looked == 1, "a first attempt cannot have posted anything: no look-up"
+    assert await dedup(plain, claimed(attempts=2), notice_of(claimed(attempts=2))) == Posted("here", "sent-1")
+    assert not isinstance(plain, FindsRoot) and isinstance(finder, FindsRoot)
+
+
+async def test_a_follow_up_goes_in_its_notifiers_thread_or_is_undeliverable() -> None:
+    plain = Recording()
+    root = Posted("C0FINOPS", "1.0001")
+    reply = claimed(NoticeKind.repeat, root=root)
+    assert await dedup(plain, reply, notice_of(reply)) == Posted("here", "sent-1")
+    assert plain.sent[0].root == root
+    orphan = claimed(NoticeKind.update, root=None)  # claimed without a root: its root was dead-lettered
+    with pytest.raises(Undeliverable, match="recording root message was dead-lettered"):
+        await dedup(plain, orphan, notice_of(orphan))
+
+
+def test_retries_are_due_after_the_kits_backoff_until_the_attempts_are_spent() -> None:
+    retry = Retry(Backoff(initial_s=5, max_s=float("inf")), max_attempts=5)
+    assert [retry.next_attempt(n, T0) for n in (1, 2, 3, 4, 5)] == [
+        T0 + timedelta(seconds=5), T0 + timedelta(seconds=10), T0 + timedelta(seconds=20),
+        T0 + timedelta(seconds=40), None]

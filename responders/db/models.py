@@ -1,4 +1,5 @@
-"""The state of record for incidents (SQLAlchemy 2 models): incidents, findings, timeline, outbox, decisions."""
+"""The state of record for incidents (SQLAlchemy 2 models): incidents, findings, timeline, outbox, messages,
+decisions."""
 
 from __future__ import annotations
 
@@ -61,9 +62,22 @@ class Incident(Base):
     updated_at: Mapped[datetime]
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[datetime | None] = mapped_column(index=True)
-    slack_channel: Mapped[str | None] = mapped_column(String(64), comment="Where the root message lives")
-    slack_ts: Mapped[str | None] = mapped_column(String(64), comment="The root message's ts, once delivered")
-    root_dead: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class IncidentMessage(Base):
+    """Where one notifier put an incident's root message, so follow-ups thread under it and it is never posted
+    twice; or that its root was dead-lettered, so follow-ups for that notifier stop waiting."""
+
+    __tablename__ = "incident_messages"
+    __table_args__ = (UniqueConstraint("incident_id", "notifier", name="uq_incident_messages_notifier"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    notifier: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(200), comment="The notifier's channel or address")
+    ref: Mapped[str | None] = mapped_column(String(200), comment="The notifier's id of the message (Slack's ts)")
+    dead: Mapped[bool] = mapped_column(Boolean, comment="The root was dead-lettered: nothing to thread under")
+    at: Mapped[datetime]
 
 
 class FindingRecord(Base):
@@ -98,7 +112,8 @@ class TimelineEntry(Base):
 
 
 class Notification(Base):
-    """The outbox: recorded as pending with the change that caused it, delivered later with the Slack ts."""
+    """The outbox: one row per notifier, recorded as pending with the change that caused it, delivered later with
+    where the message landed."""
 
     __tablename__ = "notifications"
 
@@ -112,9 +127,10 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime]
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Who delivers this row. NULL only on rows left pending by a version before 0002; a worker adopts them at start.
     notifier: Mapped[str | None] = mapped_column(String(20))
-    channel: Mapped[str | None] = mapped_column(String(64))
-    ts: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(200))
+    ref: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
 

@@ -59,8 +59,8 @@ class Retry:
 
 
 async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: str, now: datetime) -> None:
-    """The delivery, on the notification row (and as the incident's root message), plus metrics."""
-    await store.mark_delivered(c, notifier, posted, now)
+    """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics."""
+    await store.mark_delivered(c, posted, now)
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
     if c.kind in (NoticeKind.root, NoticeKind.repeat):  # the responder was told about findings
         metrics.ALERTS.labels(channel=notifier, rule=c.incident.rule).inc()
@@ -70,7 +70,7 @@ async def dead_letter(store: IncidentStore, c: Claimed, reason: str, *, notifier
                       fallback: ConsoleNotifier, now: datetime) -> None:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
     console gets an ERROR line with everything it carried."""
-    await store.dead_letter(c, notifier, reason, now)
+    await store.dead_letter(c, reason, now)
     metrics.NOTIFICATIONS_DEAD.labels(notifier=notifier, kind=c.kind.value).inc()
     fallback.dead_letter_alert(notice, reason)
 

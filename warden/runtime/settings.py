@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # package data: ships in the wheel
@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(2.0, gt=0, description="How often the outbox looks for due notifications.")
     outbox_lease_s: float = Field(120.0, gt=0, description="A claimed notification is retried after this (PostgreSQL).")
     escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
+    notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
+                                  "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 
     @field_validator("web_bind")
     @classmethod
@@ -49,6 +51,13 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"{v!r} is not host:port")
         return v
+
+    @field_validator("notifiers")
+    @classmethod
+    def _known_notifiers(cls, v: str | None, info: ValidationInfo) -> str | None:
+        from responders.notifiers import notifier_names  # lazy: the registry loads slack-sdk, which only workers use
+
+        return ",".join(notifier_names(v, info.data.get("slack_token") is not None)) if v else v
 
     @property
     def web_host(self) -> str:
