@@ -26,12 +26,7 @@ _DESELECTED = pytest.StashKey[int]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_UNMARKED] = []
-    config.stash[_DESELECTED] = 0
-    config.addinivalue_line(
-        "markers",
-        f"apache_kafka: needs Apache Kafka ({KAFKA_ENV}); deselected, with a summary line, when it is unset. "
-        ".ci/run runs them against Apache Kafka (tests/kafka/pytest_on_apache_kafka.sh)",
-    )
+    config.stash[_DESELECTED] = 0  # the markers themselves are registered in pyproject.toml
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
