@@ -5,6 +5,7 @@ and the local Slack Web API."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -119,13 +120,14 @@ async def slack_api() -> AsyncIterator[SlackApiServer]:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_url() -> Iterator[str]:
     """PostgreSQL for the session: WARDEN_TEST_DATABASE_URL when set, else a private server started here."""
     configured = os.environ.get("WARDEN_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
-    with private_postgres(tmp_path_factory.mktemp("postgres")) as url:
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps and would delete the live server.
+    with tempfile.TemporaryDirectory(prefix="warden-pg-") as base, private_postgres(Path(base)) as url:
         yield url
 
 
