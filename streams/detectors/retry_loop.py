@@ -38,7 +38,7 @@ def detect(ctx: Context, state: WindowCounter) -> list[Finding]:
         return []
     digest = arguments_hash(ev.tool.arguments)
     session = ev.session_id or f"agent:{ev.agent.id}"
-    if not state.hit((ev.agent.id, session, ev.tool.name, digest), ev.ts, limit):
+    if not state.hit((ev.agent.id, session, ev.tool.name, digest), ev.ts, limit, ev.event_id):
         return []
     evidence = {
         "tool": ev.tool.name,

@@ -24,7 +24,7 @@ def detect(ctx: Context, state: WindowCounter) -> list[Finding]:
     if ev.kind is not Kind.tool_call or ev.tool is None or ctx.workflow is None:
         return []
     limit = ctx.workflow.scope.limits.tool_calls
-    if limit is None or not state.hit(ev.agent.id, ev.ts, limit):
+    if limit is None or not state.hit(ev.agent.id, ev.ts, limit, ev.event_id):
         return []
     evidence = {"tool": ev.tool.name, "limit": f"more than {limit.max} tool calls within {limit.window}"}
     finding = build_finding(ctx, info, ev.agent.id, evidence)

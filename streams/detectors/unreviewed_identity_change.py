@@ -4,7 +4,8 @@ An approval event (same agent, so same partition) names what it decides on in `a
 event id or its identity target. It counts only when it comes from the owner that the workflow names in
 `scope.identity_changes.approval_from`, says `approved`, is dated within the window before the change (not
 after it), and has not already been used by another change. A later decision by the same approver replaces an
-earlier one, so a rejection withdraws an approval.
+earlier one, so a rejection withdraws an approval; the same approval event seen again changes nothing (so a
+redelivered approval cannot re-arm one that a change has used).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MAX_REFS_PER_AGENT = 1024
 class _Decision:
     approved: bool
     ts: datetime
+    event_id: str  # the approval event that made it: its redelivery must not clear `used_by`
     used_by: str | None = None
 
 
@@ -59,8 +61,10 @@ class State:
         if len(refs) > self.max_refs:
             refs.popitem(last=False)
         previous = decisions.get(ev.approval.approver)
+        if previous is not None and previous.event_id == ev.event_id:
+            return  # the same approval again (a producer retry, a replay): already recorded, maybe already used
         if previous is None or previous.ts <= ev.ts:
-            decisions[ev.approval.approver] = _Decision(ev.approval.decision is Decision.approved, ev.ts)
+            decisions[ev.approval.approver] = _Decision(ev.approval.decision is Decision.approved, ev.ts, ev.event_id)
 
     def decisions(self, agent_id: str, refs: tuple[str, ...]) -> dict[str, _Decision]:
         """Every recorded decision on any of `refs`, by approver (the first ref wins a tie)."""

@@ -1,4 +1,5 @@
-"""Event-time sliding windows for the stateful detectors: deterministic (time is `event.ts`) and memory-capped."""
+"""Event-time sliding windows for the stateful detectors: deterministic (time is `event.ts`), memory-capped, and
+idempotent by event id (a redelivered event is not counted twice)."""
 
 from __future__ import annotations
 
@@ -14,35 +15,44 @@ MAX_KEYS = 100_000
 
 @dataclass
 class _Window:
-    times: deque[datetime]
+    entries: deque[tuple[datetime, str]] = field(default_factory=deque)  # (ts, event id), in arrival order
+    ids: set[str] = field(default_factory=set)  # the event ids in `entries`: the dedup check is O(1)
     last_fired: datetime | None = None
 
 
 @dataclass
 class WindowCounter:
-    """Counts occurrences per key within a limit's window, keeping at most `max + 1` timestamps per key.
+    """Counts occurrences per key within a limit's window, keeping at most `max + 1` entries per key.
 
     `hit` reports the key once when it goes over the limit, and again at most once per window while it stays
-    over, so a loop that runs for an hour yields one finding per window rather than one per call.
+    over, so a loop that runs for an hour yields one finding per window rather than one per call. An event id
+    already among a key's kept entries is not counted again: a producer retry or a redelivery (the same event at
+    a new offset, or the same offset re-read) usually lands right after the original, well within those entries.
+    Replays from further back are the caller's to skip (`DetectorState.first_time`).
     """
 
     max_keys: int = MAX_KEYS
     _keys: OrderedDict[Hashable, _Window] = field(default_factory=OrderedDict)
 
-    def hit(self, key: Hashable, ts: datetime, limit: Limit) -> bool:
-        """Record one occurrence at `ts`; True when it takes the key over `limit` and the key is due to fire."""
+    def hit(self, key: Hashable, ts: datetime, limit: Limit, event_id: str) -> bool:
+        """Record event `event_id` at `ts`; True when it takes the key over `limit` and the key is due to fire.
+        An event id this key has already counted changes nothing and returns False."""
         size = limit.max + 1
         w = self._keys.get(key)
         if w is None:
-            w = self._keys[key] = _Window(deque(maxlen=size))
+            w = self._keys[key] = _Window()
             if len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
         else:
             self._keys.move_to_end(key)
-            if w.times.maxlen != size:  # the limit changed with a policy reload
-                w.times = deque(w.times, maxlen=size)
-        w.times.append(ts)
-        over = len(w.times) == size and ts - w.times[0] < limit.window
+            if event_id in w.ids:
+                return False
+        entries = w.entries
+        entries.append((ts, event_id))
+        w.ids.add(event_id)
+        while len(entries) > size:  # more than once only when the limit shrank with a policy reload
+            w.ids.discard(entries.popleft()[1])
+        over = len(entries) == size and ts - entries[0][0] < limit.window
         if not over or (w.last_fired is not None and ts - w.last_fired < limit.window):
             return False
         w.last_fired = ts
