@@ -1,7 +1,9 @@
-"""Detector registry and the detect stage: `(event, policy, state) -> findings`, every rule per event."""
+"""Detector registry and the detect stage: `(event, policy, state) -> findings`, every rule per event; and the
+state those detectors keep, with what a replay needs (the offsets applied, `replay` to rebuild without findings)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from streams.detectors import (
@@ -14,7 +16,7 @@ from streams.detectors import (
     unowned_agent,
     unreviewed_identity_change,
 )
-from streams.detectors.base import Context, Detector
+from streams.detectors.base import Context, Detector, stateless
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
@@ -30,13 +32,45 @@ DETECTORS: tuple[Detector, ...] = (
     tool_burst,
 )
 REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
+STATEFUL: tuple[str, ...] = tuple(d.info.id for d in DETECTORS if d.new_state is not stateless)
 
 
 class DetectorState:
-    """Windowed state of the stateful detectors (each keys its own by agent or session); survives policy reloads."""
+    """Windowed state of the stateful detectors (each keys its own by agent or session); survives policy reloads.
+
+    It also remembers the highest offset applied from each (topic, partition), so that a message read again (a
+    rebalance re-reads a kept partition from its last committed offset) is recognised and not counted twice:
+    ask `first_time` before applying a message.
+    """
 
     def __init__(self) -> None:
         self.by_rule: dict[str, Any] = {d.info.id: d.new_state() for d in DETECTORS}
+        self._applied: dict[tuple[str, int], int] = {}
+
+    def first_time(self, topic: str, partition: int, offset: int) -> bool:
+        """True, and remembered, when `offset` is above every offset applied from that partition; False for a
+        message this state has already applied (its events are counted, its findings were produced)."""
+        tp = (topic, partition)
+        if offset <= self._applied.get(tp, -1):
+            return False
+        self._applied[tp] = offset
+        return True
+
+    def applied(self, topic: str, partition: int) -> int | None:
+        """The highest offset applied from that partition, or None if none was."""
+        return self._applied.get((topic, partition))
+
+
+def lookback(policy: Policy) -> timedelta:
+    """How far back in event time the stateful detectors look under `policy`: the longest tool-call, identical-retry
+    or identity-approval window of any workflow. Rebuilding state needs the log that far back, no further."""
+    longest = timedelta(0)
+    for wf in policy.matrix.workflows.values():
+        limits = wf.scope.limits
+        windows = [wf.scope.identity_changes.window]
+        windows += [limit.window for limit in (limits.tool_calls, limits.identical_retries) if limit is not None]
+        longest = max(longest, *windows)
+    return longest
 
 
 def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[Finding]:
@@ -50,3 +84,14 @@ def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[F
             findings.extend(detector.detect(ctx, state.by_rule[rule_id]))
     findings.extend(custom.detect(ctx))
     return findings
+
+
+def replay(event: ActivityEvent, policy: Policy, state: DetectorState) -> None:
+    """Apply an already-judged event to the state, as `detect` would, without its findings: rebuilding state
+    from the log. Only the stateful detectors run (the stateless ones and the custom rules cannot change it)."""
+    ctx = Context.of(event, policy)
+    overrides = policy.matrix.rules.builtin
+    for rule_id in STATEFUL:
+        cfg = overrides.get(rule_id)
+        if cfg is None or cfg.enabled:
+            REGISTRY[rule_id].detect(ctx, state.by_rule[rule_id])
