@@ -1,22 +1,26 @@
-"""The faust app: thin agents around the pure stages (decode → detect → respond), with retry and DLQ."""
+"""The faust app: thin agents around the pure stages (decode → detect → respond), with retry and DLQ; each activity
+message is judged once per worker (see warden.runtime.state_rebuild for how detector state follows partitions)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from responders.base import Responder
 from streams.detectors import DetectorState, detect
-from streams.ingest import FORMATS
+from streams.ingest import FORMATS, Decoder
 from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
+from warden.runtime.state_rebuild import REPLAYED, PartitionStates
 
 log = logging.getLogger("warden.worker")
 
@@ -59,7 +63,6 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
     activity = raw_topic(settings.topic_activity)
     findings_topic = raw_topic(settings.topic_findings)
     dlq = raw_topic(settings.topic_dlq)
-    state = DetectorState()
     decode = FORMATS["native"]
 
     async def dead_letter(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
@@ -85,19 +88,13 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
     async def publish(finding: Finding) -> None:
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
-    async def ingest_one(event: EventT[bytes]) -> None:
-        started = time.perf_counter()
-        decoded = decode(event.value, settings.max_message_bytes)
-        for rejection in decoded.rejections:
-            await dead_letter(event, rejection.code, rejection.reason, rejection.index)
-        policy = holder.current
-        for ev in decoded.events:
-            metrics.EVENTS.labels(kind=ev.kind.value).inc()
-            for finding in detect(ev, policy, state):
-                await publish(finding)
-                metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
-                                        shadow=str(finding.shadow).lower()).inc()
-        metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+    # Detector state per activity partition, rebuilt from the log the first time a partition is seen here.
+    states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current)
+    ingest_one = _Judge(settings, holder=holder, decode=decode, states=states, publish=publish,
+                        dead_letter=dead_letter)
+    # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
+    app.on_partitions_revoked.connect(ingest_one.on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(ingest_one.on_assigned)  # type: ignore[arg-type]
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:
@@ -127,6 +124,69 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
             await responder.stop()
 
     return app, publish
+
+
+class _Judge:
+    """The ingest stage's shell: each activity message judged once by this worker. Its events are applied to its
+    partition's detector state and their findings published; a message applied already (a rebalance re-delivers a
+    kept partition from its committed offset) is skipped, its findings having been published then."""
+
+    def __init__(self, settings: Settings, *, holder: PolicyHolder, decode: Decoder, states: PartitionStates,
+                 publish: Publish, dead_letter: Callable[..., Awaitable[None]]) -> None:
+        self._settings = settings
+        self._holder = holder
+        self._states = states
+        self._publish = publish
+        self._dead_letter = dead_letter
+        self._decode = decode
+        # The message being judged. Its offset is marked applied before it is judged, so a retry (a publish
+        # failed, or a detector raised) resumes here rather than being skipped as a replay.
+        self._key: tuple[str, int, int] | None = None
+        self._state = DetectorState()
+        self._unsent: deque[Finding] | None = None  # None: not judged (yet, or judging raised)
+
+    async def __call__(self, event: EventT[bytes]) -> None:
+        started = time.perf_counter()
+        msg = event.message
+        key = (msg.topic, msg.partition, msg.offset)
+        first_attempt = key != self._key or (self._unsent is not None and not self._unsent)
+        if first_attempt:
+            state = self._states.current(msg.topic, msg.partition, msg.offset)
+            if state is None:  # first seen here since start or assignment: rebuild it from the log first
+                state = await self._states.rebuild(msg.topic, msg.partition, msg.offset, msg.timestamp)
+            if not state.first_time(msg.topic, msg.partition, msg.offset):
+                REPLAYED.inc()
+                return
+            self._key, self._state, self._unsent = key, state, None
+        decoded = self._decode(event.value, self._settings.max_message_bytes)
+        if first_attempt:
+            for rejection in decoded.rejections:
+                await self._dead_letter(event, rejection.code, rejection.reason, rejection.index)
+        if self._unsent is None:  # not judged yet, or judging raised: again (windows count an event id once)
+            policy = self._holder.current
+            findings: list[Finding] = []
+            for ev in decoded.events:
+                metrics.EVENTS.labels(kind=ev.kind.value).inc()
+                findings.extend(detect(ev, policy, self._state))
+            self._unsent = deque(findings)
+        unsent = self._unsent
+        while unsent:
+            finding = unsent[0]
+            await self._publish(finding)
+            unsent.popleft()
+            metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
+                                    shadow=str(finding.shadow).lower()).inc()
+        metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+
+    def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """faust's signal: a rebalance starts (every partition is revoked; some will come back)."""
+        self._states.on_revoked()
+
+    def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """faust's signal: the new assignment; the state of an activity partition that moved away is dropped."""
+        assigned: set[TP] = args[0]
+        topic = self._settings.topic_activity
+        self._states.on_assigned((tp.topic, tp.partition) for tp in assigned if tp.topic == topic)
 
 
 async def with_retries(
