@@ -1,8 +1,10 @@
 """A local Slack Web API for tests and the demo: records every request body, and fails on demand.
 
-Point the real slack-sdk client at `server.base_url`. It implements the methods Warden calls
-(chat.postMessage, chat.update, chat.postEphemeral, conversations.open, conversations.history) and can answer
-429 with Retry-After, a 500, `ok: false` or a slow reply, per method and for a number of calls.
+Point the real slack-sdk client at `server.base_url`, or several workers each at their own `server.url_for(name)`
+so that every request and message says which worker made it. It implements the methods Warden calls
+(chat.postMessage, chat.update, chat.postEphemeral, conversations.open, conversations.history, paged by cursor)
+and can answer 429 with Retry-After, a 500, `ok: false` or a slow reply, per method and for a number of calls.
+`watch` runs a test's function on each request once it took effect, before the reply (to stop a worker there).
 
 Run it alone for the demo: `python -m tests.slack_api_server --port 8099`, then
 `WARDEN_SLACK_TOKEN=xoxb-local WARDEN_SLACK_API_URL=http://127.0.0.1:8099/api/ warden demo`.
@@ -15,6 +17,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +33,8 @@ class Request:
     body: bytes
     args: dict[str, Any]
     headers: dict[str, str]
+    worker: str | None = None  # the name in the URL the request came to (`url_for`)
+    at: float = 0.0  # time.time() when it arrived
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Message:
     thread_ts: str | None = None
     metadata: dict[str, Any] | None = None
     updates: int = 0
+    worker: str | None = None  # who posted it (`url_for`)
 
 
 @dataclass
@@ -64,6 +70,7 @@ class SlackApiServer:
     messages: list[Message] = field(default_factory=list)
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    watchers: list[Callable[[Request], None]] = field(default_factory=list)
     base_url: str = ""
     _runner: web.AppRunner | None = None
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -77,6 +84,15 @@ class SlackApiServer:
         A delayed call is still carried out (the message is posted) before the late reply, as when a reply is
         lost after Slack acted on the request."""
         self.faults.append(Fault(method, times, status, error, retry_after, delay_s))
+
+    def watch(self, watcher: Callable[[Request], None]) -> None:
+        """Call `watcher(request)` for every request, after it took effect (a message is posted) and before the
+        reply leaves (a delay still to come)."""
+        self.watchers.append(watcher)
+
+    def url_for(self, worker: str) -> str:
+        """The base URL for one worker: its requests and messages carry `worker`."""
+        return self.base_url.replace("/api/", f"/w/{worker}/api/")
 
     # -- reading what happened -----------------------------------------------------------------------------------
 
@@ -100,6 +116,8 @@ class SlackApiServer:
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)  # slack-sdk reads conversations.history with GET
+        app.router.add_post("/w/{worker}/api/{method}", self._handle)
+        app.router.add_get("/w/{worker}/api/{method}", self._handle)
         # Slow replies are still sleeping at teardown; do not wait a minute for them.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -124,7 +142,8 @@ class SlackApiServer:
             args.update(json.loads(body))
         elif body:
             args.update(parse_qsl(body.decode()))
-        self.requests.append(Request(method, body, args, dict(request.headers)))
+        call = Request(method, body, args, dict(request.headers), request.match_info.get("worker"), time.time())
+        self.requests.append(call)
         fault = self._take_fault(method)
         if fault and fault.status != 200:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -136,6 +155,10 @@ class SlackApiServer:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         result = handler(args) if handler else {"ok": False, "error": "unknown_method"}
+        if method == "chat.postMessage" and result.get("ok"):
+            self.messages[-1].worker = call.worker
+        for watcher in self.watchers:
+            watcher(call)
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         return web.json_response(result)
@@ -198,13 +221,16 @@ class SlackApiServer:
         with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
         found = [m for m in reversed(self.roots(channel)) if float(m.ts.split(".")[0]) >= int(oldest)]
         limit = int(args.get("limit") or 100)
+        start = int(args.get("cursor") or 0)
         out = []
-        for m in found[:limit]:
+        for m in found[start:start + limit]:
             item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
             if with_metadata and m.metadata:
                 item["metadata"] = m.metadata
             out.append(item)
-        return {"ok": True, "messages": out, "has_more": len(found) > limit}
+        more = len(found) > start + limit
+        return {"ok": True, "messages": out, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
 
 async def _serve(port: int) -> None:
