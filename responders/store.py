@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -56,9 +57,13 @@ class Pending(StrEnum):
 @dataclass(frozen=True)
 class Claimed:
     """A notification this worker now holds the lease on, with what it needs to be sent: `root` is where its
-    notifier put the incident's root message. A follow-up is claimed without one only when that root is dead."""
+    notifier put the incident's root message. A follow-up is claimed without one only when that root is dead.
+
+    `claim` is this claim's token: every later write to the row is conditional on it (fencing), so once another
+    worker has claimed the row after this lease ran out, nothing this worker does with it is recorded."""
 
     id: int
+    claim: str
     notifier: str
     kind: NoticeKind
     attempts: int
@@ -213,7 +218,15 @@ class IncidentStore:
             ))).scalars())
             missing = [n for n in names if n not in rooted]
             if missing:
-                owners = (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
+                # Two changes to one incident (a click and a repeat on two workers) must not both add a root: lock
+                # the incident, then look again at what the other transaction may have committed meanwhile.
+                owners = (await s.execute(
+                    select(Incident.owners).where(Incident.id == incident_id).with_for_update()
+                )).scalar_one()
+                rooted |= set((await s.execute(select(Notification.notifier).where(
+                    Notification.incident_id == incident_id, Notification.kind == NoticeKind.root.value,
+                ))).scalars())
+                missing = [n for n in missing if n not in rooted]
                 responder = FindingOwners.model_validate(owners).responder
                 for name in missing:
                     s.add(self._row(incident_id, name, NoticeKind.root, responder, now=now, note=None))
@@ -230,9 +243,11 @@ class IncidentStore:
     # -- the outbox --------------------------------------------------------------------------------------------
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int = 20) -> list[Claimed]:
-        """Take the lease on due notifications of this worker's notifiers. A follow-up waits until its notifier's
-        root message of the incident is out (or was dead-lettered)."""
+        """Take the lease on due notifications of this worker's notifiers, with a new claim token. A follow-up
+        waits until its notifier's root message of the incident is out (or was dead-lettered). The lease only keeps
+        the rows for this worker until it gets to them: each is leased again (`renew`) right before it is sent."""
         message = IncidentMessage
+        token = uuid.uuid4().hex
         async with self.sessions.begin() as s:
             rows = (await s.execute(
                 select(Notification, Incident, message)
@@ -254,53 +269,91 @@ class IncidentStore:
             for note, incident, root in rows:
                 note.attempts += 1
                 note.claimed_until = now + lease
+                note.claim = token
                 assert note.notifier is not None  # claimed by name above
                 claimed.append(Claimed(
-                    id=note.id, notifier=note.notifier, kind=NoticeKind(note.kind), attempts=note.attempts,
-                    target=OwnerRef.model_validate(note.target), note=note.note,
+                    id=note.id, claim=token, notifier=note.notifier, kind=NoticeKind(note.kind),
+                    attempts=note.attempts, target=OwnerRef.model_validate(note.target), note=note.note,
                     incident=_view(incident, await self._decision(s, incident.id)),
                     root=Posted(root.address or "", root.ref) if root is not None and root.ref else None,
                 ))
             return claimed
 
-    async def mark_delivered(self, claimed: Claimed, posted: Posted, now: datetime) -> None:
-        """Record the delivery; a root also becomes the notifier's message of the incident, for follow-ups."""
+    @staticmethod
+    def _held(claimed: Claimed) -> ColumnElement[bool]:
+        """The fence: the row is still pending and still claimed by `claimed`'s claim."""
+        return ((Notification.id == claimed.id) & (Notification.claim == claimed.claim)
+                & (Notification.status == Pending.pending.value))
+
+    async def renew(self, claimed: Claimed, until: datetime) -> bool:
+        """Extend the lease to `until` if the claim is still held; False when another worker claimed the row since
+        (or it is no longer pending): then this worker must not send it."""
         async with self.sessions.begin() as s:
-            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
+            return _rowcount(await s.execute(
+                update(Notification).where(self._held(claimed)).values(claimed_until=until)
+            )) == 1
+
+    async def give_back(self, claimed: Claimed, reason: str) -> bool:
+        """Release a claim still held without a verdict (its lease ended before the send could be made or
+        finished): the row is due again at once, for any worker. False when the claim was lost already."""
+        async with self.sessions.begin() as s:
+            return _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+                claimed_until=None, claim=None, last_error=reason,
+            ))) == 1
+
+    async def mark_delivered(self, claimed: Claimed, posted: Posted, now: datetime) -> bool:
+        """Record the delivery if the claim is still held (else nothing, and False); a root also becomes the
+        notifier's message of the incident, for follow-ups, unless one is stored already: a stored root is never
+        replaced, so the reference follow-ups thread under stays the first one recorded."""
+        async with self.sessions.begin() as s:
+            if _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 status=Pending.delivered.value, address=posted.address, ref=posted.ref,
                 delivered_at=now, claimed_until=None, last_error=None,
-            ))
+            ))) != 1:
+                return False
+            detail: dict[str, Any] = {"kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
+                                      "address": posted.address, "ref": posted.ref}
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
-                root.address, root.ref, root.dead = posted.address, posted.ref, False
-            self._log(s, claimed.incident.id, now, "notified", detail={
-                "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
-                "address": posted.address, "ref": posted.ref,
-            })
+                if root.ref is None:
+                    root.address, root.ref, root.dead = posted.address, posted.ref, False
+                elif (root.address, root.ref) != (posted.address, posted.ref):
+                    detail["duplicate_of"] = root.ref  # another root row of this incident was recorded first
+            self._log(s, claimed.incident.id, now, "notified", detail=detail)
+            return True
 
     @staticmethod
     async def _message(s: AsyncSession, claimed: Claimed, now: datetime) -> IncidentMessage:
-        """The claimed notifier's root message row of the incident, added (empty) if there is none yet."""
-        row = (await s.execute(select(IncidentMessage).where(
+        """The claimed notifier's root message row of the incident (locked), added (empty) if there is none yet."""
+        query = select(IncidentMessage).where(
             IncidentMessage.incident_id == claimed.incident.id, IncidentMessage.notifier == claimed.notifier,
-        ))).scalar_one_or_none()
-        if row is None:
-            row = IncidentMessage(incident_id=claimed.incident.id, notifier=claimed.notifier, dead=False, at=now)
-            s.add(row)
-        return row
+        ).with_for_update()
+        row = (await s.execute(query)).scalar_one_or_none()
+        if row is not None:
+            return row
+        try:
+            async with s.begin_nested():  # another root row of the incident may be adding it at the same time
+                row = IncidentMessage(incident_id=claimed.incident.id, notifier=claimed.notifier, dead=False, at=now)
+                s.add(row)
+            return row
+        except IntegrityError:  # uq_incident_messages_notifier: it was; use theirs
+            return (await s.execute(query)).scalar_one()
 
-    async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> None:
+    async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> bool:
+        """Schedule the next attempt if the claim is still held; False (nothing written) when it was lost."""
         async with self.sessions.begin() as s:
-            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
-                next_attempt_at=at, claimed_until=None, last_error=error,
-            ))
+            return _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+                next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
+            ))) == 1
 
-    async def dead_letter(self, claimed: Claimed, error: str, now: datetime) -> None:
-        """Give up on one notification; a dead root releases its notifier's follow-ups (to be dead-lettered too)."""
+    async def dead_letter(self, claimed: Claimed, error: str, now: datetime) -> bool:
+        """Give up on one notification if the claim is still held (else nothing, and False); a dead root releases
+        its notifier's follow-ups (to be dead-lettered too)."""
         async with self.sessions.begin() as s:
-            await s.execute(update(Notification).where(Notification.id == claimed.id).values(
+            if _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 status=Pending.dead.value, claimed_until=None, last_error=error,
-            ))
+            ))) != 1:
+                return False
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
                 if root.ref is None:
@@ -309,6 +362,7 @@ class IncidentStore:
                 "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                 "attempts": claimed.attempts, "error": error,
             })
+            return True
 
     async def adopt_unassigned(self, now: datetime) -> int:
         """Give this worker's notifiers the rows a version before 0002 left pending before any notifier had them
@@ -328,7 +382,7 @@ class IncidentStore:
         async with self.sessions.begin() as s:
             result = await s.execute(update(Notification).where(
                 Notification.status == Pending.pending.value, Notification.claimed_until.is_not(None),
-            ).values(claimed_until=None))
+            ).values(claimed_until=None, claim=None))
             return _rowcount(result)
 
     # -- escalation --------------------------------------------------------------------------------------------

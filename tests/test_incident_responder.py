@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +24,16 @@ from responders.db.models import Base, Incident, IncidentMessage, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Status
 from responders.notifiers import notifier_names
-from responders.store import Pending
+from responders.notifiers.base import Posted
+from responders.notifiers.console import ConsoleNotifier
+from responders.outbox import stages
+from responders.store import Claimed, IncidentStore, Pending, utcnow
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import FakeClock, eventually, finding, running
 from tests.slack_api_server import Message, SlackApiServer
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.kit.retry import Backoff
 from warden.runtime.settings import Settings
 
 
@@ -261,8 +267,10 @@ async def test_a_crash_during_send_does_not_post_a_second_root_after_restart(
 ) -> None:
     slack_api.fail("chat.postMessage", delay_s=2.0)  # Slack has posted it when the worker dies
     embedded = incident_settings.effective_database_url.startswith("sqlite")
-    # SQLite has one worker, which frees its own leases at start; on PostgreSQL another worker waits them out.
-    settings = incident_settings.model_copy(update={"outbox_lease_s": 3600.0 if embedded else 0.5})
+    # SQLite has one worker, which frees its own leases at start; on PostgreSQL another worker waits them out: the
+    # lease renewed for the send, derived from the call timeout (1 s + 2 calls × 7 × 0.5 s + 1 s = 9 s here).
+    settings = incident_settings.model_copy(update={"outbox_lease_s": 3600.0 if embedded else 0.5,
+                                                    "slack_timeout_s": 0.5})
     async with running(settings) as crashed:
         await crashed.handle(finding("billing-agent-1"))
         await eventually(slack_api.roots, what="the post to reach Slack")
@@ -362,6 +370,118 @@ async def test_the_migrations_build_exactly_the_models(incident_db: str) -> None
     finally:
         await responder.stop()
     assert diff == []
+
+
+# -- fenced claims: what a worker that lost its claim may still do (nothing) -----------------------------------------
+
+
+@asynccontextmanager
+async def two_workers(settings: Settings) -> AsyncIterator[tuple[IncidentResponder, IncidentResponder]]:
+    """Two responders on one database, their loops not started: the test decides who claims and sends when."""
+    a, b = IncidentResponder(settings), IncidentResponder(settings)
+    await migrate(a.engine)
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_claim_taken_over_after_its_lease_records_nothing(incident_settings: Settings) -> None:
+    async with two_workers(incident_settings) as (a, b):
+        await a.store.record_finding(finding("billing-agent-1"), utcnow())
+        t0, lease = utcnow(), timedelta(seconds=60)
+        [mine] = await a.store.claim_due(t0, lease)
+        assert await b.store.claim_due(t0 + timedelta(seconds=30), lease) == [], "leased: b cannot claim it"
+        [theirs] = await b.store.claim_due(t0 + timedelta(seconds=61), lease)  # a was paused past its lease
+        assert (mine.attempts, theirs.attempts) == (1, 2) and mine.claim != theirs.claim
+        late = Posted("C0FINOPS", "1700000000.000002")
+        assert not await a.store.renew(mine, t0 + timedelta(hours=1))
+        assert not await a.store.mark_delivered(mine, late, t0)
+        assert not await a.store.retry_later(mine, "TimeoutError", t0)
+        assert not await a.store.dead_letter(mine, "gave up", t0)
+        assert not await a.store.give_back(mine, "lease ended")
+        [row] = await notifications(a)
+        assert (row.status, row.claim, row.attempts, row.ref, row.last_error) == (
+            "pending", theirs.claim, 2, None, None), "a wrote nothing to the row b holds"
+        assert await messages(a) == [], "nor a root reference"
+        first = Posted("C0FINOPS", "1700000000.000001")
+        assert await b.store.renew(theirs, t0 + timedelta(hours=1))
+        assert await b.store.mark_delivered(theirs, first, t0)
+        assert not await a.store.mark_delivered(mine, late, t0), "still nothing once b has recorded"
+        [row] = await notifications(a)
+        [root] = await messages(a)
+        [incident] = await incidents(a)
+        notified = [e for e in await a.store.timeline(incident.id) if e.kind == "notified"]
+    assert (row.status, row.ref) == ("delivered", first.ref)
+    assert (root.address, root.ref) == (first.address, first.ref), "the stored root is b's, never overwritten"
+    assert len(notified) == 1
+
+
+async def test_a_worker_resuming_after_a_takeover_does_not_send(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    lost_before = metrics.OUTBOX_CLAIMS_LOST.labels(notifier="slack", when="before_send")._value.get()
+    async with two_workers(incident_settings) as (a, b):
+        t0 = utcnow()
+        await a.store.record_finding(finding("billing-agent-1"), t0 - timedelta(seconds=180))
+        [paused] = await a.store.claim_due(t0 - timedelta(seconds=120), timedelta(seconds=60))  # ran out at t0 - 60s
+        [taken] = await b.store.claim_due(t0, timedelta(seconds=60))
+        await b.outbox.pipelines["slack"].deliver(taken)
+        assert len(slack_api.roots()) == 1 and slack_api.calls("conversations.history"), "b looked, then posted"
+        requests = len(slack_api.requests)
+        await a.outbox.pipelines["slack"].deliver(paused)  # a resumes: its renewal is refused, nothing is sent
+        assert len(slack_api.requests) == requests
+        [row] = await notifications(a)
+        [root] = await messages(a)
+    [posted] = slack_api.roots()
+    assert (row.status, row.ref, root.ref) == ("delivered", posted.ts, posted.ts)
+    assert metrics.OUTBOX_CLAIMS_LOST.labels(notifier="slack", when="before_send")._value.get() - lost_before == 1
+
+
+class SlowRenewals(IncidentStore):
+    """A store whose lease renewals take `delay_s`, as when the worker is paused while renewing."""
+
+    delay_s = 0.0
+
+    async def renew(self, claimed: Claimed, until: datetime) -> bool:
+        renewed = await super().renew(claimed, until)
+        await asyncio.sleep(self.delay_s)
+        return renewed
+
+
+async def test_a_send_is_called_off_when_the_renewal_came_back_too_late(
+    incident_settings: Settings, slack_api: SlackApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stages, "RENEWAL_GRACE_S", 0.05)
+    async with two_workers(incident_settings) as (a, _):
+        await a.store.record_finding(finding("billing-agent-1"), utcnow())
+        slow = SlowRenewals(a.engine, ["slack"])
+        slow.delay_s = 0.2  # the local deadline passes while the renewal is on its way back: do not send
+        [claimed] = await slow.claim_due(utcnow(), timedelta(seconds=60))
+        await stages.Pipeline(a.notifiers[0], slow, retry=stages.Retry(Backoff(1.0), 3), clock=utcnow,
+                              fallback=ConsoleNotifier()).deliver(claimed)
+        [row] = await notifications(a)
+    assert slack_api.requests == []
+    assert (row.status, row.claim, row.claimed_until) == ("pending", None, None), "given back, due at once"
+    assert "lease ended" in (row.last_error or "")
+
+
+async def test_a_rate_limit_longer_than_a_call_is_waited_out_by_the_outbox(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    slack_api.fail("chat.postMessage", status=429, retry_after=30)
+    async with running(incident_settings) as responder:
+        await responder.handle(finding("billing-agent-1"))
+        [row] = await eventually(lambda: _failed_once(responder), what="the first attempt rate limited")
+    assert "rate limited for 30s" in (row.last_error or "")
+    assert row.next_attempt_at - row.created_at >= timedelta(seconds=30), "not the 0.05 s backoff: Retry-After"
+    assert len(slack_api.calls("chat.postMessage")) == 1
+
+
+async def _failed_once(responder: IncidentResponder) -> list[Notification] | None:
+    notes = await notifications(responder)
+    return notes if notes and notes[0].last_error else None
 
 
 # -- several notifiers ----------------------------------------------------------------------------------------------

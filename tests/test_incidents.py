@@ -4,8 +4,11 @@ safe text, dedup and retry timing."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -22,11 +25,24 @@ from responders.incidents import (
     incident_key,
     joins,
 )
-from responders.notifiers.base import FindsRoot, Notice, NoticeKind, Posted, Undeliverable
+from responders.notifiers.base import (
+    FindsRoot,
+    LeaseEnded,
+    Notice,
+    NoticeKind,
+    Posted,
+    TryLater,
+    Undeliverable,
+    send_deadline,
+)
+from responders.notifiers.console import ConsoleNotifier
 from responders.notifiers.slack import render
+from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox.stages import Retry, dedup, notice_of
 from responders.store import Claimed
+from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import POLICY, finding
+from tests.slack_api_server import SlackApiServer
 from warden.contract.findings import OwnerRef
 from warden.contract.matrix import Matrix, Owner
 from warden.contract.redact import redact_text
@@ -35,6 +51,7 @@ from warden.policy import PolicyError, build_policy
 from warden.runtime.catalogue import CATALOGUE
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+T = TypeVar("T")
 
 
 def view(agent: str = "billing-agent-1", **changes: object) -> IncidentView:
@@ -180,6 +197,7 @@ class Recording:
     """A notifier that records its calls; `finds` is what find_root answers."""
 
     name = "recording"
+    send_bound_s = 7.0
 
     def __init__(self, finds: Posted | None = None) -> None:
         self.sent: list[Notice] = []
@@ -197,21 +215,37 @@ class FindingRecording(Recording):
         return self.finds
 
 
+class Unleased:
+    """Runs each notifier call at once, as a lease that is always held would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T:
+        self.calls.append((bound_s, what))
+        return await call()
+
+
 def claimed(kind: NoticeKind = NoticeKind.root, attempts: int = 1, root: Posted | None = None) -> Claimed:
     inc = view()
-    return Claimed(id=1, notifier="recording", kind=kind, attempts=attempts, target=inc.owners.responder, note=None,
-                   incident=inc, root=root)
+    return Claimed(id=1, claim="c1", notifier="recording", kind=kind, attempts=attempts,
+                   target=inc.owners.responder, note=None, incident=inc, root=root)
 
 
 async def test_dedup_never_posts_a_root_twice() -> None:
     stored = Posted("C0FINOPS", "1.0001")
     plain, finder = Recording(), FindingRecording(finds=Posted("C0FINOPS", "1.0002"))
-    assert await dedup(plain, claimed(root=stored), notice_of(claimed(root=stored))) == stored  # the stored ref
-    assert await dedup(finder, claimed(attempts=2), notice_of(claimed(attempts=2))) == Posted("C0FINOPS", "1.0002")
+    lease = Unleased()
+    assert await dedup(plain, claimed(root=stored), notice_of(claimed(root=stored)), lease) == stored  # stored ref
+    assert lease.calls == [], "nothing to call, nothing to lease"
+    assert await dedup(finder, claimed(attempts=2), notice_of(claimed(attempts=2)), lease) == Posted(
+        "C0FINOPS", "1.0002")
     assert plain.sent == [] and finder.sent == [] and finder.looked == 1
-    assert await dedup(finder, claimed(attempts=1), notice_of(claimed())) == Posted("here", "sent-1")
-    assert finder.looked == 1, "a first attempt cannot have posted anything: no look-up"
-    assert await dedup(plain, claimed(attempts=2), notice_of(claimed(attempts=2))) == Posted("here", "sent-1")
+    assert lease.calls == [(7.0, "look-up of an earlier root")], "the look-up runs under the renewed lease"
+    assert await dedup(finder, claimed(attempts=1), notice_of(claimed()), lease) == Posted("here", "sent-1")
+    assert finder.looked == 1, "a first claim of a root row: no earlier claim can have posted it, no look-up"
+    assert lease.calls[-1] == (7.0, "send")
+    assert await dedup(plain, claimed(attempts=2), notice_of(claimed(attempts=2)), lease) == Posted("here", "sent-1")
     assert not isinstance(plain, FindsRoot) and isinstance(finder, FindsRoot)
 
 
@@ -219,11 +253,11 @@ async def test_a_follow_up_goes_in_its_notifiers_thread_or_is_undeliverable() ->
     plain = Recording()
     root = Posted("C0FINOPS", "1.0001")
     reply = claimed(NoticeKind.repeat, root=root)
-    assert await dedup(plain, reply, notice_of(reply)) == Posted("here", "sent-1")
+    assert await dedup(plain, reply, notice_of(reply), Unleased()) == Posted("here", "sent-1")
     assert plain.sent[0].root == root
     orphan = claimed(NoticeKind.update, root=None)  # claimed without a root: its root was dead-lettered
     with pytest.raises(Undeliverable, match="recording root message was dead-lettered"):
-        await dedup(plain, orphan, notice_of(orphan))
+        await dedup(plain, orphan, notice_of(orphan), Unleased())
 
 
 def test_retries_are_due_after_the_kits_backoff_until_the_attempts_are_spent() -> None:
@@ -231,3 +265,25 @@ def test_retries_are_due_after_the_kits_backoff_until_the_attempts_are_spent() -
     assert [retry.next_attempt(n, T0) for n in (1, 2, 3, 4, 5)] == [
         T0 + timedelta(seconds=5), T0 + timedelta(seconds=10), T0 + timedelta(seconds=20),
         T0 + timedelta(seconds=40), None]
+
+
+async def test_slack_requests_and_retries_go_out_only_while_the_lease_lasts(slack_api: SlackApiServer) -> None:
+    slack = SlackNotifier(SLACK_TOKEN, slack_api.base_url, timeout_s=1.0)
+    assert slack.send_bound_s == 14.0  # 2 calls × (4 tries + 3 waits) × 1 s: what the outbox leases a send for
+    assert SlackNotifier(SLACK_TOKEN, timeout_s=10.0).send_bound_s == 140.0 and ConsoleNotifier().send_bound_s == 1
+    inc = view()
+    notice = Notice(NoticeKind.root, inc, inc.owners.responder)
+    with send_deadline(time.monotonic() + 0.9), pytest.raises(LeaseEnded):  # less than one call timeout left
+        await slack.send(notice)
+    assert slack_api.requests == []
+    slack_api.fail("chat.postMessage", status=429, retry_after=1)
+    with send_deadline(time.monotonic() + 1.5), pytest.raises(TryLater) as later:  # no time to wait 1 s and retry
+        await slack.send(notice)
+    assert later.value.after_s == 1 and len(slack_api.requests) == 1
+    slack_api.fail("chat.postMessage", status=429, retry_after=5)  # longer than a call timeout: the outbox waits
+    with pytest.raises(TryLater, match="rate limited for 5s"):
+        await slack.send(notice)
+    assert len(slack_api.requests) == 2 and slack_api.roots() == []
+    with send_deadline(time.monotonic() + 5):
+        await slack.send(notice)
+    assert len(slack_api.roots()) == 1

@@ -126,6 +126,9 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     claimed_until: Mapped[datetime | None]
+    # Fencing: the token of the claim that holds the row (a new one per claim). Every later write to the row names
+    # it, so a worker whose claim was taken over by another writes nothing.
+    claim: Mapped[str | None] = mapped_column(String(32), comment="Token of the claim holding the lease")
     last_error: Mapped[str | None] = mapped_column(Text)
     # Who delivers this row. NULL only on rows left pending by a version before 0002; a worker adopts them at start.
     notifier: Mapped[str | None] = mapped_column(String(20))

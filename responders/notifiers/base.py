@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -42,11 +46,60 @@ class Undeliverable(Exception):
     """Retrying cannot help (no contact for this notifier, unknown channel, revoked token): dead-letter at once."""
 
 
+class TryLater(Exception):
+    """The channel asked to be left alone for `after_s` seconds (a rate limit longer than a notifier waits in one
+    send): the outbox tries again no sooner than that."""
+
+    def __init__(self, message: str, after_s: float) -> None:
+        super().__init__(message)
+        self.after_s = after_s
+
+
+class LeaseEnded(Exception):
+    """The outbox's lease on this notification ends before a request could finish, so the request was not made:
+    another worker may claim the notification by then. The outbox gives the notification back."""
+
+
+# The monotonic time (time.monotonic()) by which every request of the current send must have finished: the
+# outbox's lease on the notification ends soon after. None outside a leased send (e.g. the interactivity's replies).
+_DEADLINE: ContextVar[float | None] = ContextVar("warden_send_deadline", default=None)
+
+
+@contextmanager
+def send_deadline(at: float) -> Iterator[None]:
+    """Run a notifier call under a deadline (the outbox does, around each leased call)."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left() -> float:
+    """Seconds until the current send's deadline; infinite outside a leased send."""
+    deadline = _DEADLINE.get()
+    return float("inf") if deadline is None else deadline - time.monotonic()
+
+
+def ensure_time(needed_s: float, what: str) -> None:
+    """Raise LeaseEnded unless something taking up to `needed_s` seconds can finish before the deadline. A notifier
+    calls this immediately before each request that has an effect, and before each retry of one."""
+    left = time_left()
+    if left < needed_s:
+        raise LeaseEnded(f"{what} needs up to {needed_s:.1f}s but the lease leaves {max(left, 0.0):.1f}s")
+
+
 class Notifier(Protocol):
     """One channel to humans. Adding a channel means one module with this shape plus a registry entry; dedup,
-    retries, recording and dead-letters are the outbox's stages."""
+    retries, recording and dead-letters are the outbox's stages.
+
+    `send_bound_s` is the longest one `send` can take, all its requests, retries and waits included: the outbox
+    leases a notification for that long right before each send, and another worker may claim it after. A notifier
+    that talks to a remote service also calls `ensure_time` before each request, so that no request leaves once
+    the lease could have ended before it completes."""
 
     name: str
+    send_bound_s: float
 
     async def send(self, notice: Notice) -> Posted:
         """Deliver the notice; return the message that carries it (the root message for `root`)."""

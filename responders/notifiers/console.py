@@ -49,6 +49,7 @@ class ConsoleNotifier:
     """Writes notices to the `warden.alert` log. It keeps no history: the outbox's stored reference is its dedup."""
 
     name = "console"
+    send_bound_s = 1.0  # one log line, written before send returns
 
     async def send(self, notice: Notice) -> Posted:
         log.warning(render_notice(notice))

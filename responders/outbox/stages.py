@@ -1,15 +1,33 @@
 """The delivery stages around a one-method notifier, after Alertmanager's notify pipeline: dedup (never a second
-root message), retry with backoff, record the delivery, dead-letter. Notifiers only send; these decide the rest."""
+root message), retry with backoff, record the delivery, dead-letter. Notifiers only send; these decide the rest.
+
+Every stage works under the claim the outbox took on the row (see `IncidentStore.claim_due`): each notifier call
+is made only right after the claim's lease was renewed (`Lease.run`), and every write names the claim's token, so a
+worker whose lease ran out while it was slow or paused, and whose row another worker claimed, sends nothing more and
+records nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
-from responders.notifiers.base import FindsRoot, Notice, NoticeKind, Notifier, Posted, Undeliverable
+from responders.notifiers.base import (
+    FindsRoot,
+    LeaseEnded,
+    Notice,
+    NoticeKind,
+    Notifier,
+    Posted,
+    TryLater,
+    Undeliverable,
+    ensure_time,
+    send_deadline,
+)
 from responders.notifiers.console import ConsoleNotifier
 from responders.store import Claimed, IncidentStore
 from warden.contract import metrics
@@ -18,29 +36,71 @@ from warden.kit.retry import Backoff
 
 log = logging.getLogger("warden.outbox")
 REASON_MAX_CHARS = 300
+# How long renewing a lease (one short UPDATE) may take before the notifier call it was for is called off.
+RENEWAL_GRACE_S = 1.0
+# How far apart the workers' clocks may be: a lease (written in this worker's wall time, read against another's)
+# lasts this much longer than this worker's own monotonic deadline for the call.
+CLOCK_SKEW_S = 1.0
+
+T = TypeVar("T")
+
+
+class ClaimLost(Exception):
+    """Another worker claimed the notification after this worker's lease ran out: this worker must not send it."""
+
+
+class Leased(Protocol):
+    """Runs a notifier call under the claim on its notification."""
+
+    async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T: ...
+
+
+@dataclass
+class Lease:
+    """The claim on one notification while its notifier is called. `run` renews the lease (fenced by the claim's
+    token) for one call, right before it: `RENEWAL_GRACE_S + bound_s + CLOCK_SKEW_S` from now, where `bound_s` is
+    the longest the call can take. The call must finish by the local monotonic deadline, `RENEWAL_GRACE_S +
+    bound_s` after the renewal began, so it is over before any other worker may claim the row: checked here
+    immediately before the call, and by the notifier before each request it makes (`ensure_time`)."""
+
+    store: IncidentStore
+    claimed: Claimed
+    clock: Callable[[], datetime]
+
+    async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T:
+        began = time.monotonic()
+        until = self.clock() + timedelta(seconds=RENEWAL_GRACE_S + bound_s + CLOCK_SKEW_S)
+        if not await self.store.renew(self.claimed, until):
+            raise ClaimLost(f"another worker claimed it before the {what}")
+        with send_deadline(began + RENEWAL_GRACE_S + bound_s):
+            ensure_time(bound_s, f"the {what}")
+            return await call()
 
 
 def notice_of(c: Claimed) -> Notice:
     return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root)
 
 
-async def dedup(notifier: Notifier, c: Claimed, notice: Notice) -> Posted:
-    """Send, unless the root is out already: its stored reference first, then (after an interrupted attempt, which
-    may have reached the notifier) whatever the notifier finds, if it can look. A follow-up whose root was
-    dead-lettered has nothing to thread under and is undeliverable."""
+async def dedup(notifier: Notifier, c: Claimed, notice: Notice, lease: Leased) -> Posted:
+    """Send, unless the root is out already: its stored reference first, then (when an earlier claim of the row
+    may have reached the notifier: attempts > 1) whatever the notifier finds, if it can look. The first claim of a
+    root row needs no look: claims are fenced, so no other claim of the row has sent anything, and an incident has
+    one root row per notifier. A follow-up whose root was dead-lettered has nothing to thread under and is
+    undeliverable."""
     if c.kind is not NoticeKind.root:
         if c.root is None:
             raise Undeliverable(f"the incident's {notifier.name} root message was dead-lettered")
-        return await notifier.send(notice)
+        return await lease.run(notifier.send_bound_s, lambda: notifier.send(notice), "send")
     if c.root is not None:  # the stored reference: the root went out and was recorded
         return c.root
     if c.attempts > 1 and isinstance(notifier, FindsRoot):
-        found = await notifier.find_root(c.incident, c.target)
+        found = await lease.run(notifier.send_bound_s, lambda: notifier.find_root(c.incident, c.target),
+                                "look-up of an earlier root")
         if found is not None:
             log.warning("incident #%d: %s root message found by its key after an interrupted delivery",
                         c.incident.id, notifier.name)
             return found
-    return await notifier.send(notice)
+    return await lease.run(notifier.send_bound_s, lambda: notifier.send(notice), "send")
 
 
 @dataclass(frozen=True)
@@ -58,26 +118,40 @@ class Retry:
         return now + timedelta(seconds=self.backoff.delay(attempts))
 
 
-async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: str, now: datetime) -> None:
-    """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics."""
-    await store.mark_delivered(c, posted, now)
+async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: str, now: datetime) -> bool:
+    """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics;
+    False, with nothing recorded, when the claim was lost."""
+    if not await store.mark_delivered(c, posted, now):
+        return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
     if c.kind in (NoticeKind.root, NoticeKind.repeat):  # the responder was told about findings
         metrics.ALERTS.labels(channel=notifier, rule=c.incident.rule).inc()
+    return True
 
 
 async def dead_letter(store: IncidentStore, c: Claimed, reason: str, *, notifier: str, notice: Notice,
-                      fallback: ConsoleNotifier, now: datetime) -> None:
+                      fallback: ConsoleNotifier, now: datetime) -> bool:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
-    console gets an ERROR line with everything it carried."""
-    await store.dead_letter(c, reason, now)
+    console gets an ERROR line with everything it carried. False, with nothing done, when the claim was lost."""
+    if not await store.dead_letter(c, reason, now):
+        return False
     metrics.NOTIFICATIONS_DEAD.labels(notifier=notifier, kind=c.kind.value).inc()
     fallback.dead_letter_alert(notice, reason)
+    return True
+
+
+def lost(c: Claimed, notifier: str, when: str, detail: str) -> None:
+    """This worker's claim on `c` was taken over by another worker: say so and count it; nothing is recorded."""
+    metrics.OUTBOX_CLAIMS_LOST.labels(notifier=notifier, when=when).inc()
+    level = logging.ERROR if when == "after_send" else logging.WARNING
+    log.log(level, "%s notification %d (%s, incident #%d, attempt %d): claim lost %s; %s", notifier, c.id,
+            c.kind.value, c.incident.id, c.attempts, when.replace("_", " "), detail)
 
 
 class Pipeline:
     """One notifier's stages. `deliver` tries a claimed notification once and leaves it delivered, due again
-    later, or dead; it raises only when the database does (the row then waits for its lease to end)."""
+    later, or dead, if this worker still holds its claim (else it leaves it alone); it raises only when the
+    database does (the row then waits for its lease to end)."""
 
     def __init__(self, notifier: Notifier, store: IncidentStore, *, retry: Retry, clock: Callable[[], datetime],
                  fallback: ConsoleNotifier) -> None:
@@ -87,23 +161,46 @@ class Pipeline:
         name = self.notifier.name
         notice = notice_of(c)
         try:
-            posted = await dedup(self.notifier, c, notice)
+            posted = await dedup(self.notifier, c, notice, Lease(self.store, c, self.clock))
         except asyncio.CancelledError:
             raise
+        except ClaimLost as exc:
+            lost(c, name, "before_send", f"not sent: {exc}")
+            return
+        except LeaseEnded as exc:  # too slow (or paused) to make the next request within the lease
+            reason = f"lease ended: {exc}"
+            if await self.store.give_back(c, reason):
+                log.warning("%s notification %d (%s, incident #%d) given back: %s", name, c.id, c.kind.value,
+                            c.incident.id, reason)
+            else:
+                lost(c, name, "before_send", reason)
+            return
         except Undeliverable as exc:
-            await dead_letter(self.store, c, str(exc), notifier=name, notice=notice, fallback=self.fallback,
-                              now=self.clock())
+            if not await dead_letter(self.store, c, str(exc), notifier=name, notice=notice, fallback=self.fallback,
+                                     now=self.clock()):
+                lost(c, name, "on_failure", f"not dead-lettered: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered, never dropped
-            reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
-            now = self.clock()
-            at = self.retry.next_attempt(c.attempts, now)
-            if at is None:
-                await dead_letter(self.store, c, reason, notifier=name, notice=notice, fallback=self.fallback,
-                                  now=now)
-                return
+            await self._failed(c, notice, exc)
+            return
+        if not await record(self.store, c, posted, notifier=name, now=self.clock()):
+            lost(c, name, "after_send", f"sent as {posted.address}/{posted.ref} but not recorded: the other "
+                 "worker's delivery stands and this message may be a duplicate")
+
+    async def _failed(self, c: Claimed, notice: Notice, exc: Exception) -> None:
+        name = self.notifier.name
+        reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
+        now = self.clock()
+        at = self.retry.next_attempt(c.attempts, now)
+        if at is None:
+            if not await dead_letter(self.store, c, reason, notifier=name, notice=notice, fallback=self.fallback,
+                                     now=now):
+                lost(c, name, "on_failure", f"not dead-lettered: {reason}")
+            return
+        if isinstance(exc, TryLater):  # the channel said when: no sooner
+            at = max(at, now + timedelta(seconds=exc.after_s))
+        if await self.store.retry_later(c, reason, at):
             log.warning("%s notification %d (%s, incident #%d) failed on attempt %d, retrying in %.1fs: %s", name,
                         c.id, c.kind.value, c.incident.id, c.attempts, (at - now).total_seconds(), reason)
-            await self.store.retry_later(c, reason, at)
-            return
-        await record(self.store, c, posted, notifier=name, now=self.clock())
+        else:
+            lost(c, name, "on_failure", f"no retry recorded: {reason}")

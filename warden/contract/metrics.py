@@ -27,6 +27,12 @@ NOTIFICATIONS_DELIVERED = Counter(
 NOTIFICATIONS_DEAD = Counter(
     "warden_notifications_dead_lettered_total", "Incident notifications given up on after retries", ["notifier", "kind"]
 )
+OUTBOX_CLAIMS_LOST = Counter(
+    "warden_outbox_claims_lost_total",
+    "Notifications this worker had claimed but another worker claimed after its lease ran out; nothing recorded "
+    "(when: before_send, nothing sent; after_send, sent and possibly a duplicate; on_failure, no retry recorded)",
+    ["notifier", "when"],
+)
 ESCALATIONS = Counter("warden_escalations_total", "Incidents escalated to the next step of their chain")
 SLACK_INTERACTIONS = Counter(
     "warden_slack_interactions_total", "Slack interaction requests, by outcome (accepted, forged, stale, ...)",

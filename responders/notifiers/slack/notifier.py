@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from responders.config import ResponderConfig
 from responders.incidents import IncidentView
-from responders.notifiers.base import Notice, NoticeKind, Posted, Undeliverable
+from responders.notifiers.base import (
+    LeaseEnded,
+    Notice,
+    NoticeKind,
+    Posted,
+    TryLater,
+    Undeliverable,
+    ensure_time,
+    time_left,
+)
 from responders.notifiers.slack import render
 from warden.contract.findings import OwnerRef
 
@@ -27,6 +43,62 @@ PERMANENT_ERRORS = frozenset({
     "account_inactive", "token_revoked", "missing_scope", "no_permission", "msg_too_long", "invalid_blocks",
 })
 HISTORY_LOOKBACK_S = 300  # how long before the incident opened to look for an interrupted root post
+HISTORY_PAGES = 3  # conversations.history pages (200 messages each) searched for an interrupted root post
+CALLS_PER_SEND = 2  # the most Web API calls with an effect in one send: chat.update or a post, then a thread reply
+FIRST_WAIT_OF_TIMEOUT = 1 / 20  # the first in-call retry waits 1/20 of the call timeout, doubling (0.5 s at 10 s)
+
+
+def call_bound_s(timeout_s: float) -> float:
+    """The longest one Web API call can take with its in-call retries: every try runs into the timeout, and each
+    wait between tries is at most one timeout (a longer Retry-After is left to the outbox, see `_BoundedRetry`)."""
+    return (SDK_RETRIES + 1) * timeout_s + SDK_RETRIES * timeout_s
+
+
+class _BoundedRetry(AsyncRetryHandler):
+    """One of slack-sdk's retry handlers (which failures it retries), with waits bounded by the call timeout and
+    only while the outbox's lease leaves time for the retry to finish: Retry-After longer than the timeout is not
+    waited out here (the call fails and the outbox retries no sooner, see TryLater); after the wait the lease is
+    checked again, since the process may have been paused while it slept."""
+
+    def __init__(self, kind: AsyncRetryHandler, timeout_s: float) -> None:
+        super().__init__(max_retry_count=kind.max_retry_count)
+        self.kind, self.timeout_s = kind, timeout_s
+
+    def _longest_wait(self, state: RetryState, response: HttpResponse | None) -> float | None:
+        if response is not None and response.status_code == 429:
+            after = _retry_after(response.headers)
+            return after if after <= self.timeout_s else None
+        first = FIRST_WAIT_OF_TIMEOUT * self.timeout_s
+        return float(min(self.timeout_s, 1.5 * first * 2 ** state.current_attempt))
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
+        if isinstance(error, LeaseEnded) or not await self.kind._can_retry_async(
+                state=state, request=request, response=response, error=error):
+            return False
+        wait = self._longest_wait(state, response)
+        return wait is not None and time_left() >= wait + self.timeout_s
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        longest = self._longest_wait(state, response) or 0.0
+        is_rate_limit = response is not None and response.status_code == 429
+        await asyncio.sleep(longest if is_rate_limit else longest * random.uniform(2 / 3, 1.0))
+        ensure_time(self.timeout_s, "a retried Slack request")
+        state.next_attempt_requested = True
+        state.increment_current_attempt()
+
+
+def _retry_after(headers: dict[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                break
+    return 1.0
 
 
 class SlackNotifier:
@@ -37,13 +109,16 @@ class SlackNotifier:
 
     def __init__(self, token: str, base_url: str | None = None, timeout_s: float = 10.0) -> None:
         options: dict[str, Any] = {"base_url": base_url} if base_url else {}
+        self.timeout_s = timeout_s
+        # The outbox leases a notification this long right before each send (see Notifier.send_bound_s).
+        self.send_bound_s = CALLS_PER_SEND * call_bound_s(timeout_s)
         self.client = AsyncWebClient(
             token=token,
             timeout=timeout_s,  # type: ignore[arg-type]  # aiohttp accepts fractions of a second
             retry_handlers=[
-                AsyncConnectionErrorRetryHandler(max_retry_count=SDK_RETRIES),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=SDK_RETRIES),
-                AsyncServerErrorRetryHandler(max_retry_count=SDK_RETRIES),
+                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s)
+                for kind in (AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler,
+                             AsyncServerErrorRetryHandler)
             ],
             **options,
         )
@@ -64,30 +139,39 @@ class SlackNotifier:
                                           render.incident_blocks(inc, preface))
             await self._post(root.address, preface, thread=root)
             return posted
-        await self._call(self.client.chat_update(
+        await self._call(lambda: self.client.chat_update(
             channel=root.address, ts=root.ref, text=render.fallback(inc), blocks=render.incident_blocks(inc)
         ))
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
         return await self._post(root.address, note, thread=root)
 
     async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
+        """Look for the incident's root among the app's messages since shortly before the incident opened, by the
+        key in its metadata (reads only: no lease check needed, the post that may follow checks its own)."""
         channel = _channel(target)
         if channel[0] in "UW":  # a person: their messages live in the app's DM with them
-            opened = await self._call(self.client.conversations_open(users=channel))
+            opened = await self._call(lambda: self.client.conversations_open(users=channel), effect=False)
             channel = opened["channel"]["id"]
-        history = await self._call(self.client.conversations_history(
-            channel=channel, include_all_metadata=True, limit=200,
-            oldest=str(incident.opened_at.timestamp() - HISTORY_LOOKBACK_S),
-        ))
-        messages: list[dict[str, Any]] = history.get("messages", [])
-        for message in messages:
-            if render.is_root_of(message, incident):
-                return Posted(address=channel, ref=message["ts"])
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200,
+                                    "oldest": str(incident.opened_at.timestamp() - HISTORY_LOOKBACK_S)}
+            if cursor:
+                args["cursor"] = cursor
+            history = await self._call(partial(self.client.conversations_history, **args), effect=False)
+            messages: list[dict[str, Any]] = history.get("messages", [])
+            for message in messages:
+                if render.is_root_of(message, incident):
+                    return Posted(address=channel, ref=message["ts"])
+            cursor = (history.get("response_metadata") or {}).get("next_cursor")
+            if not history.get("has_more") or not cursor:
+                break
         return None
 
     async def tell(self, channel: str, slack_user: str, text: str) -> None:
         """Say something only `slack_user` sees (a refusal, a stale click)."""
-        await self._call(self.client.chat_postEphemeral(channel=channel, user=slack_user, text=render.safe(text)))
+        await self._call(lambda: self.client.chat_postEphemeral(channel=channel, user=slack_user,
+                                                                text=render.safe(text)))
 
     async def _post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
                     thread: Posted | None = None, metadata: dict[str, Any] | None = None) -> Posted:
@@ -98,19 +182,26 @@ class SlackNotifier:
             args["thread_ts"] = thread.ref
         if metadata:
             args["metadata"] = metadata
-        response = await self._call(self.client.chat_postMessage(**args))
+        response = await self._call(lambda: self.client.chat_postMessage(**args))
         return Posted(address=response["channel"], ref=response["ts"])
 
-    @staticmethod
-    async def _call(request: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
-        """Await one Web API call; an error no retry can fix becomes Undeliverable, the rest propagate."""
+    async def _call(self, request: Callable[[], Awaitable[AsyncSlackResponse]], *,
+                    effect: bool = True) -> AsyncSlackResponse:
+        """Make one Web API call. One with an effect is made only if it can finish within the outbox's lease (else
+        LeaseEnded). An error no retry can fix becomes Undeliverable, a rate limit longer than the call timeout
+        TryLater; the rest propagate."""
+        if effect:
+            ensure_time(self.timeout_s, "a Slack request")
         try:
-            return await request
+            return await request()
         except SlackApiError as exc:
             error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            method = exc.response.api_url.rsplit("/", 1)[-1]
             if exc.response.status_code == 200 and error in PERMANENT_ERRORS:
-                method = exc.response.api_url.rsplit("/", 1)[-1]
                 raise Undeliverable(f"slack {method}: {error}") from None
+            if exc.response.status_code == 429:
+                after = _retry_after(dict(exc.response.headers or {}))
+                raise TryLater(f"slack {method}: rate limited for {after:g}s", after) from None
             raise
 
 
