@@ -216,11 +216,14 @@ async def check_one_root_each(c: Cluster, incidents: int) -> dict[int, list[Mess
 # -- a worker paused past its lease in the middle of a delivery batch ----------------------------------------------
 
 
-async def test_a_worker_paused_past_its_lease_posts_no_second_root(
+async def test_a_worker_paused_past_its_lease_posts_no_second_root_nor_reply(
     kafka_bootstrap: str, postgres_admin_url: str, slack_api: SlackApiServer, tmp_path: Path
 ) -> None:
     n, pause_s, pause_at = 50, SEND_LEASE_S + 3, 5
-    slack_api.fail(None, times=10**6, delay_s=0.15)  # every call answers slowly: deliveries overlap
+    run = uuid.uuid4().hex[:6]
+    # Every call answers slowly, so a batch takes longer than the queue lease and the workers take rows from each
+    # other all along (the second case, with no pause at all), and a is paused in the middle of a batch.
+    slack_api.fail(None, times=10**6, delay_s=0.1)
     async with cluster(kafka_bootstrap, postgres_admin_url, slack_api, tmp_path) as c:
         a = c.workers["a"]
         loop = asyncio.get_running_loop()
@@ -237,21 +240,28 @@ async def test_a_worker_paused_past_its_lease_posts_no_second_root(
                 loop.call_later(pause_s, a.signal, signal.SIGCONT)
 
         slack_api.watch(pause_a)
-        await c.produce(strays(uuid.uuid4().hex[:6], n))
+        await c.produce(strays(run, n) + strays(run, n))  # an incident per agent, then a repeat of each
         await until(lambda: "paused" in c.marks, 30, "worker a paused mid-batch", c)
-        await until(lambda: c.settled(n, n), 30 + pause_s, "every notification settled", c)
+        await until(lambda: c.settled(n, 2 * n), 30 + pause_s, "every notification settled", c)
         await until(lambda: not a.stopped, pause_s + 5, "worker a resumed", c)
         await asyncio.sleep(2.0)  # a resumes with claims it lost: give it time to (not) act on them
-        await until(lambda: c.settled(n, n), 10, "still settled after a resumed", c)
+        await until(lambda: c.settled(n, 2 * n), 10, "still settled after a resumed", c)
         roots = await check_one_root_each(c, n)
         notes = await c.rows(Notification)
         taken_over = [x for x in notes if x.attempts > 1]
         by_a = sum(1 for r in roots.values() if r[0].worker == "a")
         looked_up = len([r for r in slack_api.calls("conversations.history") if r.worker == "b"])
+        replies = {i: len(slack_api.replies(r[0])) for i, r in roots.items()}
+        repeats = Counter(x.incident_id for x in notes if x.kind == "repeat" and x.status == "delivered")
+        twice = {i: (replies[i], repeats[i]) for i in roots if replies[i] != repeats[i]}
         print(f"paused a for {pause_s:.0f}s at its root post #{pause_at} (send lease {SEND_LEASE_S:.0f}s); roots "
               f"posted by a: {by_a}, by b: {n - by_a}; rows delivered after a takeover: {len(taken_over)}; b's "
-              f"history look-ups: {looked_up}; claims a found lost on resuming: {claims_lost(a)}")
+              f"history look-ups: {looked_up}; claims a found lost on resuming: {claims_lost(a)}, b: "
+              f"{claims_lost(c.workers['b'])}; thread replies per incident {dict(Counter(replies.values()))}, "
+              f"not one per repeat notification: {len(twice)}; chat.update calls {len(slack_api.calls('chat.update'))}"
+              f" for {sum(repeats.values())} repeats")
         assert all(x.status == "delivered" for x in notes)
+        assert not twice, f"(replies, repeat notifications) per incident: {twice}"
         assert taken_over and looked_up, "b took over a's rows, and looked for the root a was posting"
         assert claims_lost(a) >= 1, f"a resumed holding claims b had taken: it must say it lost them\n{a.log()}"
 
@@ -302,8 +312,13 @@ async def test_a_killed_workers_partitions_and_claims_are_taken_over(
         stored = {m.incident_id: m.ref for m in await c.rows(IncidentMessage)}
         killed_root = posted_by_b[kill_at - 1]
         assert killed_root.metadata is not None
-        assert stored[killed_root.metadata["event_payload"]["incident_id"]] == killed_root.ts, (
-            "a found the root b posted as it died, and kept it")
+        killed_incident = killed_root.metadata["event_payload"]["incident_id"]
+        assert stored[killed_incident] == killed_root.ts, "a found the root b posted as it died, and kept it"
+        [in_flight] = [x for x in notes if x.incident_id == killed_incident and x.kind == "root"]
+        assert in_flight.attempts == 2 and in_flight.delivered_at is not None
+        claim_takeover_s = (in_flight.delivered_at - killed_at).total_seconds()
+        print(f"the root b was posting when killed: recorded by a {claim_takeover_s:.1f}s after the kill (send "
+              f"lease {SEND_LEASE_S:.0f}s), as b's post")
 
 
 # -- escalation with two workers ------------------------------------------------------------------------------------
