@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     notify_max_attempts: int = Field(5, ge=1, description="Deliveries tried before a notification is dead-lettered.")
     notify_retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles on each attempt.")
     outbox_poll_s: float = Field(2.0, gt=0, description="How often the outbox looks for due notifications.")
-    outbox_lease_s: float = Field(120.0, gt=0, description="A claimed notification is retried after this (PostgreSQL).")
+    outbox_lease_s: float = Field(
+        120.0, gt=0, description="A claimed notification not yet being sent may be taken by another worker after this."
+    )
     escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
