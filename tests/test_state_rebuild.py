@@ -24,7 +24,7 @@ from tests.test_windows_replay import Stream, marker, of_rule, tool_call, unique
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.runtime.catalogue import load
-from warden.runtime.state_rebuild import REBUILD_EVENTS, PartitionStates, RebuildLimits
+from warden.runtime.state_rebuild import PartitionStates, RebuildLimits
 from warden.runtime.topics import ensure_topics
 from warden.runtime.worker import Runtime
 
@@ -55,7 +55,7 @@ async def test_an_approval_seen_before_a_restart_still_covers_a_change_after_it_
     policy.write_text(yaml.safe_dump(copy.deepcopy(BASE) | {"version": 1}))
     s = isolated_settings(kafka_bootstrap, tmp_path, policy=policy)
     bob_first, bob_again, alice = change("user:bob", 50), change("user:bob", 5), change("user:alice", 5)
-    rebuilt0 = metrics.total(REBUILD_EVENTS)
+    rebuilt0 = metrics.total(metrics.REBUILD_EVENTS)
 
     before = RecordingResponder()
     async with Stream(kafka_bootstrap, s.topic_activity) as out, Runtime(s, responder=before):
@@ -71,7 +71,7 @@ async def test_an_approval_seen_before_a_restart_still_covers_a_change_after_it_
     [unreviewed] = of_rule(unique(after), "unreviewed_identity_change")
     assert unreviewed.event_id == bob_again["event_id"], "alice's change is covered by her approval before the restart"
     assert "already used by change" in unreviewed.evidence["reason"]  # and bob's approval was used before it
-    assert metrics.total(REBUILD_EVENTS) - rebuilt0 == 4  # the restarted worker read the four events before
+    assert metrics.total(metrics.REBUILD_EVENTS) - rebuilt0 == 4  # the restarted worker read the four events before
 
 
 async def produce_at(bootstrap: str, topic: str, events: list[tuple[dict[str, Any], int | None]]) -> None:

@@ -43,6 +43,14 @@ INTERACTION_REFUSALS = Counter(
     ["action"],
 )
 
+REPLAYED = Counter("warden_replayed_messages_total",
+                   "Activity messages read again after a rebalance and skipped: their events were already applied")
+REBUILDS = Counter("warden_state_rebuilds_total", "Partitions whose detector state was rebuilt from the log",
+                   ["outcome"])
+REBUILD_EVENTS = Counter("warden_state_rebuild_events_total", "Events replayed into detector state from the log")
+REBUILD_SECONDS = Histogram("warden_state_rebuild_seconds", "Time to rebuild one partition's detector state",
+                            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
 
 def total(counter: Counter) -> float:
     """A counter's sum over all its label sets (the demo and the benchmarks read deltas of these)."""

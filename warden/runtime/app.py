@@ -20,7 +20,7 @@ from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
-from warden.runtime.state_rebuild import REPLAYED, PartitionStates
+from warden.runtime.state_rebuild import PartitionStates
 
 log = logging.getLogger("warden.worker")
 
@@ -155,7 +155,7 @@ class _Judge:
             if state is None:  # first seen here since start or assignment: rebuild it from the log first
                 state = await self._states.rebuild(msg.topic, msg.partition, msg.offset, msg.timestamp)
             if not state.first_time(msg.topic, msg.partition, msg.offset):
-                REPLAYED.inc()
+                metrics.REPLAYED.inc()
                 return
             self._key, self._state, self._unsent = key, state, None
         decoded = self._decode(event.value, self._settings.max_message_bytes)

@@ -30,24 +30,15 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
 
 from streams.detectors import DetectorState, lookback, replay
 from streams.ingest import Decoder
+from warden.contract import metrics
 from warden.policy import Policy
 
 log = logging.getLogger("warden.state")
 
 TP = tuple[str, int]
-
-REPLAYED = Counter("warden_replayed_messages_total",
-                   "Activity messages read again after a rebalance and skipped: their events were already applied")
-REBUILDS = Counter("warden_state_rebuilds_total", "Partitions whose detector state was rebuilt from the log",
-                   ["outcome"])
-REBUILD_EVENTS = Counter("warden_state_rebuild_events_total", "Events replayed into detector state from the log")
-REBUILD_SECONDS = Histogram("warden_state_rebuild_seconds", "Time to rebuild one partition's detector state",
-                            buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-
 
 @dataclass(frozen=True)
 class RebuildLimits:
@@ -161,9 +152,9 @@ class PartitionStates:
                 report.incomplete = f"{type(exc).__name__}: {exc}"
         state.first_time(topic, partition, target - 1)  # below the committed offset: judged by whoever committed
         report.seconds = time.perf_counter() - started
-        REBUILDS.labels(outcome=report.outcome).inc()
-        REBUILD_EVENTS.inc(report.events)
-        REBUILD_SECONDS.observe(report.seconds)
+        metrics.REBUILDS.labels(outcome=report.outcome).inc()
+        metrics.REBUILD_EVENTS.inc(report.events)
+        metrics.REBUILD_SECONDS.observe(report.seconds)
         level = logging.WARNING if report.outcome != "complete" else logging.INFO
         log.log(level, "rebuilt detector state of %s[%d] from offsets %s..%d: %d messages (%d older than the "
                 "look-back), %d events in %.3fs%s%s", topic, partition, report.start, target - 1, report.messages,
