@@ -29,6 +29,7 @@ from responders.db import make_engine, session_factory
 from responders.db.models import FindingRecord, Incident, IncidentMessage, Notification, TimelineEntry
 from tests.conftest import SLACK_TOKEN
 from tests.incident_db import database_url
+from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events
 from tests.slack_api_server import Message, Request, SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
@@ -167,16 +168,11 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
 
 
 async def until(check: Callable[[], Any], timeout: float, what: str, c: Cluster) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{c.logs()}")
-        await asyncio.sleep(0.1)
+    """`eventually`, with both workers' logs in the failure."""
+    try:
+        await eventually(check, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{c.logs()}") from None
 
 
 def strays(run: str, n: int, start: int = 0) -> list[dict[str, Any]]:
