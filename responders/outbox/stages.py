@@ -176,9 +176,7 @@ class Pipeline:
                 lost(c, name, "before_send", reason)
             return
         except Undeliverable as exc:
-            if not await dead_letter(self.store, c, str(exc), notifier=name, notice=notice, fallback=self.fallback,
-                                     now=self.clock()):
-                lost(c, name, "on_failure", f"not dead-lettered: {exc}")
+            await self._give_up(c, notice, str(exc), self.clock())
             return
         except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered, never dropped
             await self._failed(c, notice, exc)
@@ -193,9 +191,7 @@ class Pipeline:
         now = self.clock()
         at = self.retry.next_attempt(c.attempts, now)
         if at is None:
-            if not await dead_letter(self.store, c, reason, notifier=name, notice=notice, fallback=self.fallback,
-                                     now=now):
-                lost(c, name, "on_failure", f"not dead-lettered: {reason}")
+            await self._give_up(c, notice, reason, now)
             return
         if isinstance(exc, TryLater):  # the channel said when: no sooner
             at = max(at, now + timedelta(seconds=exc.after_s))
@@ -204,3 +200,9 @@ class Pipeline:
                         c.id, c.kind.value, c.incident.id, c.attempts, (at - now).total_seconds(), reason)
         else:
             lost(c, name, "on_failure", f"no retry recorded: {reason}")
+
+    async def _give_up(self, c: Claimed, notice: Notice, reason: str, now: datetime) -> None:
+        """Dead-letter the notification, or say the claim was lost if another worker holds it now."""
+        name = self.notifier.name
+        if not await dead_letter(self.store, c, reason, notifier=name, notice=notice, fallback=self.fallback, now=now):
+            lost(c, name, "on_failure", f"not dead-lettered: {reason}")
