@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warden.kit.sealing import Sealer, key_in
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # package data: ships in the wheel
 BUNDLED_POLICY = EXAMPLES / "policy"
 
@@ -43,6 +45,8 @@ class Settings(BaseSettings):
         120.0, gt=0, description="A claimed notification not yet being sent may be taken by another worker after this."
     )
     escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
+    seal_key: SecretStr | None = Field(None, description="Fernet key that seals kept secrets (tokens awaiting "
+                                       "approval); unset: generated in data_dir/seal.key. Share it across workers.")
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 
@@ -68,6 +72,11 @@ class Settings(BaseSettings):
     @property
     def web_port(self) -> int:
         return int(self.web_bind.rpartition(":")[2])
+
+    def sealer(self) -> Sealer:
+        """One key for every worker when set; the embedded default keeps its own in the data dir."""
+        key = self.seal_key.get_secret_value() if self.seal_key else key_in(self.data_dir)
+        return Sealer(key)
 
     @property
     def effective_database_url(self) -> str:
