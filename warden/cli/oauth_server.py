@@ -12,6 +12,7 @@ and introspect any token the server issued) and an agent client (gets client_cre
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -271,10 +272,8 @@ def main(argv: list[str], out: IO[str] = sys.stdout) -> int:
                                   "introspection_endpoint": server.introspection_endpoint,
                                   "client_id": server.client_id, "client_secret": server.client_secret,
                                   "startup_s": round(server.startup_s, 3)}), file=out, flush=True)
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     server.process.wait()
-                except KeyboardInterrupt:
-                    pass
             return 0
     except OAuthServerUnavailable as exc:
         print(f"oauth_server: {exc}", file=sys.stderr)
