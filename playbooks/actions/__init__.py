@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from playbooks.actions import notify, quarantine_agent, release, revocation_list
+from playbooks.actions import notify, quarantine_agent, release, revocation_list, revoke_token, webhook
 from playbooks.actions.base import Action
 from warden.contract.matrix import Matrix
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (
+    revoke_token.RevokeToken(),
+    webhook.Webhook(),
     quarantine_agent.QuarantineAgent(),
     revocation_list.RevocationList(),
     notify.Notify(),

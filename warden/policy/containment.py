@@ -72,11 +72,20 @@ def check_containment(matrix: Matrix, shipped: Mapping[str, Playbook], actions: 
 
 def _check_approvers(base: tuple[str, ...], binding: PlaybookBinding, matrix: Matrix,
                      issue: Callable[..., None]) -> None:
+    """A gated playbook needs an approver who can act. A workflow naming none (or an undefined owner) is reported
+    once, at the workflow; here: an approver that exists but that no notifier lets act (a person without a contact,
+    a team without members) could never approve, so the playbook would wait for ever."""
     for wf_id, wf in matrix.workflows.items():
         if binding.risk and wf.risk not in binding.risk:
             continue
-        if not wf.approver:
-            issue((*base, "gate"), f"gate {binding.gate.value!r} needs an approver, and workflow {wf_id!r} names none")
+        owner = matrix.owners.get(wf.approver) if wf.approver else None
+        if owner is None:
+            continue
+        can_act = any(owner.members.values()) if owner.kind == "team" else bool(owner.contacts)
+        if not can_act:
+            what = "members" if owner.kind == "team" else "contacts"
+            issue((*base, "gate"), f"gate {binding.gate.value!r} waits for workflow {wf_id!r}'s approver "
+                                   f"{wf.approver!r}, who has no {what} to approve with")
 
 
 def _check_steps(base: tuple[str, ...], book: Playbook, matrix: Matrix, actions: Mapping[str, ActionCheck],
