@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -176,7 +187,7 @@ class ContainmentStep(Base):
     gate: Mapped[str] = mapped_column(String(20), comment="auto or approver, as resolved for the finding")
     on_failure: Mapped[str] = mapped_column(String(20))
     dry_run: Mapped[bool] = mapped_column(Boolean)
-    approval_timeout_s: Mapped[float]
+    approval_timeout_s: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(20), index=True)
     credential: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="Credential id and issuer (not secret)")
     sealed_token: Mapped[str | None] = mapped_column(Text, comment="Fernet-sealed; deleted once the step ends")
