@@ -125,6 +125,13 @@ class OAuthServer:
         """RFC 7662 introspection with the responder client: `{"active": false}` once revoked."""
         return _post(self.introspection_endpoint, {"token": token}, self.client_id, self.client_secret)
 
+    def matrix_issuer(self, secret_ref: str) -> dict[str, str]:
+        """This server as an entry of the matrix's `issuers` (`Issuer.model_validate` it); the responder client's
+        secret goes by reference, so put it where `secret_ref` (env:VAR or file:PATH) points."""
+        return {"issuer": self.issuer, "revocation_endpoint": self.revocation_endpoint,
+                "introspection_endpoint": self.introspection_endpoint, "client_id": self.client_id,
+                "client_secret": secret_ref}
+
     @property
     def running(self) -> bool:
         return self.process.poll() is None
