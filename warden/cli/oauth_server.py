@@ -114,6 +114,7 @@ class OAuthServer:
     log_path: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     startup_s: float = 0.0
+    owned_dir: Path | None = field(default=None, repr=False)  # a temporary log dir start() made: gone on stop()
 
     def issue_token(self) -> str:
         """A fresh client_credentials access token for the agent client (what an agent would present)."""
@@ -147,6 +148,8 @@ class OAuthServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
 
     def __enter__(self) -> OAuthServer:
         return self
@@ -168,8 +171,10 @@ def start(
     tmp = deps / f".{SCRIPT}.{os.getpid()}.{secrets.token_hex(4)}"
     shutil.copyfile(SOURCE / SCRIPT, tmp)
     os.replace(tmp, script)  # the script must sit beside node_modules to import them; replaced whole
+    owned_dir = None
     if log_path is None:
-        log_path = Path(tempfile.mkdtemp(prefix="warden-oauth-")) / "oauth-server.log"
+        owned_dir = Path(tempfile.mkdtemp(prefix="warden-oauth-"))
+        log_path = owned_dir / "oauth-server.log"
     responder_secret, agent_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     config = {
         "clients": [
@@ -190,6 +195,8 @@ def start(
     except BaseException:
         process.kill()
         process.wait()
+        if owned_dir is not None:  # the error carries the log's end
+            shutil.rmtree(owned_dir, ignore_errors=True)
         raise
     return OAuthServer(
         issuer=issuer,
@@ -203,6 +210,7 @@ def start(
         log_path=log_path,
         process=process,
         startup_s=time.monotonic() - started,
+        owned_dir=owned_dir,
     )
 
 
