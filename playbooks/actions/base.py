@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
@@ -39,8 +40,9 @@ class Credential:
 
 Publish = Callable[[str, bytes, bytes | None], Awaitable[None]]
 """(topic, key, value or None for a tombstone): returns once the broker has acknowledged the record."""
-Notify = Callable[[str, OwnerRef, str], Awaitable[bool]]
-"""(effect key, owner, note): records an outbox notification once per key; False when it was recorded before."""
+Notify = Callable[[str, int, OwnerRef, str], Awaitable[bool]]
+"""(effect key, incident id, owner, note): records an outbox notification once per key; False when it was
+recorded before."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class StepContext:
     matrix: Matrix
     services: Services
     timeout_s: float = 10.0
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    decided_by: str | None = None
+    """The owner whose approval let this step run (`warden` for an auto gate)."""
 
 
 class Action(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -80,3 +80,13 @@ class CredentialRef(BaseModel):
     id: str | None = None
     issuer: str | None = None
     sealed_token: str | None = Field(None, description="Fernet-sealed token, for a revocation step; never clear.")
+
+
+class QuarantineMark(BaseModel):
+    """An agent quarantined on `warden.control` and not released: later activity from it is a breach."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_id: str
+    since: datetime
+    incident_id: int | None = None
