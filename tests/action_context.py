@@ -37,7 +37,7 @@ async def _unused_publish(topic: str, key: bytes, value: bytes | None) -> None:
     raise AssertionError("this action must not publish")
 
 
-async def _unused_notify(key: str, owner: OwnerRef, note: str) -> bool:
+async def _unused_notify(key: str, incident_id: int, owner: OwnerRef, note: str) -> bool:
     raise AssertionError("this action must not notify")
 
 

@@ -16,7 +16,7 @@ from warden.cli import oauth_server
 
 @pytest.fixture(scope="session")
 def oauth_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[oauth_server.OAuthServer]:
-    """One running oidc-provider for the session; a test that stops it must `restart_oauth` it afterwards."""
+    """One running oidc-provider for the session, never stopped early: a test that needs one down starts its own."""
     log_path = tmp_path_factory.mktemp("oauth") / "oauth-server.log"
     try:
         server = oauth_server.start(log_path=log_path)

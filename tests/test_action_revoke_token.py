@@ -36,12 +36,7 @@ def issuers(oauth_issuer: OAuthServer, monkeypatch: pytest.MonkeyPatch) -> dict[
 
 
 def _issuer(server: OAuthServer, **changes: str | None) -> Issuer:
-    fields: dict[str, str | None] = {
-        "issuer": server.issuer, "revocation_endpoint": server.revocation_endpoint,
-        "introspection_endpoint": server.introspection_endpoint, "client_id": server.client_id,
-        "client_secret": f"env:{SECRET_ENV}",
-    }
-    return Issuer.model_validate({**fields, **changes})
+    return Issuer.model_validate({**server.matrix_issuer(f"env:{SECRET_ENV}"), **changes})
 
 
 async def _token(server: OAuthServer) -> str:

@@ -114,6 +114,7 @@ class OAuthServer:
     log_path: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     startup_s: float = 0.0
+    owned_dir: Path | None = field(default=None, repr=False)  # a temporary log dir start() made: gone on stop()
 
     def issue_token(self) -> str:
         """A fresh client_credentials access token for the agent client (what an agent would present)."""
@@ -124,6 +125,13 @@ class OAuthServer:
     def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662 introspection with the responder client: `{"active": false}` once revoked."""
         return _post(self.introspection_endpoint, {"token": token}, self.client_id, self.client_secret)
+
+    def matrix_issuer(self, secret_ref: str) -> dict[str, str]:
+        """This server as an entry of the matrix's `issuers` (`Issuer.model_validate` it); the responder client's
+        secret goes by reference, so put it where `secret_ref` (env:VAR or file:PATH) points."""
+        return {"issuer": self.issuer, "revocation_endpoint": self.revocation_endpoint,
+                "introspection_endpoint": self.introspection_endpoint, "client_id": self.client_id,
+                "client_secret": secret_ref}
 
     @property
     def running(self) -> bool:
@@ -140,6 +148,8 @@ class OAuthServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
 
     def __enter__(self) -> OAuthServer:
         return self
@@ -161,8 +171,10 @@ def start(
     tmp = deps / f".{SCRIPT}.{os.getpid()}.{secrets.token_hex(4)}"
     shutil.copyfile(SOURCE / SCRIPT, tmp)
     os.replace(tmp, script)  # the script must sit beside node_modules to import them; replaced whole
+    owned_dir = None
     if log_path is None:
-        log_path = Path(tempfile.mkdtemp(prefix="warden-oauth-")) / "oauth-server.log"
+        owned_dir = Path(tempfile.mkdtemp(prefix="warden-oauth-"))
+        log_path = owned_dir / "oauth-server.log"
     responder_secret, agent_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     config = {
         "clients": [
@@ -183,6 +195,8 @@ def start(
     except BaseException:
         process.kill()
         process.wait()
+        if owned_dir is not None:  # the error carries the log's end
+            shutil.rmtree(owned_dir, ignore_errors=True)
         raise
     return OAuthServer(
         issuer=issuer,
@@ -196,6 +210,7 @@ def start(
         log_path=log_path,
         process=process,
         startup_s=time.monotonic() - started,
+        owned_dir=owned_dir,
     )
 
 
