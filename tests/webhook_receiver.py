@@ -33,6 +33,7 @@ class WebhookReceiver:
 
     secret: str
     deliveries: list[Delivery] = field(default_factory=list)
+    arrived: list[str] = field(default_factory=list)  # the webhook-id of every request, as it arrives (before `hold`)
     status: int = 204  # what it answers a verified request while up
     port: int = 0
     hold: asyncio.Event | None = None  # when set to an unset Event, requests wait for it (to time a sender out)
@@ -79,6 +80,7 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.arrived.append(request.headers.get("webhook-id", ""))
         if self.hold is not None:
             await self.hold.wait()
         headers = dict(request.headers)
