@@ -179,7 +179,7 @@ def test_the_buttons_follow_the_status_and_the_gate() -> None:
     decided = replace(acked, decision=Decision("deny", "sam", "U0SAM", T0), containment=tuple(
         replace(s, status="denied") for s in WAITING))
     assert labels(decided) == ["Resolve", "False positive"]
-    assert "denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
+    assert "containment denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
     assert labels(view(status=Status.resolved, containment=WAITING)) == []
     assert {b["value"] for b in render.buttons(gated)} == {"7"}
 
