@@ -101,6 +101,9 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         assert json.loads(records[1].value)["by"] == "jordan"
         kinds = [e.kind for e in await store.timeline(incident_id)]
         assert "release_requested" in kinds and kinds.count("containment_step_done") == 5
+    # Nowhere at rest in clear: the SQLite database and its write-ahead log, read as bytes.
+    stored = b"".join(p.read_bytes() for p in (settings.data_dir).glob("warden.db*"))
+    assert stored and token.encode() not in stored
 
 
 async def _all_ended(steps: object) -> bool:
