@@ -11,6 +11,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from warden import __version__
 from warden.cli.incident import incident
 from warden.cli.policy import policy
 from warden.contract.events import ActivityEvent
@@ -42,6 +43,7 @@ STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
 
 
 @click.group()
+@click.version_option(__version__, prog_name="warden")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def main(verbose: bool) -> None:
     """Warden: detect LLM agents acting beyond their scope and route incidents to the named responder."""
