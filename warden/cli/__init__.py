@@ -82,12 +82,19 @@ def run() -> None:
 
 @main.command()
 @click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the pipeline to settle.")
-def demo(timeout: float) -> None:
+@click.option("--send-only", is_flag=True, help="Only send the scenario to WARDEN_KAFKA_BOOTSTRAP, for workers "
+              "already running there (compose's demo-producer); print what was sent.")
+def demo(timeout: float, send_only: bool) -> None:
     """Start everything on the embedded defaults, play the bundled scenario, print one JSON summary line."""
-    from warden.cli.demo import run_demo  # here, not above: faust costs `schema` and `policy` 0.6 s
+    from warden.cli.demo import run_demo, send_scenario  # here, not above: faust costs `schema` and `policy` 0.6 s
 
     settings = _settings()
     try:
+        if send_only:
+            plan = asyncio.run(send_scenario(settings))
+            click.echo(json.dumps({"messages": len(plan.messages), "events": plan.valid_events,
+                                   "invalid": plan.invalid, "run_id": plan.run_id}))
+            return
         ok = asyncio.run(run_demo(settings, timeout))
     except STARTUP_ERRORS as exc:
         _fail_cleanly(exc)
