@@ -9,10 +9,20 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import urllib.request
+import uuid
 from pathlib import Path
 
+import pytest
+from sqlalchemy import func, select
+
+from responders.db import make_engine, session_factory
+from responders.db.models import Incident
+from tests.incident_helpers import eventually
+from tests.kafka_helpers import event, produce_events
 from warden.runtime.web import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,3 +95,61 @@ async def test_the_healthcheck_command_passes_on_a_live_worker_web_server_and_fa
     dead = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=30,
                           check=False)
     assert dead.returncode != 0, shlex.join(argv)
+
+
+# -- a read-only root filesystem -----------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_data_dir(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """What `read_only: true` (compose) and `readOnlyRootFilesystem` (the chart) do to the image, done to this
+    machine: in a private mount namespace, / is remounted read-only (this checkout, the venv and /tmp with it)
+    and only the data dir stays writable. The worker starts, serves /healthz, turns an event into an incident in
+    its SQLite and stops cleanly on SIGTERM."""
+    data = tmp_path / "data"
+    data.mkdir()
+    run = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | {
+        "PYTHONDONTWRITEBYTECODE": "1", "WARDEN_DATA_DIR": str(data), "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_APP_ID": f"warden-ro-{run}",
+        **{f"WARDEN_TOPIC_{t.upper()}": f"ro{run}.{t}" for t in ("activity", "findings", "dlq", "control",
+                                                                  "revocations")},
+    }
+    ns = ["unshare", "--mount", "--propagation", "private", *([] if os.geteuid() == 0 else ["--map-root-user"])]
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@"'
+    log_path = data / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*ns, "sh", "-c", script, str(data), sys.executable, "-m", "warden", "run"],
+                                env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        def up() -> re.Match[str] | None:
+            assert proc.poll() is None, log_path.read_text()
+            return re.search(r"Warden worker up: .* web=http://127.0.0.1:(\d+)", log_path.read_text())
+
+        started = await eventually(up, 60, "the worker up on a read-only root")
+        health = await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{started[1]}/healthz", None, 5)
+        assert health.status == 200
+        await produce_events(kafka_bootstrap, env["WARDEN_TOPIC_ACTIVITY"],
+                             [event(f"stray-{run}", kind="prompt", content={"prompt": "p"})])
+        engine = make_engine(f"sqlite+aiosqlite:///{data / 'warden.db'}")
+        try:
+            async def incident() -> int:
+                async with session_factory(engine)() as s:
+                    return int((await s.execute(select(func.count()).select_from(Incident))).scalar_one())
+
+            await eventually(incident, 60, "an incident in the data dir's SQLite")
+        finally:
+            await engine.dispose()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+    text = log_path.read_text()
+    assert code == 0, text
+    assert "Read-only file system" not in text and "Traceback" not in text, text
+    # The namespace was really read-only: the same remount, then a write outside the data dir.
+    probe = subprocess.run([*ns, "sh", "-c", 'mount -o remount,bind,ro / && touch "$0"', str(tmp_path / "x")],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
