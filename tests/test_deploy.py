@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "warden"
 KUBERNETES = "1.30.0"  # the oldest minor still supported by its vendors when this was written; 1.25+ works
 CRDS = {"ServiceMonitor", "PrometheusRule"}  # the Prometheus Operator's: kubernetes-validate ships no CRD schemas
-ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"  # issue 13's alert rules; the chart links to them
-CHART_ALERTS = CHART / "files" / "alerts.yml"
+ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"  # issue 13's alert rules, for compose and the chart
+CHART_ALERTS = CHART / "files" / "prometheus" / "alerts.yml"  # files/prometheus links to deploy/prometheus
 KNOWN = {f"WARDEN_{f.upper()}" for f in Settings.model_fields}
 PENDING = {"WARDEN_API_TOKENS"} - KNOWN  # issue 13's incident API: the chart wires it before the setting lands
 SECRET_SETTINGS = {"WARDEN_DATABASE_URL", "WARDEN_SEAL_KEY", "WARDEN_SLACK_TOKEN", "WARDEN_SLACK_SIGNING_SECRET",
@@ -51,14 +51,12 @@ def _base() -> dict[str, Any]:
 
 def _chart(tmp_path: Path) -> Path:
     """The chart; while the alert rules have not landed, a copy of it carrying the stand-in rule group."""
-    if CHART_ALERTS.exists():
+    if ALERTS.exists():
         return CHART
     copied = tmp_path / "warden"
-    if copied.exists():
-        return copied
-    shutil.copytree(CHART, copied, symlinks=False, ignore_dangling_symlinks=True)
-    (copied / "files").mkdir(exist_ok=True)
-    (copied / "files" / "alerts.yml").write_text(yaml.safe_dump(FIXTURE_RULES))
+    if not copied.exists():
+        shutil.copytree(CHART, copied)  # the linked folder's files become the copy's own
+        (copied / CHART_ALERTS.relative_to(CHART)).write_text(yaml.safe_dump(FIXTURE_RULES))
     return copied
 
 
@@ -254,18 +252,17 @@ def test_the_prometheus_rule_carries_the_rule_file_groups_unchanged(tmp_path: Pa
     docs = _by_kind(_render(_merge(_base(), {"prometheusRule": {"enabled": True}}), chart))
     rule = docs["PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule["spec"]["groups"] == yaml.safe_load((chart / "files" / "alerts.yml").read_text())["groups"]
+    assert rule["spec"]["groups"] == yaml.safe_load((chart / CHART_ALERTS.relative_to(CHART)).read_text())["groups"]
     for group in rule["spec"]["groups"]:
         assert group["name"] and all(("alert" in r or "record" in r) and r["expr"] for r in group["rules"])
 
 
-def test_the_chart_alert_rules_are_a_link_to_the_compose_prometheus_rule_file() -> None:
-    """One rule file for compose and the chart. Until issue 13 lands deploy/prometheus/alerts.yml this has
-    nothing to compare; after, it fails until helm/warden/files/alerts.yml links to it."""
-    if not ALERTS.exists():
-        pytest.skip("deploy/prometheus/alerts.yml (issue 13) has not landed; the chart renders a stand-in")
-    assert CHART_ALERTS.is_symlink(), "ln -s ../../../deploy/prometheus/alerts.yml helm/warden/files/alerts.yml"
-    assert CHART_ALERTS.resolve() == ALERTS.resolve()
+def test_the_chart_reads_the_alert_rules_from_the_folder_compose_mounts() -> None:
+    """One rule file for compose's Prometheus and the chart's PrometheusRule: the chart links the folder."""
+    link = CHART_ALERTS.parent
+    assert link.is_symlink() and link.resolve() == ALERTS.parent.resolve()
+    prometheus = yaml.safe_load((ALERTS.parent / "prometheus.yml").read_text())
+    assert [Path(f).name for f in prometheus["rule_files"]] == [ALERTS.name]
 
 
 def test_the_chart_app_version_is_the_package_version() -> None:
