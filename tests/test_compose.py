@@ -259,3 +259,11 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
                 await engine.dispose()
         print(f"\nactivity partitions: worker 1 {sorted(a)}, worker 2 {sorted(b)}; sent {plan}; "
               f"dead letters {len(dead)}; findings {findings}, incidents {incidents} in PostgreSQL")
+
+
+def test_the_demo_producer_without_a_broker_says_which_variable_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+    out = subprocess.run([sys.executable, "-m", "warden", *_compose()["services"]["demo-producer"]["command"]],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "warden: --send-only needs WARDEN_KAFKA_BOOTSTRAP: the workers' Kafka"
