@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from playbooks.actions.base import Action, ActionFailed, Credential, Services, StepContext
 from playbooks.ledger import ClaimedStep, Ledger
 from responders.incidents import approvers
-from responders.store import IncidentStore
+from responders.store import RELEASE, IncidentStore
 from warden.contract import metrics
 from warden.contract.matrix import Matrix
 from warden.kit.loop import PollingLoop
@@ -88,7 +88,7 @@ class ContainmentEngine:
             await self._failed(step, ActionFailed("interrupted while running, and the action is not idempotent: "
                                                   "whether it took effect is unknown", retryable=False))
             return
-        if step.action == "release" and not self._may_release(step):
+        if step.action == RELEASE and not self._may_release(step):
             await self._failed(step, ActionFailed("the release was not requested by an owner who may approve",
                                                   retryable=False))
             return

@@ -122,12 +122,6 @@ class Ledger:
                 verdicts.append(Verdict(incident.id, decision.decision, True, len(waiting)))
         return verdicts
 
-    async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, via: str, identity: str,
-                     now: datetime) -> bool:
-        """A decision made outside Slack (the CLI): recorded like a click, consumed like one."""
-        return await self.store.decide(incident_id, decision, owner=owner, slack_user=f"{via}:{identity}",
-                                       note=f"Containment {decision}d by {owner.name or owner.id} ({via}).", now=now)
-
     async def climb_approvals(self, now: datetime) -> list[int]:
         """Incidents whose approval timed out: the next owner of the chain who approves is asked (and may approve
         from now on); when there is none, the steps keep waiting for those already asked. Returns the incidents
