@@ -44,15 +44,15 @@ class ContainmentEngine:
         """One pass. Returns how many things moved (so the loop comes straight back while there is work)."""
         now = self.clock()
         moved = 0
-        for verdict in await self.ledger.consume_decisions(now):
+        verdicts, climbed, cancelled = await self.ledger.gate(now)
+        for verdict in verdicts:
             moved += 1
             if not verdict.honoured:
                 log.warning("incident #%d: a containment %s not from an approver was refused", verdict.incident_id,
                             verdict.decision)
             elif verdict.decision != "approve":
                 metrics.CONTAINMENT_ACTIONS.labels(action="*", outcome="denied").inc(verdict.steps)
-        climbed = await self.ledger.climb_approvals(now)
-        moved += len(climbed) + await self.ledger.cancel_waiting_of_closed(now)
+        moved += len(climbed) + cancelled
         claimed = await self.ledger.claim(now, self.lease)
         if claimed:
             await asyncio.gather(*(self._run(step) for step in claimed))
