@@ -55,3 +55,8 @@ REBUILD_SECONDS = Histogram("warden_state_rebuild_seconds", "Time to rebuild one
 def total(counter: Counter) -> float:
     """A counter's sum over all its label sets (the demo and the benchmarks read deltas of these)."""
     return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+FLOW_SESSIONS_EVICTED = Counter(
+    "warden_flow_sessions_evicted_total",
+    "Sessions dropped from the flow rules' state (ttl: idle past the TTL in event time; cap: too many sessions)",
+    ["reason"],
+)
