@@ -28,6 +28,7 @@ info = RuleInfo(
 
 
 new_state = SessionTrail
+_NONE: frozenset[Category] = frozenset()  # a tool the catalogue does not know still counts as a step
 
 
 def detect(ctx: Context, trail: SessionTrail) -> list[Finding]:
@@ -35,9 +36,9 @@ def detect(ctx: Context, trail: SessionTrail) -> list[Finding]:
     built-in is skipped."""
     ev = ctx.event
     entry, checks = ctx.tool, ctx.checks
-    if ev.kind is not Kind.tool_call or ev.tool is None or checks is None or entry is None:
+    if ev.kind is not Kind.tool_call or ev.tool is None or checks is None:
         return []
-    categories = entry.categories & checks.categories_seen
+    categories = entry.categories & checks.categories_seen if entry is not None else _NONE
     key = (ev.agent.id, ev.session_id or f"agent:{ev.agent.id}")
     if trail.get(key) is None and not any(categories & f.after for f in checks.flows):
         return []  # nothing to remember yet: a session enters the trail at its first `after` call

@@ -41,8 +41,8 @@ def _print(result: Backtest, as_json: bool) -> None:
         click.echo(f"{f.event_id}: {f.rule} [{f.severity.value}{shadow}] {f.agent_id} ({f.workflow or 'no workflow'})"
                    f" session {f.session_id or '-'} on {f.target}")
     click.echo(f"summary: {result.events} events, {len(result.findings)} findings, {len(result.invalid)} invalid")
-    for rule, severity, shadow, n in result.summary():
-        click.echo(f"  {rule} [{severity}{' shadow' if shadow else ''}]: {n}")
+    for rule, severity, in_shadow, n in result.summary():
+        click.echo(f"  {rule} [{severity}{' shadow' if in_shadow else ''}]: {n}")
     for bad in result.invalid:
         click.echo(f"invalid: {bad.where}: {bad.reason}")
 

@@ -54,7 +54,8 @@ def _within_ttl(within: Any, where: tuple[str, ...], issue: Issue) -> None:
 
 
 def _resource_paths(matrix: Matrix, issue: Issue) -> None:
-    """A catalogue `resource` path must name a property wherever a constraint on that tool lists its properties."""
+    """A catalogue `resource` path must name a property wherever a constraint on that tool lists its properties:
+    an error when the constraint allows no other properties, a warning otherwise."""
     for name, spec in matrix.tools.items():
         if spec.resource is None:
             continue
@@ -62,9 +63,11 @@ def _resource_paths(matrix: Matrix, issue: Issue) -> None:
         for wf_id, schema in _constraints_for(matrix, name):
             props = schema.get("properties")
             if isinstance(props, dict) and head not in props:
+                closed = schema.get("additionalProperties") is False  # then the argument can never be there
                 issue(("tools", name, "resource"),
                       f"argument path {spec.resource!r} is not among the properties that workflow {wf_id!r} "
-                      f"constrains for this tool ({', '.join(sorted(props)) or 'none'})")
+                      f"constrains for this tool ({', '.join(sorted(props)) or 'none'})"
+                      + (", which allows no others" if closed else ""), "error" if closed else "warning")
                 break
 
 

@@ -68,7 +68,7 @@ def compile_scope_checks(matrix: Matrix) -> tuple[dict[str, ScopeChecks], list[S
                 rule.severity, rule.mode, tuple(rule.frameworks) or UNTRUSTED_FLOW_FRAMEWORKS))
         seen = frozenset(c for f in flows for c in f.after | f.then)
         out[wf_id] = ScopeChecks(arguments, tuple(flows), seen)
-    return out, issues
+    return out, list(dict.fromkeys(issues))  # a bad list entry is found once per use: report it once
 
 
 def _untrusted_flow(wf: Workflow, lists: Mapping[str, list[str]], base: tuple[str, ...],
