@@ -40,7 +40,7 @@ def detect(ctx: Context, trail: SessionTrail) -> list[Finding]:
         return []
     categories = entry.categories & checks.categories_seen if entry is not None else _NONE
     key = (ev.agent.id, ev.session_id or f"agent:{ev.agent.id}")
-    if trail.get(key) is None and not any(categories & f.after for f in checks.flows):
+    if not categories & checks.after and (not len(trail) or trail.get(key) is None):
         return []  # nothing to remember yet: a session enters the trail at its first `after` call
     stepped = trail.step(key, ev.ts, ev.event_id)
     if stepped is None:

@@ -49,6 +49,7 @@ class ScopeChecks:
     arguments: Mapping[str, ArgumentCheck] = field(default_factory=dict)
     flows: tuple[CompiledFlow, ...] = ()
     categories_seen: frozenset[Category] = frozenset()  # every category some flow reads: others skip the trail
+    after: frozenset[Category] = frozenset()  # every category that starts some flow: a session enters the trail
 
 
 def compile_scope_checks(matrix: Matrix) -> tuple[dict[str, ScopeChecks], list[SchemaIssue]]:
@@ -67,7 +68,7 @@ def compile_scope_checks(matrix: Matrix) -> tuple[dict[str, ScopeChecks], list[S
                 rule.id, frozenset(rule.after), frozenset(rule.then), rule.within_steps, rule.within, unless,
                 rule.severity, rule.mode, tuple(rule.frameworks) or UNTRUSTED_FLOW_FRAMEWORKS))
         seen = frozenset(c for f in flows for c in f.after | f.then)
-        out[wf_id] = ScopeChecks(arguments, tuple(flows), seen)
+        out[wf_id] = ScopeChecks(arguments, tuple(flows), seen, frozenset(c for f in flows for c in f.after))
     return out, list(dict.fromkeys(issues))  # a bad list entry is found once per use: report it once
 
 
