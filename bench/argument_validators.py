@@ -33,7 +33,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                   "amount": {"type": "number", "exclusiveMinimum": 0, "maximum": 5000},
                                   "currency": {"enum": ["EUR", "USD", "GBP"]}}},
     "mail_send": {"type": "object", "required": ["to"],
-                  "properties": {"to": {"type": "array", "maxItems": 20, "items": {"email_domain_in": "company_domains"}},
+                  "properties": {"to": {"type": "array", "maxItems": 20,
+                                        "items": {"email_domain_in": "company_domains"}},
                                  "subject": {"type": "string", "maxLength": 200}}},
 }
 CALLS = {

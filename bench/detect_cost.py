@@ -8,8 +8,9 @@ Three variants, each in its own process per rep, in turn, so noise hits them ali
   C  this code with this bundled matrix (lists, catalogue, constraints, untrusted_flow, a flow rule, one more rule).
 Two event mixes: `throughput` (bench/throughput.py's events: tool calls of approved tools, 1% unapproved) and
 `sessions` (the labelled sessions of tests/data/sessions, repeated with fresh ids). Each process pre-parses the
-events, then times `detect` over them in a few passes with fresh state and keeps the fastest. Printed: µs/event min/median/max per variant,
-and the ratios B/A and C/A per rep (min/median/max). Compare ratios, not absolute figures.
+events, then times `detect` over them in a few passes with fresh state and keeps the fastest. Printed: µs/event
+min/median/max per variant, and the ratios B/A and C/A per rep (min/median/max). Compare ratios, not absolute
+figures.
 """
 
 from __future__ import annotations
