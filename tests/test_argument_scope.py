@@ -11,6 +11,7 @@ from tests.matrix_builder import tool
 from tests.scope_builder import scoped
 from warden.contract.findings import Finding
 from warden.policy import Policy
+from warden.policy.arguments import NON_FINITE
 
 POLICY = scoped()
 
@@ -56,6 +57,13 @@ def test_each_broken_constraint_is_one_finding_naming_tool_path_and_constraint(
     assert f.target == f"{name}:{path}"
     assert f.frameworks[:2] == ["OWASP-ASI02", "OWASP-LLM06"]
     assert f.severity.value == "critical"  # high, raised one level in an agentic workflow
+
+
+@pytest.mark.parametrize("amount", [float("inf"), float("-inf"), float("nan")])
+def test_infinity_and_nan_never_pass_a_numeric_bound(amount: float) -> None:
+    [f] = arg_findings(POLICY, "pay", {"payee": "acme", "amount": amount})
+    assert (f.evidence["argument"], f.evidence["constraint"]) == ("amount", NON_FINITE)
+    assert arg_findings(POLICY, "pay", {"payee": "acme", "amount": 5, "memo": "ok", "x": [{"y": 1.5}]}) == []
 
 
 def test_the_value_is_redacted_and_the_constraint_never_quotes_it() -> None:

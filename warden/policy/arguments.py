@@ -15,6 +15,7 @@ when the arguments are fine. `bench/argument_validators.py` measured it against 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +51,14 @@ class ArgumentCheck:
     _written: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
 
     def ok(self, arguments: Mapping[str, Any] | None) -> bool:
-        return bool(self.validator.is_valid(arguments or {}))
+        return bool(self.validator.is_valid(arguments or {})) and _first_non_finite(arguments, ()) is None
 
     def violations(self, arguments: Mapping[str, Any] | None) -> list[Violation]:
         """Every broken constraint, in the validator's (deterministic) order; [] when the arguments are fine."""
         out: list[Violation] = []
+        odd = _first_non_finite(arguments, ())
+        if odd is not None:
+            out.append(Violation(".".join(odd[0]) or "(arguments)", odd[1], NON_FINITE))
         for err in self.validator.iter_errors(arguments or {}):
             path = ".".join(str(p) for p in err.instance_path) or "(arguments)"
             out.append(Violation(path, err.instance, self._describe(tuple(str(p) for p in err.schema_path))))
@@ -73,6 +77,27 @@ class ArgumentCheck:
         keyword = schema_path[-1] if schema_path else "schema"
         shown = json.dumps(node, sort_keys=True, default=str)
         return f"{keyword}: {shown if len(shown) <= 120 else shown[:120] + '…'}"
+
+
+NON_FINITE = "finite numbers only (Infinity and NaN pass every numeric bound of the validator)"
+
+
+def _first_non_finite(value: Any, path: tuple[str, ...]) -> tuple[tuple[str, ...], float] | None:
+    """The first Infinity or NaN in the arguments, with its path. JSON parsing in the ingest accepts `1e999`,
+    `Infinity` and `NaN`, and jsonschema-rs lets them through `maximum`: an amount of 1e999 must not pass."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _first_non_finite(item, (*path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_non_finite(item, (*path, str(i)))
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass
