@@ -23,6 +23,7 @@ def grant(user: str, at: float = 0.0, **fields: object) -> object:
 def test_an_identity_admin_tool_call_without_approval_is_an_unreviewed_identity_change() -> None:
     [f] = rules(grant("user:ana"))
     assert (f.rule, f.target, f.evidence["operation"]) == ("unreviewed_identity_change", "user:ana", "grant_role")
+    assert f.evidence["tool"] == "directory.grant_role"
 
 
 def test_the_named_approval_of_its_target_covers_the_tool_call() -> None:

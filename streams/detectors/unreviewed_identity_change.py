@@ -99,6 +99,8 @@ def detect(ctx: Context, state: State) -> list[Finding]:
     }
     if change.entitlement:
         evidence["entitlement"] = change.entitlement
+    if ev.kind is Kind.tool_call and ev.tool is not None:
+        evidence["tool"] = ev.tool.name  # a catalogued identity_admin tool call, not an identity_change event
     finding = build_finding(ctx, info, change.target, evidence)
     return [finding] if finding else []
 
