@@ -9,14 +9,15 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from responders.db.models import ContainmentDecision
+from responders.db.models import ContainmentDecision, SecurityEvent
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
 from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET
-from tests.incident_helpers import block_actions, eventually, finding, running, signed
+from tests.incident_helpers import POLICY, block_actions, eventually, finding, running, signed
 from tests.slack_api_server import SlackApiServer
 from warden.contract import metrics
+from warden.contract.matrix import Severity
 from warden.runtime.settings import Settings
 from warden.runtime.web import WebServer
 
@@ -29,7 +30,10 @@ async def billing_incident(incident_settings: Settings, slack_api: SlackApiServe
         web = WebServer("127.0.0.1", 0, responder.route_installers())
         await web.start()
         try:
-            await responder.handle(finding("billing-agent-1", "shell.exec"))
+            # A playbook waits for the approver: the bundled policy's refund hook (a dry run), bound here.
+            plans = POLICY.plans_for("large-refund", Severity.high, "billing-agent")
+            assert [p.gate.value for p in plans] == ["approver"]
+            await responder.handle(finding("billing-agent-1", "shell.exec").model_copy(update={"containment": plans}))
             await eventually(slack_api.roots, what="the root message")
             yield responder, f"http://127.0.0.1:{web.port}{PATH}", 1
         finally:
@@ -67,6 +71,14 @@ async def test_only_a_fresh_correctly_signed_request_is_acted_on_once(
     assert await status_of(responder, incident_id) is Status.acknowledged
     kinds = [e.kind for e in await responder.store.timeline(incident_id)]
     assert kinds.count("acknowledged") == 1
+    async with responder.store.sessions() as s:  # each refusal is on the audit record, without its body
+        refused = list((await s.execute(select(SecurityEvent).order_by(SecurityEvent.id))).scalars())
+    assert [(e.source, e.kind, e.detail["status"]) for e in refused] == [
+        ("slack_interaction", "forged", 401), ("slack_interaction", "stale", 401),
+        ("slack_interaction", "stale", 401), ("slack_interaction", "replayed", 409),
+        ("slack_interaction", "malformed", 400)]
+    assert refused[1].detail["request_timestamp"] == str(stale_at)
+    assert "payload" not in str([e.detail for e in refused]) and "U0TOMAS" not in str([e.detail for e in refused])
 
 
 async def test_the_named_owners_acknowledge_decide_and_resolve(

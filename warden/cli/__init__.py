@@ -11,6 +11,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from warden.cli.incident import incident
 from warden.cli.policy import policy
 from warden.cli.replay import replay
 from warden.contract.events import ActivityEvent
@@ -93,4 +94,5 @@ def demo(timeout: float) -> None:
 
 
 main.add_command(policy)
+main.add_command(incident)
 main.add_command(replay)

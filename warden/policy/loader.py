@@ -82,7 +82,7 @@ def build_policy(matrix: Matrix, catalogue: Catalogue, *, sha256: str, files: tu
     if errors:
         raise PolicyError(errors, warnings)
     return Policy(matrix=matrix, sha256=sha256, files=files, rules=rules, warnings=warnings,
-                  scope_checks=scope_checks)
+                  shipped_playbooks=catalogue.playbooks, scope_checks=scope_checks)
 
 
 def _locate(err: Any, provenance: Provenance, files: list[Path]) -> PolicyIssue:
