@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 KEY_FILE = "seal.key"
+SCHEME = b"fernet"  # how a sealed value says what sealed it (e.g. a dead letter's `warden.sealed` header)
 
 
 class SealError(ValueError):

@@ -19,7 +19,7 @@ from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
-from warden.kit.sealing import Sealer
+from warden.kit.sealing import SCHEME, Sealer
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -31,7 +31,6 @@ Publish = Callable[[Finding], Awaitable[None]]
 PublishBytes = Callable[[bytes, bytes], Awaitable[None]]  # a finding already serialised: key, value
 PROCESSING = Backoff(initial_s=0.2, attempts=3)  # a failing message: retried, then dead-lettered
 DLQ_WRITE = Backoff(initial_s=0.2, max_s=30.0)  # the DLQ is the last resort: retried until it works
-SEALED = b"fernet"  # the `warden.sealed` header of a dead letter whose value is sealed (`warden dlq replay`)
 
 
 def sealed_dead_letter(sealer: Sealer, value: bytes | None, max_bytes: int) -> tuple[bytes | None, dict[str, bytes]]:
@@ -40,7 +39,7 @@ def sealed_dead_letter(sealer: Sealer, value: bytes | None, max_bytes: int) -> t
     fits in `max_bytes` (Fernet adds a third plus 73 bytes). `warden dlq replay` opens it again."""
     if value is None:
         return None, {}
-    headers = {"warden.sealed": SEALED}
+    headers = {"warden.sealed": SCHEME}  # opened again by `warden dlq replay`
     room = (max_bytes * 3) // 4 - 128
     if len(value) > room:
         headers["warden.truncated_from"] = str(len(value)).encode()
