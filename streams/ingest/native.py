@@ -24,7 +24,8 @@ MAX_DEPTH = 200
 _NUMBER_OVERFLOW = re.compile(rb"[eE][+]?\d{3,}")  # 1e999 parses as inf: look only when such an exponent occurs
 _NON_FINITE_TOKEN = re.compile(rb"(?:^|[:\[,]\s*)-?(?:NaN|Infinity)\b")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_UTF16_32 = re.compile(rb"\A(?:\x00|[^\x00]\x00)")  # RFC 4627 §3: NULs among the first bytes mean UTF-16/32
+# RFC 4627 §3: JSON text starts with two ASCII characters, so NULs among its first four bytes mean UTF-16/32.
+_UTF16_32 = re.compile(rb"\A(?:\x00|[^\x00]\x00[\s\S]\x00)")
 
 
 def decode(raw: bytes | None, max_bytes: int) -> Decoded:
@@ -68,6 +69,8 @@ class _Bad(Exception):
 def _parse(raw: bytes) -> Any:
     """Strict JSON: UTF-8 only, no duplicate keys, no NaN/Infinity (nor numbers that overflow to it), no lone
     surrogate escapes, at most MAX_DEPTH levels. Raises _Bad with the specific reason."""
+    if _UTF16_32.match(raw.lstrip(b" \t\r\n")):
+        raise _Bad(Rejection("not_utf8", "looks like UTF-16 or UTF-32; the contract is UTF-8"))
     try:
         value = jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
     except ValueError as exc:
