@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from warden.contract.redact import REDACTED, redact_text, redact_tree, redact_value, slack_escape
@@ -85,6 +87,8 @@ S = "Zq8vN3pLx7RtK2mW"  # a distinct, plain-looking secret value: only structure
     f"X-Api-Key: {S}",
     f"x-auth-token:{S}",
     f"https://bob:{S}@db.example/x",
+    str({"request": f"GET /\nAuthorization: Basic {S}\nAccept: */*"}),  # a header block in a repr (templates)
+    json.dumps({"request": f"GET /\nCookie: a=1; sid={S}\n"})[:-1],  # ...and in JSON text cut short
 ])
 def test_structured_secrets_are_redacted(text: str) -> None:
     out = redact_text(text, limit=10_000)
@@ -115,8 +119,6 @@ def test_ordinary_text_and_ids_are_kept(text: str) -> None:
 
 
 def test_a_json_document_keeps_its_shape_and_loses_only_the_secret() -> None:
-    import json
-
     out = json.loads(redact_text('{"cmd": "deploy", "password": "p", "opts": {"Authorization": "Bearer x"}}'))
     assert out == {"cmd": "deploy", "password": REDACTED, "opts": {"Authorization": REDACTED}}
 

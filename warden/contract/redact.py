@@ -33,10 +33,11 @@ _KEY = r"[A-Za-z0-9_.-]*?(?:password|passwd|passphrase|pwd|secret|token|api[_-]?
        r"private[_-]?key|authorization|auth|cookie|credential|session|signature)[A-Za-z0-9_.-]*"
 # `key=value`, `key: value`, `"key": "value"`, `'key': 'value'`, `\"key\": \"value\"` (JSON inside JSON text).
 _PAIR = re.compile(r"(?i)(?<![A-Za-z0-9])(" + _KEY + r")((?:\\*[\"'])?\s*[=:]\s*)(?!\[REDACTED\])(" + _VALUE + ")")
-# Header lines: the whole value to the end of the line (or of a quoted -H argument) is secret.
+# Header lines: the whole value to the end of the line (or of a quoted -H argument) is secret. A line may also end
+# in an escaped `\n` (a header block inside a JSON string or a Python repr).
 _HEADER = re.compile(
-    r"(?im)(?<![A-Za-z0-9-])((?:proxy-)?authorization|cookie|set-cookie|x-[a-z0-9-]*(?:key|token|auth|secret)"
-    r"[a-z0-9-]*)(\s*:[ \t]*)(?!\[REDACTED\])([^\r\n\"']+)"
+    r"(?im)(?:(?<![A-Za-z0-9-])|(?<=\\[nr]))((?:proxy-)?authorization|cookie|set-cookie|"
+    r"x-[a-z0-9-]*(?:key|token|auth|secret)[a-z0-9-]*)(\s*:[ \t]*+)(?!\[REDACTED\])((?:[^\r\n\"'\\]|\\(?![nr]))+)"
 )
 _TOKENS = [
     re.compile(r"(?i)\b(?:bearer|basic|digest)\s+[A-Za-z0-9._~+/=-]{8,}"),
@@ -118,9 +119,9 @@ def _redact_structure(text: str) -> str:
 
 def _redact_shapes(text: str) -> str:
     text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _PAIR.sub(_redact_pair, text)
-    for pattern in _TOKENS:
+    for pattern in _TOKENS:  # before pairs: `Authorization: Basic xyz` loses `Basic xyz`, not only `Basic`
         text = pattern.sub(_redact_token, text)
+    text = _PAIR.sub(_redact_pair, text)
     return _CANDIDATE.sub(lambda m: REDACTED if _high_entropy(m.group()) else m.group(), text)
 
 
