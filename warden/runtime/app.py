@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -16,6 +16,8 @@ from responders.base import Responder
 from streams.detectors import DetectorState, detect
 from streams.ingest import FORMATS, Decoded, Decoder
 from warden.contract import metrics
+from warden.contract.containment import QuarantineMark
+from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
@@ -47,8 +49,9 @@ def sealed_dead_letter(sealer: Sealer, value: bytes | None, max_bytes: int) -> t
     return sealer.seal_bytes(value), headers
 
 
-def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
-              responder: Responder) -> tuple[faust.App, Publish]:
+def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responder: Responder, *,
+              quarantined: Mapping[str, QuarantineMark] | None = None,
+              sealer: Sealer | None = None) -> tuple[faust.App, Publish]:
     """Wire the topics and agents; returns the app and how to publish a finding Warden makes itself (a rejected
     policy). All logic lives in ingest/detectors/responders; this only moves bytes."""
     app = faust.App(
@@ -83,12 +86,12 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
     dlq = raw_topic(settings.topic_dlq)
     decode = FORMATS["native"]
 
-    sealer = settings.sealer()
+    dlq_sealer = sealer or settings.sealer()  # dead letters are always sealed, whoever built the app
 
     async def dead_letter(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
         """Forward the original bytes, sealed, with the reason and source coordinates as headers."""
         msg = event.message
-        value, headers = sealed_dead_letter(sealer, msg.value, settings.dlq_max_bytes)
+        value, headers = sealed_dead_letter(dlq_sealer, msg.value, settings.dlq_max_bytes)
         headers.update({
             "warden.reason_code": reason_code.encode(),
             "warden.reason": redact_text(reason, 4096).encode("utf-8", "replace")[:4096],
@@ -108,9 +111,10 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         await findings_topic.send(key=key, value=value)
 
     # Detector state per activity partition, rebuilt from the log the first time a partition is seen here.
-    states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current)
+    states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current,
+                             quarantined=quarantined)
     ingest_one = _Judge(settings, holder=holder, decode=decode, states=states, publish=publish_bytes,
-                        dead_letter=dead_letter)
+                        dead_letter=dead_letter, sealer=sealer)
     # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
     app.on_partitions_revoked.connect(ingest_one.on_revoked)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(ingest_one.on_assigned)  # type: ignore[arg-type]
@@ -155,8 +159,10 @@ class _Judge:
     event is counted once, however often its message is tried."""
 
     def __init__(self, settings: Settings, *, holder: PolicyHolder, decode: Decoder, states: PartitionStates,
-                 publish: PublishBytes, dead_letter: Callable[..., Awaitable[None]]) -> None:
+                 publish: PublishBytes, dead_letter: Callable[..., Awaitable[None]],
+                 sealer: Sealer | None = None) -> None:
         self._settings = settings
+        self._sealer = sealer
         self._holder = holder
         self._states = states
         self._publish = publish
@@ -205,7 +211,8 @@ class _Judge:
         out: deque[tuple[Finding, bytes]] = deque()
         for position, ev in enumerate(decoded.events):
             try:
-                findings = [(f, f.model_dump_json().encode()) for f in detect(ev, policy, self._state)]
+                made = self._seal(detect(ev, policy, self._state), ev)
+                findings = [(f, f.model_dump_json().encode()) for f in made]
             except Exception as exc:  # noqa: BLE001 - a pure step failed on this event: it alone is dead-lettered
                 log.error("cannot judge event %d of %s[%s]@%s: %s", position, event.message.topic,
                           event.message.partition, event.message.offset, type(exc).__name__)
@@ -215,6 +222,16 @@ class _Judge:
                 continue
             out.extend(findings)
         return out
+
+    def _seal(self, findings: list[Finding], event: ActivityEvent) -> list[Finding]:
+        """A finding whose playbooks may revoke the event's token carries it sealed (never in clear on a topic)."""
+        cred = event.credential
+        if self._sealer is None or cred is None or cred.token is None:
+            return findings
+        token = cred.token.get_secret_value()
+        return [f.model_copy(update={"credential": f.credential.model_copy(update={
+                    "sealed_token": self._sealer.seal(token)})})
+                if f.credential is not None else f for f in findings]
 
     def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust's signal: a rebalance starts (every partition is revoked; some will come back)."""
