@@ -12,6 +12,7 @@ import click
 from pydantic import ValidationError
 
 from warden import __version__
+from warden.cli.dlq import dlq
 from warden.cli.incident import incident
 from warden.cli.policy import policy
 from warden.cli.replay import replay
@@ -103,5 +104,6 @@ def demo(timeout: float, send_only: bool) -> None:
 
 
 main.add_command(policy)
+main.add_command(dlq)
 main.add_command(incident)
 main.add_command(replay)
