@@ -71,6 +71,10 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
      "identity changes need approval from the data_owner, and the workflow names none"),
     ("undefined owner", lambda d: wf(d, "billing-agent").update(responder="nobody"),
      "10-workflows.yaml", "workflows.billing-agent.responder", "owner 'nobody' is referenced but not defined"),
+    ("undefined business owner", lambda d: wf(d, "billing-agent").update(business_owner="ghost"),
+     "10-workflows.yaml", "workflows.billing-agent.business_owner", "owner 'ghost' is referenced but not defined"),
+    ("undefined data owner", lambda d: wf(d, "access-provisioner").update(data_owner="ghost"),
+     "10-workflows.yaml", "workflows.access-provisioner.data_owner", "owner 'ghost' is referenced but not defined"),
     ("undefined owner in an escalation chain", lambda d: wf(d, "billing-agent")["escalation"].append(
         {"owner": "ghost", "ack_timeout": "5m"}),
      "10-workflows.yaml", "workflows.billing-agent.escalation.3.owner", "owner 'ghost' is referenced"),
