@@ -190,6 +190,19 @@ def test_only_teams_list_members_and_slack_members_must_be_user_ids() -> None:
         build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="t")
 
 
+async def test_a_superseded_incidents_root_is_never_found_as_the_root_of_its_successor(
+    slack_api: SlackApiServer,
+) -> None:
+    slack = SlackNotifier(SLACK_TOKEN, slack_api.base_url, timeout_s=1.0)
+    old, successor = view(id=7), view(id=8)  # the same key: the window passed and the next repeat opened #8
+    assert old.key == successor.key
+    with send_deadline(time.monotonic() + 10):
+        posted = await slack.send(Notice(NoticeKind.root, old, old.owners.responder))
+    assert await slack.find_root(old, old.owners.responder) == posted, "an interrupted root is found again"
+    assert await slack.find_root(successor, successor.owners.responder) is None, (
+        "the successor must post its own root, not thread under the superseded incident's")
+
+
 # -- the outbox's stages, around a notifier that only records what it is asked -------------------------------------
 
 
