@@ -94,6 +94,17 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
     assert missing == []
 
 
+def test_docs_events_md_lists_every_dead_letter_reason_code_and_header_the_code_writes() -> None:
+    sources = [*(REPO / "streams" / "ingest").glob("*.py"), REPO / "warden" / "runtime" / "app.py"]
+    code = "\n".join(path.read_text() for path in sources)
+    reasons = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(
+        re.findall(r'dead_letter\(\s*\w+,\s*"([a-z_]+)"', code))
+    headers = set(re.findall(r'"(warden\.[a-z_]+)":', code)) | set(re.findall(r'headers\["(warden\.[a-z_]+)"\]', code))
+    assert {"not_an_object", "invalid_finding", "processing_error"} <= reasons and "warden.truncated_from" in headers
+    docs = (REPO / "docs" / "events.md").read_text()
+    assert sorted(name for name in reasons | headers if f"`{name}`" not in docs) == []
+
+
 # Defaults the code derives at run time, which the README's table describes in words: (its words, the code's field).
 DESCRIBED_DEFAULTS: dict[str, tuple[str, object]] = {
     "policy": ("the bundled example (`warden/examples/policy`)", "BUNDLED_POLICY"),
