@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -39,6 +40,7 @@ class Action(StrEnum):
     false_positive = "warden.false_positive"
     approve = "warden.approve"
     deny = "warden.deny"
+    release = "warden.release"
 
 
 # Buttons that move the lifecycle, and the status each one moves to.
@@ -49,6 +51,23 @@ LIFECYCLE_ACTIONS: dict[Action, Status] = {
 }
 # Buttons that decide the containment gate, and the decision recorded.
 CONTAINMENT_ACTIONS: dict[Action, str] = {Action.approve: "approve", Action.deny: "deny"}
+
+
+class StepStatus(StrEnum):
+    """Where one containment step is in the ledger."""
+
+    proposed = "proposed"  # waits for the approver
+    approved = "approved"  # may run (auto, or approved); also a step waiting for its next attempt
+    executing = "executing"  # a run may be in flight: committed before the effect
+    done = "done"
+    failed = "failed"
+    denied = "denied"
+    cancelled = "cancelled"  # the incident closed first, or an earlier step failed and the playbook stopped
+    dry_run = "dry_run"  # recorded what it would do, did nothing
+
+
+STEP_ENDED = frozenset({StepStatus.done, StepStatus.failed, StepStatus.denied, StepStatus.cancelled,
+                        StepStatus.dry_run})
 
 
 class TransitionError(ValueError):
@@ -87,14 +106,23 @@ def escalation_note(owners: FindingOwners, step: int) -> str:
     return f"step {step + 1} of {len(chain)}: not acknowledged within {within} of step {step}"
 
 
-def authorise(action: Action, owners: FindingOwners, notifier: str, identity: str) -> OwnerRef | None:
+def approvers(owners: FindingOwners, level: int) -> list[OwnerRef]:
+    """Who may approve containment once the approval has climbed `level` steps: the named approver, then each
+    escalation step marked `approves`, in chain order."""
+    chain = [owners.approver, *(step.owner for step in owners.escalation if step.approves)]
+    return [o for o in chain[: level + 1] if o is not None]
+
+
+def authorise(action: Action, owners: FindingOwners, notifier: str, identity: str,
+              approval_level: int = 0) -> OwnerRef | None:
     """The frozen owner a click acts for, or None when this identity may not take this action.
 
-    The responder and anyone on the escalation chain may acknowledge, resolve or mark a false positive;
-    only the named approver may approve or deny containment. The notifier checks that `identity` is a person.
+    The responder and anyone on the escalation chain may acknowledge, resolve or mark a false positive; only the
+    named approver (or, once the approval timed out and climbed, the chain's approving owners) may approve or deny
+    containment, or release a quarantine. The notifier checks that `identity` is a person.
     """
-    if action in CONTAINMENT_ACTIONS:
-        candidates = [owners.approver]
+    if action in CONTAINMENT_ACTIONS or action is Action.release:
+        candidates: list[OwnerRef | None] = list(approvers(owners, approval_level))
     else:
         candidates = [owners.responder, *(step.owner for step in owners.escalation)]
     return next((o for o in candidates if o is not None and o.may_act_as(notifier, identity)), None)
@@ -108,6 +136,19 @@ class Decision:
     owner_id: str
     slack_user: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One containment step as responders see it."""
+
+    playbook: str
+    step: int
+    action: str
+    status: str
+    gate: str
+    dry_run: bool
+    does: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,16 +176,33 @@ class IncidentView:
     status_by: str | None = None
     decision: Decision | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    containment: tuple[StepView, ...] = ()
+    approval_level: int = 0
 
     @property
-    def containment(self) -> str:
-        """The playbook gate's status, as a responder should read it."""
+    def awaiting_approval(self) -> tuple[StepView, ...]:
+        """The steps an approval would run now (none: no Approve/Deny buttons)."""
+        return tuple(s for s in self.containment if s.status == StepStatus.proposed.value)
+
+    @property
+    def quarantined(self) -> bool:
+        """A quarantine took effect and was not released (a Release button is due)."""
+        done = [s for s in self.containment if s.status == StepStatus.done.value]
+        return any(s.action == "quarantine_agent" for s in done) and not any(s.action == "release" for s in done)
+
+    @property
+    def containment_status(self) -> str:
+        """The containment ledger in one line, as a responder should read it."""
+        if not self.containment:
+            return "no playbook bound to this finding"
+        counts = Counter(s.status for s in self.containment)
+        states = ", ".join(f"{n} {status}" for status, n in counts.items())
+        if self.awaiting_approval:
+            if self.status not in ACTIVE:
+                return f"closed ({self.status.value}) without a containment decision: {states}"
+            who = " or ".join(o.name or o.id for o in approvers(self.owners, self.approval_level))
+            return f"awaiting approval by {who or 'nobody: no approver is named'}: {states}"
         if self.decision is not None:
             verb = "approved" if self.decision.decision == "approve" else "denied"
-            return f"containment {verb} by {self.decision.owner_id}"
-        approver = self.owners.approver
-        if approver is None:
-            return "no approver named: containment cannot be approved"
-        if self.status not in ACTIVE:
-            return f"closed ({self.status.value}) without a containment decision"
-        return f"awaiting a decision by the approver, {approver.name or approver.id}"
+            return f"{verb} by {self.decision.owner_id}: {states}"
+        return states

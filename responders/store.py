@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from responders.db import session_factory
 from responders.db.models import (
     ContainmentDecision,
+    ContainmentStep,
     FindingRecord,
     Incident,
     IncidentMessage,
@@ -28,16 +29,20 @@ from responders.incidents import (
     Decision,
     IncidentView,
     Status,
+    StepStatus,
+    StepView,
     escalation_deadline,
     escalation_note,
     incident_key,
     joins,
 )
 from responders.notifiers.base import NoticeKind, Posted
+from warden.contract.containment import Gate
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
 from warden.contract.redact import redact_text
 
 WARDEN = "warden"  # the actor of every entry Warden makes itself
+RELEASE = "release"  # the ledger's playbook and action name of a quarantine release
 UNTRUSTED_MAX_CHARS = 2000
 
 
@@ -77,20 +82,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _view(row: Incident, decision: ContainmentDecision | None) -> IncidentView:
+def view_of(row: Incident, decision: ContainmentDecision | None,
+          steps: Sequence[ContainmentStep] = ()) -> IncidentView:
     return IncidentView(
         id=row.id, key=row.key, status=Status(row.status), rule=row.rule, severity=row.severity, title=row.title,
         agent_id=row.agent_id, workflow=row.workflow, target=row.target, frameworks=tuple(row.frameworks),
         evidence=dict(row.evidence), owners=FindingOwners.model_validate(row.owners), count=row.count,
         first_seen=row.first_seen, last_seen=row.last_seen, opened_at=row.opened_at,
         escalation_step=row.escalation_step, policy_sha256=row.policy_sha256, status_by=row.status_by,
-        tags=tuple(row.tags),
+        tags=tuple(row.tags), approval_level=row.approval_level,
+        containment=tuple(StepView(s.playbook, s.step, s.action, s.status, s.gate, s.dry_run, s.detail.get("does"))
+                          for s in steps),
         decision=None if decision is None else Decision(decision.decision, decision.owner_id, decision.slack_user,
                                                         decision.at),
     )
 
 
-def _rowcount(result: Result[Any]) -> int:
+def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE matched (execute() is typed as returning a plain Result; for DML it is a CursorResult)."""
     return cast(CursorResult[Any], result).rowcount
 
@@ -145,7 +153,7 @@ class IncidentStore:
                 await s.flush()
             incident = await self._open(s, finding, key=key, target=target, record=record, now=now)
             if active is not None:
-                self._log(s, active.id, now, "superseded", detail={"by_incident": incident.id})
+                self.log_entry(s, active.id, now, "superseded", detail={"by_incident": incident.id})
             record.incident_id = incident.id
             s.add(record)
             return Recorded.opened
@@ -165,17 +173,46 @@ class IncidentStore:
         )
         s.add(incident)
         await s.flush()
-        self._log(s, incident.id, now, "opened", detail={
+        self.log_entry(s, incident.id, now, "opened", detail={
             "finding_id": finding.finding_id, "responder": owners.responder.id,
             "approver": owners.approver.id if owners.approver else None,
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
-        await self._notify(s, incident.id, NoticeKind.root, owners.responder, now=now)
+        self._propose(s, incident, finding, now)
+        await self.add_notifications(s, incident.id, NoticeKind.root, owners.responder, now=now)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
-            await self._notify(s, incident.id, NoticeKind.escalation, first, now=now,
+            await self.add_notifications(s, incident.id, NoticeKind.escalation, first, now=now,
                                note=escalation_note(owners, 0))
         return incident
+
+    def _propose(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
+        """Write the playbooks the finding triggers into the ledger, in the transaction that opens the incident: an
+        `auto` step is approved at once, an `approver` one waits for the approval, which is due by the earliest
+        approval timeout (then the next owner of the chain who approves is asked)."""
+        credential = finding.credential
+        waiting: list[float] = []
+        for plan in finding.containment:
+            approved = plan.gate is Gate.auto
+            if not approved:
+                waiting.append(plan.approval_timeout.total_seconds())
+            for index, step in enumerate(plan.steps):
+                s.add(ContainmentStep(
+                    incident_id=incident.id, playbook=plan.playbook, step=index, action=step.action,
+                    params=dict(step.params), gate=plan.gate.value, on_failure=plan.on_failure.value,
+                    dry_run=plan.dry_run, approval_timeout_s=plan.approval_timeout.total_seconds(),
+                    status=(StepStatus.approved if approved else StepStatus.proposed).value,
+                    credential=None if credential is None else {"id": credential.id, "issuer": credential.issuer},
+                    sealed_token=None if credential is None else credential.sealed_token,
+                    decided_by=WARDEN if approved else None, attempts=0, next_attempt_at=now, detail={},
+                    finding_ts=finding.ts, created_at=now, updated_at=now,
+                ))
+            self.log_entry(s, incident.id, now, "containment_proposed", detail={
+                "playbook": plan.playbook, "gate": plan.gate.value, "dry_run": plan.dry_run,
+                "steps": [step.action for step in plan.steps],
+            })
+        if waiting:
+            incident.approval_due_at = now + timedelta(seconds=min(waiting))
 
     async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
                      now: datetime) -> None:
@@ -183,7 +220,8 @@ class IncidentStore:
         incident.last_seen = max(incident.last_seen, finding.ts)
         incident.evidence = record.evidence
         incident.updated_at = now
-        self._log(s, incident.id, now, "grouped", detail={"finding_id": finding.finding_id, "count": incident.count})
+        self.log_entry(s, incident.id, now, "grouped",
+                       detail={"finding_id": finding.finding_id, "count": incident.count})
         # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
         # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)
         unsent = set((await s.execute(select(Notification.notifier).where(
@@ -191,19 +229,20 @@ class IncidentStore:
             Notification.status == Pending.pending.value, Notification.claimed_until.is_(None),
         ))).scalars())
         responder = FindingOwners.model_validate(incident.owners).responder
-        await self._notify(s, incident.id, NoticeKind.repeat, responder, now=now,
+        await self.add_notifications(s, incident.id, NoticeKind.repeat, responder, now=now,
                            only=[n for n in self.notifiers if n not in unsent])
 
     # -- helpers used inside a transaction ---------------------------------------------------------------------
 
     @staticmethod
-    def _log(s: AsyncSession, incident_id: int, now: datetime, kind: str, *, actor: str = WARDEN,
+    def log_entry(s: AsyncSession, incident_id: int, now: datetime, kind: str, *, actor: str = WARDEN,
              slack_user: str | None = None, detail: dict[str, Any] | None = None) -> None:
         s.add(TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
                             detail=detail or {}))
 
-    async def _notify(self, s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *, now: datetime,
-                      note: str | None = None, only: Iterable[str] | None = None) -> None:
+    async def add_notifications(self, s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *,
+                                now: datetime, note: str | None = None, only: Iterable[str] | None = None,
+                                effect_key: str | None = None) -> None:
         """One pending row per notifier (or per notifier in `only`). A follow-up for a notifier that has no root
         for this incident (it was added to WARDEN_NOTIFIERS after the incident opened) gets a root first: every
         follow-up waits for its own notifier's root, so it must have one to wait for."""
@@ -231,7 +270,10 @@ class IncidentStore:
                 for name in missing:
                     s.add(self._row(incident_id, name, NoticeKind.root, responder, now=now, note=None))
         for name in names:
-            s.add(self._row(incident_id, name, kind, target, now=now, note=note))
+            row = self._row(incident_id, name, kind, target, now=now, note=note)
+            if effect_key is not None:
+                row.effect_key = f"{effect_key}/{name}"  # unique: a second try of one effect adds nothing
+            s.add(row)
 
     @staticmethod
     def _row(incident_id: int, notifier: str, kind: NoticeKind, target: OwnerRef, *, now: datetime,
@@ -274,7 +316,8 @@ class IncidentStore:
                 claimed.append(Claimed(
                     id=note.id, claim=token, notifier=note.notifier, kind=NoticeKind(note.kind),
                     attempts=note.attempts, target=OwnerRef.model_validate(note.target), note=note.note,
-                    incident=_view(incident, await self._decision(s, incident.id)),
+                    incident=view_of(incident, await self.decision_of(s, incident.id),
+                                     await self.steps_of(s, incident.id)),
                     root=Posted(root.address or "", root.ref) if root is not None and root.ref else None,
                 ))
             return claimed
@@ -289,7 +332,7 @@ class IncidentStore:
         """Extend the lease to `until` if the claim is still held; False when another worker claimed the row since
         (or it is no longer pending): then this worker must not send it."""
         async with self.sessions.begin() as s:
-            return _rowcount(await s.execute(
+            return rowcount(await s.execute(
                 update(Notification).where(self._held(claimed)).values(claimed_until=until)
             )) == 1
 
@@ -297,7 +340,7 @@ class IncidentStore:
         """Release a claim still held without a verdict (its lease ended before the send could be made or
         finished): the row is due again at once, for any worker. False when the claim was lost already."""
         async with self.sessions.begin() as s:
-            return _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+            return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 claimed_until=None, claim=None, last_error=reason,
             ))) == 1
 
@@ -306,7 +349,7 @@ class IncidentStore:
         notifier's message of the incident, for follow-ups, unless one is stored already: a stored root is never
         replaced, so the reference follow-ups thread under stays the first one recorded."""
         async with self.sessions.begin() as s:
-            if _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+            if rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 status=Pending.delivered.value, address=posted.address, ref=posted.ref,
                 delivered_at=now, claimed_until=None, last_error=None,
             ))) != 1:
@@ -319,7 +362,7 @@ class IncidentStore:
                     root.address, root.ref, root.dead = posted.address, posted.ref, False
                 elif (root.address, root.ref) != (posted.address, posted.ref):
                     detail["duplicate_of"] = root.ref  # another root row of this incident was recorded first
-            self._log(s, claimed.incident.id, now, "notified", detail=detail)
+            self.log_entry(s, claimed.incident.id, now, "notified", detail=detail)
             return True
 
     @staticmethod
@@ -342,7 +385,7 @@ class IncidentStore:
     async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> bool:
         """Schedule the next attempt if the claim is still held; False (nothing written) when it was lost."""
         async with self.sessions.begin() as s:
-            return _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+            return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
             ))) == 1
 
@@ -350,7 +393,7 @@ class IncidentStore:
         """Give up on one notification if the claim is still held (else nothing, and False); a dead root releases
         its notifier's follow-ups (to be dead-lettered too)."""
         async with self.sessions.begin() as s:
-            if _rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+            if rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 status=Pending.dead.value, claimed_until=None, last_error=error,
             ))) != 1:
                 return False
@@ -358,7 +401,7 @@ class IncidentStore:
                 root = await self._message(s, claimed, now)
                 if root.ref is None:
                     root.dead = True
-            self._log(s, claimed.incident.id, now, "notification_dead_lettered", detail={
+            self.log_entry(s, claimed.incident.id, now, "notification_dead_lettered", detail={
                 "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                 "attempts": claimed.attempts, "error": error,
             })
@@ -372,8 +415,8 @@ class IncidentStore:
                 Notification.status == Pending.pending.value, Notification.notifier.is_(None),
             ).order_by(Notification.id).with_for_update(skip_locked=True))).scalars())
             for row in rows:
-                await self._notify(s, row.incident_id, NoticeKind(row.kind), OwnerRef.model_validate(row.target),
-                                   now=now, note=row.note)
+                await self.add_notifications(s, row.incident_id, NoticeKind(row.kind),
+                                             OwnerRef.model_validate(row.target), now=now, note=row.note)
                 await s.delete(row)
             return len(rows)
 
@@ -383,7 +426,7 @@ class IncidentStore:
             result = await s.execute(update(Notification).where(
                 Notification.status == Pending.pending.value, Notification.claimed_until.is_not(None),
             ).values(claimed_until=None, claim=None))
-            return _rowcount(result)
+            return rowcount(result)
 
     # -- escalation --------------------------------------------------------------------------------------------
 
@@ -407,14 +450,14 @@ class IncidentStore:
             incident.escalate_at = escalation_deadline(owners.escalation, step, now)
             incident.updated_at = now
             if step >= len(owners.escalation):
-                self._log(s, incident.id, now, "escalation_exhausted",
+                self.log_entry(s, incident.id, now, "escalation_exhausted",
                           detail={"steps": len(owners.escalation)})
                 return None
             incident.escalation_step = step
             target = owners.escalation[step].owner
             note = escalation_note(owners, step)
-            self._log(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
-            await self._notify(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
+            self.log_entry(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
+            await self.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             return step
 
     # -- people acting on an incident --------------------------------------------------------------------------
@@ -422,7 +465,8 @@ class IncidentStore:
     async def incident(self, incident_id: int) -> IncidentView | None:
         async with self.sessions.begin() as s:
             row = await s.get(Incident, incident_id)
-            return None if row is None else _view(row, await self._decision(s, incident_id))
+            return None if row is None else view_of(row, await self.decision_of(s, incident_id),
+                                                 await self.steps_of(s, incident_id))
 
     async def transition(self, incident_id: int, expected: Status, target: Status, *, owner: OwnerRef,
                          slack_user: str, note: str, now: datetime) -> bool:
@@ -435,14 +479,14 @@ class IncidentStore:
             moved = await s.execute(update(Incident).where(
                 Incident.id == incident_id, Incident.status == expected.value,
             ).values(**values))
-            if _rowcount(moved) != 1:
+            if rowcount(moved) != 1:
                 return False
-            self._log(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
+            self.log_entry(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
                       detail={"from": expected.value})
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
             )
-            await self._notify(s, incident_id, NoticeKind.update, owners.responder, now=now, note=note)
+            await self.add_notifications(s, incident_id, NoticeKind.update, owners.responder, now=now, note=note)
             return True
 
     async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, slack_user: str, note: str,
@@ -453,20 +497,49 @@ class IncidentStore:
                 row = await s.get(Incident, incident_id)
                 if row is None or Status(row.status) not in ACTIVE:
                     return False
+                if not any(st.status == StepStatus.proposed.value for st in await self.steps_of(s, incident_id)):
+                    return False  # no playbook waits for an approval: there is nothing to decide
                 s.add(ContainmentDecision(incident_id=incident_id, decision=decision, owner_id=owner.id,
                                           slack_user=slack_user, at=now))
                 await s.flush()
-                self._log(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
+                self.log_entry(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
                 responder = FindingOwners.model_validate(row.owners).responder
-                await self._notify(s, incident_id, NoticeKind.update, responder, now=now, note=note)
+                await self.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
         except IntegrityError:  # uq_decisions_incident: the approver (or a replay) decided already
             return False
 
+    async def request_release(self, incident_id: int, *, owner: OwnerRef, via: str, identity: str,
+                              now: datetime) -> bool:
+        """Record a release of the incident's quarantine in the ledger, for the engine to publish; False when no
+        quarantine is in effect or a release is already recorded. Whether `owner` may release is checked by the
+        caller (`authorise`) and again by the engine when it runs."""
+        async with self.sessions.begin() as s:
+            row = (await s.execute(select(Incident).where(Incident.id == incident_id).with_for_update())
+                   ).scalar_one_or_none()
+            if row is None:
+                return False
+            steps = await self.steps_of(s, incident_id)
+            done = [st for st in steps if st.status == StepStatus.done.value]
+            if not any(st.action == "quarantine_agent" for st in done) or any(st.action == RELEASE for st in steps):
+                return False
+            s.add(ContainmentStep(
+                incident_id=incident_id, playbook=RELEASE, step=0, action=RELEASE, params={}, gate="approver",
+                on_failure="escalate", dry_run=False, approval_timeout_s=0.0, status=StepStatus.approved.value,
+                decided_by=owner.id, attempts=0, next_attempt_at=now, detail={"via": via, "identity": identity},
+                finding_ts=now, created_at=now, updated_at=now,
+            ))
+            self.log_entry(s, incident_id, now, "release_requested", actor=owner.id,
+                           slack_user=identity if via == "slack" else None, detail={"via": via, "identity": identity})
+            responder = FindingOwners.model_validate(row.owners).responder
+            await self.add_notifications(s, incident_id, NoticeKind.update, responder, now=now,
+                                         note=f"Quarantine release requested by {owner.name or owner.id} ({via}).")
+            return True
+
     async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
                              now: datetime) -> None:
         async with self.sessions.begin() as s:
-            self._log(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
+            self.log_entry(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
                       detail={"action": action, "reason": reason})
 
     async def first_sighting(self, signature: str, now: datetime, keep: timedelta) -> bool:
@@ -480,10 +553,17 @@ class IncidentStore:
         return True
 
     @staticmethod
-    async def _decision(s: AsyncSession, incident_id: int) -> ContainmentDecision | None:
+    async def decision_of(s: AsyncSession, incident_id: int) -> ContainmentDecision | None:
         return (await s.execute(
             select(ContainmentDecision).where(ContainmentDecision.incident_id == incident_id)
         )).scalar_one_or_none()
+
+    @staticmethod
+    async def steps_of(s: AsyncSession, incident_id: int) -> list[ContainmentStep]:
+        """The incident's containment ledger, in playbook and step order."""
+        return list((await s.execute(
+            select(ContainmentStep).where(ContainmentStep.incident_id == incident_id).order_by(ContainmentStep.id)
+        )).scalars())
 
     # -- reading -----------------------------------------------------------------------------------------------
 

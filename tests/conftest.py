@@ -1,6 +1,6 @@
 """Shared fixtures: a real Kafka-protocol broker (Tansu, or WARDEN_TEST_KAFKA_BOOTSTRAP) and worker settings,
-plus the incident database (SQLite, and PostgreSQL started by the suite unless WARDEN_TEST_DATABASE_URL is set)
-and the local Slack Web API."""
+plus the incident database (SQLite, and PostgreSQL started by the suite unless WARDEN_TEST_DATABASE_URL is set),
+the local Slack Web API and the OAuth server (oidc-provider, tests/oauth_fixture.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.incident_db import BACKENDS, database_url
+from tests.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
 from tests.pg_server import private_postgres
 from tests.slack_api_server import SlackApiServer
 from warden.runtime.broker import EmbeddedBroker
@@ -92,6 +93,8 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         topic_activity=f"t{suffix}.activity",
         topic_findings=f"t{suffix}.findings",
         topic_dlq=f"t{suffix}.dlq",
+        topic_control=f"t{suffix}.control",
+        topic_revocations=f"t{suffix}.revocations",
         kafka_session_timeout_s=6,
         kafka_heartbeat_interval_s=1,
         kafka_rebalance_timeout_s=3,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -133,7 +134,8 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-many-{suffix}",
                         topic_activity=f"m{suffix}.activity", topic_findings=f"m{suffix}.findings",
-                        topic_dlq=f"m{suffix}.dlq")
+                        topic_dlq=f"m{suffix}.dlq", topic_control=f"m{suffix}.control",
+                        topic_revocations=f"m{suffix}.revocations")
     # Created once here, so the two workers starting together do not race to create them.
     await ensure_topics(kafka_bootstrap, topic_names(settings), settings.topic_partitions,
                         configs=topic_configs(settings))
@@ -143,6 +145,8 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_DATABASE_URL": db_url, "WARDEN_POLICY": str(policy),
             "WARDEN_APP_ID": settings.app_id, "WARDEN_TOPIC_ACTIVITY": settings.topic_activity,
             "WARDEN_TOPIC_FINDINGS": settings.topic_findings, "WARDEN_TOPIC_DLQ": settings.topic_dlq,
+            "WARDEN_TOPIC_CONTROL": settings.topic_control, "WARDEN_TOPIC_REVOCATIONS": settings.topic_revocations,
+            "WARDEN_SEAL_KEY": Fernet.generate_key().decode(),  # one key: a token sealed by one opens on the other
             "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6",
             "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1", "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3",
             "WARDEN_SLACK_TOKEN": SLACK_TOKEN, "WARDEN_SLACK_TIMEOUT_S": str(SLACK_TIMEOUT_S),

@@ -95,7 +95,34 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
      "20-rules.yaml", "playbooks.0.rules.2", "unknown rule id 'secret_acess'"),
     ("unknown playbook", lambda d: d["20-rules.yaml"]["playbooks"][1].update(playbook="nuke_from_orbit"),
      "20-rules.yaml", "playbooks.1.playbook", "unknown playbook 'nuke_from_orbit'"),
+    ("unknown action in a playbook", lambda d: hook(d).update(action="page_the_ceo"),
+     "20-rules.yaml", "playbook_definitions.hold_refund.steps.0.action", "unknown action 'page_the_ceo'"),
+    ("bad action parameter", lambda d: hook(d)["params"].update(url="ftp://finance.example.com/hook"),
+     "20-rules.yaml", "playbook_definitions.hold_refund.steps.0.params.url", "String should match pattern"),
+    ("unknown action parameter", lambda d: hook(d)["params"].update(retries=9),
+     "20-rules.yaml", "playbook_definitions.hold_refund.steps.0.params.retries", "Extra inputs are not permitted"),
+    ("issuer named by a step but not defined", lambda d: d["20-rules.yaml"]["playbook_definitions"].update(
+        revoke_at_vault={"steps": [{"action": "revoke_token", "params": {"issuer": "vault"}}]}),
+     "20-rules.yaml", "playbook_definitions.revoke_at_vault.steps.0.params.issuer", "no issuer 'vault'"),
+    ("client secret written inline", lambda d: d["20-rules.yaml"]["issuers"]["corp-idp"].update(
+        client_secret="hunter2"),
+     "20-rules.yaml", "issuers.corp-idp.client_secret", "String should match pattern"),
 ]
+
+
+def test_a_gate_whose_approver_cannot_act_is_an_error_at_each_binding_it_gates(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path, lambda d: d["00-owners.yaml"]["owners"]["jordan"].update(contacts={}))
+    code, report = lint_json(folder)
+    errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]
+    reason = ("waits for workflow 'access-provisioner''s approver 'jordan', who has no contacts to approve with")
+    # Every binding but the auto one (quarantine_breach → revocation_list) gates on the approver.
+    assert code == 1 and [p for p, r in errors if reason in r] == ["playbooks.0.gate", "playbooks.1.gate",
+                                                                    "playbooks.3.gate"], errors
+
+
+def hook(docs: Docs) -> dict[str, Any]:
+    """The first step of the example's own playbook (a signed webhook)."""
+    return docs["20-rules.yaml"]["playbook_definitions"]["hold_refund"]["steps"][0]
 
 
 @pytest.mark.parametrize(("mutate", "file", "path", "reason"), [c[1:] for c in ERROR_CLASSES],

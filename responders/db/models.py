@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,6 +73,10 @@ class Incident(Base):
     updated_at: Mapped[datetime]
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[datetime | None] = mapped_column(index=True)
+    # How far a containment approval has climbed the chain: 0 is the named approver, n the n-th escalation step
+    # that `approves`; and when it climbs next if still undecided (NULL: nothing waits for an approval).
+    approval_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    approval_due_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class IncidentMessage(Base):
@@ -116,6 +131,7 @@ class Notification(Base):
     where the message landed."""
 
     __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("effect_key", name="uq_notifications_effect_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
@@ -136,6 +152,8 @@ class Notification(Base):
     ref: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+    # Set by a containment step that notifies: its step key, so a step run twice records one notification.
+    effect_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class ContainmentDecision(Base):
@@ -151,6 +169,39 @@ class ContainmentDecision(Base):
     slack_user: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
     consumed_at: Mapped[datetime | None] = mapped_column(comment="Set by the playbook that acted on it")
+
+
+class ContainmentStep(Base):
+    """The containment ledger: one row per incident, playbook and step, moved `proposed → approved → executing →
+    done | failed` (or `denied`, `cancelled`, `dry_run`). Each move is committed before the effect that follows."""
+
+    __tablename__ = "containment_steps"
+    __table_args__ = (UniqueConstraint("incident_id", "playbook", "step", name="uq_containment_steps_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    playbook: Mapped[str] = mapped_column(String(200))
+    step: Mapped[int] = mapped_column(Integer, comment="Position in the playbook, from 0")
+    action: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict[str, Any]]
+    gate: Mapped[str] = mapped_column(String(20), comment="auto or approver, as resolved for the finding")
+    on_failure: Mapped[str] = mapped_column(String(20))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    approval_timeout_s: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    credential: Mapped[dict[str, Any] | None] = mapped_column(JSON, comment="Credential id and issuer (not secret)")
+    sealed_token: Mapped[str | None] = mapped_column(Text, comment="Fernet-sealed; deleted once the step ends")
+    decided_by: Mapped[str | None] = mapped_column(String(200), comment="Owner id whose approval let it run")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    claim: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, comment="What the action reported (never a secret)")
+    finding_ts: Mapped[datetime] = mapped_column(comment="When the event that triggered it happened")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class SeenInteraction(Base):

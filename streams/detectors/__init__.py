@@ -3,12 +3,14 @@ state those detectors keep, with what a replay needs (the offsets applied, `repl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from streams.detectors import (
     custom,
     data_out_of_scope,
+    quarantine_breach,
     retry_loop,
     secret_access,
     tool_burst,
@@ -17,6 +19,7 @@ from streams.detectors import (
     unreviewed_identity_change,
 )
 from streams.detectors.base import Context, Detector, stateless
+from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
@@ -30,6 +33,7 @@ DETECTORS: tuple[Detector, ...] = (
     unreviewed_identity_change,
     retry_loop,
     tool_burst,
+    quarantine_breach,
 )
 REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
 STATEFUL: tuple[str, ...] = tuple(d.info.id for d in DETECTORS if d.new_state is not stateless)
@@ -43,8 +47,10 @@ class DetectorState:
     ask `first_time` before applying a message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quarantined: Mapping[str, QuarantineMark] | None = None) -> None:
         self.by_rule: dict[str, Any] = {d.info.id: d.new_state() for d in DETECTORS}
+        # Agents quarantined on warden.control: the worker's live view, shared by every partition's state.
+        self.quarantined: Mapping[str, QuarantineMark] = quarantined if quarantined is not None else {}
         self._applied: dict[tuple[str, int], int] = {}
 
     def first_time(self, topic: str, partition: int, offset: int) -> bool:
@@ -75,7 +81,7 @@ def lookback(policy: Policy) -> timedelta:
 
 def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[Finding]:
     """Run every enabled built-in detector, then every custom rule. No first-match shadowing."""
-    ctx = Context.of(event, policy)
+    ctx = Context.of(event, policy, state.quarantined)
     overrides = policy.matrix.rules.builtin
     findings: list[Finding] = []
     for rule_id, detector in REGISTRY.items():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from warden.contract.containment import CredentialRef, QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding, finding_id
 from warden.contract.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
@@ -32,13 +34,17 @@ class Context:
     workflow_id: str | None
     workflow: Workflow | None
     scope: CompiledScope | None = None
+    quarantined: Mapping[str, QuarantineMark] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, event: ActivityEvent, policy: Policy) -> Context:
+    def of(cls, event: ActivityEvent, policy: Policy,
+           quarantined: Mapping[str, QuarantineMark] | None = None) -> Context:
         a = policy.assignments.get(event.agent.id)  # one lookup, whatever the matrix size
+        marks = quarantined if quarantined is not None else {}
         if a is None:
-            return cls(event=event, policy=policy, workflow_id=None, workflow=None)
-        return cls(event=event, policy=policy, workflow_id=a.workflow_id, workflow=a.workflow, scope=a.scope)
+            return cls(event=event, policy=policy, workflow_id=None, workflow=None, quarantined=marks)
+        return cls(event=event, policy=policy, workflow_id=a.workflow_id, workflow=a.workflow, scope=a.scope,
+                   quarantined=marks)
 
 
 class Detector(Protocol):
@@ -86,6 +92,9 @@ def build_finding(
     if wf is not None and wf.mode is Mode.agentic:
         sev = sev.raised()
     ev = ctx.event
+    shadow = (mode or cfg.mode) is RuleMode.shadow
+    plans = [] if shadow else ctx.policy.plans_for(rule_id, sev, ctx.workflow_id)
+    cred = ev.credential
     return Finding(
         finding_id=finding_id(ev.event_id, rule_id),
         rule=rule_id,
@@ -103,7 +112,11 @@ def build_finding(
         evidence={k: redact_text(v) for k, v in evidence.items()},
         owners=ctx.policy.owners_for(ctx.workflow_id),
         policy_sha256=ctx.policy.sha256,
-        shadow=(mode or cfg.mode) is RuleMode.shadow,
+        shadow=shadow,
         tags=list(tags),
         group_window_s=(wf.group_window.total_seconds() if wf else 3600.0),
+        containment=plans,
+        # The token is sealed by the runtime, which holds the key; a finding leaves detection without it.
+        credential=None if cred is None or not plans else CredentialRef(
+            id=redact_text(cred.id, 200) if cred.id else None, issuer=cred.issuer),
     )

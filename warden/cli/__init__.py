@@ -11,6 +11,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from warden.cli.incident import incident
 from warden.cli.policy import policy
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
@@ -92,3 +93,4 @@ def demo(timeout: float) -> None:
 
 
 main.add_command(policy)
+main.add_command(incident)

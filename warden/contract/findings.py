@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from warden.contract.containment import CredentialRef, Plan
 from warden.contract.matrix import Mode, Owner, Severity
 
 
@@ -45,6 +46,7 @@ class EscalationRef(BaseModel):
 
     owner: OwnerRef
     ack_timeout: timedelta
+    approves: bool = False
 
 
 class FindingOwners(BaseModel):
@@ -84,6 +86,8 @@ class Finding(BaseModel):
     shadow: bool = Field(False, description="Made by a shadow-mode rule: recorded, never routed.")
     tags: list[str] = Field(default_factory=list)
     group_window_s: float = Field(3600.0, description="Repeats within this many seconds join one incident.")
+    containment: list[Plan] = Field(default_factory=list, description="Playbooks bound to it, frozen at detection.")
+    credential: CredentialRef | None = Field(None, description="The credential used; its token only sealed.")
 
 
 def finding_id(event_id: str, rule: str) -> str:

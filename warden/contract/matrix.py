@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from warden.contract.containment import Gate, Issuer, Playbook
+
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -128,6 +130,7 @@ LEGACY_OWNER_KEYS: dict[str, tuple[str, str]] = {
 class EscalationStep(_Strict):
     owner: str
     ack_timeout: Duration = timedelta(minutes=15)
+    approves: bool = Field(False, description="May approve containment once an approval times out and reaches here.")
 
 
 class IdentityScope(_Strict):
@@ -208,13 +211,20 @@ class Rules(_Strict):
     custom: list[CustomRule] = Field(default_factory=list)
 
 
+def _legacy_gate(value: object) -> object:
+    """`none` was the first name of `auto`."""
+    return Gate.auto if value == "none" else value
+
+
 class PlaybookBinding(_Strict):
     """Which findings trigger which playbook, and whose approval gates it."""
 
-    rules: list[str]
+    rules: list[str] = Field(min_length=1)
     playbook: str
-    gate: Literal["approver", "none"] = "approver"
+    gate: Annotated[Gate, BeforeValidator(_legacy_gate)] = Gate.approver
     min_severity: Severity = Severity.high
+    risk: list[Risk] = Field(default_factory=list, description="Workflow risk tiers it applies to; empty: all.")
+    approval_timeout: Duration = Field(timedelta(minutes=15), description="Then the next owner who approves is asked.")
 
 
 class Defaults(_Strict):
@@ -231,3 +241,6 @@ class Matrix(_Strict):
     workflows: dict[str, Workflow] = Field(default_factory=dict)
     rules: Rules = Field(default_factory=Rules)
     playbooks: list[PlaybookBinding] = Field(default_factory=list)
+    playbook_definitions: dict[str, Playbook] = Field(
+        default_factory=dict, description="The policy's own playbooks; one with a shipped id replaces it.")
+    issuers: dict[str, Issuer] = Field(default_factory=dict, description="OAuth servers whose tokens may be revoked.")

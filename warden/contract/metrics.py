@@ -51,6 +51,17 @@ REBUILD_EVENTS = Counter("warden_state_rebuild_events_total", "Events replayed i
 REBUILD_SECONDS = Histogram("warden_state_rebuild_seconds", "Time to rebuild one partition's detector state",
                             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
+CONTAINMENT_ACTIONS = Counter(
+    "warden_containment_actions_total",
+    "Containment step outcomes by action (done, failed, retried, dry_run, denied; denied counts steps of a denial)",
+    ["action", "outcome"],
+)
+CONTAINMENT_SECONDS = Histogram(
+    "warden_containment_seconds", "From the event behind a finding to its containment step done",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+)
+QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.control and not released")
+
 
 def total(counter: Counter) -> float:
     """A counter's sum over all its label sets (the demo and the benchmarks read deltas of these)."""

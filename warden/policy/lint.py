@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix
+from warden.policy.containment import check_containment
 from warden.policy.merge import Provenance, file_for
 from warden.policy.model import Catalogue, PolicyIssue
 
@@ -89,11 +90,4 @@ def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[[tuple
         if rule.id in builtin or rule.id in custom:
             issue(("rules", "custom", str(i), "id"), f"rule id {rule.id!r} is already used")
         custom.add(rule.id)
-    for i, binding in enumerate(matrix.playbooks):
-        base = ("playbooks", str(i))
-        if binding.playbook not in catalogue.playbooks:
-            known = ", ".join(sorted(catalogue.playbooks))
-            issue((*base, "playbook"), f"unknown playbook {binding.playbook!r} (known: {known})")
-        for j, rule_id in enumerate(binding.rules):
-            if rule_id not in builtin and rule_id not in custom:
-                issue((*base, "rules", str(j)), f"unknown rule id {rule_id!r}")
+    check_containment(matrix, catalogue.playbooks, catalogue.actions, issue, set(builtin) | custom)

@@ -78,7 +78,8 @@ def build_policy(matrix: Matrix, catalogue: Catalogue, *, sha256: str, files: tu
     errors += [PolicyIssue(file_for(p, provenance, fallback), ".".join(p), reason) for p, reason in problems]
     if errors:
         raise PolicyError(errors, warnings)
-    return Policy(matrix=matrix, sha256=sha256, files=files, rules=rules, warnings=warnings)
+    return Policy(matrix=matrix, sha256=sha256, files=files, rules=rules, warnings=warnings,
+                  shipped_playbooks=catalogue.playbooks)
 
 
 def _locate(err: Any, provenance: Provenance, files: list[Path]) -> PolicyIssue:

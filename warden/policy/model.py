@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from warden.contract.containment import Plan, Playbook
 from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
-from warden.contract.matrix import Matrix, Owner, Workflow
+from warden.contract.matrix import Matrix, Owner, Severity, Workflow
 from warden.policy.cel import CompiledRules
+from warden.policy.containment import ActionCheck, plans, playbooks_of
 from warden.policy.globs import CompiledScope
 
 
@@ -39,10 +41,12 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True)
 class Catalogue:
-    """The rule and playbook ids a matrix may name. The layers that own them pass it in; policy imports neither."""
+    """What a matrix may name, from the layers that own it (policy imports none of them): rule ids, the shipped
+    playbooks, the containment actions (each checks its own parameters) and who may act per notifier."""
 
     rules: frozenset[str]
-    playbooks: frozenset[str]
+    playbooks: Mapping[str, Playbook] = field(default_factory=dict)
+    actions: Mapping[str, ActionCheck] = field(default_factory=dict)
     actors: Mapping[str, Callable[[str], bool]] = field(default_factory=dict)
     """Per notifier: which identities may act (click a button), so the lint can check team members."""
 
@@ -65,11 +69,15 @@ class Policy:
     files: tuple[str, ...]
     rules: CompiledRules = field(repr=False)
     warnings: list[PolicyIssue] = field(default_factory=list)
+    shipped_playbooks: Mapping[str, Playbook] = field(default_factory=dict, repr=False)
     assignments: dict[str, Assignment] = field(init=False, default_factory=dict, repr=False)
     _owners_cache: dict[str | None, FindingOwners] = field(default_factory=dict, repr=False)
+    playbooks: dict[str, Playbook] = field(init=False, default_factory=dict, repr=False)
+    _plans_cache: dict[tuple[str, Severity, str | None], list[Plan]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         """Index once: agent -> workflow and its compiled scope globs."""
+        self.playbooks = playbooks_of(self.matrix, self.shipped_playbooks)
         for wf_id, wf in self.matrix.workflows.items():
             assignment = Assignment(wf_id, wf, CompiledScope.of(wf.scope))
             for agent in wf.agents:
@@ -97,8 +105,8 @@ class Policy:
             ref = self.owner_ref(d.security_owner)
             resolved = FindingOwners(
                 approver=ref, detector=ref, responder=ref,
-                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout)
-                            for s in d.escalation],
+                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout,
+                                          approves=s.approves) for s in d.escalation],
             )
         else:
             resolved = FindingOwners(
@@ -107,11 +115,21 @@ class Policy:
                 responder=self.owner_ref(wf.responder or d.security_owner),
                 business_owner=self._maybe_ref(wf.business_owner),
                 data_owner=self._maybe_ref(wf.data_owner),
-                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout)
-                            for s in (wf.escalation or d.escalation)],
+                escalation=[EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout,
+                                          approves=s.approves) for s in (wf.escalation or d.escalation)],
             )
         self._owners_cache[workflow_id] = resolved
         return resolved
+
+    def plans_for(self, rule: str, severity: Severity, workflow_id: str | None) -> list[Plan]:
+        """The playbooks a finding triggers, frozen into it like its owners (cached: bindings are few, findings
+        many)."""
+        key = (rule, severity, workflow_id)
+        cached = self._plans_cache.get(key)
+        if cached is None:
+            cached = plans(self.matrix, self.playbooks, rule, severity, self.workflow(workflow_id))
+            self._plans_cache[key] = cached
+        return cached
 
     def owner_ref(self, owner_id: str) -> OwnerRef:
         """An owner as a finding carries it: id, name and contacts per notifier."""

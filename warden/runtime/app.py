@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -16,8 +16,11 @@ from responders.base import Responder
 from streams.detectors import DetectorState, detect
 from streams.ingest import FORMATS, Decoder
 from warden.contract import metrics
+from warden.contract.containment import QuarantineMark
+from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
+from warden.kit.sealing import Sealer
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -29,8 +32,9 @@ PROCESSING = Backoff(initial_s=0.2, attempts=3)  # a failing message: retried, t
 DLQ_WRITE = Backoff(initial_s=0.2, max_s=30.0)  # the DLQ is the last resort: retried until it works
 
 
-def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
-              responder: Responder) -> tuple[faust.App, Publish]:
+def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responder: Responder, *,
+              quarantined: Mapping[str, QuarantineMark] | None = None,
+              sealer: Sealer | None = None) -> tuple[faust.App, Publish]:
     """Wire the topics and agents; returns the app and how to publish a finding Warden makes itself (a rejected
     policy). All logic lives in ingest/detectors/responders; this only moves bytes."""
     app = faust.App(
@@ -89,9 +93,10 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder,
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
     # Detector state per activity partition, rebuilt from the log the first time a partition is seen here.
-    states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current)
+    states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current,
+                             quarantined=quarantined)
     ingest_one = _Judge(settings, holder=holder, decode=decode, states=states, publish=publish,
-                        dead_letter=dead_letter)
+                        dead_letter=dead_letter, sealer=sealer)
     # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
     app.on_partitions_revoked.connect(ingest_one.on_revoked)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(ingest_one.on_assigned)  # type: ignore[arg-type]
@@ -132,8 +137,9 @@ class _Judge:
     kept partition from its committed offset) is skipped, its findings having been published then."""
 
     def __init__(self, settings: Settings, *, holder: PolicyHolder, decode: Decoder, states: PartitionStates,
-                 publish: Publish, dead_letter: Callable[..., Awaitable[None]]) -> None:
+                 publish: Publish, dead_letter: Callable[..., Awaitable[None]], sealer: Sealer | None = None) -> None:
         self._settings = settings
+        self._sealer = sealer
         self._holder = holder
         self._states = states
         self._publish = publish
@@ -167,7 +173,7 @@ class _Judge:
             findings: list[Finding] = []
             for ev in decoded.events:
                 metrics.EVENTS.labels(kind=ev.kind.value).inc()
-                findings.extend(detect(ev, policy, self._state))
+                findings.extend(self._seal(detect(ev, policy, self._state), ev))
             self._unsent = deque(findings)
         unsent = self._unsent
         while unsent:
@@ -177,6 +183,16 @@ class _Judge:
             metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
                                     shadow=str(finding.shadow).lower()).inc()
         metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+
+    def _seal(self, findings: list[Finding], event: ActivityEvent) -> list[Finding]:
+        """A finding whose playbooks may revoke the event's token carries it sealed (never in clear on a topic)."""
+        cred = event.credential
+        if self._sealer is None or cred is None or cred.token is None:
+            return findings
+        token = cred.token.get_secret_value()
+        return [f.model_copy(update={"credential": f.credential.model_copy(update={
+                    "sealed_token": self._sealer.seal(token)})})
+                if f.credential is not None else f for f in findings]
 
     def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """faust's signal: a rebalance starts (every partition is revoked; some will come back)."""

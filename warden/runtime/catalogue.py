@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playbooks.catalog import PLAYBOOKS
+from playbooks.actions import ACTIONS, checker
+from playbooks.library import shipped
 from responders.notifiers.slack import render as slack_render
 from streams.detectors import REGISTRY
 from warden.policy import Catalogue, Policy, load_policy
 
 CATALOGUE = Catalogue(
     rules=frozenset(REGISTRY),
-    playbooks=frozenset(PLAYBOOKS),
+    playbooks=shipped(),
+    actions={name: checker(action) for name, action in ACTIONS.items()},
     actors={slack_render.NOTIFIER: slack_render.is_user_id},
 )
 
 
 def load(path: str | Path) -> Policy:
-    """Load a policy checked against every built-in rule, shipped playbook and notifier this build has."""
+    """Load a policy checked against every built-in rule, shipped playbook, action and notifier this build has."""
     return load_policy(path, CATALOGUE)

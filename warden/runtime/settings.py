@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     topic_activity: str = "warden.activity"
     topic_findings: str = "warden.findings"
     topic_dlq: str = "warden.activity.dlq"
+    topic_control: str = Field("warden.control", description="Compacted; quarantine state per agent, for gateways.")
+    topic_revocations: str = Field("warden.revocations", description="Compacted; revoked credential ids.")
     topic_partitions: int = Field(4, ge=1)
     app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
@@ -47,6 +49,10 @@ class Settings(BaseSettings):
     escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
     seal_key: SecretStr | None = Field(None, description="Fernet key that seals kept secrets (tokens awaiting "
                                        "approval); unset: generated in data_dir/seal.key. Share it across workers.")
+    containment_poll_s: float = Field(1.0, gt=0, description="How often the playbook engine looks for due steps.")
+    containment_timeout_s: float = Field(10.0, gt=0, description="Timeout of one containment action attempt.")
+    containment_max_attempts: int = Field(5, ge=1, description="Attempts of a failing step before it escalates.")
+    containment_retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each attempt.")
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 from streams.detectors import DetectorState, lookback, replay
 from streams.ingest import Decoder
 from warden.contract import metrics
+from warden.contract.containment import QuarantineMark
 from warden.policy import Policy
 
 log = logging.getLogger("warden.state")
@@ -87,8 +88,11 @@ class PartitionStates:
         max_message_bytes: int,
         policy: Callable[[], Policy],
         limits: RebuildLimits | None = None,
+        *,
+        quarantined: Mapping[str, QuarantineMark] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._quarantined = quarantined  # the worker's control view, shared by every partition's state
         self._decode = decode
         self._max_message_bytes = max_message_bytes
         self._policy = policy
@@ -115,7 +119,7 @@ class PartitionStates:
     async def rebuild(self, topic: str, partition: int, offset: int, record_ts: float | None) -> DetectorState:
         """A new state for the partition, rebuilt from the log below `offset` (the event about to be judged,
         whose record timestamp is `record_ts` in seconds), and kept as the partition's state."""
-        state = DetectorState()
+        state = DetectorState(self._quarantined)
         report = await self.replay_log(state, topic, partition, offset, record_ts)
         self._states[(topic, partition)] = state
         self.rebuilt = [*self.rebuilt[-31:], report]

@@ -14,6 +14,8 @@ from responders.incident_responder import IncidentResponder
 from warden.runtime.app import build_app
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.catalogue import load
+from warden.runtime.containment import ContainmentHost
+from warden.runtime.control import ControlView
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import Settings
@@ -47,6 +49,8 @@ class Runtime:
         self.holder: PolicyHolder | None = None
         self.app: faust.App | None = None
         self.web: WebServer | None = None
+        self.control: ControlView | None = None
+        self.containment: ContainmentHost | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> Runtime:
@@ -64,13 +68,21 @@ class Runtime:
         created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
-        self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder)
+        self.control = ControlView(self.bootstrap, s.topic_control)
+        await self.control.start()
+        self._stack.push_async_callback(self.control.stop)
+        self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder,
+                                      quarantined=self.control.agents, sealer=s.sealer())
         worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
         worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
         await worker.start()
         self._stack.push_async_callback(worker.stop)
+        if isinstance(self.responder, IncidentResponder):  # containment acts on the incidents it records
+            self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
+            self._stack.push_async_callback(self.containment.stop)
+            await self.containment.start()
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()

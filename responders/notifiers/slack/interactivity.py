@@ -22,6 +22,7 @@ from responders.incidents import (
     Action,
     IncidentView,
     TransitionError,
+    approvers,
     authorise,
     check_transition,
 )
@@ -67,10 +68,11 @@ def clicks(payload: dict[str, Any]) -> list[Click]:
 
 def refusal(action: Action, incident: IncidentView) -> str:
     owners = incident.owners
-    if action in CONTAINMENT_ACTIONS:
-        named = owners.approver.name or owners.approver.id if owners.approver else "nobody (no approver named)"
-        return (f"Refused: only the named approver, {named}, may approve or deny containment for incident "
-                f"#{incident.id}. Your click was recorded.")
+    if action in CONTAINMENT_ACTIONS or action is Action.release:
+        named = " or ".join(o.name or o.id for o in approvers(owners, incident.approval_level))
+        what = "release the quarantine" if action is Action.release else "approve or deny containment"
+        return (f"Refused: only the named approver, {named or 'nobody (no approver named)'}, may {what} for "
+                f"incident #{incident.id}. Your click was recorded.")
     named = owners.responder.name or owners.responder.id
     return (f"Refused: only the named responder, {named}, or its escalation chain may do that for incident "
             f"#{incident.id}. Your click was recorded.")
@@ -78,7 +80,8 @@ def refusal(action: Action, incident: IncidentView) -> str:
 
 def _note(action: Action, owner: OwnerRef, slack_user: str) -> str:
     done = {Action.acknowledge: "Acknowledged", Action.resolve: "Resolved", Action.false_positive:
-            "Marked a false positive", Action.approve: "Containment approved", Action.deny: "Containment denied"}
+            "Marked a false positive", Action.approve: "Containment approved", Action.deny: "Containment denied",
+            Action.release: "Quarantine release requested"}
     return f"{done[action]} by {owner.name or owner.id} (Slack user {slack_user})."
 
 
@@ -144,8 +147,8 @@ class Interactivity:
         if incident is None:
             await self.slack.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
             return
-        owner = authorise(click.action, incident.owners, NOTIFIER, click.slack_user) if is_user_id(click.slack_user) \
-            else None  # a channel id never clicks
+        owner = authorise(click.action, incident.owners, NOTIFIER, click.slack_user, incident.approval_level) \
+            if is_user_id(click.slack_user) else None  # a channel id never clicks
         if owner is None:
             text = refusal(click.action, incident)
             await self.store.record_refusal(incident.id, click.action.value, click.slack_user, text, self.clock())
@@ -162,10 +165,17 @@ class Interactivity:
                 return
             done = await self.store.transition(incident.id, incident.status, target, owner=owner,
                                                slack_user=click.slack_user, note=note, now=self.clock())
-        else:
-            if incident.decision is not None or incident.status not in ACTIVE:
+        elif click.action is Action.release:
+            if not incident.quarantined:
                 await self.slack.tell(click.channel, click.slack_user,
-                                         f"Incident #{incident.id}: {incident.containment}.")
+                                      f"Incident #{incident.id}: no quarantine in effect to release.")
+                return
+            done = await self.store.request_release(incident.id, owner=owner, via=NOTIFIER,
+                                                    identity=click.slack_user, now=self.clock())
+        else:
+            if incident.decision is not None or incident.status not in ACTIVE or not incident.awaiting_approval:
+                await self.slack.tell(click.channel, click.slack_user,
+                                      f"Incident #{incident.id}: {incident.containment_status}.")
                 return
             done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
                                            slack_user=click.slack_user, note=note, now=self.clock())

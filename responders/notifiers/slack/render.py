@@ -68,18 +68,32 @@ def _button(action: Action, label: str, incident_id: int, style: str | None = No
 
 def buttons(inc: IncidentView) -> list[dict[str, Any]]:
     """The actions this incident still offers: lifecycle moves for its status, and the containment gate."""
+    release = [_button(Action.release, "Release quarantine", inc.id)] if inc.quarantined else []
     if inc.status not in ACTIVE:
-        return []
+        return release
     out = []
     if inc.status is Status.open:
         out.append(_button(Action.acknowledge, "Acknowledge", inc.id, "primary"))
     else:
         out.append(_button(Action.resolve, "Resolve", inc.id, "primary"))
-    if inc.decision is None:
+    if inc.decision is None and inc.awaiting_approval:  # buttons only where a binding gates a playbook
         out.append(_button(Action.approve, "Approve containment", inc.id))
         out.append(_button(Action.deny, "Deny containment", inc.id, "danger"))
     out.append(_button(Action.false_positive, "False positive", inc.id))
-    return out
+    return out + release
+
+
+def containment_text(inc: IncidentView) -> str:
+    """What containment has done or an approval will run: each playbook and its steps, in order."""
+    if not inc.containment:
+        return "*Containment:* no playbook bound to this finding"
+    books: dict[str, list[str]] = {}
+    for step in inc.containment:
+        label = f"{safe(step.action)} ({step.status.replace('_', ' ')})"
+        books.setdefault(step.playbook, []).append(label)
+    lines = [f"• `{safe(book)}`: " + " → ".join(steps) for book, steps in books.items()]
+    head = ("*Approving runs:*" if inc.awaiting_approval and inc.decision is None else "*Containment:*")
+    return f"{head} {safe(inc.containment_status)}\n" + "\n".join(lines)
 
 
 def fallback(inc: IncidentView) -> str:
@@ -120,10 +134,10 @@ def incident_blocks(inc: IncidentView, preface: str | None = None) -> list[dict[
     ]})
     blocks.append({"type": "context", "elements": [
         _mrkdwn(f"*OWASP / NIST:* {safe(', '.join(inc.frameworks))}"),
-        _mrkdwn(f"*Playbook:* {safe(inc.containment)}"),
         _mrkdwn(f"policy sha256 {safe(inc.policy_sha256[:12])} · key {inc.key[:12]}"
                 + (f" · tags {safe(', '.join(inc.tags))}" if inc.tags else "")),
     ]})
+    blocks.append(_section(containment_text(inc)))
     actions = buttons(inc)
     if actions:
         blocks.append({"type": "actions", "block_id": f"warden.incident.{inc.id}", "elements": actions})
