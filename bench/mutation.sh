@@ -14,7 +14,8 @@ TARGETS=(streams/ingest streams/detectors warden/contract/redact.py responders/i
          warden/policy/loader.py warden/policy/lint.py)
 [ $# -gt 0 ] && TARGETS=("$@")
 # The pure tests of those modules: no test here starts a broker or a database (integration ones are deselected).
-TESTS=(tests/test_ingest.py tests/test_detectors.py tests/test_custom_rules.py tests/test_detector_state.py
+TESTS=(tests/test_ingest.py tests/test_detectors.py tests/test_detector_edges.py tests/test_custom_rules.py
+       tests/test_detector_state.py
        tests/test_redact.py tests/test_incidents.py tests/test_policy_load.py tests/test_policy_lint.py)
 start=$(date +%s)
 "$PY" -m pytest -q -p no:cacheprovider -m "not integration" "${TESTS[@]}" \

@@ -174,3 +174,12 @@ def test_a_file_that_is_not_utf8_is_located_and_the_other_files_are_still_checke
         load_policy(folder)
     assert [(Path(i.file).name, i.reason) for i in err.value.issues] == [
         ("10-latin1.yaml", "not UTF-8 text"), ("20-list.yaml", "top level must be a mapping, not list")]
+
+
+def test_a_file_that_cannot_be_read_is_located_with_the_systems_reason(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS})
+    (folder / "10-unreadable.yaml").symlink_to("/proc/self/mem")  # a file whose first byte no one may read (Linux)
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    assert [(Path(i.file).name, i.reason) for i in err.value.issues] == [
+        ("10-unreadable.yaml", "cannot read: Input/output error")]
