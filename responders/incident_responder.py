@@ -47,6 +47,8 @@ class IncidentResponder:
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
+        # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
+        self.on_opened: list[Callable[[], None]] = []
         self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
                                    else "no slack notifier" if slack is None else "")
 
@@ -70,6 +72,8 @@ class IncidentResponder:
         outcome = await self.store.record_finding(finding, self.clock())
         if outcome is Recorded.opened:
             metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value).inc()
+            for listener in self.on_opened:
+                listener()
         elif outcome is Recorded.grouped:
             metrics.FINDINGS_GROUPED.labels(rule=finding.rule).inc()
         if outcome in (Recorded.opened, Recorded.grouped):

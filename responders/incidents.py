@@ -197,12 +197,12 @@ class IncidentView:
             return "no playbook bound to this finding"
         counts = Counter(s.status for s in self.containment)
         states = ", ".join(f"{n} {status}" for status, n in counts.items())
+        if self.decision is not None:
+            verb = "approved" if self.decision.decision == "approve" else "denied"
+            return f"containment {verb} by {self.decision.owner_id}: {states}"
         if self.awaiting_approval:
             if self.status not in ACTIVE:
                 return f"closed ({self.status.value}) without a containment decision: {states}"
             who = " or ".join(o.name or o.id for o in approvers(self.owners, self.approval_level))
             return f"awaiting approval by {who or 'nobody: no approver is named'}: {states}"
-        if self.decision is not None:
-            verb = "approved" if self.decision.decision == "approve" else "denied"
-            return f"{verb} by {self.decision.owner_id}: {states}"
         return states

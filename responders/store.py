@@ -21,6 +21,7 @@ from responders.db.models import (
     Incident,
     IncidentMessage,
     Notification,
+    SecurityEvent,
     SeenInteraction,
     TimelineEntry,
 )
@@ -542,6 +543,12 @@ class IncidentStore:
             self.log_entry(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
                       detail={"action": action, "reason": reason})
 
+    async def record_security_event(self, source: str, kind: str, now: datetime, detail: dict[str, Any]) -> None:
+        """A refused request (forged, stale, replayed, malformed), for the audit trail; the caller leaves out the
+        body."""
+        async with self.sessions.begin() as s:
+            s.add(SecurityEvent(at=now, source=source, kind=kind, detail=detail))
+
     async def first_sighting(self, signature: str, now: datetime, keep: timedelta) -> bool:
         """True the first time a signed Slack request is seen; False for a replay within `keep`."""
         try:
@@ -572,6 +579,20 @@ class IncidentStore:
             return list((await s.execute(
                 select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
             )).scalars())
+
+    async def step_counts(self, since: datetime) -> dict[str, int]:
+        """Containment steps created since `since`, by status."""
+        async with self.sessions.begin() as s:
+            rows = (await s.execute(select(ContainmentStep.status, func.count()).where(
+                ContainmentStep.created_at >= since).group_by(ContainmentStep.status))).all()
+            return {status: int(n) for status, n in rows}
+
+    async def contained_incidents(self, since: datetime) -> list[int]:
+        """Incidents with a containment step done since `since`."""
+        async with self.sessions.begin() as s:
+            return list((await s.execute(select(ContainmentStep.incident_id).where(
+                ContainmentStep.created_at >= since, ContainmentStep.status == StepStatus.done.value,
+            ).distinct().order_by(ContainmentStep.incident_id))).scalars())
 
     async def counts(self, since: datetime | None = None) -> dict[str, int]:
         """Incidents opened or updated, and notifications delivered: all of them, or those since `since`."""

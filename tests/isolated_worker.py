@@ -25,6 +25,8 @@ def isolated_settings(kafka_bootstrap: str, tmp: Path, **overrides: Any) -> Sett
         "topic_activity": f"t{suffix}.activity",
         "topic_findings": f"t{suffix}.findings",
         "topic_dlq": f"t{suffix}.dlq",
+        "topic_control": f"t{suffix}.control",
+        "topic_revocations": f"t{suffix}.revocations",
         "kafka_session_timeout_s": 6,
         "kafka_heartbeat_interval_s": 1,
         "kafka_rebalance_timeout_s": 3,

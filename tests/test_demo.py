@@ -17,7 +17,12 @@ def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"events", "invalid", "findings", "alerts"} <= summary.keys()
-    assert all(summary[k] > 0 for k in ("events", "invalid", "findings", "alerts")), summary
+    assert all(summary[k] > 0 for k in ("events", "invalid", "findings", "alerts", "contained")), summary
+    # The scenario's two critical findings carry tokens issued by the demo's real oidc-provider; both are revoked,
+    # as its introspection confirms, under the example policy's auto_if_critical gate.
+    assert summary["tokens_revoked"] == 2, out.stderr[-3000:]
+    assert "started the demo OAuth server (oidc-provider)" in out.stderr
+    assert "containment_step_done revoke_token → containment_step_done revocation_list" in out.stderr
     assert "started the embedded Tansu broker" in out.stderr
     assert "created topics warden.activity, warden.findings, warden.activity.dlq" in out.stderr
     assert "ALERT [" in out.stderr and "responder=" in out.stderr

@@ -259,9 +259,15 @@ def test_the_buttons_follow_the_status_and_the_gate() -> None:
     decided = replace(acked, decision=Decision("deny", "sam", "U0SAM", T0), containment=tuple(
         replace(s, status="denied") for s in WAITING))
     assert labels(decided) == ["Resolve", "False positive"]
-    assert "denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
+    assert "containment denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
     assert labels(view(status=Status.resolved, containment=WAITING)) == []
     assert {b["value"] for b in render.buttons(gated)} == {"7"}
+
+
+def test_a_dry_run_step_says_what_it_would_have_done() -> None:
+    dry = (StepView("hold_refund", 0, "webhook", "dry_run", "approver", True, "POST <https://x|y> signed"),)
+    text = all_text(render.incident_blocks(view(containment=dry)))
+    assert "webhook (dry run: would POST &lt;https://x|y&gt; signed)" in text
 
 
 def test_a_quarantine_in_effect_offers_release_even_after_the_incident_closed() -> None:

@@ -9,14 +9,15 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from responders.db.models import ContainmentDecision
+from responders.db.models import ContainmentDecision, ContainmentStep, SecurityEvent
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
 from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET
-from tests.incident_helpers import block_actions, eventually, finding, running, signed
+from tests.incident_helpers import POLICY, block_actions, eventually, finding, running, signed
 from tests.slack_api_server import SlackApiServer
 from warden.contract import metrics
+from warden.contract.matrix import Severity
 from warden.runtime.settings import Settings
 from warden.runtime.web import WebServer
 
@@ -29,7 +30,10 @@ async def billing_incident(incident_settings: Settings, slack_api: SlackApiServe
         web = WebServer("127.0.0.1", 0, responder.route_installers())
         await web.start()
         try:
-            await responder.handle(finding("billing-agent-1", "shell.exec"))
+            # A playbook waits for the approver: the bundled policy's refund hook (a dry run), bound here.
+            plans = POLICY.plans_for("large-refund", Severity.high, "billing-agent")
+            assert [p.gate.value for p in plans] == ["approver"]
+            await responder.handle(finding("billing-agent-1", "shell.exec").model_copy(update={"containment": plans}))
             await eventually(slack_api.roots, what="the root message")
             yield responder, f"http://127.0.0.1:{web.port}{PATH}", 1
         finally:
@@ -67,6 +71,14 @@ async def test_only_a_fresh_correctly_signed_request_is_acted_on_once(
     assert await status_of(responder, incident_id) is Status.acknowledged
     kinds = [e.kind for e in await responder.store.timeline(incident_id)]
     assert kinds.count("acknowledged") == 1
+    async with responder.store.sessions() as s:  # each refusal is on the audit record, without its body
+        refused = list((await s.execute(select(SecurityEvent).order_by(SecurityEvent.id))).scalars())
+    assert [(e.source, e.kind, e.detail["status"]) for e in refused] == [
+        ("slack_interaction", "forged", 401), ("slack_interaction", "stale", 401),
+        ("slack_interaction", "stale", 401), ("slack_interaction", "replayed", 409),
+        ("slack_interaction", "malformed", 400)]
+    assert refused[1].detail["request_timestamp"] == str(stale_at)
+    assert "payload" not in str([e.detail for e in refused]) and "U0TOMAS" not in str([e.detail for e in refused])
 
 
 async def test_the_named_owners_acknowledge_decide_and_resolve(
@@ -180,3 +192,33 @@ async def test_a_second_decision_is_refused_and_the_first_stands(
     assert incident is not None and incident.decision is not None
     assert (incident.decision.decision, incident.decision.owner_id) == ("deny", "sam")
     assert "containment denied by sam" in slack_api.ephemerals[-1]["text"]
+
+
+async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+
+    presses = iter(range(3))
+
+    async def press(user: str) -> None:  # each press its own request timestamp, or a second one is a replay
+        body = block_actions(incident_id, Action.release.value, user)
+        at = int(time.time()) - next(presses)
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, at)) == 200
+        await responder.interactivity.drain()  # type: ignore[union-attr]
+
+    await press("U0SAM")  # nothing is quarantined yet
+    assert "no quarantine in effect" in slack_api.ephemerals[-1]["text"]
+    async with responder.store.sessions.begin() as s:  # the playbook's quarantine step took effect
+        [step] = (await s.execute(select(ContainmentStep))).scalars()
+        step.action, step.status = "quarantine_agent", "done"
+    await press("U0TOMAS")  # the responder team may not lift it
+    assert "only the named approver, Sam Okafor, may release the quarantine" in slack_api.ephemerals[-1]["text"]
+    await press("U0SAM")
+    async with responder.store.sessions.begin() as s:
+        releases = [r for r in (await s.execute(select(ContainmentStep))).scalars() if r.action == "release"]
+    assert [(r.status, r.decided_by, r.detail["identity"]) for r in releases] == [("approved", "sam", "U0SAM")]
+    entries = [(e.kind, e.actor, e.slack_user) for e in await responder.store.timeline(incident_id)
+               if e.kind in ("refused", "release_requested")]
+    assert entries == [("refused", "unauthorised", "U0TOMAS"), ("release_requested", "sam", "U0SAM")]

@@ -20,7 +20,7 @@ from warden.runtime.topics import DLQ_HEADER_ROOM, TopicCreationFailed, ensure_t
 pytestmark = pytest.mark.integration
 
 
-async def max_message_bytes(bootstrap: str, topic: str) -> int:
+async def topic_config(bootstrap: str, topic: str, key: str) -> str:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -28,7 +28,11 @@ async def max_message_bytes(bootstrap: str, topic: str) -> int:
     finally:
         await admin.close()
     [(_code, _message, _type, _name, entries)] = response.resources
-    return int(next(value for name, value, *_ in entries if name == "max.message.bytes"))
+    return str(next(value for name, value, *_ in entries if name == key))
+
+
+async def max_message_bytes(bootstrap: str, topic: str) -> int:
+    return int(await topic_config(bootstrap, topic, "max.message.bytes"))
 
 
 async def test_warden_creates_its_topics_once_with_room_for_an_oversized_message_and_its_dead_letter(
@@ -41,6 +45,9 @@ async def test_warden_creates_its_topics_once_with_room_for_an_oversized_message
     room = s.dlq_max_bytes + DLQ_HEADER_ROOM
     assert await max_message_bytes(kafka_bootstrap, s.topic_activity) == room
     assert await max_message_bytes(kafka_bootstrap, s.topic_dlq) == room
+    # Gateways read the control and revocation topics from the start: only each key's latest record matters.
+    assert await topic_config(kafka_bootstrap, s.topic_control, "cleanup.policy") == "compact"
+    assert await topic_config(kafka_bootstrap, s.topic_revocations, "cleanup.policy") == "compact"
     # Both are over Apache Kafka's 1 MiB default: refused there unless the topic allows them.
     oversized = b"x" * (2 * s.max_message_bytes)
     dead_letter = b"x" * (s.dlq_max_bytes + 4096)

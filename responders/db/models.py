@@ -211,3 +211,15 @@ class SeenInteraction(Base):
 
     signature: Mapped[str] = mapped_column(String(100), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SecurityEvent(Base):
+    """Requests refused as forged, stale, replayed or malformed: what an auditor asks about, never their body."""
+
+    __tablename__ = "security_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(40), comment="What received it: slack_interaction, ...")
+    kind: Mapped[str] = mapped_column(String(40), comment="forged, stale, replayed, malformed")
+    detail: Mapped[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""The `warden` command: run the worker, play the demo, print the schema, check policies."""
+"""The `warden` command: run the worker, play the demo, print the schema, check policies, replay events."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from warden.cli.incident import incident
 from warden.cli.policy import policy
+from warden.cli.replay import replay
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
 from warden.runtime.broker import EmbeddedBrokerError
@@ -94,3 +95,4 @@ def demo(timeout: float) -> None:
 
 main.add_command(policy)
 main.add_command(incident)
+main.add_command(replay)

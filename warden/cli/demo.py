@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import shutil
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +18,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from responders.incident_responder import IncidentResponder
+from warden.cli import oauth_server
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.runtime.settings import EXAMPLES, Settings
 from warden.runtime.worker import Runtime
 
 SCENARIO = EXAMPLES / "scenario.jsonl"
+DEMO_TOKENS = 2  # the scenario's ${OAUTH_TOKEN_n}: tokens its agents hold, which critical findings revoke
+DEMO_SECRET_VAR = "WARDEN_DEMO_IDP_CLIENT_SECRET"
 SETTLE_S = 2.0
 log = logging.getLogger("warden.demo")
 
@@ -34,11 +41,15 @@ class Plan:
     invalid: int = 0
 
 
-def build_plan(scenario: Path, max_message_bytes: int) -> Plan:
-    """Each scenario line is sent as one message; event ids get a run prefix so re-runs never collide."""
+def build_plan(scenario: Path, max_message_bytes: int, fills: dict[str, str] | None = None) -> Plan:
+    """Each scenario line is sent as one message; event ids get a run prefix so re-runs never collide. `${NAME}`
+    placeholders (the OAuth issuer and the tokens the demo's agents hold) are filled from `fills`."""
     plan = Plan(run_id=uuid.uuid4().hex[:8])
     bad_key = f"demo-{plan.run_id}-bad".encode()
-    for line in scenario.read_text("utf-8").splitlines():
+    text = scenario.read_text("utf-8")
+    for name, value in (fills or {}).items():
+        text = text.replace("${" + name + "}", value)
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
@@ -82,7 +93,47 @@ _COUNTED = {
 
 async def run_demo(settings: Settings, timeout: float) -> bool:
     """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line."""
-    plan = build_plan(SCENARIO, settings.max_message_bytes)
+    with ExitStack() as stack:
+        issuer = _oauth_server(settings, stack)
+        return await _run(settings, timeout, issuer)
+
+
+def _oauth_server(settings: Settings, stack: ExitStack) -> oauth_server.OAuthServer | None:
+    """The real OAuth server the demo's tokens come from (oidc-provider, when Node.js is here); None, said plainly,
+    when it cannot run: containment still runs, and its revocations fail and are escalated as they would."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = stack.enter_context(oauth_server.start(log_path=settings.data_dir / "oauth-server.log"))
+    except oauth_server.OAuthServerUnavailable as exc:
+        log.warning("no OAuth server for the demo (%s): token revocation will fail and be escalated",
+                    str(exc).splitlines()[0])
+        return None
+    log.warning("started the demo OAuth server (oidc-provider) at %s", server.issuer)
+    return server
+
+
+def _demo_policy(settings: Settings, issuer: oauth_server.OAuthServer) -> Path:
+    """The configured policy with its OAuth issuer pointed at the demo's server (secret passed by reference)."""
+    folder = settings.data_dir / "demo-policy"
+    shutil.rmtree(folder, ignore_errors=True)
+    if settings.policy.is_dir():
+        shutil.copytree(settings.policy, folder)
+    else:
+        folder.mkdir(parents=True)
+        shutil.copy(settings.policy, folder / settings.policy.name)
+    os.environ[DEMO_SECRET_VAR] = issuer.client_secret
+    (folder / "99-demo-issuer.yaml").write_text(json.dumps(
+        {"issuers": {"corp-idp": issuer.matrix_issuer(f"env:{DEMO_SECRET_VAR}")}}))
+    return folder
+
+
+async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthServer | None) -> bool:
+    tokens = [issuer.issue_token() for _ in range(DEMO_TOKENS)] if issuer else ["not-a-real-token"] * DEMO_TOKENS
+    fills = {"OAUTH_ISSUER": issuer.issuer if issuer else "https://idp.example.com"}
+    fills.update({f"OAUTH_TOKEN_{i + 1}": t for i, t in enumerate(tokens)})
+    if issuer is not None:
+        settings = settings.model_copy(update={"policy": _demo_policy(settings, issuer)})
+    plan = build_plan(SCENARIO, settings.max_message_bytes, fills)
     before = {name: metrics.total(c) for name, c in _COUNTED.items()}
     started = datetime.now(UTC)
     async with Runtime(settings) as rt:
@@ -96,6 +147,15 @@ async def run_demo(settings: Settings, timeout: float) -> bool:
         counts = await _wait_for_pipeline(rt.bootstrap, settings, plan, before, timeout)
         if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
             counts["incidents"] = (await rt.responder.store.counts(since=started))["incidents"]
+            steps = await _wait_for_containment(rt.responder, started, timeout)
+            counts["contained"] = steps.get("done", 0)
+            for status, n in sorted(steps.items()):
+                log.warning("containment steps %s: %d", status, n)
+            for incident_id in await rt.responder.store.contained_incidents(started):
+                entries = await rt.responder.store.timeline(incident_id)
+                log.warning("timeline of incident #%d: %s", incident_id, " → ".join(
+                    e.kind + (f" {e.detail['action']}" if "action" in e.detail else "") for e in entries))
+    revoked = sum(1 for t in tokens if issuer is not None and not issuer.introspect(t)["active"])
     summary = {
         "events": counts["events"],
         "invalid": counts["invalid"],
@@ -103,9 +163,12 @@ async def run_demo(settings: Settings, timeout: float) -> bool:
         "alerts": counts["alerts"],
         "incidents": counts.get("incidents", 0),
         "notifications": counts["notifications"],
+        "contained": counts.get("contained", 0),
+        "tokens_revoked": revoked,
     }
     ok = (
-        all(v > 0 for v in summary.values())
+        all(v > 0 for k, v in summary.items() if k != "tokens_revoked")
+        and (issuer is None or revoked == len(tokens))
         and counts["events"] == plan.valid_events
         and counts["invalid"] == plan.invalid
         and counts["responded"] == counts["findings"]
@@ -115,6 +178,17 @@ async def run_demo(settings: Settings, timeout: float) -> bool:
                   plan.valid_events, plan.invalid, summary, counts["responded"])
     print(json.dumps(summary), flush=True)
     return ok
+
+
+async def _wait_for_containment(responder: IncidentResponder, since: datetime, timeout: float) -> dict[str, int]:
+    """Containment steps of this run by status, once none is left to run (steps waiting for an approver wait for a
+    human, so they are counted as they are)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        steps = await responder.store.step_counts(since)
+        if not {"approved", "executing"} & steps.keys() or time.monotonic() > deadline:
+            return steps
+        await asyncio.sleep(0.2)
 
 
 async def _wait_for_pipeline(

@@ -24,6 +24,14 @@ from warden.runtime.settings import Settings
 log = logging.getLogger("warden.containment")
 
 
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        second()
+
+    return call
+
+
 class ContainmentHost:
     """The engine plus what its actions reach the world through. `start` after the responder (the DB is migrated)."""
 
@@ -68,6 +76,9 @@ class ContainmentHost:
             if released:
                 log.warning("resuming %d containment steps interrupted by the last stop", released)
         engine.loop.start()
+        self.responder.on_opened.append(engine.loop.wake)
+        if self.responder.interactivity is not None:  # a click that approves or releases: act now, not next poll
+            self.responder.interactivity.on_change = _both(self.responder.interactivity.on_change, engine.loop.wake)
         return engine
 
     async def stop(self) -> None:

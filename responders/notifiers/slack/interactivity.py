@@ -104,15 +104,15 @@ class Interactivity:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_SKEW_S:
-            return self._reject("stale", 401)
+            return await self._reject(request, "stale", 401)
         if not self.verifier.is_valid(body, timestamp, signature):
-            return self._reject("forged", 401)
+            return await self._reject(request, "forged", 401)
         if not await self.store.first_sighting(signature, self.clock(), REPLAY_MEMORY):
-            return self._reject("replayed", 409)
+            return await self._reject(request, "replayed", 409)
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
         except (KeyError, IndexError, UnicodeDecodeError, ValueError):
-            return self._reject("malformed", 400)
+            return await self._reject(request, "malformed", 400)
         metrics.SLACK_INTERACTIONS.labels(outcome="accepted").inc()
         task = asyncio.create_task(self._handle(clicks(payload)))
         self._work.add(task)
@@ -129,10 +129,15 @@ class Interactivity:
         while self._work:
             await asyncio.gather(*list(self._work), return_exceptions=True)
 
-    @staticmethod
-    def _reject(outcome: str, status: int) -> web.Response:
+    async def _reject(self, request: web.Request, outcome: str, status: int) -> web.Response:
+        """Refused, counted, logged, and recorded for auditors, without the body (it is untrusted and may be
+        large): when, why, from where, and the request timestamp it claimed."""
         metrics.SLACK_INTERACTIONS.labels(outcome=outcome).inc()
         log.warning("refused a Slack interaction request: %s", outcome)
+        claimed = request.headers.get("X-Slack-Request-Timestamp", "")[:32]
+        await self.store.record_security_event("slack_interaction", outcome, self.clock(), {
+            "status": status, "remote": request.remote or "", "request_timestamp": claimed,
+            "signature_present": "X-Slack-Signature" in request.headers})
         return web.Response(status=status, text=outcome)
 
     async def _handle(self, batch: list[Click]) -> None:
