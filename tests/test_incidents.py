@@ -160,7 +160,9 @@ def test_the_containment_line_reads_the_ledger_the_gate_and_the_decision() -> No
     assert closed.containment_status == "closed (false_positive) without a containment decision: 2 proposed"
     ran = (replace(WAITING[0], status="done"), replace(WAITING[1], status="failed"))
     approved = view(containment=ran, decision=Decision("approve", "sam", "U0SAM", T0))
-    assert approved.containment_status == "approved by sam: 1 done, 1 failed"
+    assert approved.containment_status == "containment approved by sam: 1 done, 1 failed"
+    denied = view(containment=WAITING, decision=Decision("deny", "sam", "U0SAM", T0))
+    assert denied.containment_status == "containment denied by sam: 2 proposed", "decided: no longer awaiting"
     assert view(containment=ran).containment_status == "1 done, 1 failed", "an auto gate: no decision to show"
 
 
