@@ -16,7 +16,8 @@ TARGETS=(streams/ingest streams/detectors warden/contract/redact.py responders/i
 # The pure tests of those modules: no test here starts a broker or a database (integration ones are deselected).
 TESTS=(tests/test_ingest.py tests/test_detectors.py tests/test_detector_edges.py tests/test_custom_rules.py
        tests/test_detector_state.py
-       tests/test_redact.py tests/test_incidents.py tests/test_policy_load.py tests/test_policy_lint.py)
+       tests/test_redact.py tests/test_incidents.py tests/test_policy_load.py tests/test_policy_lint.py
+       tests/test_argument_scope.py tests/test_flows.py tests/test_sessions.py tests/test_scope_lint.py)
 start=$(date +%s)
 "$PY" -m pytest -q -p no:cacheprovider -m "not integration" "${TESTS[@]}" \
     --gremlins --gremlin-targets="$(IFS=,; echo "${TARGETS[*]}")" --gremlin-workers="${WORKERS:-1}" \
