@@ -21,9 +21,11 @@ class Status(StrEnum):
 
 ACTIVE = frozenset({Status.open, Status.acknowledged})
 
-# Lifecycle: open → acknowledged → resolved, and false_positive from either active state.
+# Lifecycle: open → acknowledged → resolved, and false_positive from either active state. An open incident cannot
+# be resolved: someone takes it (acknowledges, which stops the escalation) before closing it, so the timeline
+# always names who owned it; Slack offers Resolve only once acknowledged.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.open: frozenset({Status.acknowledged, Status.resolved, Status.false_positive}),
+    Status.open: frozenset({Status.acknowledged, Status.false_positive}),
     Status.acknowledged: frozenset({Status.resolved, Status.false_positive}),
     Status.resolved: frozenset(),
     Status.false_positive: frozenset(),

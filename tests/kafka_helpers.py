@@ -6,7 +6,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -34,9 +35,16 @@ async def produce_events(bootstrap: str, topic: str, events: Iterable[dict[str, 
 
 
 async def read_topic(
-    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, settle: float = 0.0
+    bootstrap: str, topic: str, expect: int | None = None, *,
+    until: Callable[[list[ConsumerRecord]], bool] | None = None, what: str = "", timeout: float = 30.0,
 ) -> list[ConsumerRecord]:
-    """Read a topic from the beginning until `expect` records arrived (then `settle` more seconds) or timeout."""
+    """Read `topic` from the beginning until `expect` records arrived or `until(records)` holds, and fail, saying
+    what was missing and what was read, if neither happens within `timeout`.
+
+    A count alone never shows that nothing more is coming. For that, send an end marker behind the records under
+    test, keyed like them so that it lands behind them on their partition, and read `until` it arrives."""
+    assert (expect is None) != (until is None), "read until a count or until an end marker, not both"
+    done = until or (lambda records: len(records) >= (expect or 0))
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -50,19 +58,51 @@ async def read_topic(
     records: list[ConsumerRecord] = []
     try:
         deadline = time.monotonic() + timeout
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
+        while not done(records):
+            if time.monotonic() >= deadline:
+                wanted = what or (f"{expect} records" if expect is not None else "the end marker")
+                raise AssertionError(f"{topic}: timed out after {timeout}s waiting for {wanted}; read "
+                                     f"{len(records)}: {[(r.partition, r.key) for r in records][:20]}")
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 records.extend(recs)
-            if len(records) >= expect and settle_until is None:
-                settle_until = time.monotonic() + settle
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
             await asyncio.sleep(0)
     finally:
         await consumer.stop()
     return records
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """Every record up to each partition's high watermark: the end marker of a topic nothing writes to any more.
+    Only on a broker whose high watermark is right (Apache Kafka, not Tansu) and on a topic with no gaps (no
+    transactions, no compaction)."""
+    ends = await end_offsets(bootstrap, topic)
+
+    def at_end(records: list[ConsumerRecord]) -> bool:
+        read = Counter(r.partition for r in records)
+        return all(read[p] >= end for p, end in ends.items())
+
+    return await read_topic(bootstrap, topic, until=at_end, what=f"every record up to the end offsets {ends}",
+                            timeout=timeout)
+
+
+def has_marker(event_ids: Iterable[str]) -> Callable[[list[ConsumerRecord]], bool]:
+    """An `until` for read_topic: every one of these events' findings (or dead letters) has arrived."""
+    wanted = set(event_ids)
+
+    def arrived(records: list[ConsumerRecord]) -> bool:
+        return wanted <= {_event_id(r) for r in records}
+
+    return arrived
+
+
+def _event_id(record: ConsumerRecord) -> str | None:
+    """The event id a finding or a dead letter carries, if its value is a JSON object that names one."""
+    try:
+        value = json.loads(record.value)
+    except ValueError:
+        return None
+    return value.get("event_id") if isinstance(value, dict) else None
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,12 +94,79 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
     assert missing == []
 
 
-def test_the_readme_documents_every_setting() -> None:
-    from warden.runtime.settings import Settings
+def test_docs_events_md_lists_every_dead_letter_reason_code_and_header_the_code_writes() -> None:
+    sources = [*(REPO / "streams" / "ingest").glob("*.py"), REPO / "warden" / "runtime" / "app.py"]
+    code = "\n".join(path.read_text() for path in sources)
+    reasons = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(
+        re.findall(r'dead_letter\(\s*\w+,\s*"([a-z_]+)"', code))
+    headers = set(re.findall(r'"(warden\.[a-z_]+)":', code)) | set(re.findall(r'headers\["(warden\.[a-z_]+)"\]', code))
+    assert {"not_an_object", "invalid_finding", "processing_error"} <= reasons and "warden.truncated_from" in headers
+    docs = (REPO / "docs" / "events.md").read_text()
+    assert sorted(name for name in reasons | headers if f"`{name}`" not in docs) == []
+
+
+# Defaults the code derives at run time, which the README's table describes in words: (its words, the code's field).
+DESCRIBED_DEFAULTS: dict[str, tuple[str, object]] = {
+    "policy": ("the bundled example (`warden/examples/policy`)", "BUNDLED_POLICY"),
+    "database_url": ("SQLite in `WARDEN_DATA_DIR`", None),
+    "seal_key": ("generated in `WARDEN_DATA_DIR/seal.key`", None),
+    "notifiers": ("`slack` with `WARDEN_SLACK_TOKEN`, else `console`", None),
+}
+TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL"}  # the suite's, not Settings'
+
+
+def _settings_table(readme: str) -> dict[str, str]:
+    """Each variable of the README's Configuration table, with its documented default (shared cells split)."""
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `WARDEN_")]
+    table: dict[str, str] = {}
+    for cells in rows:
+        variables = re.findall(r"`(WARDEN_[A-Z0-9_]+)`", cells[0])
+        defaults = [d.strip() for d in cells[1].split(", ")] if len(variables) > 1 else [cells[1].strip()]
+        if len(defaults) == 1:
+            defaults *= len(variables)
+        assert len(defaults) == len(variables), f"{cells[0]}: one default per variable, or one for all"
+        for variable, default in zip(variables, defaults, strict=True):
+            assert variable not in table, f"{variable} is in the table twice"
+            table[variable] = default
+    return table
+
+
+def _matches(documented: str, default: object) -> bool:
+    """A literal default as the table writes it (`30`, `./data`, unset) against the code's value."""
+    if default is None:
+        return documented == "unset"
+    literal = documented.removeprefix("`").removesuffix("`")
+    if documented != f"`{literal}`":
+        return False
+    if isinstance(default, Path):
+        return Path(literal) == default
+    if isinstance(default, int | float):
+        return float(literal) == default
+    return literal == default
+
+
+def test_the_readme_settings_table_and_the_code_agree_on_every_variable_and_default() -> None:
+    from warden.runtime.settings import BUNDLED_POLICY, Settings
 
     readme = (REPO / "README.md").read_text()
-    missing = sorted(f"WARDEN_{f.upper()}" for f in Settings.model_fields if f"WARDEN_{f.upper()}" not in readme)
-    assert missing == []
+    table = _settings_table(readme)
+    fields = {f"WARDEN_{name.upper()}": name for name in Settings.model_fields}
+    assert sorted(fields.keys() - table.keys()) == [], "settings the README's table does not list"
+    assert sorted(table.keys() - fields.keys()) == [], "the README's table lists variables the code does not read"
+    named = set(re.findall(r"\bWARDEN_[A-Z0-9_]*[A-Z0-9]\b", readme))
+    assert sorted(named - fields.keys() - TEST_ONLY_VARIABLES) == [], "the README names variables nothing reads"
+    wrong = []
+    for variable, name in fields.items():
+        default = Settings.model_fields[name].default
+        if name in DESCRIBED_DEFAULTS:
+            words, expected = DESCRIBED_DEFAULTS[name]
+            ok = table[variable] == words and default == (BUNDLED_POLICY if expected == "BUNDLED_POLICY" else expected)
+        else:
+            ok = _matches(table[variable], default)
+        if not ok:
+            wrong.append(f"{variable}: README says {table[variable]}, the code {default!r}")
+    assert wrong == []
 
 
 def test_the_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one() -> None:

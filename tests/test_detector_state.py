@@ -117,6 +117,25 @@ def test_a_limit_lowered_by_a_policy_reload_trims_the_window_and_its_ids() -> No
     assert len(window.entries) == len(window.ids) == 3
 
 
+def test_calls_a_whole_window_apart_are_not_within_it_and_a_loop_fires_again_a_whole_window_later() -> None:
+    w, at = WindowCounter(), lambda s: T0 + timedelta(seconds=s)
+    assert not w.hit("edge", at(0), LIMIT, "e1") and not w.hit("edge", at(30), LIMIT, "e2")
+    assert not w.hit("edge", at(60), LIMIT, "e3"), "three calls, the first exactly a window before the last: not over"
+    assert w.hit("edge", at(61), LIMIT, "e4"), "e2, e3, e4 within a minute: over"
+    over = [w.hit("edge", at(61 + s), LIMIT, f"f{s}") for s in (1, 59, 60)]
+    assert over == [False, False, True], "over the limit all along: it fires again once a whole window has passed"
+
+
+def test_the_least_recently_used_key_is_forgotten_past_max_keys() -> None:
+    w = WindowCounter(max_keys=2)
+    w.hit("a", T0, LIMIT, "a1")
+    w.hit("b", T0, LIMIT, "b1")
+    assert len(w) == 2, "max_keys keys are all kept"
+    w.hit("a", T0, LIMIT, "a2")  # a is used again: b is now the least recently used
+    w.hit("c", T0, LIMIT, "c1")
+    assert len(w) == 2 and list(w._keys) == ["a", "c"]
+
+
 # --- approvals --------------------------------------------------------------------------------------------------
 
 

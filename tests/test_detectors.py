@@ -261,6 +261,14 @@ def test_different_arguments_or_sessions_are_different_calls() -> None:
     assert only(run(events), "retry_loop") == []
 
 
+def test_the_same_arguments_to_different_tools_are_different_calls() -> None:
+    lookups = [call(i) for i in range(3)]  # the limit is more than 3 identical calls: 3 + 3 is no loop
+    other = [tool("iam-agent", "directory.list_groups", 3 + i, tool={"arguments": {"user": "bob"}}, session_id="s1")
+             for i in range(3)]
+    assert only(run(lookups + other), "retry_loop") == []
+    assert len(only(run([*lookups, call(3)]), "retry_loop")) == 1, "a fourth call of the same tool is a loop"
+
+
 def test_argument_key_order_does_not_make_a_call_different() -> None:
     events = [call(i, {"a": 1, "b": 2} if i % 2 else {"b": 2, "a": 1}) for i in range(4)]
     assert len(only(run(events), "retry_loop")) == 1

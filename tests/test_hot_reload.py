@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
-from tests.kafka_helpers import event, read_topic
+from tests.kafka_helpers import event, has_marker, read_topic
 from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.runtime.settings import BUNDLED_POLICY
@@ -44,9 +44,14 @@ def pair(i: int) -> list[dict[str, Any]]:
             event("support-bot-1", tool={"name": "shell.exec", "arguments": {"n": i}})]
 
 
-async def findings_for(rt: Runtime, expect: int) -> dict[str, Finding]:
-    records = await read_topic(rt.bootstrap, rt.settings.topic_findings, expect=expect, settle=1.5)
-    return {f.event_id: f for f in (Finding.model_validate_json(r.value) for r in records)}
+async def findings_until(rt: Runtime, message: list[dict[str, Any]]) -> dict[str, Finding]:
+    """Every finding up to that message's shell.exec one, by event id. Every message is keyed by one agent and
+    yields a shell.exec finding last, so that finding is the end marker: nothing sent before it is still to come."""
+    records = await read_topic(rt.bootstrap, rt.settings.topic_findings, until=has_marker([message[1]["event_id"]]))
+    findings = [Finding.model_validate_json(r.value) for r in records]
+    by_event = {f.event_id: f for f in findings}
+    assert len(by_event) == len(findings), "one finding per event"
+    return by_event
 
 
 async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_no_lost_event(
@@ -73,14 +78,17 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
     try:
         for i in range(5):
             await send(i)
-        await findings_for(rt, expect=10)  # the first five pairs were judged by the old policy
+        judged_first = await findings_until(rt, sent[-1])
+        assert set(judged_first) == {e["event_id"] for message in sent for e in message}  # both tools fire
+        assert {f.policy_sha256 for f in judged_first.values()} == {old}, "judged by the old policy"
         flowing = asyncio.create_task(keep_sending())
         workflows = folder / "10-workflows.yaml"
         workflows.write_text(workflows.read_text().replace(
             "tools: [kb.search, kb.fetch_article, ticket.comment]",
             "tools: [kb.search, kb.fetch_article, ticket.comment, ticket.close]"))
         await wait_for(lambda: rt.holder.current.sha256 != old, what="the edited policy to go live")
-        await asyncio.sleep(0.3)  # let a few more messages flow after the swap
+        swapped_at = len(sent)
+        await wait_for(lambda: len(sent) >= swapped_at + 5, what="a few more messages after the swap")
         flowing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flowing
@@ -90,7 +98,7 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
         await producer.stop()
 
     new = rt.holder.current.sha256
-    by_event = await findings_for(rt, expect=len(sent) + 5)
+    by_event = await findings_until(rt, sent[-1])
     judged_by = []
     for ticket, shell in sent:
         shell_finding = by_event[shell["event_id"]]  # KeyError here would be a lost event
@@ -102,6 +110,7 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
         else:
             assert shell_finding.policy_sha256 == new and ticket_finding is None
     flip = judged_by.index(new)
+    assert len(by_event) == len(sent) + flip, "every shell.exec, and a ticket.close only under the old policy"
     assert judged_by == [old] * flip + [new] * (len(sent) - flip)  # swapped once, between two messages
     assert flip >= 5 and len(sent) - flip >= 5
     assert rt.app is app and metrics.POLICY_RELOAD_OK._value.get() == 1

@@ -143,6 +143,18 @@ async def test_a_new_target_or_a_repeat_after_the_window_opens_a_new_incident(
     assert "superseded" in [e.kind for e in superseded]
 
 
+async def test_the_group_window_runs_from_the_last_finding_not_the_first(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    first = finding("support-bot-1", "shell.exec")  # support-assistant groups within 1h (the matrix default)
+    async with running(incident_settings) as responder:
+        for minutes in (0, 50, 100, 150):  # each 50m after the one before, 150m after the first
+            await responder.handle(finding("support-bot-1", "shell.exec", ts=first.ts + timedelta(minutes=minutes)))
+        [incident] = await incidents(responder)
+    assert incident.count == 4 and incident.open_key == incident.key
+    assert (incident.first_seen, incident.last_seen) == (first.ts, first.ts + timedelta(minutes=150))
+
+
 async def test_shadow_findings_are_recorded_but_never_notified(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
@@ -309,6 +321,31 @@ async def test_an_unacknowledged_incident_escalates_after_the_step_timeout(
     assert incident.escalation_step == 1
     assert metrics.ESCALATIONS._value.get() - escalations_before == 1
     assert len(slack_api.roots()) == 2
+
+
+async def test_each_escalation_deadline_counts_from_the_start_of_its_own_step(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    clock = FakeClock()
+    opened = clock()
+    async with running(incident_settings, clock) as responder:
+        await responder.handle(finding("billing-agent-1"))  # finance-ops 10m → secops 20m → ciso 30m
+        [incident] = await incidents(responder)
+        assert incident.escalate_at == opened + timedelta(minutes=10)
+        clock.advance(minutes=13)  # escalated 3 minutes late: step 1 starts now, not at its deadline
+        await responder.escalator.escalate_due()
+        [incident] = await incidents(responder)
+        assert incident.escalation_step == 1
+        assert incident.escalate_at == opened + timedelta(minutes=13 + 20), "20m from the start of step 1"
+        clock.advance(minutes=18)  # 31m after opening: past opened + 20m, 2m short of step 1's deadline
+        await responder.escalator.escalate_due()
+        [incident] = await incidents(responder)
+        assert incident.escalation_step == 1, "step 1 has run only 18 of its 20 minutes"
+        clock.advance(minutes=2)
+        await responder.escalator.escalate_due()
+        [incident] = await incidents(responder)
+    assert incident.escalation_step == 2
+    assert incident.escalate_at == opened + timedelta(minutes=33 + 30)
 
 
 async def _timeline_has(responder: IncidentResponder, incident_id: int, kind: str) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -15,15 +15,18 @@ import pytest
 from pydantic import ValidationError
 
 from responders.incidents import (
+    TRANSITIONS,
     Action,
     Decision,
     IncidentView,
     Status,
     StepView,
     TransitionError,
+    approvers,
     authorise,
     check_transition,
     escalation_deadline,
+    escalation_note,
     incident_key,
     joins,
 )
@@ -45,7 +48,7 @@ from responders.store import Claimed
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import POLICY, finding
 from tests.slack_api_server import SlackApiServer
-from warden.contract.findings import OwnerRef
+from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
 from warden.contract.matrix import Matrix, Owner
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
@@ -81,16 +84,19 @@ def test_a_repeat_joins_within_the_window_of_the_last_one() -> None:
     assert not joins(T0, T0 + timedelta(minutes=61), 3600)
 
 
-@pytest.mark.parametrize(("current", "target", "allowed"), [
-    (Status.open, Status.acknowledged, True), (Status.open, Status.false_positive, True),
-    (Status.acknowledged, Status.resolved, True), (Status.acknowledged, Status.acknowledged, False),
-    (Status.resolved, Status.acknowledged, False), (Status.false_positive, Status.resolved, False),
-])
-def test_lifecycle_moves(current: Status, target: Status, allowed: bool) -> None:
-    if allowed:
-        check_transition(current, target)
+ALLOWED = {(Status.open, Status.acknowledged), (Status.open, Status.false_positive),
+           (Status.acknowledged, Status.resolved), (Status.acknowledged, Status.false_positive)}
+
+
+@pytest.mark.parametrize(("current", "target"), [(c, t) for c in Status for t in Status])
+def test_the_lifecycle_is_open_then_acknowledged_then_resolved_or_a_false_positive_from_either(
+    current: Status, target: Status
+) -> None:
+    assert ((current, target) in ALLOWED) is (target in TRANSITIONS[current])
+    if (current, target) in ALLOWED:
+        assert check_transition(current, target) is None
     else:
-        with pytest.raises(TransitionError):
+        with pytest.raises(TransitionError, match=f"an incident that is {current.value} cannot become {target.value}"):
             check_transition(current, target)
 
 
@@ -99,6 +105,82 @@ def test_escalation_deadlines_follow_the_frozen_chain() -> None:
     assert escalation_deadline(chain, 0, T0) == T0 + timedelta(minutes=10)
     assert escalation_deadline(chain, 2, T0) == T0 + timedelta(minutes=30)
     assert escalation_deadline(chain, 3, T0) is None
+
+
+def test_a_repeat_exactly_one_window_after_the_last_still_joins() -> None:
+    assert joins(T0, T0 + timedelta(hours=1), 3600)
+    assert not joins(T0, T0 + timedelta(hours=1, microseconds=1), 3600)
+
+
+def chain_of(*timeouts_s: int, approves: tuple[int, ...] = ()) -> FindingOwners:
+    """billing-agent-1's frozen owners with an escalation chain of these ack timeouts (secops, ciso, finance-ops,
+    ...); the steps whose index is in `approves` may approve containment once the approval climbed."""
+    owners = finding("billing-agent-1").owners
+    people = [owners.escalation[1].owner, owners.escalation[2].owner, owners.escalation[0].owner]
+    steps = [EscalationRef(owner=people[i % 3], ack_timeout=timedelta(seconds=t), approves=i in approves)
+             for i, t in enumerate(timeouts_s)]
+    return owners.model_copy(update={"escalation": steps})
+
+
+@pytest.mark.parametrize(("timeouts", "step", "note"), [
+    ((600, 1200, 1800), 0, "first on the escalation chain (step 1 of 3)"),
+    ((600, 1200, 1800), 1, "step 2 of 3: not acknowledged within 10m of step 1"),
+    ((600, 1200, 1800), 2, "step 3 of 3: not acknowledged within 20m of step 2"),
+    ((59, 1), 1, "step 2 of 2: not acknowledged within 59s of step 1"),
+    ((60, 1), 1, "step 2 of 2: not acknowledged within 1m of step 1"),
+    ((150, 1), 1, "step 2 of 2: not acknowledged within 2m of step 1"),  # whole minutes
+])
+def test_an_escalation_note_says_which_step_of_how_many_and_how_long_the_last_one_waited(
+    timeouts: tuple[int, ...], step: int, note: str
+) -> None:
+    assert escalation_note(chain_of(*timeouts), step) == note
+
+
+def test_approval_climbs_from_the_named_approver_to_the_approving_steps_in_chain_order() -> None:
+    owners = chain_of(60, 60, 60, approves=(0, 2))  # secops and finance-ops approve; ciso does not
+    assert [o.id for o in approvers(owners, 0)] == ["sam"]
+    assert [o.id for o in approvers(owners, 1)] == ["sam", "secops"]
+    assert [o.id for o in approvers(owners, 2)] == ["sam", "secops", "finance-ops"]
+    assert [o.id for o in approvers(owners, 9)] == ["sam", "secops", "finance-ops"]
+    nobody = owners.model_copy(update={"approver": None})
+    assert approvers(nobody, 0) == [], "no approver named: nobody, until the approval climbs"
+    assert [o.id for o in approvers(nobody, 1)] == ["secops"]
+    assert authorise(Action.approve, owners, "slack", "U0RIN") is None, "secops approves only once climbed"
+    assert authorise(Action.approve, owners, "slack", "U0RIN", approval_level=1) == owners.escalation[0].owner
+    assert authorise(Action.release, owners, "slack", "U0SAM") == owners.approver
+
+
+def test_the_containment_line_reads_the_ledger_the_gate_and_the_decision() -> None:
+    assert view().containment_status == "no playbook bound to this finding"
+    assert view(containment=WAITING).containment_status == "awaiting approval by Sam Okafor: 2 proposed"
+    climbed = view(containment=WAITING, owners=chain_of(60, approves=(0,)), approval_level=1)
+    assert climbed.containment_status == "awaiting approval by Sam Okafor or Security Operations: 2 proposed"
+    unnamed = view(containment=WAITING, owners=chain_of(60).model_copy(update={"approver": None}))
+    assert unnamed.containment_status == "awaiting approval by nobody: no approver is named: 2 proposed"
+    closed = view(status=Status.false_positive, containment=WAITING)
+    assert closed.containment_status == "closed (false_positive) without a containment decision: 2 proposed"
+    ran = (replace(WAITING[0], status="done"), replace(WAITING[1], status="failed"))
+    approved = view(containment=ran, decision=Decision("approve", "sam", "U0SAM", T0))
+    assert approved.containment_status == "containment approved by sam: 1 done, 1 failed"
+    denied = view(containment=WAITING, decision=Decision("deny", "sam", "U0SAM", T0))
+    assert denied.containment_status == "containment denied by sam: 2 proposed", "decided: no longer awaiting"
+    assert view(containment=ran).containment_status == "1 done, 1 failed", "an auto gate: no decision to show"
+
+
+def test_a_quarantine_holds_until_a_release_is_done() -> None:
+    quarantine = StepView("contain_agent", 1, "quarantine_agent", "done", "auto", False)
+    release = StepView("release", 0, "release", "done", "approver", False)
+    assert view(containment=(quarantine,)).quarantined
+    assert not view(containment=(replace(quarantine, status="failed"),)).quarantined
+    assert not view(containment=(quarantine, release)).quarantined
+    assert view(containment=(quarantine, replace(release, status="proposed"))).quarantined
+    assert not view(containment=(replace(quarantine, action="revoke_token"),)).quarantined
+
+
+def test_views_and_decisions_are_snapshots_nobody_can_change() -> None:
+    for snapshot in (view(), Decision("approve", "sam", "U0SAM", T0), WAITING[0]):
+        with pytest.raises(FrozenInstanceError):
+            snapshot.status = "changed"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(("action", "user", "acts_for"), [
@@ -215,6 +297,19 @@ def test_only_teams_list_members_and_slack_members_must_be_user_ids() -> None:
     doc["owners"]["secops"]["members"] = {"slack": ["U0ALEX", "C0OPS"]}
     with pytest.raises(PolicyError, match=r"owners\.secops\.members\.slack\.1: 'C0OPS' is not a slack identity"):
         build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="t")
+
+
+async def test_a_superseded_incidents_root_is_never_found_as_the_root_of_its_successor(
+    slack_api: SlackApiServer,
+) -> None:
+    slack = SlackNotifier(SLACK_TOKEN, slack_api.base_url, timeout_s=1.0)
+    old, successor = view(id=7), view(id=8)  # the same key: the window passed and the next repeat opened #8
+    assert old.key == successor.key
+    with send_deadline(time.monotonic() + 10):
+        posted = await slack.send(Notice(NoticeKind.root, old, old.owners.responder))
+    assert await slack.find_root(old, old.owners.responder) == posted, "an interrupted root is found again"
+    assert await slack.find_root(successor, successor.owners.responder) is None, (
+        "the successor must post its own root, not thread under the superseded incident's")
 
 
 # -- the outbox's stages, around a notifier that only records what it is asked -------------------------------------

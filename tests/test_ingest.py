@@ -32,6 +32,14 @@ def test_a_batch_message_yields_every_event() -> None:
     assert out.rejections == []
 
 
+def test_a_batch_element_that_is_not_an_object_is_rejected_as_not_an_object() -> None:
+    batch = [5, event("a1", kind="prompt"), "text", None, [event("a2", kind="prompt")]]
+    out = decode(_raw(batch), LIMIT)
+    assert [e.agent.id for e in out.events] == ["a1"]
+    assert [(r.code, r.index) for r in out.rejections] == [
+        ("not_an_object", 0), ("not_an_object", 2), ("not_an_object", 3), ("not_an_object", 4)]
+
+
 def test_one_bad_element_in_a_batch_is_rejected_alone_with_its_index() -> None:
     batch = [event("a1", kind="prompt"), {"event_id": "x"}, event("a2", kind="prompt")]
     out = decode(_raw(batch), LIMIT)

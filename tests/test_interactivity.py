@@ -108,6 +108,31 @@ async def test_the_named_owners_acknowledge_decide_and_resolve(
     assert any(r.startswith("Containment approved by Sam Okafor") for r in replies)
 
 
+async def test_an_open_incident_is_acknowledged_before_it_can_be_resolved(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+
+    pressed: list[Action] = []
+
+    async def press(action: Action) -> Status:
+        body = block_actions(incident_id, action.value, "U0TOMAS")  # a finance-ops member: the responder
+        pressed.append(action)  # a second press of one button is a new request: its own timestamp and signature
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, int(time.time()) - len(pressed))) == 200
+        assert responder.interactivity is not None
+        await responder.interactivity.drain()
+        return await status_of(responder, incident_id)
+
+    assert await press(Action.resolve) is Status.open, "nobody took it yet: it cannot be resolved"
+    [told] = slack_api.calls("chat.postEphemeral")
+    assert "an incident that is open cannot become resolved" in told.args["text"]
+    assert await press(Action.acknowledge) is Status.acknowledged
+    assert await press(Action.resolve) is Status.resolved
+    acted = [(e.kind, e.actor) for e in await responder.store.timeline(incident_id) if e.slack_user]
+    assert acted == [("acknowledged", "finance-ops"), ("resolved", "finance-ops")]
+
+
 def _settled_updates(slack_api: SlackApiServer, n: int) -> bool:
     return len(slack_api.calls("chat.update")) >= n
 

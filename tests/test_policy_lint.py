@@ -71,6 +71,10 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
      "identity changes need approval from the data_owner, and the workflow names none"),
     ("undefined owner", lambda d: wf(d, "billing-agent").update(responder="nobody"),
      "10-workflows.yaml", "workflows.billing-agent.responder", "owner 'nobody' is referenced but not defined"),
+    ("undefined business owner", lambda d: wf(d, "billing-agent").update(business_owner="ghost"),
+     "10-workflows.yaml", "workflows.billing-agent.business_owner", "owner 'ghost' is referenced but not defined"),
+    ("undefined data owner", lambda d: wf(d, "access-provisioner").update(data_owner="ghost"),
+     "10-workflows.yaml", "workflows.access-provisioner.data_owner", "owner 'ghost' is referenced but not defined"),
     ("undefined owner in an escalation chain", lambda d: wf(d, "billing-agent")["escalation"].append(
         {"owner": "ghost", "ack_timeout": "5m"}),
      "10-workflows.yaml", "workflows.billing-agent.escalation.3.owner", "owner 'ghost' is referenced"),
@@ -85,6 +89,8 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
      "20-rules.yaml", "rules.custom.1.condition", "unknown variable(s) ['request']"),
     ("unknown built-in rule id", lambda d: rules(d)["builtin"].update(tool_bursts={"severity": "low"}),
      "20-rules.yaml", "rules.builtin.tool_bursts", "unknown built-in rule 'tool_bursts'"),
+    ("two custom rules with one id", lambda d: rules(d)["custom"].insert(1, {**rules(d)["custom"][0]}),
+     "20-rules.yaml", "rules.custom.1.id", "rule id 'large-refund' is already used"),
     ("custom rule id reusing a built-in id", lambda d: rules(d)["custom"][1].update(id="retry_loop"),
      "20-rules.yaml", "rules.custom.1.id", "rule id 'retry_loop' is already used"),
     ("unknown rule id in a playbook", lambda d: d["20-rules.yaml"]["playbooks"][0]["rules"].append("secret_acess"),
@@ -167,6 +173,39 @@ def test_unused_owners_and_empty_scopes_are_warnings_not_errors(tmp_path: Path) 
     assert (code, report["ok"], report["errors"]) == (0, True, 0)
     assert {(i["level"], i["path"]) for i in report["issues"]} == {
         ("warning", "owners.intern"), ("warning", "workflows.compliance-reviewer.scope")}
+
+
+def test_a_workflow_without_agents_and_an_owner_in_the_first_format_are_warnings(tmp_path: Path) -> None:
+    def mutate(d: Docs) -> None:
+        wf(d, "research-rag")["agents"] = []
+        d["00-owners.yaml"]["owners"]["ciso"] = {"name": "CISO", "slack": "U0CISO"}
+
+    code, report = lint_json(write_policy(tmp_path, mutate))
+    assert (code, report["errors"]) == (0, 0), report["issues"]
+    assert {(i["level"], i["path"], i["reason"].split(";")[0]) for i in report["issues"]} == {
+        ("warning", "workflows.research-rag.agents", "workflow lists no agents"),
+        ("warning", "owners.ciso.slack", "`slack:` is the old format")}
+
+
+CLEAN_VARIATIONS: list[tuple[str, Callable[[Docs], None]]] = [
+    ("a scope of data alone", lambda d: wf(d, "compliance-reviewer").update(scope={"data": ["s3://audit/*"]})),
+    ("a scope of secrets alone", lambda d: wf(d, "compliance-reviewer").update(scope={"secrets": ["vault://a/*"]})),
+    ("a scope of tools alone", lambda d: wf(d, "compliance-reviewer").update(scope={"tools": ["evidence.*"]})),
+    ("no identity change needs approval, so no data owner is needed",
+     lambda d: wf(d, "access-provisioner")["scope"]["identity_changes"].update(approval_from="data_owner",
+                                                                                require_approval=[])
+     or wf(d, "access-provisioner").pop("data_owner")),
+    ("members of a notifier that checks no identity",
+     lambda d: d["00-owners.yaml"]["owners"]["secops"]["members"].update(email=["secops@example.com"])),
+]
+
+
+@pytest.mark.parametrize("mutate", [c[1] for c in CLEAN_VARIATIONS], ids=[c[0] for c in CLEAN_VARIATIONS])
+def test_what_is_not_a_problem_is_neither_an_error_nor_a_warning(
+    tmp_path: Path, mutate: Callable[[Docs], None]
+) -> None:
+    code, report = lint_json(write_policy(tmp_path, mutate))
+    assert (code, report["issues"]) == (0, [])
 
 
 def test_a_missing_path_is_an_error(tmp_path: Path) -> None:

@@ -128,3 +128,58 @@ def test_a_matrix_in_the_first_format_still_loads_routes_the_same_and_is_told_ho
     assert ("owners.secops.slack_members", "`slack_members:` is the old format; write it as `members: {slack: ...}`") \
         in migrate
     assert ("owners.ciso.slack", "`slack:` is the old format; write it as `contacts: {slack: ...}`") in migrate
+
+
+def test_a_folder_reads_only_its_yaml_files_and_a_single_file_is_a_policy_of_its_own(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yml": WORKFLOW, "README.md": "# not policy",
+                                        "20_old.yaml.bak": "{broken"})
+    (folder / "30-nested.yaml").mkdir()  # a folder named like a policy file is not read
+    assert [Path(f).name for f in load_policy(folder).files] == ["00-owners.yaml", "10-wf.yml"]
+    single = tmp_path / "all.yaml"
+    single.write_text(OWNERS + WORKFLOW)
+    policy = load_policy(single)
+    assert policy.files == (str(single),) and policy.workflow_id_for("a1") == "w1"
+
+
+def test_the_sha256_covers_file_names_and_where_one_file_ends(tmp_path: Path) -> None:
+    """Renaming a file, or moving bytes from the end of one file to the start of the next, is another policy."""
+    a = load_policy(_write(tmp_path / "a", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW})).sha256
+    renamed = load_policy(_write(tmp_path / "b", **{"00_owners.yaml": OWNERS, "11_wf.yaml": WORKFLOW})).sha256
+    moved = load_policy(_write(tmp_path / "c", **{"00_owners.yaml": OWNERS + "\n", "10_wf.yaml": WORKFLOW[1:]}))
+    assert len({a, renamed, moved.sha256}) == 3 and len(a) == 64
+    again = load_policy(_write(tmp_path / "d", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW})).sha256
+    assert again == a
+
+
+def test_an_empty_file_is_an_empty_document_and_a_missing_path_says_so(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "10_wf.yaml": WORKFLOW, "20_empty.yaml": ""})
+    assert len(load_policy(folder).files) == 3
+    with pytest.raises(PolicyError) as err:
+        load_policy(tmp_path / "nowhere")
+    assert [str(i) for i in err.value.issues] == [f"{tmp_path / 'nowhere'}: policy file or folder does not exist"]
+
+
+def test_invalid_yaml_names_its_line_and_column_counted_from_one(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_x.yaml": "a: 1\nb: [unclosed\n"})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    [issue] = err.value.issues
+    assert issue.path == "line 3, column 1" and issue.reason.startswith("invalid YAML: expected ',' or ']'")
+
+
+def test_a_file_that_is_not_utf8_is_located_and_the_other_files_are_still_checked(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS, "20_list.yaml": "- a list\n"})
+    (folder / "10-latin1.yaml").write_bytes("owner: Jos\xe9".encode("latin-1"))
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    assert [(Path(i.file).name, i.reason) for i in err.value.issues] == [
+        ("10-latin1.yaml", "not UTF-8 text"), ("20-list.yaml", "top level must be a mapping, not list")]
+
+
+def test_a_file_that_cannot_be_read_is_located_with_the_systems_reason(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": OWNERS})
+    (folder / "10-unreadable.yaml").symlink_to("/proc/self/mem")  # a file whose first byte no one may read (Linux)
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    assert [(Path(i.file).name, i.reason) for i in err.value.issues] == [
+        ("10-unreadable.yaml", "cannot read: Input/output error")]

@@ -35,6 +35,19 @@ def test_key_value_secrets_keep_the_key_and_lose_the_value() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("PASSWORD=hunter2 next", f"PASSWORD={REDACTED} next"),
+        ("Token: abc123xyz", f"Token: {REDACTED}"),
+        ("API_KEY=k-123456", f"API_KEY={REDACTED}"),
+        ("Client-Secret = 's3 cr3t'", f"Client-Secret = {REDACTED}"),
+    ],
+)
+def test_key_value_secrets_are_found_whatever_the_case_of_the_key(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("password=[x]hunter2 next", f"password={REDACTED} next"),
         ("[a, token=abc123]", f"[a, token={REDACTED}]"),
         ("{k=[token=abc]}", f"{{k=[token={REDACTED}]}}"),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.isolated_worker import RecordingResponder, isolated_settings
-from tests.kafka_helpers import produce, produce_events, read_topic
+from tests.kafka_helpers import has_marker, produce, produce_events, read_topic
 from warden.contract.findings import Finding
 from warden.runtime.worker import Runtime
 
@@ -34,6 +34,11 @@ def e(agent: str, kind: str, at: float, **fields: Any) -> dict[str, Any]:
 
 def call(agent: str, name: str, at: float, **arguments: Any) -> dict[str, Any]:
     return e(agent, "tool_call", at, tool={"name": name, "arguments": arguments})
+
+
+def end_marker(agent: str, at: float) -> dict[str, Any]:
+    """One finding for any agent (secret_access, or unowned_agent for a stray), touching no tool-call window."""
+    return e(agent, "secret_access", at, resource={"type": "secret", "id": "vault://nowhere/end-marker"})
 
 
 def mixed_stream(stray: str) -> list[dict[str, Any]]:
@@ -78,7 +83,12 @@ async def test_a_mixed_stream_yields_exactly_the_expected_findings(worker: Runti
         ("large-refund", "billing-agent-1", "high", False),
         ("prompt-injection-marker", "research-rag-1", "high", True),
     ])
-    records = await read_topic(worker.bootstrap, s.topic_findings, expect=len(expected), settle=1.5)
+    # Behind each agent's events, on its partition, an end marker: a secret read outside any grant, one finding.
+    markers = [end_marker(agent, 50) for agent in sorted({ev["agent"]["id"] for ev in events})]
+    await produce_events(worker.bootstrap, s.topic_activity, markers)
+    marker_ids = {m["event_id"] for m in markers}
+    records = [r for r in await read_topic(worker.bootstrap, s.topic_findings, until=has_marker(marker_ids))
+               if json.loads(r.value)["event_id"] not in marker_ids]
     findings = [Finding.model_validate_json(r.value) for r in records]
     assert sorted((f.rule, f.agent_id, f.severity.value, f.shadow) for f in findings) == expected
     assert all(r.key == f.agent_id.encode() for r, f in zip(records, findings, strict=True))
