@@ -86,21 +86,23 @@ async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list
                             timeout=timeout)
 
 
-def has_marker(event_ids: Iterable[str]) -> Callable[[list[ConsumerRecord]], bool]:
-    """An `until` for read_topic: every one of these events' findings (or dead letters) has arrived."""
+def has_marker(event_ids: Iterable[str], open_value: Callable[[bytes], bytes] | None = None
+               ) -> Callable[[list[ConsumerRecord]], bool]:
+    """An `until` for read_topic: every one of these events' findings (or dead letters) has arrived. Dead letters
+    are sealed: pass `open_value` (the worker's `Settings.sealer().open_bytes`) to read them."""
     wanted = set(event_ids)
 
     def arrived(records: list[ConsumerRecord]) -> bool:
-        return wanted <= {_event_id(r) for r in records}
+        return wanted <= {_event_id(r, open_value) for r in records}
 
     return arrived
 
 
-def _event_id(record: ConsumerRecord) -> str | None:
+def _event_id(record: ConsumerRecord, open_value: Callable[[bytes], bytes] | None = None) -> str | None:
     """The event id a finding or a dead letter carries, if its value is a JSON object that names one."""
     try:
-        value = json.loads(record.value)
-    except ValueError:
+        value = json.loads(open_value(record.value) if open_value else record.value)
+    except (ValueError, RecursionError):  # a dead letter may be hostile bytes, nested beyond the parser's depth
         return None
     return value.get("event_id") if isinstance(value, dict) else None
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from streams.ingest import FORMATS
-from tests.kafka_helpers import event, headers, produce, read_topic
+from tests.kafka_helpers import event, has_marker, headers, produce, read_topic
 from warden.cli.dlq import REPLAYED_FROM, replay
 from warden.contract import metrics
 from warden.contract.findings import Finding
@@ -46,14 +46,19 @@ async def test_a_poisoned_batch_dead_letters_each_bad_element_by_index_and_detec
     }
     batch = "[" + ", ".join([json.dumps(good[0]), *(text for _, text in bad.values()), json.dumps(good[1])]) + "]"
     events_before = metrics.total(metrics.EVENTS)
-    await produce(worker.bootstrap, s.topic_activity, [(b"billing-agent-1", batch.encode())])
-    dead = await read_topic(worker.bootstrap, s.topic_dlq, expect=len(bad), settle=1.0)
-    assert sorted((int(headers(d)["warden.batch_index"]), headers(d)["warden.reason_code"]) for d in dead) == [
+    # End markers behind the batch, on its partition: a finding and a dead letter that nothing is still to follow.
+    marker = event("billing-agent-1", tool={"name": "shell.exec"})
+    poison = event("billing-agent-1", kind="prompt", ts="not a time")
+    await produce(worker.bootstrap, s.topic_activity, [(b"billing-agent-1", batch.encode()), *(
+        (b"billing-agent-1", json.dumps(e).encode()) for e in (marker, poison))])
+    dead = await read_topic(worker.bootstrap, s.topic_dlq, until=has_marker([poison["event_id"]],
+                                                                             s.sealer().open_bytes))
+    assert sorted((int(headers(d)["warden.batch_index"]), headers(d)["warden.reason_code"]) for d in dead[:-1]) == [
         (i, code) for i, (code, _) in bad.items()]
-    findings = await read_topic(worker.bootstrap, s.topic_findings, expect=2, settle=0.5)
+    findings = await read_topic(worker.bootstrap, s.topic_findings, until=has_marker([marker["event_id"]]))
     assert sorted(Finding.model_validate_json(f.value).event_id for f in findings) == sorted(
-        g["event_id"] for g in good)
-    assert metrics.total(metrics.EVENTS) - events_before == 2
+        [*(g["event_id"] for g in good), marker["event_id"]])
+    assert metrics.total(metrics.EVENTS) - events_before == 3  # the batch's two good events and the marker
 
 
 class _CrashesFor(dict):  # type: ignore[type-arg]
@@ -108,7 +113,7 @@ async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_it
                     resource={"type": "secret", "id": "vault://x"}, credential={"id": "k1", "token": TOKEN})
     batch = json.dumps([event("billing-agent-1", kind="prompt"), invalid]).encode()
     await produce(worker.bootstrap, s.topic_activity, [(b"billing-agent-1", batch)])
-    [dead] = await read_topic(worker.bootstrap, s.topic_dlq, expect=1, settle=0.5)
+    [dead] = await read_topic(worker.bootstrap, s.topic_dlq, expect=1)
     h = headers(dead)
     assert (h["warden.reason_code"], h["warden.batch_index"], h["warden.sealed"]) == ("invalid_event", "1", "fernet")
     assert TOKEN.encode() not in dead.value and all(TOKEN not in v for v in h.values())
@@ -120,7 +125,7 @@ async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_it
     assert (outcome.action, outcome.to) == ("replayed", s.topic_activity)
     again = await replay(s, worker.bootstrap, group="replay-test", idle_s=1.0)  # only what failed again since
     assert outcome.offset not in [o.offset for o in again], "a dead letter is replayed once per group"
-    activity = await read_topic(worker.bootstrap, s.topic_activity, expect=2, settle=0.5)
+    activity = await read_topic(worker.bootstrap, s.topic_activity, expect=2)
     replayed = next(r for r in activity if any(k == REPLAYED_FROM for k, _ in r.headers or ()))
     assert json.loads(replayed.value) == invalid and replayed.key == b"billing-agent-1"
 

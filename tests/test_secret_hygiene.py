@@ -97,11 +97,11 @@ async def test_no_planted_secret_leaves_warden_in_clear(
         messages = [(e["agent"]["id"].encode(), json.dumps(e).encode()) for e in _events()]  # type: ignore[index]
         await produce(rt.bootstrap, settings.topic_activity, [*messages, (b"billing-agent-1",
                                                                           json.dumps(invalid).encode())])
-        findings = await read_topic(rt.bootstrap, settings.topic_findings, expect=4, settle=1.0)
+        findings = await read_topic(rt.bootstrap, settings.topic_findings, expect=4)
         rules = {json.loads(f.value)["rule"] for f in findings}
         assert {"unapproved_tool", "echo-arguments", "echo-prompt", "secret_access"} <= rules
         await eventually(lambda: len(slack_api.roots()) >= 3, timeout=60, what="the incidents on Slack")
-        dlq = await read_topic(rt.bootstrap, settings.topic_dlq, expect=1, settle=0.5)
+        dlq = await read_topic(rt.bootstrap, settings.topic_dlq, expect=1)
         assert rt.web is not None
         async with aiohttp.ClientSession() as session, \
                 session.get(f"http://127.0.0.1:{rt.web.port}/metrics") as response:

@@ -50,7 +50,8 @@ async def test_bad_input_goes_to_the_dlq_with_reason_bytes_and_source_and_the_wo
     marker = end_marker("support-bot-2")
     await produce_events(worker.bootstrap, s.topic_activity, [after, marker])
 
-    dlq = await read_topic(worker.bootstrap, s.topic_dlq, until=lambda rs: any(r.value == last for r in rs),
+    opened = s.sealer().open_bytes  # dead letters are sealed
+    dlq = await read_topic(worker.bootstrap, s.topic_dlq, until=lambda rs: any(opened(r.value) == last for r in rs),
                            what="the last poison message")
     assert [headers(r)["warden.reason_code"] for r in dlq] == [code for code, _ in BAD_INPUTS] + ["malformed_json"]
     for record, (code, raw) in zip(dlq, BAD_INPUTS, strict=False):
@@ -90,9 +91,10 @@ async def test_a_bad_element_of_a_batch_is_dead_lettered_and_its_good_neighbours
     await produce(worker.bootstrap, s.topic_activity, [
         (b"billing-agent-1", batch), (b"billing-agent-1", json.dumps(marker).encode()),
         (b"billing-agent-1", poison_marker)])
+    opened = s.sealer().open_bytes  # dead letters are sealed
     dead, last = await read_topic(worker.bootstrap, s.topic_dlq, what="the poison end marker",
-                                  until=lambda rs: any(r.value == poison_marker for r in rs))
-    assert last.value == poison_marker
+                                  until=lambda rs: any(opened(r.value) == poison_marker for r in rs))
+    assert opened(last.value) == poison_marker
     assert headers(dead)["warden.reason_code"] == "missing_field"
     assert headers(dead)["warden.batch_index"] == "1"
     assert worker.settings.sealer().open_bytes(dead.value) == batch
@@ -131,10 +133,11 @@ async def _through(settings: Settings, failures: int) -> tuple[dict[str, Any], F
     responder = FlakyResponder(failures, broken=frozenset({marker["event_id"]}))
     async with Runtime(settings, responder=responder) as rt:
         await produce_events(rt.bootstrap, settings.topic_activity, [first, marker])
-        dlq = await read_topic(rt.bootstrap, settings.topic_dlq, until=has_marker([marker["event_id"]]),
+        dlq = await read_topic(rt.bootstrap, settings.topic_dlq,
+                               until=has_marker([marker["event_id"]], settings.sealer().open_bytes),
                                what="the end marker's dead letter")
     *dead, last = dlq
-    assert Finding.model_validate_json(last.value).event_id == marker["event_id"]
+    assert Finding.model_validate_json(settings.sealer().open_bytes(last.value)).event_id == marker["event_id"]
     assert responder.calls[marker["event_id"]] == 3, "three attempts, then the dead letter"
     return first, responder, dead
 
