@@ -12,6 +12,7 @@ import click
 from pydantic import ValidationError
 
 from warden.cli.incident import incident
+from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
@@ -94,3 +95,5 @@ def demo(timeout: float) -> None:
 
 main.add_command(policy)
 main.add_command(incident)
+main.add_command(incidents)
+main.add_command(audit)

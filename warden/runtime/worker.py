@@ -57,6 +57,9 @@ class Runtime:
         s = self.settings
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
         self.holder = PolicyHolder(policy)
+        if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
+            holder = self.holder
+            self.responder.store.live_policy = lambda: holder.current.sha256
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
             s = self.settings = _fast_group_timings(s)
