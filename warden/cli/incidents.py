@@ -74,7 +74,7 @@ def incidents() -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: total, items.")
-def list_(status: str | None, workflow: str | None, severity: str | None, since: datetime | None, limit: int,
+def list_(*, status: str | None, workflow: str | None, severity: str | None, since: datetime | None, limit: int,
           offset: int, as_json: bool) -> None:
     """List incidents, newest first."""
     from responders.store import utcnow
