@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
@@ -16,6 +17,7 @@ from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
 from responders.store import IncidentStore, Recorded, utcnow
+from responders.trail import Trail
 from warden.contract import metrics
 from warden.contract.findings import Finding
 
@@ -47,6 +49,8 @@ class IncidentResponder:
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
+        tokens = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
+        self.api = IncidentApi(self.store, Trail(self.engine), tokens, clock, self.outbox.wake) if tokens else None
         # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
         self.on_opened: list[Callable[[], None]] = []
         self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
@@ -67,6 +71,11 @@ class IncidentResponder:
         log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")
+        if self.api is None:
+            log.warning("incident API off: WARDEN_API_TOKENS is unset (GET /incidents, evidence pages and "
+                        "POST ack/resolve are not served)")
+        else:
+            log.warning("incident API on: /incidents, /openapi.json (%d bearer tokens)", len(self.api.tokens))
 
     async def handle(self, finding: Finding) -> None:
         outcome = await self.store.record_finding(finding, self.clock())
@@ -87,4 +96,5 @@ class IncidentResponder:
         await self.engine.dispose()
 
     def route_installers(self) -> list[RouteInstaller]:
-        return [self.interactivity.install] if self.interactivity else []
+        installers: list[RouteInstaller] = [self.interactivity.install] if self.interactivity else []
+        return installers + ([self.api.install] if self.api else [])

@@ -60,6 +60,8 @@ CONTAINMENT_SECONDS = Histogram(
     "warden_containment_seconds", "From the event behind a finding to its containment step done",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
+API_REQUESTS = Counter("warden_api_requests_total", "Incident API requests by outcome (ok, unauthenticated, "
+                       "forbidden, not_found, conflict)", ["outcome"])
 QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.control and not released")
 
 

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 
+    api_tokens: SecretStr | None = Field(None, description="owner:token[,owner:token]: bearer tokens of the "
+                                         "incident API, each acting as its owner; unset: the API is off.")
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, v: SecretStr | None) -> SecretStr | None:
+        from responders.api import parse_tokens  # lazy, like the notifiers' registry below
+
+        if v is not None:
+            parse_tokens(v.get_secret_value())  # raises with the reason, never the token
+        return v
+
     @field_validator("web_bind")
     @classmethod
     def _host_port(cls, v: str) -> str:
