@@ -20,6 +20,7 @@ from responders.store import IncidentStore, Recorded, utcnow
 from responders.trail import Trail
 from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.incidents")
 
@@ -49,8 +50,10 @@ class IncidentResponder:
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
+        self.trail = Trail(self.engine)
+        self.gauges = PollingLoop("incident-gauges", settings.escalation_poll_s, self.update_gauges, log)
         tokens = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
-        self.api = IncidentApi(self.store, Trail(self.engine), tokens, clock, self.outbox.wake) if tokens else None
+        self.api = IncidentApi(self.store, self.trail, tokens, clock, self.outbox.wake) if tokens else None
         # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
         self.on_opened: list[Callable[[], None]] = []
         self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
@@ -68,6 +71,7 @@ class IncidentResponder:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
         self.escalator.loop.start()
+        self.gauges.start()
         log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")
@@ -91,9 +95,16 @@ class IncidentResponder:
     async def stop(self) -> None:
         await self.outbox.loop.stop()
         await self.escalator.loop.stop()
+        await self.gauges.stop()
         if self.interactivity:
             await self.interactivity.drain()
         await self.engine.dispose()
+
+    async def update_gauges(self) -> bool:
+        """`warden_incidents_open{severity}` from the database, so every worker reports the same figure."""
+        for severity, n in (await self.trail.open_counts()).items():
+            metrics.INCIDENTS_OPEN.labels(severity=severity).set(n)
+        return False
 
     def route_installers(self) -> list[RouteInstaller]:
         installers: list[RouteInstaller] = [self.interactivity.install] if self.interactivity else []

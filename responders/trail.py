@@ -16,6 +16,7 @@ from responders.db import session_factory
 from responders.db.models import ContainmentStep, Incident, SecurityEvent, TimelineEntry
 
 PAGE_MAX = 200
+SEVERITIES = ("low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,15 @@ class Trail:
         return {**incident_json(row), "timeline": [entry_json(e) for e in entries],
                 "containment": [step_json(st) for st in steps],
                 "chain": {"ok": not breaks, "entries": len(entries), "breaks": [b.as_json() for b in breaks]}}
+
+    async def open_counts(self) -> dict[str, int]:
+        """Incidents not closed (open or acknowledged), by severity; every severity present, 0 when none."""
+        async with self.sessions.begin() as s:
+            rows = (await s.execute(select(Incident.severity, func.count()).where(
+                Incident.status.in_(["open", "acknowledged"])).group_by(Incident.severity))).all()
+        counts = dict.fromkeys(SEVERITIES, 0)
+        counts.update({severity: int(n) for severity, n in rows})
+        return counts
 
     async def verify(self, incident_ids: Sequence[int] | None = None) -> Verification:
         """Recompute every chain (or only the given incidents'), naming the first broken link of each."""

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -81,13 +82,15 @@ def run() -> None:
 
 @main.command()
 @click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the pipeline to settle.")
-def demo(timeout: float) -> None:
+@click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the worker's final /metrics text to this file.")
+def demo(timeout: float, metrics_out: Path | None) -> None:
     """Start everything on the embedded defaults, play the bundled scenario, print one JSON summary line."""
     from warden.cli.demo import run_demo  # here, not above: faust costs `schema` and `policy` 0.6 s
 
     settings = _settings()
     try:
-        ok = asyncio.run(run_demo(settings, timeout))
+        ok = asyncio.run(run_demo(settings, timeout, metrics_out))
     except STARTUP_ERRORS as exc:
         _fail_cleanly(exc)
     sys.exit(0 if ok else 1)

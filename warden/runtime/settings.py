@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 
+    lag_poll_s: float = Field(15.0, gt=0, description="How often consumer lag is read from the broker.")
     api_tokens: SecretStr | None = Field(None, description="owner:token[,owner:token]: bearer tokens of the "
                                          "incident API, each acting as its owner; unset: the API is off.")
 

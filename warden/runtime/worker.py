@@ -16,6 +16,7 @@ from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
 from warden.runtime.control import ControlView
+from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import Settings
@@ -86,6 +87,9 @@ class Runtime:
             self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
+        lag = ConsumerLag(self.bootstrap, s.app_id, [s.topic_activity, s.topic_findings], s.lag_poll_s)
+        await lag.start()
+        self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()
