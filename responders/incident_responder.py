@@ -12,7 +12,7 @@ from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
 from responders.notifiers import notifiers_for
-from responders.notifiers.base import Notifier
+from responders.notifiers.base import NoticeKind, Notifier
 from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
@@ -72,6 +72,10 @@ class IncidentResponder:
         self.outbox.loop.start()
         self.escalator.loop.start()
         self.gauges.start()
+        for name in self.store.notifiers:  # zero series exist from the start, so increase() sees the first one
+            for kind in NoticeKind:
+                metrics.NOTIFICATIONS_DELIVERED.labels(notifier=name, kind=kind.value)
+                metrics.NOTIFICATIONS_DEAD.labels(notifier=name, kind=kind.value)
         log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")

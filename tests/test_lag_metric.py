@@ -8,11 +8,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.kafka_helpers import event, produce_events
 from warden.contract import metrics
 from warden.runtime.lag import ConsumerLag
+from warden.runtime.settings import Settings
+from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.worker import Runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
@@ -22,11 +25,29 @@ def gauge(topic: str) -> float:
     return metrics.CONSUMER_LAG.labels(topic=topic)._value.get()
 
 
+async def _topics_ready(bootstrap: str, s: Settings) -> None:
+    """Create the topics and wait until the broker's metadata lists their partitions (KRaft propagates a new
+    topic asynchronously; the worker's control view refuses a topic with none)."""
+    await ensure_topics(bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for _ in range(100):
+            described = await admin.describe_topics(topic_names(s))
+            if all(d.get("partitions") for d in described):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"topics never showed partitions: {described}")
+    finally:
+        await admin.close()
+
+
 async def test_consumer_lag_per_topic_is_the_backlog_and_drains_to_zero(kafka_bootstrap: str, tmp_path: Path) -> None:
     s = isolated_settings(kafka_bootstrap, tmp_path)
     run = uuid.uuid4().hex[:6]
     events = [event(f"stray-{run}-{i % 16}", kind="prompt", content={"prompt": f"p{i}"}) for i in range(58)]
     warm_up, backlog = events[:8], events[8:]
+    await _topics_ready(kafka_bootstrap, s)
     responder = RecordingResponder()
     async with Runtime(s, responder=responder):  # gives the group a committed position
         await produce_events(kafka_bootstrap, s.topic_activity, warm_up)

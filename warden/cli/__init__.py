@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -47,10 +48,12 @@ STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def main(verbose: bool) -> None:
     """Warden: detect LLM agents acting beyond their scope and route incidents to the named responder."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from warden.runtime.logs import configure
+
+    fmt = os.environ.get("WARDEN_LOG_FORMAT", "json")
+    if fmt not in {"json", "text"}:
+        raise click.ClickException(f"invalid settings: WARDEN_LOG_FORMAT: {fmt!r} is not json or text")
+    configure(logging.INFO if verbose else logging.WARNING, fmt)
 
 
 @main.command()

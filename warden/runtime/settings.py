@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
 
+    log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects or plain text.")
     lag_poll_s: float = Field(15.0, gt=0, description="How often consumer lag is read from the broker.")
     api_tokens: SecretStr | None = Field(None, description="owner:token[,owner:token]: bearer tokens of the "
                                          "incident API, each acting as its owner; unset: the API is off.")
