@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from playbooks.actions.base import Action, ActionFailed, Credential, Services, StepContext
 from playbooks.ledger import ClaimedStep, Ledger
 from responders.incidents import approvers
-from responders.store import IncidentStore
+from responders.store import RELEASE, IncidentStore
 from warden.contract import metrics
 from warden.contract.matrix import Matrix
 from warden.kit.loop import PollingLoop
@@ -44,15 +44,15 @@ class ContainmentEngine:
         """One pass. Returns how many things moved (so the loop comes straight back while there is work)."""
         now = self.clock()
         moved = 0
-        for verdict in await self.ledger.consume_decisions(now):
+        verdicts, climbed, cancelled = await self.ledger.gate(now)
+        for verdict in verdicts:
             moved += 1
             if not verdict.honoured:
                 log.warning("incident #%d: a containment %s not from an approver was refused", verdict.incident_id,
                             verdict.decision)
             elif verdict.decision != "approve":
                 metrics.CONTAINMENT_ACTIONS.labels(action="*", outcome="denied").inc(verdict.steps)
-        climbed = await self.ledger.climb_approvals(now)
-        moved += len(climbed) + await self.ledger.cancel_waiting_of_closed(now)
+        moved += len(climbed) + cancelled
         claimed = await self.ledger.claim(now, self.lease)
         if claimed:
             await asyncio.gather(*(self._run(step) for step in claimed))
@@ -88,7 +88,7 @@ class ContainmentEngine:
             await self._failed(step, ActionFailed("interrupted while running, and the action is not idempotent: "
                                                   "whether it took effect is unknown", retryable=False))
             return
-        if step.action == "release" and not self._may_release(step):
+        if step.action == RELEASE and not self._may_release(step):
             await self._failed(step, ActionFailed("the release was not requested by an owner who may approve",
                                                   retryable=False))
             return

@@ -77,109 +77,106 @@ class Ledger:
 
     # -- the gate ----------------------------------------------------------------------------------------------
 
-    async def consume_decisions(self, now: datetime) -> list[Verdict]:
+    async def gate(self, now: datetime) -> tuple[list[Verdict], list[int], int]:
+        """One transaction for the gate's three checks (decisions, approval timeouts, closed incidents): on SQLite
+        every transaction takes the write lock, and the engine passes often."""
+        async with self.sessions.begin() as s:
+            return await self._consume(s, now), await self._climb(s, now), await self._cancel(s, now)
+
+    async def _consume(self, s: AsyncSession, now: datetime) -> list[Verdict]:
         """Act on each approval or denial not yet consumed, re-checking now that it came from an owner who may
         approve this incident (the named approver, or one the approval climbed to). A decision that did not is
         refused and audited; its steps keep waiting."""
         verdicts: list[Verdict] = []
-        async with self.sessions.begin() as s:
-            rows = list((await s.execute(
-                select(ContainmentDecision).where(ContainmentDecision.consumed_at.is_(None))
-                .order_by(ContainmentDecision.id).with_for_update(skip_locked=True)
-            )).scalars())
-            for decision in rows:
-                decision.consumed_at = now
-                incident = (await s.execute(
-                    select(Incident).where(Incident.id == decision.incident_id).with_for_update()
-                )).scalar_one()
-                owners = FindingOwners.model_validate(incident.owners)
-                allowed = {o.id: o for o in approvers(owners, incident.approval_level)}
-                approver = allowed.get(decision.owner_id)
-                via, _, identity = decision.slack_user.partition(":") if decision.slack_user.startswith(f"{CLI}:") \
-                    else ("slack", "", decision.slack_user)
-                if approver is None or (via != CLI and not approver.may_act_as(via, identity)):
-                    await self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
-                                         slack_user=decision.slack_user, detail={
-                                             "action": f"containment_{decision.decision}",
-                                             "reason": "the decision is not from an owner who may approve it"})
-                    verdicts.append(Verdict(incident.id, decision.decision, False, 0))
-                    continue
-                waiting = [st for st in await self.store.steps_of(s, incident.id)
-                           if st.status == StepStatus.proposed.value]
-                approve = decision.decision == "approve"
-                for step in waiting:
-                    step.status = (StepStatus.approved if approve else StepStatus.denied).value
-                    step.decided_by = approver.id
-                    step.updated_at = now
-                    step.next_attempt_at = now
-                    if not approve:
-                        step.sealed_token, step.ended_at = None, now
-                incident.approval_due_at = None
-                await self.store.log_entry(s, incident.id, now, "containment_steps_approved" if approve
-                                     else "containment_steps_denied", actor=approver.id,
-                                     slack_user=decision.slack_user,
-                                     detail={"steps": [f"{st.playbook}[{st.step}] {st.action}" for st in waiting]})
-                verdicts.append(Verdict(incident.id, decision.decision, True, len(waiting)))
+        rows = list((await s.execute(
+            select(ContainmentDecision).where(ContainmentDecision.consumed_at.is_(None))
+            .order_by(ContainmentDecision.id).with_for_update(skip_locked=True)
+        )).scalars())
+        for decision in rows:
+            decision.consumed_at = now
+            incident = (await s.execute(
+                select(Incident).where(Incident.id == decision.incident_id).with_for_update()
+            )).scalar_one()
+            owners = FindingOwners.model_validate(incident.owners)
+            allowed = {o.id: o for o in approvers(owners, incident.approval_level)}
+            approver = allowed.get(decision.owner_id)
+            via, _, identity = decision.slack_user.partition(":") if decision.slack_user.startswith(f"{CLI}:") \
+                else ("slack", "", decision.slack_user)
+            if approver is None or (via != CLI and not approver.may_act_as(via, identity)):
+                await self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
+                                     slack_user=decision.slack_user, detail={
+                                         "action": f"containment_{decision.decision}",
+                                         "reason": "the decision is not from an owner who may approve it"})
+                verdicts.append(Verdict(incident.id, decision.decision, False, 0))
+                continue
+            waiting = [st for st in await self.store.steps_of(s, incident.id)
+                       if st.status == StepStatus.proposed.value]
+            approve = decision.decision == "approve"
+            for step in waiting:
+                step.status = (StepStatus.approved if approve else StepStatus.denied).value
+                step.decided_by = approver.id
+                step.updated_at = now
+                step.next_attempt_at = now
+                if not approve:
+                    step.sealed_token, step.ended_at = None, now
+            incident.approval_due_at = None
+            await self.store.log_entry(s, incident.id, now, "containment_steps_approved" if approve
+                                 else "containment_steps_denied", actor=approver.id,
+                                 slack_user=decision.slack_user,
+                                 detail={"steps": [f"{st.playbook}[{st.step}] {st.action}" for st in waiting]})
+            verdicts.append(Verdict(incident.id, decision.decision, True, len(waiting)))
         return verdicts
 
-    async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, via: str, identity: str,
-                     now: datetime) -> bool:
-        """A decision made outside Slack (the CLI): recorded like a click, consumed like one."""
-        return await self.store.decide(incident_id, decision, owner=owner, slack_user=f"{via}:{identity}",
-                                       note=f"Containment {decision}d by {owner.name or owner.id} ({via}).", now=now)
-
-    async def climb_approvals(self, now: datetime) -> list[int]:
+    async def _climb(self, s: AsyncSession, now: datetime) -> list[int]:
         """Incidents whose approval timed out: the next owner of the chain who approves is asked (and may approve
         from now on); when there is none, the steps keep waiting for those already asked. Returns the incidents
         whose approval climbed."""
         climbed: list[int] = []
-        async with self.sessions.begin() as s:
-            due = list((await s.execute(
-                select(Incident).where(Incident.approval_due_at <= now).with_for_update(skip_locked=True)
-            )).scalars())
-            for incident in due:
-                waiting = [st for st in await self.store.steps_of(s, incident.id)
-                           if st.status == StepStatus.proposed.value]
-                if not waiting or Status(incident.status) not in ACTIVE:
-                    incident.approval_due_at = None
-                    continue
-                owners = FindingOwners.model_validate(incident.owners)
-                chain = approvers(owners, len(owners.escalation) + 1)
-                level = incident.approval_level + 1
-                waited = int(min(st.approval_timeout_s for st in waiting))
-                if level >= len(chain):
-                    incident.approval_due_at = None
-                    await self.store.log_entry(s, incident.id, now, "approval_unanswered", detail={
-                        "waited_s": waited, "asked": [o.id for o in chain]})
-                    continue
-                incident.approval_level = level
-                incident.approval_due_at = now + timedelta(seconds=waited)
-                target = chain[level]
-                note = (f"containment awaits an approval: not approved within {waited}s by "
-                        + " or ".join(o.name or o.id for o in chain[:level]))
-                await self.store.log_entry(s, incident.id, now, "approval_escalated",
-                                     detail={"to": target.id, "level": level, "why": note})
-                await self.store.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
-                climbed.append(incident.id)
+        due = list((await s.execute(
+            select(Incident).where(Incident.approval_due_at <= now).with_for_update(skip_locked=True)
+        )).scalars())
+        for incident in due:
+            waiting = [st for st in await self.store.steps_of(s, incident.id)
+                       if st.status == StepStatus.proposed.value]
+            if not waiting or Status(incident.status) not in ACTIVE:
+                incident.approval_due_at = None
+                continue
+            owners = FindingOwners.model_validate(incident.owners)
+            chain = approvers(owners, len(owners.escalation) + 1)
+            level = incident.approval_level + 1
+            waited = int(min(st.approval_timeout_s for st in waiting))
+            if level >= len(chain):
+                incident.approval_due_at = None
+                await self.store.log_entry(s, incident.id, now, "approval_unanswered", detail={
+                    "waited_s": waited, "asked": [o.id for o in chain]})
+                continue
+            incident.approval_level = level
+            incident.approval_due_at = now + timedelta(seconds=waited)
+            target = chain[level]
+            note = (f"containment awaits an approval: not approved within {waited}s by "
+                    + " or ".join(o.name or o.id for o in chain[:level]))
+            await self.store.log_entry(s, incident.id, now, "approval_escalated",
+                                 detail={"to": target.id, "level": level, "why": note})
+            await self.store.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
+            climbed.append(incident.id)
         return climbed
 
-    async def cancel_waiting_of_closed(self, now: datetime) -> int:
+    async def _cancel(self, s: AsyncSession, now: datetime) -> int:
         """Steps still waiting for an approval when their incident was closed will never be approved: cancel them
         (and drop their sealed tokens). Approved steps of a closed incident still run."""
-        async with self.sessions.begin() as s:
-            rows = list((await s.execute(
-                select(ContainmentStep).join(Incident, Incident.id == ContainmentStep.incident_id).where(
-                    ContainmentStep.status == StepStatus.proposed.value,
-                    Incident.status.not_in([st.value for st in ACTIVE]),
-                ).with_for_update(of=ContainmentStep, skip_locked=True)
-            )).scalars())
-            for step in rows:
-                step.status, step.sealed_token, step.ended_at, step.updated_at = (
-                    StepStatus.cancelled.value, None, now, now)
-                await self.store.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
-                    "playbook": step.playbook, "step": step.step, "action": step.action,
-                    "why": "the incident closed before an approval"})
-            return len(rows)
+        rows = list((await s.execute(
+            select(ContainmentStep).join(Incident, Incident.id == ContainmentStep.incident_id).where(
+                ContainmentStep.status == StepStatus.proposed.value,
+                Incident.status.not_in([st.value for st in ACTIVE]),
+            ).with_for_update(of=ContainmentStep, skip_locked=True)
+        )).scalars())
+        for step in rows:
+            step.status, step.sealed_token, step.ended_at, step.updated_at = (
+                StepStatus.cancelled.value, None, now, now)
+            await self.store.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
+                "playbook": step.playbook, "step": step.step, "action": step.action,
+                "why": "the incident closed before an approval"})
+        return len(rows)
 
     # -- running -----------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from responders.incident_responder import IncidentResponder
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events, read_topic
 from warden.cli.oauth_server import OAuthServer
+from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.worker import Runtime
@@ -62,6 +63,7 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         [control] = await read_topic(rt.bootstrap, settings.topic_control, expect=1)
         assert control.key == b"iam-agent-1" and json.loads(control.value)["state"] == "quarantined"
         await eventually(lambda: "iam-agent-1" in rt.control.agents, what="the worker's view of the quarantine")
+        assert metrics.QUARANTINED._value.get() == 1
 
         store = rt.responder.store
 
@@ -96,11 +98,15 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         assert await store.request_release(incident_id, owner=jordan, via="cli", identity="tester",
                                            now=datetime.now(UTC))
         await eventually(lambda: "iam-agent-1" not in rt.control.agents, timeout=30, what="the quarantine lifted")
+        assert metrics.QUARANTINED._value.get() == 0
         records = await read_topic(rt.bootstrap, settings.topic_control, expect=2)
         assert [json.loads(r.value)["state"] for r in records] == ["quarantined", "released"]
         assert json.loads(records[1].value)["by"] == "jordan"
         kinds = [e.kind for e in await store.timeline(incident_id)]
         assert "release_requested" in kinds and kinds.count("containment_step_done") == 5
+    # Nowhere at rest in clear: the SQLite database and its write-ahead log, read as bytes.
+    stored = b"".join(p.read_bytes() for p in (settings.data_dir).glob("warden.db*"))
+    assert stored and token.encode() not in stored
 
 
 async def _all_ended(steps: object) -> bool:

@@ -184,6 +184,12 @@ def test_the_buttons_follow_the_status_and_the_gate() -> None:
     assert {b["value"] for b in render.buttons(gated)} == {"7"}
 
 
+def test_a_dry_run_step_says_what_it_would_have_done() -> None:
+    dry = (StepView("hold_refund", 0, "webhook", "dry_run", "approver", True, "POST <https://x|y> signed"),)
+    text = all_text(render.incident_blocks(view(containment=dry)))
+    assert "webhook (dry run: would POST &lt;https://x|y&gt; signed)" in text
+
+
 def test_a_quarantine_in_effect_offers_release_even_after_the_incident_closed() -> None:
     done = (StepView("quarantine_agent", 0, "quarantine_agent", "done", "auto", False),)
     assert labels(view(containment=done)) == ["Acknowledge", "False positive", "Release quarantine"]

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from responders.db.models import ContainmentDecision, SecurityEvent
+from responders.db.models import ContainmentDecision, ContainmentStep, SecurityEvent
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
 from responders.notifiers.slack.interactivity import PATH
@@ -167,3 +167,33 @@ async def test_a_second_decision_is_refused_and_the_first_stands(
     assert incident is not None and incident.decision is not None
     assert (incident.decision.decision, incident.decision.owner_id) == ("deny", "sam")
     assert "containment denied by sam" in slack_api.ephemerals[-1]["text"]
+
+
+async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
+    billing_incident: tuple[IncidentResponder, str, int], slack_api: SlackApiServer
+) -> None:
+    responder, url, incident_id = billing_incident
+    assert responder.interactivity is not None
+
+    presses = iter(range(3))
+
+    async def press(user: str) -> None:  # each press its own request timestamp, or a second one is a replay
+        body = block_actions(incident_id, Action.release.value, user)
+        at = int(time.time()) - next(presses)
+        assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, at)) == 200
+        await responder.interactivity.drain()  # type: ignore[union-attr]
+
+    await press("U0SAM")  # nothing is quarantined yet
+    assert "no quarantine in effect" in slack_api.ephemerals[-1]["text"]
+    async with responder.store.sessions.begin() as s:  # the playbook's quarantine step took effect
+        [step] = (await s.execute(select(ContainmentStep))).scalars()
+        step.action, step.status = "quarantine_agent", "done"
+    await press("U0TOMAS")  # the responder team may not lift it
+    assert "only the named approver, Sam Okafor, may release the quarantine" in slack_api.ephemerals[-1]["text"]
+    await press("U0SAM")
+    async with responder.store.sessions.begin() as s:
+        releases = [r for r in (await s.execute(select(ContainmentStep))).scalars() if r.action == "release"]
+    assert [(r.status, r.decided_by, r.detail["identity"]) for r in releases] == [("approved", "sam", "U0SAM")]
+    entries = [(e.kind, e.actor, e.slack_user) for e in await responder.store.timeline(incident_id)
+               if e.kind in ("refused", "release_requested")]
+    assert entries == [("refused", "unauthorised", "U0TOMAS"), ("release_requested", "sam", "U0SAM")]

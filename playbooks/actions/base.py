@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from responders.incidents import IncidentView
 from warden.contract.findings import OwnerRef
@@ -75,6 +75,19 @@ class StepContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     decided_by: str | None = None
     """The owner whose approval let this step run (`warden` for an auto gate)."""
+
+
+class NoParams(BaseModel):
+    """The parameters of an action that takes none: any given is a lint error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Unchecked:
+    """For an action whose parameter model says all there is to check: nothing more against the matrix."""
+
+    def check(self, params: Any, matrix: Matrix) -> list[tuple[str, str]]:
+        return []
 
 
 class Action(Protocol):

@@ -6,8 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from playbooks.actions.base import ActionFailed, StepContext
-from warden.contract.matrix import Matrix
+from playbooks.actions.base import ActionFailed, StepContext, Unchecked
 
 
 class Params(BaseModel):
@@ -17,7 +16,7 @@ class Params(BaseModel):
     message: str = Field(min_length=1, max_length=2000)
 
 
-class Notify:
+class Notify(Unchecked):
     """Records an outbox notification keyed by the step, so a step run twice notifies once."""
 
     name: ClassVar[str] = "notify"
@@ -25,9 +24,6 @@ class Notify:
     Params: ClassVar[type[BaseModel]] = Params
     idempotent: ClassVar[bool] = True
     uses_token: ClassVar[bool] = False
-
-    def check(self, params: Any, matrix: Matrix) -> list[tuple[str, str]]:
-        return []
 
     def describe(self, params: Any) -> str:
         return f"notify the {params.role}"

@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from playbooks.actions.base import ActionFailed, StepContext
-from warden.contract.matrix import Matrix
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from playbooks.actions.base import ActionFailed, NoParams, StepContext, Unchecked
 
 
-class RevocationList:
+class RevocationList(Unchecked):
     """Publishes the credential id (never the token). Idempotent: keyed by credential id."""
 
     name: ClassVar[str] = "revocation_list"
     summary: ClassVar[str] = "Publish the credential id on warden.revocations for gateways to refuse."
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = NoParams
     idempotent: ClassVar[bool] = True
     uses_token: ClassVar[bool] = False
-
-    def check(self, params: Any, matrix: Matrix) -> list[tuple[str, str]]:
-        return []
 
     def describe(self, params: Any) -> str:
         return "add the credential id to the revocation list (warden.revocations)"

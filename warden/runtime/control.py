@@ -14,6 +14,7 @@ import logging
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from warden.contract import metrics
@@ -51,27 +52,28 @@ class ControlView:
         self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
+        partitions = await self._partitions()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
         self._consumer = consumer
-        try:
-            partitions = await self._partitions(consumer)
-        except BaseException:
-            await consumer.stop()
-            raise
         consumer.assign([TopicPartition(self.topic, p) for p in partitions])
         await consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._follow(consumer), name="warden.control")
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
-        """The topic's partitions, once metadata has them (the topic was created just before start)."""
-        for _ in range(50):
-            await consumer.topics()  # refreshes the cluster metadata
-            found = consumer.partitions_for_topic(self.topic)
-            if found:
-                return sorted(found)
-            await asyncio.sleep(0.1)
+    async def _partitions(self) -> list[int]:
+        """The topic's partitions, from the broker's metadata for that topic (created just before start)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            for _ in range(50):
+                for topic in await admin.describe_topics([self.topic]):
+                    partitions = sorted(p["partition"] for p in topic.get("partitions", []))
+                    if topic.get("topic") == self.topic and partitions:
+                        return partitions
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
         raise RuntimeError(f"topic {self.topic} has no partitions in the broker's metadata")
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:

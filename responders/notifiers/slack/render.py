@@ -90,6 +90,8 @@ def containment_text(inc: IncidentView) -> str:
     books: dict[str, list[str]] = {}
     for step in inc.containment:
         label = f"{safe(step.action)} ({step.status.replace('_', ' ')})"
+        if step.does:  # a dry run: what it would have done
+            label = f"{safe(step.action)} (dry run: would {safe(step.does)})"
         books.setdefault(step.playbook, []).append(label)
     lines = [f"• `{safe(book)}`: " + " → ".join(steps) for book, steps in books.items()]
     head = ("*Approving runs:*" if inc.awaiting_approval and inc.decision is None else "*Containment:*")
