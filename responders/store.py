@@ -257,8 +257,10 @@ class IncidentStore:
         The incident row is locked first, so two workers appending to one incident take turns and each reads the
         other's entry as its predecessor; the unique (incident_id, seq) makes a fork impossible even so. String
         values are redacted again: nothing that reaches the trail may carry a secret."""
+        # FOR NO KEY UPDATE: appenders take turns, yet a transaction that only inserted a row referencing the
+        # incident (its FK takes KEY SHARE) never blocks us, so two deliveries of one incident cannot deadlock.
         policy = (await s.execute(
-            select(Incident.policy_sha256).where(Incident.id == incident_id).with_for_update()
+            select(Incident.policy_sha256).where(Incident.id == incident_id).with_for_update(key_share=True)
         )).scalar_one()
         live = self.live_policy() if self.live_policy is not None else None
         last = (await s.execute(
