@@ -234,3 +234,14 @@ class SecurityEvent(Base):
     seq: Mapped[int] = mapped_column(Integer, comment="Position in the security chain, from 1")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditExport(Base):
+    """How far the optional `warden.audit` export has published the timeline (one row): the export resumes after it,
+    and a worker holds it locked while publishing, so two workers never export the same entries at once."""
+
+    __tablename__ = "audit_export"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_timeline_id: Mapped[int] = mapped_column(Integer, comment="Highest timeline id published")
+    updated_at: Mapped[datetime]

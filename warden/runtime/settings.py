@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     topic_dlq: str = "warden.activity.dlq"
     topic_control: str = Field("warden.control", description="Compacted; quarantine state per agent, for gateways.")
     topic_revocations: str = Field("warden.revocations", description="Compacted; revoked credential ids.")
+    topic_audit: str | None = Field(None, description="Unset: no export. Else findings (OCSF Detection Finding) "
+                                    "and timeline entries as JSON on this topic, e.g. warden.audit.")
     topic_partitions: int = Field(4, ge=1)
     app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")

@@ -1,5 +1,6 @@
 """The audit trail becomes tamper-evident: each timeline entry (per incident) and each security event (one chain)
 carries its position, the previous entry's hash and its own; rows written before this revision are chained here.
+Also the cursor of the optional `warden.audit` export.
 
 Revision ID: 0006
 Revises: 0005
@@ -85,7 +86,16 @@ def upgrade() -> None:
         batch.create_unique_constraint("uq_security_events_seq", ["seq"])
 
 
+    op.create_table(
+        "audit_export",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("last_timeline_id", sa.Integer(), nullable=False, comment="Highest timeline id published"),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("audit_export")
     with op.batch_alter_table("security_events") as batch:
         batch.drop_constraint("uq_security_events_seq", type_="unique")
         for name in _CHAIN_COLUMNS:
