@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -37,9 +37,9 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-def configure(level: int, fmt: str) -> None:
-    """Route all logging through one handler on stderr, JSON (`json`) or plain text (`text`)."""
-    handler = logging.StreamHandler()
+def configure(level: int, fmt: str, stream: TextIO | None = None) -> None:
+    """Route all logging through one handler on `stream` (stderr), JSON (`json`) or plain text (`text`)."""
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
