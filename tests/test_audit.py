@@ -155,3 +155,25 @@ async def test_the_migration_chains_the_rows_written_before_it(incident_db: str)
         assert [(b.chain, b.seq) for b in broken.breaks] == [("7", 2)]
     finally:
         await engine.dispose()
+
+
+async def test_incidents_list_and_show_read_the_trail(incident_settings: Settings) -> None:
+    db_url = incident_settings.database_url
+    assert db_url is not None
+    await walk(incident_settings)
+
+    async def cli(*args: str) -> tuple[int, str]:
+        result = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", *args],
+                                         env={"WARDEN_DATABASE_URL": db_url})
+        return result.exit_code, result.output
+
+    code, out = await cli("list", "--json", "--status", "resolved")
+    page = json.loads(out)
+    assert code == 0 and page["total"] == 1 and page["items"][0]["status_by"] == "iam-team"
+    assert json.loads((await cli("list", "--json", "--status", "open"))[1])["total"] == 0
+    code, out = await cli("show", "1")
+    assert code == 0 and "chain verified" in out and PLANTED not in out
+    assert "containment_approve" in out and "by jordan (U0JORDAN)" in out and "tell[0] notify: done" in out
+    shown = json.loads((await cli("show", "1", "--json"))[1])
+    assert shown["chain"]["ok"] and [e["seq"] for e in shown["timeline"]] == list(range(1, len(shown["timeline"]) + 1))
+    assert (await cli("show", "9"))[0] == 1
