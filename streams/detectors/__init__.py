@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from streams.detectors import (
+    argument_out_of_scope,
     custom,
     data_out_of_scope,
     quarantine_breach,
@@ -17,12 +18,14 @@ from streams.detectors import (
     unapproved_tool,
     unowned_agent,
     unreviewed_identity_change,
+    untrusted_flow,
 )
 from streams.detectors.base import Context, Detector, stateless
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
+from warden.policy.scope_checks import SESSION_TTL
 
 # Every built-in detector, in the order they run. Adding a detector = one module + one line here.
 DETECTORS: tuple[Detector, ...] = (
@@ -34,9 +37,14 @@ DETECTORS: tuple[Detector, ...] = (
     retry_loop,
     tool_burst,
     quarantine_breach,
+    argument_out_of_scope,
+    untrusted_flow,
 )
 REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
 STATEFUL: tuple[str, ...] = tuple(d.info.id for d in DETECTORS if d.new_state is not stateless)
+# Detectors that run even when their own rule is disabled: untrusted_flow also carries the workflows' own flow
+# rules and keeps the session trail they share (it skips only the built-in rule then).
+_ALWAYS_RUN = frozenset({untrusted_flow.info.id})
 
 
 class DetectorState:
@@ -68,13 +76,16 @@ class DetectorState:
 
 
 def lookback(policy: Policy) -> timedelta:
-    """How far back in event time the stateful detectors look under `policy`: the longest tool-call, identical-retry
-    or identity-approval window of any workflow. Rebuilding state needs the log that far back, no further."""
+    """How far back in event time the stateful detectors look under `policy`: the longest tool-call, identical-retry,
+    identity-approval or flow window of any workflow (a flow bounded only in steps looks back the session TTL).
+    Rebuilding state needs the log that far back, no further."""
     longest = timedelta(0)
     for wf in policy.matrix.workflows.values():
         limits = wf.scope.limits
         windows = [wf.scope.identity_changes.window]
         windows += [limit.window for limit in (limits.tool_calls, limits.identical_retries) if limit is not None]
+        flows = [wf.scope.untrusted_flow.within, *(f.within for f in wf.scope.flows)]
+        windows += [w if w is not None else SESSION_TTL for w in flows]
         longest = max(longest, *windows)
     return longest
 
@@ -86,7 +97,7 @@ def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[F
     findings: list[Finding] = []
     for rule_id, detector in REGISTRY.items():
         cfg = overrides.get(rule_id)
-        if cfg is None or cfg.enabled:
+        if cfg is None or cfg.enabled or rule_id in _ALWAYS_RUN:
             findings.extend(detector.detect(ctx, state.by_rule[rule_id]))
     findings.extend(custom.detect(ctx))
     return findings
@@ -99,5 +110,5 @@ def replay(event: ActivityEvent, policy: Policy, state: DetectorState) -> None:
     overrides = policy.matrix.rules.builtin
     for rule_id in STATEFUL:
         cfg = overrides.get(rule_id)
-        if cfg is None or cfg.enabled:
+        if cfg is None or cfg.enabled or rule_id in _ALWAYS_RUN:
             REGISTRY[rule_id].detect(ctx, state.by_rule[rule_id])

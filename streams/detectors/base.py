@@ -13,6 +13,8 @@ from warden.contract.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, 
 from warden.contract.redact import redact_text
 from warden.policy import Policy
 from warden.policy.globs import CompiledScope
+from warden.policy.scope_checks import ScopeChecks
+from warden.policy.tools import CatalogEntry
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,19 @@ class Context:
     workflow: Workflow | None
     scope: CompiledScope | None = None
     quarantined: Mapping[str, QuarantineMark] = field(default_factory=dict)
+    checks: ScopeChecks | None = None
+    tool: CatalogEntry | None = None  # the catalogue's entry for a tool call's tool
 
     @classmethod
     def of(cls, event: ActivityEvent, policy: Policy,
            quarantined: Mapping[str, QuarantineMark] | None = None) -> Context:
         a = policy.assignments.get(event.agent.id)  # one lookup, whatever the matrix size
         marks = quarantined if quarantined is not None else {}
+        entry = policy.tools.entry(event.tool.name) if event.tool is not None else None
         if a is None:
-            return cls(event=event, policy=policy, workflow_id=None, workflow=None, quarantined=marks)
+            return cls(event=event, policy=policy, workflow_id=None, workflow=None, quarantined=marks, tool=entry)
         return cls(event=event, policy=policy, workflow_id=a.workflow_id, workflow=a.workflow, scope=a.scope,
-                   quarantined=marks)
+                   quarantined=marks, checks=a.checks, tool=entry)
 
 
 class Detector(Protocol):
@@ -81,15 +86,17 @@ def build_finding(
     tags: tuple[str, ...] = (),
     title: str | None = None,
     rule_id: str | None = None,
+    raise_agentic: bool = True,
 ) -> Finding | None:
-    """Build a finding, or None when the matrix exempts it. Agentic workflows get one severity level more."""
+    """Build a finding, or None when the matrix exempts it. Agentic workflows get one severity level more, unless
+    the severity already follows the risk tier (`raise_agentic=False`)."""
     rule_id = rule_id or info.id
     cfg = ctx.policy.matrix.rules.builtin.get(rule_id, _DEFAULT_RULE)  # `enabled` is applied by detect()
     wf = ctx.workflow
     if cfg.exempt_chat_low_risk and wf is not None and wf.mode is Mode.chat and wf.risk is Risk.low:
         return None
     sev = severity or cfg.severity or info.default_severity
-    if wf is not None and wf.mode is Mode.agentic:
+    if raise_agentic and wf is not None and wf.mode is Mode.agentic:
         sev = sev.raised()
     ev = ctx.event
     shadow = (mode or cfg.mode) is RuleMode.shadow

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.contract.events import ActivityEvent, Decision, Kind
+from warden.contract.events import ActivityEvent, Decision, IdentityChange, Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import Severity, Workflow
+from warden.contract.matrix import Category, Severity, Workflow
 
 info = RuleInfo(
     id="unreviewed_identity_change",
@@ -81,12 +81,12 @@ def detect(ctx: Context, state: State) -> list[Finding]:
         state.record(ev)
         return []
     wf = ctx.workflow
-    change = ev.identity_change
-    if ev.kind is not Kind.identity_change or change is None or wf is None or ctx.scope is None:
+    change = identity_change_of(ctx)
+    if change is None or wf is None or ctx.scope is None:
         return []
     if not ctx.scope.identity_ops.matches(change.operation):
         return []
-    reason = _missing_approval(ev, wf, state)
+    reason = _missing_approval(ev, change, wf, state)
     if reason is None:
         return []
     gate = wf.scope.identity_changes
@@ -99,18 +99,35 @@ def detect(ctx: Context, state: State) -> list[Finding]:
     }
     if change.entitlement:
         evidence["entitlement"] = change.entitlement
+    if ev.kind is Kind.tool_call and ev.tool is not None:
+        evidence["tool"] = ev.tool.name  # a catalogued identity_admin tool call, not an identity_change event
     finding = build_finding(ctx, info, change.target, evidence)
     return [finding] if finding else []
 
 
-def _missing_approval(ev: ActivityEvent, wf: Workflow, state: State) -> str | None:
+def identity_change_of(ctx: Context) -> IdentityChange | None:
+    """The change an event makes: its `identity_change`, or, for a tool call to a tool the catalogue files under
+    `identity_admin`, the catalogue's operation (default: the tool name) on the target its resource argument names."""
+    ev = ctx.event
+    if ev.kind is Kind.identity_change:
+        return ev.identity_change
+    entry = ctx.tool
+    if ev.kind is not Kind.tool_call or ev.tool is None or entry is None:
+        return None
+    if Category.identity_admin not in entry.categories:
+        return None
+    target = entry.argument(ev.tool.arguments)
+    return IdentityChange(operation=entry.spec.operation or ev.tool.name,
+                          target=str(target) if target not in (None, "") else ev.tool.name)
+
+
+def _missing_approval(ev: ActivityEvent, change: IdentityChange, wf: Workflow, state: State) -> str | None:
     """None when a valid approval covers this change (and it is consumed); otherwise why not."""
-    assert ev.identity_change is not None
     gate = wf.scope.identity_changes
     named = getattr(wf, gate.approval_from)
     if not named:
         return f"the workflow names no {gate.approval_from}"
-    decisions = state.decisions(ev.agent.id, (ev.event_id, ev.identity_change.target))
+    decisions = state.decisions(ev.agent.id, (ev.event_id, change.target))
     mine = decisions.get(named)
     if mine is None:
         others = sorted(a for a, d in decisions.items() if d.approved)

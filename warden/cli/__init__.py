@@ -1,4 +1,4 @@
-"""The `warden` command: run the worker, play the demo, print the schema, check policies."""
+"""The `warden` command: run the worker, play the demo, print the schema, check policies, replay events."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from warden.cli.incident import incident
 from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
+from warden.cli.replay import replay
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
 from warden.runtime.broker import EmbeddedBrokerError
@@ -101,5 +102,6 @@ def demo(timeout: float, metrics_out: Path | None) -> None:
 
 main.add_command(policy)
 main.add_command(incident)
+main.add_command(replay)
 main.add_command(incidents)
 main.add_command(audit)

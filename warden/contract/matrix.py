@@ -151,6 +151,61 @@ class Limits(_Strict):
     identical_retries: Limit | None = None
 
 
+# --- Argument scope, named lists, the tool catalogue and session flow rules (issue 12) ---------------------------
+
+class Category(StrEnum):
+    """What a tool does, as far as the detectors care: the catalogue tags each tool with some of these."""
+
+    secret_store = "secret_store"
+    identity_admin = "identity_admin"
+    payment = "payment"
+    external_comm = "external_comm"
+    destructive = "destructive"
+    code_exec = "code_exec"
+    untrusted_input = "untrusted_input"
+
+
+# The categories a call after untrusted input must not fall in (the built-in `untrusted_flow`).
+SENSITIVE_AFTER_UNTRUSTED = (Category.payment, Category.external_comm, Category.identity_admin,
+                             Category.destructive, Category.code_exec)
+ARGUMENT_PATH = r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$"
+JsonSchema = dict[str, Any]
+
+
+class ToolSpec(_Strict):
+    """One tool of the catalogue: its categories and the argument that names its resource, target or recipient."""
+
+    categories: list[Category] = Field(default_factory=list)
+    resource: str | None = Field(None, pattern=ARGUMENT_PATH,
+                                 description="Dotted argument path of the resource, target or recipient.")
+    operation: str | None = Field(None, description="identity_admin: the identity operation (default: tool name).")
+
+
+class FlowRule(_Strict):
+    """After a call in one of `after`, a call in one of `then` in the same session, within `within_steps` tool
+    calls or `within` event time, is a finding, unless the later call's arguments satisfy `unless[tool]`."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    after: list[Category] = Field(min_length=1)
+    then: list[Category] = Field(min_length=1)
+    within_steps: int | None = Field(20, ge=1)
+    within: Duration | None = timedelta(minutes=30)
+    unless: dict[str, JsonSchema] = Field(
+        default_factory=dict, description="Tool name -> JSON Schema its arguments must meet to be allowed.")
+    severity: Severity | None = Field(None, description="Default: follows the workflow's risk tier.")
+    mode: RuleMode = Field(default_factory=lambda: RuleMode.enforce)  # RuleMode is defined further down
+    frameworks: list[str] = Field(default_factory=list)
+
+
+class UntrustedFlow(_Strict):
+    """A workflow's settings for the built-in `untrusted_flow` (untrusted input, then a sensitive call)."""
+
+    within_steps: int | None = Field(20, ge=1)
+    within: Duration | None = timedelta(minutes=30)
+    unless: dict[str, JsonSchema] = Field(
+        default_factory=dict, description="Tool name -> JSON Schema its arguments must meet to be allowed.")
+
+
 class Scope(_Strict):
     """What a workflow is approved to do. Anything else is out of scope."""
 
@@ -160,6 +215,11 @@ class Scope(_Strict):
     secrets: list[str] = Field(default_factory=list, description="Secret globs in the workflow's grant.")
     identity_changes: IdentityScope = Field(default_factory=IdentityScope)
     limits: Limits = Field(default_factory=Limits)
+    # issue 12: argument constraints and session flow rules
+    arguments: dict[str, JsonSchema] = Field(
+        default_factory=dict, description="Tool name -> JSON Schema (plus named keywords) its arguments must meet.")
+    flows: list[FlowRule] = Field(default_factory=list, description="Session flow rules of this workflow.")
+    untrusted_flow: UntrustedFlow = Field(default_factory=UntrustedFlow)
 
 
 class Workflow(_Strict):
@@ -177,6 +237,8 @@ class Workflow(_Strict):
     escalation: list[EscalationStep] = Field(default_factory=list)
     scope: Scope = Field(default_factory=Scope)
     group_window: Duration = Field(timedelta(hours=1), description="Repeats within this window join one incident.")
+    lists: dict[str, list[str]] = Field(  # issue 12
+        default_factory=dict, description="Named lists: extends a top-level list of the same name, or adds one.")
 
 
 class RuleMode(StrEnum):
@@ -244,3 +306,6 @@ class Matrix(_Strict):
     playbook_definitions: dict[str, Playbook] = Field(
         default_factory=dict, description="The policy's own playbooks; one with a shipped id replaces it.")
     issuers: dict[str, Issuer] = Field(default_factory=dict, description="OAuth servers whose tokens may be revoked.")
+    # issue 12: named lists (known payees, company domains, ...) and the tool catalogue
+    lists: dict[str, list[str]] = Field(default_factory=dict, description="Named lists that constraints refer to.")
+    tools: dict[str, ToolSpec] = Field(default_factory=dict, description="The tool catalogue: name or glob -> spec.")

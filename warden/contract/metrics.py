@@ -82,3 +82,8 @@ QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.c
 def total(counter: Counter) -> float:
     """A counter's sum over all its label sets (the demo and the benchmarks read deltas of these)."""
     return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+FLOW_SESSIONS_EVICTED = Counter(
+    "warden_flow_sessions_evicted_total",
+    "Sessions dropped from the flow rules' state (ttl: idle past the TTL in event time; cap: too many sessions)",
+    ["reason"],
+)

@@ -13,6 +13,19 @@ from warden.contract.events import Kind
 from warden.contract.matrix import ROLES, CustomRule, Workflow
 
 VARIABLES = ("event", "workflow")
+# Names the CEL checker reports as variables though they are not: type names (`type(x) == list`)...
+TYPE_NAMES = frozenset({"bool", "bytes", "double", "duration", "int", "list", "map", "null_type", "string",
+                        "timestamp", "type", "uint"})
+# ... and the variables that comprehension macros bind: `xs.all(x, ...)`, `m.exists_one(k, ...)`.
+_MACRO_BINDING = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+# Functions the runtime evaluates (checked against it by tests/test_cel_validator.py); operators (`_+_`, `@in`,
+# `!_`) are always there. Any other name fails at run time, so the lint rejects it.
+FUNCTIONS = frozenset({
+    "size", "int", "uint", "double", "string", "bytes", "type", "dyn", "duration", "timestamp",
+    "matches", "contains", "startsWith", "endsWith",
+    "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
+    "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+})
 WORKFLOW_FIELDS = ("risk", "mode", *ROLES)
 KINDS = frozenset(k.value for k in Kind)
 # A string literal without escapes or prefixes; anything fancier is simply not used as an index hint.
@@ -143,11 +156,32 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
     except ValueError as exc:
         issues.append((path, f"CEL does not compile: {' '.join(str(exc).split())}"))
         return None
-    unknown = sorted(set(program.variables()) - set(VARIABLES))
+    refs = program.references()
+    bound = set(_MACRO_BINDING.findall(_without_strings(source)))
+    unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - bound)
     if unknown:
         issues.append((path, f"unknown variable(s) {unknown}: rules see only `event` and `workflow`"))
         return None
+    functions = sorted(f for f in refs["functions"] if f[:1].isalpha() and f not in FUNCTIONS)
+    if functions:
+        issues.append((path, f"unknown function(s) {functions}: CEL here has {', '.join(sorted(FUNCTIONS))}"))
+        return None
     return program
+
+
+def _without_strings(source: str) -> str:
+    """`source` with every string literal blanked, so a macro-looking string binds nothing."""
+    out: list[str] = []
+    i = 0
+    while i < len(source):
+        if source[i] in "\"'":
+            j = _skip_string(source, i)
+            out.append('""')
+            i = j
+            continue
+        out.append(source[i])
+        i += 1
+    return "".join(out)
 
 
 def index_hints(source: str) -> tuple[frozenset[str] | None, frozenset[str] | None]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix
 from warden.policy.containment import check_containment
+from warden.policy.lint_scope import check_scope
 from warden.policy.merge import Provenance, file_for
 from warden.policy.model import Catalogue, PolicyIssue
 
@@ -78,7 +79,7 @@ def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., Non
                   f"`{key}:` is the old format; write it as `{section}: {{{notifier}: ...}}`", "warning")
 
 
-def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[[tuple[str, ...], str], None]) -> None:
+def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:
     """Rule ids and playbook names must exist: a typo would silently disable an override or a playbook."""
     builtin = catalogue.rules
     for rule_id in matrix.rules.builtin:
@@ -90,4 +91,5 @@ def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[[tuple
         if rule.id in builtin or rule.id in custom:
             issue(("rules", "custom", str(i), "id"), f"rule id {rule.id!r} is already used")
         custom.add(rule.id)
+    custom |= check_scope(matrix, set(builtin) | custom, issue)  # the workflows' flow rule ids
     check_containment(matrix, catalogue.playbooks, catalogue.actions, issue, set(builtin) | custom)

@@ -14,6 +14,7 @@ from warden.policy.cel import compile_rules
 from warden.policy.lint import check_matrix
 from warden.policy.merge import Provenance, file_for, merge
 from warden.policy.model import Catalogue, Policy, PolicyError, PolicyIssue
+from warden.policy.scope_checks import compile_scope_checks
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -75,11 +76,13 @@ def build_policy(matrix: Matrix, catalogue: Catalogue, *, sha256: str, files: tu
     provenance = provenance or {}
     errors, warnings = check_matrix(matrix, catalogue, provenance, fallback)
     rules, problems = compile_rules(matrix.rules.custom)
+    scope_checks, schema_problems = compile_scope_checks(matrix)
+    problems += schema_problems
     errors += [PolicyIssue(file_for(p, provenance, fallback), ".".join(p), reason) for p, reason in problems]
     if errors:
         raise PolicyError(errors, warnings)
     return Policy(matrix=matrix, sha256=sha256, files=files, rules=rules, warnings=warnings,
-                  shipped_playbooks=catalogue.playbooks)
+                  shipped_playbooks=catalogue.playbooks, scope_checks=scope_checks)
 
 
 def _locate(err: Any, provenance: Provenance, files: list[Path]) -> PolicyIssue:

@@ -6,7 +6,7 @@ from typing import Any
 
 Provenance = dict[tuple[str, ...], str]
 # Sections merged key by key across the files of a folder; a later file (in name order) wins a key.
-_KEYED = (("owners",), ("workflows",), ("rules", "builtin"), ("defaults",))
+_KEYED = (("owners",), ("workflows",), ("rules", "builtin"), ("defaults",), ("lists",), ("tools",))
 # Sections whose lists concatenate across files, in name order.
 _LISTED = (("rules", "custom"), ("playbooks",))
 

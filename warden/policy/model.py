@@ -11,6 +11,8 @@ from warden.contract.matrix import Matrix, Owner, Severity, Workflow
 from warden.policy.cel import CompiledRules
 from warden.policy.containment import ActionCheck, plans, playbooks_of
 from warden.policy.globs import CompiledScope
+from warden.policy.scope_checks import ScopeChecks
+from warden.policy.tools import ToolCatalogue
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Assignment:
     workflow_id: str
     workflow: Workflow
     scope: CompiledScope
+    checks: ScopeChecks = field(default_factory=ScopeChecks)  # argument constraints and flow rules
 
 
 @dataclass
@@ -70,16 +73,20 @@ class Policy:
     rules: CompiledRules = field(repr=False)
     warnings: list[PolicyIssue] = field(default_factory=list)
     shipped_playbooks: Mapping[str, Playbook] = field(default_factory=dict, repr=False)
+    scope_checks: dict[str, ScopeChecks] = field(default_factory=dict, repr=False)
+    tools: ToolCatalogue = field(init=False, repr=False)
     assignments: dict[str, Assignment] = field(init=False, default_factory=dict, repr=False)
     _owners_cache: dict[str | None, FindingOwners] = field(default_factory=dict, repr=False)
     playbooks: dict[str, Playbook] = field(init=False, default_factory=dict, repr=False)
     _plans_cache: dict[tuple[str, Severity, str | None], list[Plan]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        """Index once: agent -> workflow and its compiled scope globs."""
+        """Index once: agent -> workflow, its compiled scope globs and checks; the tool catalogue; the playbooks."""
         self.playbooks = playbooks_of(self.matrix, self.shipped_playbooks)
+        self.tools = ToolCatalogue(self.matrix.tools)
         for wf_id, wf in self.matrix.workflows.items():
-            assignment = Assignment(wf_id, wf, CompiledScope.of(wf.scope))
+            checks = self.scope_checks.get(wf_id) or ScopeChecks()
+            assignment = Assignment(wf_id, wf, CompiledScope.of(wf.scope), checks)
             for agent in wf.agents:
                 self.assignments[agent] = assignment  # the lint rejects an agent claimed twice
 

@@ -1,0 +1,70 @@
+"""The CEL rule validator accepts all of CEL the runtime evaluates (macros, type names) and rejects unknown
+functions at lint time instead of failing on every event."""
+
+from __future__ import annotations
+
+import cel
+import pytest
+
+from streams.detectors import DetectorState, detect
+from tests.matrix_builder import policy, tool
+from warden.contract.matrix import CustomRule
+from warden.policy.cel import FUNCTIONS, compile_rules
+
+ALL_INTERNAL = ('event.kind == "tool_call" && event.tool.name == "mail.send" '
+                '&& event.tool.arguments.to.all(r, r.endsWith("@example.com"))')
+
+
+def issues(condition: str) -> list[str]:
+    return [reason for _, reason in compile_rules([CustomRule(id="r", condition=condition)])[1]]
+
+
+@pytest.mark.parametrize("condition", [
+    ALL_INTERNAL,
+    'event.tool.arguments.to.exists(r, r.startsWith("ceo@"))',
+    "event.tool.arguments.to.exists_one(r, r == 'a')",
+    "event.tool.arguments.to.map(r, size(r)).filter(n, n > 40).size() > 0",
+    "type(event.tool.arguments.to) == list && type(event.tool.arguments) == map",
+    "type(event.x) == string || type(event.x) == int || type(event.x) == null_type",
+    'has(event.tool) && timestamp(event.ts).getHours() > 20 && duration("1h") > duration("1m")',
+])
+def test_macros_and_type_names_are_accepted(condition: str) -> None:
+    assert issues(condition) == []
+
+
+@pytest.mark.parametrize(("condition", "reason"), [
+    ("event.tool.arguments.to.exists(r, x > 1)", "unknown variable(s) ['x']"),
+    ("request.size > 1", "unknown variable(s) ['request']"),
+    ('event.tool.name.lowerAscii() == "x"', "unknown function(s) ['lowerAscii']"),
+    ("is_external(event.tool.arguments.to)", "unknown function(s) ['is_external']"),
+    ('event.x == ".all(y, true)" && y', "unknown variable(s) ['y']"),  # a macro inside a string binds nothing
+])
+def test_unknown_variables_and_functions_are_caught_at_lint(condition: str, reason: str) -> None:
+    [found] = issues(condition)
+    assert reason in found
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_the_lint_accepts_evaluates_in_the_runtime(name: str) -> None:
+    sample = {
+        "size": "size('ab')", "int": "int('1')", "uint": "uint(1)", "double": "double(1)", "string": "string(1)",
+        "bytes": "bytes('a')", "type": "type(1)", "dyn": "dyn(1)", "duration": "duration('1s')",
+        "timestamp": "timestamp('2026-01-01T00:00:00Z')", "matches": "'a'.matches('a')",
+        "contains": "'ab'.contains('a')", "startsWith": "'ab'.startsWith('a')", "endsWith": "'ab'.endsWith('b')",
+    }.get(name, f"timestamp('2026-01-01T00:00:00Z').{name}()")
+    program = cel.compile(sample)
+    assert name in program.functions()
+    program.execute(cel.Context(variables={}))  # raises for a function the runtime lacks
+
+
+def test_a_macro_rule_fires_on_the_event_it_describes() -> None:
+    rule = {"id": "outside-mail", "condition": ALL_INTERNAL.replace(".all(", ".exists(").replace(
+        'r.endsWith("@example.com")', '!r.endsWith("@example.com")')}
+    pol = policy(rules={"custom": [rule]})
+
+    def fired(to: list[str]) -> bool:
+        event = tool("rag-bot", "mail.send", tool={"arguments": {"to": to}})
+        return any(f.rule == "outside-mail" for f in detect(event, pol, DetectorState()))
+
+    assert fired(["a@example.com", "b@evil.example.net"])
+    assert not fired(["a@example.com"])
