@@ -1,14 +1,43 @@
-# Warden worker image: the package and its dependencies, no embedded broker (production uses real Kafka).
-FROM python:3.11-slim
-WORKDIR /app
+# Warden worker image. Stage 1 builds the wheel and installs it with its dependencies into a venv; stage 2 is the
+# slim runtime with that venv only: no compilers, no build tools, no source tree, no embedded broker (production
+# uses real Kafka). Runs as a non-root user and works with a read-only root filesystem: Warden writes only to
+# WARDEN_DATA_DIR (/data, a volume). Lint: `.venv/bin/hadolint Dockerfile` (tests/test_image.py, .ci/run).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN pip install build==1.6.1
 COPY pyproject.toml README.md ./
 COPY warden ./warden
 COPY streams ./streams
 COPY responders ./responders
 COPY playbooks ./playbooks
-RUN pip install --no-cache-dir . && useradd --system warden && mkdir /data && chown warden /data
-USER warden
-ENV WARDEN_DATA_DIR=/data WARDEN_WEB_BIND=0.0.0.0:6066
+# The wheel is what PyPI users get; the image installs exactly it (with the migrations, playbooks and examples).
+RUN python -m build --wheel --outdir /dist . \
+    && python -m venv /opt/warden \
+    && /opt/warden/bin/pip install /dist/*.whl
+
+FROM ${PYTHON_IMAGE}
+ARG UID=10001
+# PYTHONDONTWRITEBYTECODE: the venv's bytecode was compiled at install; nothing is written beside the code.
+ENV PATH=/opt/warden/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    WARDEN_DATA_DIR=/data \
+    WARDEN_WEB_BIND=0.0.0.0:6066
+RUN useradd --system --uid "${UID}" --no-create-home --shell /usr/sbin/nologin warden \
+    && mkdir /data \
+    && chown "${UID}" /data
+COPY --from=build /opt/warden /opt/warden
+USER ${UID}
+VOLUME ["/data"]
 EXPOSE 6066
+# /healthz answers 200 once the worker's web server is up; python is the one client the slim image has.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", \
+         "import os, urllib.request as u; port = os.environ['WARDEN_WEB_BIND'].rpartition(':')[2]; \
+u.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+# `warden run` by default; `docker run IMAGE policy lint /etc/warden/policy` runs another subcommand.
 ENTRYPOINT ["warden"]
 CMD ["run"]

@@ -3,6 +3,7 @@ safe text, dedup and retry timing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -306,10 +307,14 @@ async def test_slack_requests_and_retries_go_out_only_while_the_lease_lasts(slac
     with send_deadline(time.monotonic() + 1.5), pytest.raises(TryLater) as later:  # no time to wait 1 s and retry
         await slack.send(notice)
     assert later.value.after_s == 1 and len(slack_api.requests) == 1
-    slack_api.fail("chat.postMessage", status=429, retry_after=5)  # longer than a call timeout: the outbox waits
-    with pytest.raises(TryLater, match="rate limited for 5s"):
+    slack_api.fail("chat.postMessage", status=429, retry_after=2)  # longer than a call timeout: the outbox waits
+    with pytest.raises(TryLater, match="rate limited for 2s"):
         await slack.send(notice)
     assert len(slack_api.requests) == 2 and slack_api.roots() == []
+    with pytest.raises(TryLater, match="rate limited for another"):  # the whole client waits, not only that call
+        await slack.send(notice)
+    assert len(slack_api.requests) == 2
+    await asyncio.sleep(slack.window.remaining())
     with send_deadline(time.monotonic() + 5):
         await slack.send(notice)
     assert len(slack_api.roots()) == 1

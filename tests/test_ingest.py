@@ -82,3 +82,73 @@ def test_the_credential_token_never_appears_when_an_event_is_rendered() -> None:
     assert ev.credential.token.get_secret_value() == "sk-supersecretvalue123456"
     for rendered in (ev.model_dump_json(), repr(ev), str(ev.model_dump())):
         assert "supersecret" not in rendered
+
+
+# -- hostile input: one named regression test per class (issue 10); tests/test_hostile_input.py fuzzes them -------
+
+GOOD = json.dumps(event("a1", kind="prompt"))
+
+
+def _with(extra: str) -> str:
+    """The good event with raw JSON text spliced in after its opening brace."""
+    return "{" + extra + ", " + GOOD[1:]
+
+
+def _batch_with(bad: str) -> bytes:
+    return ("[" + GOOD + ", " + bad + ", " + GOOD + "]").encode()
+
+
+@pytest.mark.parametrize(("bad", "code"), [
+    ("[" * 5000 + "]" * 5000, "too_deep"),  # a ~10 KB element: jiter stops at 200 levels, the stack is never used
+    (_with('"x": ' + "[" * 300 + "]" * 300), "too_deep"),  # 200-999 levels: rejected in a batch as when alone
+    (_with('"x": ' + '{"a":' * 300 + "1" + "}" * 300), "too_deep"),
+    (_with('"kind": "bogus"'), "duplicate_key"),  # "kind":"bogus","kind":"prompt" no longer keeps the last
+    (_with('"x": NaN'), "non_finite_number"),
+    (_with('"x": -Infinity'), "non_finite_number"),
+    (_with('"x": 1e999'), "non_finite_number"),  # valid JSON text, but it overflows to infinity
+    (_with('"x": "\\ud800"'), "lone_surrogate"),  # would fail later, when a finding is serialised
+    (_with('"x": "a\\udc00b"'), "lone_surrogate"),
+    ('{"event_id": tru}', "malformed_json"),  # broken inside, the array's outline intact
+    ("42", "not_an_object"),
+])
+def test_a_hostile_element_is_rejected_alone_and_its_neighbours_are_decoded(bad: str, code: str) -> None:
+    single = decode(bad.encode(), LIMIT)
+    assert single.events == [] and [r.code for r in single.rejections] == [code]
+    batch = decode(_batch_with(bad), LIMIT)
+    assert [r.code for r in batch.rejections] == [code]
+    assert batch.rejections[0].index == 1
+    assert len(batch.events) == 2 and batch.indices == [0, 2]
+
+
+def test_a_batch_too_deep_as_a_whole_is_too_deep_at_its_element() -> None:
+    out = decode(("[" * 20_000 + "]" * 20_000).encode(), LIMIT)
+    assert [(r.code, r.index) for r in out.rejections] == [("too_deep", 0)]
+
+
+def test_a_valid_surrogate_pair_is_kept() -> None:
+    [ev] = decode(_with('"x": "\\ud83d\\ude00"').encode(), LIMIT).events
+    assert ev.attributes["x"] == "😀"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16", "utf-32-le", "utf-32"])
+def test_utf16_and_utf32_are_not_utf8_in_a_single_event_and_a_batch_alike(encoding: str) -> None:
+    for text in (GOOD, "[" + GOOD + "]"):
+        out = decode(text.encode(encoding), LIMIT)
+        assert out.events == [] and [r.code for r in out.rejections] == ["not_utf8"], (encoding, text[:1])
+
+
+def test_a_utf8_byte_order_mark_is_malformed_json_in_a_single_event_and_a_batch_alike() -> None:
+    for text in (GOOD, "[" + GOOD + "]"):
+        out = decode(("\ufeff" + text).encode(), LIMIT)
+        assert [r.code for r in out.rejections] == ["malformed_json"]
+
+
+def test_invalid_utf8_inside_one_element_costs_only_that_element() -> None:
+    raw = b"[" + GOOD.encode() + b', {"event_id": "\xff"}, ' + GOOD.encode() + b"]"
+    out = decode(raw, LIMIT)
+    assert [(r.code, r.index) for r in out.rejections] == [("not_utf8", 1)] and out.indices == [0, 2]
+
+
+def test_an_array_whose_outline_is_broken_is_rejected_whole() -> None:
+    out = decode(("[" + GOOD + ', "unterminated').encode(), LIMIT)
+    assert [(r.code, r.index) for r in out.rejections] == [("malformed_json", None)]

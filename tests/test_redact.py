@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from warden.contract.redact import REDACTED, redact_text, redact_value, slack_escape
+from warden.contract.redact import REDACTED, redact_text, redact_tree, redact_value, slack_escape
 
 
 @pytest.mark.parametrize(
@@ -58,3 +60,79 @@ def test_slack_escape_makes_mentions_and_links_inert() -> None:
     out = slack_escape("<!channel> <@U123> <https://evil|click> & more")
     assert "<" not in out and ">" not in out
     assert out == "&lt;!channel&gt; &lt;@U123&gt; &lt;https://evil|click&gt; &amp; more"
+
+
+# -- structured secrets (issue 10) ------------------------------------------------------------------------------
+
+S = "Zq8vN3pLx7RtK2mW"  # a distinct, plain-looking secret value: only structure can find it
+
+
+@pytest.mark.parametrize("text", [
+    f'{{"api_key": "{S}"}}',  # a JSON document inside a string argument
+    f'{{"password": "{S}", "user": "bob"}}',
+    f'{{"outer": "{{\\"password\\": \\"{S}\\"}}"}}',  # JSON inside a JSON string inside a string
+    f'run with {{"token": "{S}"}} now',  # JSON inside free text
+    f"{{'pwd': '{S}'}}",  # Python's repr of a dict (what a template renders)
+    f"passphrase={S}",
+    f"PrivateKey: {S}",
+    f'{{"auth": "{S}"}}',
+    f'{{"Cookie": "{S}"}}',
+    f'{{"session": "{S}"}}',
+    f'{{"private_key": "{S}"}}',
+    f'{{"nested": [{{"x": {{"client_secret": "{S}"}}}}]}}',
+    f"Authorization: Basic {S}",
+    f"curl -H 'Authorization: Digest {S} realm' https://x",
+    f"GET / HTTP/1.1\nHost: x\nCookie: session={S}; theme=dark\n",
+    f"Set-Cookie: id={S}; HttpOnly",
+    f"X-Api-Key: {S}",
+    f"x-auth-token:{S}",
+    f"https://bob:{S}@db.example/x",
+    str({"request": f"GET /\nAuthorization: Basic {S}\nAccept: */*"}),  # a header block in a repr (templates)
+    json.dumps({"request": f"GET /\nCookie: a=1; sid={S}\n"})[:-1],  # ...and in JSON text cut short
+])
+def test_structured_secrets_are_redacted(text: str) -> None:
+    out = redact_text(text, limit=10_000)
+    assert S not in out and REDACTED in out, out
+
+
+@pytest.mark.parametrize("token", [
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLXNpZw",
+    "xoxp-1234-5678-abcdefghijkl", "xapp-1-A0123-456789-abcdef",
+    "sk-ant-api03-abcdefghijklmnop", "ghs_0123456789abcdefghijABCD", "github_pat_11ABCDEFG0123456789_abcdefghij",
+    "ASIAIOSFODNN7EXAMPLE", "AIzaSyA-0123456789abcdefghijklmnopqrstu",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
+    "q7Xk2LmP9wR4tZ8vB3nJ6hC1",  # high entropy, no known shape
+])
+def test_known_formats_and_high_entropy_tokens_are_redacted(token: str) -> None:
+    out = redact_text(f"see {token} here", limit=10_000)
+    assert token not in out and REDACTED in out
+
+
+@pytest.mark.parametrize("text", [
+    "session_id=sess-d credential_id=kid-22 token_id=t1",  # the contract's ids are not secrets
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736, sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "vault://billing/stripe-restricted-key", "the author wrote internationalization-guidelines-2026",
+    "shell.exec with {\"cmd\": \"id\", \"cwd\": \"/srv\"}",
+])
+def test_ordinary_text_and_ids_are_kept(text: str) -> None:
+    assert REDACTED not in redact_text(text, limit=10_000)
+
+
+def test_a_json_document_keeps_its_shape_and_loses_only_the_secret() -> None:
+    out = json.loads(redact_text('{"cmd": "deploy", "password": "p", "opts": {"Authorization": "Bearer x"}}'))
+    assert out == {"cmd": "deploy", "password": REDACTED, "opts": {"Authorization": REDACTED}}
+
+
+def test_redact_value_walks_json_inside_string_arguments() -> None:
+    out = redact_value({"body": f'{{"password": "{S}"}}', "headers": f"Cookie: sid={S}", "pwd": S})
+    assert S not in out and "body=" in out
+
+
+def test_a_deeply_nested_value_is_redacted_without_recursion() -> None:
+    deep: object = {"password": S}
+    for _ in range(5000):
+        deep = [deep]
+    out = redact_tree(deep)
+    for _ in range(5000):
+        [out] = out
+    assert out == {"password": REDACTED}

@@ -46,7 +46,8 @@ async def test_bad_input_goes_to_the_dlq_with_reason_bytes_and_source_and_the_wo
         h = headers(record)
         assert h["warden.reason_code"] == code
         assert h["warden.reason"].startswith(code + ": ")
-        assert record.value == raw, f"{code}: DLQ must carry the original bytes"
+        assert h["warden.sealed"] == "fernet"
+        assert s.sealer().open_bytes(record.value) == raw, f"{code}: DLQ must carry the original bytes, sealed"
         assert h["warden.source_topic"] == s.topic_activity
         assert int(h["warden.source_partition"]) >= 0 and int(h["warden.source_offset"]) >= 0
 
@@ -79,7 +80,7 @@ async def test_a_bad_element_of_a_batch_is_dead_lettered_and_its_good_neighbours
     [dead] = await read_topic(worker.bootstrap, s.topic_dlq, expect=1, settle=1.0)
     assert headers(dead)["warden.reason_code"] == "missing_field"
     assert headers(dead)["warden.batch_index"] == "1"
-    assert dead.value == batch
+    assert worker.settings.sealer().open_bytes(dead.value) == batch
     [f] = await read_topic(worker.bootstrap, s.topic_findings, expect=1, settle=1.0)
     finding = Finding.model_validate_json(f.value)
     assert finding.event_id == good["event_id"]
@@ -134,4 +135,4 @@ async def test_a_finding_that_keeps_failing_is_dead_lettered_with_its_source(wor
     assert h["warden.reason_code"] == "processing_error"
     assert "ConnectionError: responder backend unavailable" in h["warden.reason"]
     assert h["warden.source_topic"] == worker_settings.topic_findings
-    assert Finding.model_validate_json(dead.value).rule == "unapproved_tool"
+    assert Finding.model_validate_json(worker_settings.sealer().open_bytes(dead.value)).rule == "unapproved_tool"

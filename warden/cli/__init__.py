@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from warden import __version__
+from warden.cli.dlq import dlq
 from warden.cli.incident import incident
 from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
@@ -46,6 +48,7 @@ STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
 
 
 @click.group()
+@click.version_option(__version__, prog_name="warden")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def main(verbose: bool) -> None:
     """Warden: detect LLM agents acting beyond their scope and route incidents to the named responder."""
@@ -86,14 +89,21 @@ def run() -> None:
 
 @main.command()
 @click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the pipeline to settle.")
+@click.option("--send-only", is_flag=True, help="Only send the scenario to WARDEN_KAFKA_BOOTSTRAP, for workers "
+              "already running there (compose's demo-producer); print what was sent.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the worker's final /metrics text to this file.")
-def demo(timeout: float, metrics_out: Path | None) -> None:
+def demo(timeout: float, send_only: bool, metrics_out: Path | None) -> None:
     """Start everything on the embedded defaults, play the bundled scenario, print one JSON summary line."""
-    from warden.cli.demo import run_demo  # here, not above: faust costs `schema` and `policy` 0.6 s
+    from warden.cli.demo import run_demo, send_scenario  # here, not above: faust costs `schema` and `policy` 0.6 s
 
     settings = _settings()
     try:
+        if send_only:
+            plan = asyncio.run(send_scenario(settings))
+            click.echo(json.dumps({"messages": len(plan.messages), "events": plan.valid_events,
+                                   "invalid": plan.invalid, "run_id": plan.run_id}))
+            return
         ok = asyncio.run(run_demo(settings, timeout, metrics_out))
     except STARTUP_ERRORS as exc:
         _fail_cleanly(exc)
@@ -101,6 +111,7 @@ def demo(timeout: float, metrics_out: Path | None) -> None:
 
 
 main.add_command(policy)
+main.add_command(dlq)
 main.add_command(incident)
 main.add_command(replay)
 main.add_command(incidents)

@@ -92,6 +92,25 @@ _COUNTED = {
 }
 
 
+async def send_scenario(settings: Settings) -> Plan:
+    """Only the producer's half (compose's `demo-producer`): the scenario to WARDEN_KAFKA_BOOTSTRAP's activity
+    topic, keyed by agent id, for the workers already running there; no OAuth server, so its tokens are fakes."""
+    if not settings.kafka_bootstrap:
+        raise OSError("--send-only needs WARDEN_KAFKA_BOOTSTRAP: the workers' Kafka")
+    fills = {"OAUTH_ISSUER": "https://idp.example.com"} | {f"OAUTH_TOKEN_{i + 1}": "not-a-real-token"
+                                                              for i in range(DEMO_TOKENS)}
+    plan = build_plan(SCENARIO, settings.max_message_bytes, fills)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                max_request_size=4 * settings.max_message_bytes)
+    await producer.start()
+    try:
+        for key, value in plan.messages:
+            await producer.send_and_wait(settings.topic_activity, value, key=key)
+    finally:
+        await producer.stop()
+    return plan
+
+
 async def run_demo(settings: Settings, timeout: float, metrics_out: Path | None = None) -> bool:
     """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line; with
     `metrics_out`, write what /metrics served at the end there (the dashboard's expressions are checked on it)."""

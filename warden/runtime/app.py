@@ -15,22 +15,39 @@ from faust.types import TP, EventT
 
 from responders.base import Responder
 from streams.detectors import DetectorState, detect
-from streams.ingest import FORMATS, Decoder
+from streams.ingest import FORMATS, Decoded, Decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
+from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
-from warden.kit.sealing import Sealer
+from warden.kit.sealing import SCHEME, Sealer
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
+from warden.runtime.topics import DLQ_HEADER_ROOM
 
 log = logging.getLogger("warden.worker")
 
 Publish = Callable[[Finding], Awaitable[None]]
+PublishBytes = Callable[[bytes, bytes], Awaitable[None]]  # a finding already serialised: key, value
 PROCESSING = Backoff(initial_s=0.2, attempts=3)  # a failing message: retried, then dead-lettered
 DLQ_WRITE = Backoff(initial_s=0.2, max_s=30.0)  # the DLQ is the last resort: retried until it works
+
+
+def sealed_dead_letter(sealer: Sealer, value: bytes | None, max_bytes: int) -> tuple[bytes | None, dict[str, bytes]]:
+    """A dead letter's value and headers: the original bytes sealed whole (they may carry `credential.token` or any
+    other secret, and a message that did not parse has no parts to pick out), cut first so that the sealed value
+    fits in `max_bytes` (Fernet adds a third plus 73 bytes). `warden dlq replay` opens it again."""
+    if value is None:
+        return None, {}
+    headers = {"warden.sealed": SCHEME}  # opened again by `warden dlq replay`
+    room = (max_bytes * 3) // 4 - 128
+    if len(value) > room:
+        headers["warden.truncated_from"] = str(len(value)).encode()
+        value = value[:room]
+    return sealer.seal_bytes(value), headers
 
 
 def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responder: Responder, *,
@@ -59,7 +76,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
         consumer_max_fetch_size=max(8 * 1024 * 1024, 2 * settings.max_message_bytes),
         broker_max_poll_records=5000,
         producer_acks=-1,
-        producer_max_request_size=settings.dlq_max_bytes + 64 * 1024,  # room for headers
+        producer_max_request_size=settings.dlq_max_bytes + DLQ_HEADER_ROOM,
     )
     def raw_topic(name: str) -> faust.TopicT:
         """Bytes in and out: Warden decodes values itself, so a poison message is a DLQ decision, not a crash."""
@@ -70,33 +87,34 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     dlq = raw_topic(settings.topic_dlq)
     decode = FORMATS["native"]
 
+    dlq_sealer = sealer or settings.sealer()  # dead letters are always sealed, whoever built the app
+
     async def dead_letter(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
-        """Forward the original bytes with the reason and source coordinates as headers."""
+        """Forward the original bytes, sealed, with the reason and source coordinates as headers."""
         msg = event.message
-        headers = {
+        value, headers = sealed_dead_letter(dlq_sealer, msg.value, settings.dlq_max_bytes)
+        headers.update({
             "warden.reason_code": reason_code.encode(),
-            "warden.reason": reason.encode("utf-8", "replace")[:4096],
+            "warden.reason": redact_text(reason, 4096).encode("utf-8", "replace")[:4096],
             "warden.source_topic": msg.topic.encode(),
             "warden.source_partition": str(msg.partition).encode(),
             "warden.source_offset": str(msg.offset).encode(),
-        }
+        })
         if index is not None:
             headers["warden.batch_index"] = str(index).encode()
-        value = msg.value
-        if value is not None and len(value) > settings.dlq_max_bytes:
-            # Larger than the DLQ can carry: keep the head and say how big the original was.
-            headers["warden.truncated_from"] = str(len(value)).encode()
-            value = value[: settings.dlq_max_bytes]
         await send_with_backoff(lambda: dlq.send(key=msg.key, value=value, headers=headers))
         metrics.INVALID.labels(reason=reason_code).inc()
 
     async def publish(finding: Finding) -> None:
-        await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
+        await publish_bytes(finding.agent_id.encode(), finding.model_dump_json().encode())
+
+    async def publish_bytes(key: bytes, value: bytes) -> None:
+        await findings_topic.send(key=key, value=value)
 
     # Detector state per activity partition, rebuilt from the log the first time a partition is seen here.
     states = PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current,
                              quarantined=quarantined)
-    ingest_one = _Judge(settings, holder=holder, decode=decode, states=states, publish=publish,
+    ingest_one = _Judge(settings, holder=holder, decode=decode, states=states, publish=publish_bytes,
                         dead_letter=dead_letter, sealer=sealer)
     # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
     app.on_partitions_revoked.connect(ingest_one.on_revoked)  # type: ignore[arg-type]
@@ -135,10 +153,15 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
 class _Judge:
     """The ingest stage's shell: each activity message judged once by this worker. Its events are applied to its
     partition's detector state and their findings published; a message applied already (a rebalance re-delivers a
-    kept partition from its committed offset) is skipped, its findings having been published then."""
+    kept partition from its committed offset) is skipped, its findings having been published then.
+
+    Each event stands alone: one whose detection or finding cannot be made (a pure step, so trying again would
+    fail again) is dead-lettered by its batch index and the others go on. Only publishing is retried, and an
+    event is counted once, however often its message is tried."""
 
     def __init__(self, settings: Settings, *, holder: PolicyHolder, decode: Decoder, states: PartitionStates,
-                 publish: Publish, dead_letter: Callable[..., Awaitable[None]], sealer: Sealer | None = None) -> None:
+                 publish: PublishBytes, dead_letter: Callable[..., Awaitable[None]],
+                 sealer: Sealer | None = None) -> None:
         self._settings = settings
         self._sealer = sealer
         self._holder = holder
@@ -147,10 +170,10 @@ class _Judge:
         self._dead_letter = dead_letter
         self._decode = decode
         # The message being judged. Its offset is marked applied before it is judged, so a retry (a publish
-        # failed, or a detector raised) resumes here rather than being skipped as a replay.
+        # failed) resumes here rather than being skipped as a replay.
         self._key: tuple[str, int, int] | None = None
         self._state = DetectorState()
-        self._unsent: deque[Finding] | None = None  # None: not judged (yet, or judging raised)
+        self._unsent: deque[tuple[Finding, bytes]] | None = None  # None: not judged (yet, or judging raised)
 
     async def __call__(self, event: EventT[bytes]) -> None:
         started = time.perf_counter()
@@ -165,26 +188,42 @@ class _Judge:
                 metrics.REPLAYED.inc()
                 return
             self._key, self._state, self._unsent = key, state, None
-        decoded = self._decode(event.value, self._settings.max_message_bytes)
-        if first_attempt:
-            for rejection in decoded.rejections:
-                await self._dead_letter(event, rejection.code, rejection.reason, rejection.index)
         if self._unsent is None:  # not judged yet, or judging raised: again (windows count an event id once)
-            policy = self._holder.current
-            findings: list[Finding] = []
-            for ev in decoded.events:
-                metrics.EVENTS.labels(kind=ev.kind.value).inc()
-                findings.extend(self._seal(detect(ev, policy, self._state), ev))
-            self._unsent = deque(findings)
+            decoded = self._decode(event.value, self._settings.max_message_bytes)
+            if first_attempt:
+                for rejection in decoded.rejections:
+                    await self._dead_letter(event, rejection.code, rejection.reason, rejection.index)
+                for ev in decoded.events:
+                    metrics.EVENTS.labels(kind=ev.kind.value).inc()
+            self._unsent = await self._judge(event, decoded, dead_letter=first_attempt)
         unsent = self._unsent
         while unsent:
-            finding = unsent[0]
-            await self._publish(finding)
+            finding, value = unsent[0]
+            await self._publish(finding.agent_id.encode(), value)
             unsent.popleft()
             metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
                                     shadow=str(finding.shadow).lower()).inc()
             metrics.DETECTION_SECONDS.observe(max(0.0, (datetime.now(UTC) - finding.ts).total_seconds()))
         metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+
+    async def _judge(self, event: EventT[bytes], decoded: Decoded, *, dead_letter: bool) -> deque[tuple[Finding,
+                                                                                                          bytes]]:
+        """Every event's findings, serialised; an event that fails here is dead-lettered alone by its index."""
+        policy = self._holder.current
+        out: deque[tuple[Finding, bytes]] = deque()
+        for position, ev in enumerate(decoded.events):
+            try:
+                made = self._seal(detect(ev, policy, self._state), ev)
+                findings = [(f, f.model_dump_json().encode()) for f in made]
+            except Exception as exc:  # noqa: BLE001 - a pure step failed on this event: it alone is dead-lettered
+                log.error("cannot judge event %d of %s[%s]@%s: %s", position, event.message.topic,
+                          event.message.partition, event.message.offset, type(exc).__name__)
+                if dead_letter:
+                    await self._dead_letter(event, "processing_error", f"{type(exc).__name__}: {exc}"[:500],
+                                            decoded.index_of(position))
+                continue
+            out.extend(findings)
+        return out
 
     def _seal(self, findings: list[Finding], event: ActivityEvent) -> list[Finding]:
         """A finding whose playbooks may revoke the event's token carries it sealed (never in clear on a topic)."""

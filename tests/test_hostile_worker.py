@@ -1,0 +1,129 @@
+"""Hostile input through a real worker: a poisoned batch costs only its bad elements, every event is counted once,
+and a dead letter keeps its token sealed until `warden dlq replay` opens it and re-ingests it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydantic import SecretStr
+
+from streams.ingest import FORMATS
+from tests.kafka_helpers import event, headers, produce, read_topic
+from warden.cli.dlq import REPLAYED_FROM, replay
+from warden.contract import metrics
+from warden.contract.findings import Finding
+from warden.runtime.app import _Judge, with_retries
+from warden.runtime.catalogue import load
+from warden.runtime.policy_holder import PolicyHolder
+from warden.runtime.settings import Settings
+from warden.runtime.state_rebuild import PartitionStates
+from warden.runtime.topics import ensure_topics
+from warden.runtime.worker import Runtime
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-Vq3Xn8Rb2Lw7Kd5P-planted"
+
+
+def _splice(e: dict[str, object], extra: str) -> str:
+    return "{" + extra + ", " + json.dumps(e)[1:]
+
+
+async def test_a_poisoned_batch_dead_letters_each_bad_element_by_index_and_detects_the_good_ones(
+    worker: Runtime,
+) -> None:
+    s = worker.settings
+    good = [event("billing-agent-1", tool={"name": "shell.exec"}) for _ in range(2)]
+    bad = {
+        1: ("too_deep", "[" * 10_000 + "]" * 10_000),
+        2: ("lone_surrogate", _splice(event("billing-agent-1", kind="prompt"), '"x": "\\ud800"')),
+        3: ("duplicate_key", _splice(event("billing-agent-1", kind="prompt"), '"kind": "bogus"')),
+        4: ("non_finite_number", _splice(event("billing-agent-1", kind="prompt"), '"x": NaN')),
+    }
+    batch = "[" + ", ".join([json.dumps(good[0]), *(text for _, text in bad.values()), json.dumps(good[1])]) + "]"
+    events_before = metrics.total(metrics.EVENTS)
+    await produce(worker.bootstrap, s.topic_activity, [(b"billing-agent-1", batch.encode())])
+    dead = await read_topic(worker.bootstrap, s.topic_dlq, expect=len(bad), settle=1.0)
+    assert sorted((int(headers(d)["warden.batch_index"]), headers(d)["warden.reason_code"]) for d in dead) == [
+        (i, code) for i, (code, _) in bad.items()]
+    findings = await read_topic(worker.bootstrap, s.topic_findings, expect=2, settle=0.5)
+    assert sorted(Finding.model_validate_json(f.value).event_id for f in findings) == sorted(
+        g["event_id"] for g in good)
+    assert metrics.total(metrics.EVENTS) - events_before == 2
+
+
+class _CrashesFor(dict):  # type: ignore[type-arg]
+    """The policy's agent index, failing for one agent: a detector bug that only one event of a batch trips."""
+
+    def get(self, key: object, default: object = None) -> object:
+        if key == "crash-agent":
+            raise RuntimeError("detector bug")
+        return super().get(key, default)
+
+
+async def test_one_event_failing_detection_costs_only_itself_and_every_event_is_counted_once(
+    worker_settings: Settings, kafka_bootstrap: str
+) -> None:
+    s = worker_settings
+    await ensure_topics(kafka_bootstrap, [s.topic_activity], 1)
+    policy = load(s.policy)
+    policy.assignments = _CrashesFor(policy.assignments)
+    holder = PolicyHolder(policy)
+    decode = FORMATS["native"]
+    states = PartitionStates(kafka_bootstrap, decode, s.max_message_bytes, lambda: holder.current)
+    published: list[bytes] = []
+    dead: list[tuple[str, int | None]] = []
+
+    async def publish_failing_once(key: bytes, value: bytes) -> None:  # the broker refuses the first send
+        if not published:
+            published.append(b"")
+            raise ConnectionError("findings topic unavailable")
+        published.append(value)
+
+    async def dead_letter(_event: object, code: str, _reason: str, index: int | None = None) -> None:
+        dead.append((code, index))
+
+    judge = _Judge(s, holder=holder, decode=decode, states=states, publish=publish_failing_once,
+                   dead_letter=dead_letter)
+    raw = json.dumps([event("billing-agent-1", tool={"name": "shell.exec"}), event("crash-agent", kind="prompt"),
+                      {"event_id": "half"}]).encode()
+    message = SimpleNamespace(topic=s.topic_activity, partition=0, offset=0, timestamp=time.time() * 1000,
+                              key=b"billing-agent-1", value=raw)
+    before = metrics.total(metrics.EVENTS)
+    await with_retries(SimpleNamespace(message=message, value=raw), judge, dead_letter)  # type: ignore[arg-type]
+    assert metrics.total(metrics.EVENTS) - before == 2, "two valid events, however often the message was tried"
+    assert dead == [("missing_field", 2), ("processing_error", 1)], "each bad element alone, once"
+    assert len(published) == 2 and Finding.model_validate_json(published[1]).rule == "unapproved_tool"
+
+
+async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_its_element(
+    worker: Runtime, tmp_path: Path
+) -> None:
+    s = worker.settings
+    invalid = event("billing-agent-1", kind="secret_access", ts="yesterday",
+                    resource={"type": "secret", "id": "vault://x"}, credential={"id": "k1", "token": TOKEN})
+    batch = json.dumps([event("billing-agent-1", kind="prompt"), invalid]).encode()
+    await produce(worker.bootstrap, s.topic_activity, [(b"billing-agent-1", batch)])
+    [dead] = await read_topic(worker.bootstrap, s.topic_dlq, expect=1, settle=0.5)
+    h = headers(dead)
+    assert (h["warden.reason_code"], h["warden.batch_index"], h["warden.sealed"]) == ("invalid_event", "1", "fernet")
+    assert TOKEN.encode() not in dead.value and all(TOKEN not in v for v in h.values())
+    assert s.sealer().open_bytes(dead.value) == batch
+
+    dry = await replay(s, worker.bootstrap, group="replay-test", dry_run=True, idle_s=1.0)
+    assert [(o.reason_code, o.action) for o in dry] == [("invalid_event", "replayed")]
+    [outcome] = await replay(s, worker.bootstrap, group="replay-test", idle_s=1.0)
+    assert (outcome.action, outcome.to) == ("replayed", s.topic_activity)
+    again = await replay(s, worker.bootstrap, group="replay-test", idle_s=1.0)  # only what failed again since
+    assert outcome.offset not in [o.offset for o in again], "a dead letter is replayed once per group"
+    activity = await read_topic(worker.bootstrap, s.topic_activity, expect=2, settle=0.5)
+    replayed = next(r for r in activity if any(k == REPLAYED_FROM for k, _ in r.headers or ()))
+    assert json.loads(replayed.value) == invalid and replayed.key == b"billing-agent-1"
+
+    other_key = s.model_copy(update={"seal_key": SecretStr("A" * 43 + "=")})  # a worker with another key cannot open it
+    refused = await replay(other_key, worker.bootstrap, group="replay-other-key", idle_s=1.0)
+    assert refused and all(r.action == "skipped" and "cannot be opened" in r.note for r in refused)
