@@ -103,7 +103,7 @@ class Ledger:
             via, _, identity = decision.slack_user.partition(":") if decision.slack_user.startswith(f"{CLI}:") \
                 else ("slack", "", decision.slack_user)
             if approver is None or (via != CLI and not approver.may_act_as(via, identity)):
-                self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
+                await self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
                                      slack_user=decision.slack_user, detail={
                                          "action": f"containment_{decision.decision}",
                                          "reason": "the decision is not from an owner who may approve it"})
@@ -120,7 +120,7 @@ class Ledger:
                 if not approve:
                     step.sealed_token, step.ended_at = None, now
             incident.approval_due_at = None
-            self.store.log_entry(s, incident.id, now, "containment_steps_approved" if approve
+            await self.store.log_entry(s, incident.id, now, "containment_steps_approved" if approve
                                  else "containment_steps_denied", actor=approver.id,
                                  slack_user=decision.slack_user,
                                  detail={"steps": [f"{st.playbook}[{st.step}] {st.action}" for st in waiting]})
@@ -147,7 +147,7 @@ class Ledger:
             waited = int(min(st.approval_timeout_s for st in waiting))
             if level >= len(chain):
                 incident.approval_due_at = None
-                self.store.log_entry(s, incident.id, now, "approval_unanswered", detail={
+                await self.store.log_entry(s, incident.id, now, "approval_unanswered", detail={
                     "waited_s": waited, "asked": [o.id for o in chain]})
                 continue
             incident.approval_level = level
@@ -155,7 +155,7 @@ class Ledger:
             target = chain[level]
             note = (f"containment awaits an approval: not approved within {waited}s by "
                     + " or ".join(o.name or o.id for o in chain[:level]))
-            self.store.log_entry(s, incident.id, now, "approval_escalated",
+            await self.store.log_entry(s, incident.id, now, "approval_escalated",
                                  detail={"to": target.id, "level": level, "why": note})
             await self.store.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             climbed.append(incident.id)
@@ -173,7 +173,7 @@ class Ledger:
         for step in rows:
             step.status, step.sealed_token, step.ended_at, step.updated_at = (
                 StepStatus.cancelled.value, None, now, now)
-            self.store.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
+            await self.store.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
                 "playbook": step.playbook, "step": step.step, "action": step.action,
                 "why": "the incident closed before an approval"})
         return len(rows)
@@ -241,7 +241,7 @@ class Ledger:
                 last_error=None, ended_at=now, updated_at=now,
             ))) != 1:
                 return False
-            self.store.log_entry(s, step.incident.id, now, f"containment_step_{status.value}", detail={
+            await self.store.log_entry(s, step.incident.id, now, f"containment_step_{status.value}", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempts": step.attempts,
                 **detail})
             if step.action == RELEASE:
@@ -258,7 +258,7 @@ class Ledger:
                 next_attempt_at=at, updated_at=now,
             ))) != 1:
                 return False
-            self.store.log_entry(s, step.incident.id, now, "containment_step_retry", detail={
+            await self.store.log_entry(s, step.incident.id, now, "containment_step_retry", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempt": step.attempts,
                 "error": error, "next_attempt_at": at.isoformat()})
             return True
@@ -284,7 +284,7 @@ class Ledger:
                         other.status, other.sealed_token, other.ended_at, other.updated_at = (
                             StepStatus.cancelled.value, None, now, now)
                         cancelled.append(other.action)
-            self.store.log_entry(s, step.incident.id, now, "containment_step_failed", detail={
+            await self.store.log_entry(s, step.incident.id, now, "containment_step_failed", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempts": step.attempts,
                 "error": error, "cancelled": cancelled, "on_failure": step.on_failure.value})
             note = (f"Containment failed: playbook {step.playbook} step {step.index + 1} ({step.action}) after "

@@ -23,3 +23,4 @@ class ResponderConfig(Protocol):
     slack_api_url: str | None
     slack_signing_secret: SecretStr | None
     slack_timeout_s: float
+    api_tokens: SecretStr | None

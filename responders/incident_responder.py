@@ -6,18 +6,21 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
 from responders.notifiers import notifiers_for
-from responders.notifiers.base import Notifier
+from responders.notifiers.base import NoticeKind, Notifier
 from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
 from responders.store import IncidentStore, Recorded, utcnow
+from responders.trail import Trail
 from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.incidents")
 
@@ -47,6 +50,10 @@ class IncidentResponder:
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
         )
+        self.trail = Trail(self.engine)
+        self.gauges = PollingLoop("incident-gauges", settings.escalation_poll_s, self.update_gauges, log)
+        tokens = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
+        self.api = IncidentApi(self.store, self.trail, tokens, clock, self.outbox.wake) if tokens else None
         # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
         self.on_opened: list[Callable[[], None]] = []
         self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
@@ -64,9 +71,19 @@ class IncidentResponder:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
         self.escalator.loop.start()
+        self.gauges.start()
+        for name in self.store.notifiers:  # zero series exist from the start, so increase() sees the first one
+            for kind in NoticeKind:
+                metrics.NOTIFICATIONS_DELIVERED.labels(notifier=name, kind=kind.value)
+                metrics.NOTIFICATIONS_DEAD.labels(notifier=name, kind=kind.value)
         log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")
+        if self.api is None:
+            log.warning("incident API off: WARDEN_API_TOKENS is unset (GET /incidents, evidence pages and "
+                        "POST ack/resolve are not served)")
+        else:
+            log.warning("incident API on: /incidents, /openapi.json (%d bearer tokens)", len(self.api.tokens))
 
     async def handle(self, finding: Finding) -> None:
         outcome = await self.store.record_finding(finding, self.clock())
@@ -82,9 +99,17 @@ class IncidentResponder:
     async def stop(self) -> None:
         await self.outbox.loop.stop()
         await self.escalator.loop.stop()
+        await self.gauges.stop()
         if self.interactivity:
             await self.interactivity.drain()
         await self.engine.dispose()
 
+    async def update_gauges(self) -> bool:
+        """`warden_incidents_open{severity}` from the database, so every worker reports the same figure."""
+        for severity, n in (await self.trail.open_counts()).items():
+            metrics.INCIDENTS_OPEN.labels(severity=severity).set(n)
+        return False
+
     def route_installers(self) -> list[RouteInstaller]:
-        return [self.interactivity.install] if self.interactivity else []
+        installers: list[RouteInstaller] = [self.interactivity.install] if self.interactivity else []
+        return installers + ([self.api.install] if self.api else [])

@@ -121,11 +121,19 @@ def authorise(action: Action, owners: FindingOwners, notifier: str, identity: st
     named approver (or, once the approval timed out and climbed, the chain's approving owners) may approve or deny
     containment, or release a quarantine. The notifier checks that `identity` is a person.
     """
+    return next((o for o in _candidates(action, owners, approval_level) if o.may_act_as(notifier, identity)), None)
+
+
+def authorise_owner(action: Action, owners: FindingOwners, owner_id: str, approval_level: int = 0) -> OwnerRef | None:
+    """The frozen owner with this id, if that owner may take this action (the same rule as `authorise`), for
+    callers that authenticate an owner directly, such as the incident API's bearer tokens."""
+    return next((o for o in _candidates(action, owners, approval_level) if o.id == owner_id), None)
+
+
+def _candidates(action: Action, owners: FindingOwners, approval_level: int) -> list[OwnerRef]:
     if action in CONTAINMENT_ACTIONS or action is Action.release:
-        candidates: list[OwnerRef | None] = list(approvers(owners, approval_level))
-    else:
-        candidates = [owners.responder, *(step.owner for step in owners.escalation)]
-    return next((o for o in candidates if o is not None and o.may_act_as(notifier, identity)), None)
+        return list(approvers(owners, approval_level))
+    return [owners.responder, *(step.owner for step in owners.escalation)]
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from responders.audit import GENESIS, SECURITY_CHAIN, entry_hash, security_content, timeline_content
 from responders.db import session_factory
 from responders.db.models import (
     ContainmentDecision,
@@ -45,6 +46,7 @@ from warden.contract.redact import redact_text
 WARDEN = "warden"  # the actor of every entry Warden makes itself
 RELEASE = "release"  # the ledger's playbook and action name of a quarantine release
 UNTRUSTED_MAX_CHARS = 2000
+_SECURITY_CHAIN_LOCK = 0x57A2DE5  # pg advisory lock id of the security events' chain
 
 
 class Recorded(StrEnum):
@@ -110,6 +112,15 @@ def _clean(text: str) -> str:
     return redact_text(text, UNTRUSTED_MAX_CHARS)
 
 
+def redact_detail(value: Any) -> Any:
+    """A timeline detail with every string redacted (keys too), structure kept."""
+    if isinstance(value, dict):
+        return {_clean(str(k)): redact_detail(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_detail(v) for v in value]
+    return _clean(value) if isinstance(value, str) else value
+
+
 def _evidence(finding: Finding) -> dict[str, str]:
     return {_clean(k): _clean(v) for k, v in finding.evidence.items()}
 
@@ -122,7 +133,11 @@ class IncidentStore:
         if not notifiers:
             raise ValueError("an incident store needs at least one notifier to record notifications for")
         self.sessions = session_factory(engine)
+        self.dialect = engine.dialect.name
         self.notifiers = tuple(notifiers)
+        # The sha256 of the policy live in this process, stamped on every timeline entry; None (a tool with no
+        # policy loaded) stamps the policy the incident was opened under.
+        self.live_policy: Callable[[], str] | None = None
 
     # -- findings -> incidents ---------------------------------------------------------------------------------
 
@@ -154,7 +169,7 @@ class IncidentStore:
                 await s.flush()
             incident = await self._open(s, finding, key=key, target=target, record=record, now=now)
             if active is not None:
-                self.log_entry(s, active.id, now, "superseded", detail={"by_incident": incident.id})
+                await self.log_entry(s, active.id, now, "superseded", detail={"by_incident": incident.id})
             record.incident_id = incident.id
             s.add(record)
             return Recorded.opened
@@ -174,12 +189,12 @@ class IncidentStore:
         )
         s.add(incident)
         await s.flush()
-        self.log_entry(s, incident.id, now, "opened", detail={
+        await self.log_entry(s, incident.id, now, "opened", detail={
             "finding_id": finding.finding_id, "responder": owners.responder.id,
             "approver": owners.approver.id if owners.approver else None,
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
-        self._propose(s, incident, finding, now)
+        await self._propose(s, incident, finding, now)
         await self.add_notifications(s, incident.id, NoticeKind.root, owners.responder, now=now)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
@@ -187,7 +202,7 @@ class IncidentStore:
                                note=escalation_note(owners, 0))
         return incident
 
-    def _propose(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
+    async def _propose(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
         """Write the playbooks the finding triggers into the ledger, in the transaction that opens the incident: an
         `auto` step is approved at once, an `approver` one waits for the approval, which is due by the earliest
         approval timeout (then the next owner of the chain who approves is asked)."""
@@ -208,7 +223,7 @@ class IncidentStore:
                     decided_by=WARDEN if approved else None, attempts=0, next_attempt_at=now, detail={},
                     finding_ts=finding.ts, created_at=now, updated_at=now,
                 ))
-            self.log_entry(s, incident.id, now, "containment_proposed", detail={
+            await self.log_entry(s, incident.id, now, "containment_proposed", detail={
                 "playbook": plan.playbook, "gate": plan.gate.value, "dry_run": plan.dry_run,
                 "steps": [step.action for step in plan.steps],
             })
@@ -221,7 +236,7 @@ class IncidentStore:
         incident.last_seen = max(incident.last_seen, finding.ts)
         incident.evidence = record.evidence
         incident.updated_at = now
-        self.log_entry(s, incident.id, now, "grouped",
+        await self.log_entry(s, incident.id, now, "grouped",
                        detail={"finding_id": finding.finding_id, "count": incident.count})
         # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
         # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)
@@ -235,11 +250,32 @@ class IncidentStore:
 
     # -- helpers used inside a transaction ---------------------------------------------------------------------
 
-    @staticmethod
-    def log_entry(s: AsyncSession, incident_id: int, now: datetime, kind: str, *, actor: str = WARDEN,
-             slack_user: str | None = None, detail: dict[str, Any] | None = None) -> None:
-        s.add(TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
-                            detail=detail or {}))
+    async def log_entry(self, s: AsyncSession, incident_id: int, now: datetime, kind: str, *, actor: str = WARDEN,
+                        slack_user: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        """Append one entry to the incident's hash chain (the only way anything is written to the timeline).
+
+        The incident row is locked first, so two workers appending to one incident take turns and each reads the
+        other's entry as its predecessor; the unique (incident_id, seq) makes a fork impossible even so. String
+        values are redacted again: nothing that reaches the trail may carry a secret."""
+        # FOR NO KEY UPDATE: appenders take turns, yet a transaction that only inserted a row referencing the
+        # incident (its FK takes KEY SHARE) never blocks us, so two deliveries of one incident cannot deadlock.
+        policy = (await s.execute(
+            select(Incident.policy_sha256).where(Incident.id == incident_id).with_for_update(key_share=True)
+        )).scalar_one()
+        live = self.live_policy() if self.live_policy is not None else None
+        last = (await s.execute(
+            select(TimelineEntry.seq, TimelineEntry.hash).where(TimelineEntry.incident_id == incident_id)
+            .order_by(TimelineEntry.seq.desc()).limit(1)
+        )).first()
+        seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+        entry = TimelineEntry(incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
+                              detail=redact_detail(detail or {}), policy_sha256=live or policy, seq=seq,
+                              prev_hash=prev)
+        entry.hash = entry_hash(str(incident_id), seq, prev, timeline_content(
+            incident_id=incident_id, at=now, kind=kind, actor=actor, slack_user=slack_user,
+            policy_sha256=entry.policy_sha256, detail=entry.detail))
+        s.add(entry)
+        await s.flush()  # the next entry of this transaction reads this one as its predecessor
 
     async def add_notifications(self, s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *,
                                 now: datetime, note: str | None = None, only: Iterable[str] | None = None,
@@ -363,7 +399,7 @@ class IncidentStore:
                     root.address, root.ref, root.dead = posted.address, posted.ref, False
                 elif (root.address, root.ref) != (posted.address, posted.ref):
                     detail["duplicate_of"] = root.ref  # another root row of this incident was recorded first
-            self.log_entry(s, claimed.incident.id, now, "notified", detail=detail)
+            await self.log_entry(s, claimed.incident.id, now, "notified", detail=detail)
             return True
 
     @staticmethod
@@ -402,7 +438,7 @@ class IncidentStore:
                 root = await self._message(s, claimed, now)
                 if root.ref is None:
                     root.dead = True
-            self.log_entry(s, claimed.incident.id, now, "notification_dead_lettered", detail={
+            await self.log_entry(s, claimed.incident.id, now, "notification_dead_lettered", detail={
                 "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                 "attempts": claimed.attempts, "error": error,
             })
@@ -451,13 +487,13 @@ class IncidentStore:
             incident.escalate_at = escalation_deadline(owners.escalation, step, now)
             incident.updated_at = now
             if step >= len(owners.escalation):
-                self.log_entry(s, incident.id, now, "escalation_exhausted",
+                await self.log_entry(s, incident.id, now, "escalation_exhausted",
                           detail={"steps": len(owners.escalation)})
                 return None
             incident.escalation_step = step
             target = owners.escalation[step].owner
             note = escalation_note(owners, step)
-            self.log_entry(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
+            await self.log_entry(s, incident.id, now, "escalated", detail={"step": step, "to": target.id, "why": note})
             await self.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             return step
 
@@ -482,7 +518,7 @@ class IncidentStore:
             ).values(**values))
             if rowcount(moved) != 1:
                 return False
-            self.log_entry(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
+            await self.log_entry(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
                       detail={"from": expected.value})
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
@@ -503,7 +539,8 @@ class IncidentStore:
                 s.add(ContainmentDecision(incident_id=incident_id, decision=decision, owner_id=owner.id,
                                           slack_user=slack_user, at=now))
                 await s.flush()
-                self.log_entry(s, incident_id, now, f"containment_{decision}", actor=owner.id, slack_user=slack_user)
+                await self.log_entry(s, incident_id, now, f"containment_{decision}", actor=owner.id,
+                                     slack_user=slack_user)
                 responder = FindingOwners.model_validate(row.owners).responder
                 await self.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
@@ -530,7 +567,7 @@ class IncidentStore:
                 decided_by=owner.id, attempts=0, next_attempt_at=now, detail={"via": via, "identity": identity},
                 finding_ts=now, created_at=now, updated_at=now,
             ))
-            self.log_entry(s, incident_id, now, "release_requested", actor=owner.id,
+            await self.log_entry(s, incident_id, now, "release_requested", actor=owner.id,
                            slack_user=identity if via == "slack" else None, detail={"via": via, "identity": identity})
             responder = FindingOwners.model_validate(row.owners).responder
             await self.add_notifications(s, incident_id, NoticeKind.update, responder, now=now,
@@ -540,14 +577,23 @@ class IncidentStore:
     async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
                              now: datetime) -> None:
         async with self.sessions.begin() as s:
-            self.log_entry(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
+            await self.log_entry(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
                       detail={"action": action, "reason": reason})
 
     async def record_security_event(self, source: str, kind: str, now: datetime, detail: dict[str, Any]) -> None:
         """A refused request (forged, stale, replayed, malformed), for the audit trail; the caller leaves out the
         body."""
         async with self.sessions.begin() as s:
-            s.add(SecurityEvent(at=now, source=source, kind=kind, detail=detail))
+            if self.dialect == "postgresql":  # one chain: appenders take turns (SQLite writers already do)
+                await s.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SECURITY_CHAIN_LOCK})
+            last = (await s.execute(
+                select(SecurityEvent.seq, SecurityEvent.hash).order_by(SecurityEvent.seq.desc()).limit(1)
+            )).first()
+            seq, prev = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+            clean = redact_detail(detail)
+            s.add(SecurityEvent(at=now, source=source, kind=kind, detail=clean, seq=seq, prev_hash=prev,
+                                hash=entry_hash(SECURITY_CHAIN, seq, prev, security_content(
+                                    at=now, source=source, kind=kind, detail=clean))))
 
     async def first_sighting(self, signature: str, now: datetime, keep: timedelta) -> bool:
         """True the first time a signed Slack request is seen; False for a replay within `keep`."""

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.observability_checks import dashboard_exprs, names_in, served_names
 from tests.test_cli import _warden
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> None:
-    out = _warden("demo", env={"WARDEN_DATA_DIR": str(tmp_path), "WARDEN_WEB_BIND": "127.0.0.1:0"}, timeout=240)
+    served = tmp_path / "metrics.txt"
+    out = _warden("demo", "--metrics-out", str(served), env={"WARDEN_DATA_DIR": str(tmp_path),
+                                                            "WARDEN_WEB_BIND": "127.0.0.1:0"}, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"events", "invalid", "findings", "alerts"} <= summary.keys()
@@ -27,3 +30,6 @@ def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> N
     assert "created topics warden.activity, warden.findings, warden.activity.dlq" in out.stderr
     assert "ALERT [" in out.stderr and "responder=" in out.stderr
     assert "sk-live-a1b2c3d4e5f6g7h8i9j0" not in out.stderr + out.stdout  # the scenario's bearer token
+    # Every series the Grafana dashboard reads is one this worker served by the end of the demo.
+    exported = served_names(served.read_text())
+    assert set().union(*(names_in(e) for e in dashboard_exprs())) - exported == set()

@@ -113,17 +113,24 @@ class FindingRecord(Base):
 
 
 class TimelineEntry(Base):
-    """Who did what to an incident, and when: the audit trail (actor is an owner id or `warden`)."""
+    """Who did what to an incident, and when: the audit trail (actor is an owner id or `warden`). Append-only and
+    hash-chained per incident (`responders/audit.py`); nothing in the code updates or deletes a row."""
 
     __tablename__ = "timeline"
+    # One entry per position of an incident's chain: two workers appending at once can never fork it.
+    __table_args__ = (UniqueConstraint("incident_id", "seq", name="uq_timeline_incident_seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(200))
-    slack_user: Mapped[str | None] = mapped_column(String(64))
+    slack_user: Mapped[str | None] = mapped_column(String(64))  # the human's notifier identity
     detail: Mapped[dict[str, Any]]
+    policy_sha256: Mapped[str | None] = mapped_column(String(64), comment="The policy live when it was written")
+    seq: Mapped[int] = mapped_column(Integer, comment="Position in the incident's chain, from 1")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Notification(Base):
@@ -217,9 +224,24 @@ class SecurityEvent(Base):
     """Requests refused as forged, stale, replayed or malformed: what an auditor asks about, never their body."""
 
     __tablename__ = "security_events"
+    __table_args__ = (UniqueConstraint("seq", name="uq_security_events_seq"),)  # one chain: never forked
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
     source: Mapped[str] = mapped_column(String(40), comment="What received it: slack_interaction, ...")
     kind: Mapped[str] = mapped_column(String(40), comment="forged, stale, replayed, malformed")
     detail: Mapped[dict[str, Any]]
+    seq: Mapped[int] = mapped_column(Integer, comment="Position in the security chain, from 1")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditExport(Base):
+    """How far the optional `warden.audit` export has published the timeline (one row): the export resumes after it,
+    and a worker holds it locked while publishing, so two workers never export the same entries at once."""
+
+    __tablename__ = "audit_export"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_timeline_id: Mapped[int] = mapped_column(Integer, comment="Highest timeline id published")
+    updated_at: Mapped[datetime]

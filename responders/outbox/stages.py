@@ -124,6 +124,9 @@ async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: 
     if not await store.mark_delivered(c, posted, now):
         return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
+    if c.kind is NoticeKind.root:  # time to notify: the incident's first event to its responder being told
+        waited = (now - c.incident.first_seen).total_seconds()
+        metrics.TIME_TO_NOTIFY.labels(notifier=notifier).observe(max(0.0, waited))
     if c.kind in (NoticeKind.root, NoticeKind.repeat):  # the responder was told about findings
         metrics.ALERTS.labels(channel=notifier, rule=c.incident.rule).inc()
     return True
@@ -196,6 +199,7 @@ class Pipeline:
         if isinstance(exc, TryLater):  # the channel said when: no sooner
             at = max(at, now + timedelta(seconds=exc.after_s))
         if await self.store.retry_later(c, reason, at):
+            metrics.NOTIFICATION_RETRIES.labels(notifier=name).inc()
             log.warning("%s notification %d (%s, incident #%d) failed on attempt %d, retrying in %.1fs: %s", name,
                         c.id, c.kind.value, c.incident.id, c.attempts, (at - now).total_seconds(), reason)
         else:

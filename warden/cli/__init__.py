@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 from warden import __version__
 from warden.cli.dlq import dlq
 from warden.cli.incident import incident
+from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
 from warden.cli.replay import replay
 from warden.contract.events import ActivityEvent
@@ -49,10 +52,12 @@ STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def main(verbose: bool) -> None:
     """Warden: detect LLM agents acting beyond their scope and route incidents to the named responder."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from warden.runtime.logs import configure
+
+    fmt = os.environ.get("WARDEN_LOG_FORMAT", "json")
+    if fmt not in {"json", "text"}:
+        raise click.ClickException(f"invalid settings: WARDEN_LOG_FORMAT: {fmt!r} is not json or text")
+    configure(logging.INFO if verbose else logging.WARNING, fmt)
 
 
 @main.command()
@@ -86,7 +91,9 @@ def run() -> None:
 @click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the pipeline to settle.")
 @click.option("--send-only", is_flag=True, help="Only send the scenario to WARDEN_KAFKA_BOOTSTRAP, for workers "
               "already running there (compose's demo-producer); print what was sent.")
-def demo(timeout: float, send_only: bool) -> None:
+@click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the worker's final /metrics text to this file.")
+def demo(timeout: float, send_only: bool, metrics_out: Path | None) -> None:
     """Start everything on the embedded defaults, play the bundled scenario, print one JSON summary line."""
     from warden.cli.demo import run_demo, send_scenario  # here, not above: faust costs `schema` and `policy` 0.6 s
 
@@ -97,7 +104,7 @@ def demo(timeout: float, send_only: bool) -> None:
             click.echo(json.dumps({"messages": len(plan.messages), "events": plan.valid_events,
                                    "invalid": plan.invalid, "run_id": plan.run_id}))
             return
-        ok = asyncio.run(run_demo(settings, timeout))
+        ok = asyncio.run(run_demo(settings, timeout, metrics_out))
     except STARTUP_ERRORS as exc:
         _fail_cleanly(exc)
     sys.exit(0 if ok else 1)
@@ -107,3 +114,5 @@ main.add_command(policy)
 main.add_command(dlq)
 main.add_command(incident)
 main.add_command(replay)
+main.add_command(incidents)
+main.add_command(audit)

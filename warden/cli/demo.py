@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import generate_latest
 
 from responders.incident_responder import IncidentResponder
 from warden.cli import oauth_server
@@ -110,11 +111,15 @@ async def send_scenario(settings: Settings) -> Plan:
     return plan
 
 
-async def run_demo(settings: Settings, timeout: float) -> bool:
-    """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line."""
+async def run_demo(settings: Settings, timeout: float, metrics_out: Path | None = None) -> bool:
+    """Start a worker, send the scenario, wait for every stage, print the alerts and one JSON summary line; with
+    `metrics_out`, write what /metrics served at the end there (the dashboard's expressions are checked on it)."""
     with ExitStack() as stack:
         issuer = _oauth_server(settings, stack)
-        return await _run(settings, timeout, issuer)
+        ok = await _run(settings, timeout, issuer)
+    if metrics_out is not None:
+        metrics_out.write_bytes(generate_latest())
+    return ok
 
 
 def _oauth_server(settings: Settings, stack: ExitStack) -> oauth_server.OAuthServer | None:

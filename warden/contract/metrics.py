@@ -60,6 +60,22 @@ CONTAINMENT_SECONDS = Histogram(
     "warden_containment_seconds", "From the event behind a finding to its containment step done",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
+INCIDENTS_OPEN = Gauge("warden_incidents_open", "Incidents open or acknowledged (not closed), by severity",
+                       ["severity"])
+TIME_TO_NOTIFY = Histogram(
+    "warden_time_to_notify_seconds", "From the event behind an incident to its root message delivered, per notifier",
+    ["notifier"], buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
+)
+NOTIFICATION_RETRIES = Counter("warden_notification_retries_total",
+                               "Failed notification deliveries that will be tried again", ["notifier"])
+DETECTION_SECONDS = Histogram(
+    "warden_detection_seconds", "From an event's own time to the finding it raised (includes producer delay)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+CONSUMER_LAG = Gauge("warden_consumer_lag", "Messages the worker group has not committed yet, per topic, from the "
+                     "broker's high watermark", ["topic"])
+API_REQUESTS = Counter("warden_api_requests_total", "Incident API requests by outcome (ok, unauthenticated, "
+                       "forbidden, not_found, conflict)", ["outcome"])
 QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.control and not released")
 
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -202,6 +203,7 @@ class _Judge:
             unsent.popleft()
             metrics.FINDINGS.labels(rule=finding.rule, severity=finding.severity.value,
                                     shadow=str(finding.shadow).lower()).inc()
+            metrics.DETECTION_SECONDS.observe(max(0.0, (datetime.now(UTC) - finding.ts).total_seconds()))
         metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
 
     async def _judge(self, event: EventT[bytes], decoded: Decoded, *, dead_letter: bool) -> deque[tuple[Finding,

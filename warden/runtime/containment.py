@@ -15,6 +15,7 @@ from playbooks.engine import ContainmentEngine
 from responders.db import is_sqlite
 from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
+from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.kit import secrets
 from warden.kit.retry import Backoff
@@ -75,6 +76,9 @@ class ContainmentHost:
             released = await engine.ledger.release_leases()
             if released:
                 log.warning("resuming %d containment steps interrupted by the last stop", released)
+        for action in RUNNABLE:  # zero series from the start: an alert's increase() sees the first failure
+            for outcome in ("done", "failed"):
+                metrics.CONTAINMENT_ACTIONS.labels(action=action, outcome=outcome)
         engine.loop.start()
         self.responder.on_opened.append(engine.loop.wake)
         if self.responder.interactivity is not None:  # a click that approves or releases: act now, not next poll

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
     topic_dlq: str = "warden.activity.dlq"
     topic_control: str = Field("warden.control", description="Compacted; quarantine state per agent, for gateways.")
     topic_revocations: str = Field("warden.revocations", description="Compacted; revoked credential ids.")
+    topic_audit: str | None = Field(None, description="Unset: no export. Else findings (OCSF Detection Finding) "
+                                    "and timeline entries as JSON on this topic, e.g. warden.audit.")
     topic_partitions: int = Field(4, ge=1)
     app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
@@ -55,6 +58,20 @@ class Settings(BaseSettings):
     containment_retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each attempt.")
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
+
+    log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects or plain text.")
+    lag_poll_s: float = Field(15.0, gt=0, description="How often consumer lag is read from the broker.")
+    api_tokens: SecretStr | None = Field(None, description="owner:token[,owner:token]: bearer tokens of the "
+                                         "incident API, each acting as its owner; unset: the API is off.")
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, v: SecretStr | None) -> SecretStr | None:
+        from responders.api import parse_tokens  # lazy, like the notifiers' registry below
+
+        if v is not None:
+            parse_tokens(v.get_secret_value())  # raises with the reason, never the token
+        return v
 
     @field_validator("web_bind")
     @classmethod

@@ -8,14 +8,19 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaProducer
 
+from responders.audit_export import AuditExporter
 from responders.base import Responder, WebRoutes
 from responders.incident_responder import IncidentResponder
+from responders.store import utcnow
+from warden.kit.loop import PollingLoop
 from warden.runtime.app import build_app
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
 from warden.runtime.control import ControlView
+from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import Settings
@@ -57,6 +62,9 @@ class Runtime:
         s = self.settings
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
         self.holder = PolicyHolder(policy)
+        if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
+            holder = self.holder
+            self.responder.store.live_policy = lambda: holder.current.sha256
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
             s = self.settings = _fast_group_timings(s)
@@ -83,6 +91,11 @@ class Runtime:
             self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
+        if s.topic_audit and isinstance(self.responder, IncidentResponder):
+            await self._export_audit(s.topic_audit)
+        lag = ConsumerLag(self.bootstrap, s.app_id, [s.topic_activity, s.topic_findings], s.lag_poll_s)
+        await lag.start()
+        self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()
@@ -93,6 +106,25 @@ class Runtime:
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
         return self
+
+    async def _export_audit(self, topic: str) -> None:
+        """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
+        assert isinstance(self.responder, IncidentResponder)
+        await ensure_topics(self.bootstrap, [topic], self.settings.topic_partitions)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        self._stack.push_async_callback(producer.stop)
+
+        async def publish(records: list[tuple[bytes, bytes]]) -> None:
+            sent = [await producer.send(topic, value=value, key=key) for key, value in records]
+            for delivery in sent:
+                await delivery
+
+        exporter = AuditExporter(self.responder.engine, publish, utcnow)
+        loop = PollingLoop("audit-export", 2.0, exporter.export, logging.getLogger("warden.audit"))
+        loop.start()
+        self._stack.push_async_callback(loop.stop)
+        log.warning("exporting findings (OCSF Detection Finding) and timeline entries to %s", topic)
 
     async def stop(self) -> None:
         await self._stack.aclose()

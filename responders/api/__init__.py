@@ -1,0 +1,157 @@
+"""The incident API on the worker's web server: read incidents and their timelines, acknowledge or resolve as a
+named owner (authorised against the frozen owners like a Slack click), and the printable evidence page.
+
+Bearer tokens come from WARDEN_API_TOKENS (`owner:token,...`); each acts as its owner. Tokens are compared in
+constant time against every configured token. With none configured the API is not installed at all."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from responders.api.evidence import render
+from responders.api.openapi import OPENAPI
+from responders.incidents import Action, Status, TransitionError, authorise_owner, check_transition
+from responders.store import IncidentStore
+from responders.trail import PAGE_MAX, Filters, Trail
+from warden.contract import metrics
+
+log = logging.getLogger("warden.api")
+API = "api"  # the notifier name of an API caller's identity on the timeline: api:<token fingerprint>
+_LIFECYCLE = {"ack": (Action.acknowledge, Status.acknowledged), "resolve": (Action.resolve, Status.resolved)}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiTokenError(ValueError):
+    """WARDEN_API_TOKENS is not `owner:token[,owner:token]`."""
+
+
+def parse_tokens(raw: str) -> list[tuple[bytes, str]]:
+    """(token, owner id) pairs from `owner:token,owner:token`; a token shorter than 16 characters is refused."""
+    pairs: list[tuple[bytes, str]] = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        owner, sep, token = part.partition(":")
+        if not sep or not owner or not token:
+            raise ApiTokenError("WARDEN_API_TOKENS: each entry must be owner:token")
+        if len(token) < 16:
+            raise ApiTokenError(f"WARDEN_API_TOKENS: the token of {owner} is shorter than 16 characters")
+        pairs.append((token.encode(), owner))
+    return pairs
+
+
+def fingerprint(token: bytes) -> str:
+    """What the timeline names a token by: enough to tell tokens apart, nothing to replay."""
+    return hashlib.sha256(token).hexdigest()[:12]
+
+
+class IncidentApi:
+    """The routes; `install` adds them to the worker's aiohttp application."""
+
+    def __init__(self, store: IncidentStore, trail: Trail, tokens: list[tuple[bytes, str]],
+                 clock: Callable[[], datetime], on_change: Callable[[], None]) -> None:
+        self.store, self.trail, self.tokens, self.clock, self.on_change = store, trail, tokens, clock, on_change
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/openapi.json", self._openapi)
+        app.router.add_get("/incidents", self._guard(self._list))
+        app.router.add_get("/incidents/{id:\\d+}", self._guard(self._show))
+        app.router.add_get("/incidents/{id:\\d+}/evidence", self._guard(self._evidence))
+        app.router.add_post("/incidents/{id:\\d+}/{action:ack|resolve}", self._guard(self._act))
+
+    def _owner_of(self, request: web.Request) -> tuple[str, str] | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        given = presented.strip().encode()
+        found: tuple[str, str] | None = None
+        for token, owner in self.tokens:  # every token compared, in constant time: no early exit
+            if hmac.compare_digest(token, given):
+                found = (owner, f"{API}:{fingerprint(token)}")
+        return found
+
+    def _guard(self, handler: Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            who = self._owner_of(request)
+            if who is None:
+                metrics.API_REQUESTS.labels(outcome="unauthenticated").inc()
+                return web.json_response({"error": "missing or invalid bearer token"}, status=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="warden"'})
+            return await handler(request, *who)
+
+        return guarded
+
+    async def _openapi(self, _: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def _list(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        q = request.query
+        try:
+            since = datetime.fromisoformat(q["since"]) if "since" in q else None
+            if since is not None and since.tzinfo is None:
+                raise ValueError("since needs a UTC offset")
+            limit, offset = int(q.get("limit", "50")), int(q.get("offset", "0"))
+            if not 1 <= limit <= PAGE_MAX or offset < 0:
+                raise ValueError(f"limit is 1..{PAGE_MAX}, offset >= 0")
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        total, items = await self.trail.incidents(
+            Filters(q.get("status"), q.get("workflow"), q.get("severity"), since), limit=limit, offset=offset)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        return web.json_response({"total": total, "limit": limit, "offset": offset, "items": items})
+
+    async def _item(self, request: web.Request) -> dict[str, Any] | web.Response:
+        item = await self.trail.incident(int(request.match_info["id"]))
+        if item is None:
+            metrics.API_REQUESTS.labels(outcome="not_found").inc()
+            return web.json_response({"error": "no such incident"}, status=404)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        return item
+
+    async def _show(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        item = await self._item(request)
+        return item if isinstance(item, web.Response) else web.json_response(item)
+
+    async def _evidence(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        item = await self._item(request)
+        if isinstance(item, web.Response):
+            return item
+        return web.Response(text=render(item), content_type="text/html", charset="utf-8",
+                            headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    async def _act(self, request: web.Request, owner_id: str, identity: str) -> web.Response:
+        incident_id = int(request.match_info["id"])
+        action, target = _LIFECYCLE[request.match_info["action"]]
+        incident = await self.store.incident(incident_id)
+        if incident is None:
+            metrics.API_REQUESTS.labels(outcome="not_found").inc()
+            return web.json_response({"error": "no such incident"}, status=404)
+        owner = authorise_owner(action, incident.owners, owner_id, incident.approval_level)
+        if owner is None:
+            reason = (f"{owner_id} is not the responder or on the escalation chain of incident #{incident_id}")
+            await self.store.record_refusal(incident_id, f"{API}.{action.value}", f"{identity}:{owner_id}", reason,
+                                            self.clock())
+            metrics.API_REQUESTS.labels(outcome="forbidden").inc()
+            log.warning("api refused", extra={"incident_id": incident_id, "owner": owner_id, "action": action.value})
+            return web.json_response({"error": f"refused: {reason}; the attempt was recorded"}, status=403)
+        try:
+            check_transition(incident.status, target)
+        except TransitionError as exc:
+            metrics.API_REQUESTS.labels(outcome="conflict").inc()
+            return web.json_response({"error": str(exc)}, status=409)
+        note = f"{target.value.capitalize()} by {owner.name or owner.id} (API)."
+        done = await self.store.transition(incident_id, incident.status, target, owner=owner, slack_user=identity,
+                                           note=note, now=self.clock())
+        if not done:
+            metrics.API_REQUESTS.labels(outcome="conflict").inc()
+            return web.json_response({"error": "the incident changed meanwhile; nothing was done"}, status=409)
+        self.on_change()
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        return web.json_response({"id": incident_id, "status": target.value, "by": owner.id})

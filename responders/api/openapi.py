@@ -1,0 +1,90 @@
+"""The OpenAPI 3.1 document of the incident API, served at /openapi.json so clients can be generated and checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_AUTH_ERRORS = {"401": {"description": "Missing or invalid bearer token", **_ERR}}
+
+
+def _query(name: str, schema: dict[str, Any], about: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": about}
+
+
+def _act(what: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{what.capitalize()} the incident as the token's owner (authorised like a Slack click: the "
+                   "responder or an owner of the escalation chain)",
+        "parameters": [_ID],
+        "responses": {"200": {"description": "Done", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"id": {"type": "integer"}, "status": {"type": "string"},
+                                             "by": {"type": "string"}}}}}},
+                      **_AUTH_ERRORS,
+                      "403": {"description": "The token's owner may not act on this incident (recorded)", **_ERR},
+                      "404": {"description": "No such incident", **_ERR},
+                      "409": {"description": "Not possible from the incident's status, or it changed meanwhile",
+                              **_ERR}}}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Warden incident API", "version": "1",
+             "description": "Incidents, their hash-chained timelines and evidence. Strings that came from agents "
+                            "are redacted; render them as text."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "A token from WARDEN_API_TOKENS (owner:token)"}},
+        "schemas": {
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+            "Entry": {"type": "object", "properties": {
+                "seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                "kind": {"type": "string"}, "actor": {"type": "string", "description": "warden or an owner id"},
+                "identity": {"type": ["string", "null"], "description": "Slack user id, cli:<user> or api:<token>"},
+                "policy_sha256": {"type": ["string", "null"]}, "detail": {"type": "object"},
+                "prev_hash": {"type": "string"}, "hash": {"type": "string"}}},
+            "Incident": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "status": {"type": "string"}, "rule": {"type": "string"},
+                "severity": {"type": "string"}, "title": {"type": "string"}, "agent_id": {"type": "string"},
+                "workflow": {"type": ["string", "null"]}, "target": {"type": "string"}, "count": {"type": "integer"},
+                "opened_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"}, "policy_sha256": {"type": "string"},
+                "owners": {"type": "object"}, "evidence": {"type": "object"}}},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/incidents": {"get": {
+            "summary": "Incidents, newest first",
+            "parameters": [
+                _query("status", {"enum": ["open", "acknowledged", "resolved", "false_positive"]}, "Lifecycle"),
+                _query("workflow", {"type": "string"}, "Workflow name"),
+                _query("severity", {"enum": ["low", "medium", "high", "critical"]}, "Severity"),
+                _query("since", {"type": "string", "format": "date-time"}, "Updated at or after (with offset)"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size"),
+                _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
+            ],
+            "responses": {"200": {"description": "One page", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Incident"}}}}}}},
+                          "400": {"description": "A bad filter", **_ERR}, **_AUTH_ERRORS}}},
+        "/incidents/{id}": {"get": {
+            "summary": "One incident with its timeline (chain order), containment ledger and chain verdict",
+            "parameters": [_ID],
+            "responses": {"200": {"description": "The incident", "content": {"application/json": {"schema": {
+                "allOf": [{"$ref": "#/components/schemas/Incident"}, {"type": "object", "properties": {
+                    "timeline": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
+                    "containment": {"type": "array", "items": {"type": "object"}},
+                    "chain": {"type": "object"}}}]}}}},
+                          "404": {"description": "No such incident", **_ERR}, **_AUTH_ERRORS}}},
+        "/incidents/{id}/evidence": {"get": {
+            "summary": "Printable HTML evidence page",
+            "parameters": [_ID],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                          "404": {"description": "No such incident", **_ERR}, **_AUTH_ERRORS}}},
+        "/incidents/{id}/ack": _act("acknowledge"),
+        "/incidents/{id}/resolve": _act("resolve"),
+    },
+}

@@ -1,0 +1,47 @@
+"""Log lines are JSON objects with the incident and event ids they concern, and never carry a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from warden.runtime.logs import configure
+
+PLANTED = "ghp_PLANTEDsecretPLANTEDsecret0123"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def test_json_lines_carry_ids_and_no_secret(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure(logging.INFO, "json", out)
+    log = logging.getLogger("warden.test")
+    log.warning("incident #12: revoke_token step 0 done for event_id=ev-7 with Bearer %s", PLANTED)
+    log.info("api refused", extra={"incident_id": 3, "owner": "marco", "detail": f"token={PLANTED}"})
+    try:
+        raise RuntimeError(f"upstream said token={PLANTED}")
+    except RuntimeError:
+        log.exception("incident #4: step raised")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["incident_id"], r.get("event_id"), r["level"]) for r in lines] == [
+        (12, "ev-7", "warning"), (3, None, "info"), (4, None, "error")]
+    assert lines[1]["owner"] == "marco" and lines[0]["logger"] == "warden.test" and lines[0]["ts"].endswith("Z")
+    assert "RuntimeError" in lines[2]["exception"]
+    assert PLANTED not in out.getvalue()
+
+
+def test_text_is_still_there_for_terminals(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure(logging.WARNING, "text", out)
+    logging.getLogger("warden.test").warning("incident #1 opened")
+    assert out.getvalue().endswith("WARNING warden.test: incident #1 opened\n")
