@@ -83,6 +83,10 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         # marco is the business owner, not the responder nor on the chain: refused, and the attempt is recorded.
         status, body = await call(http, "POST", f"{base}/incidents/1/ack", MARCO_TOKEN)
         assert status == 403 and "refused" in body
+        # The lifecycle is open → acknowledged → resolved: an open incident is acknowledged before it is resolved.
+        assert (await call(http, "POST", f"{base}/incidents/1/resolve", TEAM_TOKEN))[0] == 409
+        status, body = await call(http, "POST", f"{base}/incidents/1/ack", TEAM_TOKEN)
+        assert status == 200 and json.loads(body)["status"] == "acknowledged"
         status, body = await call(http, "POST", f"{base}/incidents/1/resolve", TEAM_TOKEN)
         assert status == 200 and json.loads(body)["status"] == "resolved"
         assert (await call(http, "POST", f"{base}/incidents/1/ack", TEAM_TOKEN))[0] == 409  # resolved already
@@ -101,7 +105,7 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         status, body = await call(http, "GET", f"{base}/incidents/1", TEAM_TOKEN)
         item = json.loads(body)
         kinds = [(e["kind"], e["actor"]) for e in item["timeline"] if e["kind"] != "notified"]
-        assert kinds[-2:] == [("refused", "unauthorised"), ("resolved", "iam-team")]
+        assert kinds[-3:] == [("refused", "unauthorised"), ("acknowledged", "iam-team"), ("resolved", "iam-team")]
         resolved = next(e for e in item["timeline"] if e["kind"] == "resolved")
         assert resolved["identity"].startswith("api:") and item["chain"]["ok"]
         assert TEAM_TOKEN not in body and MARCO_TOKEN not in body
