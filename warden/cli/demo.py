@@ -28,6 +28,7 @@ from warden.runtime.worker import Runtime
 SCENARIO = EXAMPLES / "scenario.jsonl"
 DEMO_TOKENS = 2  # the scenario's ${OAUTH_TOKEN_n}: tokens its agents hold, which critical findings revoke
 DEMO_SECRET_VAR = "WARDEN_DEMO_IDP_CLIENT_SECRET"
+FAKE_ISSUER, FAKE_TOKEN = "https://idp.example.com", "not-a-real-token"  # without an OAuth server
 SETTLE_S = 2.0
 log = logging.getLogger("warden.demo")
 
@@ -97,18 +98,27 @@ async def send_scenario(settings: Settings) -> Plan:
     topic, keyed by agent id, for the workers already running there; no OAuth server, so its tokens are fakes."""
     if not settings.kafka_bootstrap:
         raise OSError("--send-only needs WARDEN_KAFKA_BOOTSTRAP: the workers' Kafka")
-    fills = {"OAUTH_ISSUER": "https://idp.example.com"} | {f"OAUTH_TOKEN_{i + 1}": "not-a-real-token"
-                                                              for i in range(DEMO_TOKENS)}
-    plan = build_plan(SCENARIO, settings.max_message_bytes, fills)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                max_request_size=4 * settings.max_message_bytes)
+    plan = build_plan(SCENARIO, settings.max_message_bytes, _fills(None, [FAKE_TOKEN] * DEMO_TOKENS))
+    await _send(settings.kafka_bootstrap, settings, plan)
+    return plan
+
+
+def _fills(issuer: oauth_server.OAuthServer | None, tokens: list[str]) -> dict[str, str]:
+    """The scenario's placeholders: the issuer its agents' tokens come from, and the tokens."""
+    fills = {"OAUTH_ISSUER": issuer.issuer if issuer else FAKE_ISSUER}
+    fills.update({f"OAUTH_TOKEN_{i + 1}": t for i, t in enumerate(tokens)})
+    return fills
+
+
+async def _send(bootstrap: str, settings: Settings, plan: Plan) -> None:
+    """Each planned message to the activity topic, keyed as planned, acknowledged one by one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * settings.max_message_bytes)
     await producer.start()
     try:
         for key, value in plan.messages:
             await producer.send_and_wait(settings.topic_activity, value, key=key)
     finally:
         await producer.stop()
-    return plan
 
 
 async def run_demo(settings: Settings, timeout: float, metrics_out: Path | None = None) -> bool:
@@ -152,22 +162,14 @@ def _demo_policy(settings: Settings, issuer: oauth_server.OAuthServer) -> Path:
 
 
 async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthServer | None) -> bool:
-    tokens = [issuer.issue_token() for _ in range(DEMO_TOKENS)] if issuer else ["not-a-real-token"] * DEMO_TOKENS
-    fills = {"OAUTH_ISSUER": issuer.issuer if issuer else "https://idp.example.com"}
-    fills.update({f"OAUTH_TOKEN_{i + 1}": t for i, t in enumerate(tokens)})
+    tokens = [issuer.issue_token() for _ in range(DEMO_TOKENS)] if issuer else [FAKE_TOKEN] * DEMO_TOKENS
     if issuer is not None:
         settings = settings.model_copy(update={"policy": _demo_policy(settings, issuer)})
-    plan = build_plan(SCENARIO, settings.max_message_bytes, fills)
+    plan = build_plan(SCENARIO, settings.max_message_bytes, _fills(issuer, tokens))
     before = {name: metrics.total(c) for name, c in _COUNTED.items()}
     started = datetime.now(UTC)
     async with Runtime(settings) as rt:
-        producer = AIOKafkaProducer(bootstrap_servers=rt.bootstrap, max_request_size=4 * settings.max_message_bytes)
-        await producer.start()
-        try:
-            for key, value in plan.messages:
-                await producer.send_and_wait(settings.topic_activity, value, key=key)
-        finally:
-            await producer.stop()
+        await _send(rt.bootstrap, settings, plan)
         counts = await _wait_for_pipeline(rt.bootstrap, settings, plan, before, timeout)
         if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
             counts["incidents"] = (await rt.responder.store.counts(since=started))["incidents"]
