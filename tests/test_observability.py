@@ -11,6 +11,7 @@ import uuid
 import aiohttp
 import pytest
 
+from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce, produce_events, read_topic
 from tests.observability_checks import ALERTS, alert_exprs, dashboard_exprs, family, names_in
 from warden.contract import metrics
@@ -92,9 +93,20 @@ async def test_exact_counter_values_after_a_known_stream(worker_settings: Settin
         batch = f'[{event(f"stray-{run}-9", kind="prompt")!r}, {{"kind": "prompt"}}]'.replace("'", '"')
         await produce(worker.bootstrap, s.topic_activity, [(b"bad", b"{not json"), (b"bad", b"\xff\xfe"),
                                                           (b"batch", batch.encode())])
-        await read_topic(worker.bootstrap, s.topic_findings, expect=5, settle=1.0)
-        await read_topic(worker.bootstrap, s.topic_dlq, expect=3, settle=1.0)
-        after = await _scrape(worker.web.port)
+        await read_topic(worker.bootstrap, s.topic_findings, expect=5)
+        await read_topic(worker.bootstrap, s.topic_dlq, expect=3)
+        port = worker.web.port
+
+        async def counted() -> dict[str, float] | None:
+            """The scrape once the last finding and dead letter are counted (a record can reach its topic just
+            before its counter moves); exact below, so a count past the expected one still fails."""
+            now = await _scrape(port)
+            findings = sum(v - before.get(k, 0.0) for k, v in now.items() if k.startswith("warden_findings_total"))
+            invalid = sum(v - before.get(k, 0.0) for k, v in now.items()
+                          if k.startswith("warden_invalid_events_total"))
+            return now if findings >= 5 and invalid >= 3 else None
+
+        after = await eventually(counted, timeout=20, what="the five findings and three dead letters counted")
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
