@@ -226,6 +226,17 @@ def test_a_plan_is_frozen_into_the_finding_with_the_risk_tiers_it_was_bound_for(
 HOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+@pytest.fixture
+async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[WebhookReceiver]:
+    """A Standard Webhooks receiver whose signing secret the policy names as env:WARDEN_TEST_HOOK_SECRET."""
+    monkeypatch.setenv("WARDEN_TEST_HOOK_SECRET", HOOK_SECRET)
+    started = await WebhookReceiver(HOOK_SECRET).start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
 def hook_then_tell(url: str, on_failure: str) -> dict[str, object]:
     return {"hook": {"on_failure": on_failure, "steps": [
         {"action": "webhook", "params": {"url": url, "secret": "env:WARDEN_TEST_HOOK_SECRET"}},
@@ -233,75 +244,61 @@ def hook_then_tell(url: str, on_failure: str) -> dict[str, object]:
 
 
 async def test_a_hook_down_then_up_is_delivered_by_a_retry_with_the_same_id(
-        incident_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARDEN_TEST_HOOK_SECRET", HOOK_SECRET)
-    receiver = await WebhookReceiver(HOOK_SECRET).start()
+        incident_settings: Settings, receiver: WebhookReceiver) -> None:
     await receiver.down()
     clock = FakeClock()
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "escalate"))
-    try:
-        async with contained(incident_settings, policy, clock) as (responder, engine):
-            await responder.store.record_finding(violation(policy), clock())
-            await engine.run_due()
-            [hook, tell] = await steps(responder)
-            assert (hook.status, hook.attempts, tell.status) == ("approved", 1, "approved")  # tell waits its turn
-            assert hook.last_error and "connect" in hook.last_error.lower()
-            await receiver.up()
-            await engine.run_due()  # not due yet: the backoff holds the retry
-            assert receiver.accepted_ids == []
-            clock.advance(seconds=1)
-            await engine.run_due()
-            await engine.run_due()
-            assert [s.status for s in await steps(responder)] == ["done", "done"]
-            assert receiver.accepted_ids == ["warden-1-hook-0"]
-            assert [k for k in await kinds(responder) if k.startswith("containment_step")] == [
-                "containment_step_retry", "containment_step_done", "containment_step_done"]
-    finally:
-        await receiver.stop()
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        await engine.run_due()
+        [hook, tell] = await steps(responder)
+        assert (hook.status, hook.attempts, tell.status) == ("approved", 1, "approved")  # tell waits its turn
+        assert hook.last_error and "connect" in hook.last_error.lower()
+        await receiver.up()
+        await engine.run_due()  # not due yet: the backoff holds the retry
+        assert receiver.accepted_ids == []
+        clock.advance(seconds=1)
+        await engine.run_due()
+        await engine.run_due()
+        assert [s.status for s in await steps(responder)] == ["done", "done"]
+        assert receiver.accepted_ids == ["warden-1-hook-0"]
+        assert [k for k in await kinds(responder) if k.startswith("containment_step")] == [
+            "containment_step_retry", "containment_step_done", "containment_step_done"]
 
 
 async def test_a_hook_down_for_good_fails_and_alerts_the_responder_chain(
-        incident_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARDEN_TEST_HOOK_SECRET", HOOK_SECRET)
-    receiver = await WebhookReceiver(HOOK_SECRET).start()
+        incident_settings: Settings, receiver: WebhookReceiver) -> None:
     await receiver.down()
     clock = FakeClock()
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "escalate"))
     failed_before = metrics.CONTAINMENT_ACTIONS.labels(action="webhook", outcome="failed")._value.get()
-    try:
-        async with contained(incident_settings, policy, clock, attempts=2) as (responder, engine):
-            await responder.store.record_finding(violation(policy), clock())
-            await engine.run_due()
-            clock.advance(seconds=1)
-            await engine.run_due()
-            [hook, tell] = await steps(responder)
-            assert (hook.status, hook.attempts, tell.status) == ("failed", 2, "cancelled")
-            alerts = [n for n in await notes(responder) if n.startswith("Containment failed")]
-            # The responder (iam-team) and the rest of its escalation chain (ciso): iam-team is on it once.
-            async with responder.store.sessions.begin() as s:
-                targets = {n.target["id"] for n in (await s.execute(select(Notification))).scalars()
-                           if (n.note or "").startswith("Containment failed")}
-            assert targets == {"iam-team", "ciso"} and alerts
-            assert "playbook hook step 1 (webhook) after 2 attempt(s)" in alerts[0] and "Not run: notify" in alerts[0]
-            failed = next(e for e in await responder.store.timeline(1) if e.kind == "containment_step_failed")
-            assert failed.detail["cancelled"] == ["notify"] and failed.detail["on_failure"] == "escalate"
-        assert metrics.CONTAINMENT_ACTIONS.labels(action="webhook", outcome="failed")._value.get() == failed_before + 1
-    finally:
-        await receiver.stop()
+    async with contained(incident_settings, policy, clock, attempts=2) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        await engine.run_due()
+        clock.advance(seconds=1)
+        await engine.run_due()
+        [hook, tell] = await steps(responder)
+        assert (hook.status, hook.attempts, tell.status) == ("failed", 2, "cancelled")
+        alerts = [n for n in await notes(responder) if n.startswith("Containment failed")]
+        # The responder (iam-team) and the rest of its escalation chain (ciso): iam-team is on it once.
+        async with responder.store.sessions.begin() as s:
+            targets = {n.target["id"] for n in (await s.execute(select(Notification))).scalars()
+                       if (n.note or "").startswith("Containment failed")}
+        assert targets == {"iam-team", "ciso"} and alerts
+        assert "playbook hook step 1 (webhook) after 2 attempt(s)" in alerts[0] and "Not run: notify" in alerts[0]
+        failed = next(e for e in await responder.store.timeline(1) if e.kind == "containment_step_failed")
+        assert failed.detail["cancelled"] == ["notify"] and failed.detail["on_failure"] == "escalate"
+    assert metrics.CONTAINMENT_ACTIONS.labels(action="webhook", outcome="failed")._value.get() == failed_before + 1
 
 
 async def test_on_failure_continue_runs_the_next_step_anyway(
-        incident_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARDEN_TEST_HOOK_SECRET", HOOK_SECRET)
+        incident_settings: Settings, receiver: WebhookReceiver) -> None:
+    receiver.status = 400  # a 4xx: no retry can help
     clock = FakeClock()
-    receiver = await WebhookReceiver(HOOK_SECRET, status=400).start()  # a 4xx: no retry can help
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "continue"))
-    try:
-        async with contained(incident_settings, policy, clock) as (responder, engine):
-            await responder.store.record_finding(violation(policy), clock())
-            await engine.run_due()
-            await engine.run_due()
-            assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("done", 1)]
-            assert "contained" in await notes(responder)
-    finally:
-        await receiver.stop()
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        await engine.run_due()
+        await engine.run_due()
+        assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("done", 1)]
+        assert "contained" in await notes(responder)

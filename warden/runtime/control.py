@@ -49,7 +49,6 @@ class ControlView:
         self.agents: dict[str, QuarantineMark] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
         partitions = await self._partitions()
@@ -87,8 +86,6 @@ class ControlView:
             for records in batches.values():
                 for record in records:
                     self.apply(record.key, record.value)
-            if not batches:
-                self.caught_up.set()
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         read = read_mark(key, value)
