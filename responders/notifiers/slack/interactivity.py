@@ -151,7 +151,7 @@ class Interactivity:
         for handler in self.payload_handlers:
             try:
                 await handler(payload)
-            except Exception:  # noqa: BLE001 - logged with its traceback; the other handlers still run
+            except Exception:  # logged with its traceback; the other handlers still run
                 log.exception("a payload handler failed")
 
     async def _act(self, click: Click) -> None:
