@@ -92,9 +92,9 @@ class ApprovalDesk:
                      request_id: str | None = None) -> ApprovalAnswer:
         """Judge and record a request (idempotent on its id) and return the answer as it stands."""
         rid = request.request_id or request_id or uuid.uuid4().hex
-        existing = await self.store.get(rid)
+        existing = await self.answer(rid)
         if existing is not None:
-            return answer_of(existing)
+            return existing
         now = self.clock()
         j = self.judge(request, rid, now)
         status = _STATUS_OF[j.verdict]
@@ -120,11 +120,19 @@ class ApprovalDesk:
         if created:
             metrics.APPROVAL_REQUESTS.labels(verdict=j.verdict.value, transport=transport).inc()
             self.loop.wake()
-        return answer_of(stored)
+        return answer_of(stored) if created else (await self.answer(rid) or answer_of(stored))
 
     async def answer(self, request_id: str) -> ApprovalAnswer | None:
+        """The answer as a gateway may act on it: `approved` only once the approval event is on the activity
+        topic (until then `pending`), so the change it covers can never reach the detector before it."""
         record = await self.store.get(request_id)
-        return None if record is None else answer_of(record)
+        if record is None:
+            return None
+        answer = answer_of(record)
+        if answer.status is ApprovalStatus.approved and record.published != ApprovalStatus.approved.value:
+            return answer.model_copy(update={"status": ApprovalStatus.pending, "decided_by": None,
+                                             "decided_at": None})
+        return answer
 
     async def wait(self, request_id: str, seconds: float) -> ApprovalAnswer | None:
         """The answer once final, or as it stands after at most `seconds` (bounded by MAX_WAIT_S). Re-reads the
@@ -286,6 +294,8 @@ class ApprovalDesk:
                 await self._close_messages(r)
             await self.store.published(r.id, r.status)
             done = True
+        if done:
+            self._changed.set()  # a long-poll waiting for an approval's event to be published
         return done
 
     async def _close_messages(self, r: ApprovalRecord) -> None:
