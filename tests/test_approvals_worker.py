@@ -175,3 +175,43 @@ async def test_kafka_and_http_give_the_same_verdicts_and_bad_requests_are_refuse
         assert reasons == [("invalid_request", ""), ("invalid_request", "corr-bad-1")]
         assert any("agent.id" in headers(d)["warden.reason"] for d in dead)
         assert all(headers(d)["warden.sealed"] == "fernet" for d in dead)
+
+
+def _example() -> Any:
+    """examples/hold_identity_change.py, imported from its path (examples/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "hold_identity_change.py"
+    spec = importlib.util.spec_from_file_location("hold_identity_change", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_example_gateway_holds_a_change_over_kafka_until_approved_and_not_after_a_denial(
+        worker_settings: Settings, slack_api: SlackApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    settings = approval_settings(worker_settings, slack_api)
+    example = _example()
+    async with Runtime(settings) as rt, aiohttp.ClientSession() as session:
+        assert rt.web is not None
+        url = f"http://127.0.0.1:{rt.web.port}{PATH}"
+        for n, (action, code) in enumerate(((ApprovalAction.approve, 0), (ApprovalAction.deny, 1))):
+            rid = f"example-{n}-{uuid.uuid4().hex[:6]}"
+            held = asyncio.create_task(example.main([
+                "--kafka", rt.bootstrap, "--requests-topic", settings.topic_approval_requests,
+                "--decisions-topic", settings.topic_approval_decisions, "--agent", "iam-agent-1",
+                "--operation", "grant_role", "--target", f"user:x{n}", "--request-id", rid, "--timeout", "60"]))
+            message = await eventually(lambda rid=rid: next((m for m in slack_api.roots() if rid in m.text), None),
+                                       timeout=30, what=f"the approver's message for {rid}")
+            assert not held.done()  # the change is held while nobody has decided
+            body = click_body(action, rid, "U0JORDAN", message.channel)
+            async with session.post(url, data=body, headers=signed(SLACK_SIGNING_SECRET, body)) as r:
+                assert r.status == 200
+            assert await asyncio.wait_for(held, 60) == code
+    out = capsys.readouterr().out
+    assert "approved by jordan: running grant_role on user:x0" in out
+    assert "not running the change: denied" in out
