@@ -266,3 +266,31 @@ async def test_allow_and_deny_are_final_at_once_and_untrusted_text_is_escaped(
     await eventually(slack_api.roots, what="the approver's message")
     body = slack_api.bodies()
     assert "<!channel>" not in body and "&lt;!channel&gt;" in body and "x&amp;y" in body
+
+
+async def test_the_changes_made_are_put_on_the_record_they_belong_to(desk: tuple[Desk, FakeClock]) -> None:
+    d, clock = desk
+    store = d.desk.store
+    await d.desk.submit(req(GRANT, request_id="req-f"), gateway="gw", transport="http")
+    await d.settle()
+    assert await d.desk.click(ApprovalAction.approve, "req-f", "U0JORDAN", "D1") == "approved by jordan"
+    later = clock() + timedelta(seconds=1)
+
+    async def change(event_id: str, target: str = "user:kim") -> tuple[str, str] | None:
+        return await store.match_action("iam-agent-1", target, event_id, at=later, now=later,
+                                        detail={"event_id": event_id})
+
+    assert await change("chg-1") == ("req-f", "action")
+    assert await change("chg-1") is None  # the same event again: already there
+    assert await change("chg-2") == ("req-f", "action_without_approval")
+    assert await change("chg-3", target="user:other") is None  # no request concerns it
+    await d.desk.submit(req(GRANT, request_id="req-g", identity_change={"operation": "grant_role",
+                                                                        "target": "user:lee"}),
+                        gateway="gw", transport="http")
+    await d.settle()
+    await d.desk.click(ApprovalAction.deny, "req-g", "U0JORDAN", "D1")
+    assert await change("chg-4", target="user:lee") == ("req-g", "action_without_approval")
+    entries = await store.timeline("req-g")
+    assert entries[-1].detail["reason"] == "the request was denied"
+    assert await store.watched_agents(clock() - timedelta(hours=1)) == {"iam-agent-1"}
+    assert (await d.trail.verify()).ok

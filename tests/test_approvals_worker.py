@@ -128,12 +128,21 @@ async def test_an_identity_change_held_until_the_named_approver_approves_in_slac
         assert ("chg-1", "unreviewed_identity_change") not in by_event
         assert "already used" in by_event["chg-2", "unreviewed_identity_change"].evidence["reason"]
 
+        # The record's timeline ends with the change that used the approval, and the second one that tried to.
         assert rt.approvals is not None
-        kinds = [e.kind for e in await rt.approvals.desk.store.timeline(rid)]
-        assert kinds == ["requested", "verdict", "routed", "refused", "approved"]
-        refused_entry = (await rt.approvals.desk.store.timeline(rid))[3]
-        assert refused_entry.identity == "U0KAI"
-        assert await rt.approvals.desk.store.verify(rid)
+        store = rt.approvals.desk.store
+
+        async def ended() -> list[Any]:
+            entries = await store.timeline(rid)
+            return entries if entries[-1].kind == "action_without_approval" else []
+
+        entries = await eventually(ended, timeout=30, what="both changes on the approval record")
+        assert [e.kind for e in entries] == ["requested", "verdict", "routed", "refused", "approved", "action",
+                                             "action_without_approval"]
+        assert entries[3].identity == "U0KAI"
+        assert (entries[5].detail["event_id"], entries[6].detail["event_id"]) == ("chg-1", "chg-2")
+        assert entries[6].detail["reason"] == "approval already used by chg-1"
+        assert await store.verify(rid)
 
 
 async def test_kafka_and_http_give_the_same_verdicts_and_bad_requests_are_refused_with_their_reason(

@@ -20,6 +20,8 @@ from responders.trail import approval_link
 from warden.contract.approvals import ApprovalStatus
 from warden.contract.findings import OwnerRef
 
+DECIDED = (ApprovalStatus.approved.value, ApprovalStatus.denied.value, ApprovalStatus.expired.value)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -110,6 +112,39 @@ class ApprovalStore:
         async with self.sessions.begin() as s:
             await s.execute(update(ApprovalRecord).where(ApprovalRecord.id == approval_id)
                             .values(published=status))
+
+    async def watched_agents(self, since: datetime) -> set[str]:
+        """Agents with a decided approval request since `since`: the changes worth matching to a record."""
+        async with self.sessions.begin() as s:
+            return set((await s.execute(select(ApprovalRecord.agent_id).distinct().where(
+                ApprovalRecord.verdict == "approval_required", ApprovalRecord.decided_at >= since,
+                ApprovalRecord.status.in_(list(DECIDED))))).scalars())
+
+    async def match_action(self, agent_id: str, target: str, event_id: str, *, at: datetime, now: datetime,
+                           detail: dict[str, Any]) -> tuple[str, str] | None:
+        """Put a change the agent made on the record it belongs to: the oldest approved, unused request for that
+        target decided before it (which it now uses), else the latest decided one (a second use, or a change
+        after a denial or expiry). (record id, entry kind), or None when no record concerns it or it was put
+        there already."""
+        async with self.sessions.begin() as s:
+            rows = list((await s.execute(select(ApprovalRecord).where(
+                ApprovalRecord.agent_id == agent_id, ApprovalRecord.target == target,
+                ApprovalRecord.verdict == "approval_required", ApprovalRecord.status.in_(list(DECIDED)),
+                ApprovalRecord.decided_at <= at).order_by(ApprovalRecord.decided_at))).scalars())
+            if not rows or any(r.used_by == event_id for r in rows):
+                return None
+            unused = next((r for r in rows if r.status == ApprovalStatus.approved.value and r.used_by is None), None)
+            if unused is not None:
+                done = rowcount(await s.execute(update(ApprovalRecord).where(
+                    ApprovalRecord.id == unused.id, ApprovalRecord.used_by.is_(None)).values(used_by=event_id)))
+                if done:
+                    await self._append(s, unused.id, now, Entry("action", {**detail, "covered": True}))
+                    return unused.id, "action"
+            latest = rows[-1]
+            why = (f"approval already used by {latest.used_by}" if latest.status == ApprovalStatus.approved.value
+                   else f"the request was {latest.status}")
+            await self._append(s, latest.id, now, Entry("action_without_approval", {**detail, "reason": why}))
+            return latest.id, "action_without_approval"
 
     async def timeline(self, approval_id: str) -> list[ApprovalEntry]:
         async with self.sessions.begin() as s:

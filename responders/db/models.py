@@ -277,6 +277,7 @@ class ApprovalRecord(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))
     published: Mapped[str | None] = mapped_column(String(20), comment="The last status published as an answer")
+    used_by: Mapped[str | None] = mapped_column(String(256), comment="The change event an approval covered")
     policy_sha256: Mapped[str] = mapped_column(String(64))
 
 

@@ -5,7 +5,12 @@ Requests on WARDEN_TOPIC_APPROVAL_REQUESTS are read by a consumer group of their
 judged by the pure stage (streams.approvals) against the live policy and recorded before its offset is committed;
 a malformed one goes to WARDEN_TOPIC_APPROVAL_DLQ sealed, with the reason and the correlation id (when one can be
 read) as headers, and the others go on. Answers go to WARDEN_TOPIC_APPROVAL_DECISIONS keyed by request id; a
-decided approval also goes to the activity topic keyed by agent, where `unreviewed_identity_change` reads it."""
+decided approval also goes to the activity topic keyed by agent, where `unreviewed_identity_change` reads it.
+
+The identity changes agents then make are put on the record they belong to (`action`, or `action_without_approval`
+for a second use or a change after a denial or expiry) by a consumer of the activity topic in a group of its own
+(`<app id>.approval-actions`, from the newest offset); it decodes only messages keyed by an agent that has a
+decided request, so it costs the hot path a second fetch, not a second decode."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -28,6 +34,9 @@ from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.notifier import SlackNotifier
 from streams.approvals import judge
+from streams.detectors.base import Context
+from streams.detectors.unreviewed_identity_change import identity_change_of
+from streams.ingest import FORMATS
 from warden.contract import metrics
 from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, Judgement
 from warden.contract.containment import QuarantineMark
@@ -43,6 +52,8 @@ TRANSPORT = "kafka"
 RECORD = Backoff(initial_s=0.2, attempts=5)  # the database refused: tried again, then dead-lettered
 SEND = Backoff(initial_s=0.2, max_s=30.0)  # a topic write: kept trying (the record is already safe)
 MAX_REQUEST_BYTES = 256 * 1024
+WATCH_REFRESH_S = 5.0  # how often the agents with decided requests are read again (expiries publish no event)
+APPROVAL_EVENT_MARK = b"warden.approval:"  # in the event id of every approval event the desk publishes
 
 
 def correlation_of(value: bytes | None) -> str | None:
@@ -52,6 +63,12 @@ def correlation_of(value: bytes | None) -> str | None:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
     return redact_text(found, 256) if isinstance(found, str) else None
+
+
+def _windows(holder: PolicyHolder) -> timedelta:
+    """The longest identity-approval window of the live policy: how long a decision can cover a change."""
+    windows = [wf.scope.identity_changes.window for wf in holder.current.matrix.workflows.values()]
+    return max(windows, default=timedelta(0))
 
 
 def derived_id(msg: ConsumerRecord[bytes, bytes]) -> str:
@@ -77,6 +94,10 @@ class ApprovalHost:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._actions: AIOKafkaConsumer | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watched: set[str] = set()
+        self._watched_at = 0.0
 
     def _judge(self, request: ApprovalRequest, request_id: str, now: datetime) -> Judgement:
         return judge(request, request_id, self.holder.current, now, self.quarantined)
@@ -94,17 +115,28 @@ class ApprovalHost:
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000))
         await self._consumer.start()
+        self._actions = AIOKafkaConsumer(
+            s.topic_activity, bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approval-actions",
+            enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=int(
+                s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),
+            max_partition_fetch_bytes=max(1_048_576, 2 * s.max_message_bytes))
+        await self._actions.start()
         self.desk.loop.start()
         self._task = asyncio.create_task(self._consume(), name="warden.approvals.kafka")
+        self._watch_task = asyncio.create_task(self._watch_actions(), name="warden.approvals.actions")
         log.warning("approvals up: kafka %s -> %s; http %s", s.topic_approval_requests, s.topic_approval_decisions,
                     "/v1/approvals" if self.api else "off (WARDEN_GATEWAY_TOKENS is unset)")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.desk.loop.stop()
+        if self._actions is not None:
+            await self._actions.stop()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -119,6 +151,45 @@ class ApprovalHost:
                     await self._handle(msg)
             if batch:
                 await self._consumer.commit()
+
+    async def _watch_actions(self) -> None:
+        assert self._actions is not None
+        while True:
+            batch = await self._actions.getmany(timeout_ms=1000, max_records=2000)
+            if time.monotonic() - self._watched_at > WATCH_REFRESH_S:  # agents whose decisions aged out leave
+                lookback = datetime.now(UTC) - max(_windows(self.holder), timedelta(hours=1))
+                self._watched = await self.desk.store.watched_agents(lookback)
+                self._watched_at = time.monotonic()
+            for messages in batch.values():
+                for msg in messages:
+                    try:
+                        await self._match(msg)
+                    except Exception as exc:  # noqa: BLE001 - the audit note is lost, never the detection
+                        log.warning("cannot put the action at %s[%d]@%d on its approval record: %s", msg.topic,
+                                    msg.partition, msg.offset, type(exc).__name__)
+            if batch:
+                await self._actions.commit()
+
+    async def _match(self, msg: ConsumerRecord[bytes, bytes]) -> None:
+        """The identity changes in one activity message from a watched agent, each put on its record."""
+        agent = (msg.key or b"").decode("utf-8", "replace")
+        if msg.value is None:
+            return
+        if agent not in self._watched:
+            if APPROVAL_EVENT_MARK not in msg.value:  # a substring scan, no decode: most messages stop here
+                return
+            self._watched.add(agent)  # Warden's own approval event: the change it covers comes behind it
+        decoded = FORMATS["native"](msg.value, self.settings.max_message_bytes)
+        policy = self.holder.current
+        for ev in decoded.events:
+            change = identity_change_of(Context.of(ev, policy))
+            if change is None:
+                continue
+            target = redact_text(change.target, 250)
+            await self.desk.store.match_action(ev.agent.id, target, ev.event_id, at=ev.ts, now=self.desk.clock(),
+                                               detail={"event_id": redact_text(ev.event_id, 256),
+                                                       "ts": ev.ts.isoformat(), "operation": change.operation,
+                                                       "target": target})
 
     async def _handle(self, msg: ConsumerRecord[bytes, bytes]) -> None:
         """Record one request (its answer is published by the desk), or dead-letter it with the reason."""

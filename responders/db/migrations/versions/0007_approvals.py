@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime()),
         sa.Column("decided_by", sa.String(200)),
         sa.Column("published", sa.String(20)),
+        sa.Column("used_by", sa.String(256)),
         sa.Column("policy_sha256", sa.String(64), nullable=False),
     )
     op.create_table(
