@@ -253,9 +253,9 @@ class ApprovalRecord(Base):
 
     __tablename__ = "approvals"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="The request id")
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the request id
     correlation_id: Mapped[str | None] = mapped_column(String(256))
-    gateway: Mapped[str] = mapped_column(String(200), comment="kafka, or api:<token fingerprint> as <gateway>")
+    gateway: Mapped[str] = mapped_column(String(200))  # kafka, or the gateway a token names
     agent_id: Mapped[str] = mapped_column(String(256), index=True)
     workflow: Mapped[str | None] = mapped_column(String(200))
     verdict: Mapped[str] = mapped_column(String(20))
@@ -263,23 +263,21 @@ class ApprovalRecord(Base):
     rule: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]]
-    action: Mapped[dict[str, Any]] = mapped_column(comment="The requested action, redacted")
+    action: Mapped[dict[str, Any]]  # the requested action, redacted
     target: Mapped[str] = mapped_column(String(256))
     approval_from: Mapped[str | None] = mapped_column(String(40))
     approver: Mapped[str | None] = mapped_column(String(200))
-    chain: Mapped[list[Any]] = mapped_column(comment="Owners who may decide, in escalation order (frozen)")
-    level: Mapped[int] = mapped_column(Integer, default=0, comment="How far up the chain the request is")
-    notified_level: Mapped[int] = mapped_column(Integer, default=-1, comment="Highest level whose Slack message "
-                                                "was posted")
+    chain: Mapped[list[Any]]  # the owners who may decide, in escalation order (frozen)
+    level: Mapped[int] = mapped_column(Integer, default=0)  # how far up the chain the request is
+    notified_level: Mapped[int] = mapped_column(Integer, default=-1)  # highest level whose message was posted
     timeout_s: Mapped[float] = mapped_column(Float)
     requested_at: Mapped[datetime]
     escalate_at: Mapped[datetime | None] = mapped_column(index=True)
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))
-    published: Mapped[str | None] = mapped_column(String(20), comment="The last status published as an answer")
-    used_by: Mapped[str | None] = mapped_column(String(256), comment="The change event an approval covered")
+    published: Mapped[str | None] = mapped_column(String(20))  # the last status published as an answer
+    used_by: Mapped[str | None] = mapped_column(String(256))  # the change event an approval covered
     policy_sha256: Mapped[str] = mapped_column(String(64))
-
 
 class ApprovalEntry(Base):
     """The approval record's timeline: request, verdict, routing, escalation, decision, refusals, expiry. Append-
