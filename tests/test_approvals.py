@@ -294,3 +294,22 @@ async def test_the_changes_made_are_put_on_the_record_they_belong_to(desk: tuple
     assert entries[-1].detail["reason"] == "the request was denied"
     assert await store.watched_agents(clock() - timedelta(hours=1)) == {"iam-agent-1"}
     assert (await d.trail.verify()).ok
+
+
+async def test_secrets_in_a_request_never_reach_slack_the_record_or_the_answer(
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, _ = desk
+    secret = "sk-live-a1b2c3d4e5f6g7h8i9j0"
+    body = {"request_id": "req-s", "agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor",
+            "arguments": {"payee": "acme-logistics", "amount": 10, "memo": f"use {secret}",
+                          "api_key": "hunter2-not-shown"}}}
+    answer = await d.desk.submit(req(body), gateway="gw", transport="http")
+    assert answer.status is ApprovalStatus.pending and answer.rule == "approval_gate"
+    await d.settle()
+    await eventually(slack_api.roots, what="the approver's message")
+    entries = await d.desk.store.timeline("req-s")
+    record = await d.desk.store.get("req-s")
+    seen = slack_api.bodies() + repr([e.detail for e in entries]) + repr(record.action if record else None) \
+        + answer.model_dump_json()
+    assert secret not in seen and "hunter2-not-shown" not in seen
+    assert "acme-logistics" in slack_api.bodies()  # the rest of the action is shown
