@@ -313,3 +313,16 @@ async def test_secrets_in_a_request_never_reach_slack_the_record_or_the_answer(
         + answer.model_dump_json()
     assert secret not in seen and "hunter2-not-shown" not in seen
     assert "acme-logistics" in slack_api.bodies()  # the rest of the action is shown
+
+
+def test_the_lint_warns_about_an_approval_gate_no_catalogued_tool_can_meet() -> None:
+    from warden.contract.matrix import Matrix
+    from warden.policy import build_policy
+    from warden.runtime.catalogue import CATALOGUE
+
+    m = POLICY.matrix.model_dump(mode="python", exclude_unset=True)
+    m["tools"] = {name: spec for name, spec in m["tools"].items() if "payment" not in spec.get("categories", [])}
+    built = build_policy(Matrix.model_validate(m), CATALOGUE, sha256="c" * 64)
+    [warning] = [w for w in built.warnings if ".approvals." in w.path]
+    assert warning.path == "workflows.billing-agent.scope.approvals.categories.0"
+    assert "filed under 'payment': the approval gate can never apply" in warning.reason
