@@ -38,9 +38,9 @@ def check_scope(matrix: Matrix, rule_ids: set[str], issue: Issue) -> set[str]:
                               f"{category.value!r}: the rule can never fire", "warning")
         flow_ids |= seen
         for j, category in enumerate(wf.scope.approvals.categories):
-            where = (*base, "approvals", "categories", str(j))
+            gate_at = (*base, "approvals", "categories", str(j))
             if category not in filed:
-                issue(where, f"no tool in the catalogue (`tools:`) is filed under {category.value!r}: the "
+                issue(gate_at, f"no tool in the catalogue (`tools:`) is filed under {category.value!r}: the "
                       "approval gate can never apply", "warning")
     _resource_paths(matrix, issue)
     return flow_ids
