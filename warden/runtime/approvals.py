@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -63,6 +63,19 @@ def correlation_of(value: bytes | None) -> str | None:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
     return redact_text(found, 256) if isinstance(found, str) else None
+
+
+async def _kept_running(loop: Callable[[], Awaitable[None]]) -> None:
+    """A consumer loop that a broker error does not end: logged, then resumed (each message is handled whole:
+    recorded or dead-lettered, never raised, so only fetching or committing can fail here)."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; resuming in 1s", getattr(loop, "__name__", "an approvals loop"))
+            await asyncio.sleep(1.0)
 
 
 def _windows(holder: PolicyHolder) -> timedelta:
@@ -123,8 +136,8 @@ class ApprovalHost:
             max_partition_fetch_bytes=max(1_048_576, 2 * s.max_message_bytes))
         await self._actions.start()
         self.desk.loop.start()
-        self._task = asyncio.create_task(self._consume(), name="warden.approvals.kafka")
-        self._watch_task = asyncio.create_task(self._watch_actions(), name="warden.approvals.actions")
+        self._task = asyncio.create_task(_kept_running(self._consume), name="warden.approvals.kafka")
+        self._watch_task = asyncio.create_task(_kept_running(self._watch_actions), name="warden.approvals.actions")
         log.warning("approvals up: kafka %s -> %s; http %s", s.topic_approval_requests, s.topic_approval_decisions,
                     "/v1/approvals" if self.api else "off (WARDEN_GATEWAY_TOKENS is unset)")
 
