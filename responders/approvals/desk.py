@@ -100,8 +100,9 @@ class ApprovalDesk:
         status = _STATUS_OF[j.verdict]
         action = redact_tree(request.model_dump(mode="json", include={"tool", "identity_change"},
                                                 exclude_none=True))
+        correlation = redact_text(request.correlation_id, 256) if request.correlation_id else None
         record = ApprovalRecord(
-            id=rid, correlation_id=request.correlation_id, gateway=redact_text(gateway, 200),
+            id=rid, correlation_id=correlation, gateway=redact_text(gateway, 200),
             agent_id=request.agent.id, workflow=j.workflow, verdict=j.verdict.value, status=status.value,
             rule=j.rule, reason=redact_text(j.reason, 1000), evidence=dict(j.evidence), action=action,
             target=redact_text(j.target, 250), approval_from=j.approval_from, approver=j.approver,
@@ -111,7 +112,7 @@ class ApprovalDesk:
             decided_at=None if status is ApprovalStatus.pending else now, decided_by=None, published=None,
             policy_sha256=self.live_policy() if self.live_policy else "")
         entries = [Entry("requested", {"gateway": gateway, "transport": transport, "action": action,
-                                       "correlation_id": request.correlation_id or "",
+                                       "correlation_id": correlation or "",
                                        "session_id": request.session_id or ""}, actor=gateway, identity=identity),
                    Entry("verdict", {"verdict": j.verdict.value, "rule": j.rule or "", "reason": j.reason,
                                      "evidence": dict(j.evidence), "approver": j.approver or "",
