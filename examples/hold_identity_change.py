@@ -60,6 +60,9 @@ async def main(argv: list[str] | None = None) -> int:
     except (ApprovalError, OSError) as exc:
         print(f"not running the change: Warden could not answer ({exc})", flush=True)
         return 1
+    except Exception as exc:  # noqa: BLE001 - fail closed on anything else too: the change must not run
+        print(f"not running the change: {type(exc).__name__}: {exc}", flush=True)
+        return 1
     if not proceed(answer):
         why = "no answer in time" if answer is None else f"{answer.status.value}: {answer.reason}"
         print(f"not running the change: {why}", flush=True)

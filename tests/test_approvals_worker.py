@@ -214,9 +214,10 @@ async def test_the_example_gateway_holds_a_change_over_kafka_until_approved_and_
                 "--kafka", rt.bootstrap, "--requests-topic", settings.topic_approval_requests,
                 "--decisions-topic", settings.topic_approval_decisions, "--agent", "iam-agent-1",
                 "--operation", "grant_role", "--target", f"user:x{n}", "--request-id", rid, "--timeout", "60"]))
-            message = await eventually(lambda rid=rid: next((m for m in slack_api.roots() if rid in m.text), None),
-                                       timeout=30, what=f"the approver's message for {rid}")
-            assert not held.done()  # the change is held while nobody has decided
+            message = await eventually(
+                lambda rid=rid, held=held: held.done() or next((m for m in slack_api.roots() if rid in m.text), None),
+                timeout=30, what=f"the approver's message for {rid}")
+            assert not held.done(), capsys.readouterr().out  # the change is held while nobody has decided
             body = click_body(action, rid, "U0JORDAN", message.channel)
             async with session.post(url, data=body, headers=signed(SLACK_SIGNING_SECRET, body)) as r:
                 assert r.status == 200

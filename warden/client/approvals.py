@@ -16,8 +16,11 @@ from typing import Self
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from warden.contract.approvals import FINAL, MAX_WAIT_S, PROCEED, ApprovalAnswer, ApprovalRequest
+
+METADATA_WAIT_S = 30.0  # how long KafkaApprovals waits for the decisions topic's partitions at start
 
 
 class ApprovalError(RuntimeError):
@@ -103,10 +106,12 @@ class KafkaApprovals:
     async def __aenter__(self) -> Self:
         await self._producer.start()
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.decisions_topic)
-        if not partitions:
-            await self._consumer.topics()  # refresh metadata once
-            partitions = self._consumer.partitions_for_topic(self.decisions_topic) or set()
+        try:  # the producer's metadata request names the topic, so Kafka answers with its partitions
+            partitions = await asyncio.wait_for(self._producer.partitions_for(self.decisions_topic),
+                                                METADATA_WAIT_S)
+        except (TimeoutError, KafkaError) as exc:
+            await self.__aexit__(None, None, None)
+            raise ApprovalError(f"cannot read the partitions of {self.decisions_topic}: {exc!r}") from None
         self._consumer.assign([TopicPartition(self.decisions_topic, p) for p in partitions])
         await self._consumer.seek_to_end()
         self._task = asyncio.create_task(self._read())
