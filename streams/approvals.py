@@ -40,12 +40,20 @@ def as_event(request: ApprovalRequest, request_id: str, now: datetime) -> Activi
 def judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datetime,
           quarantined: Mapping[str, QuarantineMark] | None = None) -> Judgement:
     """allow, deny (the first enforced scope finding) or approval_required (the first gate that applies), with
-    the chain of owners who may decide it."""
+    the chain it climbs when nobody answers.
+
+    An identity change counts as reviewed only when the owner the workflow names approved it (that is what
+    `unreviewed_identity_change` accepts), so its escalation steps are told the approver has not answered, and
+    cannot decide. For the other gates, the escalation steps marked `approves` may decide once reached."""
     j = _judge(request, request_id, policy, now, quarantined)
     if j.verdict is not Verdict.approval_required or j.approver is None or j.owners is None:
         return j
-    steps = tuple(step.owner for step in j.owners.escalation if step.approves)
-    return replace(j, chain=(policy.owner_ref(j.approver), *steps))
+    if j.rule == GATE_RULE:
+        steps = [(step.owner, False) for step in j.owners.escalation]
+    else:
+        steps = [(step.owner, True) for step in j.owners.escalation if step.approves]
+    chain = [(policy.owner_ref(j.approver), True), *steps]
+    return replace(j, chain=tuple(o for o, _ in chain), decides=tuple(d for _, d in chain))
 
 
 def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datetime,

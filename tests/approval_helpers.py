@@ -1,5 +1,6 @@
-"""The example matrix with an approval chain that climbs (iam-team's members, then the CISO, may approve once the
-named approver timed out), short timeouts, a gated tool category and a custom `gate: approval` rule."""
+"""The example matrix with approval chains that climb (access-provisioner: iam-team, then the CISO, marked
+`approves`; billing-agent: finance-ops marked `approves`, then secops), a gated tool category (payment) and a
+custom `gate: approval` rule."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ def approval_policy(timeout: timedelta = timedelta(minutes=5)) -> Policy:
     wf["escalation"] = [{"owner": "iam-team", "ack_timeout": timedelta(minutes=5), "approves": True},
                         {"owner": "ciso", "ack_timeout": timedelta(minutes=10), "approves": True}]
     wf["scope"]["approvals"] = {"timeout": timeout}
-    billing = m["workflows"]["billing-agent"]["scope"]
-    billing["approvals"] = {"categories": ["payment"], "timeout": timeout}
+    billing = m["workflows"]["billing-agent"]
+    billing["escalation"] = [{"owner": "finance-ops", "ack_timeout": timedelta(minutes=10), "approves": True},
+                             {"owner": "secops", "ack_timeout": timedelta(minutes=20)}]
+    billing["scope"]["approvals"] = {"categories": ["payment"], "timeout": timeout}
     m["rules"]["custom"] = [*m["rules"].get("custom", []), {
         "id": "refund-needs-approval", "gate": "approval", "severity": "medium",
         "condition": 'event.kind == "tool_call" && event.tool.name == "billing.lookup_invoice"'}]

@@ -65,8 +65,11 @@ def test_the_verdict_names_its_rule_and_evidence(body: dict[str, Any], verdict: 
     assert evidence.items() <= j.evidence.items()
     if verdict is Verdict.approval_required:
         wf = POLICY.matrix.workflows[j.workflow or ""]
-        assert j.approver == wf.approver and [o.id for o in j.chain] == [wf.approver, "iam-team", "ciso"][
-            : len(j.chain)]
+        assert j.approver == wf.approver
+        if rule == "unreviewed_identity_change":  # only the named approver decides; the chain is told
+            assert ([o.id for o in j.chain], j.decides) == (["jordan", "iam-team", "ciso"], (True, False, False))
+        else:  # the escalation steps marked `approves` decide once reached
+            assert ([o.id for o in j.chain], j.decides) == (["sam", "finance-ops"], (True, True))
     else:
         assert j.chain == ()
 
@@ -212,10 +215,13 @@ async def test_no_answer_escalates_up_the_approving_chain_then_expires(
     clock.advance(minutes=5, seconds=1)
     await d.settle()
     assert [m.channel for m in slack_api.roots()] == ["D0JORDAN", "C0IAM"]
-    # Jordan's time is up: a member of iam-team may decide now, and Jordan still may.
+    # Jordan's time is up: iam-team is told to chase them.
     clock.advance(minutes=5, seconds=1)
     await d.settle()
     assert [m.channel for m in slack_api.roots()] == ["D0JORDAN", "C0IAM", "D0CISO"]
+    # The steps are told, with no buttons: only the named approver decides an identity change.
+    assert [any(b["type"] == "actions" for b in m.blocks or []) for m in slack_api.roots()] == [True, False, False]
+    assert "only they may approve this identity change" in str(slack_api.roots()[1].blocks)
     clock.advance(minutes=5, seconds=1)
     await d.settle()
     answer = await d.desk.answer("req-c")
@@ -223,21 +229,38 @@ async def test_no_answer_escalates_up_the_approving_chain_then_expires(
     assert await d.kinds("req-c") == ["requested", "verdict", "routed", "escalated", "routed", "escalated", "routed",
                                       "expired"]
     assert d.published[-1][0].status is ApprovalStatus.expired and d.published[-1][1] is None
-    late = await d.desk.click(ApprovalAction.approve, "req-c", "U0CISO", "D1")
-    assert late.startswith("Refused") and "expired" in late  # never approved after expiry
+    refused = await d.desk.click(ApprovalAction.approve, "req-c", "U0CISO", "D0CISO")
+    assert refused.startswith("Refused: only Jordan Lee may decide")
+    late = await d.desk.click(ApprovalAction.approve, "req-c", "U0JORDAN", "D1")
+    assert late == "Refused: approval request req-c is already expired. Your click was recorded."
     assert (await d.trail.verify()).ok
 
 
-async def test_the_escalated_owner_may_decide_once_reached_and_not_before(
+async def test_an_approving_escalation_step_decides_a_gated_tool_call_once_reached_and_not_before(
         desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
     d, clock = desk
-    await d.desk.submit(req(GRANT, request_id="req-d"), gateway="gw", transport="http")
+    pay = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor",
+                                                         "arguments": {"payee": "acme-logistics", "amount": 10}}}
+    await d.desk.submit(req(pay, request_id="req-d"), gateway="gw", transport="http")
     await d.settle()
-    early = await d.desk.click(ApprovalAction.approve, "req-d", "U0NOOR", "C0IAM")  # iam-team member, too early
-    assert early.startswith("Refused")
+    early = await d.desk.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS")  # finance-ops, too early
+    assert early.startswith("Refused: only Sam Okafor may decide")
     clock.advance(minutes=5, seconds=1)
     await d.settle()
-    assert await d.desk.click(ApprovalAction.approve, "req-d", "U0NOOR", "C0IAM") == "approved by iam-team"
+    assert [m.channel for m in slack_api.roots()] == ["D0SAM", "C0FINOPS"]
+    assert await d.desk.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
+
+
+async def test_an_escalation_step_never_decides_an_identity_change(
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = desk
+    await d.desk.submit(req(GRANT, request_id="req-i"), gateway="gw", transport="http")
+    await d.settle()
+    clock.advance(minutes=5, seconds=1)
+    await d.settle()
+    refused = await d.desk.click(ApprovalAction.approve, "req-i", "U0NOOR", "C0IAM")  # iam-team, reached
+    assert refused.startswith("Refused: only Jordan Lee may decide")
+    assert await d.desk.click(ApprovalAction.approve, "req-i", "U0JORDAN", "D1") == "approved by jordan"
 
 
 async def test_a_resubmitted_request_is_answered_not_recorded_twice(desk: tuple[Desk, FakeClock]) -> None:

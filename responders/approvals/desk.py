@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from responders.approvals.store import ApprovalStore, Entry, chain_of
+from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
 from responders.db.models import ApprovalRecord
 from responders.notifiers.base import Posted
 from responders.notifiers.slack import approvals as slack_render
@@ -106,7 +106,8 @@ class ApprovalDesk:
             agent_id=request.agent.id, workflow=j.workflow, verdict=j.verdict.value, status=status.value,
             rule=j.rule, reason=redact_text(j.reason, 1000), evidence=dict(j.evidence), action=action,
             target=redact_text(j.target, 250), approval_from=j.approval_from, approver=j.approver,
-            chain=[o.model_dump(mode="json") for o in j.chain], level=0, notified_level=-1,
+            chain=[{**o.model_dump(mode="json"), "decides": d} for o, d in zip(j.chain, j.decides, strict=True)],
+            level=0, notified_level=-1,
             timeout_s=j.timeout.total_seconds(), requested_at=now,
             escalate_at=now + j.timeout if status is ApprovalStatus.pending else None,
             decided_at=None if status is ApprovalStatus.pending else now, decided_by=None, published=None,
@@ -152,13 +153,13 @@ class ApprovalDesk:
 
     async def click(self, action: slack_render.ApprovalAction, request_id: str, slack_user: str,
                     channel: str) -> str:
-        """An Approve/Deny click: only an owner of the chain up to the current level, acting as themself on Slack,
-        decides, and only while pending. Anything else is refused, recorded, and told to the clicker."""
+        """An Approve/Deny click: only an owner of the chain up to the current level who decides, acting as
+        themself on Slack, and only while pending. Anything else is refused, recorded, and told to the clicker."""
         record = await self.store.get(request_id)
         if record is None:
             return await self._tell(channel, slack_user, f"Approval request {request_id} is unknown.")
         now = self.clock()
-        allowed = chain_of(record)[: record.level + 1]
+        allowed = deciders_of(record)
         owner = next((o for o in allowed if o.may_act_as(NOTIFIER, slack_user)), None) \
             if is_user_id(slack_user) else None
         approve = action is slack_render.ApprovalAction.approve
@@ -268,19 +269,24 @@ class ApprovalDesk:
         if not address:
             log.error("approval request %s: owner %s has no Slack id in the matrix", r.id, target.id)
             return Posted(address="", ref="")
-        preface = None if r.level == 0 else f"Escalated to you: {chain_of(r)[r.level - 1].id} did not answer."
+        waiting = ", ".join(o.id for o in deciders_of(r))
+        preface = None if r.level == 0 else (
+            f"Escalated to you: not answered by {waiting} in time." if decides(r, r.level) else
+            f"Escalated to you: {waiting} has not answered, and only they may approve this identity change. "
+            "Please reach them; without an answer the request expires and the action stays blocked.")
         try:
             return await self.slack.post(address, slack_render.fallback(r.id, r.agent_id, r.action),
-                                         self._blocks(r, target, preface))
+                                         self._blocks(r, target, preface, buttons=decides(r, r.level)))
         except Exception as exc:  # noqa: BLE001 - recorded as pending; the next pass posts it again
             log.warning("approval request %s: Slack post failed (%s)", r.id, type(exc).__name__)
             return None
 
-    def _blocks(self, r: ApprovalRecord, target: OwnerRef, preface: str | None = None,
-                final: bool = False) -> list[dict[str, Any]]:
+    def _blocks(self, r: ApprovalRecord, target: OwnerRef, preface: str | None = None, *, final: bool = False,
+                buttons: bool = True) -> list[dict[str, Any]]:
         return slack_render.request_blocks(
             request_id=r.id, agent_id=r.agent_id, workflow=r.workflow, action=r.action, reason=r.reason,
-            approver=target, preface=preface, status=r.status if final else None, decided_by=r.decided_by)
+            approver=target, preface=preface, status=r.status if final else None, decided_by=r.decided_by,
+            buttons=buttons)
 
     async def _publish(self) -> bool:
         """Publish every answer not yet published (at least once; gateways keep the latest per request id), and

@@ -180,7 +180,17 @@ class ApprovalStore:
 
 
 def chain_of(record: ApprovalRecord) -> list[OwnerRef]:
+    """The owners the request climbs through, in order."""
     return [OwnerRef.model_validate(o) for o in record.chain]
+
+
+def deciders_of(record: ApprovalRecord) -> list[OwnerRef]:
+    """The owners who may decide the request now: those of the chain reached so far who decide."""
+    return [OwnerRef.model_validate(o) for o in record.chain[: record.level + 1] if o.get("decides", True)]
+
+
+def decides(record: ApprovalRecord, level: int) -> bool:
+    return bool(record.chain[level].get("decides", True))
 
 
 def deadline(record: ApprovalRecord, since: datetime) -> datetime:

@@ -109,4 +109,6 @@ class Judgement:
     timeout: timedelta = timedelta(minutes=15)
     target: str = ""
     chain: tuple[OwnerRef, ...] = ()
-    """Who may decide, in order: the named approver, then each escalation step marked `approves`."""
+    """Who is asked, in order: the named approver first, then the escalation steps."""
+    decides: tuple[bool, ...] = ()
+    """Per owner of `chain`: whether they may decide, or are only told that the approver has not answered."""

@@ -42,8 +42,9 @@ def fallback(request_id: str, agent_id: str, action: dict[str, Any]) -> str:
 
 def request_blocks(*, request_id: str, agent_id: str, workflow: str | None, action: dict[str, Any], reason: str,
                    approver: OwnerRef, preface: str | None = None, status: str | None = None,
-                   decided_by: str | None = None) -> list[dict[str, Any]]:
-    """The message: the action, the agent and workflow, why approval is needed, and the buttons while pending."""
+                   decided_by: str | None = None, buttons: bool = True) -> list[dict[str, Any]]:
+    """The message: the action, the agent and workflow, why approval is needed, and, while pending, the buttons
+    (for an owner who may decide)."""
     blocks: list[dict[str, Any]] = []
     if preface:
         blocks.append(_section(safe(preface)))
@@ -55,12 +56,12 @@ def request_blocks(*, request_id: str, agent_id: str, workflow: str | None, acti
         _field(f"*Asked of*\n{who(approver)}"),
     ]})
     blocks.append({"type": "context", "elements": [_field(f"request `{safe(request_id)}`")]})
-    if status is None:
+    if status is None and buttons:
         blocks.append({"type": "actions", "block_id": f"warden.approval.{request_id}"[:255], "elements": [
             _button(ApprovalAction.approve, "Approve", request_id, "primary"),
             _button(ApprovalAction.deny, "Deny", request_id, "danger"),
         ]})
-    else:
+    elif status is not None:
         by = f" by {safe(decided_by)}" if decided_by else ""
         blocks.append(_section(f"{_STATUS_TEXT.get(status, safe(status))}{by}"))
     return blocks
