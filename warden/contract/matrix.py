@@ -211,8 +211,8 @@ class ApprovalGate(_Strict):
 
     categories: list[Category] = Field(
         default_factory=list, description="Tool categories whose calls need the approver's approval first.")
-    timeout: Duration = Field(timedelta(minutes=15), description="Unanswered this long: the next escalation step "
-                              "marked `approves` is asked; after the last one, the request expires.")
+    timeout: Duration = Field(timedelta(minutes=15), description="Unanswered this long: the request climbs to the "
+                              "next escalation step; after the last one, it expires (docs/approvals.md).")
 
 
 class Scope(_Strict):
