@@ -39,6 +39,8 @@ async def local_slack(settings: Settings) -> AsyncIterator[tuple[Settings, Slack
     the approver's click comes from it), and a gateway token for the approval API. With a token set, the demo
     leaves that Slack alone: nobody there can be clicked for, so no change is held."""
     if settings.slack_token is not None:
+        log.warning("WARDEN_SLACK_TOKEN is set: the demo holds no identity change for approval (it cannot click "
+                    "Approve in that Slack for the approver)")
         yield settings, None
         return
     token = secrets.token_hex(16)
