@@ -198,7 +198,7 @@ async def test_anyone_else_is_refused_audited_and_told_and_a_second_decision_is_
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.pending  # type: ignore[union-attr]
     assert await d.desk.click(ApprovalAction.deny, "req-b", "U0JORDAN", "D1") == "denied by jordan"
     again = await d.desk.click(ApprovalAction.approve, "req-b", "U0JORDAN", "D1")  # a replayed decision
-    assert again == "Refused: approval request req-b is already denied. Your click was recorded."
+    assert again == "Refused: approval request req-b is already denied. Your attempt was recorded."
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.denied  # type: ignore[union-attr]
     entries = await d.desk.store.timeline("req-b")
     assert [(e.kind, e.identity) for e in entries if e.kind in ("refused", "denied")] == [
@@ -232,7 +232,7 @@ async def test_no_answer_escalates_up_the_approving_chain_then_expires(
     refused = await d.desk.click(ApprovalAction.approve, "req-c", "U0CISO", "D0CISO")
     assert refused.startswith("Refused: only Jordan Lee may decide")
     late = await d.desk.click(ApprovalAction.approve, "req-c", "U0JORDAN", "D1")
-    assert late == "Refused: approval request req-c is already expired. Your click was recorded."
+    assert late == "Refused: approval request req-c is already expired. Your attempt was recorded."
     assert (await d.trail.verify()).ok
 
 

@@ -28,6 +28,7 @@ from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
 GATEWAY_TOKEN = "gw-token-0123456789abcdef"
+JORDAN_TOKEN, MARCO_TOKEN = "jordan-token-0123456789abcdef", "marco-token-0123456789abcdef"
 REQUESTS: list[dict[str, Any]] = [
     GRANT,
     {"agent": {"id": "iam-agent-1"}, "tool": {"name": "directory.lookup_user", "arguments": {"user": "user:kim"}}},
@@ -45,6 +46,7 @@ def approval_settings(worker_settings: Settings, slack_api: SlackApiServer) -> S
         "slack_token": SecretStr(SLACK_TOKEN), "slack_api_url": slack_api.base_url,
         "slack_signing_secret": SecretStr(SLACK_SIGNING_SECRET), "outbox_poll_s": 0.1, "approvals_poll_s": 0.1,
         "gateway_tokens": SecretStr(f"gw-iam:{GATEWAY_TOKEN}"),
+        "api_tokens": SecretStr(f"jordan:{JORDAN_TOKEN},marco:{MARCO_TOKEN}"),
     })
 
 
@@ -179,6 +181,29 @@ async def test_kafka_and_http_give_the_same_verdicts_and_bad_requests_are_refuse
         for r in answers:
             first.setdefault(r.key.decode(), ApprovalAnswer.model_validate_json(r.value))
         assert [(first[i].verdict.value, first[i].rule) for i in ids] == EXPECTED
+        # An owner may decide through the API too, checked like a click.
+        assert (await gw.ask({**GRANT, "request_id": "http-owner"}))[0] == 202
+
+        async def decide(token: str | None, decision: str) -> tuple[int, dict[str, Any]]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with session.post(f"{base}/v1/approvals/http-owner/{decision}", headers=headers) as r:
+                return r.status, await r.json()
+
+        assert (await decide(None, "approve"))[0] == 401
+        assert (await decide(GATEWAY_TOKEN, "approve"))[0] == 401  # a gateway's token decides nothing
+        status, refused = await decide(MARCO_TOKEN, "approve")
+        assert status == 403 and refused["error"].startswith("Refused: only Jordan Lee may decide")
+        assert await decide(JORDAN_TOKEN, "deny") == (200, {"id": "http-owner", "status": "denied", "by": "jordan"})
+        assert (await decide(JORDAN_TOKEN, "approve"))[0] == 409  # a second decision
+        status, denied = await gw.answer("http-owner")
+        assert (status, denied["status"], denied["decided_by"]) == (200, "denied", "jordan")
+        assert rt.approvals is not None
+        entries = await rt.approvals.desk.store.timeline("http-owner")
+        decided = [e for e in entries if e.kind in ("refused", "denied")]  # routing may come between them
+        assert [(e.kind, e.actor) for e in decided] == [("refused", "unauthorised"), ("denied", "jordan"),
+                                                         ("refused", "unauthorised")]
+        assert decided[1].identity is not None and decided[1].identity.startswith("api:")
+
         dead = await read_topic(rt.bootstrap, settings.topic_approval_dlq, expect=2)
         reasons = sorted((headers(d)["warden.reason_code"], headers(d).get("warden.correlation_id", "")) for d in dead)
         assert reasons == [("invalid_request", ""), ("invalid_request", "corr-bad-1")]

@@ -1,6 +1,7 @@
 """The approval API on the worker's web server: a gateway asks before an action (`POST /v1/approvals`) and reads the
-answer (`GET /v1/approvals/{id}`, with a bounded long-poll). Bearer tokens come from WARDEN_GATEWAY_TOKENS
-(`gateway:token,...`), each naming the gateway it stands for; a gateway reads only its own requests."""
+answer (`GET /v1/approvals/{id}`, with a bounded long-poll); an owner may decide (`POST /v1/approvals/{id}/approve`
+or `/deny`), checked like a Slack click. Gateway tokens come from WARDEN_GATEWAY_TOKENS (`gateway:token,...`), each
+naming its gateway, which reads only its own requests; owner tokens from WARDEN_API_TOKENS, as for incidents."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from responders.api import authenticate
 from responders.api.openapi import OPENAPI
-from responders.approvals.desk import ApprovalDesk
+from responders.approvals.desk import CONFLICT, DONE, ApprovalDesk
 from warden.contract import metrics
 from warden.contract.approvals import FINAL, MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
 from warden.contract.redact import redact_text
@@ -34,14 +35,19 @@ def _answer(answer: ApprovalAnswer) -> web.Response:
 class ApprovalApi:
     """The routes; `install` adds them (and /openapi.json when the incident API does not serve it)."""
 
-    def __init__(self, desk: ApprovalDesk, tokens: list[tuple[bytes, str]], *, serve_openapi: bool) -> None:
+    def __init__(self, desk: ApprovalDesk, tokens: list[tuple[bytes, str]], *, serve_openapi: bool,
+                 owner_tokens: list[tuple[bytes, str]] | None = None) -> None:
         self.desk, self.tokens, self.serve_openapi = desk, tokens, serve_openapi
+        self.owner_tokens = owner_tokens or []
 
     def install(self, app: web.Application) -> None:
         if self.serve_openapi:
             app.router.add_get("/openapi.json", self._openapi)
-        app.router.add_post("/v1/approvals", self._submit)
-        app.router.add_get(f"/v1/approvals/{{id:{_ID}}}", self._show)
+        if self.tokens:
+            app.router.add_post("/v1/approvals", self._submit)
+            app.router.add_get(f"/v1/approvals/{{id:{_ID}}}", self._show)
+        if self.owner_tokens:
+            app.router.add_post(f"/v1/approvals/{{id:{_ID}}}/{{decision:approve|deny}}", self._decide)
 
     async def _openapi(self, _: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
@@ -101,3 +107,23 @@ class ApprovalApi:
     async def _owns(self, request_id: str, gateway: str) -> bool:
         record = await self.desk.store.get(request_id)
         return record is not None and record.gateway == gateway
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        """An owner's decision: the token's owner must be one who may decide the request now."""
+        who = authenticate(self.owner_tokens, request.headers.get("Authorization", ""))
+        if who is None:
+            return self._unauthenticated()
+        owner_id, identity = who
+        result = await self.desk.decide_as(request.match_info["id"], owner_id, f"{identity}:{owner_id}",
+                                           approve=request.match_info["decision"] == "approve")
+        if result is None:
+            metrics.API_REQUESTS.labels(outcome="not_found").inc()
+            return web.json_response({"error": "no such approval request"}, status=404)
+        outcome, text = result
+        if outcome != DONE:
+            metrics.API_REQUESTS.labels(outcome=outcome).inc()
+            return web.json_response({"error": text}, status=409 if outcome == CONFLICT else 403)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        answer = await self.desk.store.get(request.match_info["id"])
+        return web.json_response({"id": request.match_info["id"], "status": answer.status if answer else "",
+                                  "by": owner_id})

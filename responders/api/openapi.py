@@ -129,3 +129,21 @@ OPENAPI["paths"].update({
                       "404": {"description": "No such request (or another gateway's)", **_ERR},
                       "422": _INVALID, **_GATEWAY_AUTH}}},
 })
+
+
+def _decision(decision: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{decision.capitalize()} the request as the owner of a WARDEN_API_TOKENS token (checked like a "
+                   "Slack click: the named approver, or an approving owner it escalated to; refusals are recorded)",
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Decided", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"},
+                                             "by": {"type": "string"}}}}}},
+                      **_AUTH_ERRORS,
+                      "403": {"description": "The token's owner may not decide this request (recorded)", **_ERR},
+                      "404": {"description": "No such request", **_ERR},
+                      "409": {"description": "Already decided or expired (recorded)", **_ERR}}}}
+
+
+for _decided in ("approve", "deny"):
+    OPENAPI["paths"][f"/v1/approvals/{{id}}/{_decided}"] = _decision(_decided)

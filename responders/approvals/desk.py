@@ -46,6 +46,7 @@ log = logging.getLogger("warden.approvals")
 Judge = Callable[[ApprovalRequest, str, datetime], Judgement]
 # Publishes an answer (keyed by request id) and, for a decision, the approval activity event (keyed by agent).
 Publish = Callable[[ApprovalAnswer, ActivityEvent | None], Awaitable[None]]
+DONE, FORBIDDEN, CONFLICT = "done", "forbidden", "conflict"  # what became of a decision
 _STATUS_OF = {Verdict.allow: ApprovalStatus.allowed, Verdict.deny: ApprovalStatus.denied,
               Verdict.approval_required: ApprovalStatus.pending}
 
@@ -158,31 +159,47 @@ class ApprovalDesk:
         record = await self.store.get(request_id)
         if record is None:
             return await self._tell(channel, slack_user, f"Approval request {request_id} is unknown.")
-        now = self.clock()
-        allowed = deciders_of(record)
-        owner = next((o for o in allowed if o.may_act_as(NOTIFIER, slack_user)), None) \
+        owner = next((o for o in deciders_of(record) if o.may_act_as(NOTIFIER, slack_user)), None) \
             if is_user_id(slack_user) else None
-        approve = action is slack_render.ApprovalAction.approve
+        outcome, text = await self._decide(record, owner, approve=action is slack_render.ApprovalAction.approve,
+                                           identity=slack_user, via=NOTIFIER)
+        return text if outcome == DONE else await self._tell(channel, slack_user, text)
+
+    async def decide_as(self, request_id: str, owner_id: str, identity: str, *, approve: bool
+                        ) -> tuple[str, str] | None:
+        """A decision through the API by an owner a bearer token stands for, checked like a click: (DONE,
+        FORBIDDEN or CONFLICT, what happened), or None for an unknown request."""
+        record = await self.store.get(request_id)
+        if record is None:
+            return None
+        owner = next((o for o in deciders_of(record) if o.id == owner_id), None)
+        return await self._decide(record, owner, approve=approve, identity=identity, via="api")
+
+    async def _decide(self, record: ApprovalRecord, owner: OwnerRef | None, *, approve: bool, identity: str,
+                      via: str) -> tuple[str, str]:
+        """Record the decision of `owner` (None: the caller may not decide), or refuse and record why."""
+        now = self.clock()
+        action = (slack_render.ApprovalAction.approve if approve else slack_render.ApprovalAction.deny).value
         if owner is None:
-            named = " or ".join(o.name or o.id for o in allowed) or "nobody"
-            reason = f"only {named} may decide approval request {request_id}"
-            await self._refuse(record, slack_user, action.value, reason, code="not_approver", now=now)
-            return await self._tell(channel, slack_user, f"Refused: {reason}. Your click was recorded.")
+            named = " or ".join(o.name or o.id for o in deciders_of(record)) or "nobody"
+            reason = f"only {named} may decide approval request {record.id}"
+            await self._refuse(record, identity, action, reason, code="not_approver", now=now)
+            return FORBIDDEN, f"Refused: {reason}. Your attempt was recorded."
         status = ApprovalStatus.approved if approve else ApprovalStatus.denied
-        entry = Entry(status.value, {"by": owner.id, "name": owner.name or owner.id, "via": NOTIFIER,
-                                     "level": record.level}, actor=owner.id, identity=slack_user)
+        entry = Entry(status.value, {"by": owner.id, "name": owner.name or owner.id, "via": via,
+                                     "level": record.level}, actor=owner.id, identity=identity)
         done = await self.store.transition(record.id, level=record.level, now=now, entry=entry, values={
             "status": status.value, "decided_at": now, "decided_by": owner.id, "escalate_at": None})
         if not done:
             fresh = await self.store.get(record.id) or record
-            reason = f"approval request {request_id} is already {fresh.status}"
-            await self._refuse(record, slack_user, action.value, reason, code="already_decided", now=now)
-            return await self._tell(channel, slack_user, f"Refused: {reason}. Your click was recorded.")
+            reason = f"approval request {record.id} is already {fresh.status}"
+            await self._refuse(record, identity, action, reason, code="already_decided", now=now)
+            return CONFLICT, f"Refused: {reason}. Your attempt was recorded."
         metrics.APPROVAL_DECISION_SECONDS.labels(status=status.value).observe(
             max(0.0, (now - record.requested_at).total_seconds()))
-        log.warning("approval request %s %s by %s", record.id, status.value, owner.id)
+        log.warning("approval request %s %s by %s (%s)", record.id, status.value, owner.id, via)
         self._decided()
-        return f"{status.value} by {owner.id}"
+        return DONE, f"{status.value} by {owner.id}"
 
     async def on_payload(self, payload: dict[str, Any]) -> None:
         """The interactivity's hook: every Approve/Deny click in a verified Slack payload."""
@@ -253,7 +270,7 @@ class ApprovalDesk:
             target = chain_of(r)[r.level]
             where: dict[str, Any] = {"to": target.id, "step": r.level + 1}
             if self.slack is None:
-                where["via"] = "none: no Slack notifier (decide through the gateway API is not available)"
+                where["via"] = "none: no Slack notifier (the owner decides with POST /v1/approvals/{id}/approve)"
                 log.warning("approval request %s: no Slack notifier to ask %s", r.id, target.id)
             else:
                 posted = await self._post(r, target)

@@ -103,7 +103,9 @@ class ApprovalHost:
         if responder.interactivity is not None:
             responder.interactivity.payload_handlers.append(self.desk.on_payload)
         tokens = parse_tokens(settings.gateway_tokens.get_secret_value()) if settings.gateway_tokens else []
-        self.api = ApprovalApi(self.desk, tokens, serve_openapi=responder.api is None) if tokens else None
+        owners = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
+        self.api = ApprovalApi(self.desk, tokens, serve_openapi=responder.api is None and bool(tokens),
+                               owner_tokens=owners) if tokens or owners else None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -139,7 +141,7 @@ class ApprovalHost:
         self._task = asyncio.create_task(_kept_running(self._consume), name="warden.approvals.kafka")
         self._watch_task = asyncio.create_task(_kept_running(self._watch_actions), name="warden.approvals.actions")
         log.warning("approvals up: kafka %s -> %s; http %s", s.topic_approval_requests, s.topic_approval_decisions,
-                    "/v1/approvals" if self.api else "off (WARDEN_GATEWAY_TOKENS is unset)")
+                    "/v1/approvals" if self.api and self.api.tokens else "off (WARDEN_GATEWAY_TOKENS is unset)")
 
     async def stop(self) -> None:
         for task in (self._task, self._watch_task):
