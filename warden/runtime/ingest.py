@@ -305,6 +305,29 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     pass
             except _Stopping:
                 return
+            except Exception:  # a bug or an unexpected error: never end the loop, never skip what was not committed
+                log.exception("an ingest batch failed; reading again from the committed offsets")
+                await self._start_over()
+
+    async def _start_over(self) -> None:
+        """Forget the detector state (it may hold events whose findings were never delivered; it is rebuilt from
+        the log below the committed offset) and read every owned partition again from its committed offset."""
+        async with self._lock:
+            for states in self.judge.states.values():
+                states.on_assigned(())
+            consumer = self.consumer
+            while not self._stopping:
+                try:
+                    for tp in consumer.assignment():
+                        committed = await consumer.committed(tp)
+                        if committed is None:  # nothing committed yet: the group starts at the beginning (earliest)
+                            await consumer.seek_to_beginning(tp)
+                        else:
+                            consumer.seek(tp, committed)
+                    break
+                except KafkaError as exc:
+                    log.warning("cannot go back to the committed offsets (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
 
     async def _one_batch(self, records: Iterator[ConsumerRecord]) -> bool:
         """Judge, deliver and commit up to `max_events` of `records`; False when they are used up."""
