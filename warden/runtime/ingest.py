@@ -396,7 +396,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         try:
             await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            COMMIT_FAILURES.inc()
+            metrics.INGEST_COMMIT_FAILURES.inc()
             log.warning("commit of %s refused (%s): the batch will be read again by the partitions' owner",
                         sorted((tp.partition, o) for tp, o in offsets.items()), type(exc).__name__)
 
@@ -413,10 +413,6 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         for topic, states in self.judge.states.items():
             states.on_assigned((tp.topic, tp.partition) for tp in assigned if tp.topic == topic)
         self._joined.set()
-
-
-COMMIT_FAILURES = Counter("warden_ingest_commit_failures_total",
-                          "Ingest batch commits refused (a rebalance); the batch is read again by its next owner")
 
 
 def _records(fetched: Mapping[TopicPartition, list[ConsumerRecord]]) -> Iterator[ConsumerRecord]:
