@@ -95,6 +95,7 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         topic_dlq=f"t{suffix}.dlq",
         topic_control=f"t{suffix}.control",
         topic_revocations=f"t{suffix}.revocations",
+        topic_otlp=f"t{suffix}.otlp",
         kafka_session_timeout_s=6,
         kafka_heartbeat_interval_s=1,
         kafka_rebalance_timeout_s=3,

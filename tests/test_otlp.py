@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.detectors import DetectorState, detect
-from streams.ingest.otlp import OtlpIngest
+from streams.ingest.base import REASON_CODES
+from streams.ingest.otlp import OtlpIngest, decode_message
 from streams.ingest.otlp_agents import Bounds
 from streams.ingest.otlp_wire import decode_spans
 from tests.otel_spans import Recorder, otlp_json, otlp_proto, request, set_attribute
@@ -227,3 +230,34 @@ def test_a_span_with_a_bad_id_is_rejected_by_its_index_and_the_others_flow() -> 
     [batch] = OtlpIngest().take(otlp_proto(req), key=b"k", partition=0, offset=0, now=0.0, policy=POLICY)
     assert [(r.code, r.index) for r in batch.decoded.rejections] == [("invalid_span", 1)]
     assert batch.decoded.indices == [0, 2]
+
+
+def test_replay_reads_otlp_json_lines_resolving_agents_within_each_line(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from warden.cli import main
+
+    rec = Recorder(**{"service.name": "billing-svc"})
+    _billing_turn(rec)
+    stranger = Recorder(**{"service.name": "mystery-svc"})
+    with stranger.span("root"), stranger.tool("kb.search"):
+        pass
+    lines = tmp_path / "spans.jsonl"
+    lines.write_bytes(otlp_json(rec.finished()) + b"\n" + otlp_json(stranger.finished()) + b"\n")
+    result = CliRunner().invoke(main, ["replay", str(lines), "--policy", str(BUNDLED_POLICY), "--format",
+                                       "otlp_json", "--json"])
+    assert result.exit_code == 0, result.output
+    found = [json.loads(x) for x in result.output.splitlines()]
+    rules = {(f["rule"], f["agent"]) for f in found if "rule" in f}
+    assert ("unapproved_tool", "billing-agent-1") in rules and ("unowned_agent", "mystery-svc") in rules
+    [summary] = [x["summary"] for x in found if "summary" in x]
+    assert summary["events"] == 4 and summary["invalid"] == 0  # the root span of mystery-svc is no GenAI operation
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_to_events_or_known_reasons_never_an_exception(raw: bytes) -> None:
+    for encoding in ("auto", "otlp_proto", "otlp_json"):
+        out = decode_message(raw, LIMIT, encoding)  # type: ignore[arg-type]
+        assert all(r.code in REASON_CODES and r.detail for r in out.rejections)
+        assert out.events or out.rejections or raw  # nothing vanishes without a reason... unless it parsed empty

@@ -21,6 +21,7 @@ from streams.ingest.otlp_genai import is_activity, resource_agent, service_name,
 from streams.ingest.otlp_wire import Encoding, decode_spans
 from warden.contract import metrics
 from warden.policy import Policy
+from warden.policy.tools import ToolCatalogue
 
 UNKNOWN_AGENT = "otel:unknown"  # the agent id of an unresolved span that has no service.name either
 
@@ -84,14 +85,14 @@ class OtlpIngest:
             batch = batches.get((r.partition, r.offset))
             if batch is None:
                 batch = batches[(r.partition, r.offset)] = Batch(r.partition, r.offset, Decoded())
-            _map(r, policy, batch.decoded)
+            _map(r, policy.tools, batch.decoded)
         return list(batches.values())
 
 
-def _map(r: Resolved, policy: Policy, out: Decoded, *, count: bool = True) -> None:
+def _map(r: Resolved, tools: ToolCatalogue, out: Decoded, *, count: bool = True) -> None:
     agent = r.agent_id or service_name(r.span) or UNKNOWN_AGENT
     try:
-        event = to_event(r.span, agent, policy.tools, r.resolution)
+        event = to_event(r.span, agent, tools, r.resolution)
     except ValueError as exc:  # pydantic's ValidationError is one
         out.rejections.append(Rejection("invalid_span", str(exc)[:500], r.span.index))
         return
@@ -120,7 +121,23 @@ def replay_decoder(encoding: Encoding, policy: Callable[[], Policy]) -> Decoder:
                 if not service or service not in current.assignments:
                     continue
                 agent, how = service, "service"
-            _map(Resolved(span, agent, how, 0, 0), current, out, count=False)
+            _map(Resolved(span, agent, how, 0, 0), current.tools, out, count=False)
         return out
 
     return decode
+
+
+_NO_TOOLS = ToolCatalogue({})
+
+
+def decode_message(raw: bytes | None, max_bytes: int, encoding: Encoding = "auto") -> Decoded:
+    """The stateless `Decoder` (FORMATS, `warden replay`): one message alone, agents resolved from each span, its
+    resource or an ancestor span in the same message; a span left without one is an event of an unresolved agent
+    (its service.name), as after the wait on the topic. The matrix is not consulted (no `service.name` mapping)."""
+    spans = decode_spans(raw, max_bytes, encoding)
+    out = Decoded(rejections=list(spans.rejections))
+    resolver = AgentResolver(Bounds(wait_s=0.0))
+    resolved = resolver.offer(spans.spans, 0, 0, 0.0, needs_agent=is_activity, is_agent=lambda _: False)
+    for r in sorted([*resolved, *resolver.release(0.0)], key=lambda r: r.span.index):
+        _map(r, _NO_TOOLS, out, count=False)
+    return out

@@ -23,6 +23,7 @@ from warden.contract.findings import Finding
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME, Sealer
+from warden.runtime.otlp_shell import build_otlp_shell, tick_interval
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -119,6 +120,11 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
     app.on_partitions_revoked.connect(ingest_one.on_revoked)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(ingest_one.on_assigned)  # type: ignore[arg-type]
+    # OTLP spans from the Collector: the same judging, with late agent identity (warden.runtime.otlp_shell).
+    otlp = build_otlp_shell(settings, bootstrap, holder, publish=publish_bytes, dead_letter=dead_letter,
+                            quarantined=quarantined)
+    app.on_partitions_revoked.connect(otlp.on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(otlp.on_assigned)  # type: ignore[arg-type]
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:
@@ -133,6 +139,17 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await with_retries(event, ingest_one, dead_letter)
+
+    @app.agent(raw_topic(settings.topic_otlp), name="warden.otlp")
+    async def otlp_agent(stream: faust.StreamT[bytes]) -> None:
+        # acked by the shell once none of its spans is held (StreamT does not declare noack; Stream has it)
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            await with_retries(event, otlp.on_message, dead_letter)
+            otlp.settle(event)
+
+    @app.timer(interval=tick_interval(settings), name="warden.otlp.release")  # type: ignore[untyped-decorator]
+    async def release_held_spans() -> None:
+        await otlp.tick()
 
     @app.agent(findings_topic, name="warden.respond")
     async def respond_agent(stream: faust.StreamT[bytes]) -> None:
