@@ -100,7 +100,9 @@ class AgentResolver:
                 trace.agents[span.span_id] = agent
                 if needs_agent(span):
                     out.append(Resolved(span, agent, how, partition, offset))
-            elif needs_agent(span):
+            elif needs_agent(span) and not any(h.span.span_id == span.span_id and h.offset == offset
+                                               and h.partition == partition for h in trace.waiting):
+                # (a message delivered again, after a rebalance, does not hold its spans twice)
                 trace.waiting.append(_Held(span, partition, offset, now))
                 self._held.setdefault(partition, Counter())[offset] += 1
             touched.append(trace)

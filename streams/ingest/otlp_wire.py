@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -195,3 +196,16 @@ def _value(v: AnyValue, depth: int) -> Any:
     if kind == "bytes_value":
         return base64.b64encode(v.bytes_value).decode()
     return getattr(v, kind)
+
+
+def encode_json(data: TracesData) -> bytes:
+    """`TracesData` as OTLP/JSON (camelCase, integer enums, int64 as strings, hex ids): what the exporter writes with
+    `traces.encoding: otlp_json`. The demo sends its spans both ways."""
+    doc = json_format.MessageToDict(data, use_integers_for_enums=True)
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(doc, separators=(",", ":")).encode()

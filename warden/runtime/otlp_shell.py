@@ -45,8 +45,10 @@ class OtlpShell:
         self._dead_letter = dead_letter
         self._clock = clock
         self._lock = asyncio.Lock()  # the agent and the timer take turns on the resolver
-        self._pending: dict[tuple[int, int], EventT[bytes]] = {}  # messages with spans held: not acked yet
-        self._taken: tuple[int, int] | None = None  # the message being handled (a retry does not take it twice)
+        # Messages not acknowledged yet, by partition, in offset order: those with spans held and those after them.
+        self._pending: dict[int, dict[int, EventT[bytes]]] = {}
+        self._taken: tuple[int, int] | None = None  # the message last taken (a retry does not take it twice)
+        self._in_hand: tuple[int, int] | None = None  # the message the agent is handling: settled by the agent
         self._todo: list[tuple[Finding, bytes]] = []  # findings not yet published
         self._warned_unkeyed = False
 
@@ -54,10 +56,11 @@ class OtlpShell:
         """Take one message (once, even when retried) and publish what it resolved."""
         msg = event.message
         key = (msg.partition, msg.offset)
+        self._in_hand = key
         async with self._lock:
             if self._taken != key:
                 self._taken = key
-                self._pending[key] = event
+                self._remember(event)
                 if self._states.current(msg.topic, msg.partition, msg.offset) is None:
                     await self._states.rebuild(msg.topic, msg.partition, msg.offset, msg.timestamp)
                 batches = self._ingest.take(msg.value, key=msg.key, partition=msg.partition, offset=msg.offset,
@@ -71,11 +74,17 @@ class OtlpShell:
             await self._flush()
 
     def settle(self, event: EventT[bytes]) -> None:
-        """After handling (or dead-lettering) a message: acknowledge it unless spans of it are still held."""
+        """After handling (or dead-lettering) a message: acknowledge what may be, in offset order."""
         msg = event.message
-        if not self._ingest.holds(msg.partition, msg.offset):
-            self._pending.pop((msg.partition, msg.offset), None)
-            event.ack()
+        self._in_hand = None
+        self._acknowledge(msg.partition)
+        if msg.offset in self._pending.get(msg.partition, {}):
+            # Not acknowledged: faust waits for every unacknowledged message before a rebalance or a stop goes on,
+            # and must not wait for a hold; it leaves faust's wait set (faust's own, no public way) and is acked
+            # once released. faust commits acknowledged offsets only.
+            unacked = getattr(event.app.consumer, "_unacked_messages", None)
+            if unacked is not None:
+                unacked.discard(msg)
         metrics.OTLP_HELD_SPANS.set(self._ingest.resolver.held)
 
     async def tick(self) -> None:
@@ -83,22 +92,41 @@ class OtlpShell:
         async with self._lock:
             self._todo.extend(await self._judge(self._ingest.release(self._clock(), self._holder.current)))
             await self._flush()
-            for key, event in list(self._pending.items()):
-                if key != self._taken and not self._ingest.holds(*key):  # the message in hand is settled by its agent
-                    del self._pending[key]
-                    event.ack()
+            for partition in list(self._pending):
+                self._acknowledge(partition)
         metrics.OTLP_HELD_SPANS.set(self._ingest.resolver.held)
+
+    def _remember(self, event: EventT[bytes]) -> None:
+        """Pending in offset order (a message delivered again after a rebalance may come below the last one)."""
+        msg = event.message
+        waiting = self._pending.setdefault(msg.partition, {})
+        last = next(reversed(waiting), None)
+        waiting[msg.offset] = event
+        if last is not None and msg.offset < last:
+            self._pending[msg.partition] = dict(sorted(waiting.items()))
+
+    def _acknowledge(self, partition: int) -> None:
+        """Ack the partition's pending messages from its lowest offset up to the first one still held (or still in
+        the agent's hands). In order, because faust's commit does not stop at an unacknowledged message at the
+        committed position (its gap check is off by one, and skipped before a partition's first commit): only an
+        ack-free head keeps it from committing past a held span."""
+        waiting = self._pending.get(partition, {})
+        while waiting:
+            offset = next(iter(waiting))
+            if (partition, offset) == self._in_hand or self._ingest.holds(partition, offset):
+                return
+            waiting.pop(offset).ack()
 
     @property
     def pending(self) -> int:
         """Messages not acknowledged because spans of them are held."""
-        return len(self._pending)
+        return sum(len(w) for w in self._pending.values())
 
     async def _judge(self, batches: list[Batch]) -> list[tuple[Finding, bytes]]:
         policy = self._holder.current
         out: list[tuple[Finding, bytes]] = []
         for batch in batches:
-            source = self._pending.get((batch.partition, batch.offset))
+            source = self._pending.get(batch.partition, {}).get(batch.offset)
             decoded = batch.decoded
             for rejection in decoded.rejections:
                 if source is not None:
@@ -137,10 +165,10 @@ class OtlpShell:
         Their messages were never committed, so the next owner is delivered them again and holds them itself."""
         assigned: set[TP] = args[0]
         mine = {tp.partition for tp in assigned if tp.topic == self._topic}
-        gone = {p for p, _ in self._pending if p not in mine}
+        gone = {p for p in self._pending if p not in mine}
         dropped = self._ingest.forget_partitions(gone)
-        for key in [k for k in self._pending if k[0] in gone]:
-            del self._pending[key]
+        for partition in gone:
+            del self._pending[partition]
         if dropped:
             log.info("%d held spans of %s partitions %s dropped here: their messages go to the partitions' new "
                      "owners again", dropped, self._topic, sorted(gone))
