@@ -55,7 +55,7 @@ class _Held:
 class _Trace:
     parents: dict[str, str | None] = field(default_factory=dict)  # every span seen: its parent
     agents: dict[str, str] = field(default_factory=dict)  # spans whose agent is known
-    waiting: list[_Held] = field(default_factory=list)
+    waiting: dict[tuple[str, int, int], _Held] = field(default_factory=dict)  # by (span id, partition, offset)
     partitions: set[int] = field(default_factory=set)
     last_seen: float = 0.0
 
@@ -100,10 +100,9 @@ class AgentResolver:
                 trace.agents[span.span_id] = agent
                 if needs_agent(span):
                     out.append(Resolved(span, agent, how, partition, offset))
-            elif needs_agent(span) and not any(h.span.span_id == span.span_id and h.offset == offset
-                                               and h.partition == partition for h in trace.waiting):
+            elif needs_agent(span) and (span.span_id, partition, offset) not in trace.waiting:
                 # (a message delivered again, after a rebalance, does not hold its spans twice)
-                trace.waiting.append(_Held(span, partition, offset, now))
+                trace.waiting[(span.span_id, partition, offset)] = _Held(span, partition, offset, now)
                 self._held.setdefault(partition, Counter())[offset] += 1
             touched.append(trace)
         for trace in _unique(touched):
@@ -116,9 +115,9 @@ class AgentResolver:
         out: list[Resolved] = []
         for trace_id in list(self._traces):
             trace = self._traces[trace_id]
-            expired = [h for h in trace.waiting if now - h.since >= self.bounds.wait_s]
+            expired = [h for h in trace.waiting.values() if now - h.since >= self.bounds.wait_s]
             if expired:
-                trace.waiting = [h for h in trace.waiting if now - h.since < self.bounds.wait_s]
+                trace.waiting = {k: h for k, h in trace.waiting.items() if now - h.since < self.bounds.wait_s}
                 why = (f"{UNRESOLVED}: trace split across partitions" if trace.split else
                        f"{UNRESOLVED}: no ancestor span naming an agent arrived within {self.bounds.wait_s:g}s")
                 out.extend(self._unheld(h, None, why) for h in expired)
@@ -149,7 +148,7 @@ class AgentResolver:
         gone = set(partitions)
         dropped = 0
         for trace in self._traces.values():
-            keep = [h for h in trace.waiting if h.partition not in gone]
+            keep = {k: h for k, h in trace.waiting.items() if h.partition not in gone}
             dropped += len(trace.waiting) - len(keep)
             trace.waiting = keep
         for p in gone:
@@ -163,8 +162,8 @@ class AgentResolver:
         progress = True
         while progress and trace.waiting:
             progress = False
-            still: list[_Held] = []
-            for h in trace.waiting:
+            still: dict[tuple[str, int, int], _Held] = {}
+            for k, h in trace.waiting.items():
                 agent, final = _ancestor(trace, h.span.span_id)
                 if agent is not None:
                     trace.agents[h.span.span_id] = agent
@@ -173,7 +172,7 @@ class AgentResolver:
                 elif final:
                     out.append(self._unheld(h, None, f"{UNRESOLVED}: no span of its trace names an agent"))
                 else:
-                    still.append(h)
+                    still[k] = h
             trace.waiting = still
         return out
 
@@ -182,11 +181,11 @@ class AgentResolver:
         while self._remembered > self.bounds.max_spans and len(self._traces) > 1:
             trace_id = next(iter(self._traces))
             trace = self._traces[trace_id]
-            for h in trace.waiting:
+            for h in trace.waiting.values():
                 self.evicted_spans += 1
                 out.append(self._unheld(h, None, f"{UNRESOLVED}: evicted, more than {self.bounds.max_spans} spans "
                                                  "buffered"))
-            trace.waiting = []
+            trace.waiting = {}
             self._forget(trace_id)
         return out
 
