@@ -61,8 +61,12 @@ class OtlpShell:
             if self._taken != key:
                 self._taken = key
                 self._remember(event)
-                if self._states.current(msg.topic, msg.partition, msg.offset) is None:
-                    await self._states.rebuild(msg.topic, msg.partition, msg.offset, msg.timestamp)
+                state = self._states.current(msg.topic, msg.partition, msg.offset)
+                if state is None:
+                    state = await self._states.rebuild(msg.topic, msg.partition, msg.offset, msg.timestamp)
+                # Remembered as applied, so a partition kept through a rebalance is not rebuilt needlessly. A message
+                # delivered again is still taken: its spans may have been held (windows count an event id once).
+                state.first_time(msg.topic, msg.partition, msg.offset)
                 batches = self._ingest.take(msg.value, key=msg.key, partition=msg.partition, offset=msg.offset,
                                             now=self._clock(), policy=self._holder.current)
                 if self._ingest.unkeyed_messages and not self._warned_unkeyed:
