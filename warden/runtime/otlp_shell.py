@@ -1,7 +1,7 @@
 """The span topic's faust shell: moves Collector messages through `streams.ingest.otlp.OtlpIngest` into detection.
 
-All OTLP logic is in the pure ingest module; this only keeps a message unacknowledged while spans of it are held
-(faust commits a partition only up to its lowest unacknowledged offset, so a crash re-delivers a held span instead
+All OTLP logic is in the pure ingest module; this only acknowledges a partition's messages in offset order up to
+the first one with a span still held (so faust never commits past a held span, and a crash re-delivers it instead
 of losing it), releases held spans on a timer, and judges every batch on its partition's detector state.
 """
 
@@ -120,11 +120,6 @@ class OtlpShell:
             if (partition, offset) == self._in_hand or self._ingest.holds(partition, offset):
                 return
             waiting.pop(offset).ack()
-
-    @property
-    def pending(self) -> int:
-        """Messages not acknowledged because spans of them are held."""
-        return sum(len(w) for w in self._pending.values())
 
     async def _judge(self, batches: list[Batch]) -> list[tuple[Finding, bytes]]:
         policy = self._holder.current
