@@ -1,6 +1,7 @@
 """The audit trail's hash chains: how an entry's hash is made, and how a chain is checked (pure, no database).
 
-Each incident's timeline is one chain and the refused requests (`security_events`) are another. Every entry
+Each incident's timeline is one chain, each approval record's timeline another (`approval:<id>`), and the refused
+requests (`security_events`) one more. Every entry
 carries its position (`seq`, from 1), the hash of the entry before it (`prev_hash`, GENESIS for the first) and its
 own `hash`: sha256 over a canonical JSON of everything it says. Editing, reordering or deleting an entry inside a
 chain breaks the recomputation at that entry or the next one.
@@ -58,6 +59,17 @@ def timeline_content(*, incident_id: int, at: datetime, kind: str, actor: str, s
 
 def security_content(*, at: datetime, source: str, kind: str, detail: Mapping[str, Any]) -> dict[str, Any]:
     return {"at": stamp(at), "source": source, "kind": kind, "detail": dict(detail)}
+
+
+def approval_content(*, approval_id: str, at: datetime, kind: str, actor: str, identity: str | None,
+                     policy_sha256: str | None, detail: Mapping[str, Any]) -> dict[str, Any]:
+    return {"approval_id": approval_id, "at": stamp(at), "kind": kind, "actor": actor, "identity": identity,
+            "policy_sha256": policy_sha256, "detail": dict(detail)}
+
+
+def approval_chain(approval_id: str) -> str:
+    """The chain name of one approval record's timeline (never a number, so never an incident's chain)."""
+    return f"approval:{approval_id}"
 
 
 def entry_hash(chain: str, seq: int, prev_hash: str, content: Mapping[str, Any]) -> str:

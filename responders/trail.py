@@ -11,9 +11,18 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from responders.audit import SECURITY_CHAIN, Break, Link, security_content, timeline_content, verify
+from responders.audit import (
+    SECURITY_CHAIN,
+    Break,
+    Link,
+    approval_chain,
+    approval_content,
+    security_content,
+    timeline_content,
+    verify,
+)
 from responders.db import session_factory
-from responders.db.models import ContainmentStep, Incident, SecurityEvent, TimelineEntry
+from responders.db.models import ApprovalEntry, ContainmentStep, Incident, SecurityEvent, TimelineEntry
 
 PAGE_MAX = 200
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -128,7 +137,11 @@ class Trail:
             entries = list((await s.execute(query)).scalars())
             security = [] if incident_ids is not None else list((await s.execute(
                 select(SecurityEvent).order_by(SecurityEvent.seq, SecurityEvent.id))).scalars())
-        links = [_timeline_link(e) for e in entries] + [_security_link(e) for e in security]
+            approvals = [] if incident_ids is not None else list((await s.execute(
+                select(ApprovalEntry).order_by(ApprovalEntry.approval_id, ApprovalEntry.seq, ApprovalEntry.id)
+            )).scalars())
+        links = ([_timeline_link(e) for e in entries] + [_security_link(e) for e in security]
+                 + [approval_link(e) for e in approvals])
         chains, count, breaks = verify(links)
         return Verification(chains, count, breaks)
 
@@ -142,3 +155,9 @@ def _timeline_link(row: TimelineEntry) -> Link:
 def _security_link(row: SecurityEvent) -> Link:
     return Link(SECURITY_CHAIN, row.id, row.seq, row.prev_hash, row.hash,
                 security_content(at=row.at, source=row.source, kind=row.kind, detail=row.detail))
+
+
+def approval_link(row: ApprovalEntry) -> Link:
+    return Link(approval_chain(row.approval_id), row.id, row.seq, row.prev_hash, row.hash, approval_content(
+        approval_id=row.approval_id, at=row.at, kind=row.kind, actor=row.actor, identity=row.identity,
+        policy_sha256=row.policy_sha256, detail=row.detail))

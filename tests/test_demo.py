@@ -25,6 +25,12 @@ def test_demo_delivers_every_stage_on_the_embedded_defaults(tmp_path: Path) -> N
     # as its introspection confirms, under the example policy's auto_if_critical gate.
     assert summary["tokens_revoked"] == 2, out.stderr[-3000:]
     assert "started the demo OAuth server (oidc-provider)" in out.stderr
+    # One identity change held by a gateway until the named approver approved it in the local Slack API server;
+    # it then ran and raised no finding.
+    assert summary["approved_before_action"] == 1, out.stderr[-3000:]
+    held = out.stderr.index("gateway holds grant_role on user:dana by iam-agent-1: pending (approver jordan")
+    assert held < out.stderr.index("approved in Slack by jordan (U0JORDAN): the gateway now runs grant_role")
+    assert "-held-grant-change raised 0 findings" in out.stderr
     # Each contained incident's timeline has its steps done in playbook order (deliveries may come between them).
     timelines = [line for line in out.stderr.splitlines() if "timeline of incident" in line]
     assert len(timelines) == 2, out.stderr[-3000:]

@@ -114,7 +114,9 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         assert evidence_status == 200 and HOSTILE not in evidence and "&lt;script&gt;" in evidence
         openapi = json.loads((await call(http, "GET", f"{base}/openapi.json"))[1])
         assert set(openapi["paths"]) == {"/incidents", "/incidents/{id}", "/incidents/{id}/evidence",
-                                         "/incidents/{id}/ack", "/incidents/{id}/resolve"}
+                                         "/incidents/{id}/ack", "/incidents/{id}/resolve",
+                                         "/v1/approvals", "/v1/approvals/{id}",  # served with WARDEN_GATEWAY_TOKENS
+                                         "/v1/approvals/{id}/approve", "/v1/approvals/{id}/deny"}
 
         async with responder.store.sessions.begin() as s:
             trail = json.dumps([(e.detail, e.slack_user) for e in (await s.execute(select(TimelineEntry))).scalars()])

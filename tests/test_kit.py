@@ -82,3 +82,24 @@ async def test_the_polling_loop_survives_a_failing_pass_runs_again_when_busy_and
         assert len(passes) == 3  # idle again: nothing until the interval or a wake
     finally:
         await loop.stop()
+
+
+async def test_the_polling_loop_stops_even_when_a_pass_swallows_the_cancellation() -> None:
+    entered = asyncio.Event()
+
+    async def step() -> bool:
+        swallow = not entered.is_set()  # once: so that a loop that failed this test can still be torn down
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:  # what a careless library does mid-pass
+            if not swallow:
+                raise
+        return True  # "busy": without the stop flag the loop would go straight into another pass
+
+    loop = PollingLoop("test", 30.0, step, logging.getLogger("test"))
+    loop.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    stopping = asyncio.create_task(loop.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done == {stopping}, "the loop did not stop: its pass swallowed the cancellation and it went on"

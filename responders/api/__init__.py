@@ -50,6 +50,20 @@ def fingerprint(token: bytes) -> str:
     return hashlib.sha256(token).hexdigest()[:12]
 
 
+def authenticate(tokens: list[tuple[bytes, str]], header: str) -> tuple[str, str] | None:
+    """(name, api:<fingerprint>) of the bearer token in an Authorization header, or None. Every configured token
+    is compared, in constant time, with no early exit."""
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return None
+    given = presented.strip().encode()
+    found: tuple[str, str] | None = None
+    for token, name in tokens:
+        if hmac.compare_digest(token, given):
+            found = (name, f"{API}:{fingerprint(token)}")
+    return found
+
+
 class IncidentApi:
     """The routes; `install` adds them to the worker's aiohttp application."""
 
@@ -65,16 +79,7 @@ class IncidentApi:
         app.router.add_post("/incidents/{id:\\d+}/{action:ack|resolve}", self._guard(self._act))
 
     def _owner_of(self, request: web.Request) -> tuple[str, str] | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return None
-        given = presented.strip().encode()
-        found: tuple[str, str] | None = None
-        for token, owner in self.tokens:  # every token compared, in constant time: no early exit
-            if hmac.compare_digest(token, given):
-                found = (owner, f"{API}:{fingerprint(token)}")
-        return found
+        return authenticate(self.tokens, request.headers.get("Authorization", ""))
 
     def _guard(self, handler: Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:

@@ -1,8 +1,10 @@
-"""The OpenAPI 3.1 document of the incident API, served at /openapi.json so clients can be generated and checked."""
+"""The OpenAPI 3.1 document of the incident and approval APIs, served at /openapi.json for generated clients."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from warden.contract.approvals import MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -88,3 +90,60 @@ OPENAPI: dict[str, Any] = {
         "/incidents/{id}/resolve": _act("resolve"),
     },
 }
+
+
+def _schemas() -> dict[str, Any]:
+    """The approval request and answer schemas from the contract's models, their parts hoisted to components."""
+    out: dict[str, Any] = {}
+    for model in (ApprovalRequest, ApprovalAnswer):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+_ANSWER = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApprovalAnswer"}}}}
+_INVALID = {"description": "Invalid: `fields` names each field and the reason", "content": {"application/json": {
+    "schema": {"type": "object", "properties": {"error": {"type": "string"}, "fields": {"type": "array", "items": {
+        "type": "object", "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}}}}}}}}
+_GATEWAY_AUTH = {"401": {"description": "Missing or invalid bearer token (WARDEN_GATEWAY_TOKENS)", **_ERR}}
+OPENAPI["components"]["schemas"].update(_schemas())
+OPENAPI["info"]["description"] += (" Approvals (docs/approvals.md): a gateway asks before a high-risk action with a "
+                                   "token from WARDEN_GATEWAY_TOKENS (gateway:token).")
+OPENAPI["paths"].update({
+    "/v1/approvals": {"post": {
+        "summary": "Ask before an action: the final verdict at once (allowed / denied), or pending with its id",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ApprovalRequest"}}}},
+        "responses": {"200": {"description": "Final answer (allowed or denied)", **_ANSWER},
+                      "202": {"description": "Pending: the named approver was asked; GET it with wait=", **_ANSWER},
+                      "409": {"description": "request_id belongs to another gateway", **_ERR},
+                      "422": _INVALID, **_GATEWAY_AUTH}}},
+    "/v1/approvals/{id}": {"get": {
+        "summary": "The answer; `wait` long-polls up to that many seconds for a final one",
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                       _query("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+                              "Seconds to wait for a final answer")],
+        "responses": {"200": {"description": "Final: allowed, denied, approved or expired", **_ANSWER},
+                      "202": {"description": "Still pending after the wait", **_ANSWER},
+                      "404": {"description": "No such request (or another gateway's)", **_ERR},
+                      "422": _INVALID, **_GATEWAY_AUTH}}},
+})
+
+
+def _decision(decision: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{decision.capitalize()} the request as the owner of a WARDEN_API_TOKENS token (checked like a "
+                   "Slack click: the named approver, or an approving owner it escalated to; refusals are recorded)",
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Decided", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"},
+                                             "by": {"type": "string"}}}}}},
+                      **_AUTH_ERRORS,
+                      "403": {"description": "The token's owner may not decide this request (recorded)", **_ERR},
+                      "404": {"description": "No such request", **_ERR},
+                      "409": {"description": "Already decided or expired (recorded)", **_ERR}}}}
+
+
+for _decided in ("approve", "deny"):
+    OPENAPI["paths"][f"/v1/approvals/{{id}}/{_decided}"] = _decision(_decided)

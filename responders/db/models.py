@@ -245,3 +245,55 @@ class AuditExport(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_timeline_id: Mapped[int] = mapped_column(Integer, comment="Highest timeline id published")
     updated_at: Mapped[datetime]
+
+
+class ApprovalRecord(Base):
+    """One gateway's approval request (issue 17): the verdict, who must decide, where it stands, and how far its
+    answer has been published. Its timeline is `approval_timeline`."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the request id
+    correlation_id: Mapped[str | None] = mapped_column(String(256))
+    gateway: Mapped[str] = mapped_column(String(200))  # kafka, or the gateway a token names
+    agent_id: Mapped[str] = mapped_column(String(256), index=True)
+    workflow: Mapped[str | None] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+    action: Mapped[dict[str, Any]]  # the requested action, redacted
+    target: Mapped[str] = mapped_column(String(256))
+    approval_from: Mapped[str | None] = mapped_column(String(40))
+    approver: Mapped[str | None] = mapped_column(String(200))
+    chain: Mapped[list[Any]]  # the owners who may decide, in escalation order (frozen)
+    level: Mapped[int] = mapped_column(Integer, default=0)  # how far up the chain the request is
+    notified_level: Mapped[int] = mapped_column(Integer, default=-1)  # highest level whose message was posted
+    timeout_s: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime]
+    escalate_at: Mapped[datetime | None] = mapped_column(index=True)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    published: Mapped[str | None] = mapped_column(String(20))  # the last status published as an answer
+    used_by: Mapped[str | None] = mapped_column(String(256))  # the change event an approval covered
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+
+class ApprovalEntry(Base):
+    """The approval record's timeline: request, verdict, routing, escalation, decision, refusals, expiry. Append-
+    only and hash-chained per request (chain `approval:<id>`), verified by `warden audit verify`."""
+
+    __tablename__ = "approval_timeline"
+    __table_args__ = (UniqueConstraint("approval_id", "seq", name="uq_approval_timeline_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    identity: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]
+    policy_sha256: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -5,7 +5,9 @@ event id or its identity target. It counts only when it comes from the owner tha
 `scope.identity_changes.approval_from`, says `approved`, is dated within the window before the change (not
 after it), and has not already been used by another change. A later decision by the same approver replaces an
 earlier one, so a rejection withdraws an approval; the same approval event seen again changes nothing (so a
-redelivered approval cannot re-arm one that a change has used).
+redelivered approval cannot re-arm one that a change has used). A decision Warden took on a gateway's approval
+request (docs/approvals.md) names the request in its `approval_request` attribute; a change that goes ahead after
+that request was denied carries it as `decided_in`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class _Decision:
     ts: datetime
     event_id: str  # the approval event that made it: its redelivery must not clear `used_by`
     used_by: str | None = None
+    request: str | None = None  # the gateway's approval request Warden decided it on (issue 17), as evidence
 
 
 @dataclass
@@ -64,7 +67,9 @@ class State:
         if previous is not None and previous.event_id == ev.event_id:
             return  # the same approval again (a producer retry, a replay): already recorded, maybe already used
         if previous is None or previous.ts <= ev.ts:
-            decisions[ev.approval.approver] = _Decision(ev.approval.decision is Decision.approved, ev.ts, ev.event_id)
+            request = ev.attributes.get("approval_request")
+            decisions[ev.approval.approver] = _Decision(ev.approval.decision is Decision.approved, ev.ts, ev.event_id,
+                                                        request=str(request) if request else None)
 
     def decisions(self, agent_id: str, refs: tuple[str, ...]) -> dict[str, _Decision]:
         """Every recorded decision on any of `refs`, by approver (the first ref wins a tie)."""
@@ -99,6 +104,10 @@ def detect(ctx: Context, state: State) -> list[Finding]:
     }
     if change.entitlement:
         evidence["entitlement"] = change.entitlement
+    named = getattr(wf, gate.approval_from)
+    rejected = state.decisions(ev.agent.id, (ev.event_id, change.target)).get(named) if named else None
+    if rejected is not None and not rejected.approved and rejected.request:
+        evidence["decided_in"] = rejected.request  # the denied approval request this change went ahead after
     if ev.kind is Kind.tool_call and ev.tool is not None:
         evidence["tool"] = ev.tool.name  # a catalogued identity_admin tool call, not an identity_change event
     finding = build_finding(ctx, info, change.target, evidence)

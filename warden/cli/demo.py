@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 
 from responders.incident_responder import IncidentResponder
 from warden.cli import oauth_server
+from warden.cli.demo_approval import hold_identity_change, local_slack
 from warden.cli.demo_otlp import otlp_messages
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
@@ -43,6 +44,7 @@ class Plan:
     otlp_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # the same agents' turns as OTLP spans
     valid_events: int = 0
     invalid: int = 0
+    finding_events: list[str] = field(default_factory=list)  # the event ids of this run's findings, as read
 
 
 def build_plan(scenario: Path, max_message_bytes: int, fills: dict[str, str] | None = None) -> Plan:
@@ -177,7 +179,13 @@ async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthSer
     plan = build_plan(SCENARIO, settings.max_message_bytes, _fills(issuer, tokens))
     before = {name: metrics.total(c) for name, c in _COUNTED.items()}
     started = datetime.now(UTC)
-    async with Runtime(settings) as rt:
+    held: str | None = None
+    holds = False
+    async with local_slack(settings) as (settings, slack), Runtime(settings) as rt:
+        holds = slack is not None
+        if slack is not None:  # before the scenario, which quarantines the agent that asks
+            held = await hold_identity_change(rt, slack, plan.run_id, timeout)
+            plan.valid_events += 2 if held else 0  # the approval event Warden published, and the change itself
         await _send(rt.bootstrap, settings, plan)
         counts = await _wait_for_pipeline(rt.bootstrap, settings, plan, before, timeout)
         if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
@@ -200,9 +208,14 @@ async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthSer
         "notifications": counts["notifications"],
         "contained": counts.get("contained", 0),
         "tokens_revoked": revoked,
+        "approved_before_action": int(held is not None),
     }
+    held_findings = [e for e in plan.finding_events if e == held]
+    if held is not None:
+        log.warning("the approved change %s raised %d findings", held, len(held_findings))
     ok = (
-        all(v > 0 for k, v in summary.items() if k != "tokens_revoked")
+        all(v > 0 for k, v in summary.items() if k not in ("tokens_revoked", "approved_before_action"))
+        and not held_findings and (held is not None or not holds)
         and (issuer is None or revoked == len(tokens))
         and counts["events"] == plan.valid_events
         and counts["invalid"] == plan.invalid
@@ -257,6 +270,7 @@ async def _wait_for_pipeline(
                     elif tp.topic == settings.topic_findings and r.value and (prefix in r.value
                                                                               or otlp_prefix in r.value):
                         counts["findings"] += 1
+                        plan.finding_events.append(str(json.loads(r.value).get("event_id")))
             for name, counter in _COUNTED.items():
                 counts[name] = int(metrics.total(counter) - before[name])
             if counts != last_seen:

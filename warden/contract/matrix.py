@@ -206,6 +206,15 @@ class UntrustedFlow(_Strict):
         default_factory=dict, description="Tool name -> JSON Schema its arguments must meet to be allowed.")
 
 
+class ApprovalGate(_Strict):
+    """Actions a gateway must hold for a human approval before it takes them (docs/approvals.md)."""
+
+    categories: list[Category] = Field(
+        default_factory=list, description="Tool categories whose calls need the approver's approval first.")
+    timeout: Duration = Field(timedelta(minutes=15), description="Unanswered this long: the request climbs to the "
+                              "next escalation step; after the last one, it expires (docs/approvals.md).")
+
+
 class Scope(_Strict):
     """What a workflow is approved to do. Anything else is out of scope."""
 
@@ -220,6 +229,7 @@ class Scope(_Strict):
         default_factory=dict, description="Tool name -> JSON Schema (plus named keywords) its arguments must meet.")
     flows: list[FlowRule] = Field(default_factory=list, description="Session flow rules of this workflow.")
     untrusted_flow: UntrustedFlow = Field(default_factory=UntrustedFlow)
+    approvals: ApprovalGate = Field(default_factory=ApprovalGate)  # issue 17
 
 
 class Workflow(_Strict):
@@ -266,6 +276,8 @@ class CustomRule(_Strict):
     exceptions: list[str] = Field(default_factory=list, description="CEL conditions; a match suppresses the rule.")
     mode: RuleMode = RuleMode.enforce
     frameworks: list[str] = Field(default_factory=list, description="OWASP ASI/LLM ids and NIST AI RMF function.")
+    gate: Literal["approval"] | None = Field(
+        None, description="approval: a gateway's request this rule matches needs the approver's approval first.")
 
 
 class Rules(_Strict):

@@ -87,6 +87,17 @@ FLOW_SESSIONS_EVICTED = Counter(
     "Sessions dropped from the flow rules' state (ttl: idle past the TTL in event time; cap: too many sessions)",
     ["reason"],
 )
+# issue 17: approval before action
+APPROVAL_REQUESTS = Counter("warden_approval_requests_total", "Approval requests answered, by verdict and transport",
+                            ["verdict", "transport"])
+APPROVAL_DECISION_SECONDS = Histogram(
+    "warden_approval_decision_seconds", "From an approval_required request to its decision (approved, denied, "
+    "expired)", ["status"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200))
+APPROVAL_EXPIRIES = Counter("warden_approval_expiries_total", "Approval requests nobody on the chain answered in time")
+APPROVAL_REFUSALS = Counter("warden_approval_refusals_total", "Approve/Deny clicks refused (not the named approver, "
+                            "or already decided)", ["reason"])
+APPROVAL_INVALID = Counter("warden_approval_invalid_requests_total", "Approval requests refused as malformed, by "
+                           "transport", ["transport"])
 OTLP_SPANS = Counter(
     "warden_otlp_spans_total",
     "OTLP spans read from the span topic (event: mapped to an event; unresolved: no agent found within the wait, an "

@@ -19,22 +19,29 @@ class PollingLoop:
         self.name, self.interval_s, self.step, self.log = name, interval_s, step, log
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # The flag as well as the cancel: a library that swallows the CancelledError mid-pass must not keep the
+        # loop going for ever. asyncio.wait, not `await task` under suppress(CancelledError), so that a cancel
+        # aimed at whoever is stopping the loop still reaches them.
+        self._stopping = True
+        self._wake.set()
+        task.cancel()
+        await asyncio.wait({task})
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.step()
             except asyncio.CancelledError:

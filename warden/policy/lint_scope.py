@@ -37,6 +37,11 @@ def check_scope(matrix: Matrix, rule_ids: set[str], issue: Issue) -> set[str]:
                         issue((*where, key, str(j)), f"no tool in the catalogue (`tools:`) is filed under "
                               f"{category.value!r}: the rule can never fire", "warning")
         flow_ids |= seen
+        for j, category in enumerate(wf.scope.approvals.categories):
+            gate_at = (*base, "approvals", "categories", str(j))
+            if category not in filed:
+                issue(gate_at, f"no tool in the catalogue (`tools:`) is filed under {category.value!r}: the "
+                      "approval gate can never apply", "warning")
     _resource_paths(matrix, issue)
     return flow_ids
 

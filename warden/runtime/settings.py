@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     topic_dlq: str = "warden.activity.dlq"
     topic_control: str = Field("warden.control", description="Compacted; quarantine state per agent, for gateways.")
     topic_revocations: str = Field("warden.revocations", description="Compacted; revoked credential ids.")
+    topic_approval_requests: str = Field("warden.approval.requests", description="Gateways' approval requests, "
+                                         "keyed by agent id (docs/approvals.md).")
+    topic_approval_decisions: str = Field("warden.approval.decisions", description="Warden's answers, keyed by "
+                                          "request id; the latest per id wins.")
+    topic_approval_dlq: str = Field("warden.approval.requests.dlq", description="Malformed approval requests, with "
+                                    "the reason and correlation id as headers.")
     topic_audit: str | None = Field(None, description="Unset: no export. Else findings (OCSF Detection Finding) "
                                     "and timeline entries as JSON on this topic, e.g. warden.audit.")
     topic_otlp: str = Field("otlp_spans", description="OTLP spans from the OpenTelemetry Collector's kafka exporter "
@@ -72,7 +78,13 @@ class Settings(BaseSettings):
     api_tokens: SecretStr | None = Field(None, description="owner:token[,owner:token]: bearer tokens of the "
                                          "incident API, each acting as its owner; unset: the API is off.")
 
-    @field_validator("api_tokens")
+    gateway_tokens: SecretStr | None = Field(None, description="gateway:token[,gateway:token]: bearer tokens of the "
+                                             "approval API (/v1/approvals), each naming its gateway; unset: the "
+                                             "HTTP transport is off (Kafka still answers).")
+    approvals_poll_s: float = Field(1.0, gt=0, description="How often approval requests are checked for routing, "
+                                    "escalation, expiry and publishing.")
+
+    @field_validator("api_tokens", "gateway_tokens")
     @classmethod
     def _api_tokens(cls, v: SecretStr | None) -> SecretStr | None:
         from responders.api import parse_tokens  # lazy, like the notifiers' registry below

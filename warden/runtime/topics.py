@@ -29,7 +29,8 @@ class TopicCreationFailed(BrokerUnreachable):
 
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_activity, settings.topic_findings, settings.topic_dlq, settings.topic_control,
-            settings.topic_revocations, settings.topic_otlp]
+            settings.topic_revocations, settings.topic_approval_requests, settings.topic_approval_decisions,
+            settings.topic_approval_dlq, settings.topic_otlp]
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

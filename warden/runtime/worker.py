@@ -16,6 +16,7 @@ from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from warden.kit.loop import PollingLoop
 from warden.runtime.app import build_app
+from warden.runtime.approvals import ApprovalHost
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
@@ -56,6 +57,7 @@ class Runtime:
         self.web: WebServer | None = None
         self.control: ControlView | None = None
         self.containment: ContainmentHost | None = None
+        self.approvals: ApprovalHost | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> Runtime:
@@ -97,6 +99,11 @@ class Runtime:
         await lag.start()
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
+        if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
+            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents)
+            self._stack.push_async_callback(self.approvals.stop)
+            await self.approvals.start()
+            installers += self.approvals.route_installers()
         self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()
         self._stack.push_async_callback(self.web.stop)

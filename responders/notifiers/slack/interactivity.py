@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,6 +94,8 @@ class Interactivity:
         self.store, self.slack, self.clock, self.on_change = store, slack, clock, on_change
         self.verifier = SignatureVerifier(signing_secret)
         self._work: set[asyncio.Task[None]] = set()
+        # Other buttons' handlers (approval requests): each gets every verified payload, after the incident clicks.
+        self.payload_handlers: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
 
     def install(self, app: web.Application) -> None:
         app.router.add_post(PATH, self.receive)
@@ -114,7 +116,7 @@ class Interactivity:
         except (KeyError, IndexError, UnicodeDecodeError, ValueError):
             return await self._reject(request, "malformed", 400)
         metrics.SLACK_INTERACTIONS.labels(outcome="accepted").inc()
-        task = asyncio.create_task(self._handle(clicks(payload)))
+        task = asyncio.create_task(self._handle(clicks(payload), payload))
         self._work.add(task)
         task.add_done_callback(self._work.discard)
         return web.Response(status=200)
@@ -140,12 +142,17 @@ class Interactivity:
             "signature_present": "X-Slack-Signature" in request.headers})
         return web.Response(status=status, text=outcome)
 
-    async def _handle(self, batch: list[Click]) -> None:
+    async def _handle(self, batch: list[Click], payload: dict[str, Any]) -> None:
         for click in batch:
             try:
                 await self._act(click)
             except Exception:  # one bad click must not stop the others (it is logged with its traceback)
                 log.exception("handling %s on incident #%d failed", click.action.value, click.incident_id)
+        for handler in self.payload_handlers:
+            try:
+                await handler(payload)
+            except Exception:  # logged with its traceback; the other handlers still run
+                log.exception("a payload handler failed")
 
     async def _act(self, click: Click) -> None:
         incident = await self.store.incident(click.incident_id)

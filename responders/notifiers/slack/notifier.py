@@ -191,6 +191,15 @@ class SlackNotifier:
         await self._call(lambda: self.client.chat_postEphemeral(channel=channel, user=slack_user,
                                                                 text=render.safe(text)))
 
+    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> Posted:
+        """Post a message of another kind than an incident's (an approval request) to a user or channel."""
+        return await self._post(channel, text, blocks)
+
+    async def update(self, posted: Posted, text: str, blocks: list[dict[str, Any]]) -> None:
+        """Replace a message posted by `post` (its buttons go once it is decided)."""
+        await self._call(lambda: self.client.chat_update(channel=posted.address, ts=posted.ref, text=text,
+                                                         blocks=blocks))
+
     async def _post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
                     thread: Posted | None = None, metadata: dict[str, Any] | None = None) -> Posted:
         args: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}

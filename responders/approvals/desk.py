@@ -1,0 +1,341 @@
+"""The approval desk: records a gateway's request with its verdict, asks the named approver in Slack, takes their
+click (checked against the frozen chain on the server), escalates, expires, and publishes every answer.
+
+Records first, effects after: a request is committed before its Slack message is posted and before any answer is
+published, and a background pass (`step`) routes, escalates, expires and publishes whatever the database says is
+due, so a crash between the two only delays the effect. A granted approval is published as an `approval` activity
+event (event id `warden.approval:<request id>:<status>`, approver = the deciding owner, ref = the change's target),
+so `unreviewed_identity_change` accepts the change it covers, once, and a state rebuild from the log sees it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
+from responders.db.models import ApprovalRecord
+from responders.notifiers.base import Posted
+from responders.notifiers.slack import approvals as slack_render
+from responders.notifiers.slack.notifier import SlackNotifier
+from responders.notifiers.slack.render import NOTIFIER, is_user_id
+from warden.contract import metrics
+from warden.contract.approvals import (
+    FINAL,
+    MAX_WAIT_S,
+    ApprovalAnswer,
+    ApprovalRequest,
+    ApprovalStatus,
+    Judgement,
+    Verdict,
+)
+from warden.contract.events import ActivityEvent, Agent, Approval, Decision, Kind
+from warden.contract.findings import OwnerRef
+from warden.contract.redact import redact_text, redact_tree
+from warden.kit.loop import PollingLoop
+
+log = logging.getLogger("warden.approvals")
+
+Judge = Callable[[ApprovalRequest, str, datetime], Judgement]
+# Publishes an answer (keyed by request id) and, for a decision, the approval activity event (keyed by agent).
+Publish = Callable[[ApprovalAnswer, ActivityEvent | None], Awaitable[None]]
+DONE, FORBIDDEN, CONFLICT = "done", "forbidden", "conflict"  # what became of a decision
+_STATUS_OF = {Verdict.allow: ApprovalStatus.allowed, Verdict.deny: ApprovalStatus.denied,
+              Verdict.approval_required: ApprovalStatus.pending}
+
+
+def answer_of(r: ApprovalRecord) -> ApprovalAnswer:
+    expires = None
+    if r.status == ApprovalStatus.pending.value and r.escalate_at is not None:
+        expires = r.escalate_at + timedelta(seconds=r.timeout_s * max(0, len(r.chain) - 1 - r.level))
+    return ApprovalAnswer(request_id=r.id, correlation_id=r.correlation_id, agent_id=r.agent_id, workflow=r.workflow,
+                          verdict=Verdict(r.verdict), status=ApprovalStatus(r.status), rule=r.rule, reason=r.reason,
+                          evidence=dict(r.evidence), approver=r.approver, decided_by=r.decided_by,
+                          requested_at=r.requested_at, decided_at=r.decided_at, expires_at=expires)
+
+
+def approval_event(r: ApprovalRecord) -> ActivityEvent | None:
+    """The activity event a decision becomes: approved or rejected by the owner who decided (none for an
+    allow, a deny verdict or an expiry: no human decided, and the detector then finds no approval)."""
+    if r.status not in (ApprovalStatus.approved.value, ApprovalStatus.denied.value) or r.decided_by is None:
+        return None
+    if r.decided_at is None or r.verdict != Verdict.approval_required.value:
+        return None
+    decision = Decision.approved if r.status == ApprovalStatus.approved.value else Decision.rejected
+    return ActivityEvent(event_id=f"warden.approval:{r.id}:{r.status}", ts=r.decided_at, kind=Kind.approval,
+                         agent=Agent(id=r.agent_id), workflow=r.workflow,
+                         approval=Approval(approver=r.decided_by, decision=decision, ref=r.target),
+                         attributes={"approval_request": r.id})
+
+
+class ApprovalDesk:
+    """One per worker. `submit` answers at once; `step` (its `loop`) does the rest from the database."""
+
+    def __init__(self, engine: AsyncEngine, *, judge: Judge, clock: Callable[[], datetime],
+                 slack: SlackNotifier | None = None, publish: Publish | None = None, poll_s: float = 1.0,
+                 live_policy: Callable[[], str] | None = None) -> None:
+        self.store = ApprovalStore(engine, live_policy)
+        self.judge, self.clock, self.slack, self.publish = judge, clock, slack, publish
+        self.live_policy = live_policy
+        self.loop = PollingLoop("warden.approvals", poll_s, self.step, log)
+        self._changed = asyncio.Event()
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    async def submit(self, request: ApprovalRequest, *, gateway: str, transport: str, identity: str | None = None,
+                     request_id: str | None = None) -> ApprovalAnswer:
+        """Judge and record a request (idempotent on its id) and return the answer as it stands."""
+        rid = request.request_id or request_id or uuid.uuid4().hex
+        existing = await self.answer(rid)
+        if existing is not None:
+            return existing
+        now = self.clock()
+        j = self.judge(request, rid, now)
+        status = _STATUS_OF[j.verdict]
+        action = redact_tree(request.model_dump(mode="json", include={"tool", "identity_change"},
+                                                exclude_none=True))
+        correlation = redact_text(request.correlation_id, 256) if request.correlation_id else None
+        record = ApprovalRecord(
+            id=rid, correlation_id=correlation, gateway=redact_text(gateway, 200),
+            agent_id=request.agent.id, workflow=j.workflow, verdict=j.verdict.value, status=status.value,
+            rule=j.rule, reason=redact_text(j.reason, 1000), evidence=dict(j.evidence), action=action,
+            target=redact_text(j.target, 250), approval_from=j.approval_from, approver=j.approver,
+            chain=[{**o.model_dump(mode="json"), "decides": d} for o, d in zip(j.chain, j.decides, strict=True)],
+            level=0, notified_level=-1,
+            timeout_s=j.timeout.total_seconds(), requested_at=now,
+            escalate_at=now + j.timeout if status is ApprovalStatus.pending else None,
+            decided_at=None if status is ApprovalStatus.pending else now, decided_by=None, published=None,
+            policy_sha256=self.live_policy() if self.live_policy else "")
+        entries = [Entry("requested", {"gateway": gateway, "transport": transport, "action": action,
+                                       "correlation_id": correlation or "",
+                                       "session_id": request.session_id or ""}, actor=gateway, identity=identity),
+                   Entry("verdict", {"verdict": j.verdict.value, "rule": j.rule or "", "reason": j.reason,
+                                     "evidence": dict(j.evidence), "approver": j.approver or "",
+                                     "approval_from": j.approval_from or ""})]
+        stored, created = await self.store.create(record, entries, now)
+        if created:
+            metrics.APPROVAL_REQUESTS.labels(verdict=j.verdict.value, transport=transport).inc()
+            self.loop.wake()
+        return answer_of(stored) if created else (await self.answer(rid) or answer_of(stored))
+
+    async def answer(self, request_id: str) -> ApprovalAnswer | None:
+        """The answer as a gateway may act on it: `approved` only once the approval event is on the activity
+        topic (until then `pending`), so the change it covers can never reach the detector before it."""
+        record = await self.store.get(request_id)
+        if record is None:
+            return None
+        answer = answer_of(record)
+        if answer.status is ApprovalStatus.approved and record.published != ApprovalStatus.approved.value:
+            return answer.model_copy(update={"status": ApprovalStatus.pending, "decided_by": None,
+                                             "decided_at": None})
+        return answer
+
+    async def wait(self, request_id: str, seconds: float) -> ApprovalAnswer | None:
+        """The answer once final, or as it stands after at most `seconds` (bounded by MAX_WAIT_S). Re-reads the
+        database at least every second, so a decision taken by another worker is seen too."""
+        deadline = asyncio.get_running_loop().time() + max(0.0, min(seconds, MAX_WAIT_S))
+        while True:
+            current = await self.answer(request_id)
+            left = deadline - asyncio.get_running_loop().time()
+            if current is None or current.status in FINAL or left <= 0:
+                return current
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(1.0, left))
+
+    # -- decisions --------------------------------------------------------------------------------------------
+
+    async def click(self, action: slack_render.ApprovalAction, request_id: str, slack_user: str,
+                    channel: str) -> str:
+        """An Approve/Deny click: only an owner of the chain up to the current level who decides, acting as
+        themself on Slack, and only while pending. Anything else is refused, recorded, and told to the clicker."""
+        record = await self.store.get(request_id)
+        if record is None:
+            return await self._tell(channel, slack_user, f"Approval request {request_id} is unknown.")
+        owner = next((o for o in deciders_of(record) if o.may_act_as(NOTIFIER, slack_user)), None) \
+            if is_user_id(slack_user) else None
+        outcome, text = await self._decide(record, owner, approve=action is slack_render.ApprovalAction.approve,
+                                           identity=slack_user, via=NOTIFIER)
+        return text if outcome == DONE else await self._tell(channel, slack_user, text)
+
+    async def decide_as(self, request_id: str, owner_id: str, identity: str, *, approve: bool
+                        ) -> tuple[str, str] | None:
+        """A decision through the API by an owner a bearer token stands for, checked like a click: (DONE,
+        FORBIDDEN or CONFLICT, what happened), or None for an unknown request."""
+        record = await self.store.get(request_id)
+        if record is None:
+            return None
+        owner = next((o for o in deciders_of(record) if o.id == owner_id), None)
+        return await self._decide(record, owner, approve=approve, identity=identity, via="api")
+
+    async def _decide(self, record: ApprovalRecord, owner: OwnerRef | None, *, approve: bool, identity: str,
+                      via: str) -> tuple[str, str]:
+        """Record the decision of `owner` (None: the caller may not decide), or refuse and record why."""
+        now = self.clock()
+        action = (slack_render.ApprovalAction.approve if approve else slack_render.ApprovalAction.deny).value
+        if owner is None:
+            named = " or ".join(o.name or o.id for o in deciders_of(record)) or "nobody"
+            reason = f"only {named} may decide approval request {record.id}"
+            await self._refuse(record, identity, action, reason, code="not_approver", now=now)
+            return FORBIDDEN, f"Refused: {reason}. Your attempt was recorded."
+        status = ApprovalStatus.approved if approve else ApprovalStatus.denied
+        entry = Entry(status.value, {"by": owner.id, "name": owner.name or owner.id, "via": via,
+                                     "level": record.level}, actor=owner.id, identity=identity)
+        done = await self.store.transition(record.id, level=record.level, now=now, entry=entry, values={
+            "status": status.value, "decided_at": now, "decided_by": owner.id, "escalate_at": None})
+        if not done:
+            fresh = await self.store.get(record.id) or record
+            reason = f"approval request {record.id} is already {fresh.status}"
+            await self._refuse(record, identity, action, reason, code="already_decided", now=now)
+            return CONFLICT, f"Refused: {reason}. Your attempt was recorded."
+        metrics.APPROVAL_DECISION_SECONDS.labels(status=status.value).observe(
+            max(0.0, (now - record.requested_at).total_seconds()))
+        log.warning("approval request %s %s by %s (%s)", record.id, status.value, owner.id, via)
+        self._decided()
+        return DONE, f"{status.value} by {owner.id}"
+
+    async def on_payload(self, payload: dict[str, Any]) -> None:
+        """The interactivity's hook: every Approve/Deny click in a verified Slack payload."""
+        for action, request_id, user, channel in slack_render.approval_clicks(payload):
+            await self.click(action, request_id, user, channel)
+
+    async def _refuse(self, record: ApprovalRecord, identity: str, action: str, reason: str, *, code: str,
+                      now: datetime) -> None:
+        await self.store.log(record.id, now, Entry("refused", {"action": action, "reason": reason},
+                                                  actor="unauthorised", identity=identity))
+        metrics.APPROVAL_REFUSALS.labels(reason=code).inc()
+
+    async def _tell(self, channel: str, user: str, text: str) -> str:
+        if self.slack is not None:
+            try:
+                await self.slack.tell(channel, user, text)
+            except Exception:  # noqa: BLE001 - the refusal is recorded; telling the clicker is best effort
+                log.warning("could not tell %s about an approval click", user)
+        return text
+
+    def _decided(self) -> None:
+        self._changed.set()
+        self.loop.wake()
+
+    # -- the background pass ----------------------------------------------------------------------------------
+
+    async def step(self) -> bool:
+        """Escalate or expire what is due, route what is unrouted, publish what is unpublished. True when it
+        did something (the loop then runs again at once)."""
+        busy = await self._escalate_due()
+        busy = await self._route() or busy
+        return await self._publish() or busy
+
+    async def _escalate_due(self) -> bool:
+        now = self.clock()
+        moved = False
+        for r in await self.store.due(now):
+            chain = chain_of(r)
+            if r.level + 1 < len(chain):
+                nxt = chain[r.level + 1]
+                done = await self.store.transition(
+                    r.id, level=r.level, now=now, values={"level": r.level + 1,
+                                                          "escalate_at": now + timedelta(seconds=r.timeout_s)},
+                    entry=Entry("escalated", {"to": nxt.id, "step": r.level + 2, "of": len(chain),
+                                              "reason": f"no answer from {chain[r.level].id} within "
+                                                        f"{int(r.timeout_s)}s"}))
+                if done:
+                    metrics.ESCALATIONS.inc()
+                    log.warning("approval request %s escalated to %s", r.id, nxt.id)
+            else:
+                expiry = Entry("expired", {"reason": f"nobody on the chain ({', '.join(o.id for o in chain)}) "
+                                                     "answered in time; the action stays blocked"})
+                done = await self.store.transition(r.id, level=r.level, now=now, entry=expiry, values={
+                    "status": ApprovalStatus.expired.value, "decided_at": now, "escalate_at": None})
+                if done:
+                    metrics.APPROVAL_EXPIRIES.inc()
+                    metrics.APPROVAL_DECISION_SECONDS.labels(status="expired").observe(
+                        max(0.0, (now - r.requested_at).total_seconds()))
+                    log.warning("approval request %s expired", r.id)
+                    self._changed.set()
+            moved = moved or done
+        return moved
+
+    async def _route(self) -> bool:
+        """Post the request to the owner at its current level (the named approver first), and only to them."""
+        routed = False
+        for r in await self.store.unrouted():
+            target = chain_of(r)[r.level]
+            where: dict[str, Any] = {"to": target.id, "step": r.level + 1}
+            if self.slack is None:
+                where["via"] = "none: no Slack notifier (the owner decides with POST /v1/approvals/{id}/approve)"
+                log.warning("approval request %s: no Slack notifier to ask %s", r.id, target.id)
+            else:
+                posted = await self._post(r, target)
+                if posted is None:
+                    continue  # tried again on the next pass
+                where.update(via=NOTIFIER, channel=posted.address, ts=posted.ref)
+            routed = await self.store.routed(r.id, r.level, self.clock(), Entry("routed", where)) or routed
+        return routed
+
+    async def _post(self, r: ApprovalRecord, target: OwnerRef) -> Posted | None:
+        assert self.slack is not None
+        address = target.contact(NOTIFIER)
+        if not address:
+            log.error("approval request %s: owner %s has no Slack id in the matrix", r.id, target.id)
+            return Posted(address="", ref="")
+        waiting = ", ".join(o.id for o in deciders_of(r))
+        preface = None if r.level == 0 else (
+            f"Escalated to you: not answered by {waiting} in time." if decides(r, r.level) else
+            f"Escalated to you: {waiting} has not answered, and only they may approve this identity change. "
+            "Please reach them; without an answer the request expires and the action stays blocked.")
+        try:
+            return await self.slack.post(address, slack_render.fallback(r.id, r.agent_id, r.action),
+                                         self._blocks(r, target, preface, buttons=decides(r, r.level)))
+        except Exception as exc:  # noqa: BLE001 - recorded as pending; the next pass posts it again
+            log.warning("approval request %s: Slack post failed (%s)", r.id, type(exc).__name__)
+            return None
+
+    def _blocks(self, r: ApprovalRecord, target: OwnerRef, preface: str | None = None, *, final: bool = False,
+                buttons: bool = True) -> list[dict[str, Any]]:
+        return slack_render.request_blocks(
+            request_id=r.id, agent_id=r.agent_id, workflow=r.workflow, action=r.action, reason=r.reason,
+            approver=target, preface=preface, status=r.status if final else None, decided_by=r.decided_by,
+            buttons=buttons)
+
+    async def _publish(self) -> bool:
+        """Publish every answer not yet published (at least once; gateways keep the latest per request id), and
+        update the Slack messages of a decided request so their buttons go."""
+        if self.publish is None:
+            return False
+        done = False
+        for r in await self.store.unpublished():
+            await self.publish(answer_of(r), approval_event(r))
+            if r.status in (ApprovalStatus.approved.value, ApprovalStatus.denied.value,
+                            ApprovalStatus.expired.value) and r.verdict == Verdict.approval_required.value:
+                await self._close_messages(r)
+            await self.store.published(r.id, r.status)
+            done = True
+        if done:
+            self._changed.set()  # a long-poll waiting for an approval's event to be published
+        return done
+
+    async def _close_messages(self, r: ApprovalRecord) -> None:
+        if self.slack is None:
+            return
+        chain = chain_of(r)
+        for entry in await self.store.timeline(r.id):
+            detail = entry.detail
+            if entry.kind != "routed" or not detail.get("ts"):
+                continue
+            try:
+                step = int(detail.get("step", 1)) - 1
+                target = chain[min(step, len(chain) - 1)]
+                await self.slack.update(Posted(address=detail["channel"], ref=detail["ts"]),
+                                        slack_render.fallback(r.id, r.agent_id, r.action),
+                                        self._blocks(r, target, final=True))
+            except Exception as exc:  # noqa: BLE001 - the decision stands; a stale button is refused on click
+                log.warning("approval request %s: could not update its Slack message (%s)", r.id,
+                            type(exc).__name__)
