@@ -1,31 +1,46 @@
-"""Ingest+detect throughput as a ratio against raw aiokafka + pydantic on the same broker, in the same run.
+"""Ingest+detect throughput as a ratio against raw aiokafka + pydantic on the same broker, in the same run, with the
+event → finding latency at half the worker's maximum rate and the process's peak RSS.
 
-    .venv/bin/python bench/throughput.py [--events 20000] [--batch-events 200000]
+    .venv/bin/python bench/throughput.py [--reps 3] [--events 20000] [--batch-events 200000] [--profile]
 
+Per rep and case (single-event messages; batch-100 messages):
 (a) the reference limit: raw aiokafka getmany + pydantic parse of every event;
-(b) Warden: a real worker (faust agents, decode, every detector, findings produced), timed from the first
-    event ingested to the last finding produced.
-Both read the same pre-produced topic. Figures are events/s; compare the ratio b/a, not absolute numbers.
+(b) Warden: a real worker (batch ingest, decode, every detector, findings produced and acknowledged), timed from
+    the first event ingested to the last finding produced, reading the same pre-produced topic;
+then, with the same worker, events produced by another process at half of (b)'s rate for a few seconds: p50/p99 of
+finding record time (set when the worker produces it) minus event time (set when the event is produced);
+and the peak RSS of the worker's process (its own process, ru_maxrss). `--default-gc` runs the worker without
+its GC tuning (warden.runtime.worker.tune_gc), to measure what the tuning costs in RSS and gives in events/s.
+Printed: min/median/max over the reps. Compare ratios, not absolute numbers (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
 import logging
+import multiprocessing
 import os
+import pstats
+import resource
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import TypeAdapter
 
+import warden.runtime.worker as worker_module
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
@@ -57,12 +72,12 @@ class CountingResponder:
         self.handled += 1
 
 
-def make_event(i: int) -> dict:
+def make_event(i: int, ts: str = "2026-11-21T10:00:00Z", run: str = "bench") -> dict:
     agent = AGENTS[i % len(AGENTS)]
     tool = "shell.exec" if i % OUT_OF_SCOPE_EVERY == 0 else ALLOWED[agent]
     return {
-        "event_id": f"bench-{i}",
-        "ts": "2026-11-21T10:00:00Z",
+        "event_id": f"{run}-{i}",
+        "ts": ts,
         "kind": "tool_call",
         "agent": {"id": agent},
         "session_id": f"s-{i % 997}",
@@ -113,59 +128,188 @@ async def reference(bootstrap: str, topic: str, n_events: int) -> float:
         await consumer.stop()
 
 
-async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: Path) -> float:
-    """(b) a real Warden worker from first event ingested to last finding produced: events/s."""
+def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, *, batch: int, run: str) -> None:
+    """In another process (so that producing does not take the worker's CPU time in this one): events at `rate`
+    per second for `seconds`, each stamped with the time it is sent."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=1 << 20,
+                                    max_request_size=8 << 20)
+        await producer.start()
+        try:
+            t0, i, tick = time.perf_counter(), 0, 0.005
+            while (elapsed := time.perf_counter() - t0) < seconds:
+                due = int(elapsed * rate)
+                while i + batch <= due or (i < due and batch == 1):
+                    ts = datetime.now(UTC).isoformat()
+                    evs = [make_event(j, ts, run) for j in range(i, i + batch)]
+                    await producer.send(topic, json.dumps(evs[0] if batch == 1 else evs).encode(),
+                                        key=evs[0]["agent"]["id"].encode())
+                    i += batch
+                await asyncio.sleep(tick)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        print(i, flush=True)
+
+    asyncio.run(go())
+
+
+async def findings_latency(bootstrap: str, topic: str, run: str, expected: int) -> list[float]:
+    """Seconds from each `run` event's own time to its unapproved_tool finding's record time, read to the end."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[float] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    f = Finding.model_validate_json(r.value)
+                    if f.rule == "unapproved_tool" and f.event_id.startswith(f"{run}-"):
+                        out.append(max(0.0, r.timestamp / 1000 - f.ts.timestamp()))
+    finally:
+        await consumer.stop()
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: Path, *, batch: int,
+                 latency_s: float, default_gc: bool, profile: bool) -> dict[str, float | str]:
+    """(b), in a process of its own (`--child`): a real Warden worker from first event ingested to last finding
+    produced; then the latency at half that rate; the process's peak RSS."""
+    if default_gc:
+        worker_module.tune_gc = lambda: None
     suffix = uuid.uuid4().hex[:6]
     settings = Settings(kafka_bootstrap=bootstrap, topic_activity=topic, topic_findings=f"bench-{suffix}.findings",
-                        topic_dlq=f"bench-{suffix}.dlq", app_id=f"bench-{suffix}", data_dir=data_dir,
-                        web_bind="127.0.0.1:0", kafka_session_timeout_s=6, kafka_heartbeat_interval_s=1,
-                        kafka_rebalance_timeout_s=3, topic_partitions=PARTITIONS)
+                        topic_dlq=f"bench-{suffix}.dlq", topic_control=f"bench-{suffix}.control",
+                        topic_revocations=f"bench-{suffix}.revocations", app_id=f"bench-{suffix}",
+                        data_dir=data_dir, web_bind="127.0.0.1:0", kafka_session_timeout_s=6,
+                        kafka_heartbeat_interval_s=1, kafka_rebalance_timeout_s=3, topic_partitions=PARTITIONS)
     await ensure_topics(bootstrap, [settings.topic_findings, settings.topic_dlq], PARTITIONS)
+    prof = cProfile.Profile() if profile else None
     events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
     async with Runtime(settings, responder=CountingResponder()):
         t0 = None
         while True:
             if t0 is None and metrics.total(metrics.EVENTS) > events0:
                 t0 = time.perf_counter()
+                if prof is not None:
+                    prof.enable()
             events_done = metrics.total(metrics.EVENTS) - events0 >= n_events
             if metrics.total(metrics.FINDINGS) - findings0 >= due and events_done:
                 elapsed = time.perf_counter() - (t0 or time.perf_counter())
                 break
             await asyncio.sleep(0.002)
-    return n_events / elapsed
+        if prof is not None:
+            prof.disable()
+        eps = n_events / elapsed
+        run = f"lat{uuid.uuid4().hex[:6]}"
+        proc = multiprocessing.get_context("spawn").Process(
+            target=paced_produce, args=(bootstrap, topic, eps / 2, latency_s), kwargs={"batch": batch, "run": run})
+        proc.start()
+        await asyncio.get_running_loop().run_in_executor(None, proc.join)
+        produced = int(latency_s * eps / 2)
+        expected = len(range(0, produced, OUT_OF_SCOPE_EVERY)) - 1  # the tail may be cut by the last tick
+        lat = await findings_latency(bootstrap, settings.topic_findings, run, max(1, expected))
+    top = ""
+    if prof is not None:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+        top = out.getvalue()
+    return {"b_warden_eps": eps, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000,
+            "latency_samples": len(lat), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "profile": top}
 
 
-async def run_case(bootstrap: str, n_events: int, batch: int, data_dir: Path) -> dict[str, float]:
+def child(spec: str) -> None:
+    """`--child JSON`: run (b) for one case in this fresh process and print its figures as one JSON line."""
+    kw = json.loads(spec)
+    logging.basicConfig(level=logging.ERROR)
+    result = asyncio.run(warden(kw.pop("bootstrap"), kw.pop("topic"), kw.pop("n_events"), kw.pop("due"),
+                                Path(kw.pop("data_dir")), **kw))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+async def worker_in_child(**spec: object) -> dict[str, float | str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--child", json.dumps(spec),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the worker process failed ({proc.returncode})")
+    [line] = [x for x in out.decode().splitlines() if x.startswith("RESULT ")]
+    result: dict[str, float | str] = json.loads(line.removeprefix("RESULT "))
+    return result
+
+
+async def run_case(bootstrap: str, n_events: int, batch: int, data_dir: Path, *, latency_s: float,
+                   default_gc: bool = False, profile: bool = False) -> dict[str, Any]:
     topic = f"bench-{uuid.uuid4().hex[:6]}.activity"
     await ensure_topics(bootstrap, [topic], PARTITIONS)
     messages, due = await fill_topic(bootstrap, topic, n_events, batch)
     a = await reference(bootstrap, topic, n_events)
-    b = await warden(bootstrap, topic, n_events, due, data_dir)
-    return {"events": n_events, "messages": messages, "a_ref_eps": a, "b_warden_eps": b, "ratio_b_a": b / a}
+    b = await worker_in_child(bootstrap=bootstrap, topic=topic, n_events=n_events, due=due, data_dir=str(data_dir),
+                              batch=batch, latency_s=latency_s, default_gc=default_gc, profile=profile)
+    return {"events": n_events, "messages": messages, "a_ref_eps": a, **b, "ratio_b_a": float(b["b_warden_eps"]) / a}
+
+
+def spread(values: list[Any], fmt: str) -> str:
+    """min/median/max."""
+    return "/".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--events", type=int, default=20_000, help="events for the single-event case")
     parser.add_argument("--batch-events", type=int, default=200_000, help="events for the batch-of-100 case")
+    parser.add_argument("--latency-s", type=float, default=5.0, help="seconds of paced load for the latency")
+    parser.add_argument("--default-gc", action="store_true", help="also run batch-100 without the GC tuning")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the worker during (b) of each case's last rep, print the top functions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     bootstrap = os.environ.get("WARDEN_BENCH_KAFKA_BOOTSTRAP")
     broker = None if bootstrap else EmbeddedBroker().start()
     bootstrap = bootstrap or broker.bootstrap  # type: ignore[union-attr]
+    cases = [("single", args.events, 1, False), ("batch100", args.batch_events, 100, False)]
+    if args.default_gc:
+        cases.append(("batch100-defaultgc", args.batch_events, 100, True))
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in cases}
+    profiles: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = [("single", await run_case(bootstrap, args.events, 1, Path(tmp))),
-                    ("batch100", await run_case(bootstrap, args.batch_events, 100, Path(tmp)))]
+            for rep in range(args.reps):
+                for name, n, batch, default_gc in cases:
+                    r = await run_case(bootstrap, n, batch, Path(tmp) / f"{name}-{rep}", latency_s=args.latency_s,
+                                       default_gc=default_gc, profile=args.profile and rep == args.reps - 1)
+                    profiles[name] = r.pop("profile") or profiles.get(name, "")
+                    rows[name].append(r)
+                    print(f"rep {rep} {name}: " + ", ".join(f"{k}={v:,.3f}" for k, v in r.items()), flush=True)
     finally:
         if broker:
             broker.stop()
-    print(f"{'case':<9} {'events':>8} {'messages':>9} {'a: aiokafka+pydantic ev/s':>26} "
-          f"{'b: warden ev/s':>15} {'b/a':>6}")
-    for name, r in rows:
-        print(f"{name:<9} {r['events']:>8} {r['messages']:>9} {r['a_ref_eps']:>26,.0f} "
-              f"{r['b_warden_eps']:>15,.0f} {r['ratio_b_a']:>6.3f}")
+    print(f"\nmin/median/max over {args.reps} reps")
+    print(f"{'case':<19} {'a: aiokafka+pydantic ev/s':>27} {'b: warden ev/s':>22} {'b/a':>17} "
+          f"{'p50 ms @ b/2':>16} {'p99 ms @ b/2':>16} {'peak RSS MB':>18}")
+    for name, rs in rows.items():
+        def col(key: str, fmt: str, rs: list[dict[str, Any]] = rs) -> str:
+            return spread([r[key] for r in rs], fmt)
+        print(f"{name:<19} {col('a_ref_eps', ',.0f'):>27} {col('b_warden_eps', ',.0f'):>22} "
+              f"{col('ratio_b_a', '.3f'):>17} {col('p50_ms', '.1f'):>16} {col('p99_ms', '.1f'):>16} "
+              f"{col('peak_rss_mb', '.0f'):>18}")
+    for name, top in profiles.items():
+        if top:
+            print(f"\nprofile of the worker during (b), {name}, last rep (by own time):\n{top}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2])
+    else:
+        asyncio.run(main())

@@ -162,3 +162,18 @@ def event(agent: str, kind: str = "tool_call", **fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+async def produce_each(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> dict[int, int]:
+    """Send each event keyed by agent; the offset after the last one per partition (Tansu's end offsets are
+    wrong, so the test counts them itself)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        after: dict[int, int] = {}
+        for ev in events:
+            meta = await producer.send_and_wait(topic, json.dumps(ev).encode(), key=ev["agent"]["id"].encode())
+            after[meta.partition] = meta.offset + 1
+        return after
+    finally:
+        await producer.stop()

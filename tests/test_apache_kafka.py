@@ -21,6 +21,7 @@ from tests.isolated_worker import RecordingResponder, isolated_settings, wait_fo
 from tests.kafka_helpers import committed_offsets, end_offsets, event, lag, produce_events, read_to_end
 from tests.test_cli import _warden
 from warden.contract.findings import Finding
+from warden.runtime.ingest import ingest_group
 from warden.runtime.settings import Settings
 from warden.runtime.worker import Runtime
 
@@ -48,10 +49,12 @@ async def findings_on_topic(s: Settings) -> Counter[str]:
 
 
 async def fully_committed(s: Settings, topic: str) -> dict[str, dict[int, int]]:
-    """The group's committed offsets and the broker's end offsets for `topic` (a partition never written: 0, 0)."""
+    """The committed offsets of the group consuming `topic` and the broker's end offsets (a partition never written:
+    0, 0). The input topics are read by the ingest group, the findings by the faust app's."""
     bootstrap = s.kafka_bootstrap or ""
     ends = await end_offsets(bootstrap, topic)
-    committed = await committed_offsets(bootstrap, s.app_id, topic)
+    group = ingest_group(s.app_id) if topic == s.topic_activity else s.app_id
+    committed = await committed_offsets(bootstrap, group, topic)
     return {"committed": {p: committed.get(p, 0) for p in ends}, "end": ends}
 
 
@@ -98,18 +101,18 @@ async def test_consumer_lag_from_the_brokers_high_watermark_drains_to_zero(
     async with Runtime(s, responder=responder):  # gives the group a committed position
         await produce_events(kafka_bootstrap, s.topic_activity, warm_up)
         await wait_for(lambda: handled(responder) >= ids(warm_up), what="findings of the warm-up events")
-    assert sum((await lag(kafka_bootstrap, s.app_id, s.topic_activity)).values()) == 0
+    assert sum((await lag(kafka_bootstrap, ingest_group(s.app_id), s.topic_activity)).values()) == 0
 
     # With the worker stopped, the backlog is the broker's high watermark minus the committed offset. One producer
     # sends them, so partitions get batches of several records, which Tansu's high watermark miscounts.
     await produce_events(kafka_bootstrap, s.topic_activity, backlog)
-    behind = await lag(kafka_bootstrap, s.app_id, s.topic_activity)
+    behind = await lag(kafka_bootstrap, ingest_group(s.app_id), s.topic_activity)
     assert sum(behind.values()) == len(backlog), behind
     assert len([p for p, n in behind.items() if n > 0]) > 1, behind  # spread over partitions
 
     async with Runtime(s, responder=responder):
         deadline = time.monotonic() + 30
-        while sum((now := await lag(kafka_bootstrap, s.app_id, s.topic_activity)).values()) > 0:
+        while sum((now := await lag(kafka_bootstrap, ingest_group(s.app_id), s.topic_activity)).values()) > 0:
             assert time.monotonic() < deadline, f"lag stuck at {now}"
             await asyncio.sleep(0.2)
         await wait_for(lambda: handled(responder) >= ids(backlog), what="findings of the backlog")
@@ -151,10 +154,10 @@ async def test_a_second_worker_joining_mid_stream_takes_partitions_and_no_event_
                     await asyncio.gather(*deliveries)
                     await wait_for(lambda: handled(first_worker, second_worker) >= ids(sent), timeout=60,
                                    what="a finding for every event sent")
-                    assert a.app is not None and b.app is not None
+                    assert a.ingest is not None and b.ingest is not None
                     activity = a_settings.topic_activity
-                    mine = {tp.partition for tp in a.app.consumer.assignment() if tp.topic == activity}
-                    theirs = {tp.partition for tp in b.app.consumer.assignment() if tp.topic == activity}
+                    mine = {tp.partition for tp in a.ingest.assignment() if tp.topic == activity}
+                    theirs = {tp.partition for tp in b.ingest.assignment() if tp.topic == activity}
                     assert mine and theirs and not mine & theirs, (mine, theirs)
                     assert mine | theirs == {0, 1, 2, 3}
             finally:

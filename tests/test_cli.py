@@ -95,7 +95,8 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
 
 
 def test_docs_events_md_lists_every_dead_letter_reason_code_and_header_the_code_writes() -> None:
-    sources = [*(REPO / "streams" / "ingest").glob("*.py"), REPO / "warden" / "runtime" / "app.py"]
+    runtime = REPO / "warden" / "runtime"
+    sources = [*(REPO / "streams" / "ingest").glob("*.py"), runtime / "app.py", runtime / "ingest.py"]
     code = "\n".join(path.read_text() for path in sources)
     reasons = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(
         re.findall(r'dead_letter\(\s*\w+,\s*"([a-z_]+)"', code))

@@ -4,8 +4,12 @@ worker keeps through a rebalance, and the worker's shell resuming a retried mess
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from streams.detectors import DetectorState, detect, lookback, replay
 from streams.detectors.windows import WindowCounter
@@ -14,7 +18,7 @@ from tests.matrix_builder import T0, approval, change, policy, tool, with_scope
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Limit
-from warden.runtime.app import _Judge, with_retries
+from warden.runtime.ingest import BatchJudge, Outgoing, _Stopping, deliver
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -226,28 +230,45 @@ def test_only_the_first_message_after_a_rebalance_is_checked_for_continuity() ->
 # --- the worker's shell: a retry resumes the message, a re-delivery is skipped -----------------------------------
 
 
-async def test_a_failed_publish_is_retried_with_the_unsent_findings_only_and_a_re_delivery_is_skipped() -> None:
+async def test_a_failed_produce_is_sent_again_alone_and_a_re_delivered_message_is_skipped() -> None:
     calls = [tool("iam-agent", "shell.exec", at=i, tool={"arguments": {"n": i}}) for i in range(2)]
     value = ("[" + ",".join(e.model_dump_json() for e in calls) + "]").encode()
-    event = SimpleNamespace(value=value, message=SimpleNamespace(topic="activity", partition=0, offset=0,
-                                                                 timestamp=None))
-    published: list[Finding] = []
-    failures = [ConnectionError("broker away")]
-
-    async def publish(key: bytes, value: bytes) -> None:  # the judge publishes findings serialised
-        if published and failures:
-            raise failures.pop()
-        published.append(Finding.model_validate_json(value))
-
-    async def dead_letter(*args: object) -> None:
-        raise AssertionError(f"dead-lettered: {args}")
-
+    record = SimpleNamespace(topic="activity", partition=0, offset=0, timestamp=0, key=b"iam-agent", value=value)
     states = PartitionStates("unused:9092", FORMATS["native"], 1 << 20, lambda: P)
-    judge = _Judge(Settings(), holder=PolicyHolder(P), decode=FORMATS["native"], states=states, publish=publish,
-                   dead_letter=dead_letter)
-    await with_retries(event, judge, dead_letter)
-    assert [(f.rule, f.event_id) for f in published] == [("unapproved_tool", e.event_id) for e in calls]
-    await with_retries(event, judge, dead_letter)  # re-delivered after a rebalance
-    assert len(published) == 2
+    s = Settings(topic_activity="activity")
+    judge = BatchJudge(s, PolicyHolder(P), {"activity": FORMATS["native"]}, {"activity": states}, sealer=None,
+                       dlq_sealer=s.sealer())
+    out: list[Outgoing] = []
+    assert await judge.judge(record, out) == 2  # type: ignore[arg-type]
+    assert [(o.finding.rule, o.finding.event_id) for o in out if o.finding] == [
+        ("unapproved_tool", e.event_id) for e in calls]
+
+    sent: list[bytes | None] = []
+    refusals = [KafkaConnectionError("broker away")]
+
+    async def send(o: Outgoing) -> asyncio.Future[None]:  # the second record is refused once
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(sent) == 1 and refusals:
+            done.set_exception(refusals.pop())
+        else:
+            sent.append(o.value)
+            done.set_result(None)
+        return done
+
+    delivered: list[Outgoing] = []
+    await asyncio.wait_for(deliver(send, out, delivered.append, lambda: False), 10)
+    assert sent == [o.value for o in out], "each record delivered once: the one refused, again, alone"
+    assert delivered == out
+
+    again: list[Outgoing] = []
+    assert await judge.judge(record, again) == 0 and again == []  # type: ignore[arg-type]  # re-delivered
     [state] = states._states.values()
     assert len(state.by_rule["tool_burst"]._keys["iam-agent"].entries) == 2  # each call counted once
+
+
+async def test_a_batch_that_cannot_be_delivered_when_the_worker_stops_is_left_uncommitted() -> None:
+    async def refuse(o: Outgoing) -> asyncio.Future[None]:
+        raise KafkaConnectionError("broker away")
+
+    with pytest.raises(_Stopping):
+        await deliver(refuse, [Outgoing("findings", b"k", b"v")], lambda o: None, lambda: True)

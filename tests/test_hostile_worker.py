@@ -16,8 +16,8 @@ from tests.kafka_helpers import event, has_marker, headers, produce, read_topic
 from warden.cli.dlq import REPLAYED_FROM, replay
 from warden.contract import metrics
 from warden.contract.findings import Finding
-from warden.runtime.app import _Judge, with_retries
 from warden.runtime.catalogue import load
+from warden.runtime.ingest import BatchJudge, Outgoing
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -80,29 +80,21 @@ async def test_one_event_failing_detection_costs_only_itself_and_every_event_is_
     holder = PolicyHolder(policy)
     decode = FORMATS["native"]
     states = PartitionStates(kafka_bootstrap, decode, s.max_message_bytes, lambda: holder.current)
-    published: list[bytes] = []
-    dead: list[tuple[str, int | None]] = []
-
-    async def publish_failing_once(key: bytes, value: bytes) -> None:  # the broker refuses the first send
-        if not published:
-            published.append(b"")
-            raise ConnectionError("findings topic unavailable")
-        published.append(value)
-
-    async def dead_letter(_event: object, code: str, _reason: str, index: int | None = None) -> None:
-        dead.append((code, index))
-
-    judge = _Judge(s, holder=holder, decode=decode, states=states, publish=publish_failing_once,
-                   dead_letter=dead_letter)
+    judge = BatchJudge(s, holder, {s.topic_activity: decode}, {s.topic_activity: states}, sealer=None,
+                       dlq_sealer=s.sealer())
     raw = json.dumps([event("billing-agent-1", tool={"name": "shell.exec"}), event("crash-agent", kind="prompt"),
                       {"event_id": "half"}]).encode()
-    message = SimpleNamespace(topic=s.topic_activity, partition=0, offset=0, timestamp=time.time() * 1000,
-                              key=b"billing-agent-1", value=raw)
+    record = SimpleNamespace(topic=s.topic_activity, partition=0, offset=0, timestamp=time.time() * 1000,
+                             key=b"billing-agent-1", value=raw)
     before = metrics.total(metrics.EVENTS)
-    await with_retries(SimpleNamespace(message=message, value=raw), judge, dead_letter)  # type: ignore[arg-type]
-    assert metrics.total(metrics.EVENTS) - before == 2, "two valid events, however often the message was tried"
-    assert dead == [("missing_field", 2), ("processing_error", 1)], "each bad element alone, once"
-    assert len(published) == 2 and Finding.model_validate_json(published[1]).rule == "unapproved_tool"
+    out: list[Outgoing] = []
+    assert await judge.judge(record, out) == 2  # type: ignore[arg-type]
+    assert await judge.judge(record, out) == 0  # type: ignore[arg-type]  # read again: applied already
+    assert metrics.total(metrics.EVENTS) - before == 2, "two valid events, however often the message was read"
+    dead = [(dict(o.headers)["warden.reason_code"], dict(o.headers)["warden.batch_index"]) for o in out
+            if o.topic == s.topic_dlq]
+    assert dead == [(b"missing_field", b"2"), (b"processing_error", b"1")], "each bad element alone, once"
+    assert [o.finding.rule for o in out if o.finding] == ["unapproved_tool"]
 
 
 async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_its_element(

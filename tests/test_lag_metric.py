@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.kafka_helpers import event, produce_events
 from warden.contract import metrics
+from warden.runtime.ingest import ingest_group
 from warden.runtime.lag import ConsumerLag
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
@@ -54,14 +55,15 @@ async def test_consumer_lag_per_topic_is_the_backlog_and_drains_to_zero(kafka_bo
         await wait_for(lambda: len(responder.findings) >= 8, what="findings of the warm-up events")
     await produce_events(kafka_bootstrap, s.topic_activity, backlog)  # the worker is stopped: all of it is lag
 
-    lag = ConsumerLag(kafka_bootstrap, s.app_id, [s.topic_activity, s.topic_findings], interval_s=3600)
+    groups = {s.topic_activity: ingest_group(s.app_id), s.topic_findings: s.app_id}
+    lag = ConsumerLag(kafka_bootstrap, groups, interval_s=3600)
     await lag.start()
     try:
         assert await lag.measure() == {s.topic_activity: 50, s.topic_findings: 0}
         assert gauge(s.topic_activity) == 50
         async with Runtime(s, responder=responder):
             await wait_for(lambda: len(responder.findings) >= 58, what="a finding per backlog event")
-            for _ in range(300):  # commits follow within broker_commit_interval (1 s)
+            for _ in range(300):  # the findings agent commits within broker_commit_interval (1 s)
                 if (await lag.measure())[s.topic_activity] == 0:
                     break
                 await asyncio.sleep(0.1)

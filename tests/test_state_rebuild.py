@@ -74,6 +74,35 @@ async def test_an_approval_seen_before_a_restart_still_covers_a_change_after_it_
     assert metrics.total(metrics.REBUILD_EVENTS) - rebuilt0 == 4  # the restarted worker read the four events before
 
 
+def lookup(seconds_ago: float) -> dict[str, Any]:
+    """The same call each time: the matrix allows iam-agent 3 identical calls per 5 minutes (and 5 per minute)."""
+    return {"event_id": f"lookup-{uuid.uuid4().hex[:8]}", "ts": at(seconds_ago), "kind": "tool_call",
+            "agent": {"id": AGENT}, "session_id": "s-retry",
+            "tool": {"name": "directory.lookup_user", "arguments": {"user": "bob", "fields": ["groups"]}}}
+
+
+async def test_a_retry_loop_that_spans_a_restart_is_found_on_its_first_call_over_the_limit(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(copy.deepcopy(BASE) | {"version": 1}))
+    s = isolated_settings(kafka_bootstrap, tmp_path, policy=policy)
+    calls = [lookup(240), lookup(180), lookup(120), lookup(60)]  # a minute apart: no tool_burst
+
+    before = RecordingResponder()
+    async with Stream(kafka_bootstrap, s.topic_activity) as out, Runtime(s, responder=before):
+        await out.send([*calls[:3], marker(AGENT, "before")])
+        await wait_for(lambda: of_rule(unique(before), "secret_access"), what="the calls before the restart")
+    assert of_rule(unique(before), "retry_loop") == []  # three identical calls: at the limit, not over it
+
+    after = RecordingResponder()
+    async with Stream(kafka_bootstrap, s.topic_activity) as out, Runtime(s, responder=after):  # same group
+        await out.send([calls[3], marker(AGENT, "after")])
+        await wait_for(lambda: of_rule(unique(after), "secret_access"), what="the call after the restart")
+    [loop] = of_rule(unique(after), "retry_loop")  # the warm-up replayed the three calls without findings
+    assert loop.event_id == calls[3]["event_id"]
+
+
 async def produce_at(bootstrap: str, topic: str, events: list[tuple[dict[str, Any], int | None]]) -> None:
     """Send (event, record timestamp in ms or None for now) pairs to partition 0, in order."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)  # batches: Tansu's high watermark is off

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import CommitFailedError
 from aiokafka.partitioner import DefaultPartitioner
 
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
@@ -112,9 +113,9 @@ def of_rule(findings: dict[str, Finding], rule: str) -> list[Finding]:
 
 async def both_workers_hold_partitions(a: Runtime, b: Runtime, topic: str) -> None:
     def split() -> bool:
-        assert a.app is not None and b.app is not None
-        mine = {tp.partition for tp in a.app.consumer.assignment() if tp.topic == topic}
-        theirs = {tp.partition for tp in b.app.consumer.assignment() if tp.topic == topic}
+        assert a.ingest is not None and b.ingest is not None
+        mine = {tp.partition for tp in a.ingest.assignment() if tp.topic == topic}
+        theirs = {tp.partition for tp in b.ingest.assignment() if tp.topic == topic}
         return bool(mine and theirs and not mine & theirs and mine | theirs == set(range(PARTITIONS)))
 
     await wait_for(split, timeout=20, what="the partitions split between the two workers")
@@ -123,20 +124,20 @@ async def both_workers_hold_partitions(a: Runtime, b: Runtime, topic: str) -> No
 @contextmanager
 def commits_lost(rt: Runtime) -> Iterator[None]:
     """While inside, the worker's offset commits never reach Kafka, as when its commit at a rebalance is refused
-    ("already rebalanced") or still in flight, both of which faust passes over. Events judged meanwhile stay
-    uncommitted, so the partitions the worker keeps are re-delivered from older offsets after the rebalance, and
-    the ones it hands over start further back on their new owner: what the issue saw (1,293 events re-read)."""
-    assert rt.app is not None
-    consumer = rt.app.consumer
+    ("already rebalanced"), which the ingest logs and passes over. Events judged meanwhile stay uncommitted, so the
+    partitions the worker keeps are re-delivered from older offsets after the rebalance, and the ones it hands over
+    start further back on their new owner: what the issue saw (1,293 events re-read)."""
+    assert rt.ingest is not None
+    consumer = rt.ingest.consumer
 
-    async def lost(*args: object, **kwargs: object) -> bool:
-        return False
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise CommitFailedError("already rebalanced")
 
-    consumer.commit = lost  # type: ignore[method-assign]
+    consumer.commit = refused  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del consumer.commit  # faust's own again
+        del consumer.commit  # aiokafka's own again
 
 
 def settings_for(kafka_bootstrap: str, tmp: Path, agents: list[str], calls: int, window: str = "1h"

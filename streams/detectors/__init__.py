@@ -4,6 +4,7 @@ state those detectors keep, with what a replay needs (the offsets applied, `repl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -90,15 +91,39 @@ def lookback(policy: Policy) -> timedelta:
     return longest
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Which detectors run under one policy, with their state's key: worked out once per policy, not per event."""
+
+    policy: Policy
+    overrides: Mapping[str, Any]  # the policy's rule settings this plan was made from
+    detect: tuple[tuple[str, Detector], ...]
+    replay: tuple[tuple[str, Detector], ...]
+
+
+_plans: list[_Plan] = []  # the last policy's plan (a reload makes a new Policy: the plan is made again)
+
+
+def _plan(policy: Policy) -> _Plan:
+    overrides = policy.matrix.rules.builtin
+    if _plans and _plans[0].policy is policy and _plans[0].overrides is overrides:
+        return _plans[0]
+    runs = tuple((rule_id, d) for rule_id, d in REGISTRY.items()
+                 if (cfg := overrides.get(rule_id)) is None or cfg.enabled or rule_id in _ALWAYS_RUN)
+    plan = _Plan(policy, overrides, runs, tuple((rule_id, d) for rule_id, d in runs if rule_id in STATEFUL))
+    _plans[:] = [plan]
+    return plan
+
+
 def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[Finding]:
     """Run every enabled built-in detector, then every custom rule. No first-match shadowing."""
     ctx = Context.of(event, policy, state.quarantined)
-    overrides = policy.matrix.rules.builtin
+    by_rule = state.by_rule
     findings: list[Finding] = []
-    for rule_id, detector in REGISTRY.items():
-        cfg = overrides.get(rule_id)
-        if cfg is None or cfg.enabled or rule_id in _ALWAYS_RUN:
-            findings.extend(detector.detect(ctx, state.by_rule[rule_id]))
+    for rule_id, detector in _plan(policy).detect:
+        found = detector.detect(ctx, by_rule[rule_id])
+        if found:
+            findings.extend(found)
     findings.extend(custom.detect(ctx))
     return findings
 
@@ -107,8 +132,6 @@ def replay(event: ActivityEvent, policy: Policy, state: DetectorState) -> None:
     """Apply an already-judged event to the state, as `detect` would, without its findings: rebuilding state
     from the log. Only the stateful detectors run (the stateless ones and the custom rules cannot change it)."""
     ctx = Context.of(event, policy)
-    overrides = policy.matrix.rules.builtin
-    for rule_id in STATEFUL:
-        cfg = overrides.get(rule_id)
-        if cfg is None or cfg.enabled or rule_id in _ALWAYS_RUN:
-            REGISTRY[rule_id].detect(ctx, state.by_rule[rule_id])
+    by_rule = state.by_rule
+    for rule_id, detector in _plan(policy).replay:
+        detector.detect(ctx, by_rule[rule_id])

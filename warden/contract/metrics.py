@@ -48,6 +48,10 @@ REPLAYED = Counter("warden_replayed_messages_total",
 REBUILDS = Counter("warden_state_rebuilds_total", "Partitions whose detector state was rebuilt from the log",
                    ["outcome"])
 REBUILD_EVENTS = Counter("warden_state_rebuild_events_total", "Events replayed into detector state from the log")
+INGEST_COMMIT_FAILURES = Counter(
+    "warden_ingest_commit_failures_total",
+    "Ingest batch commits refused (a rebalance); the batch is read again by its next owner",
+)
 REBUILD_SECONDS = Histogram("warden_state_rebuild_seconds", "Time to rebuild one partition's detector state",
                             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 

@@ -1,5 +1,6 @@
-"""Consumer lag read from the broker, per topic the worker's group consumes: the high watermark (ListOffsets
-latest) minus the group's committed offset, summed over partitions. Exported as `warden_consumer_lag{topic}`.
+"""Consumer lag read from the broker, per topic a worker consumes: the high watermark (ListOffsets latest) minus the
+committed offset of the group that consumes it (`<app_id>.ingest` for the input topics, `<app_id>` for findings),
+summed over partitions. Exported as `warden_consumer_lag{topic}`.
 
 Read from the broker rather than from the consumer's own view, so that a stalled or dead worker still shows its
 backlog on any worker that is up. Tansu's high watermark is wrong (see the facts note): the figure is only right
@@ -8,6 +9,7 @@ on Apache Kafka, where the tests check it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,11 +22,11 @@ log = logging.getLogger("warden.lag")
 
 
 class ConsumerLag:
-    """Measures the group's lag on `topics` every `interval_s` (one admin client and one group-less consumer,
-    kept open between passes)."""
+    """Measures each topic's lag behind the group that consumes it (`groups`: topic → group) every `interval_s`
+    (one admin client and one group-less consumer, kept open between passes)."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str], interval_s: float) -> None:
-        self.bootstrap, self.group, self.topics = bootstrap, group, topics
+    def __init__(self, bootstrap: str, groups: Mapping[str, str], interval_s: float) -> None:
+        self.bootstrap, self.groups = bootstrap, dict(groups)
         self.loop = PollingLoop("consumer-lag", interval_s, self._pass, log)
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -47,14 +49,14 @@ class ConsumerLag:
         """Lag per topic now (a partition the group never committed counts from offset 0), and set the gauge."""
         assert self._admin is not None and self._consumer is not None, "start() first"
         lags: dict[str, int] = {}
-        for topic in self.topics:
+        for topic, group in self.groups.items():
             [described] = await self._admin.describe_topics([topic])
             partitions = sorted(TopicPartition(topic, p["partition"]) for p in described.get("partitions") or ())
             if not partitions:
                 continue
             ends = await self._consumer.end_offsets(partitions)
             try:  # named partitions: Tansu cannot answer an OffsetFetch for all of a group's partitions
-                committed = await self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
+                committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
             except KafkaError as exc:  # e.g. no coordinator yet: keep the last figure rather than guess
                 log.warning("consumer lag of %s not read this time: %s", topic, exc)
                 continue

@@ -48,7 +48,7 @@ class RebuildLimits:
 
     margin_s: float = 120.0
     max_messages: int = 100_000  # the newest messages below the event: the window's start may be cut off
-    max_seconds: float = 10.0  # the agent waits for the rebuild; a rebalance waits for the agent
+    max_seconds: float = 10.0  # the batch waits for the rebuild; a rebalance waits for the batch
     yield_every: int = 1_000  # events between yields to the event loop (heartbeats, web, other agents)
 
 

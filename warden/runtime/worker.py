@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
 from warden.runtime.control import ControlView
+from warden.runtime.ingest import BatchIngest
 from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
@@ -35,6 +37,19 @@ def _fast_group_timings(s: Settings) -> Settings:
     """The embedded broker serves one local worker: join its group in seconds (unless set explicitly)."""
     fast = {"kafka_session_timeout_s": 6.0, "kafka_heartbeat_interval_s": 1.0, "kafka_rebalance_timeout_s": 3.0}
     return s.model_copy(update={k: v for k, v in fast.items() if k not in s.model_fields_set})
+
+
+GC_GEN0_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Once started: move everything alive now (policy, modules, clients) out of the collector's sight, and
+    collect the young generation less often. Detector state keeps many pydantic objects alive, which makes every
+    default young collection walk them: decode+detect ran 27.6k → 48.8k events/s with this (RSS in bench/)."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class _HostedWorker(faust.Worker):
@@ -54,6 +69,7 @@ class Runtime:
         self.bootstrap = settings.kafka_bootstrap or ""
         self.holder: PolicyHolder | None = None
         self.app: faust.App | None = None
+        self.ingest: BatchIngest | None = None
         self.web: WebServer | None = None
         self.control: ControlView | None = None
         self.containment: ContainmentHost | None = None
@@ -81,8 +97,8 @@ class Runtime:
         self.control = ControlView(self.bootstrap, s.topic_control)
         await self.control.start()
         self._stack.push_async_callback(self.control.stop)
-        self.app, publish = build_app(s, self.bootstrap, self.holder, self.responder,
-                                      quarantined=self.control.agents, sealer=s.sealer())
+        self.app, publish, self.ingest = build_app(s, self.bootstrap, self.holder, self.responder,
+                                                   quarantined=self.control.agents, sealer=s.sealer())
         worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
@@ -95,7 +111,8 @@ class Runtime:
             await self.containment.start()
         if s.topic_audit and isinstance(self.responder, IncidentResponder):
             await self._export_audit(s.topic_audit)
-        lag = ConsumerLag(self.bootstrap, s.app_id, [s.topic_activity, s.topic_findings], s.lag_poll_s)
+        groups = {topic: self.ingest.group for topic in self.ingest.topics} | {s.topic_findings: s.app_id}
+        lag = ConsumerLag(self.bootstrap, groups, s.lag_poll_s)
         await lag.start()
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
@@ -110,6 +127,7 @@ class Runtime:
         watcher = PolicyWatcher(s.policy, self.holder, publish, s.policy_reload_s)
         watcher.loop.start()
         self._stack.push_async_callback(watcher.loop.stop)
+        tune_gc()
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
         return self

@@ -1,0 +1,454 @@
+"""Batch ingest: the input topics consumed in bounded batches by one aiokafka consumer per worker, hosted by the
+faust app, because faust pays ~150-250 µs per Kafka message (a task, a lock, an Event and an ack each) and has no
+supported way to hand an agent a batch (see docs/architecture.md, "The hot path").
+
+One batch: `getmany` → decode → detect (per partition state, `warden.runtime.state_rebuild`) → produce every
+finding and dead letter → await every delivery → commit. So offsets are committed only after the broker has
+acknowledged everything the batch produced; a failed produce is sent again and the batch is not committed until it
+is; a worker killed in between leaves the batch uncommitted and whoever reads it next produces the same findings
+(same `finding_id`, which the responder dedups).
+
+Its consumer group is `<app_id>.ingest` (a plain aiokafka consumer cannot join faust's group: another assignor
+protocol). On its first start the group is seeded from the faust group's committed offsets on the input topics, so
+a cut-over from the old `warden.ingest` agent neither re-reads nor skips anything (`seed_from_old_group`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from prometheus_client import Counter
+
+from streams.detectors import DetectorState, detect
+from streams.ingest import Decoded, Decoder
+from warden.contract import metrics
+from warden.contract.events import ActivityEvent, Kind
+from warden.contract.findings import Finding
+from warden.contract.redact import redact_text
+from warden.kit.retry import Backoff
+from warden.kit.sealing import SCHEME, Sealer
+from warden.runtime.policy_holder import PolicyHolder
+from warden.runtime.settings import Settings
+from warden.runtime.state_rebuild import PartitionStates
+from warden.runtime.topics import DLQ_HEADER_ROOM
+
+log = logging.getLogger("warden.ingest")
+
+DELIVERY = Backoff(initial_s=0.2, max_s=30.0)  # findings and dead letters: sent again until the broker takes them
+_EVENTS_BY_KIND = {kind: metrics.EVENTS.labels(kind=kind.value) for kind in Kind}  # a child per event costs 1.5 µs
+
+
+def ingest_group(app_id: str) -> str:
+    """The ingest consumer group of a worker whose faust app (and findings agent) uses the group `app_id`."""
+    return f"{app_id}.ingest"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How much one batch may hold. Bounded in events, not messages: 2,000 batch-100 messages are 200k events,
+    seconds of work, longer than a rebalance may wait for the batch in flight."""
+
+    max_events: int = 5_000  # judged between two commits
+    max_records: int = 500  # messages per fetch: 500 batch messages of ~100 KB are 50 MB held at once
+    yield_every: int = 500  # events between yields to the event loop (heartbeats, web, the findings agent)
+    fetch_wait_ms: int = 10  # the broker's longest wait for data: the latency floor at low load (faust's: 1.5 s)
+
+
+@dataclass
+class Outgoing:
+    """One record the batch produces: a finding (with what its metrics need) or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    finding: Finding | None = None
+    reason_code: str | None = None  # a dead letter's
+
+
+def sealed_dead_letter(sealer: Sealer, value: bytes | None, max_bytes: int) -> tuple[bytes | None, dict[str, bytes]]:
+    """A dead letter's value and headers: the original bytes sealed whole (they may carry `credential.token` or any
+    other secret, and a message that did not parse has no parts to pick out), cut first so that the sealed value
+    fits in `max_bytes` (Fernet adds a third plus 73 bytes). `warden dlq replay` opens it again."""
+    if value is None:
+        return None, {}
+    headers = {"warden.sealed": SCHEME}  # opened again by `warden dlq replay`
+    room = (max_bytes * 3) // 4 - 128
+    if len(value) > room:
+        headers["warden.truncated_from"] = str(len(value)).encode()
+        value = value[:room]
+    return sealer.seal_bytes(value), headers
+
+
+def dead_letter_record(settings: Settings, sealer: Sealer, *, topic: str, partition: int, offset: int,
+                       key: bytes | None, value: bytes | None, reason_code: str, reason: str,
+                       index: int | None = None) -> Outgoing:
+    """The original bytes, sealed, with the reason and source coordinates as headers, bound for the DLQ."""
+    sealed, headers = sealed_dead_letter(sealer, value, settings.dlq_max_bytes)
+    headers.update({
+        "warden.reason_code": reason_code.encode(),
+        "warden.reason": redact_text(reason, 4096).encode("utf-8", "replace")[:4096],
+        "warden.source_topic": topic.encode(),
+        "warden.source_partition": str(partition).encode(),
+        "warden.source_offset": str(offset).encode(),
+    })
+    if index is not None:
+        headers["warden.batch_index"] = str(index).encode()
+    return Outgoing(settings.topic_dlq, key, sealed, list(headers.items()), reason_code=reason_code)
+
+
+class BatchJudge:
+    """The ingest stage's shell around the pure core: one Kafka record in, the records it makes out.
+
+    Each record is judged once by this worker: its partition's state says whether it was applied already (a
+    rebalance re-delivers a kept partition from its committed offset), and a partition first seen here is rebuilt
+    from the log first. Each event stands alone: one whose detection or finding cannot be made is dead-lettered by
+    its batch index and the others go on."""
+
+    def __init__(self, settings: Settings, holder: PolicyHolder, inputs: Mapping[str, Decoder],
+                 states: Mapping[str, PartitionStates], *, sealer: Sealer | None, dlq_sealer: Sealer) -> None:
+        self._settings = settings
+        self._holder = holder
+        self._inputs = inputs
+        self.states = states
+        self._sealer = sealer
+        self._dlq_sealer = dlq_sealer
+        self._finding_topic = settings.topic_findings
+
+    async def judge(self, record: ConsumerRecord, out: list[Outgoing]) -> int:
+        """Append the record's findings and dead letters to `out`; returns the events it held (0 if a replay)."""
+        topic, partition, offset = record.topic, record.partition, record.offset
+        states = self.states[topic]
+        state = states.current(topic, partition, offset)
+        if state is None:  # first seen here since start or assignment: rebuild it from the log first
+            state = await states.rebuild(topic, partition, offset, record.timestamp / 1000)
+        if not state.first_time(topic, partition, offset):
+            metrics.REPLAYED.inc()
+            return 0
+        decoded = self._inputs[topic](record.value, self._settings.max_message_bytes)
+        for rejection in decoded.rejections:
+            out.append(self._dead_letter(record, rejection.code, rejection.reason, rejection.index))
+        self._judge_events(record, decoded, state, out)
+        return len(decoded.events)
+
+    def _judge_events(self, record: ConsumerRecord, decoded: Decoded, state: DetectorState,
+                      out: list[Outgoing]) -> None:
+        policy = self._holder.current
+        kinds: dict[Kind, int] = {}
+        for position, ev in enumerate(decoded.events):
+            kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+            try:
+                made = detect(ev, policy, state)
+                if made:
+                    out.extend(Outgoing(self._finding_topic, f.agent_id.encode(), f.model_dump_json().encode(),
+                                        finding=f) for f in self._seal(made, ev))
+            except Exception as exc:  # noqa: BLE001 - a pure step failed on this event: it alone is dead-lettered
+                log.error("cannot judge event %d of %s[%s]@%s: %s", position, record.topic, record.partition,
+                          record.offset, type(exc).__name__)
+                out.append(self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}"[:500],
+                                             decoded.index_of(position)))
+        for kind, n in kinds.items():  # once per kind and message: a labelled counter's inc takes a lock
+            _EVENTS_BY_KIND[kind].inc(n)
+
+    def dead_letter_whole(self, record: ConsumerRecord, exc: Exception) -> Outgoing:
+        """A record whose judging failed outside any one event (a bug): the whole message to the DLQ."""
+        return self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}"[:500], None)
+
+    def _dead_letter(self, record: ConsumerRecord, code: str, reason: str, index: int | None) -> Outgoing:
+        return dead_letter_record(self._settings, self._dlq_sealer, topic=record.topic, partition=record.partition,
+                                  offset=record.offset, key=record.key, value=record.value, reason_code=code,
+                                  reason=reason, index=index)
+
+    def _seal(self, findings: list[Finding], event: ActivityEvent) -> list[Finding]:
+        """A finding whose playbooks may revoke the event's token carries it sealed (never in clear on a topic)."""
+        cred = event.credential
+        if self._sealer is None or cred is None or cred.token is None:
+            return findings
+        token = cred.token.get_secret_value()
+        return [f.model_copy(update={"credential": f.credential.model_copy(update={
+                    "sealed_token": self._sealer.seal(token)})})
+                if f.credential is not None else f for f in findings]
+
+
+Send = Callable[[Outgoing], Awaitable[Awaitable[object]]]  # produce one record: its delivery to await
+
+
+async def deliver(send: Send, out: list[Outgoing], delivered: Callable[[Outgoing], None],
+                  stopping: Callable[[], bool]) -> None:
+    """Produce every record and await every acknowledgement; the records not taken are sent again (only those)
+    until they are, so the caller commits only a fully delivered batch. Raises `_Stopping` instead of waiting to
+    retry when the worker stops: the batch then stays uncommitted."""
+    pending, attempt = out, 0
+    while pending:
+        failed: list[Outgoing] = []
+        last: BaseException | None = None
+        sent: list[tuple[Outgoing, Awaitable[object]]] = []
+        for o in pending:
+            try:
+                sent.append((o, await send(o)))
+            except KafkaError as exc:
+                failed.append(o)
+                last = exc
+        for o, delivery in sent:
+            try:
+                await delivery
+            except KafkaError as exc:
+                failed.append(o)
+                last = exc
+        not_taken = {id(o) for o in failed}
+        for o in pending:
+            if id(o) not in not_taken:
+                delivered(o)
+        if not failed:
+            return
+        attempt += 1
+        metrics.PROCESSING_RETRIES.inc()
+        log.error("%d of %d records of the batch were not delivered (%s: %s); sending them again in %.1fs, the "
+                  "batch stays uncommitted until then", len(failed), len(pending), type(last).__name__, last,
+                  DELIVERY.delay(attempt))
+        if stopping():
+            raise _Stopping
+        await asyncio.sleep(DELIVERY.delay(attempt))
+        pending = failed
+
+
+class _Stopping(Exception):
+    """The worker stops while a batch is still undelivered: it is left uncommitted, for the next owner."""
+
+
+class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    """The worker's ingest loop and its consumer; the faust app starts and stops it (warden.runtime.app)."""
+
+    def __init__(self, settings: Settings, bootstrap: str, judge: BatchJudge,
+                 limits: BatchLimits | None = None) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap
+        self.judge = judge
+        self.limits = limits or BatchLimits()
+        self.group = ingest_group(settings.app_id)
+        self.topics = sorted(judge.states)
+        self._lock = asyncio.Lock()  # held by the batch in flight; a revocation waits for it
+        self._stopping = False
+        self._joined = asyncio.Event()  # set at the first assignment
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._findings_children: dict[tuple[str, str, bool], Counter] = {}
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        """The input partitions this worker owns now (empty before start)."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def start(self) -> None:
+        s = self._settings
+        await seed_from_old_group(self._bootstrap, s.app_id, self.group, self.topics)
+        fetch_bytes = max(8 * 1024 * 1024, 2 * s.max_message_bytes)
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=2,
+                                          max_request_size=s.dlq_max_bytes + DLQ_HEADER_ROOM,
+                                          max_batch_size=1 << 20)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=4 * fetch_bytes,
+            fetch_max_wait_ms=self.limits.fetch_wait_ms,
+            session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=self)
+        self._task = asyncio.create_task(self._run(), name="warden-ingest")
+        # Up means in the group: a worker started right after another must not look up before it has joined.
+        joining = s.kafka_session_timeout_s + s.kafka_rebalance_timeout_s
+        try:
+            await asyncio.wait_for(self._joined.wait(), joining)
+        except TimeoutError:
+            log.warning("the ingest consumer has not joined its group %s after %.0fs; it keeps trying", self.group,
+                        joining)
+
+    async def stop(self) -> None:
+        """Finish and commit the batch in flight (unless it cannot be delivered), then leave the group."""
+        self._stopping = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _run(self) -> None:
+        consumer = self.consumer
+        while not self._stopping:
+            try:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=self.limits.max_records)
+            except KafkaError as exc:
+                log.warning("fetch failed (%s: %s); fetching again", type(exc).__name__, exc)
+                await asyncio.sleep(0.5)
+                continue
+            records = _records(fetched)
+            try:
+                while not self._stopping and await self._one_batch(records):
+                    pass
+            except _Stopping:
+                return
+            except Exception:  # a bug or an unexpected error: never end the loop, never skip what was not committed
+                log.exception("an ingest batch failed; reading again from the committed offsets")
+                await self._start_over()
+
+    async def _start_over(self) -> None:
+        """Forget the detector state (it may hold events whose findings were never delivered; it is rebuilt from
+        the log below the committed offset) and read every owned partition again from its committed offset."""
+        async with self._lock:
+            for states in self.judge.states.values():
+                states.on_assigned(())
+            consumer = self.consumer
+            while not self._stopping:
+                try:
+                    for tp in consumer.assignment():
+                        committed = await consumer.committed(tp)
+                        if committed is None:  # nothing committed yet: the group starts at the beginning (earliest)
+                            await consumer.seek_to_beginning(tp)
+                        else:
+                            consumer.seek(tp, committed)
+                    break
+                except KafkaError as exc:
+                    log.warning("cannot go back to the committed offsets (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+
+    async def _one_batch(self, records: Iterator[ConsumerRecord]) -> bool:
+        """Judge, deliver and commit up to `max_events` of `records`; False when they are used up."""
+        limits = self.limits
+        out: list[Outgoing] = []
+        offsets: dict[TopicPartition, int] = {}
+        events = since_yield = 0
+        more = True
+        async with self._lock:
+            started = time.perf_counter()
+            owned = self.consumer.assignment()
+            while events < limits.max_events:
+                record = next(records, None)
+                if record is None:
+                    more = False
+                    break
+                tp = TopicPartition(record.topic, record.partition)
+                if tp not in owned:  # revoked since it was fetched: its new owner reads it from the committed offset
+                    continue
+                try:
+                    n = await self.judge.judge(record, out)
+                except Exception as exc:  # noqa: BLE001 - never let one message stop the loop: it goes to the DLQ
+                    log.error("cannot judge %s[%s]@%s: %s", record.topic, record.partition, record.offset,
+                              type(exc).__name__)
+                    out.append(self.judge.dead_letter_whole(record, exc))
+                    n = 0
+                offsets[tp] = record.offset + 1
+                events += n
+                since_yield += n
+                if since_yield >= limits.yield_every:
+                    since_yield = 0
+                    await asyncio.sleep(0)
+            if offsets:
+                await self._deliver(out)
+                await self._commit(offsets)
+                metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
+        await asyncio.sleep(0)  # let a waiting revocation in between batches
+        return more
+
+    async def _deliver(self, out: list[Outgoing]) -> None:
+        producer = self._producer
+        assert producer is not None
+
+        async def send(o: Outgoing) -> Awaitable[object]:
+            delivery: Awaitable[object] = await producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+            return delivery
+
+        await deliver(send, out, self._count, lambda: self._stopping)
+
+    def _count(self, o: Outgoing) -> None:
+        f = o.finding
+        if f is None:
+            metrics.INVALID.labels(reason=o.reason_code or "unknown").inc()
+            return
+        key = (f.rule, f.severity.value, f.shadow)
+        child = self._findings_children.get(key)
+        if child is None:
+            child = self._findings_children[key] = metrics.FINDINGS.labels(
+                rule=f.rule, severity=f.severity.value, shadow=str(f.shadow).lower())
+        child.inc()
+        metrics.DETECTION_SECONDS.observe(max(0.0, (datetime.now(UTC) - f.ts).total_seconds()))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the batch; a commit refused by a rebalance is not fatal: the new owner re-reads the batch and
+        produces the same findings again (same ids), which the responder dedups."""
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            metrics.INGEST_COMMIT_FAILURES.inc()
+            log.warning("commit of %s refused (%s): the batch will be read again by the partitions' owner",
+                        sorted((tp.partition, o) for tp, o in offsets.items()), type(exc).__name__)
+
+    # aiokafka's rebalance listener -------------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """A rebalance starts: the batch in flight is finished and committed first (it holds the lock)."""
+        async with self._lock:
+            for states in self.judge.states.values():
+                states.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """The new assignment: the state of a partition that moved away is dropped (its new owner rebuilds it)."""
+        for topic, states in self.judge.states.items():
+            states.on_assigned((tp.topic, tp.partition) for tp in assigned if tp.topic == topic)
+        self._joined.set()
+
+
+def _records(fetched: Mapping[TopicPartition, list[ConsumerRecord]]) -> Iterator[ConsumerRecord]:
+    for records in fetched.values():
+        yield from records
+
+
+async def seed_from_old_group(bootstrap: str, old_group: str, new_group: str, topics: list[str]) -> dict[
+        TopicPartition, int]:
+    """The cut-over from the faust agent: when `new_group` has committed nothing on `topics`, commit `old_group`'s
+    offsets there into it, so nothing is re-read or skipped. Returns what it seeded (nothing on later starts)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        partitions = sorted(TopicPartition(d["topic"], p["partition"]) for d in await admin.describe_topics(topics)
+                            for p in d.get("partitions") or ())
+        if not partitions or any(o >= 0 for o in (await _committed(admin, new_group, partitions)).values()):
+            return {}
+        theirs = {tp: o for tp, o in (await _committed(admin, old_group, partitions)).items() if o >= 0}
+    finally:
+        await admin.close()
+    if theirs:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=new_group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(theirs))  # a manual assignment commits without joining the group
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in theirs.items()})
+        finally:
+            await consumer.stop()
+        log.warning("seeded the ingest group %s from %s's committed offsets on %s: %s", new_group, old_group,
+                    ", ".join(topics), {f"{tp.topic}[{tp.partition}]": o for tp, o in sorted(theirs.items())})
+    return theirs
+
+
+async def _committed(admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition]
+                     ) -> dict[TopicPartition, int]:
+    """A group's committed offset per partition (-1: none). Named partitions: Tansu cannot answer for all."""
+    got = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    return {tp: got[tp].offset if tp in got else -1 for tp in partitions}
