@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from streams.ingest import native
+from functools import partial
+
+from streams.ingest import native, otlp
 from streams.ingest.base import Decoded, Decoder, Rejection
 
 # Adding a format = one module with a `decode` of the `Decoder` shape + one line here.
 FORMATS: dict[str, Decoder] = {
     "native": native.decode,
+    # Stateless, one message alone (replay); the span topic's worker holds spans across messages (otlp.OtlpIngest).
+    "otlp_json": partial(otlp.decode_message, encoding="otlp_json"),
+    "otlp_proto": partial(otlp.decode_message, encoding="otlp_proto"),
 }
 
 __all__ = ["FORMATS", "Decoded", "Decoder", "Rejection"]

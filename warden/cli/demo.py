@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from responders.incident_responder import IncidentResponder
 from warden.cli import oauth_server
 from warden.cli.demo_approval import hold_identity_change, local_slack
+from warden.cli.demo_otlp import otlp_messages
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.runtime.settings import EXAMPLES, Settings
@@ -40,6 +41,7 @@ class Plan:
 
     run_id: str
     messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    otlp_messages: list[tuple[bytes, bytes]] = field(default_factory=list)  # the same agents' turns as OTLP spans
     valid_events: int = 0
     invalid: int = 0
     finding_events: list[str] = field(default_factory=list)  # the event ids of this run's findings, as read
@@ -53,6 +55,7 @@ def build_plan(scenario: Path, max_message_bytes: int, fills: dict[str, str] | N
     text = scenario.read_text("utf-8")
     for name, value in (fills or {}).items():
         text = text.replace("${" + name + "}", value)
+    valid: list[dict[str, Any]] = []
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -66,6 +69,7 @@ def build_plan(scenario: Path, max_message_bytes: int, fills: dict[str, str] | N
         good = [e for e in events if _looks_valid(e)]
         for e in good:
             e["event_id"] = f"{plan.run_id}-{e['event_id']}"
+        valid += good
         key = good[0]["agent"]["id"].encode() if good else bad_key
         plan.messages.append((key, json.dumps(doc).encode()))
         plan.valid_events += len(good)
@@ -74,6 +78,8 @@ def build_plan(scenario: Path, max_message_bytes: int, fills: dict[str, str] | N
     plan.messages.append((bad_key, b'{"event_id": "\xff\xfe"}'))
     plan.messages.append((bad_key, b"[" + b" " * max_message_bytes + b"]"))
     plan.invalid += 2
+    plan.otlp_messages, otlp_events = otlp_messages(valid, plan.run_id)
+    plan.valid_events += otlp_events
     return plan
 
 
@@ -113,12 +119,15 @@ def _fills(issuer: oauth_server.OAuthServer | None, tokens: list[str]) -> dict[s
 
 
 async def _send(bootstrap: str, settings: Settings, plan: Plan) -> None:
-    """Each planned message to the activity topic, keyed as planned, acknowledged one by one."""
+    """Each planned message to the activity topic, then the spans to the span topic, keyed as planned,
+    acknowledged one by one."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * settings.max_message_bytes)
     await producer.start()
     try:
         for key, value in plan.messages:
             await producer.send_and_wait(settings.topic_activity, value, key=key)
+        for key, value in plan.otlp_messages:
+            await producer.send_and_wait(settings.topic_otlp, value, key=key)
     finally:
         await producer.stop()
 
@@ -245,6 +254,7 @@ async def _wait_for_pipeline(
     await consumer.start()
     bad_key = f"demo-{plan.run_id}-bad".encode()
     prefix = f'"event_id":"{plan.run_id}-'.encode()
+    otlp_prefix = f'"event_id":"otel:{plan.run_id}'.encode()  # the run id starts every trace id of its spans
     run_marker = f'"{plan.run_id}-'.encode()
     counts = {"events": 0, "invalid": 0, "findings": 0, "alerts": 0, "responded": 0, "notifications": 0}
     last_change, last_seen = time.monotonic(), dict(counts)
@@ -257,7 +267,8 @@ async def _wait_for_pipeline(
                         counts["invalid"] += 1
                     elif tp.topic == settings.topic_dlq and r.value and run_marker in r.value:
                         counts["invalid"] += 1  # a bad element inside a batch that also held good events
-                    elif tp.topic == settings.topic_findings and r.value and prefix in r.value:
+                    elif tp.topic == settings.topic_findings and r.value and (prefix in r.value
+                                                                              or otlp_prefix in r.value):
                         counts["findings"] += 1
                         plan.finding_events.append(str(json.loads(r.value).get("event_id")))
             for name, counter in _COUNTED.items():

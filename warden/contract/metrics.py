@@ -102,3 +102,14 @@ APPROVAL_REFUSALS = Counter("warden_approval_refusals_total", "Approve/Deny clic
                             "or already decided)", ["reason"])
 APPROVAL_INVALID = Counter("warden_approval_invalid_requests_total", "Approval requests refused as malformed, by "
                            "transport", ["transport"])
+OTLP_SPANS = Counter(
+    "warden_otlp_spans_total",
+    "OTLP spans read from the span topic (event: mapped to an event; unresolved: no agent found within the wait, an "
+    "unowned_agent event; ignored: not a GenAI operation)",
+    ["outcome"],
+)
+OTLP_SPLIT_SPANS = Counter(
+    "warden_otlp_split_trace_spans_total",
+    "Spans whose trace this worker saw on more than one partition (the exporter's partition_traces_by_id is off)",
+)
+OTLP_HELD_SPANS = Gauge("warden_otlp_held_spans", "Spans waiting for an ancestor span that names their agent")

@@ -17,6 +17,7 @@ from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
+from warden.runtime.otlp_shell import build_otlp_shell, tick_interval
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -84,6 +85,36 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
                                      quarantined=quarantined) for topic, decode in inputs.items()}
     judge = BatchJudge(settings, holder, inputs, states, sealer=sealer, dlq_sealer=dlq_sealer)
     ingest = BatchIngest(settings, bootstrap, judge, limits)
+
+    # OTLP spans from the Collector (WARDEN_TOPIC_OTLP): judged like activity, with late agent identity. A faust agent
+    # for now (warden.runtime.otlp_shell); its host interface is OtlpIngest's take/release/lowest_held.
+    async def dead_letter_span(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
+        msg = event.message
+        record = dead_letter_record(settings, dlq_sealer, topic=msg.topic, partition=msg.partition,
+                                    offset=msg.offset, key=msg.key, value=msg.value, reason_code=reason_code,
+                                    reason=reason, index=index)
+        await send_with_backoff(lambda: dlq.send(key=record.key, value=record.value, headers=record.headers))
+        metrics.INVALID.labels(reason=reason_code).inc()
+
+    async def publish_bytes(key: bytes, value: bytes) -> None:
+        await findings_topic.send(key=key, value=value)
+
+    otlp = build_otlp_shell(settings, bootstrap, holder, publish=publish_bytes, dead_letter=dead_letter_span,
+                            quarantined=quarantined)
+    # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
+    app.on_partitions_revoked.connect(otlp.on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(otlp.on_assigned)  # type: ignore[arg-type]
+
+    @app.agent(raw_topic(settings.topic_otlp), name="warden.otlp")
+    async def otlp_agent(stream: faust.StreamT[bytes]) -> None:
+        # acked by the shell once none of its spans is held (StreamT does not declare noack; Stream has it)
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            await with_retries(event, otlp.on_message, dead_letter_span)
+            otlp.settle(event)
+
+    @app.timer(interval=tick_interval(settings), name="warden.otlp.release")  # type: ignore[untyped-decorator]
+    async def release_held_spans() -> None:
+        await otlp.tick()
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:

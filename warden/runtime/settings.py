@@ -37,6 +37,14 @@ class Settings(BaseSettings):
                                     "the reason and correlation id as headers.")
     topic_audit: str | None = Field(None, description="Unset: no export. Else findings (OCSF Detection Finding) "
                                     "and timeline entries as JSON on this topic, e.g. warden.audit.")
+    topic_otlp: str = Field("otlp_spans", description="OTLP spans from the OpenTelemetry Collector's kafka exporter "
+                            "(its default traces.topic).")
+    otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(
+        "auto", description="The exporter's traces.encoding; auto tells JSON from protobuf by the first byte.")
+    otlp_wait_s: float = Field(5.0, gt=0, description="How long a span waits for an ancestor span naming its "
+                               "agent before it is judged as an unowned agent's.")
+    otlp_max_spans: int = Field(100_000, ge=1, description="Spans the agent resolver remembers over all traces; "
+                                "past it the least recently active trace is released unresolved.")
     topic_partitions: int = Field(4, ge=1)
     app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
