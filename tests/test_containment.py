@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -213,6 +214,14 @@ def test_auto_if_critical_resolves_per_finding(severity: str, gate: str) -> None
     assert plan.gate.value == gate
 
 
+def test_a_binding_applies_from_its_min_severity_up() -> None:
+    policy = containment_policy([{**TELL_APPROVER[0], "min_severity": "high"}])
+    assert [p.playbook for p in policy.plans_for("unapproved_tool", Severity.high, "provisioner")] == ["tell"]
+    assert [p.playbook for p in policy.plans_for("unapproved_tool", Severity.critical, "provisioner")] == ["tell"]
+    assert policy.plans_for("unapproved_tool", Severity.medium, "provisioner") == []
+    assert policy.plans_for("tool_burst", Severity.critical, "provisioner") == []  # not one of its rules
+
+
 def test_a_plan_is_frozen_into_the_finding_with_the_risk_tiers_it_was_bound_for() -> None:
     bound = containment_policy([{**TELL_APPROVER[0], "risk": ["critical"]}])
     assert [p.playbook for p in violation(bound).containment] == ["tell"]
@@ -302,3 +311,44 @@ async def test_on_failure_continue_runs_the_next_step_anyway(
         await engine.run_due()
         assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("done", 1)]
         assert "contained" in await notes(responder)
+
+
+async def test_a_step_a_crashed_worker_left_executing_is_claimed_again_at_once_after_its_leases_are_released(
+        incident_settings: Settings) -> None:
+    """The SQLite start-up path: no other worker shares the database, so the leases of the last run are let go and
+    the step it was running is claimed again straight away, marked as resumed."""
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        [first] = await engine.ledger.claim(clock(), timedelta(minutes=5))
+        assert (first.resumed, first.attempts, first.key) == (False, 1, "warden-1-tell-0")
+        assert await engine.ledger.claim(clock(), timedelta(minutes=5)) == []  # leased: nobody else takes it
+        assert await engine.ledger.release_leases() == 1
+        [again] = await engine.ledger.claim(clock(), timedelta(minutes=5))
+        assert (again.id, again.resumed, again.attempts) == (first.id, True, 2) and again.claim != first.claim
+        assert not await engine.ledger.done(first, {}, clock())  # the first run's claim is gone: it records nothing
+        assert await engine.ledger.done(again, {"to": "marco"}, clock())
+        [step] = await steps(responder)
+        assert (step.status, step.claim, step.claimed_until) == ("done", None, None)
+
+
+async def test_a_claim_takes_at_most_its_limit_of_due_steps(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.record_finding(violation(policy, name="net.scan"), clock())
+        assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
+        assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
+        assert await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1) == []
+
+
+async def test_a_notification_step_is_recorded_once_however_often_it_runs(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock())
+        assert not await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock())
+        assert (await notes(responder)).count("once") == len(responder.store.notifiers)
