@@ -88,3 +88,9 @@ def test_a_playbook_may_name_a_workflow_flow_rule(tmp_path: Path) -> None:
         {"rules": ["secret-then-external", "untrusted_flow"], "playbook": "quarantine_agent"}))
     code, out = cli("policy", "lint", str(folder))
     assert code == 0, out
+
+
+def test_a_flow_window_of_exactly_the_session_ttl_is_allowed(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path, lambda d: wf(d, "billing-agent")["scope"]["untrusted_flow"].update(within="2h"))
+    code, report = lint_json(folder)
+    assert code == 0 and report["issues"] == [], report
