@@ -228,3 +228,8 @@ def test_a_batch_is_cut_at_its_top_level_commas(raw: bytes, elements: list[bytes
 @pytest.mark.parametrize("raw", [b'[1, "abc]', b"[1] x", b"[1, 2", b"{}"])
 def test_a_batch_whose_outline_is_broken_cannot_be_cut(raw: bytes) -> None:
     assert split_array(raw) is None
+
+
+def test_a_valid_surrogate_pair_does_not_make_another_error_a_lone_surrogate() -> None:
+    [r] = decode(b'{"x": "\\ud83d\\ude00", ', LIMIT).rejections
+    assert r.code == "malformed_json"
