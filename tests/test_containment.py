@@ -391,3 +391,28 @@ async def test_a_notification_step_is_recorded_once_however_often_it_runs(incide
         assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is True
         assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is False
         assert (await notes(responder)).count("once") == len(responder.store.notifiers)
+
+
+async def test_an_approval_climbs_through_every_escalation_step_that_approves(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_APPROVER, escalation=[
+        {"owner": "iam-team", "ack_timeout": "5m", "approves": True},
+        {"owner": "ciso", "ack_timeout": "10m", "approves": True}])
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+
+        async def escalated() -> list[str]:
+            return [e.detail["to"] for e in await responder.store.timeline(1) if e.kind == "approval_escalated"]
+
+        for n, to in enumerate(("iam-team", "ciso"), start=1):
+            clock.advance(minutes=10)
+
+            async def climbed(n: int = n) -> bool:
+                await engine.run_due()
+                return len(await escalated()) == n
+
+            await eventually(climbed, timeout=10, what=f"the approval climbing to {to}")
+            assert (await escalated())[-1] == to
+        clock.advance(minutes=10)
+        await passes_until(engine, responder, "approval_unanswered")
+        assert await escalated() == ["iam-team", "ciso"]
