@@ -233,3 +233,10 @@ def test_a_batch_whose_outline_is_broken_cannot_be_cut(raw: bytes) -> None:
 def test_a_valid_surrogate_pair_does_not_make_another_error_a_lone_surrogate() -> None:
     [r] = decode(b'{"x": "\\ud83d\\ude00", ', LIMIT).rejections
     assert r.code == "malformed_json"
+
+
+def test_nan_and_infinity_tokens_are_refused_by_the_parser_itself() -> None:
+    """Not left to the overflow check, which looks only when a three-digit exponent occurs in the message."""
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        [r] = decode(b'{"x": ' + token + b"}", LIMIT).rejections
+        assert (r.code, r.detail.split(" (")[0]) == ("non_finite_number", "NaN and Infinity are not JSON"), token
