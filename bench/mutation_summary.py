@@ -1,4 +1,5 @@
-"""Per-module totals of a pytest-gremlins JSON report: total, killed, survived (and each survivor, to classify)."""
+"""Per-module totals of a pytest-gremlins JSON report (killed, survived, equivalent, kill rate of the
+non-equivalent), and each survivor not listed as equivalent in bench/mutation_equivalents.txt, to classify."""
 
 from __future__ import annotations
 
@@ -8,34 +9,56 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.txt"
+# A gremlin whose tests ran past the time limit was caught (the mutant hangs), as in mutmut and Stryker.
+KILLED = {"zapped", "timeout"}
 
 
-def module_of(path: str) -> str:
+def module_of(rel: str) -> str:
     """Group a file under its package for streams/ingest and streams/detectors, else the file itself."""
-    rel = Path(path).resolve().relative_to(ROOT).as_posix()
     for package in ("streams/ingest", "streams/detectors"):
         if rel.startswith(package + "/"):
             return package
     return rel
 
 
-def main(report: str) -> None:
-    results = json.loads(Path(report).read_text())["results"]
+def equivalents(path: Path = EQUIVALENTS) -> dict[tuple[str, int, str], str]:
+    """`path:line | description | why it changes nothing observable`, one per line; `#` starts a comment line."""
+    out: dict[tuple[str, int, str], str] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        where, description, reason = (part.strip() for part in line.split(" | ", 2))
+        file, _, number = where.rpartition(":")
+        out[(file, int(number), description)] = reason
+    return out
+
+
+def main(reports: list[str]) -> None:
+    """One table over one or more reports (runs of different modules, e.g. one per module on a busy machine)."""
+    results = [r for report in reports for r in json.loads(Path(report).read_text())["results"]]
+    known = equivalents()
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: list[str] = []
     for r in results:
-        module = module_of(r["file_path"])
-        counts[module][r["status"]] += 1
-        if r["status"] != "zapped":
-            rel = Path(r["file_path"]).resolve().relative_to(ROOT).as_posix()
-            survivors.append(f"  {r['status']:9} {rel}:{r['line_number']}  {r['description']}  ({r['gremlin_id']})")
-    print(f"{'module':32} {'total':>6} {'killed':>7} {'other':>6}  kill rate")
-    for module, c in sorted(counts.items()):
-        total, killed = sum(c.values()), c["zapped"]
-        print(f"{module:32} {total:6} {killed:7} {total - killed:6}  {killed / total:6.1%}")
-    print("not killed:")
+        rel = Path(r["file_path"]).resolve().relative_to(ROOT).as_posix()
+        module = module_of(rel)
+        status = r["status"]
+        if status not in KILLED and (rel, r["line_number"], r["description"]) in known:
+            status = "equivalent"
+        counts[module][status] += 1
+        if status not in KILLED | {"equivalent"}:
+            survivors.append(f"  {status:9} {rel}:{r['line_number']} | {r['description']}  ({r['gremlin_id']})")
+    print(f"{'module':34} {'total':>6} {'killed':>7} {'survived':>9} {'equivalent':>11}  killed of non-equivalent")
+    overall: Counter[str] = sum(counts.values(), Counter())
+    for module, c in [*sorted(counts.items()), ("all modules above", overall)]:
+        total, killed, equivalent = sum(c.values()), c["zapped"] + c["timeout"], c["equivalent"]
+        rate = f"{killed / (total - equivalent):6.1%}" if total > equivalent else "   n/a"
+        print(f"{module:34} {total:6} {killed:7} {total - killed - equivalent:9} {equivalent:11}  {rate}"
+              + (f"  ({c['timeout']} by timeout)" if c["timeout"] else ""))
+    print("not killed, not equivalent:")
     print("\n".join(survivors) or "  none")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "coverage/gremlins/gremlins.json"))
+    main(sys.argv[1:] or [str(ROOT / "coverage/gremlins/gremlins.json")])

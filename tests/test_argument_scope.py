@@ -11,7 +11,7 @@ from tests.matrix_builder import tool
 from tests.scope_builder import scoped
 from warden.contract.findings import Finding
 from warden.policy import Policy
-from warden.policy.arguments import NON_FINITE
+from warden.policy.arguments import NON_FINITE, compile_constraint
 
 POLICY = scoped()
 
@@ -93,3 +93,24 @@ def test_a_keyword_inside_properties_is_a_property_name_not_a_keyword() -> None:
 
 def test_an_unowned_agent_is_not_checked_against_any_workflow() -> None:
     assert arg_findings(POLICY, "pay", {"payee": "X"}, agent="stranger") == []
+
+
+def test_infinity_deep_in_a_list_is_found_with_its_path() -> None:
+    [f] = arg_findings(POLICY, "pay", {"payee": "acme", "amount": 5, "x": [{"y": 1.5}, {"y": float("inf")}]})
+    assert (f.evidence["argument"], f.evidence["constraint"]) == ("x.1.y", NON_FINITE)
+
+
+@pytest.mark.parametrize(("length", "quoted"), [(120, "as written"), (121, "cut at 120 characters")])
+def test_a_constraint_is_quoted_whole_up_to_120_characters(length: int, quoted: str) -> None:
+    choice = "a" * (length - 4)  # json.dumps(["aaa…"]) adds four characters
+    check, issues = compile_constraint({"properties": {"x": {"enum": [choice]}}}, {}, ("w",))
+    assert check is not None and issues == []
+    [v] = check.violations({"x": "other"})
+    shown = '["' + choice + '"]'
+    assert v.constraint == ("enum: " + shown if length <= 120 else "enum: " + shown[:120] + "…"), quoted
+
+
+def test_an_unknown_list_is_an_issue_naming_the_lists_there_are() -> None:
+    check, issues = compile_constraint({"properties": {"to": {"in_list": "payes"}}}, {"payees": ["acme"]}, ("w",))
+    assert check is None
+    assert issues == [(("w", "properties", "to", "in_list"), "unknown list 'payes' (lists: payees)")]

@@ -6,6 +6,8 @@ from streams.detectors import DetectorState, detect
 from tests.matrix_builder import approval, tool
 from tests.scope_builder import scoped
 from warden.contract.findings import Finding
+from warden.contract.matrix import ToolSpec
+from warden.policy.tools import ToolCatalogue
 
 POLICY = scoped()
 
@@ -60,3 +62,14 @@ def test_a_catalogue_glob_files_every_matching_tool() -> None:
     assert entry is not None and {c.value for c in entry.categories} == {"untrusted_input"}
     assert POLICY.tools.entry("webget") is None
     assert POLICY.tools.entry("directory.lookup_user") is None
+
+
+def test_a_tool_found_by_a_glob_is_found_again_and_an_exact_name_comes_first() -> None:
+    catalogue = ToolCatalogue({"files.delete*": ToolSpec(categories=["destructive"]),
+                               "files.delete_all": ToolSpec(categories=["destructive", "identity_admin"])})
+    for _ in range(2):  # the second lookup is answered from the cache: the same answer
+        entry = catalogue.entry("files.delete_one")
+        assert entry is not None and entry.name == "files.delete*"
+        assert catalogue.entry("mail.read") is None
+    exact = catalogue.entry("files.delete_all")
+    assert exact is not None and exact.name == "files.delete_all"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
 
 import aiohttp
 import pytest
 from sqlalchemy import select
 
 from playbooks.engine import ContainmentEngine
+from playbooks.ledger import Verdict
 from responders.db.models import ContainmentDecision, ContainmentStep, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status, authorise
@@ -77,6 +80,7 @@ async def test_an_auto_gate_runs_the_playbook_once_and_records_every_move(incide
         await engine.run_due()  # nothing left to run: a done step never runs again
         told = [n for n in await notes(responder) if n == "contained"]
         assert len(told) == len(responder.store.notifiers)  # one per notifier, once
+        assert "Quarantine released." not in await notes(responder)  # only a release step says so
         assert await kinds(responder) == ["opened", "containment_proposed", "containment_step_done"]
 
 
@@ -117,7 +121,9 @@ async def test_a_denial_stops_the_playbook(incident_settings: Settings) -> None:
         assert metrics.CONTAINMENT_ACTIONS.labels(action="*", outcome="denied")._value.get() == denied_before + 1
 
 
-async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(incident_settings: Settings) -> None:
+@pytest.mark.parametrize("owner_id", ["marco", "jordan"])  # not an approver; the approver, but not his Slack user
+async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(incident_settings: Settings,
+                                                                              owner_id: str) -> None:
     """The click handler already refuses other users; the engine checks again, against the owners frozen on the
     incident, so a decision row written some other way cannot run a playbook."""
     clock = FakeClock()
@@ -125,13 +131,27 @@ async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(i
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.record_finding(violation(policy), clock())
         async with responder.store.sessions.begin() as s:
-            s.add(ContainmentDecision(incident_id=1, decision="approve", owner_id="marco", slack_user="U0MARCO",
+            s.add(ContainmentDecision(incident_id=1, decision="approve", owner_id=owner_id, slack_user="U0MARCO",
                                       at=clock()))
-        await engine.run_due()
+        verdicts, _, _ = await engine.ledger.gate(clock())
+        assert verdicts == [Verdict(1, "approve", honoured=False, steps=0)]
         assert [s.status for s in await steps(responder)] == ["proposed"]
         refused = [e for e in await responder.store.timeline(1) if e.kind == "refused"]
-        assert refused and refused[0].actor == "marco"
+        assert refused and refused[0].actor == owner_id
         assert "not from an owner who may approve" in refused[0].detail["reason"]
+
+
+async def test_an_approval_given_with_the_cli_is_honoured(incident_settings: Settings) -> None:
+    """`warden incident approve --as jordan` records the decision as `cli:<who ran it>`: the owner was checked when
+    the command ran, so no Slack identity is asked for."""
+    clock = FakeClock()
+    policy = containment_policy(TELL_APPROVER)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        assert await responder.store.decide(1, "approve", owner=JORDAN, slack_user="cli:ops-laptop", note="ok",
+                                            now=clock())
+        assert (await engine.ledger.gate(clock()))[0] == [Verdict(1, "approve", honoured=True, steps=1)]
+        assert [s.status for s in await steps(responder)] == ["approved"]
 
 
 async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approves(
@@ -148,7 +168,7 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
         clock.advance(minutes=9)
         await engine.run_due()
         assert "approval_escalated" not in await kinds(responder)
-        clock.advance(minutes=2)
+        clock.advance(minutes=1)  # exactly the approval timeout
         await passes_until(engine, responder, "approval_escalated")
         view = await responder.store.incident(1)
         assert view is not None and view.approval_level == 1
@@ -156,8 +176,12 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
             1].owner
         escalated = [e for e in await responder.store.timeline(1) if e.kind == "approval_escalated"]
         assert escalated[0].detail["to"] == "ciso"
-        assert any("awaits an approval" in n for n in await notes(responder))
-        clock.advance(minutes=11)  # nobody further up approves: the steps keep waiting, and that is recorded
+        assert any("not approved within 600s by Jordan" in n for n in await notes(responder))
+        await engine.run_due()
+        clock.advance(minutes=9)
+        await engine.run_due()  # the new approver has the whole timeout again
+        assert "approval_unanswered" not in await kinds(responder)
+        clock.advance(minutes=2)  # nobody further up approves: the steps keep waiting, and that is recorded
         await passes_until(engine, responder, "approval_unanswered")
         assert [s.status for s in await steps(responder)] == ["proposed"]
         assert await responder.store.decide(1, "approve", owner=ciso, slack_user="U0CISO", note="ok", now=clock())
@@ -185,9 +209,11 @@ async def test_a_closed_incident_cancels_the_steps_waiting_for_an_approval(incid
         iam = OwnerRef(id="iam-team", kind="team")
         assert await responder.store.transition(1, Status.open, Status.false_positive, owner=iam, slack_user="U1",
                                                 note="fp", now=clock())
+        clock.advance(minutes=11)  # past the approval timeout too: a closed incident's approval never climbs
         await engine.run_due()
         [step] = await steps(responder)
         assert step.status == "cancelled"
+        assert not {"approval_escalated", "approval_unanswered"} & set(await kinds(responder))  # nothing chased
         assert not await responder.store.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="late",
                                                 now=clock())
 
@@ -211,6 +237,14 @@ def test_auto_if_critical_resolves_per_finding(severity: str, gate: str) -> None
     policy = containment_policy([{**TELL_APPROVER[0], "gate": "auto_if_critical"}])
     [plan] = policy.plans_for("unapproved_tool", Severity(severity), "provisioner")
     assert plan.gate.value == gate
+
+
+def test_a_binding_applies_from_its_min_severity_up() -> None:
+    policy = containment_policy([{**TELL_APPROVER[0], "min_severity": "high"}])
+    assert [p.playbook for p in policy.plans_for("unapproved_tool", Severity.high, "provisioner")] == ["tell"]
+    assert [p.playbook for p in policy.plans_for("unapproved_tool", Severity.critical, "provisioner")] == ["tell"]
+    assert policy.plans_for("unapproved_tool", Severity.medium, "provisioner") == []
+    assert policy.plans_for("tool_burst", Severity.critical, "provisioner") == []  # not one of its rules
 
 
 def test_a_plan_is_frozen_into_the_finding_with_the_risk_tiers_it_was_bound_for() -> None:
@@ -299,6 +333,86 @@ async def test_on_failure_continue_runs_the_next_step_anyway(
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.record_finding(violation(policy), clock())
         await engine.run_due()
+        # The next step waits for the failed one to be over, even under `continue`: never run side by side.
+        assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("approved", 0)]
         await engine.run_due()
         assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("done", 1)]
         assert "contained" in await notes(responder)
+
+
+async def test_a_step_a_crashed_worker_left_executing_is_claimed_again_at_once_after_its_leases_are_released(
+        incident_settings: Settings) -> None:
+    """The SQLite start-up path: no other worker shares the database, so the leases of the last run are let go and
+    the step it was running is claimed again straight away, marked as resumed."""
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        [first] = await engine.ledger.claim(clock(), timedelta(minutes=5))
+        assert (first.resumed, first.attempts, first.key) == (False, 1, "warden-1-tell-0")
+        assert "sealed-x" not in repr(replace(first, sealed_token="sealed-x"))  # a claimed step never shows it
+        assert await engine.ledger.claim(clock(), timedelta(minutes=5)) == []  # leased: nobody else takes it
+        assert await engine.ledger.release_leases() == 1
+        [again] = await engine.ledger.claim(clock(), timedelta(minutes=5))
+        assert (again.id, again.resumed, again.attempts) == (first.id, True, 2) and again.claim != first.claim
+        # The first run's claim is gone: whatever it reports is not recorded.
+        assert await engine.ledger.done(first, {}, clock()) is False
+        assert await engine.ledger.retry(first, "x", clock(), clock()) is False
+        assert await engine.ledger.fail(first, "x", clock()) is False
+        assert await engine.ledger.retry(again, "timeout", clock() + timedelta(seconds=5), clock()) is True
+        assert await engine.ledger.claim(clock() + timedelta(seconds=4), timedelta(minutes=5)) == []  # not due
+        [third] = await engine.ledger.claim(clock() + timedelta(seconds=5), timedelta(minutes=5))
+        assert (third.resumed, third.attempts) == (False, 3)
+        clock.advance(seconds=5, minutes=5)  # exactly when the lease ends, another worker may take the step over
+        [fourth] = await engine.ledger.claim(clock(), timedelta(minutes=5))
+        assert (fourth.resumed, fourth.attempts) == (True, 4)
+        assert await engine.ledger.done(fourth, {"to": "marco"}, clock()) is True
+        assert await engine.ledger.fail(fourth, "late", clock()) is False  # done is final
+        [step] = await steps(responder)
+        assert (step.status, step.claim, step.claimed_until, step.last_error) == ("done", None, None, None)
+
+
+async def test_a_claim_takes_at_most_its_limit_of_due_steps(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.record_finding(violation(policy, name="net.scan"), clock())
+        assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
+        assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
+        assert await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1) == []
+
+
+async def test_a_notification_step_is_recorded_once_however_often_it_runs(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_AUTO)
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+        assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is True
+        assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is False
+        assert (await notes(responder)).count("once") == len(responder.store.notifiers)
+
+
+async def test_an_approval_climbs_through_every_escalation_step_that_approves(incident_settings: Settings) -> None:
+    clock = FakeClock()
+    policy = containment_policy(TELL_APPROVER, escalation=[
+        {"owner": "iam-team", "ack_timeout": "5m", "approves": True},
+        {"owner": "ciso", "ack_timeout": "10m", "approves": True}])
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.record_finding(violation(policy), clock())
+
+        async def escalated() -> list[str]:
+            return [e.detail["to"] for e in await responder.store.timeline(1) if e.kind == "approval_escalated"]
+
+        for n, to in enumerate(("iam-team", "ciso"), start=1):
+            clock.advance(minutes=10)
+
+            async def climbed(n: int = n) -> bool:
+                await engine.run_due()
+                return len(await escalated()) == n
+
+            await eventually(climbed, timeout=10, what=f"the approval climbing to {to}")
+            assert (await escalated())[-1] == to
+        clock.advance(minutes=10)
+        await passes_until(engine, responder, "approval_unanswered")
+        assert await escalated() == ["iam-team", "ciso"]

@@ -111,3 +111,23 @@ def test_the_trail_is_capped_and_expires_idle_sessions_counting_both() -> None:
     assert _evicted("cap") == cap + 1
     trail.step(("agent", "d"), T0 + timedelta(minutes=10), "e9")
     assert len(trail) == 1 and _evicted("ttl") == ttl + 2
+
+
+def test_a_session_idles_from_its_latest_call_and_exactly_the_ttl_is_not_too_long() -> None:
+    trail = SessionTrail(ttl=timedelta(minutes=5))
+    trail.step(("agent", "a"), T0, "e1")
+    trail.step(("agent", "a"), T0 + timedelta(minutes=4), "e2")
+    trail.step(("agent", "a"), T0 + timedelta(minutes=1), "e3")  # a late event does not make it idle for longer
+    trail.step(("agent", "b"), T0 + timedelta(minutes=9), "e4")  # `a` idle exactly 5 minutes: kept
+    assert trail.get(("agent", "a")) is not None
+    trail.step(("agent", "b"), T0 + timedelta(minutes=9, seconds=1), "e5")
+    assert trail.get(("agent", "a")) is None and len(trail) == 1
+
+
+def test_a_workflow_flow_rule_carries_its_own_frameworks_or_else_the_built_ins() -> None:
+    rule = {"id": "payment-after-secret", "after": ["secret_store"], "then": ["payment"], "within_steps": 2}
+    events = [call("vault.read", 0, path="vault://iam/k"), call("pay", 1, payee="acme", amount=5)]
+    [own] = flows(events, scoped({"flows": [{**rule, "frameworks": ["OWASP-ASI03"]}]}))
+    assert own.frameworks[0] == "OWASP-ASI03" and "OWASP-ASI01" not in own.frameworks
+    [default] = flows(events, scoped({"flows": [rule]}))
+    assert default.frameworks[:2] == ["OWASP-ASI01", "OWASP-LLM01"]

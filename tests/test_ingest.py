@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError
 
 import pytest
 
+from streams.ingest.base import Rejection
 from streams.ingest.native import decode
+from streams.ingest.split import split_array
 from tests.kafka_helpers import event
 
 LIMIT = 1_048_576
@@ -160,3 +163,80 @@ def test_invalid_utf8_inside_one_element_costs_only_that_element() -> None:
 def test_an_array_whose_outline_is_broken_is_rejected_whole() -> None:
     out = decode(("[" + GOOD + ', "unterminated').encode(), LIMIT)
     assert [(r.code, r.index) for r in out.rejections] == [("malformed_json", None)]
+
+
+def test_a_message_of_exactly_the_limit_is_decoded() -> None:
+    raw = _raw(event("a", kind="prompt"))
+    assert [e.agent.id for e in decode(raw, len(raw)).events] == ["a"]
+    assert [r.code for r in decode(raw, len(raw) - 1).rejections] == ["too_large"]
+
+
+def test_a_large_finite_number_is_kept() -> None:
+    """Only a number that overflows to infinity is refused; a three-digit exponent alone is fine."""
+    [ev] = decode(_with('"x": 1e300').encode(), LIMIT).events
+    assert ev.attributes["x"] == 1e300
+
+
+def test_a_rejected_non_object_names_what_it_was() -> None:
+    out = decode(_raw([5, "text", None, [], True]), LIMIT)
+    assert [r.detail.rsplit(", not ", 1)[1] for r in out.rejections] == [
+        "a number", "a string", "null", "an array", "a boolean"]
+
+
+def test_a_batch_holding_only_what_json_does_not_call_whitespace_is_an_empty_batch() -> None:
+    out = decode(b"[\x0c]", LIMIT)  # a form feed: whitespace to Python, not to JSON, so the whole fails to parse
+    assert [(r.code, r.index) for r in out.rejections] == [("empty_batch", None)]
+
+
+def test_a_value_that_is_not_bytes_is_rejected_not_raised() -> None:
+    out = decode("{}", LIMIT)  # type: ignore[arg-type]  # the contract says bytes; decode still never raises
+    assert [(r.code, r.detail) for r in out.rejections] == [("malformed_json", "undecodable (TypeError)")]
+
+
+def test_each_event_keeps_its_position_in_the_batch() -> None:
+    out = decode(_batch_with("42"), LIMIT)
+    assert [out.index_of(p) for p in range(3)] == [0, 2, None]  # past the last event: no position
+
+
+def test_rejections_are_values() -> None:
+    """Equal rejections are one (a set of reasons dedups them), and none can be changed once made."""
+    a, b = Rejection("too_large", "x", 1), Rejection("too_large", "x", 1)
+    assert a == b and len({a, b}) == 1
+    with pytest.raises(FrozenInstanceError):
+        a.code = "other"  # type: ignore[misc]
+
+
+# -- cutting a batch into its elements without parsing them (streams/ingest/split.py) ----------------------------
+
+@pytest.mark.parametrize(("raw", "elements"), [
+    (b'[1, "a,]", {"x": [2, 3]}, [[4]]]', [b"1", b' "a,]"', b' {"x": [2, 3]}', b" [[4]]"]),
+    (b"  [1,2]", [b"1", b"2"]),
+    (b'[{"a": "[["}, 2]', [b'{"a": "[["}', b" 2"]),  # brackets inside strings nest nothing
+    (b'[{"a": "{"}, 2]', [b'{"a": "{"}', b" 2"]),
+    (b'[{"a": "x\\"]"}, 2]', [b'{"a": "x\\"]"}', b" 2"]),  # an escaped quote does not end the string
+    (b'[[1], "x"]', [b"[1]", b' "x"']),  # back at the top level in the middle of the array
+    (b"[[[1], 5], 2]", [b"[[1], 5]", b" 2"]),  # a comma inside a nested element is not a boundary
+    (b"[[[1][2]], 3]", [b"[[1][2]]", b" 3"]),  # a broken element keeps its outline: it is cut out whole
+    (b"[1,,2]", [b"1", b"", b"2"]),
+    (b"[ ]", []),
+])
+def test_a_batch_is_cut_at_its_top_level_commas(raw: bytes, elements: list[bytes]) -> None:
+    spans = split_array(raw)
+    assert spans is not None and [raw[start:end] for start, end in spans] == elements
+
+
+@pytest.mark.parametrize("raw", [b'[1, "abc]', b"[1] x", b"[1, 2", b"{}"])
+def test_a_batch_whose_outline_is_broken_cannot_be_cut(raw: bytes) -> None:
+    assert split_array(raw) is None
+
+
+def test_a_valid_surrogate_pair_does_not_make_another_error_a_lone_surrogate() -> None:
+    [r] = decode(b'{"x": "\\ud83d\\ude00", ', LIMIT).rejections
+    assert r.code == "malformed_json"
+
+
+def test_nan_and_infinity_tokens_are_refused_by_the_parser_itself() -> None:
+    """Not left to the overflow check, which looks only when a three-digit exponent occurs in the message."""
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        [r] = decode(b'{"x": ' + token + b"}", LIMIT).rejections
+        assert (r.code, r.detail.split(" (")[0]) == ("non_finite_number", "NaN and Infinity are not JSON"), token

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from warden.contract.redact import REDACTED, redact_text, redact_tree, redact_value, slack_escape
+from warden.contract.redact import MAX_JSON_CHARS, REDACTED, redact_text, redact_tree, redact_value, slack_escape
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,8 @@ def test_key_value_secrets_are_found_whatever_the_case_of_the_key(text: str, exp
         ("[a, token=abc123]", f"[a, token={REDACTED}]"),
         ("{k=[token=abc]}", f"{{k=[token={REDACTED}]}}"),
         ("secret: 's3cr3t value'", f"secret: {REDACTED}"),
+        ("password=[abc] next", f"password={REDACTED} next"),  # balanced brackets are all the value's
+        ("secret=x]y next", f"secret={REDACTED} next"),  # a bracket inside the value is not a closing one
     ],
 )
 def test_a_key_value_secret_loses_its_whole_value_and_keeps_outer_brackets(text: str, expected: str) -> None:
@@ -67,6 +69,10 @@ def test_values_under_secret_looking_keys_are_dropped_whole() -> None:
 def test_long_text_is_truncated_with_a_count() -> None:
     out = redact_text("a" * 1000, limit=10)
     assert out == "a" * 10 + "… (+990 chars)"
+
+
+def test_text_exactly_at_the_limit_is_kept_whole() -> None:
+    assert redact_text("a" * 10, limit=10) == "a" * 10
 
 
 def test_slack_escape_makes_mentions_and_links_inert() -> None:
@@ -115,6 +121,8 @@ def test_structured_secrets_are_redacted(text: str) -> None:
     "ASIAIOSFODNN7EXAMPLE", "AIzaSyA-0123456789abcdefghijklmnopqrstu",
     "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----",
     "q7Xk2LmP9wR4tZ8vB3nJ6hC1",  # high entropy, no known shape
+    "aB3dE5gH7jK9mN1aB3dE",  # 20 characters, 15 distinct: 3.82 bits, over the short-token bar log2(20) - 0.6
+    "aaBB33ddEE55ggHH77jjKK99mmNN11pp",  # exactly 4.0 bits per character: at the bar is over it
 ])
 def test_known_formats_and_high_entropy_tokens_are_redacted(token: str) -> None:
     out = redact_text(f"see {token} here", limit=10_000)
@@ -126,9 +134,32 @@ def test_known_formats_and_high_entropy_tokens_are_redacted(token: str) -> None:
     "trace 4bf92f3577b34da6a3ce929d0e0e4736, sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "vault://billing/stripe-restricted-key", "the author wrote internationalization-guidelines-2026",
     "shell.exec with {\"cmd\": \"id\", \"cwd\": \"/srv\"}",
+    "pod billing-agent-7d9f8b6c5-x2k4p restarted",  # varied, but no upper case: names and slugs are kept
+    "see the_quick_brown_fox_jumps_over_lazy_dogs",  # varied, but no digit
+    "build Version2Version2Version2",  # all three classes, but repetitive: low entropy
 ])
 def test_ordinary_text_and_ids_are_kept(text: str) -> None:
-    assert REDACTED not in redact_text(text, limit=10_000)
+    assert redact_text(text, limit=10_000) == text
+
+
+def test_only_the_password_of_credentials_in_a_url_is_redacted() -> None:
+    text = "clone https://bob:hunter2pass@git.example.com/repo.git now"
+    assert redact_text(text) == f"clone https://bob:{REDACTED}@git.example.com/repo.git now"
+
+
+def test_a_json_document_up_to_the_parse_limit_is_redacted_by_its_keys() -> None:
+    """`pin` is a secret only as a whole JSON key (no key=value shape names it): structure finds it up to
+    MAX_JSON_CHARS; a longer document is redacted by shape alone and kept as written."""
+    head = '{"pin":"1234","pad":"'
+    at_limit = head + "x" * (MAX_JSON_CHARS - len(head) - 2) + '"}'
+    assert len(at_limit) == MAX_JSON_CHARS
+    assert json.loads(redact_text(at_limit, limit=MAX_JSON_CHARS * 2))["pin"] == REDACTED
+    over = at_limit[:-2] + 'x"}'
+    assert redact_text(over, limit=MAX_JSON_CHARS * 2) == over  # not parsed (so not re-serialised either)
+
+
+def test_a_redacted_json_document_keeps_non_ascii_text_as_written() -> None:
+    assert redact_text('{"name": "café", "password": "x"}') == f'{{"name": "café", "password": "{REDACTED}"}}'
 
 
 def test_a_json_document_keeps_its_shape_and_loses_only_the_secret() -> None:

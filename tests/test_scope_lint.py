@@ -88,3 +88,32 @@ def test_a_playbook_may_name_a_workflow_flow_rule(tmp_path: Path) -> None:
         {"rules": ["secret-then-external", "untrusted_flow"], "playbook": "quarantine_agent"}))
     code, out = cli("policy", "lint", str(folder))
     assert code == 0, out
+
+
+def test_a_flow_window_of_exactly_the_session_ttl_is_allowed(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path, lambda d: wf(d, "billing-agent")["scope"]["untrusted_flow"].update(within="2h"))
+    code, report = lint_json(folder)
+    assert code == 0 and report["issues"] == [], report
+
+
+def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_properties(tmp_path: Path) -> None:
+    def glob(d: Docs) -> None:
+        args(d, "billing-agent")["billing.pay_vendor"]["additionalProperties"] = False
+        catalogue(d)["tools"]["billing.pay_*"] = {"categories": ["payment"], "resource": "payee_id"}  # type: ignore[index]
+
+    code, report = lint_json(write_policy(mkdir(tmp_path / "glob"), glob))
+    errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]
+    assert code == 1 and [p for p, _ in errors] == ["tools.billing.pay_*.resource"], errors
+
+    def no_properties(d: Docs) -> None:
+        _close_pay_vendor(d)
+        args(d, "billing-agent")["billing.pay_vendor"]["properties"] = {}
+
+    code, report = lint_json(write_policy(mkdir(tmp_path / "none"), no_properties))
+    [error] = [i for i in report["issues"] if i["level"] == "error"]
+    assert code == 1 and "constrains for this tool (none), which allows no others" in error["reason"], error
+
+
+def mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path

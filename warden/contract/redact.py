@@ -144,8 +144,7 @@ def _redact_token(m: re.Match[str]) -> str:
 def _high_entropy(token: str) -> bool:
     """A random-looking token: upper and lower case letters and digits, and varied characters. Hex (ids, hashes,
     trace ids) and words joined by `-`/`_` are kept."""
-    if REDACTED in token or not (any(c.isupper() for c in token) and any(c.islower() for c in token)
-                                 and any(c.isdigit() for c in token)):
+    if not (any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)):
         return False
     n = len(token)
     bits = -sum(c / n * math.log2(c / n) for c in Counter(token).values())
