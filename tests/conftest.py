@@ -15,7 +15,7 @@ import pytest
 from tests.incident_db import BACKENDS, database_url
 from tests.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
 from tests.pg_server import private_postgres
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.worker import Runtime

@@ -20,7 +20,7 @@ from streams.detectors import DetectorState, detect
 from tests.approval_helpers import GRANT, approval_policy
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import FakeClock, eventually
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, ApprovalStatus, Verdict
 from warden.contract.events import ActivityEvent
 from warden.runtime.settings import Settings

@@ -20,7 +20,7 @@ from tests.approval_helpers import GRANT
 from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.incident_helpers import eventually, signed
 from tests.kafka_helpers import has_marker, headers, produce, produce_events, read_topic
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.contract.approvals import ApprovalAnswer
 from warden.contract.findings import Finding
 from warden.runtime.settings import Settings

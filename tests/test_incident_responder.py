@@ -30,7 +30,7 @@ from responders.outbox import stages
 from responders.store import Claimed, IncidentStore, Pending, utcnow
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import FakeClock, eventually, finding, running
-from tests.slack_api_server import Message, SlackApiServer
+from warden.cli.slack_api_server import Message, SlackApiServer
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.kit.retry import Backoff

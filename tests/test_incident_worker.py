@@ -10,7 +10,7 @@ from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.runtime.settings import Settings
 from warden.runtime.worker import Runtime
 

@@ -47,7 +47,7 @@ from responders.outbox.stages import Retry, dedup, notice_of
 from responders.store import Claimed
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import POLICY, finding
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
 from warden.contract.matrix import Matrix, Owner
 from warden.contract.redact import redact_text

@@ -21,8 +21,8 @@ from responders.db.models import FindingRecord, Incident
 from tests.conftest import SLACK_TOKEN
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import committed_offsets, event, produce_each, read_topic
-from tests.slack_api_server import SlackApiServer
 from tests.test_many_workers import REPO, Worker
+from warden.cli.slack_api_server import SlackApiServer
 from warden.contract.findings import Finding
 from warden.runtime.ingest import ingest_group
 from warden.runtime.settings import BUNDLED_POLICY, Settings

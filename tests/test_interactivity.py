@@ -15,7 +15,7 @@ from responders.incidents import Action, Status
 from responders.notifiers.slack.interactivity import PATH
 from tests.conftest import SLACK_SIGNING_SECRET
 from tests.incident_helpers import POLICY, block_actions, eventually, finding, running, signed
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.contract import metrics
 from warden.contract.matrix import Severity
 from warden.runtime.settings import Settings

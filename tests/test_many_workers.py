@@ -32,7 +32,7 @@ from tests.conftest import SLACK_TOKEN
 from tests.incident_db import database_url
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, produce_events
-from tests.slack_api_server import Message, Request, SlackApiServer
+from warden.cli.slack_api_server import Message, Request, SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 

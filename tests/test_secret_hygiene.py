@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import event, headers, produce, read_topic
-from tests.slack_api_server import SlackApiServer
+from warden.cli.slack_api_server import SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.worker import Runtime
 

@@ -10,8 +10,8 @@ import pytest
 from responders.notifiers.base import Notice, NoticeKind, TryLater, send_deadline
 from responders.notifiers.slack.notifier import SlackNotifier
 from tests.conftest import SLACK_TOKEN
-from tests.slack_api_server import SlackApiServer
 from tests.test_incidents import view
+from warden.cli.slack_api_server import SlackApiServer
 
 SLACK_CLOCK_SLACK_S = 0.05  # the server stamps arrival with time.time(), the client waits on time.monotonic()
 
