@@ -115,7 +115,8 @@ async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_dat
         "PYTHONDONTWRITEBYTECODE": "1", "WARDEN_DATA_DIR": str(data), "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_APP_ID": f"warden-ro-{run}",
         **{f"WARDEN_TOPIC_{t.upper()}": f"ro{run}.{t}" for t in ("activity", "findings", "dlq", "control",
-                                                                  "revocations")},
+                                                                  "revocations", "approval_requests",
+                                                                  "approval_decisions", "approval_dlq")},
     }
     ns = ["unshare", "--mount", "--propagation", "private", *([] if os.geteuid() == 0 else ["--map-root-user"])]
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@"'
@@ -128,7 +129,10 @@ async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_dat
             assert proc.poll() is None, log_path.read_text()
             return re.search(r"Warden worker up: .* web=http://127.0.0.1:(\d+)", log_path.read_text())
 
-        started = await eventually(up, 60, "the worker up on a read-only root")
+        try:
+            started = await eventually(up, 60, "the worker up on a read-only root")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{log_path.read_text()}") from None
         health = await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{started[1]}/healthz", None, 5)
         assert health.status == 200
         await produce_events(kafka_bootstrap, env["WARDEN_TOPIC_ACTIVITY"],

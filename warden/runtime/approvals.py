@@ -124,19 +124,23 @@ class ApprovalHost:
         s = self.settings
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await self._producer.start()
+        # Topics are subscribed after start(): given to the constructor, start() waits for the group join (5 s on
+        # Tansu, each), and the worker's start-up with it; subscribed, both groups join alongside the ingest's.
         self._consumer = AIOKafkaConsumer(
-            s.topic_approval_requests, bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approvals",
+            bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approvals",
             enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000))
         await self._consumer.start()
+        self._consumer.subscribe([s.topic_approval_requests])
         self._actions = AIOKafkaConsumer(
-            s.topic_activity, bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approval-actions",
+            bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approval-actions",
             enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),
             max_partition_fetch_bytes=max(1_048_576, 2 * s.max_message_bytes))
         await self._actions.start()
+        self._actions.subscribe([s.topic_activity])
         self.desk.loop.start()
         self._task = asyncio.create_task(_kept_running(self._consume), name="warden.approvals.kafka")
         self._watch_task = asyncio.create_task(_kept_running(self._watch_actions), name="warden.approvals.actions")
