@@ -80,7 +80,8 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     async def publish(finding: Finding) -> None:
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
-    # The input topics and how each is read. A second input format = one line here (and its topic in Settings).
+    # The input topics: how each is read, and how its log is replayed to rebuild detector state. A new input topic =
+    # one line in each mapping (and its topic in Settings).
     # OTLP spans from the Collector (WARDEN_TOPIC_OTLP) are judged like activity, with late agent identity: their
     # handler holds a span until an ancestor names its agent, and the commit stays below it.
     replay: dict[str, Decoder] = {
