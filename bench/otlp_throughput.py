@@ -9,8 +9,9 @@ their `invoke_agent` parent that does (so every tool span waits in the agent res
 tool calls are out of scope.
 
 (a) the reference limit: raw aiokafka getmany + `TracesData.ParseFromString` and a walk over every span;
-(b) Warden: a real worker (the `warden.otlp` agent: decode, agent resolution, mapping, every detector, findings
-    produced), from the first event ingested to the last finding produced.
+(b) Warden: a real worker (the batch ingest's span input: decode, agent resolution, mapping, every detector,
+    findings produced and acknowledged, offsets committed), from the first message taken to the last finding
+    delivered.
 Both read the same pre-produced topic in the same run; each rep fills a new topic. Compare the ratio b/a.
 """
 
@@ -36,7 +37,7 @@ from bench.throughput import CountingResponder
 from tests.otel_spans import Recorder, otlp_proto
 from warden.contract import metrics
 from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.otlp_shell import OtlpShell
+from warden.runtime.ingest import BatchIngest, BatchJudge
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics
 from warden.runtime.worker import Runtime
@@ -112,25 +113,29 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
                         otlp_encoding="otlp_proto", kafka_session_timeout_s=6, kafka_heartbeat_interval_s=1,
                         kafka_rebalance_timeout_s=3, topic_partitions=PARTITIONS)
     events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
-    # Timed inside the span agent itself (first message taken → the handling after which every event and finding
-    # is out): a poll from another task of the same loop may not run until the agent has drained the topic.
+    # Timed inside the ingest host (first message judged → the commit after which every event and finding is
+    # out): a poll from another task of the same loop may wait behind a long run of batches.
     marks: dict[str, float] = {}
-    original = OtlpShell.on_message
+    judge, commit = BatchJudge.judge, BatchIngest._commit
 
-    async def timed(shell: OtlpShell, event: object) -> None:
+    async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
         marks.setdefault("start", time.perf_counter())
-        await original(shell, event)  # type: ignore[arg-type]
+        return await judge(self, record, out)  # type: ignore[arg-type]
+
+    async def timed_commit(self: BatchIngest, offsets: dict) -> None:  # type: ignore[type-arg]
         if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
                 and metrics.total(metrics.FINDINGS) - findings0 >= due:
             marks["end"] = time.perf_counter()
+        await commit(self, offsets)
 
-    OtlpShell.on_message = timed  # type: ignore[method-assign]
+    BatchJudge.judge = timed_judge  # type: ignore[method-assign]
+    BatchIngest._commit = timed_commit  # type: ignore[method-assign]
     try:
         async with Runtime(settings, responder=CountingResponder()):
             while "end" not in marks:
                 await asyncio.sleep(0.05)
     finally:
-        OtlpShell.on_message = original  # type: ignore[method-assign]
+        BatchJudge.judge, BatchIngest._commit = judge, commit  # type: ignore[method-assign]
     elapsed = marks["end"] - marks["start"]
     return n_events / elapsed
 

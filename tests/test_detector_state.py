@@ -19,6 +19,7 @@ from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Limit
 from warden.runtime.ingest import BatchJudge, Outgoing, _Stopping, deliver
+from warden.runtime.inputs import NativeInput
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -236,8 +237,8 @@ async def test_a_failed_produce_is_sent_again_alone_and_a_re_delivered_message_i
     record = SimpleNamespace(topic="activity", partition=0, offset=0, timestamp=0, key=b"iam-agent", value=value)
     states = PartitionStates("unused:9092", FORMATS["native"], 1 << 20, lambda: P)
     s = Settings(topic_activity="activity")
-    judge = BatchJudge(s, PolicyHolder(P), {"activity": FORMATS["native"]}, {"activity": states}, sealer=None,
-                       dlq_sealer=s.sealer())
+    judge = BatchJudge(s, PolicyHolder(P), {"activity": NativeInput(FORMATS["native"], 1 << 20)},
+                       {"activity": states}, sealer=None, dlq_sealer=s.sealer())
     out: list[Outgoing] = []
     assert await judge.judge(record, out) == 2  # type: ignore[arg-type]
     assert [(o.finding.rule, o.finding.event_id) for o in out if o.finding] == [

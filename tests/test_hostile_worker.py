@@ -18,6 +18,7 @@ from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.runtime.catalogue import load
 from warden.runtime.ingest import BatchJudge, Outgoing
+from warden.runtime.inputs import NativeInput
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -80,7 +81,8 @@ async def test_one_event_failing_detection_costs_only_itself_and_every_event_is_
     holder = PolicyHolder(policy)
     decode = FORMATS["native"]
     states = PartitionStates(kafka_bootstrap, decode, s.max_message_bytes, lambda: holder.current)
-    judge = BatchJudge(s, holder, {s.topic_activity: decode}, {s.topic_activity: states}, sealer=None,
+    judge = BatchJudge(s, holder, {s.topic_activity: NativeInput(decode, s.max_message_bytes)},
+                       {s.topic_activity: states}, sealer=None,
                        dlq_sealer=s.sealer())
     raw = json.dumps([event("billing-agent-1", tool={"name": "shell.exec"}), event("crash-agent", kind="prompt"),
                       {"event_id": "half"}]).encode()

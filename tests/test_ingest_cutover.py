@@ -1,6 +1,7 @@
-"""The cut-over from the faust agent's group to the ingest group: on its first start the ingest group takes the
+"""The cut-over from the faust agents' group to the ingest group: on its first start the ingest group takes the
 old group's committed offsets, so the events the old agent judged are not judged again and none after them is
-skipped; later starts leave the ingest group's own offsets alone."""
+skipped; later starts leave the ingest group's own offsets alone, and a topic that moves over later is seeded on
+its own."""
 
 from __future__ import annotations
 
@@ -59,3 +60,19 @@ async def test_the_ingest_group_starts_where_the_old_agent_committed_and_is_seed
     assert await seed_from_old_group(kafka_bootstrap, s.app_id, group, [s.topic_activity]) == {}, \
         "an ingest group with offsets of its own is never seeded again"
     assert await committed_offsets(kafka_bootstrap, group, s.topic_activity) == mine
+
+
+
+async def test_a_topic_that_moves_to_the_ingest_group_later_is_seeded_on_its_own(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The span topic moved a release after the activity topic: the ingest group has activity offsets already."""
+    s = isolated_settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(kafka_bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
+    group = ingest_group(s.app_id)
+    await commit_as(kafka_bootstrap, group, {TopicPartition(s.topic_activity, 0): 0})
+    spans = {TopicPartition(s.topic_otlp, 0): 0, TopicPartition(s.topic_otlp, 1): 0}
+    await commit_as(kafka_bootstrap, s.app_id, {TopicPartition(s.topic_activity, 0): 0} | spans)
+    assert await seed_from_old_group(kafka_bootstrap, s.app_id, group, [s.topic_activity, s.topic_otlp]) == spans
+    assert await committed_offsets(kafka_bootstrap, group, s.topic_otlp) == {0: 0, 1: 0}
+    assert await seed_from_old_group(kafka_bootstrap, s.app_id, group, [s.topic_activity, s.topic_otlp]) == {}

@@ -18,6 +18,7 @@ from tests.kafka_helpers import committed_offsets, has_marker, headers, produce,
 from tests.otel_spans import Recorder, otlp_json, otlp_proto
 from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.runtime.ingest import ingest_group
 from warden.runtime.settings import Settings
 from warden.runtime.worker import Runtime
 
@@ -137,7 +138,8 @@ async def test_a_message_whose_spans_wait_for_their_agent_is_not_committed_until
             # past the held one.
             await producer.send_and_wait(settings.topic_otlp, otlp_proto(resolved_span), partition=0)
             await _findings(rt, [_event_id(resolved_span[0])])
-            # Then one on partition 1: once faust has committed it, it has committed partition 0 as far as it may.
+            # Then one on partition 1: once the ingest has committed it, it has committed partition 0 as far as it
+            # may.
             again = Recorder(**{"gen_ai.agent.id": "support-bot-2"})
             with again.tool("shell.exec"):
                 pass
@@ -159,7 +161,7 @@ async def test_a_message_whose_spans_wait_for_their_agent_is_not_committed_until
 
 
 async def _committed(rt: Runtime, settings: Settings, partition: int, at_least: int) -> dict[int, int] | None:
-    committed = await committed_offsets(rt.bootstrap, settings.app_id, settings.topic_otlp)
+    committed = await committed_offsets(rt.bootstrap, ingest_group(settings.app_id), settings.topic_otlp)
     return committed if committed.get(partition, 0) >= at_least else None
 
 
@@ -173,3 +175,21 @@ async def _eventually(check: Callable[[], Awaitable[T | None]], what: str, timeo
             return result
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_span_held_when_the_worker_stops_is_judged_by_the_next_one(worker_settings: Settings) -> None:
+    """The stop does not wait for the hold, and the held span is not lost: its message was not committed."""
+    turn = _out_of_scope_turn("billing-agent-1")
+    *children, _parent_never_sent = turn
+    resolved = Recorder(**{"gen_ai.agent.id": "support-bot-2"})
+    with resolved.tool("shell.exec"):
+        pass
+    after = resolved.finished()
+    async with Runtime(worker_settings.model_copy(update={"otlp_wait_s": 120.0})) as rt:
+        await produce(rt.bootstrap, worker_settings.topic_otlp, [(_trace_key(turn), otlp_proto(children)),
+                                                                  (_trace_key(after), otlp_proto(after))])
+        await _findings(rt, [_event_id(after[0])])  # the worker reads, and holds the tool span for its agent
+        assert metrics.OTLP_HELD_SPANS._value.get() >= 1
+    async with Runtime(worker_settings.model_copy(update={"otlp_wait_s": 0.5})) as rt:
+        findings = await _findings(rt, [_event_id(children[0])])
+        assert findings[_event_id(children[0])].agent_id == "billing-agent-1-svc"  # released unresolved

@@ -11,13 +11,15 @@ from faust.types import EventT
 
 from responders.base import Responder
 from streams.ingest import FORMATS, Decoder
+from streams.ingest.otlp import OtlpIngest, replay_decoder
+from streams.ingest.otlp_agents import Bounds
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
-from warden.runtime.otlp_shell import build_otlp_shell, tick_interval
+from warden.runtime.inputs import InputHandler, NativeInput, SpanInput
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -78,43 +80,25 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     async def publish(finding: Finding) -> None:
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
-    # The input topics and how each is read. A second input format = one line here (and its topic in Settings).
-    inputs: dict[str, Decoder] = {settings.topic_activity: FORMATS["native"]}
+    # The input topics: how each is read, and how its log is replayed to rebuild detector state. A new input topic =
+    # one line in each mapping (and its topic in Settings).
+    # OTLP spans from the Collector (WARDEN_TOPIC_OTLP) are judged like activity, with late agent identity: their
+    # handler holds a span until an ancestor names its agent, and the commit stays below it.
+    replay: dict[str, Decoder] = {
+        settings.topic_activity: FORMATS["native"],
+        settings.topic_otlp: replay_decoder(settings.otlp_encoding, lambda: holder.current),
+    }
+    inputs: dict[str, InputHandler] = {
+        settings.topic_activity: NativeInput(FORMATS["native"], settings.max_message_bytes),
+        settings.topic_otlp: SpanInput(settings.topic_otlp, OtlpIngest(
+            settings.otlp_encoding, Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans),
+            max_bytes=settings.max_message_bytes), settings.otlp_wait_s),
+    }
     # Detector state per input partition, rebuilt from the log the first time a partition is seen here.
     states = {topic: PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current,
-                                     quarantined=quarantined) for topic, decode in inputs.items()}
+                                     quarantined=quarantined) for topic, decode in replay.items()}
     judge = BatchJudge(settings, holder, inputs, states, sealer=sealer, dlq_sealer=dlq_sealer)
     ingest = BatchIngest(settings, bootstrap, judge, limits)
-
-    # OTLP spans from the Collector (WARDEN_TOPIC_OTLP): judged like activity, with late agent identity. A faust agent
-    # for now (warden.runtime.otlp_shell); its host interface is OtlpIngest's take/release/lowest_held.
-    async def dead_letter_span(event: EventT[bytes], reason_code: str, reason: str, index: int | None = None) -> None:
-        msg = event.message
-        record = dead_letter_record(settings, dlq_sealer, topic=msg.topic, partition=msg.partition,
-                                    offset=msg.offset, key=msg.key, value=msg.value, reason_code=reason_code,
-                                    reason=reason, index=index)
-        await send_with_backoff(lambda: dlq.send(key=record.key, value=record.value, headers=record.headers))
-        metrics.INVALID.labels(reason=reason_code).inc()
-
-    async def publish_bytes(key: bytes, value: bytes) -> None:
-        await findings_topic.send(key=key, value=value)
-
-    otlp = build_otlp_shell(settings, bootstrap, holder, publish=publish_bytes, dead_letter=dead_letter_span,
-                            quarantined=quarantined)
-    # mode types a handler's `signal` keyword as the string "BaseSignalT", which no handler's annotation can match
-    app.on_partitions_revoked.connect(otlp.on_revoked)  # type: ignore[arg-type]
-    app.on_partitions_assigned.connect(otlp.on_assigned)  # type: ignore[arg-type]
-
-    @app.agent(raw_topic(settings.topic_otlp), name="warden.otlp")
-    async def otlp_agent(stream: faust.StreamT[bytes]) -> None:
-        # acked by the shell once none of its spans is held (StreamT does not declare noack; Stream has it)
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            await with_retries(event, otlp.on_message, dead_letter_span)
-            otlp.settle(event)
-
-    @app.timer(interval=tick_interval(settings), name="warden.otlp.release")  # type: ignore[untyped-decorator]
-    async def release_held_spans() -> None:
-        await otlp.tick()
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:

@@ -9,8 +9,14 @@ is; a worker killed in between leaves the batch uncommitted and whoever reads it
 (same `finding_id`, which the responder dedups).
 
 Its consumer group is `<app_id>.ingest` (a plain aiokafka consumer cannot join faust's group: another assignor
-protocol). On its first start the group is seeded from the faust group's committed offsets on the input topics, so
-a cut-over from the old `warden.ingest` agent neither re-reads nor skips anything (`seed_from_old_group`).
+protocol). Where it has no offset of its own, the group is seeded from the faust group's committed offsets on the
+input topics, so a cut-over from the old `warden.ingest` and `warden.otlp` agents neither re-reads nor skips
+anything (`seed_from_old_group`).
+
+Each input topic has a handler (`warden.runtime.inputs`): the native one turns a message into its batch of events;
+the span topic's holds spans until an ancestor names their agent, so a partition's commit stops at its lowest held
+offset, a release tick in this loop (getmany's timeout bounds its wait) judges the spans whose wait is over, and a
+revocation drops what is held (those messages are read again from the committed offset).
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import Counter
 
 from streams.detectors import DetectorState, detect
-from streams.ingest import Decoded, Decoder
+from streams.ingest import Decoded
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent, Kind
 from warden.contract.findings import Finding
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME, Sealer
+from warden.runtime.inputs import Batch, InputHandler
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -114,11 +121,11 @@ class BatchJudge:
     from the log first. Each event stands alone: one whose detection or finding cannot be made is dead-lettered by
     its batch index and the others go on."""
 
-    def __init__(self, settings: Settings, holder: PolicyHolder, inputs: Mapping[str, Decoder],
+    def __init__(self, settings: Settings, holder: PolicyHolder, inputs: Mapping[str, InputHandler],
                  states: Mapping[str, PartitionStates], *, sealer: Sealer | None, dlq_sealer: Sealer) -> None:
         self._settings = settings
         self._holder = holder
-        self._inputs = inputs
+        self.inputs = inputs
         self.states = states
         self._sealer = sealer
         self._dlq_sealer = dlq_sealer
@@ -128,13 +135,44 @@ class BatchJudge:
         """Append the record's findings and dead letters to `out`; returns the events it held (0 if a replay)."""
         topic, partition, offset = record.topic, record.partition, record.offset
         states = self.states[topic]
+        handler = self.inputs[topic]
         state = states.current(topic, partition, offset)
         if state is None:  # first seen here since start or assignment: rebuild it from the log first
             state = await states.rebuild(topic, partition, offset, record.timestamp / 1000)
-        if not state.first_time(topic, partition, offset):
+        if not state.first_time(topic, partition, offset) and not handler.retakes:
             metrics.REPLAYED.inc()
             return 0
-        decoded = self._inputs[topic](record.value, self._settings.max_message_bytes)
+        own, *earlier = handler.take(record, self._holder.current)
+        events = self._judge_batch(record, own.decoded, state, out)
+        if earlier:
+            events += self.judge_released(topic, earlier, out)
+        return events
+
+    def release(self, out: list[Outgoing]) -> int:
+        """Held events whose wait is over, of every holding input, judged into `out`; returns how many."""
+        events = 0
+        for topic, handler in self.inputs.items():
+            if handler.release_every is not None:
+                events += self.judge_released(topic, handler.release(self._holder.current), out)
+        return events
+
+    def judge_released(self, topic: str, batches: list[Batch], out: list[Outgoing]) -> int:
+        """Earlier messages' events, each batch judged on its partition's state, dead-lettered against its source."""
+        handler, states = self.inputs[topic], self.states[topic]
+        events = 0
+        for batch in batches:
+            state = states.current(topic, batch.partition, batch.offset)
+            if state is None:  # the partition moved away meanwhile: its next owner judges these events again
+                continue
+            source = handler.source(batch.partition, batch.offset)
+            if source is None:  # not kept (it should be): its dead letters carry its coordinates only
+                source = ConsumerRecord(topic, batch.partition, batch.offset, 0, 0, None, None, None, 0, 0, [])
+            events += self._judge_batch(source, batch.decoded, state, out)
+        handler.settled()
+        return events
+
+    def _judge_batch(self, record: ConsumerRecord, decoded: Decoded, state: DetectorState,
+                     out: list[Outgoing]) -> int:
         for rejection in decoded.rejections:
             out.append(self._dead_letter(record, rejection.code, rejection.reason, rejection.index))
         self._judge_events(record, decoded, state, out)
@@ -243,6 +281,12 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._findings_children: dict[tuple[str, str, bool], Counter] = {}
+        self._taken: dict[TopicPartition, int] = {}  # per partition, the offset after the last message taken
+        self._committed: dict[TopicPartition, int] = {}  # per partition, what this worker committed last
+        self._generation = 0  # counts assignments: records fetched before the latest one are not judged
+        ticks = [h.release_every for h in judge.inputs.values() if h.release_every is not None]
+        self._release_every = min(ticks) if ticks else None
+        self._next_release = 0.0
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -292,17 +336,23 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
 
     async def _run(self) -> None:
         consumer = self.consumer
+        # getmany returns at the latest after this, so held events are released on time when nothing comes in
+        wait_ms = 200 if self._release_every is None else min(200, int(self._release_every * 1000))
         while not self._stopping:
             try:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=self.limits.max_records)
+                fetched = await consumer.getmany(timeout_ms=wait_ms, max_records=self.limits.max_records)
             except KafkaError as exc:
                 log.warning("fetch failed (%s: %s); fetching again", type(exc).__name__, exc)
                 await asyncio.sleep(0.5)
                 continue
             records = _records(fetched)
+            generation = self._generation
             try:
-                while not self._stopping and await self._one_batch(records):
+                while not self._stopping and await self._one_batch(records, generation):
                     pass
+                if self._release_every is not None and time.monotonic() >= self._next_release:
+                    self._next_release = time.monotonic() + self._release_every
+                    await self._release()
             except _Stopping:
                 return
             except Exception:  # a bug or an unexpected error: never end the loop, never skip what was not committed
@@ -315,6 +365,11 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         async with self._lock:
             for states in self.judge.states.values():
                 states.on_assigned(())
+            for topic, handler in self.judge.inputs.items():
+                handler.forget(tp.partition for tp in self.consumer.assignment() if tp.topic == topic)
+            self._taken.clear()
+            self._committed.clear()
+            self._generation += 1
             consumer = self.consumer
             while not self._stopping:
                 try:
@@ -329,7 +384,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     log.warning("cannot go back to the committed offsets (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.5)
 
-    async def _one_batch(self, records: Iterator[ConsumerRecord]) -> bool:
+    async def _one_batch(self, records: Iterator[ConsumerRecord], generation: int) -> bool:
         """Judge, deliver and commit up to `max_events` of `records`; False when they are used up."""
         limits = self.limits
         out: list[Outgoing] = []
@@ -340,8 +395,8 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             started = time.perf_counter()
             owned = self.consumer.assignment()
             while events < limits.max_events:
-                record = next(records, None)
-                if record is None:
+                record = next(records, None) if generation == self._generation else None
+                if record is None:  # used up, or a rebalance since the fetch: read again from the committed offsets
                     more = False
                     break
                 tp = TopicPartition(record.topic, record.partition)
@@ -361,11 +416,32 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     since_yield = 0
                     await asyncio.sleep(0)
             if offsets:
+                self._taken.update(offsets)
                 await self._deliver(out)
-                await self._commit(offsets)
+                await self._commit(self._commit_positions())
                 metrics.DETECT_SECONDS.observe(time.perf_counter() - started)
         await asyncio.sleep(0)  # let a waiting revocation in between batches
         return more
+
+    async def _release(self) -> None:
+        """Judge the held events whose wait is over, deliver them, then commit what their release frees."""
+        async with self._lock:
+            out: list[Outgoing] = []
+            self.judge.release(out)
+            if out:
+                await self._deliver(out)
+            await self._commit(self._commit_positions())
+
+    def _commit_positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last message taken, capped at its lowest held offset (a held event
+        is never committed past: a crash delivers its message again); only those that moved since the last commit."""
+        moved: dict[TopicPartition, int] = {}
+        for tp, taken in self._taken.items():
+            held = self.judge.inputs[tp.topic].lowest_held(tp.partition)
+            position = taken if held is None else min(taken, held)
+            if position > self._committed.get(tp, -1):
+                moved[tp] = position
+        return moved
 
     async def _deliver(self, out: list[Outgoing]) -> None:
         producer = self._producer
@@ -393,8 +469,11 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the batch; a commit refused by a rebalance is not fatal: the new owner re-reads the batch and
         produces the same findings again (same ids), which the responder dedups."""
+        if not offsets:
+            return
         try:
             await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            self._committed.update(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             metrics.INGEST_COMMIT_FAILURES.inc()
             log.warning("commit of %s refused (%s): the batch will be read again by the partitions' owner",
@@ -407,6 +486,11 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         async with self._lock:
             for states in self.judge.states.values():
                 states.on_revoked()
+            for topic, handler in self.judge.inputs.items():  # held events: their messages are read again
+                handler.forget(tp.partition for tp in revoked if tp.topic == topic)
+            self._taken.clear()
+            self._committed.clear()
+            self._generation += 1
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """The new assignment: the state of a partition that moved away is dropped (its new owner rebuilds it)."""
@@ -422,16 +506,19 @@ def _records(fetched: Mapping[TopicPartition, list[ConsumerRecord]]) -> Iterator
 
 async def seed_from_old_group(bootstrap: str, old_group: str, new_group: str, topics: list[str]) -> dict[
         TopicPartition, int]:
-    """The cut-over from the faust agent: when `new_group` has committed nothing on `topics`, commit `old_group`'s
-    offsets there into it, so nothing is re-read or skipped. Returns what it seeded (nothing on later starts)."""
+    """The cut-over from the faust agent: on each partition of `topics` where `new_group` has committed nothing,
+    commit `old_group`'s offset there into it, so nothing is re-read or skipped. Per partition, because an input
+    topic may move over later than the others (the span topic did). Returns what it seeded (nothing on later
+    starts: every partition the old group committed on then has an offset of the new group's)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         partitions = sorted(TopicPartition(d["topic"], p["partition"]) for d in await admin.describe_topics(topics)
                             for p in d.get("partitions") or ())
-        if not partitions or any(o >= 0 for o in (await _committed(admin, new_group, partitions)).values()):
+        missing = [tp for tp, o in (await _committed(admin, new_group, partitions)).items() if o < 0]
+        if not missing:
             return {}
-        theirs = {tp: o for tp, o in (await _committed(admin, old_group, partitions)).items() if o >= 0}
+        theirs = {tp: o for tp, o in (await _committed(admin, old_group, missing)).items() if o >= 0}
     finally:
         await admin.close()
     if theirs:
