@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from responders.notifiers.slack.render import safe, who
+from responders.notifiers.slack.render import button_presses, safe, who
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_value, slack_escape
 
@@ -82,14 +82,12 @@ def _button(action: ApprovalAction, label: str, request_id: str, style: str) -> 
 
 def approval_clicks(payload: dict[str, Any]) -> list[tuple[ApprovalAction, str, str, str]]:
     """(action, request id, Slack user, channel) for each approval button in a `block_actions` payload."""
-    if payload.get("type") != "block_actions":
+    pressed = button_presses(payload)
+    if pressed is None:
         return []
-    user = (payload.get("user") or {}).get("id")
-    channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
-    if not isinstance(user, str) or not isinstance(channel, str):
-        return []
+    user, channel, actions = pressed
     out = []
-    for action in payload.get("actions") or []:
+    for action in actions:
         try:
             kind = ApprovalAction(action.get("action_id"))
         except (ValueError, AttributeError):

@@ -27,7 +27,7 @@ from responders.incidents import (
     check_transition,
 )
 from responders.notifiers.slack.notifier import SlackNotifier
-from responders.notifiers.slack.render import NOTIFIER, is_user_id
+from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.store import IncidentStore
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
@@ -51,14 +51,12 @@ class Click:
 
 def clicks(payload: dict[str, Any]) -> list[Click]:
     """The Warden buttons pressed in a `block_actions` payload; anything else is ignored."""
-    if payload.get("type") != "block_actions":
+    pressed = button_presses(payload)
+    if pressed is None:
         return []
-    user = (payload.get("user") or {}).get("id")
-    channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
-    if not isinstance(user, str) or not isinstance(channel, str):
-        return []
+    user, channel, actions = pressed
     out = []
-    for action in payload.get("actions") or []:
+    for action in actions:
         try:
             out.append(Click(Action(action.get("action_id")), int(action.get("value")), user, channel))
         except (ValueError, TypeError, AttributeError):

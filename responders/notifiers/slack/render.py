@@ -172,3 +172,14 @@ def is_root_of(message: dict[str, Any], inc: IncidentView) -> bool:
 def is_user_id(identity: str) -> bool:
     """Only a Slack user can click a button: a channel id is never an actor."""
     return bool(USER_ID.match(identity))
+
+
+def button_presses(payload: dict[str, Any]) -> tuple[str, str, list[Any]] | None:
+    """(Slack user, channel, actions) of a `block_actions` payload; None for any other payload or one without them."""
+    if payload.get("type") != "block_actions":
+        return None
+    user = (payload.get("user") or {}).get("id")
+    channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id")
+    if not isinstance(user, str) or not isinstance(channel, str):
+        return None
+    return user, channel, list(payload.get("actions") or [])
