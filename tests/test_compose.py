@@ -211,7 +211,8 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
                 "WARDEN_APP_ID": f"warden-compose-{run}", "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6",
                 "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1", "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3"}
         env |= {f"WARDEN_TOPIC_{k}": rename[Settings.model_fields[f"topic_{k.lower()}"].default]
-                for k in ("ACTIVITY", "FINDINGS", "DLQ", "CONTROL", "REVOCATIONS")}
+                for k in ("ACTIVITY", "FINDINGS", "DLQ", "CONTROL", "REVOCATIONS", "OTLP",
+                          "APPROVAL_REQUESTS", "APPROVAL_DECISIONS", "APPROVAL_DLQ")}
         one = _settings(env | {"WARDEN_DATA_DIR": str(tmp_path / "w1")}, monkeypatch)
         two = one.model_copy(update={"data_dir": tmp_path / "w2"})
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)  # the one-shot step, as it is written
@@ -222,13 +223,13 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
         finally:
             await admin.close()
         async with Runtime(one) as w1, Runtime(two) as w2:
-            assert w1.app is not None and w2.app is not None
+            assert w1.ingest is not None and w2.ingest is not None
             activity = one.topic_activity
 
-            def shares() -> tuple[set[int], set[int]] | None:
-                assert w1.app is not None and w2.app is not None
-                a = {tp.partition for tp in w1.app.consumer.assignment() if tp.topic == activity}
-                b = {tp.partition for tp in w2.app.consumer.assignment() if tp.topic == activity}
+            def shares() -> tuple[set[int], set[int]] | None:  # the batch ingest's group holds the activity topic
+                assert w1.ingest is not None and w2.ingest is not None
+                a = {tp.partition for tp in w1.ingest.assignment() if tp.topic == activity}
+                b = {tp.partition for tp in w2.ingest.assignment() if tp.topic == activity}
                 return (a, b) if a and b and not a & b and len(a | b) == one.topic_partitions else None
 
             a, b = await eventually(shares, 60, "both workers holding activity partitions")

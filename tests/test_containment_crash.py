@@ -60,6 +60,9 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path, policy: Path, server: OAuth
         "WARDEN_TOPIC_ACTIVITY": f"c{suffix}.activity", "WARDEN_TOPIC_FINDINGS": f"c{suffix}.findings",
         "WARDEN_TOPIC_DLQ": f"c{suffix}.dlq", "WARDEN_TOPIC_CONTROL": f"c{suffix}.control",
         "WARDEN_TOPIC_REVOCATIONS": f"c{suffix}.revocations", "WARDEN_WEB_BIND": "127.0.0.1:0",
+        "WARDEN_TOPIC_OTLP": f"c{suffix}.otlp", "WARDEN_TOPIC_APPROVAL_REQUESTS": f"c{suffix}.approval.requests",
+        "WARDEN_TOPIC_APPROVAL_DECISIONS": f"c{suffix}.approval.decisions",
+        "WARDEN_TOPIC_APPROVAL_DLQ": f"c{suffix}.approval.dlq",
         "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",
         "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3", "WARDEN_CONTAINMENT_POLL_S": "0.2",
         "WARDEN_CONTAINMENT_TIMEOUT_S": "60",  # the held webhook keeps its step executing until the kill

@@ -116,7 +116,7 @@ async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_dat
         "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_APP_ID": f"warden-ro-{run}",
         **{f"WARDEN_TOPIC_{t.upper()}": f"ro{run}.{t}" for t in ("activity", "findings", "dlq", "control",
                                                                   "revocations", "approval_requests",
-                                                                  "approval_decisions", "approval_dlq")},
+                                                                  "approval_decisions", "approval_dlq", "otlp")},
     }
     ns = ["unshare", "--mount", "--propagation", "private", *([] if os.geteuid() == 0 else ["--map-root-user"])]
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@"'

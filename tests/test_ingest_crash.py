@@ -60,7 +60,10 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
     s = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-crash-{suffix}", data_dir=tmp_path / "data",
                  topic_activity=f"k{suffix}.activity", topic_findings=f"k{suffix}.findings",
                  topic_dlq=f"k{suffix}.dlq", topic_control=f"k{suffix}.control",
-                 topic_revocations=f"k{suffix}.revocations")
+                 topic_revocations=f"k{suffix}.revocations", topic_otlp=f"k{suffix}.otlp",
+                 topic_approval_requests=f"k{suffix}.approval.requests",
+                 topic_approval_decisions=f"k{suffix}.approval.decisions",
+                 topic_approval_dlq=f"k{suffix}.approval.dlq")
     await ensure_topics(kafka_bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | {
         "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_POLICY": str(BUNDLED_POLICY),
@@ -68,6 +71,9 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
         "WARDEN_TOPIC_ACTIVITY": s.topic_activity, "WARDEN_TOPIC_FINDINGS": s.topic_findings,
         "WARDEN_TOPIC_DLQ": s.topic_dlq, "WARDEN_TOPIC_CONTROL": s.topic_control,
         "WARDEN_TOPIC_REVOCATIONS": s.topic_revocations, "WARDEN_WEB_BIND": "127.0.0.1:0",
+        "WARDEN_TOPIC_OTLP": s.topic_otlp, "WARDEN_TOPIC_APPROVAL_REQUESTS": s.topic_approval_requests,
+        "WARDEN_TOPIC_APPROVAL_DECISIONS": s.topic_approval_decisions,
+        "WARDEN_TOPIC_APPROVAL_DLQ": s.topic_approval_dlq,
         "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",
         "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3", "WARDEN_SLACK_TOKEN": SLACK_TOKEN,
         "WARDEN_SLACK_API_URL": slack_api.base_url, "WARDEN_OUTBOX_POLL_S": "0.2", "PYTHONUNBUFFERED": "1",

@@ -135,7 +135,10 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
     settings = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-many-{suffix}",
                         topic_activity=f"m{suffix}.activity", topic_findings=f"m{suffix}.findings",
                         topic_dlq=f"m{suffix}.dlq", topic_control=f"m{suffix}.control",
-                        topic_revocations=f"m{suffix}.revocations")
+                        topic_revocations=f"m{suffix}.revocations", topic_otlp=f"m{suffix}.otlp",
+                        topic_approval_requests=f"m{suffix}.approval.requests",
+                        topic_approval_decisions=f"m{suffix}.approval.decisions",
+                        topic_approval_dlq=f"m{suffix}.approval.dlq")
     # Created once here, so the two workers starting together do not race to create them.
     await ensure_topics(kafka_bootstrap, topic_names(settings), settings.topic_partitions,
                         configs=topic_configs(settings))
@@ -146,6 +149,10 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             "WARDEN_APP_ID": settings.app_id, "WARDEN_TOPIC_ACTIVITY": settings.topic_activity,
             "WARDEN_TOPIC_FINDINGS": settings.topic_findings, "WARDEN_TOPIC_DLQ": settings.topic_dlq,
             "WARDEN_TOPIC_CONTROL": settings.topic_control, "WARDEN_TOPIC_REVOCATIONS": settings.topic_revocations,
+            "WARDEN_TOPIC_OTLP": settings.topic_otlp,
+            "WARDEN_TOPIC_APPROVAL_REQUESTS": settings.topic_approval_requests,
+            "WARDEN_TOPIC_APPROVAL_DECISIONS": settings.topic_approval_decisions,
+            "WARDEN_TOPIC_APPROVAL_DLQ": settings.topic_approval_dlq,
             "WARDEN_SEAL_KEY": Fernet.generate_key().decode(),  # one key: a token sealed by one opens on the other
             "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6",
             "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1", "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3",
