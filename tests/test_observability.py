@@ -104,9 +104,12 @@ async def test_exact_counter_values_after_a_known_stream(worker_settings: Settin
             findings = sum(v - before.get(k, 0.0) for k, v in now.items() if k.startswith("warden_findings_total"))
             invalid = sum(v - before.get(k, 0.0) for k, v in now.items()
                           if k.startswith("warden_invalid_events_total"))
-            return now if findings >= 5 and invalid >= 3 else None
+            # the first lag pass may meet no group coordinator yet: wait for one that read the broker
+            lag_read = 'warden_consumer_lag{topic="' + s.topic_activity + '"}' in now
+            return now if findings >= 5 and invalid >= 3 and lag_read else None
 
-        after = await eventually(counted, timeout=20, what="the five findings and three dead letters counted")
+        after = await eventually(counted, timeout=20,
+                                 what="the five findings and three dead letters counted, and the lag read")
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
