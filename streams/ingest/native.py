@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import jiter
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from streams.ingest.base import Decoded, Rejection
 from streams.ingest.split import split_array
@@ -21,9 +21,14 @@ from warden.contract.events import ActivityEvent
 # jiter refuses more than this many nested arrays/objects (a fixed limit of the parser, counted from the value
 # being parsed: a single event, or one element of a batch once the batch is cut apart).
 MAX_DEPTH = 200
-_NUMBER_OVERFLOW = re.compile(rb"[eE][+]?\d{3,}")  # 1e999 parses as inf: look only when such an exponent occurs
+# 1e999 parses as inf: look only when such an exponent occurs. Two searches that each start with a literal letter
+# (which the regex engine finds with a fast scan) cost a quarter of one `[eE]` class search over the message.
+_NUMBER_OVERFLOW = (re.compile(rb"e[+]?\d{3}"), re.compile(rb"E[+]?\d{3}"))
 _NON_FINITE_TOKEN = re.compile(rb"(?:^|[:\[,]\s*)-?(?:NaN|Infinity)\b")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# A batch of valid events is validated in one call (the per-element loop runs inside pydantic-core); only a batch
+# with an invalid element is validated element by element, to reject just that one with its own reason.
+_BATCH = TypeAdapter(list[ActivityEvent])
 # RFC 4627 §3: JSON text starts with two ASCII characters, so NULs among its first four bytes mean UTF-16/32.
 _UTF16_32 = re.compile(rb"\A(?:\x00|[^\x00]\x00[\s\S]\x00)")
 
@@ -52,10 +57,14 @@ def _decode(raw: bytes | None, max_bytes: int) -> Decoded:
     if isinstance(value, list):
         if not value:
             return Decoded(rejections=[Rejection("empty_batch", "batch array holds no events")])
-        out = Decoded()
-        for i, item in enumerate(value):
-            _validate(item, i, out)
-        return out
+        try:
+            events = _BATCH.validate_python(value)
+        except ValidationError:
+            out = Decoded()
+            for i, item in enumerate(value):
+                _validate(item, i, out)
+            return out
+        return Decoded(events=events, indices=list(range(len(events))))
     out = Decoded()
     _validate(value, None, out)
     return out
@@ -75,7 +84,7 @@ def _parse(raw: bytes) -> Any:
         value = jiter.from_json(raw, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys")
     except ValueError as exc:
         raise _Bad(_classify_parse_error(raw, str(exc))) from None
-    if _NUMBER_OVERFLOW.search(raw) and not _finite(value):
+    if any(p.search(raw) for p in _NUMBER_OVERFLOW) and not _finite(value):
         raise _Bad(Rejection("non_finite_number", "a number overflows to infinity"))
     return value
 
