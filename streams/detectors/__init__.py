@@ -3,7 +3,7 @@ state those detectors keep, with what a replay needs (the offsets applied, `repl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +27,8 @@ from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
 from warden.policy.scope_checks import SESSION_TTL
+
+Bound = tuple[Callable[[Context, Any], list[Finding]], Any]  # a detector's detect function and its state
 
 # Every built-in detector, in the order they run. Adding a detector = one module + one line here.
 DETECTORS: tuple[Detector, ...] = (
@@ -61,6 +63,14 @@ class DetectorState:
         # Agents quarantined on warden.control: the worker's live view, shared by every partition's state.
         self.quarantined: Mapping[str, QuarantineMark] = quarantined if quarantined is not None else {}
         self._applied: dict[tuple[str, int], int] = {}
+        self._bound: tuple[_Plan | None, tuple[Bound, ...]] = (None, ())
+
+    def bound(self, plan: _Plan) -> tuple[Bound, ...]:
+        """Each of the plan's detectors with its state here, as (detect function, state): looked up once per
+        plan, not once per detector and event."""
+        if self._bound[0] is not plan:
+            self._bound = (plan, tuple((d.detect, self.by_rule[rule_id]) for rule_id, d in plan.detect))
+        return self._bound[1]
 
     def first_time(self, topic: str, partition: int, offset: int) -> bool:
         """True, and remembered, when `offset` is above every offset applied from that partition; False for a
@@ -118,10 +128,9 @@ def _plan(policy: Policy) -> _Plan:
 def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[Finding]:
     """Run every enabled built-in detector, then every custom rule. No first-match shadowing."""
     ctx = Context.of(event, policy, state.quarantined)
-    by_rule = state.by_rule
     findings: list[Finding] = []
-    for rule_id, detector in _plan(policy).detect:
-        found = detector.detect(ctx, by_rule[rule_id])
+    for run, kept in state.bound(_plan(policy)):
+        found = run(ctx, kept)
         if found:
             findings.extend(found)
     findings.extend(custom.detect(ctx))
