@@ -130,6 +130,7 @@ class BatchJudge:
         self._sealer = sealer
         self._dlq_sealer = dlq_sealer
         self._finding_topic = settings.topic_findings
+        self._kinds: dict[Kind, int] = {}  # events judged by kind since `count_events`
 
     async def judge(self, record: ConsumerRecord, out: list[Outgoing]) -> int:
         """Append the record's findings and dead letters to `out`; returns the events it held (0 if a replay)."""
@@ -181,7 +182,7 @@ class BatchJudge:
     def _judge_events(self, record: ConsumerRecord, decoded: Decoded, state: DetectorState,
                       out: list[Outgoing]) -> None:
         policy = self._holder.current
-        kinds: dict[Kind, int] = {}
+        kinds = self._kinds
         for position, ev in enumerate(decoded.events):
             kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
             try:
@@ -194,8 +195,13 @@ class BatchJudge:
                           record.offset, type(exc).__name__)
                 out.append(self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}"[:500],
                                              decoded.index_of(position)))
-        for kind, n in kinds.items():  # once per kind and message: a labelled counter's inc takes a lock
+
+    def count_events(self) -> None:
+        """Add the events judged since the last call to `warden_events_total`: once per kind and batch, not per
+        message (a counter's inc takes a lock)."""
+        for kind, n in self._kinds.items():
             _EVENTS_BY_KIND[kind].inc(n)
+        self._kinds.clear()
 
     def dead_letter_whole(self, record: ConsumerRecord, exc: Exception) -> Outgoing:
         """A record whose judging failed outside any one event (a bug): the whole message to the DLQ."""
@@ -415,6 +421,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                 if since_yield >= limits.yield_every:
                     since_yield = 0
                     await asyncio.sleep(0)
+            self.judge.count_events()
             if offsets:
                 self._taken.update(offsets)
                 await self._deliver(out)
@@ -428,6 +435,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         async with self._lock:
             out: list[Outgoing] = []
             self.judge.release(out)
+            self.judge.count_events()
             if out:
                 await self._deliver(out)
             await self._commit(self._commit_positions())
