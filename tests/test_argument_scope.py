@@ -114,3 +114,13 @@ def test_an_unknown_list_is_an_issue_naming_the_lists_there_are() -> None:
     check, issues = compile_constraint({"properties": {"to": {"in_list": "payes"}}}, {"payees": ["acme"]}, ("w",))
     assert check is None
     assert issues == [(("w", "properties", "to", "in_list"), "unknown list 'payes' (lists: payees)")]
+
+
+@pytest.mark.parametrize("written", [{"type": "string", "const": "root"}, {"const": "root", "type": "string"}])
+def test_a_constraint_quoted_from_an_object_lists_its_keys_sorted_whatever_order_they_were_written_in(
+        written: dict[str, str]) -> None:
+    """The same constraint reads the same in every finding, however the policy's author ordered its keys."""
+    check, issues = compile_constraint({"properties": {"user": {"not": written}}}, {}, ("w",))
+    assert check is not None and issues == []
+    [v] = check.violations({"user": "root"})
+    assert (v.path, v.constraint) == ("user", 'not: {"const": "root", "type": "string"}')
