@@ -197,8 +197,8 @@ class BatchJudge:
                                              decoded.index_of(position)))
 
     def count_events(self) -> None:
-        """Add the events judged since the last call to `warden_events_total`: once per kind and batch, not per
-        message (a counter's inc takes a lock)."""
+        """Add the events judged since the last call to `warden_events_total`: once per kind at each yield and at
+        the end of a batch, not per message (a counter's inc takes a lock)."""
         for kind, n in self._kinds.items():
             _EVENTS_BY_KIND[kind].inc(n)
         self._kinds.clear()
@@ -420,6 +420,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                 since_yield += n
                 if since_yield >= limits.yield_every:
                     since_yield = 0
+                    self.judge.count_events()  # what is read while the loop yields is at most yield_every behind
                     await asyncio.sleep(0)
             self.judge.count_events()
             if offsets:
