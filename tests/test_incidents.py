@@ -24,6 +24,7 @@ from responders.incidents import (
     TransitionError,
     approvers,
     authorise,
+    authorise_owner,
     check_transition,
     escalation_deadline,
     escalation_note,
@@ -148,6 +149,18 @@ def test_approval_climbs_from_the_named_approver_to_the_approving_steps_in_chain
     assert authorise(Action.approve, owners, "slack", "U0RIN") is None, "secops approves only once climbed"
     assert authorise(Action.approve, owners, "slack", "U0RIN", approval_level=1) == owners.escalation[0].owner
     assert authorise(Action.release, owners, "slack", "U0SAM") == owners.approver
+
+
+def test_an_owner_named_by_id_may_take_an_action_by_the_same_rule_as_a_click_and_nobody_else() -> None:
+    owners = chain_of(60, 60, approves=(0,))  # secops approves once climbed; ciso never does
+    responder = owners.responder
+    assert authorise_owner(Action.approve, owners, "sam") == owners.approver
+    assert authorise_owner(Action.approve, owners, "secops") is None, "secops approves only once climbed"
+    assert authorise_owner(Action.approve, owners, "secops", approval_level=1) == owners.escalation[0].owner
+    assert authorise_owner(Action.deny, owners, "ciso", approval_level=2) is None, "ciso's step does not approve"
+    assert authorise_owner(Action.acknowledge, owners, responder.id) == responder
+    assert authorise_owner(Action.resolve, owners, "ciso") == owners.escalation[1].owner
+    assert authorise_owner(Action.acknowledge, owners, "mallory") is None, "an id on no chain acts for nobody"
 
 
 def test_the_containment_line_reads_the_ledger_the_gate_and_the_decision() -> None:
