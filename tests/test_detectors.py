@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 import pytest
 
 from streams.detectors import DETECTORS, REGISTRY, DetectorState, detect
-from tests.matrix_builder import approval, change, ev, policy, tool, with_scope
+from streams.detectors.base import Context
+from tests.matrix_builder import T0, approval, change, ev, policy, tool, with_scope
+from tests.scope_builder import scoped
+from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
@@ -130,7 +134,19 @@ def test_a_secret_typed_resource_read_as_data_is_judged_as_a_secret_not_as_data(
     assert f.rule == "secret_access"
 
 
-# --- data_out_of_scope -----------------------------------------------------------------------------------------
+def test_a_secret_reported_as_the_events_resource_is_judged_on_it_not_on_the_tools_argument() -> None:
+    pol = scoped()
+    via_argument = tool("iam-agent", "vault.read", tool={"arguments": {"path": "vault://prod/db"}})
+    [f] = only(run([via_argument], pol), "secret_access")
+    assert (f.evidence["secret"], f.evidence["tool"]) == ("vault://prod/db", "vault.read")
+    reported = tool("iam-agent", "vault.read", tool={"arguments": {"path": "vault://iam/k"}},
+                    resource={"type": "secret", "id": "vault://prod/db"})
+    [f] = only(run([reported], pol), "secret_access")
+    assert f.evidence["secret"] == "vault://prod/db"
+    assert "tool" not in f.evidence, "`tool` marks a secret named by the call's argument"
+
+
+# --- data_out_of_scope -------------------------------------------------------------------------------------
 
 
 def test_data_outside_the_data_owners_globs_fires() -> None:
@@ -237,6 +253,36 @@ def test_the_approval_can_be_required_from_another_named_role() -> None:
         "unreviewed_identity_change"]
 
 
+def test_the_evidence_names_the_role_and_the_owner_whose_approval_was_required() -> None:
+    [f] = run([change("iam-agent", "user:bob")])
+    assert (f.evidence["required_from"], f.evidence["window"]) == ("approver (jordan)", "0:30:00")
+
+
+def decision(at: float, verdict: str, request: str) -> ActivityEvent:
+    """The named approver's decision on user:bob, taken by Warden on a gateway's approval request."""
+    return ev("approval", "iam-agent", at, approval={"approver": "jordan", "decision": verdict, "ref": "user:bob"},
+              attributes={"approval_request": request})
+
+
+def test_a_change_after_a_denied_request_names_it_but_one_after_a_stale_approval_does_not() -> None:
+    [denied] = run([decision(0, "rejected", "req-1"), change("iam-agent", "user:bob", at=1)])
+    assert denied.evidence["decided_in"] == "req-1"
+    [stale] = run([decision(0, "approved", "req-2"), change("iam-agent", "user:bob", at=31 * 60)])
+    assert "older than" in stale.evidence["reason"]
+    assert "decided_in" not in stale.evidence, "the request was approved, not denied"
+
+
+def test_only_a_change_inferred_from_a_catalogued_tool_call_names_a_tool() -> None:
+    pol = scoped()
+    [inferred] = run([tool("iam-agent", "directory.grant_role", tool={"arguments": {"user": "bob"}})], pol)
+    assert (inferred.rule, inferred.target, inferred.evidence["tool"]) == (
+        "unreviewed_identity_change", "bob", "directory.grant_role")
+    reported = ev("identity_change", "iam-agent", tool={"name": "directory.grant_role"},
+                  identity_change={"operation": "grant_role", "target": "bob"})
+    [f] = only(run([reported], pol), "unreviewed_identity_change")
+    assert "tool" not in f.evidence, "the event reports the change itself"
+
+
 # --- retry_loop ------------------------------------------------------------------------------------------------
 
 
@@ -335,3 +381,65 @@ def test_a_finding_carries_the_live_policy_sha_and_its_frozen_owners() -> None:
         "marco", "data-gov")
     assert [(s.owner.id, s.ack_timeout.total_seconds()) for s in f.owners.escalation] == [("iam-team", 300),
                                                                                          ("ciso", 600)]
+
+
+# --- the Detector contract: nothing to report is an empty list -------------------------------------------------
+
+S = scoped()  # the provisioner with a tool catalogue, argument constraints and the untrusted-flow rule
+READ_MAIL = {"tool": {"name": "mail.read"}, "session_id": "s1", "event_id": "read-1"}
+# Each built-in detector's early exits, one case per branch: (rule, why it ignores the events, policy, events,
+# agents quarantined since T0 + 60 s). Every event of a case must give `[]`.
+IGNORED: list[tuple[str, str, Policy, list[ActivityEvent], tuple[str, ...]]] = [
+    ("unowned_agent", "a listed agent", P, [ev("prompt", "help-bot")], ()),
+    ("unapproved_tool", "not a tool call", P, [ev("prompt", "help-bot")], ()),
+    ("unapproved_tool", "no workflow, so no scope", P, [tool("ghost", "shell.exec")], ()),
+    ("unapproved_tool", "an approved tool", P, [tool("help-bot", "kb.search")], ()),
+    ("secret_access", "no workflow, so no grant", P,
+     [ev("secret_access", "ghost", resource={"type": "secret", "id": "vault://x"})], ()),
+    ("secret_access", "no secret read", P, [ev("prompt", "iam-agent")], ()),
+    ("secret_access", "a granted secret", P,
+     [ev("secret_access", "iam-agent", resource={"type": "secret", "id": "vault://iam/writer"})], ()),
+    ("data_out_of_scope", "no resource", P, [ev("prompt", "iam-agent")], ()),
+    ("data_out_of_scope", "data in scope", P,
+     [ev("data_access", "iam-agent", resource={"type": "dataset", "id": "ldap://people/bob",
+                                              "classification": "internal"})], ()),
+    ("quarantine_breach", "an agent not quarantined", P, [ev("prompt", "iam-agent")], ("help-bot",)),
+    ("quarantine_breach", "activity before the quarantine", P, [ev("prompt", "iam-agent", at=59)], ("iam-agent",)),
+    ("retry_loop", "not a tool call", P, [ev("prompt", "iam-agent")], ()),
+    ("retry_loop", "no identical-retry limit", P, [tool("help-bot", "kb.search")] * 2, ()),
+    ("retry_loop", "within the limit", P, [tool("iam-agent", "directory.lookup_user", at=i) for i in range(3)], ()),
+    ("tool_burst", "not a tool call", P, [ev("prompt", "iam-agent")], ()),
+    ("tool_burst", "no tool-call limit", P, [tool("rag-bot", "retrieval.search", at=i) for i in range(3)], ()),
+    ("tool_burst", "within the limit", P, [tool("iam-agent", "directory.lookup_user", at=i) for i in range(5)], ()),
+    ("unreviewed_identity_change", "an approval, and the change it covers", P,
+     [approval("iam-agent", "jordan", "user:bob"), change("iam-agent", "user:bob", at=60)], ()),
+    ("unreviewed_identity_change", "no identity change", P, [ev("prompt", "iam-agent")], ()),
+    ("unreviewed_identity_change", "an operation needing no approval", P,
+     [change("iam-agent", "user:bob", operation="revoke_role")], ()),
+    ("argument_out_of_scope", "not a tool call", S, [ev("prompt", "iam-agent")], ()),
+    ("argument_out_of_scope", "a tool without constraints", S, [tool("iam-agent", "directory.lookup_user")], ()),
+    ("argument_out_of_scope", "arguments within the constraints", S,
+     [tool("iam-agent", "pay", tool={"arguments": {"payee": "acme", "amount": 10}})], ()),
+    ("untrusted_flow", "not a tool call", S, [ev("prompt", "iam-agent")], ()),
+    ("untrusted_flow", "no untrusted input yet", S, [tool("iam-agent", "shell", session_id="s1")], ()),
+    ("untrusted_flow", "untrusted input, its redelivery, then a harmless call", S,
+     [ev("tool_call", "iam-agent", **READ_MAIL), ev("tool_call", "iam-agent", **READ_MAIL),
+      tool("iam-agent", "directory.lookup_user", at=1, session_id="s1")], ()),
+]
+
+
+@pytest.mark.parametrize(("rule", "why", "pol", "events", "quarantined"), IGNORED,
+                         ids=[f"{rule}: {why}" for rule, why, *_ in IGNORED])
+def test_a_detector_with_nothing_to_report_returns_an_empty_list(
+    rule: str, why: str, pol: Policy, events: list[ActivityEvent], quarantined: tuple[str, ...]
+) -> None:
+    """The protocol promises `list[Finding]`: callers such as the approval judge iterate the result directly."""
+    marks = {a: QuarantineMark(agent_id=a, since=T0 + timedelta(seconds=60)) for a in quarantined}
+    detector = REGISTRY[rule]
+    state = detector.new_state()
+    for e in events:
+        assert detector.detect(Context.of(e, pol, marks), state) == [], f"{rule} on {e.kind.value} ({why})"
+
+
+def test_every_builtin_detector_has_its_early_exits_in_the_contract_cases() -> None:
+    assert {rule for rule, *_ in IGNORED} == set(REGISTRY)
