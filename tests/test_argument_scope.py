@@ -77,6 +77,22 @@ def test_several_violations_are_listed_in_one_finding() -> None:
     assert f.evidence["violations"].count(";") == 2
 
 
+SHORT = scoped({"arguments": {"pay": {"properties": {k: {"maxLength": 1} for k in "abcde"}}}})
+
+
+@pytest.mark.parametrize(("broken", "listed"), [
+    (1, None),  # the one violation is the finding's argument and constraint: no list
+    (2, "a: maxLength: 1; b: maxLength: 1"),
+    (3, "a: maxLength: 1; b: maxLength: 1; c: maxLength: 1"),
+    (4, "a: maxLength: 1; b: maxLength: 1; c: maxLength: 1; … (+1 more)"),
+    (5, "a: maxLength: 1; b: maxLength: 1; c: maxLength: 1; … (+2 more)"),
+])
+def test_up_to_three_violations_are_spelled_out_and_the_rest_counted(broken: int, listed: str | None) -> None:
+    [f] = arg_findings(SHORT, "pay", {k: "too long" for k in "abcde"[:broken]})
+    assert (f.evidence["argument"], f.evidence["constraint"]) == ("a", "maxLength: 1")
+    assert f.evidence.get("violations") == listed
+
+
 def test_a_workflow_extends_a_top_level_list() -> None:
     pol = scoped(workflow={"lists": {"company": ["partner.example.net"], "roles": ["editor"]}})
     assert arg_findings(pol, "mail.send", {"to": ["p@partner.example.net"]}) == []
