@@ -61,6 +61,36 @@ def test_beyond_n_steps_or_t_seconds_the_flow_no_longer_applies() -> None:
     assert flows([call(READ, 100), call("shell", 50)]) == []  # before the read in event time
 
 
+def test_the_time_window_includes_both_of_its_ends() -> None:
+    assert len(flows([call(READ, 5), call("shell", 5)])) == 1  # the same instant as the read
+    assert len(flows([call(READ), call("shell", 600)])) == 1  # exactly 10m after it
+
+
+def test_a_flow_with_several_after_categories_measures_from_the_latest_of_them() -> None:
+    rule = {"id": "pay-after-either", "after": ["untrusted_input", "secret_store"], "then": ["payment"],
+            "within_steps": 2}
+    pol = scoped({"flows": [rule]})
+
+    def own(first: ActivityEvent, second: ActivityEvent) -> list[tuple[str, str]]:
+        state = DetectorState()
+        events = [first, second, call("directory.lookup_user", 2), call("pay", 3, payee="acme", amount=5)]
+        found = [f for e in events for f in detect(e, pol, state) if f.rule == "pay-after-either"]
+        return [(f.evidence["after_tool"], f.evidence["steps_since"]) for f in found]
+
+    vault = call("vault.read", 0, path="vault://iam/k")
+    assert own(vault, call(READ, 1)) == [(READ, "2")]  # the secret read is 3 steps back: too far
+    assert own(call(READ, 0), call("vault.read", 1, path="vault://iam/k")) == [("vault.read", "2")]
+
+
+def test_a_session_that_read_no_untrusted_input_takes_no_place_in_the_trail() -> None:
+    state = DetectorState()
+    trail = state.by_rule["untrusted_flow"] = SessionTrail(max_sessions=1)
+    events = [call(READ, session="a"), call("shell", 1, session="b"), call("directory.lookup_user", 2, session="c")]
+    assert flows(events, state=state) == []
+    assert len(trail) == 1 and trail.get(("iam-agent", "a")) is not None
+    assert len(flows([call("shell", 3, session="a")], state=state)) == 1, "session a was not evicted by b or c"
+
+
 def test_sessions_are_separate_and_a_repeated_read_restarts_the_window() -> None:
     assert flows([call(READ, session="a"), call("shell", 1, session="b")]) == []
     steps = [call("directory.lookup_user", i) for i in range(1, 5)]
