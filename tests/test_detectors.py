@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -332,6 +333,28 @@ def test_a_loop_that_goes_on_fires_again_once_per_window() -> None:
 def test_calls_without_a_session_are_keyed_by_agent() -> None:
     [f] = only(run([call(i, session=None) for i in range(4)]), "retry_loop")
     assert f.evidence["session"].startswith("(none")
+
+
+BIG = 2**70  # beyond 64 bits: orjson refuses it, and the canonical form comes from the json fallback
+
+
+def test_identical_calls_with_an_integer_beyond_64_bits_are_one_call_whatever_their_key_order() -> None:
+    calls = [call(i, {"n": BIG, "user": "bob"} if i % 2 else {"user": "bob", "n": BIG}) for i in range(4)]
+    assert [f.rule for f in run(calls) if f.rule == "retry_loop"] == ["retry_loop"]
+
+
+def test_calls_that_differ_only_in_an_integer_beyond_64_bits_are_different_calls() -> None:
+    assert only(run([call(i, {"n": BIG + i, "user": "bob"}) for i in range(4)]), "retry_loop") == []
+
+
+@pytest.mark.parametrize(("arguments", "form"), [
+    ({"user": "zoë", "n": 1}, '{"n":1,"user":"zoë"}'),
+    ({"user": "zoë", "n": BIG}, '{"n":1180591620717411303424,"user":"zoë"}'),  # the fallback's form
+])
+def test_the_arguments_fingerprint_hashes_their_canonical_utf8_json(arguments: dict[str, object], form: str) -> None:
+    """Sorted keys, no spaces, UTF-8 as written: the same form whichever encoder made it."""
+    [f] = only(run([call(i, arguments) for i in range(4)]), "retry_loop")
+    assert f.evidence["arguments_sha256"] == hashlib.sha256(form.encode()).hexdigest()[:16]
 
 
 # --- tool_burst ------------------------------------------------------------------------------------------------
