@@ -18,7 +18,7 @@ from tests.matrix_builder import T0, approval, change, policy, tool, with_scope
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Limit
-from warden.runtime.ingest import BatchJudge, Outgoing, _Stopping, deliver
+from warden.runtime.ingest import BatchJudge, Deliveries, Outgoing, _Stopping
 from warden.runtime.inputs import NativeInput
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
@@ -257,7 +257,9 @@ async def test_a_failed_produce_is_sent_again_alone_and_a_re_delivered_message_i
         return done
 
     delivered: list[Outgoing] = []
-    await asyncio.wait_for(deliver(send, out, delivered.append, lambda: False), 10)
+    deliveries = Deliveries(send)
+    deliveries.out.extend(out)
+    await asyncio.wait_for(deliveries.settle(delivered.append, lambda: False), 10)
     assert sent == [o.value for o in out], "each record delivered once: the one refused, again, alone"
     assert delivered == out
 
@@ -271,5 +273,7 @@ async def test_a_batch_that_cannot_be_delivered_when_the_worker_stops_is_left_un
     async def refuse(o: Outgoing) -> asyncio.Future[None]:
         raise KafkaConnectionError("broker away")
 
+    deliveries = Deliveries(refuse)
+    deliveries.out.append(Outgoing("findings", b"k", b"v"))
     with pytest.raises(_Stopping):
-        await deliver(refuse, [Outgoing("findings", b"k", b"v")], lambda o: None, lambda: True)
+        await deliveries.settle(lambda o: None, lambda: True)

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.kafka_helpers import event, produce_events
 from warden.runtime import ingest
-from warden.runtime.ingest import BatchIngest, BatchLimits, Outgoing
+from warden.runtime.ingest import BatchIngest, BatchLimits, Deliveries
 from warden.runtime.worker import Runtime
 
 pytestmark = pytest.mark.integration
@@ -24,15 +24,15 @@ pytestmark = pytest.mark.integration
 async def test_a_batch_that_fails_undelivered_is_read_again_and_none_of_its_findings_is_lost(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deliver = BatchIngest._deliver
-    failures = [RuntimeError("a bug between judging and delivering")]
+    settle = BatchIngest._settle
+    failures = [RuntimeError("a bug between judging and the acknowledgements")]
 
-    async def failing_once(self: BatchIngest, out: list[Outgoing]) -> None:
-        if failures and out:
+    async def failing_once(self: BatchIngest, deliveries: Deliveries) -> None:
+        if failures and deliveries.out:
             raise failures.pop()
-        await deliver(self, out)
+        await settle(self, deliveries)
 
-    monkeypatch.setattr(BatchIngest, "_deliver", failing_once)
+    monkeypatch.setattr(BatchIngest, "_settle", failing_once)
     s = isolated_settings(kafka_bootstrap, tmp_path)
     strays = [event(f"stray-{s.app_id}-{i}", kind="prompt") for i in range(20)]
     responder = RecordingResponder()

@@ -11,7 +11,7 @@ FINDINGS = Counter("warden_findings_total", "Findings produced", ["rule", "sever
 RESPONDED = Counter("warden_findings_responded_total", "Findings the responder stage has handled")
 ALERTS = Counter("warden_alerts_total", "Alerts delivered to a responder channel", ["channel", "rule"])
 DETECT_SECONDS = Histogram(
-    "warden_detect_seconds", "Time to decode and run detectors on one Kafka message",
+    "warden_detect_seconds", "Time to decode and run the detectors on one ingest batch",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
 )
 POLICY_INFO = Gauge("warden_policy_info", "The live policy (value 1) labelled by its sha256", ["sha256"])
