@@ -122,6 +122,15 @@ def test_a_limit_lowered_by_a_policy_reload_trims_the_window_and_its_ids() -> No
     assert len(window.entries) == len(window.ids) == 3
 
 
+def test_a_lone_entry_a_whole_window_older_than_the_next_is_replaced_by_it_not_kept_in_a_window() -> None:
+    w, at = WindowCounter(), lambda s: T0 + timedelta(seconds=s)
+    assert not w.hit("k", at(0), LIMIT, "e1") and not w.hit("k", at(60), LIMIT, "e2")
+    assert w._keys["k"] == (at(60), "e2"), "e1 can never count with e2 or what follows: no window is made for it"
+    assert not w.hit("k", at(60.5), LIMIT, "e3") and w.hit("k", at(61), LIMIT, "e4"), "e2, e3, e4: over"
+    assert not w.hit("j", at(0), LIMIT, "e1") and not w.hit("j", at(59.999), LIMIT, "e2")
+    assert [e for e, *_ in w._keys["j"].entries] == [at(0), at(59.999)], "within a window: both kept"
+
+
 def test_calls_a_whole_window_apart_are_not_within_it_and_a_loop_fires_again_a_whole_window_later() -> None:
     w, at = WindowCounter(), lambda s: T0 + timedelta(seconds=s)
     assert not w.hit("edge", at(0), LIMIT, "e1") and not w.hit("edge", at(30), LIMIT, "e2")

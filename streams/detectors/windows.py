@@ -55,6 +55,9 @@ class WindowCounter:
         if isinstance(w, tuple):
             if w[1] == event_id:
                 return False
+            if ts - w[0] >= limit.window:  # its one entry is a window older: it can never count with this one
+                keys[key] = (ts, event_id)
+                return False
             w = keys[key] = _Window(w)
         elif event_id in w.ids:
             return False
