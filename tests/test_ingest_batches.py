@@ -1,6 +1,7 @@
 """The batch ingest's own guarantees with a real broker: a batch that fails for an unexpected reason is read again
 from the committed offsets with its partitions' state rebuilt, so none of its findings is lost and none of its
-events is counted twice; a batch is bounded in events, not messages."""
+events is counted twice; a finding is sent as soon as it is made, not at the checkpoint; a batch is bounded in
+events, not messages."""
 
 from __future__ import annotations
 
@@ -41,6 +42,33 @@ async def test_a_batch_that_fails_undelivered_is_read_again_and_none_of_its_find
         await wait_for(lambda: {f.event_id for f in responder.findings} >= {e["event_id"] for e in strays},
                        what="a finding for every event, the failed batch's included")
     assert failures == [], "the batch failed once"
+
+
+async def test_a_finding_is_on_its_topic_before_the_checkpoint_that_commits_its_event(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = BatchIngest._checkpoint
+    opened = asyncio.Event()
+    held: list[int] = []
+
+    async def held_open(self: BatchIngest) -> None:  # a checkpoint with records to settle waits for the test
+        if self._deliveries.out:
+            held.append(len(self._deliveries.out))
+            await opened.wait()
+        await checkpoint(self)
+
+    monkeypatch.setattr(BatchIngest, "_checkpoint", held_open)
+    s = isolated_settings(kafka_bootstrap, tmp_path)
+    strays = [event(f"stray-{s.app_id}-{i}", kind="prompt") for i in range(3)]
+    responder = RecordingResponder()
+    async with Runtime(s, responder=responder):
+        try:
+            await produce_events(kafka_bootstrap, s.topic_activity, strays)
+            await wait_for(lambda: {f.event_id for f in responder.findings} >= {e["event_id"] for e in strays},
+                           what="every finding, while the checkpoint that would commit their events waits")
+            assert held, "the findings came before any checkpoint with them in it had begun"
+        finally:
+            opened.set()
 
 
 async def test_a_batch_is_bounded_in_events_not_messages(
