@@ -11,7 +11,8 @@ then, with the same worker, events produced by another process at half of (b)'s 
 finding record time (set when the worker produces it) minus event time (set when the event is produced);
 the worker's longest garbage-collector pause during that paced load (and how many passed 10 ms); and the peak RSS
 of the worker's process (its own process, ru_maxrss). `--default-gc` runs the worker without
-its GC tuning (warden.runtime.worker.tune_gc), to measure what the tuning costs in RSS and gives in events/s.
+its GC tuning (warden.runtime.worker.tune_gc: freeze, threshold), to measure what the tuning costs in RSS and gives in
+events/s; the ingest's own young collection at each checkpoint stays.
 Printed: min/median/max over the reps. Compare ratios, not absolute numbers (the machine is shared).
 """
 
