@@ -231,8 +231,8 @@ Send = Callable[[Outgoing], Awaitable[Awaitable[object]]]  # produce one record:
 
 
 class Deliveries:
-    """A batch's records on their way to the broker: each is sent as soon as it is made, so a finding is on its
-    topic while the rest of the batch is judged, and every one is acknowledged before the batch commits."""
+    """The records made since the last commit, on their way to the broker: each is sent as soon as it is made, so a
+    finding is on its topic while the rest is judged, and every one is acknowledged before the checkpoint commits."""
 
     def __init__(self, send: Send) -> None:
         self.out: list[Outgoing] = []  # what the batch made, in order: the judge appends here
@@ -243,6 +243,8 @@ class Deliveries:
 
     async def send_new(self) -> None:
         """Hand the records made since the last call to the producer (each returns as soon as it is queued)."""
+        if self._sent == len(self.out):  # most records make nothing
+            return
         made, self._sent = self.out[self._sent:], len(self.out)
         await self._send_each(made)
 
@@ -570,8 +572,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
 
 class _Feed:
     """The records of one fetch and then, while a batch has room, what the consumer has buffered since: a fetch
-    returns at most `max_records` messages, a batch is bounded in events (500 single-event messages are 500 events,
-    and each batch waits for its acknowledgements and its commit)."""
+    returns at most `max_records` messages, a batch is bounded in events (500 single-event messages are only 500)."""
 
     def __init__(self, consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, list[ConsumerRecord]],
                  max_records: int, generation: int) -> None:
