@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from warden.contract.containment import CredentialRef, QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding, finding_id
-from warden.contract.matrix import BuiltinRule, Mode, Risk, RuleMode, Severity, Workflow
+from warden.contract.matrix import BuiltinRule, Category, Mode, Risk, RuleMode, Severity, Workflow
 from warden.contract.redact import redact_text
 from warden.policy import Policy
 from warden.policy.globs import CompiledScope
@@ -73,6 +73,7 @@ def stateless() -> None:
 
 
 _DEFAULT_RULE = BuiltinRule()
+_NO_CATEGORIES: frozenset[Category] = frozenset()
 
 
 def build_finding(
@@ -102,6 +103,8 @@ def build_finding(
     shadow = (mode or cfg.mode) is RuleMode.shadow
     plans = [] if shadow else ctx.policy.plans_for(rule_id, sev, ctx.workflow_id)
     cred = ev.credential
+    tiers = ctx.policy.tiers_for(rule_id, ctx.tool.categories if ctx.tool is not None else _NO_CATEGORIES,
+                                 ctx.workflow_id)
     return Finding(
         finding_id=finding_id(ev.event_id, rule_id),
         rule=rule_id,
@@ -126,4 +129,6 @@ def build_finding(
         # The token is sealed by the runtime, which holds the key; a finding leaves detection without it.
         credential=None if cred is None or not plans else CredentialRef(
             id=redact_text(cred.id, 200) if cred.id else None, issuer=cred.issuer),
+        tier=tiers.event,
+        approval_tier=tiers.approval,
     )

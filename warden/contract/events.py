@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -44,12 +45,47 @@ class Agent(_Part):
     name: str | None = Field(None, description="Human-readable agent name.")
 
 
+MAX_RESULT_CHARS = 16_384  # a tool result longer than this (as text) is cut, and `result_truncated` says so
+
+
+def _cap_result(value: object) -> object:
+    """A result is text or JSON as the agent saw it; past MAX_RESULT_CHARS it is kept as its first characters (JSON
+    as its compact text), so one huge page costs the hot path a bounded amount."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        return value if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS]
+    return value[:MAX_RESULT_CHARS]
+
+
+def _result_size(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
 class Tool(_Part):
     """The tool the agent called."""
 
     name: str = Field(min_length=1, max_length=256, description="Tool name, as the matrix scopes it.")
     call_id: str | None = Field(None, description="The tool call id from the model or gateway.")
     arguments: dict[str, Any] | None = Field(None, description="Tool arguments (untrusted; redacted on output).")
+    result: str | dict[str, Any] | list[Any] | None = Field(
+        None, description="The tool's output as the agent saw it, text or JSON (untrusted; never shown unredacted). "
+        f"Past {MAX_RESULT_CHARS} characters it is cut and `result_truncated` is true.")
+    result_truncated: bool = Field(False, description="True when Warden (or the producer) cut `result`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("result") is not None:
+            result = data["result"]
+            if _result_size(result) > MAX_RESULT_CHARS:
+                data = {**data, "result": _cap_result(result), "result_truncated": True}
+        return data
 
 
 class Resource(_Part):

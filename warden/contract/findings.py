@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from warden.contract.containment import CredentialRef, Plan
-from warden.contract.matrix import Mode, Owner, Severity
+from warden.contract.matrix import Mode, Owner, Severity, Tier
 
 
 class OwnerRef(BaseModel):
@@ -88,6 +88,9 @@ class Finding(BaseModel):
     group_window_s: float = Field(3600.0, description="Repeats within this many seconds join one incident.")
     containment: list[Plan] = Field(default_factory=list, description="Playbooks bound to it, frozen at detection.")
     credential: CredentialRef | None = Field(None, description="The credential used; its token only sealed.")
+    tier: Tier = Field(Tier.page, description="How it reaches people: page, review (the periodic digest) or log.")
+    approval_tier: Tier = Field(Tier.page, description="What the same finding does on the approval path: page "
+                                "denies, hold asks the approver, review and log allow.")
 
 
 def finding_id(event_id: str, rule: str) -> str:

@@ -232,6 +232,44 @@ class Scope(_Strict):
     approvals: ApprovalGate = Field(default_factory=ApprovalGate)  # issue 17
 
 
+class Tier(StrEnum):
+    """How a finding reaches people (docs/scope.md, "Response tiers"): page a responder now, hold the action for an
+    approval (on the approval path; an event already done is collected for review instead), collect it into the
+    responder's periodic review digest, or only record it."""
+
+    page = "page"
+    hold = "hold"
+    review = "review"
+    log = "log"
+
+
+class TierRule(_Strict):
+    """Which tier the findings of some rules get, for calls of some tool categories; the first rule that matches
+    wins (a workflow's own before the top-level ones, both before the built-in defaults)."""
+
+    rules: list[str] = Field(min_length=1, description="Rule ids or globs (fnmatch) this applies to.")
+    categories: list[Category] = Field(
+        default_factory=list, description="Only for calls of tools in one of these categories; empty: any.")
+    tier: Tier = Field(description="On the event path. `hold` there means review: the action already happened.")
+    approval: Tier | None = Field(
+        None, description="On the approval path, when it differs: page denies, hold asks the approver, review and "
+        "log allow (and record). Default: the same as `tier`.")
+
+
+class ProvenanceScope(_Strict):
+    """Where a sensitive call's values may come from (the built-in `provenance` rule, docs/scope.md)."""
+
+    sensitive: list[Category] = Field(
+        default_factory=lambda: list(SENSITIVE_AFTER_UNTRUSTED),
+        description="Calls of tools in these categories have their argument values traced to their source.")
+    untrusted_tools: list[str] = Field(
+        default_factory=list, description="More tools (names or globs) whose results are untrusted, beside the "
+        "catalogue's `untrusted_input` tools.")
+    trusted_tools: list[str] = Field(
+        default_factory=list, description="Tools (names or globs) whose results count as the user's own (a "
+        "company directory, the user's own records).")
+
+
 class Workflow(_Strict):
     """A unit of accountable LLM work: its agents, its risk, its named roles and its scope."""
 
@@ -249,6 +287,9 @@ class Workflow(_Strict):
     group_window: Duration = Field(timedelta(hours=1), description="Repeats within this window join one incident.")
     lists: dict[str, list[str]] = Field(  # issue 12
         default_factory=dict, description="Named lists: extends a top-level list of the same name, or adds one.")
+    tiers: list[TierRule] = Field(
+        default_factory=list, description="This workflow's response tiers, tried before the top-level ones.")
+    provenance: ProvenanceScope = Field(default_factory=ProvenanceScope)
 
 
 class RuleMode(StrEnum):
@@ -283,6 +324,8 @@ class CustomRule(_Strict):
 class Rules(_Strict):
     builtin: dict[str, BuiltinRule] = Field(default_factory=dict)
     custom: list[CustomRule] = Field(default_factory=list)
+    tiers: list[TierRule] = Field(
+        default_factory=list, description="Response tiers per rule and tool category; see docs/scope.md.")
 
 
 def _legacy_gate(value: object) -> object:

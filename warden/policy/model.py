@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 from warden.contract.containment import Plan, Playbook
 from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
-from warden.contract.matrix import Matrix, Owner, Severity, Workflow
+from warden.contract.matrix import Category, Matrix, Owner, Severity, Workflow
 from warden.policy.cel import CompiledRules
 from warden.policy.containment import ActionCheck, plans, playbooks_of
 from warden.policy.globs import CompiledScope
 from warden.policy.scope_checks import ScopeChecks
+from warden.policy.tiers import Tiers, resolve
 from warden.policy.tools import ToolCatalogue
 
 
@@ -79,6 +80,7 @@ class Policy:
     _owners_cache: dict[str | None, FindingOwners] = field(default_factory=dict, repr=False)
     playbooks: dict[str, Playbook] = field(init=False, default_factory=dict, repr=False)
     _plans_cache: dict[tuple[str, Severity, str | None], list[Plan]] = field(default_factory=dict, repr=False)
+    _tiers_cache: dict[tuple[str, frozenset[Category], str | None], Tiers] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         """Index once: agent -> workflow, its compiled scope globs and checks; the tool catalogue; the playbooks."""
@@ -136,6 +138,17 @@ class Policy:
         if cached is None:
             cached = plans(self.matrix, self.playbooks, rule, severity, self.workflow(workflow_id))
             self._plans_cache[key] = cached
+        return cached
+
+    def tiers_for(self, rule: str, categories: frozenset[Category], workflow_id: str | None) -> Tiers:
+        """How a finding of `rule` on a call of these tool categories reaches people (warden/policy/tiers.py);
+        cached like the plans."""
+        key = (rule, categories, workflow_id)
+        cached = self._tiers_cache.get(key)
+        if cached is None:
+            cached = resolve(rule, categories, self.workflow(workflow_id), self.matrix.rules.tiers)
+            if len(self._tiers_cache) < 10_000:
+                self._tiers_cache[key] = cached
         return cached
 
     def owner_ref(self, owner_id: str) -> OwnerRef:
