@@ -1,13 +1,15 @@
-"""Detect cost per event before and after argument scope, the catalogue and flow rules (issue 12), in one run.
+"""Detect cost per event before and after a change (argument scope and flows in issue 12, provenance in issue 26).
 
     .venv/bin/python bench/detect_cost.py [--reps 5] [--events 20000] [--before REV]
 
 Three variants, each in its own process per rep, in turn, so noise hits them alike:
   A  before: the code and the bundled matrix at REV (default: the merge base with main), extracted by `git archive`;
   B  this code with A's matrix (what the new code costs a matrix that uses none of it);
-  C  this code with this bundled matrix (lists, catalogue, constraints, untrusted_flow, a flow rule, one more rule).
-Two event mixes: `throughput` (bench/throughput.py's events: tool calls of approved tools, 1% unapproved) and
-`sessions` (the labelled sessions of tests/data/sessions, repeated with fresh ids). Each process pre-parses the
+  C  this code with this bundled matrix (lists, catalogue, constraints, untrusted_flow, flow rules, tiers).
+Three event mixes: `throughput` (bench/throughput.py's events: tool calls of approved tools, 1% unapproved) and
+`sessions` (the labelled sessions of tests/data/sessions, repeated with fresh ids), and `results` (the throughput
+events each carrying a 4 KB tool result, two agents in five reading it through an untrusted_input tool; code from
+before tool results gets the same events without them). Each process pre-parses the
 events, then times `detect` over them in a few passes with fresh state and keeps the fastest. Printed: µs/event
 min/median/max per variant, and the ratios B/A and C/A per rep (min/median/max). Compare ratios, not absolute
 figures.
@@ -55,18 +57,45 @@ def session_events(n: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-MIXES = {"throughput": throughput_events, "sessions": session_events}
+# A 4 KB tool result as an agent reads it: mostly prose, with the addresses, links, ids and numbers mail carries.
+RESULT = ("From: accounts@northwind-supplies.example\nSubject: Invoice INV-3107 and new bank details\n\n"
+          + "Dear customer, thank you for your order. The attached statement lists the deliveries of last month, "
+            "the credit notes and the balance due; please review it with your team before the end of the week. "
+          + "Questions: https://support.northwind-supplies.example/tickets/48217 or +44 20 7946 0958. "
+          + "Pay to GB33 BUKB 2020 1555 5555 55, reference CX-48217, 2026-11-21. ") * 9
+RESULT = RESULT[:4096]
+UNTRUSTED = {"billing-agent-1": "mail.read_inbox", "research-rag-1": "retrieval.fetch"}  # catalogue: untrusted_input
+
+
+def result_events(n: int) -> list[dict[str, Any]]:
+    """The throughput events, each tool call carrying a 4 KB result; two agents in five read it through an
+    untrusted_input tool of their scope (their results are extracted with pieces), the others through theirs."""
+    out = []
+    for e in throughput_events(n):
+        tool = dict(e["tool"])
+        if tool["name"] != "shell.exec":
+            tool["name"] = UNTRUSTED.get(e["agent"]["id"], tool["name"])
+        tool["result"] = RESULT
+        out.append({**e, "tool": tool})
+    return out
+
+
+MIXES = {"throughput": throughput_events, "sessions": session_events, "results": result_events}
 PASSES = 4  # per process, each with fresh state; the fastest is kept
 
 
 def child(mix: str, policy_path: str, n: int) -> None:
     """Runs in the variant's process: `sys.path[0]` is the code under test."""
     from streams.detectors import DetectorState, detect
-    from warden.contract.events import ActivityEvent
+    from warden.contract.events import ActivityEvent, Tool
     from warden.runtime.catalogue import load
 
     policy = load(policy_path)
-    events = [ActivityEvent.model_validate(e) for e in MIXES[mix](n)]
+    raw = MIXES[mix](n)
+    if "result" not in Tool.model_fields:  # code from before tool results: the same events without them
+        raw = [{**e, "tool": {k: v for k, v in e["tool"].items() if k != "result"}} if "tool" in e else e
+               for e in raw]
+    events = [ActivityEvent.model_validate(e) for e in raw]
     best, findings = float("inf"), 0
     for _ in range(PASSES):  # the fastest pass: the one the other processes on the machine disturbed least
         state = DetectorState()

@@ -46,7 +46,8 @@ UNSOURCED = RuleInfo(
 also = (UNSOURCED,)  # the other rule this module raises: configured under rules.builtin like any built-in
 new_state = ProvenanceLedger
 MAX_LISTED = 3
-_TYPED = frozenset({"email", "url", "host", "iban", "number"})  # what a model cannot plausibly make up by chance
+# Values that name a destination or a thing to act on, wherever they stand in an argument (a mail body, a command).
+_TYPED = frozenset({"email", "url", "host", "iban", "number", "path", "env"})
 _NONE: frozenset[Category] = frozenset()
 
 
@@ -67,27 +68,29 @@ def judge_call(ctx: Context, session: Session | None) -> list[Finding]:
 
 def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
     ev, checks = ctx.event, ctx.checks
-    if checks is None or ctx.workflow is None:
+    if checks is None:  # an unowned agent: no workflow, nothing to trace
         return []
     prov = checks.provenance
-    key = session_key(ev.agent.id, ev.session_id)
-    if ev.kind is Kind.prompt:
-        if ev.content is not None and ev.content.prompt:
-            session = ledger.session(key, ev.ts, prov.within)
+    call = ev.tool
+    if call is None:
+        if ev.kind is Kind.prompt and ev.content is not None and ev.content.prompt:
+            session = ledger.session(session_key(ev.agent.id, ev.session_id), ev.ts, prov.within)
             ledger.add(session, "trusted", read_values(ev.content.prompt), (), Origin(ev.event_id, "request"))
         return []
-    if ev.kind is not Kind.tool_call or ev.tool is None:
-        return []
     categories = ctx.tool.categories if ctx.tool is not None else _NONE
+    sensitive = bool(categories & prov.sensitive) and bool(call.arguments)
+    if not sensitive and call.result is None:  # the common case: nothing to judge, nothing read
+        return []
+    key = session_key(ev.agent.id, ev.session_id)
     findings: list[Finding] = []
-    if categories & prov.sensitive and ev.tool.arguments:
-        findings = _judge(ctx, prov, ledger.get(key), ev.tool.arguments)
-    if ev.tool.result is not None:
+    if sensitive and ev.kind is Kind.tool_call and ledger:
+        findings = _judge(ctx, prov, ledger.get(key), call.arguments or {})
+    if call.result is not None:
         session = ledger.session(key, ev.ts, prov.within)
-        source = prov.source(ev.tool.name, categories)
+        source = prov.source(call.name, categories)
         pieces: set[str] = set()
-        values = read_values(ev.tool.result, pieces if source == "untrusted" else None)
-        ledger.add(session, source, values, pieces, Origin(ev.event_id, ev.tool.name))
+        values = read_values(call.result, pieces if source == "untrusted" else None)
+        ledger.add(session, source, values, pieces, Origin(ev.event_id, call.name))
     return findings
 
 
@@ -132,9 +135,9 @@ def _enabled(cfg: BuiltinRule | None) -> bool:
 
 
 def _candidates(leaf: str) -> set[str]:
-    """The values of one argument: the whole of a short one, and the addresses, URLs, hosts, IBANs and numbers in
-    it. Names and ids count only as a whole single-word value: in free text (a mail body summarising what the
-    agent read) they are the expected echo of its reading, not a destination."""
+    """The values of one argument: the whole of a short one, and the addresses, URLs, hosts, IBANs, numbers, paths
+    and environment variables in it. Names and ids count only as a whole single-word value: in free text (a mail
+    body summarising what the agent read) they are the expected echo of its reading, not a destination."""
     one = whole(leaf)
     single = one is not None and " " not in one
     found = {v for v in tokens(leaf) if single or v.partition(":")[0] in _TYPED}

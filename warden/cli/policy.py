@@ -89,6 +89,8 @@ def route(finding: Finding) -> dict[str, Any]:
         "rule": finding.rule,
         "severity": finding.severity.value,
         "shadow": finding.shadow,
+        "tier": finding.tier.value,
+        "approval_tier": finding.approval_tier.value,
         "routed_to": None if finding.shadow else owners.responder.id,
         "workflow": finding.workflow,
         "target": finding.target,
@@ -105,7 +107,8 @@ def _describe(r: dict[str, Any]) -> str:
     who = r["responder"]
     contacts = ", ".join(f"{notifier} {address}" for notifier, address in who["contacts"].items()) or "no contact"
     where = f"{who['id']} ({who['name'] or '?'}, {contacts})"
-    routed = "shadow: recorded, not routed" if r["shadow"] else f"-> {where}"
+    tier = r["tier"] if r["tier"] == r["approval_tier"] else f"{r['tier']} ({r['approval_tier']} when asked first)"
+    routed = "shadow: recorded, not routed" if r["shadow"] else f"{tier} -> {where}"
     approver = r["approver"]["id"] if r["approver"] else "-"
     chain = " > ".join(f"{s['owner']}({s['ack_timeout_s'] / 60:g}m)" for s in r["escalation"]) or "-"
     return f"{r['rule']} [{r['severity']}] {routed}; approver {approver}; escalation {chain}"

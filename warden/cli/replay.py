@@ -20,9 +20,17 @@ def finding_line(f: Finding) -> dict[str, Any]:
     """One finding as `--json` prints it: a flat object whose keys are always in the same order."""
     return {
         "event_id": f.event_id, "rule": f.rule, "severity": f.severity.value, "shadow": f.shadow,
-        "ts": f.ts.isoformat(), "agent": f.agent_id, "workflow": f.workflow, "session_id": f.session_id,
+        "tier": f.tier.value, "approval_tier": f.approval_tier.value, "ts": f.ts.isoformat(), "agent": f.agent_id,
+        "workflow": f.workflow, "session_id": f.session_id,
         "target": f.target, "title": f.title, "evidence": f.evidence,
     }
+
+
+def tier_label(f: Finding) -> str:
+    """`page`, or `review (hold when asked first)`: the tier, and the approval path's when it differs."""
+    if f.approval_tier is f.tier:
+        return f.tier.value
+    return f"{f.tier.value} ({f.approval_tier.value} when asked first)"
 
 
 def _print(result: Backtest, as_json: bool) -> None:
@@ -38,8 +46,8 @@ def _print(result: Backtest, as_json: bool) -> None:
         return
     for f in result.findings:
         shadow = " shadow" if f.shadow else ""
-        click.echo(f"{f.event_id}: {f.rule} [{f.severity.value}{shadow}] {f.agent_id} ({f.workflow or 'no workflow'})"
-                   f" session {f.session_id or '-'} on {f.target}")
+        click.echo(f"{f.event_id}: {f.rule} [{f.severity.value}{shadow}] {tier_label(f)} {f.agent_id} "
+                   f"({f.workflow or 'no workflow'}) session {f.session_id or '-'} on {f.target}")
     click.echo(f"summary: {result.events} events, {len(result.findings)} findings, {len(result.invalid)} invalid")
     for rule, severity, in_shadow, n in result.summary():
         click.echo(f"  {rule} [{severity}{' shadow' if in_shadow else ''}]: {n}")

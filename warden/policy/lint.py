@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 
-from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix
+from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, TierRule
 from warden.policy.containment import check_containment
 from warden.policy.lint_scope import check_scope
 from warden.policy.merge import Provenance, file_for
@@ -93,3 +94,13 @@ def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., N
         custom.add(rule.id)
     custom |= check_scope(matrix, set(builtin) | custom, issue)  # the workflows' flow rule ids
     check_containment(matrix, catalogue.playbooks, catalogue.actions, issue, set(builtin) | custom)
+    rule_ids = set(builtin) | custom
+    tier_lists: list[tuple[tuple[str, ...], list[TierRule]]] = [(("rules", "tiers"), matrix.rules.tiers)]
+    tier_lists += [(("workflows", wf_id, "tiers"), wf.tiers) for wf_id, wf in matrix.workflows.items()]
+    for where, tier_rules in tier_lists:
+        for i, tier in enumerate(tier_rules):
+            for j, pattern in enumerate(tier.rules):
+                if not any(fnmatchcase(rule_id, pattern) for rule_id in rule_ids):
+                    issue((*where, str(i), "rules", str(j)),
+                          f"{pattern!r} names no rule: a tier for it would never apply (rules: "
+                          f"{', '.join(sorted(rule_ids))})")

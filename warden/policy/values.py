@@ -8,7 +8,9 @@ A value is a (kind, normal form) pair, written `kind:normal`:
 - `iban`: upper-case, spaces removed;
 - `number`: six or more digits (phone, account, card numbers), separators removed; dates and times are not values;
 - `ident`: a token of letters and digits with at least one of each (customer ids, wallet addresses, file ids),
-  a slug (`acme-logistics`, `vendor_payouts`), a file name or path, lower-cased;
+  a slug (`acme-logistics`, `vendor_payouts`) or a file name, lower-cased;
+- `path`: a file path (`src/app.py`, `/root/.env`, `~/.ssh/id_rsa`), as written;
+- `env`: an environment variable a command reads (`$SECRET_API_KEY`, `${HOME}`);
 - `text`: a quoted string, a JSON string leaf or a whole argument value, lower-cased with spaces collapsed.
 
 Text is percent-decoded (twice, for double encoding) before extraction, so an address inside a URL's query is
@@ -41,7 +43,9 @@ _DIGIT_GROUP = re.compile(r"\+?\(?\d{1,5}(?:[\-./]\d{1,5})*\)?-?")
 _DATE_OR_TIME = re.compile(r"^\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}$|^\d{1,2}[\-/.]\d{1,2}[\-/.]\d{2,4}$|^\d{1,2}:\d{2}")
 _IDENT = re.compile(r"(?=[\w\-]*\d)(?=[\w\-]*[A-Za-z])[A-Za-z0-9][\w\-]{4,}[A-Za-z0-9]")
 _SLUG = re.compile(r"[A-Za-z]{2,}(?:[\-_][A-Za-z0-9]{2,})+")  # acme-logistics, vendor_payouts: names, not prose
-_FILE = re.compile(r"(?:~?/)?(?:[\w.\-]+/)*[\w\-]+\.[A-Za-z][A-Za-z0-9]{0,5}")
+_FILE = re.compile(r"[\w\-]+\.[A-Za-z][A-Za-z0-9]{0,5}")
+_PATH = re.compile(r"(?:~|\.{1,2})?/?(?:[\w.\-]+/)+[\w.\-]*\w|~?/[\w.\-]*\w")  # src/app.py, /root/.env, ~/.ssh/id
+_ENV = re.compile(r"\$\{?([A-Za-z_]\w*)")
 _QUOTED = re.compile(r"\"([^\"\n]{3,200})\"|'([^'\n]{3,200})'|`([^`\n]{3,200})`|“([^”\n]{3,200})”")
 _PIECE = re.compile(r"[A-Za-z0-9]*\d[A-Za-z0-9]*")
 _SPACES = re.compile(r"\s+")
@@ -112,10 +116,15 @@ def _classify(word: str, found: set[str], pieces: set[str] | None) -> None:
             found.update(_url(m.group(0)))
             return
     digits = _DIGIT.search(word) is not None
-    if "." in word and "@" not in word:
+    if "$" in word:
+        for m in _ENV.finditer(word):
+            found.add(f"env:{m.group(1)}")
+    if "/" in word and _PATH.fullmatch(word):
+        found.add(f"path:{word.removeprefix('./')}")
+    elif "." in word and "@" not in word:
         if _HOST.fullmatch(word.lower()) and word.rpartition(".")[2].lower() not in _FILE_EXTENSIONS:
             found.add(f"host:{ascii_domain(word.lower().removeprefix('www.'))}")
-        elif _FILE.fullmatch(word) and (word.rpartition(".")[2].lower() in _FILE_EXTENSIONS or "/" in word):
+        elif _FILE.fullmatch(word) and word.rpartition(".")[2].lower() in _FILE_EXTENSIONS:
             found.add(f"ident:{word.lower()}")
     if not digits:
         if _SLUG.fullmatch(word):
