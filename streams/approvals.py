@@ -2,30 +2,37 @@
 
 The request becomes the activity event it would be, and the stateless scope detectors (unowned_agent,
 unapproved_tool, argument_out_of_scope, secret_access, data_out_of_scope, quarantine_breach) run on it exactly as
-on a real event: any enforced finding is a `deny` naming its rule with its redacted evidence. Otherwise the
-matrix's gates decide `approval_required` (an identity operation in `scope.identity_changes.require_approval`, a
+on a real event: any enforced finding is a `deny` naming its rule with its redacted evidence. Then, when the
+worker knows the session (it owns the agent's activity partition), the `provenance` rule judges the call against
+what the session read: a finding whose approval tier is page is a `deny`, hold is `approval_required` from the
+approver, review and log let the gates decide. Otherwise the matrix's
+gates decide `approval_required` (an identity operation in `scope.identity_changes.require_approval`, a
 tool of a category in `scope.approvals.categories`, or a custom rule with `gate: approval` that matches), else
 `allow`. Pure: no I/O, so both transports give the same verdict for the same request."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from streams.detectors import REGISTRY, custom
+from streams.detectors import REGISTRY, custom, provenance
 from streams.detectors.base import Context, stateless
+from streams.detectors.provenance_state import Session
 from streams.detectors.unreviewed_identity_change import identity_change_of
 from warden.contract.approvals import ApprovalRequest, Judgement, Verdict
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent, Kind, Tool
 from warden.contract.findings import FindingOwners
+from warden.contract.matrix import Tier
 from warden.contract.redact import redact_text
 from warden.policy import Policy
 
 # The detectors that judge one event alone: the scope rules. Stateful ones (windows, flows) need the history.
 SCOPE_RULES = tuple(rule for rule, d in REGISTRY.items() if d.new_state is stateless)
 GATE_RULE = "unreviewed_identity_change"  # the rule an identity-change approval satisfies
+# What the worker knows of a session: its provenance (None when another worker owns the agent's partition).
+History = Callable[[str, str | None], Session | None]
 CATEGORY_GATE = "approval_gate"  # the rule id named when a tool category is gated
 
 
@@ -38,14 +45,14 @@ def as_event(request: ApprovalRequest, request_id: str, now: datetime) -> Activi
 
 
 def judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datetime,
-          quarantined: Mapping[str, QuarantineMark] | None = None) -> Judgement:
+          quarantined: Mapping[str, QuarantineMark] | None = None, *, history: History | None = None) -> Judgement:
     """allow, deny (the first enforced scope finding) or approval_required (the first gate that applies), with
     the chain it climbs when nobody answers.
 
     An identity change counts as reviewed only when the owner the workflow names approved it (that is what
     `unreviewed_identity_change` accepts), so its escalation steps are told the approver has not answered, and
     cannot decide. For the other gates, the escalation steps marked `approves` may decide once reached."""
-    j = _judge(request, request_id, policy, now, quarantined)
+    j = _judge(request, request_id, policy, now, quarantined, history=history)
     if j.verdict is not Verdict.approval_required or j.approver is None or j.owners is None:
         return j
     if j.rule == GATE_RULE:
@@ -57,7 +64,8 @@ def judge(request: ApprovalRequest, request_id: str, policy: Policy, now: dateti
 
 
 def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datetime,
-          quarantined: Mapping[str, QuarantineMark] | None = None) -> Judgement:
+           quarantined: Mapping[str, QuarantineMark] | None = None, *,
+           history: History | None = None) -> Judgement:
     ev = as_event(request, request_id, now)
     ctx = Context.of(ev, policy, quarantined or {})
     overrides = policy.matrix.rules.builtin
@@ -75,6 +83,15 @@ def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datet
                          {"agent": redact_text(ev.agent.id, 200)}, policy.owners_for(None), target=ev.agent.id)
     owners = policy.owners_for(ctx.workflow_id)
     timeout = wf.scope.approvals.timeout
+    session = history(ev.agent.id, ev.session_id) if history is not None else None
+    for finding in provenance.judge_call(ctx, session):
+        if finding.shadow or finding.approval_tier in (Tier.review, Tier.log):
+            continue
+        if finding.approval_tier is Tier.page:
+            return Judgement(Verdict.deny, ctx.workflow_id, finding.rule, finding.title, dict(finding.evidence),
+                             finding.owners, target=finding.target)
+        return _gate(finding.rule, finding.title, dict(finding.evidence), role="approver", named=wf.approver,
+                     workflow_id=ctx.workflow_id, owners=owners, timeout=timeout, target=finding.target)
     change = identity_change_of(ctx)
     if change is not None and ctx.scope.identity_ops.matches(change.operation):
         role = wf.scope.identity_changes.approval_from

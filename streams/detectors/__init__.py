@@ -12,6 +12,7 @@ from streams.detectors import (
     argument_out_of_scope,
     custom,
     data_out_of_scope,
+    provenance,
     quarantine_breach,
     retry_loop,
     secret_access,
@@ -42,8 +43,12 @@ DETECTORS: tuple[Detector, ...] = (
     quarantine_breach,
     argument_out_of_scope,
     untrusted_flow,
+    provenance,
 )
 REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
+# Rules a detector raises beside its own (configured under rules.builtin like it): the module's `also`.
+RAISED_ALSO: dict[str, tuple[str, ...]] = {d.info.id: tuple(i.id for i in getattr(d, "also", ())) for d in DETECTORS}
+RULE_IDS: frozenset[str] = frozenset(REGISTRY) | {rule for also in RAISED_ALSO.values() for rule in also}
 STATEFUL: tuple[str, ...] = tuple(d.info.id for d in DETECTORS if d.new_state is not stateless)
 # Detectors that run even when their own rule is disabled: untrusted_flow also carries the workflows' own flow
 # rules and keeps the session trail they share (it skips only the built-in rule then).
@@ -88,8 +93,8 @@ class DetectorState:
 
 def lookback(policy: Policy) -> timedelta:
     """How far back in event time the stateful detectors look under `policy`: the longest tool-call, identical-retry,
-    identity-approval or flow window of any workflow (a flow bounded only in steps looks back the session TTL).
-    Rebuilding state needs the log that far back, no further."""
+    identity-approval, flow or provenance window of any workflow (a flow bounded only in steps looks back the
+    session TTL). Rebuilding state needs the log that far back, no further."""
     longest = timedelta(0)
     for wf in policy.matrix.workflows.values():
         limits = wf.scope.limits
@@ -97,6 +102,7 @@ def lookback(policy: Policy) -> timedelta:
         windows += [limit.window for limit in (limits.tool_calls, limits.identical_retries) if limit is not None]
         flows = [wf.scope.untrusted_flow.within, *(f.within for f in wf.scope.flows)]
         windows += [w if w is not None else SESSION_TTL for w in flows]
+        windows.append(wf.provenance.within)
         longest = max(longest, *windows)
     return longest
 
@@ -118,8 +124,12 @@ def _plan(policy: Policy) -> _Plan:
     overrides = policy.matrix.rules.builtin
     if _plans and _plans[0].policy is policy and _plans[0].overrides is overrides:
         return _plans[0]
+    def enabled(rule_id: str) -> bool:
+        cfg = overrides.get(rule_id)
+        return cfg is None or cfg.enabled
+
     runs = tuple((rule_id, d) for rule_id, d in REGISTRY.items()
-                 if (cfg := overrides.get(rule_id)) is None or cfg.enabled or rule_id in _ALWAYS_RUN)
+                 if rule_id in _ALWAYS_RUN or any(enabled(r) for r in (rule_id, *RAISED_ALSO[rule_id])))
     plan = _Plan(policy, overrides, runs, tuple((rule_id, d) for rule_id, d in runs if rule_id in STATEFUL))
     _plans[:] = [plan]
     return plan

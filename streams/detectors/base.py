@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from warden.contract.containment import CredentialRef, QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding, finding_id
-from warden.contract.matrix import BuiltinRule, Category, Mode, Risk, RuleMode, Severity, Workflow
+from warden.contract.matrix import BuiltinRule, Category, Mode, Risk, RuleMode, Severity, Tier, Workflow
 from warden.contract.redact import redact_text
 from warden.policy import Policy
 from warden.policy.globs import CompiledScope
@@ -101,10 +101,11 @@ def build_finding(
         sev = sev.raised()
     ev = ctx.event
     shadow = (mode or cfg.mode) is RuleMode.shadow
-    plans = [] if shadow else ctx.policy.plans_for(rule_id, sev, ctx.workflow_id)
-    cred = ev.credential
     tiers = ctx.policy.tiers_for(rule_id, ctx.tool.categories if ctx.tool is not None else _NO_CATEGORIES,
                                  ctx.workflow_id)
+    # Containment follows a page only: a finding kept for review or the log is a signal too weak to act on alone.
+    plans = [] if shadow or tiers.event is not Tier.page else ctx.policy.plans_for(rule_id, sev, ctx.workflow_id)
+    cred = ev.credential
     return Finding(
         finding_id=finding_id(ev.event_id, rule_id),
         rule=rule_id,

@@ -268,6 +268,8 @@ class ProvenanceScope(_Strict):
     trusted_tools: list[str] = Field(
         default_factory=list, description="Tools (names or globs) whose results count as the user's own (a "
         "company directory, the user's own records).")
+    within: Duration = Field(timedelta(minutes=30), description="A session's values are kept this long after its "
+                             "last event (event time); rebuilding state reads the log this far back.")
 
 
 class Workflow(_Strict):

@@ -82,6 +82,12 @@ API_REQUESTS = Counter("warden_api_requests_total", "Incident API requests by ou
                        "forbidden, not_found, conflict)", ["outcome"])
 QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.control and not released")
 
+PROVENANCE_VALUES = Gauge("warden_provenance_values", "Value fingerprints kept for provenance, over all sessions")
+PROVENANCE_EVICTED = Counter(
+    "warden_provenance_evicted_total", "Provenance fingerprints or sessions dropped: session_cap (a session past its "
+    "own bound, oldest first), total_cap (the least recently active session past the total), ttl (idle)",
+    ["reason"])
+
 
 def total(counter: Counter) -> float:
     """A counter's sum over all its label sets (the demo and the benchmarks read deltas of these)."""

@@ -17,6 +17,7 @@ from warden.contract.matrix import (
     Workflow,
 )
 from warden.policy.arguments import ArgumentCheck, SchemaIssue, compile_constraint, merged_lists
+from warden.policy.provenance import ProvenanceChecks, compile_provenance
 
 UNTRUSTED_FLOW = "untrusted_flow"
 # How long a session's flow state lives without activity (event time); a flow's `within` may not exceed it.
@@ -50,6 +51,7 @@ class ScopeChecks:
     flows: tuple[CompiledFlow, ...] = ()
     categories_seen: frozenset[Category] = frozenset()  # every category some flow reads: others skip the trail
     after: frozenset[Category] = frozenset()  # every category that starts some flow: a session enters the trail
+    provenance: ProvenanceChecks = field(default_factory=ProvenanceChecks)
 
 
 def compile_scope_checks(matrix: Matrix) -> tuple[dict[str, ScopeChecks], list[SchemaIssue]]:
@@ -68,7 +70,10 @@ def compile_scope_checks(matrix: Matrix) -> tuple[dict[str, ScopeChecks], list[S
                 rule.id, frozenset(rule.after), frozenset(rule.then), rule.within_steps, rule.within, unless,
                 rule.severity, rule.mode, tuple(rule.frameworks) or UNTRUSTED_FLOW_FRAMEWORKS))
         seen = frozenset(c for f in flows for c in f.after | f.then)
-        out[wf_id] = ScopeChecks(arguments, tuple(flows), seen, frozenset(c for f in flows for c in f.after))
+        provenance = compile_provenance(wf.provenance, lists,
+                                        [check.schema for check in arguments.values()])
+        out[wf_id] = ScopeChecks(arguments, tuple(flows), seen, frozenset(c for f in flows for c in f.after),
+                                 provenance)
     return out, list(dict.fromkeys(issues))  # a bad list entry is found once per use: report it once
 
 

@@ -33,7 +33,7 @@ from responders.approvals.desk import ApprovalDesk
 from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.notifier import SlackNotifier
-from streams.approvals import judge
+from streams.approvals import History, judge
 from streams.detectors.base import Context
 from streams.detectors.unreviewed_identity_change import identity_change_of
 from streams.ingest import FORMATS
@@ -93,8 +93,9 @@ class ApprovalHost:
     """Started by the Runtime after the incident responder (whose database and Slack notifier it shares)."""
 
     def __init__(self, settings: Settings, bootstrap: str, responder: IncidentResponder, holder: PolicyHolder,
-                 quarantined: Mapping[str, QuarantineMark]) -> None:
+                 quarantined: Mapping[str, QuarantineMark], *, history: History | None = None) -> None:
         self.settings, self.bootstrap, self.holder, self.quarantined = settings, bootstrap, holder, quarantined
+        self.history = history
         self.sealer = settings.sealer()
         slack = next((n for n in responder.notifiers if isinstance(n, SlackNotifier)), None)
         self.desk = ApprovalDesk(responder.engine, judge=self._judge, clock=responder.clock, slack=slack,
@@ -115,7 +116,7 @@ class ApprovalHost:
         self._watched_at = 0.0
 
     def _judge(self, request: ApprovalRequest, request_id: str, now: datetime) -> Judgement:
-        return judge(request, request_id, self.holder.current, now, self.quarantined)
+        return judge(request, request_id, self.holder.current, now, self.quarantined, history=self.history)
 
     def route_installers(self) -> list[RouteInstaller]:
         return [self.api.install] if self.api else []

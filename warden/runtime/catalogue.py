@@ -7,11 +7,11 @@ from pathlib import Path
 from playbooks.actions import ACTIONS, checker
 from playbooks.library import shipped
 from responders.notifiers.slack import render as slack_render
-from streams.detectors import REGISTRY
+from streams.detectors import RULE_IDS
 from warden.policy import Catalogue, Policy, load_policy
 
 CATALOGUE = Catalogue(
-    rules=frozenset(REGISTRY),
+    rules=RULE_IDS,
     playbooks=shipped(),
     actions={name: checker(action) for name, action in ACTIONS.items()},
     actors={slack_render.NOTIFIER: slack_render.is_user_id},

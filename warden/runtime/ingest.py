@@ -38,6 +38,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import Counter
 
 from streams.detectors import DetectorState, detect
+from streams.detectors.provenance_state import Session
 from streams.ingest import Decoded
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent, Kind
@@ -319,6 +320,14 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self._unit_events = 0
         self._uncommitted = False  # some message was taken since the last commit
         self._checkpointed = time.monotonic()
+
+    def provenance(self, agent_id: str, session_id: str | None) -> Session | None:
+        """A session's provenance from whichever input partition of this worker holds it (the approval path)."""
+        for states in self.judge.states.values():
+            found = states.provenance(agent_id, session_id)
+            if found is not None:
+                return found
+        return None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.detectors import DetectorState, lookback, replay
+from streams.detectors import DetectorState, lookback, provenance, replay
+from streams.detectors.provenance_state import ProvenanceLedger, Session
 from streams.ingest import Decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
@@ -100,6 +101,17 @@ class PartitionStates:
         self._states: dict[TP, DetectorState] = {}
         self._unverified: set[TP] = set()  # kept through a rebalance: check that nobody else moved them on
         self.rebuilt: list[Rebuilt] = []  # the last few rebuilds, newest last (tests, diagnostics)
+
+    def provenance(self, agent_id: str, session_id: str | None) -> Session | None:
+        """What this worker's partitions read in that session (the approval path asks before a call), or None when
+        no partition here holds it: the agent's partition is another worker's, or the session read nothing yet."""
+        key = provenance.session_key(agent_id, session_id)
+        for state in self._states.values():
+            ledger = state.by_rule.get(provenance.info.id)
+            found = ledger.get(key) if isinstance(ledger, ProvenanceLedger) else None
+            if found is not None:
+                return found
+        return None
 
     def current(self, topic: str, partition: int, offset: int) -> DetectorState | None:
         """The partition's state if it holds no gap before `offset`; None when it must be rebuilt first."""

@@ -119,7 +119,8 @@ class Runtime:
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
-            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents)
+            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents,
+                                          history=self.ingest.provenance)
             self._stack.push_async_callback(self.approvals.stop)
             await self.approvals.start()
             installers += self.approvals.route_installers()

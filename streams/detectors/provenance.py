@@ -1,0 +1,217 @@
+"""provenance: a sensitive call whose argument value came only from untrusted output (ASI01, LLM01).
+
+A hijack that stays inside the policy (a payment with an allowed tool to a payee of the right shape, a message in
+an allowed channel) still leaves one trace: the value it sends was read in a web page, an e-mail or a file the
+agent fetched, and never in the user's request. For a call in one of the workflow's `provenance.sensitive`
+categories, every argument value, whole and as extracted tokens (warden/policy/values.py), is looked up in the
+session's fingerprints (provenance_state.py): a value held by an untrusted result (or put together from pieces of
+untrusted results), and by neither the request, a trusted tool's result nor the policy's own lists and constraints,
+is a `provenance` finding naming the argument, the redacted value and the result it came from. A typed value
+(address, URL, host, IBAN, number) found nowhere the session read is `unsourced_value`: the model made it up.
+
+A call's own result is read after its arguments are judged: it cannot ground them. Results of other tools count
+only against `unsourced_value`. The tier (page, review, log; hold on the approval path) is the matrix's
+(warden/policy/tiers.py): provenance alone also fires on legitimate work, so by default it pages only on payment
+and identity_admin calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from streams.detectors.base import Context, RuleInfo, build_finding
+from streams.detectors.provenance_state import Origin, ProvenanceLedger, Session, fingerprint
+from warden.contract.events import Kind
+from warden.contract.findings import Finding
+from warden.contract.matrix import BuiltinRule, Category, Severity
+from warden.contract.redact import redact_value
+from warden.policy.provenance import ProvenanceChecks
+from warden.policy.tiers import PROVENANCE, UNSOURCED_VALUE
+from warden.policy.values import MIN_PIECE, read_values, split_value, tokens, whole
+
+FRAMEWORKS = ("OWASP-ASI01", "OWASP-LLM01", "NIST-AI-RMF:MANAGE")
+info = RuleInfo(
+    id=PROVENANCE,
+    title="Sensitive call with a value that came only from untrusted output",
+    default_severity=Severity.high,
+    frameworks=FRAMEWORKS,
+)
+UNSOURCED = RuleInfo(
+    id=UNSOURCED_VALUE,
+    title="Sensitive call with a value found nowhere the session read",
+    default_severity=Severity.medium,
+    frameworks=FRAMEWORKS,
+)
+also = (UNSOURCED,)  # the other rule this module raises: configured under rules.builtin like any built-in
+new_state = ProvenanceLedger
+MAX_LISTED = 3
+_TYPED = frozenset({"email", "url", "host", "iban", "number"})  # what a model cannot plausibly make up by chance
+_NONE: frozenset[Category] = frozenset()
+
+
+def session_key(agent_id: str, session_id: str | None) -> tuple[str, str]:
+    """A session's key in the ledger: events without a session id share one per agent."""
+    return (agent_id, session_id or f"agent:{agent_id}")
+
+
+def judge_call(ctx: Context, session: Session | None) -> list[Finding]:
+    """The provenance findings of a call about to be made (the approval path), against what its session read."""
+    ev, checks = ctx.event, ctx.checks
+    if checks is None or ctx.workflow is None or ev.tool is None or not ev.tool.arguments or ctx.tool is None:
+        return []
+    if not ctx.tool.categories & checks.provenance.sensitive:
+        return []
+    return _judge(ctx, checks.provenance, session, ev.tool.arguments)
+
+
+def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
+    ev, checks = ctx.event, ctx.checks
+    if checks is None or ctx.workflow is None:
+        return []
+    prov = checks.provenance
+    key = session_key(ev.agent.id, ev.session_id)
+    if ev.kind is Kind.prompt:
+        if ev.content is not None and ev.content.prompt:
+            session = ledger.session(key, ev.ts, prov.within)
+            ledger.add(session, "trusted", read_values(ev.content.prompt), (), Origin(ev.event_id, "request"))
+        return []
+    if ev.kind is not Kind.tool_call or ev.tool is None:
+        return []
+    categories = ctx.tool.categories if ctx.tool is not None else _NONE
+    findings: list[Finding] = []
+    if categories & prov.sensitive and ev.tool.arguments:
+        findings = _judge(ctx, prov, ledger.get(key), ev.tool.arguments)
+    if ev.tool.result is not None:
+        session = ledger.session(key, ev.ts, prov.within)
+        source = prov.source(ev.tool.name, categories)
+        pieces: set[str] = set()
+        values = read_values(ev.tool.result, pieces if source == "untrusted" else None)
+        ledger.add(session, source, values, pieces, Origin(ev.event_id, ev.tool.name))
+    return findings
+
+
+def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
+           arguments: Mapping[str, Any]) -> list[Finding]:
+    """Nothing to say about a session that sent no request and no result (producers that send neither)."""
+    if session is None:
+        return []
+    rules = ctx.policy.matrix.rules.builtin
+    untrusted: list[tuple[str, str, list[Origin], bool]] = []  # (argument, value, origins, split)
+    unsourced: list[tuple[str, str]] = []
+    unsourced_paths: set[str] = set()
+    for path, leaf in _leaves(arguments, ""):
+        for value in sorted(_candidates(leaf)):  # sorted: the same call names the same value every time
+            if prov.names(value):
+                continue
+            fp = fingerprint(value)
+            if fp in session.trusted:
+                continue
+            origin = session.untrusted.get(fp)
+            parts = [origin] if origin is not None else _split(value, session) if session.pieces else None
+            if parts:
+                untrusted.append((path, leaf, parts, origin is None))
+                break  # one value per argument is enough to name it
+            if value.partition(":")[0] in _TYPED and fp not in session.other and path not in unsourced_paths:
+                unsourced.append((path, leaf))
+                unsourced_paths.add(path)
+    findings = []
+    if untrusted and _enabled(rules.get(PROVENANCE)):
+        finding = _untrusted_finding(ctx, untrusted)
+        if finding is not None:
+            findings.append(finding)
+    if unsourced and not untrusted and _enabled(rules.get(UNSOURCED_VALUE)):
+        finding = _unsourced_finding(ctx, unsourced)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def _enabled(cfg: BuiltinRule | None) -> bool:
+    return cfg is None or cfg.enabled
+
+
+def _candidates(leaf: str) -> set[str]:
+    """The values of one argument: the whole of a short one, and the addresses, URLs, hosts, IBANs and numbers in
+    it. Names and ids count only as a whole single-word value: in free text (a mail body summarising what the
+    agent read) they are the expected echo of its reading, not a destination."""
+    one = whole(leaf)
+    single = one is not None and " " not in one
+    found = {v for v in tokens(leaf) if single or v.partition(":")[0] in _TYPED}
+    if one is not None:
+        found.add(one)
+    return found
+
+
+def _leaves(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(dotted path, string) for each string leaf of the arguments; integers of six or more digits as strings."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, bool) or depth > 32:
+        return
+    elif isinstance(value, int):
+        if abs(value) >= 100_000:
+            yield path, str(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}.{k}" if path else str(k), depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]", depth + 1)
+
+
+def _split(value: str, session: Session) -> list[Origin] | None:
+    """The untrusted results a value was put together from, when it splits into two or more pieces each read in
+    one (pieces of at least MIN_PIECE characters, the last of at least two), else None."""
+    run = split_value(value)
+    if run is None:
+        return None
+    n = len(run)
+    best: list[list[Origin] | None] = [None] * (n + 1)  # best[i]: origins of a cover of run[:i]
+    best[0] = []
+    for i in range(n):
+        covered = best[i]
+        if covered is None:
+            continue
+        for j in range(i + 2, n + 1):
+            if j - i < MIN_PIECE and j != n:
+                continue
+            if j - i == n:
+                continue  # the whole run as one piece is a whole value, judged as such
+            origin = session.pieces.get(fingerprint("piece:" + run[i:j]))
+            if origin is not None and best[j] is None:
+                best[j] = [*covered, origin]
+    return best[n] if best[n] else None
+
+
+def _untrusted_finding(ctx: Context, hits: list[tuple[str, str, list[Origin], bool]]) -> Finding | None:
+    ev = ctx.event
+    assert ev.tool is not None
+    path, value, origins, split = hits[0]
+    evidence = {
+        "tool": ev.tool.name,
+        "argument": path,
+        "value": redact_value(value, 200),
+        "read_in": ", ".join(dict.fromkeys(f"{o.tool} ({o.event_id})" for o in origins)),
+        "request": "did not contain it",
+    }
+    if split:
+        evidence["split"] = f"put together from {len(origins)} pieces of untrusted output"
+    more = [f"{p}={redact_value(v, 80)}" for p, v, _, _ in hits[1:MAX_LISTED]]
+    if more:
+        evidence["also"] = "; ".join(more)
+    if len(hits) > MAX_LISTED:
+        evidence["and_more"] = str(len(hits) - MAX_LISTED)
+    return build_finding(ctx, info, f"{ev.tool.name}:{path}", evidence)
+
+
+def _unsourced_finding(ctx: Context, hits: list[tuple[str, str]]) -> Finding | None:
+    ev = ctx.event
+    assert ev.tool is not None
+    path, value = hits[0]
+    evidence = {"tool": ev.tool.name, "argument": path, "value": redact_value(value, 200),
+                "read_in": "nothing this session read: not the request, no tool result"}
+    more = [f"{p}={redact_value(v, 80)}" for p, v in hits[1:MAX_LISTED]]
+    if more:
+        evidence["also"] = "; ".join(more)
+    return build_finding(ctx, UNSOURCED, f"{ev.tool.name}:{path}", evidence, rule_id=UNSOURCED.id)
