@@ -1,9 +1,14 @@
-"""Recall and false-alert rate per rule on the labelled sessions (tests/data/sessions) with the bundled matrix.
+"""Recall and false-alert rate per rule on the labelled sessions (tests/data/sessions) with the bundled matrix, or
+with --third-party on public data sets no one here wrote, under a holdout protocol.
 
     .venv/bin/python bench/detection_quality.py
+    .venv/bin/pip install --no-deps inspect-evals==0.26.0 agent-injection-bench==0.1.0
+    .venv/bin/python bench/detection_quality.py --third-party
 
-The same replay and scoring as tests/test_sessions.py, printed as the table docs/replay.md and the closing note
-quote. Routed findings only: a shadow rule never alerts.
+The first is the same replay and scoring as tests/test_sessions.py (in-sample: the set was written with the bundled
+matrix). The second converts each third-party scenario into a benign and a hijacked session, writes a policy from
+half of the benign sessions, and judges both halves (bench/third_party, docs/replay.md). Routed findings only: a
+shadow rule never alerts.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from tests.session_quality import labels, replay_sessions, score
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--third-party"]:
+        from bench.third_party.report import main as third_party
+
+        sys.exit(third_party())
+    if sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [--third-party]")
     truth = labels()
     fired, invalid = replay_sessions()
     hijacked = [s for s, v in truth.items() if v["verdict"] == "hijacked"]
