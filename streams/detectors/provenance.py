@@ -49,6 +49,7 @@ MAX_LISTED = 3
 # Values that name a destination or a thing to act on, wherever they stand in an argument (a mail body, a command).
 _TYPED = frozenset({"email", "url", "host", "iban", "number", "path", "env"})
 _NONE: frozenset[Category] = frozenset()
+_REQUESTS = frozenset({Kind.prompt, Kind.completion, Kind.agent_invoke})
 
 
 def session_key(agent_id: str, session_id: str | None) -> tuple[str, str]:
@@ -72,8 +73,8 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
         return []
     prov = checks.provenance
     call = ev.tool
-    if call is None:
-        if ev.kind is Kind.prompt and ev.content is not None and ev.content.prompt:
+    if call is None:  # a prompt event; over OTLP a chat or invoke_agent span carries the user's request too
+        if ev.content is not None and ev.content.prompt and ev.kind in _REQUESTS:
             session = ledger.session(session_key(ev.agent.id, ev.session_id), ev.ts, prov.within)
             ledger.add(session, "trusted", read_values(ev.content.prompt), (), Origin(ev.event_id, "request"))
         return []
@@ -100,7 +101,7 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
     if session is None:
         return []
     rules = ctx.policy.matrix.rules.builtin
-    untrusted: list[tuple[str, str, list[Origin], bool]] = []  # (argument, value, origins, split)
+    untrusted: list[tuple[str, str, list[Origin], bool, str]] = []  # (argument, value, origins, split, matched)
     unsourced: list[tuple[str, str]] = []
     unsourced_paths: set[str] = set()
     for path, leaf in _leaves(arguments, ""):
@@ -108,12 +109,12 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
             if prov.names(value):
                 continue
             fp = fingerprint(value)
-            if fp in session.trusted:
+            if fp in session.trusted or _trusted_tail(value, session):
                 continue
             origin = session.untrusted.get(fp)
             parts = [origin] if origin is not None else _split(value, session) if session.pieces else None
             if parts:
-                untrusted.append((path, leaf, parts, origin is None))
+                untrusted.append((path, leaf, parts, origin is None, value))
                 break  # one value per argument is enough to name it
             if value.partition(":")[0] in _TYPED and fp not in session.other and path not in unsourced_paths:
                 unsourced.append((path, leaf))
@@ -128,6 +129,18 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
         if finding is not None:
             findings.append(finding)
     return findings
+
+
+def _trusted_tail(value: str, session: Session) -> bool:
+    """A path whose tail the request named (`src/app.py` grounds `/workspace/src/app.py`)."""
+    kind, _, path = value.partition(":")
+    if kind != "path":
+        return False
+    parts = [p for p in path.split("/") if p]
+    tails = ["path:" + "/".join(parts[i:]) for i in range(1, len(parts))]
+    if parts:
+        tails.append("ident:" + parts[-1].lower())
+    return any(fingerprint(t) in session.trusted for t in tails)
 
 
 def _enabled(cfg: BuiltinRule | None) -> bool:
@@ -187,20 +200,22 @@ def _split(value: str, session: Session) -> list[Origin] | None:
     return best[n] if best[n] else None
 
 
-def _untrusted_finding(ctx: Context, hits: list[tuple[str, str, list[Origin], bool]]) -> Finding | None:
+def _untrusted_finding(ctx: Context, hits: list[tuple[str, str, list[Origin], bool, str]]) -> Finding | None:
     ev = ctx.event
     assert ev.tool is not None
-    path, value, origins, split = hits[0]
+    path, value, origins, split, matched = hits[0]
+    kind, _, normal = matched.partition(":")
     evidence = {
         "tool": ev.tool.name,
         "argument": path,
         "value": redact_value(value, 200),
+        "matched": f"{kind} {redact_value(normal, 200)}",
         "read_in": ", ".join(dict.fromkeys(f"{o.tool} ({o.event_id})" for o in origins)),
         "request": "did not contain it",
     }
     if split:
         evidence["split"] = f"put together from {len(origins)} pieces of untrusted output"
-    more = [f"{p}={redact_value(v, 80)}" for p, v, _, _ in hits[1:MAX_LISTED]]
+    more = [f"{p}={redact_value(v, 80)}" for p, v, *_ in hits[1:MAX_LISTED]]
     if more:
         evidence["also"] = "; ".join(more)
     if len(hits) > MAX_LISTED:
