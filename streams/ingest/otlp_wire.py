@@ -115,6 +115,9 @@ def _parse_json(raw: bytes) -> TracesData:
         raise _Bad(Rejection("empty_batch", "no resourceSpans in the OTLP/JSON message"))
     try:
         _hex_ids_to_base64(resource_spans)
+    except ValueError as exc:  # our own message: which id is not hex (an id is no secret)
+        raise _Bad(Rejection("malformed_otlp", f"not OTLP/JSON TracesData ({str(exc)[:300]})")) from None
+    try:
         data = TracesData()
         json_format.ParseDict(value, data, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
