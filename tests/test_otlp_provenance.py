@@ -255,3 +255,20 @@ def test_input_that_names_no_roles_is_the_request_as_sent() -> None:
     old, oi = _events(otlp_proto(rec.finished()))
     assert old.content and old.content.prompt == "What is my balance?"
     assert oi.content and oi.content.prompt == "Plain question"
+
+
+def test_the_demo_mirrors_a_tool_result_and_the_request_onto_its_spans() -> None:
+    from warden.cli.demo_otlp import otlp_messages
+
+    base = {"ts": "2026-11-21T09:00:00Z", "agent": {"id": "billing-agent-1"}, "session_id": "s1"}
+    native = [{**base, "event_id": "p", "kind": "prompt", "content": {"prompt": "Pay the March bill"}},
+              {**base, "event_id": "t1", "kind": "tool_call",
+               "tool": {"name": "files.read", "arguments": {"path": "bill.txt"}, "result": {"iban": "DE89 3704"}}},
+              {**base, "event_id": "t2", "kind": "tool_call", "tool": {"name": "web.fetch", "result": "plain page"}}]
+    messages, n_events = otlp_messages(native, "ab" * 4)
+    events = [e for _, raw in messages for e in decode_message(raw, LIMIT).events]
+    assert len(events) == n_events
+    by_tool = {e.tool.name: e.tool.result for e in events if e.tool}
+    assert by_tool == {"files.read": {"iban": "DE89 3704"}, "web.fetch": "plain page"}
+    [prompt] = [e for e in events if e.kind is Kind.prompt]
+    assert prompt.content and prompt.content.prompt == "Pay the March bill" and prompt.session_id == "s1"
