@@ -34,6 +34,11 @@ def test_schema_prints_a_valid_json_schema_that_accepts_events_and_rejects_bad_o
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"event_id": "x", "kind": "teleport", "agent": {"id": "a"}, "ts": "2026-11-21T10:00:00Z"})
     assert set(schema["required"]) == {"event_id", "ts", "kind", "agent"}
+    assert {"tool.result", "tool.result_truncated"} <= _field_paths(schema)  # provenance: what the agent read
+    validator.validate(event("a1", tool={"name": "web.fetch", "result": {"body": "x"}, "result_truncated": True}))
+    validator.validate(event("a1", tool={"name": "web.fetch", "result": "plain text"}))
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(event("a1", tool={"name": "web.fetch", "result": 42}))
 
 
 def test_an_unreachable_broker_is_one_line_naming_the_address_and_a_non_zero_exit() -> None:

@@ -147,3 +147,12 @@ def test_compile_reports_located_issues_and_keeps_the_rules_that_compile() -> No
     assert by_path["rules.custom.3.exceptions.0"].startswith("CEL does not compile")
     assert "'tool_cal'" in by_path["rules.custom.4.condition"]
     assert "${agent.id}" in by_path["rules.custom.5.output"]
+
+
+def test_an_output_template_quoting_a_structured_tool_result_drops_secrets_nested_under_secret_keys() -> None:
+    echo = {"id": "echo-result", "condition": 'event.kind == "tool_call" && has(event.tool.result)',
+            "output": "Result ${event.tool.result}"}
+    result = {"page": "hello", "credentials": {"token": "plantedtoolresult0013"}, "rows": [{"password": "pw0014x"}]}
+    [f] = run(rules_policy(echo), tool("rag-bot", "web.fetch", tool={"result": result}))
+    assert "hello" in f.title and "plantedtoolresult0013" not in f.title and "pw0014x" not in f.title
+    assert f.evidence["output"] == f.title

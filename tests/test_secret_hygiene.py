@@ -37,6 +37,8 @@ SECRETS = {
     "dlq_token": "planteddlqtoken0010",
     "dlq_argument": "planteddlqargument0011",
     "passphrase": "plantedpassphrase0012",
+    "tool_result": "plantedtoolresult0013",
+    "tool_result_text": "plantedresulttext0014",
 }
 S = SECRETS
 TEMPLATE_RULES = """
@@ -50,6 +52,10 @@ rules:
       condition: event.kind == "tool_call" && event.tool.name == "shell.exec"
       severity: high
       output: "Arguments ${event.tool.arguments}"
+    - id: echo-result
+      condition: event.kind == "tool_call" && has(event.tool.result)
+      severity: high
+      output: "Result ${event.tool.result}"
 """
 
 
@@ -71,6 +77,10 @@ def _events() -> list[dict[str, object]]:
     }
     return [
         event("support-bot-2", tool={"name": "shell.exec", "arguments": arguments}),
+        event("support-bot-2", tool={"name": "web.fetch", "arguments": {"url": "https://example.test"},
+                                     "result": {"page": "hello", "credentials": {"token": S["tool_result"]}}}),
+        event("support-bot-2", tool={"name": "files.read", "arguments": {"path": "notes.txt"},
+                                     "result": f"notes\nAuthorization: Bearer {S['tool_result_text']}\n"}),
         event("support-bot-1", kind="prompt", content={"prompt": f"use pwd={S['prompt']} to log in",
                                                        "output": f'{{"auth": "{S["output"]}"}}'}),
         event("billing-agent-1", kind="secret_access", resource={"type": "secret", "id": "vault://prod/root"},
@@ -97,9 +107,9 @@ async def test_no_planted_secret_leaves_warden_in_clear(
         messages = [(e["agent"]["id"].encode(), json.dumps(e).encode()) for e in _events()]  # type: ignore[index]
         await produce(rt.bootstrap, settings.topic_activity, [*messages, (b"billing-agent-1",
                                                                           json.dumps(invalid).encode())])
-        findings = await read_topic(rt.bootstrap, settings.topic_findings, expect=4)
+        findings = await read_topic(rt.bootstrap, settings.topic_findings, expect=6)
         rules = {json.loads(f.value)["rule"] for f in findings}
-        assert {"unapproved_tool", "echo-arguments", "echo-prompt", "secret_access"} <= rules
+        assert {"unapproved_tool", "echo-arguments", "echo-prompt", "secret_access", "echo-result"} <= rules
         await eventually(lambda: len(slack_api.roots()) >= 3, timeout=60, what="the incidents on Slack")
         dlq = await read_topic(rt.bootstrap, settings.topic_dlq, expect=1)
         assert rt.web is not None

@@ -11,7 +11,7 @@ from streams.detectors.base import Context, RuleInfo, build_finding
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
-from warden.contract.redact import redact_text
+from warden.contract.redact import redact_text, redact_tree
 
 log = logging.getLogger("warden.rules")
 
@@ -44,6 +44,7 @@ def detect(ctx: Context) -> list[Finding]:
     needed = variables if any(r.uses_workflow for r in candidates) else {"event": variables["event"]}
     context = cel.Context(variables=needed)
     findings: list[Finding] = []
+    shown: dict[str, Any] | None = None  # the variables an output template quotes, redacted by structure once
     for compiled in candidates:
         rule = compiled.rule
         try:
@@ -53,7 +54,13 @@ def detect(ctx: Context) -> list[Finding]:
             metrics.RULE_EVAL_ERRORS.labels(rule=rule.id).inc()
             log.debug("rule %s did not evaluate on %s: %s", rule.id, ev.event_id, exc)
             continue
-        output = redact_text(compiled.render(variables), 300) if rule.output else ""
+        output = ""
+        if rule.output:
+            if shown is None:
+                # By structure before rendering: a dict renders as its repr, where a secret-ish key holding an object
+                # (`'credentials': {'token': ...}`, common in tool results) hides the inner pair from the text pass.
+                shown = {name: redact_tree(value) for name, value in variables.items()}
+            output = redact_text(compiled.render(shown), 300)
         info = RuleInfo(rule.id, output or f"Custom rule {rule.id}", rule.severity, tuple(rule.frameworks))
         evidence = {"condition": rule.condition}
         if output:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from streams.ingest.base import Decoded, Decoder, Rejection
 from streams.ingest.otlp_agents import UNRESOLVED, AgentResolver, Bounds, Resolved
 from streams.ingest.otlp_genai import is_activity, resource_agent, service_name, span_agent, to_event
@@ -93,8 +95,14 @@ def _map(r: Resolved, tools: ToolCatalogue, out: Decoded, *, count: bool = True)
     agent = r.agent_id or service_name(r.span) or UNKNOWN_AGENT
     try:
         event = to_event(r.span, agent, tools, r.resolution)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        out.rejections.append(Rejection("invalid_span", str(exc)[:500], r.span.index))
+    except ValidationError as exc:  # named by field and message, never by value: a result may hold a secret
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}" for e in errors)
+        out.rejections.append(Rejection("invalid_span", detail[:500], r.span.index))
+        return
+    except ValueError as exc:
+        out.rejections.append(Rejection("invalid_span", f"{type(exc).__name__}: span values break the contract",
+                                        r.span.index))
         return
     if event is None:
         return

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.ingest.otlp_content import tool_arguments, tool_result, user_request
 from streams.ingest.otlp_wire import STATUS_ERROR, Span
 from warden.contract.events import ActivityEvent, Kind
 from warden.policy.tools import ToolCatalogue
@@ -24,7 +25,7 @@ _MEMORY_OPS = frozenset({"search_memory", "update_memory", "upsert_memory", "cre
                          "create_memory_store", "delete_memory_store"})
 # OpenInference's span kinds (openinference.span.kind) that carry agent activity.
 _OI_KINDS = {"TOOL": "execute_tool", "AGENT": "invoke_agent", "LLM": "chat", "RETRIEVER": "retrieval"}
-_MAX_TEXT = 16_384  # prompt and output text kept per event (redacted again on the way out)
+_MAX_TEXT = 16_384  # model output text kept per event (redacted again on the way out)
 
 
 def operation(span: Span) -> str | None:
@@ -97,8 +98,11 @@ def to_event(span: Span, agent_id: str, tools: ToolCatalogue, resolution: str) -
         fields["resource"] = {"type": "mcp_resource", "id": _text(a.get("mcp.resource.uri")) or span.name or "unknown"}
     elif op in _AGENT_OPS:
         fields["kind"] = Kind.agent_invoke
+        request = user_request(a)
+        if request is not None:
+            fields["content"] = {"prompt": request}
     elif op in _MODEL_OPS:
-        prompt = _content(a, "gen_ai.input.messages", "gen_ai.prompt", "input.value")
+        prompt = user_request(a)
         output = _content(a, "gen_ai.output.messages", "gen_ai.completion", "output.value")
         fields["kind"] = Kind.completion if output is not None else Kind.prompt
         if prompt is not None or output is not None:
@@ -114,9 +118,9 @@ def _tool(span: Span, fields: dict[str, Any], tools: ToolCatalogue) -> None:
     against the secret grant, `identity_admin` against the approval rule); the categories are noted here."""
     a = span.attributes
     name = _first(a, "gen_ai.tool.name", "tool.name") or _mcp_tool(span) or span.name or "unknown"
-    arguments = _arguments(a)
+    arguments = tool_arguments(a)
     fields["tool"] = {"name": name, "call_id": _first(a, "gen_ai.tool.call.id", "tool_call.id"),
-                      "arguments": arguments}
+                      "arguments": arguments, "result": tool_result(a)}
     entry = tools.entry(name)
     if entry is not None and entry.categories:
         fields["attributes"]["warden.tool_categories"] = sorted(c.value for c in entry.categories)
@@ -133,20 +137,6 @@ def _mcp_tool(span: Span) -> str | None:
     """MCP client/server spans are named `tools/call {tool}`."""
     method, _, rest = span.name.partition(" ")
     return rest.strip() or None if method == "tools/call" else None
-
-
-def _arguments(a: Mapping[str, Any]) -> dict[str, Any] | None:
-    """`gen_ai.tool.call.arguments` as an object (kvlist), or a JSON string of one; OpenInference's
-    `tool.parameters` likewise. Anything else is kept under `value`, so nothing the agent sent is lost."""
-    raw = a.get("gen_ai.tool.call.arguments", a.get("tool.parameters"))
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return {"value": raw}
-    return raw if isinstance(raw, dict) else {"value": raw}
 
 
 def _outcome(span: Span) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -114,11 +115,24 @@ def _parse_json(raw: bytes) -> TracesData:
         raise _Bad(Rejection("empty_batch", "no resourceSpans in the OTLP/JSON message"))
     try:
         _hex_ids_to_base64(resource_spans)
+    except ValueError as exc:  # our own message: which id is not hex (an id is no secret)
+        raise _Bad(Rejection("malformed_otlp", f"not OTLP/JSON TracesData ({str(exc)[:300]})")) from None
+    try:
         data = TracesData()
         json_format.ParseDict(value, data, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError) as exc:
-        raise _Bad(Rejection("malformed_otlp", f"not OTLP/JSON TracesData ({str(exc)[:300]})")) from None
+        raise _Bad(Rejection("malformed_otlp", f"not OTLP/JSON TracesData ({_where(exc)})")) from None
     return data
+
+
+_FIELD = re.compile(r"Failed to parse (\w+) field")
+
+
+def _where(exc: Exception) -> str:
+    """The field path of a protobuf JSON parse error, never its detail: that detail quotes the offending value (an
+    attribute such as a tool result may hold a secret), and the reason is a clear-text DLQ header."""
+    path = _FIELD.findall(str(exc))
+    return f"invalid value at {'.'.join(path)}" if path else type(exc).__name__
 
 
 def _hex_ids_to_base64(resource_spans: list[Any]) -> None:

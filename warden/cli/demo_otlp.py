@@ -57,6 +57,9 @@ def _child(e: dict[str, Any], trace_id: bytes, parent_id: bytes, span_id: bytes,
             attrs["gen_ai.tool.call.id"] = tool["call_id"]
         if tool.get("arguments") is not None:
             attrs["gen_ai.tool.call.arguments"] = json.dumps(tool["arguments"])
+        if tool.get("result") is not None:  # what the agent read: text as is, JSON as its text
+            result = tool["result"]
+            attrs["gen_ai.tool.call.result"] = result if isinstance(result, str) else json.dumps(result)
         name = f"execute_tool {tool['name']}"
     else:
         content = e.get("content") or {}
