@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 MAX_TEXT_VALUE = 200  # longer strings are free text: only their tokens are values
 MAX_SCANNED = 65_536  # characters of one text that are scanned (a result is capped below this by the contract)
@@ -53,6 +54,20 @@ _DIGIT = re.compile(r"\d")
 _FILE_EXTENSIONS = frozenset({"txt", "pdf", "csv", "doc", "docx", "xls", "xlsx", "json", "md", "py", "js", "ts",
                                "yaml", "yml", "png", "jpg", "jpeg", "gif", "zip", "log", "html", "xml", "sh",
                                "toml", "cfg", "ini", "pptx", "ppt", "tar", "gz", "eml", "ics"})
+
+
+_SUFFIXES = PublicSuffixList(accept_unknown=False)
+# Names reserved for documentation, tests and private networks (RFC 2606, 6761, 6762), used as real hosts inside
+# organisations: not in the Public Suffix List, still hosts.
+_PRIVATE_TLDS = frozenset({"example", "test", "invalid", "localhost", "local", "internal", "corp", "home", "lan",
+                           "intranet", "private"})
+
+
+@lru_cache(maxsize=8192)
+def is_host(name: str) -> bool:
+    """A domain whose top level is a real one (the Public Suffix List) or a private-use name: `evil.com` and
+    `vault.corp` are hosts, `text.title` and `result.replace` (code) are not."""
+    return name.rpartition(".")[2] in _PRIVATE_TLDS or _SUFFIXES.publicsuffix(name) is not None
 
 
 @lru_cache(maxsize=8192)
@@ -122,8 +137,10 @@ def _classify(word: str, found: set[str], pieces: set[str] | None) -> None:
     if "/" in word and _PATH.fullmatch(word):
         found.add(f"path:{word.removeprefix('./')}")
     elif "." in word and "@" not in word:
-        if _HOST.fullmatch(word.lower()) and word.rpartition(".")[2].lower() not in _FILE_EXTENSIONS:
-            found.add(f"host:{ascii_domain(word.lower().removeprefix('www.'))}")
+        host = word.lower()
+        if _HOST.fullmatch(host) and host.rpartition(".")[2] not in _FILE_EXTENSIONS \
+                and is_host(ascii_domain(host)):
+            found.add(f"host:{ascii_domain(host.removeprefix('www.'))}")
         elif _FILE.fullmatch(word) and word.rpartition(".")[2].lower() in _FILE_EXTENSIONS:
             found.add(f"ident:{word.lower()}")
     if not digits:
