@@ -39,6 +39,7 @@ SECRETS = {
     "passphrase": "plantedpassphrase0012",
     "tool_result": "plantedtoolresult0013",
     "tool_result_text": "plantedresulttext0014",
+    "provenance_result": "plantedprovenance0015",  # plain text in a read that provenance traces: only fingerprinted
 }
 S = SECRETS
 TEMPLATE_RULES = """
@@ -53,7 +54,7 @@ rules:
       severity: high
       output: "Arguments ${event.tool.arguments}"
     - id: echo-result
-      condition: event.kind == "tool_call" && has(event.tool.result)
+      condition: event.kind == "tool_call" && event.tool.name in ["web.fetch", "files.read"] && has(event.tool.result)
       severity: high
       output: "Result ${event.tool.result}"
 """
@@ -81,6 +82,14 @@ def _events() -> list[dict[str, object]]:
                                      "result": {"page": "hello", "credentials": {"token": S["tool_result"]}}}),
         event("support-bot-2", tool={"name": "files.read", "arguments": {"path": "notes.txt"},
                                      "result": f"notes\nAuthorization: Bearer {S['tool_result_text']}\n"}),
+        event("billing-agent-1", kind="prompt", session_id="sess-secret",
+              content={"prompt": "Pay the March invoice from acme-logistics."}),
+        event("billing-agent-1", session_id="sess-secret", tool={
+            "name": "mail.read_inbox", "arguments": {"folder": "invoices"},
+            "result": f"New bank details: GB33 BUKB 2020 1555 5555 55. Portal code {S['provenance_result']}."}),
+        event("billing-agent-1", session_id="sess-secret", tool={
+            "name": "billing.pay_vendor",
+            "arguments": {"payee": "acme-logistics", "amount": 100, "iban": "GB33BUKB20201555555555"}}),
         event("support-bot-1", kind="prompt", content={"prompt": f"use pwd={S['prompt']} to log in",
                                                        "output": f'{{"auth": "{S["output"]}"}}'}),
         event("billing-agent-1", kind="secret_access", resource={"type": "secret", "id": "vault://prod/root"},
@@ -107,9 +116,9 @@ async def test_no_planted_secret_leaves_warden_in_clear(
         messages = [(e["agent"]["id"].encode(), json.dumps(e).encode()) for e in _events()]  # type: ignore[index]
         await produce(rt.bootstrap, settings.topic_activity, [*messages, (b"billing-agent-1",
                                                                           json.dumps(invalid).encode())])
-        findings = await read_topic(rt.bootstrap, settings.topic_findings, expect=6)
-        rules = {json.loads(f.value)["rule"] for f in findings}
-        assert {"unapproved_tool", "echo-arguments", "echo-prompt", "secret_access", "echo-result"} <= rules
+        wanted = {"unapproved_tool", "echo-arguments", "echo-prompt", "secret_access", "echo-result", "provenance"}
+        findings = await read_topic(rt.bootstrap, settings.topic_findings, what="every planted finding",
+                                    until=lambda got: wanted <= {json.loads(f.value)["rule"] for f in got})
         await eventually(lambda: len(slack_api.roots()) >= 3, timeout=60, what="the incidents on Slack")
         dlq = await read_topic(rt.bootstrap, settings.topic_dlq, expect=1)
         assert rt.web is not None
