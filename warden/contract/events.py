@@ -6,6 +6,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 SCHEMA_VERSION = 1
@@ -48,23 +49,24 @@ class Agent(_Part):
 MAX_RESULT_CHARS = 16_384  # a tool result longer than this (as text) is cut, and `result_truncated` says so
 
 
-def _cap_result(value: object) -> object:
-    """A result is text or JSON as the agent saw it; past MAX_RESULT_CHARS it is kept as its first characters (JSON
-    as its compact text), so one huge page costs the hot path a bounded amount."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-        return value if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS]
-    return value[:MAX_RESULT_CHARS]
+def _compact(value: object) -> bytes:
+    """A JSON result's compact UTF-8 form (orjson: a tenth of json.dumps's cost on a 4 KB result)."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:  # an integer beyond 64 bits, a non-string key
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
-def _result_size(value: object) -> int:
-    if value is None:
-        return 0
+def _capped(value: object) -> tuple[object, bool]:
+    """A result is text or JSON as the agent saw it; past MAX_RESULT_CHARS characters (JSON: bytes of its compact
+    form) it is kept as its first characters, JSON as its compact text, and marked truncated: one huge page costs the
+    hot path a bounded amount."""
     if isinstance(value, str):
-        return len(value)
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+        return (value[:MAX_RESULT_CHARS], True) if len(value) > MAX_RESULT_CHARS else (value, False)
+    text = _compact(value)
+    if len(text) <= MAX_RESULT_CHARS:
+        return value, False
+    return text.decode()[:MAX_RESULT_CHARS], True
 
 
 class Tool(_Part):
@@ -75,16 +77,17 @@ class Tool(_Part):
     arguments: dict[str, Any] | None = Field(None, description="Tool arguments (untrusted; redacted on output).")
     result: str | dict[str, Any] | list[Any] | None = Field(
         None, description="The tool's output as the agent saw it, text or JSON (untrusted; never shown unredacted). "
-        f"Past {MAX_RESULT_CHARS} characters it is cut and `result_truncated` is true.")
+        f"Past {MAX_RESULT_CHARS} characters (JSON: bytes of its compact form) it is cut, JSON to its compact text, "
+        "and `result_truncated` is true.")
     result_truncated: bool = Field(False, description="True when Warden (or the producer) cut `result`.")
 
     @model_validator(mode="before")
     @classmethod
     def _cap(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("result") is not None:
-            result = data["result"]
-            if _result_size(result) > MAX_RESULT_CHARS:
-                data = {**data, "result": _cap_result(result), "result_truncated": True}
+            result, cut = _capped(data["result"])
+            if cut:
+                data = {**data, "result": result, "result_truncated": True}
         return data
 
 
