@@ -253,7 +253,7 @@ def test_policy_test_reads_jsonl_and_prints_routes(tmp_path: Path) -> None:
     code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
     assert code == 0, out
     assert "t1: no findings" in out
-    assert "t2: unapproved_tool [high] -> finance-ops (Finance Operations, slack C0FINOPS); approver sam" in out
+    assert "t2: unapproved_tool [high] page -> finance-ops (Finance Operations, slack C0FINOPS); approver sam" in out
     assert "t4: prompt-injection-marker [high] shadow: recorded, not routed" in out
 
 

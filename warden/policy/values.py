@@ -159,31 +159,28 @@ def _classify(word: str, found: set[str], pieces: set[str] | None) -> None:
         found.add("ident:" + word.lower())
 
 
-def _groups(words: list[str], found: set[str]) -> None:
-    """Values written in groups across spaces: an IBAN (`DE89 3704 0044 …`) and a number (`+1 555 123 4567`)."""
-    i, n = 0, len(words)
-    while i < n:
-        w = words[i]
-        if _IBAN_HEAD.fullmatch(w):
-            j, run = i + 1, w
-            while j < n and _IBAN_GROUP.fullmatch(words[j]) and len(run) < 34:
-                run += words[j]
-                j += 1
-            if j - i >= 3 and len(run) >= 15:
-                found.add("iban:" + run)
-                i = j
-                continue
-        if w and (w[0].isdigit() or w[0] == "+") and _DIGIT_GROUP.fullmatch(w):
-            j, run = i + 1, w
-            while j < n and _DIGIT_GROUP.fullmatch(words[j]):
-                run += words[j]
-                j += 1
-            number = "".join(c for c in run if c.isdigit())
-            if j - i >= 2 and len(number) >= 6:
-                found.add("number:" + number)
-            i = j
-            continue
-        i += 1
+def _group(every: list[str], i: int, word: str, found: set[str]) -> int:
+    """A value written in groups across spaces from word i on: an IBAN (`DE89 3704 0044 …`) or a number (`+1 555 123
+    4567`). Returns the index of the first word after it (i + 1 when there is none)."""
+    n = len(every)
+    if _IBAN_HEAD.fullmatch(word):
+        j, run = i + 1, word
+        while j < n and len(run) < 34 and _IBAN_GROUP.fullmatch(nxt := _word(every[j])):
+            run += nxt
+            j += 1
+        if j - i >= 3 and len(run) >= 15:
+            found.add("iban:" + run)
+            return j
+    if (word[0].isdigit() or word[0] in "+(") and _DIGIT_GROUP.fullmatch(word):
+        j, run = i + 1, word
+        while j < n and _DIGIT_GROUP.fullmatch(nxt := _word(every[j])):
+            run += nxt
+            j += 1
+        number = "".join(c for c in run if c.isdigit())
+        if j - i >= 2 and len(number) >= 6:
+            found.add("number:" + number)
+        return j
+    return i + 1
 
 
 def tokens(text: str, pieces: set[str] | None = None) -> set[str]:
@@ -192,14 +189,18 @@ def tokens(text: str, pieces: set[str] | None = None) -> set[str]:
     a regular expression scanned over the whole text costs ten times more in CPython."""
     text = _decoded(text[:MAX_SCANNED])
     found: set[str] = set()
-    # Plain words, and plain words before a comma or full stop, hold no value: skipped at C speed.
     every = text.split()
-    words = [_word(w) for w in every if not w.isalpha() and not w[:-1].isalpha()]
-    for word in words:
-        if word:
-            _classify(word, found, pieces)
-    if _DIGIT.search(text) is not None:
-        _groups([_word(w) for w in every], found)
+    grouped = _DIGIT.search(text) is not None
+    after = 0  # the first word not yet part of a grouped value
+    # Plain words, and plain words before a comma or full stop, hold no value: skipped at C speed.
+    for i in [i for i, w in enumerate(every) if not w.isalpha() and not w[:-1].isalpha()]:
+        word = _word(every[i])
+        if not word:
+            continue
+        _classify(word, found, pieces)
+        if grouped and i >= after and len(word) <= 12 and (word[0].isdigit() or word[0] in "+(" or (
+                len(word) == 4 and word[:2].isupper())):
+            after = _group(every, i, word, found)
     return found
 
 
@@ -214,6 +215,8 @@ def quoted(text: str) -> set[str]:
 
 def whole(value: str) -> str | None:
     """A short string as one `text` value; None for free text."""
+    if len(value) > 4 * MAX_TEXT_VALUE:  # free text however its spaces collapse: not worth normalising
+        return None
     norm = normal_text(value)
     return f"text:{norm}" if 2 < len(norm) <= MAX_TEXT_VALUE else None
 
