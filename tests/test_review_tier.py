@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from responders.db import migrate
+from responders.db import make_engine, migrate
 from responders.db.models import Incident, Notification, ReviewDigest
 from responders.digests import period_end
 from responders.incident_responder import IncidentResponder
@@ -27,6 +27,7 @@ from responders.review_digest import make_digests
 from responders.store import Recorded
 from responders.trail import Trail
 from tests.incident_helpers import FakeClock, eventually, finding, running
+from tests.test_audit import _upgrade_to
 from warden.cli import main
 from warden.cli.slack_api_server import SlackApiServer
 from warden.contract import metrics
@@ -317,3 +318,27 @@ def test_the_digest_interval_reads_durations_and_seconds() -> None:
     assert Settings(review_digest_interval="15m").review_digest_interval == timedelta(minutes=15)  # type: ignore[arg-type]
     assert Settings(review_digest_interval="900").review_digest_interval == timedelta(minutes=15)  # type: ignore[arg-type]
     assert Settings().review_digest_interval == timedelta(hours=1)
+
+
+async def test_the_migration_makes_every_earlier_incident_a_page_and_keeps_its_outbox(incident_db: str) -> None:
+    engine = make_engine(incident_db)
+    at = datetime(2026, 12, 1, 12, 0, 0)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0007")
+            await conn.execute(text(
+                "INSERT INTO incidents (id, key, status, rule, severity, title, agent_id, target, frameworks, tags, "
+                "evidence, owners, policy_sha256, count, first_seen, last_seen, opened_at, updated_at, "
+                "escalation_step) VALUES (3, 'k', 'open', 'r', 'high', 't', 'a', 'x', '[]', '[]', '{}', '{}', "
+                "'sha', 1, :at, :at, :at, :at, 0)"), {"at": at})
+            await conn.execute(text(
+                "INSERT INTO notifications (incident_id, kind, target, status, attempts, next_attempt_at, created_at, "
+                "notifier) VALUES (3, 'root', '{}', 'pending', 0, :at, :at, 'slack')"), {"at": at})
+        await migrate(engine)
+        async with engine.connect() as conn:
+            incident = (await conn.execute(text("SELECT tier, review_pending_since FROM incidents"))).one()
+            note = (await conn.execute(text("SELECT incident_id, digest_id, status FROM notifications"))).one()
+    finally:
+        await engine.dispose()
+    assert tuple(incident) == ("page", None)
+    assert tuple(note) == (3, None, "pending")
