@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ class ResponderConfig(Protocol):
     outbox_poll_s: float
     outbox_lease_s: float
     escalation_poll_s: float
+    review_digest_interval: timedelta
     notifiers: str | None
     slack_token: SecretStr | None
     slack_api_url: str | None

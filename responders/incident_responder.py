@@ -10,16 +10,19 @@ from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
+from responders.digests import event_tier
 from responders.escalation import Escalator
 from responders.notifiers import notifiers_for
 from responders.notifiers.base import NoticeKind, Notifier
 from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
+from responders.review_digest import ReviewDigests
 from responders.store import IncidentStore, Recorded, utcnow
 from responders.trail import Trail
 from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.contract.matrix import Tier
 from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.incidents")
@@ -44,6 +47,8 @@ class IncidentResponder:
         )
         self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
                                    on_escalated=self.outbox.wake)
+        self.digests = ReviewDigests(self.store, clock=clock, interval=settings.review_digest_interval,
+                                     poll_s=settings.escalation_poll_s, on_made=self.outbox.wake)
         # Buttons exist only on Slack messages, and the answers to clicks go through the Slack notifier.
         slack = next((n for n in self.notifiers if isinstance(n, SlackNotifier)), None)
         secret = settings.slack_signing_secret
@@ -71,7 +76,10 @@ class IncidentResponder:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
         self.escalator.loop.start()
+        self.digests.loop.start()
         self.gauges.start()
+        for tier in (Tier.page, Tier.review, Tier.log):
+            metrics.FINDINGS_BY_TIER.labels(tier=tier.value)
         for name in self.store.notifiers:  # zero series exist from the start, so increase() sees the first one
             for kind in NoticeKind:
                 metrics.NOTIFICATIONS_DELIVERED.labels(notifier=name, kind=kind.value)
@@ -87,27 +95,33 @@ class IncidentResponder:
 
     async def handle(self, finding: Finding) -> None:
         outcome = await self.store.record_finding(finding, self.clock())
+        tier = event_tier(finding.tier)
         if outcome is Recorded.opened:
-            metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value).inc()
-            for listener in self.on_opened:
-                listener()
-        elif outcome is Recorded.grouped:
+            metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value, tier=tier.value).inc()
+        elif outcome in (Recorded.grouped, Recorded.promoted):
             metrics.FINDINGS_GROUPED.labels(rule=finding.rule).inc()
-        if outcome in (Recorded.opened, Recorded.grouped):
+        if outcome is Recorded.promoted:
+            metrics.TIER_RAISED.labels(to=tier.value).inc()
+        if outcome in (Recorded.opened, Recorded.grouped, Recorded.promoted):
+            metrics.FINDINGS_BY_TIER.labels(tier=tier.value).inc()
+            if tier is Tier.page and outcome is not Recorded.grouped:  # a page opened: containment may be due
+                for listener in self.on_opened:
+                    listener()
             self.outbox.wake()
 
     async def stop(self) -> None:
         await self.outbox.loop.stop()
         await self.escalator.loop.stop()
+        await self.digests.loop.stop()
         await self.gauges.stop()
         if self.interactivity:
             await self.interactivity.drain()
         await self.engine.dispose()
 
     async def update_gauges(self) -> bool:
-        """`warden_incidents_open{severity}` from the database, so every worker reports the same figure."""
-        for severity, n in (await self.trail.open_counts()).items():
-            metrics.INCIDENTS_OPEN.labels(severity=severity).set(n)
+        """`warden_incidents_open{severity,tier}` from the database, so every worker reports the same figure."""
+        for (severity, tier), n in (await self.trail.open_counts()).items():
+            metrics.INCIDENTS_OPEN.labels(severity=severity, tier=tier).set(n)
         return False
 
     def route_installers(self) -> list[RouteInstaller]:

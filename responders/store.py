@@ -22,10 +22,12 @@ from responders.db.models import (
     Incident,
     IncidentMessage,
     Notification,
+    ReviewDigest,
     SecurityEvent,
     SeenInteraction,
     TimelineEntry,
 )
+from responders.digests import DigestView, event_tier, raised, view_of_digest
 from responders.incidents import (
     ACTIVE,
     Decision,
@@ -41,6 +43,7 @@ from responders.incidents import (
 from responders.notifiers.base import NoticeKind, Posted
 from warden.contract.containment import Gate
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
+from warden.contract.matrix import Tier
 from warden.contract.redact import redact_text
 
 WARDEN = "warden"  # the actor of every entry Warden makes itself
@@ -54,6 +57,7 @@ class Recorded(StrEnum):
     shadow = "shadow"  # a shadow-mode rule: recorded, never routed
     opened = "opened"
     grouped = "grouped"
+    promoted = "promoted"  # grouped, and raised the incident's tier (a page joining a review incident pages it)
 
 
 class Pending(StrEnum):
@@ -79,6 +83,27 @@ class Claimed:
     note: str | None
     incident: IncidentView
     root: Posted | None
+
+    @property
+    def subject(self) -> str:
+        return f"incident #{self.incident.id}"
+
+
+@dataclass(frozen=True)
+class ClaimedDigest:
+    """A review digest's notification this worker holds the lease on (fenced by `claim`, like `Claimed`)."""
+
+    id: int
+    claim: str
+    notifier: str
+    attempts: int
+    target: OwnerRef
+    digest: DigestView
+    kind: NoticeKind = NoticeKind.digest
+
+    @property
+    def subject(self) -> str:
+        return f"review digest #{self.digest.id}"
 
 
 def utcnow() -> datetime:
@@ -160,10 +185,10 @@ class IncidentStore:
                 select(Incident).where(Incident.open_key == key).with_for_update()
             )).scalar_one_or_none()
             if active is not None and joins(active.last_seen, finding.ts, finding.group_window_s):
-                await self._group(s, active, finding, record, now)
+                promoted = await self._group(s, active, finding, record, now)
                 record.incident_id = active.id
                 s.add(record)
-                return Recorded.grouped
+                return Recorded.promoted if promoted else Recorded.grouped
             if active is not None:  # the window has passed: the next repeat opens a fresh incident
                 active.open_key = None
                 await s.flush()
@@ -176,7 +201,10 @@ class IncidentStore:
 
     async def _open(self, s: AsyncSession, finding: Finding, *, key: str, target: str, record: FindingRecord,
                     now: datetime) -> Incident:
+        """A new incident at the finding's tier: a page notifies and escalates (and proposes containment); review
+        and log are recorded only, review waiting for its responder's next digest (docs/incidents.md, tiers)."""
         owners = finding.owners
+        tier = event_tier(finding.tier)
         incident = Incident(
             key=key, open_key=key, status=Status.open.value, rule=finding.rule, severity=finding.severity.value,
             title=_clean(finding.title), agent_id=record.agent_id,
@@ -185,22 +213,36 @@ class IncidentStore:
             tags=[_clean(t) for t in finding.tags], evidence=record.evidence,
             owners=owners.model_dump(mode="json"), policy_sha256=finding.policy_sha256, count=1,
             first_seen=finding.ts, last_seen=finding.ts, opened_at=now, updated_at=now, escalation_step=0,
-            escalate_at=escalation_deadline(owners.escalation, 0, now),
+            escalate_at=None, tier=tier.value, review_pending_since=now if tier is Tier.review else None,
         )
         s.add(incident)
         await s.flush()
         await self.log_entry(s, incident.id, now, "opened", detail={
-            "finding_id": finding.finding_id, "responder": owners.responder.id,
+            "finding_id": finding.finding_id, "tier": tier.value, "responder": owners.responder.id,
             "approver": owners.approver.id if owners.approver else None,
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
+        if tier is Tier.page:
+            await self._page(s, incident, finding, now)
+        elif tier is Tier.review:
+            await self.log_entry(s, incident.id, now, "kept_for_review", detail={
+                "finding_id": finding.finding_id, "digest_to": owners.responder.id})
+        else:
+            await self.log_entry(s, incident.id, now, "logged", detail={"finding_id": finding.finding_id})
+        return incident
+
+    async def _page(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
+        """Page the responder: escalation from now, the finding's containment, and the root message (plus the first
+        step of the chain when that is someone else), for an incident opened as a page or raised to one."""
+        owners = FindingOwners.model_validate(incident.owners)
+        incident.escalation_step = 0
+        incident.escalate_at = escalation_deadline(owners.escalation, 0, now)
         await self._propose(s, incident, finding, now)
         await self.add_notifications(s, incident.id, NoticeKind.root, owners.responder, now=now)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
             await self.add_notifications(s, incident.id, NoticeKind.escalation, first, now=now,
                                note=escalation_note(owners, 0))
-        return incident
 
     async def _propose(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
         """Write the playbooks the finding triggers into the ledger, in the transaction that opens the incident: an
@@ -231,13 +273,31 @@ class IncidentStore:
             incident.approval_due_at = now + timedelta(seconds=min(waiting))
 
     async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
-                     now: datetime) -> None:
+                     now: datetime) -> bool:
+        """A repeat joins the incident. What it does next follows the incident's tier, which a higher finding
+        raises (never lowers): a page repeat is announced in the root's thread, a review one waits for the digest,
+        a log one is only counted. True when this finding raised the tier."""
         incident.count += 1
         incident.last_seen = max(incident.last_seen, finding.ts)
         incident.evidence = record.evidence
         incident.updated_at = now
-        await self.log_entry(s, incident.id, now, "grouped",
-                       detail={"finding_id": finding.finding_id, "count": incident.count})
+        await self.log_entry(s, incident.id, now, "grouped", detail={
+            "finding_id": finding.finding_id, "count": incident.count, "tier": event_tier(finding.tier).value})
+        higher = raised(Tier(incident.tier), finding.tier)
+        if higher is not None:
+            await self.log_entry(s, incident.id, now, "tier_raised", detail={
+                "finding_id": finding.finding_id, "from": incident.tier, "to": higher.value})
+            incident.tier = higher.value
+            if higher is Tier.page:  # paged now: the root message tells everything a digest would have
+                incident.review_pending_since = None
+                await self._page(s, incident, finding, now)
+                return True
+        if incident.tier == Tier.review.value:
+            if event_tier(finding.tier) is Tier.review and incident.review_pending_since is None:
+                incident.review_pending_since = now  # seen again since its last digest: in the next one
+            return higher is not None
+        if incident.tier != Tier.page.value:
+            return higher is not None
         # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
         # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)
         unsent = set((await s.execute(select(Notification.notifier).where(
@@ -247,6 +307,7 @@ class IncidentStore:
         responder = FindingOwners.model_validate(incident.owners).responder
         await self.add_notifications(s, incident.id, NoticeKind.repeat, responder, now=now,
                            only=[n for n in self.notifiers if n not in unsent])
+        return False
 
     # -- helpers used inside a transaction ---------------------------------------------------------------------
 
@@ -286,6 +347,9 @@ class IncidentStore:
         names = list(self.notifiers if only is None else only)
         if not names:
             return
+        tier = (await s.execute(select(Incident.tier).where(Incident.id == incident_id))).scalar_one()
+        if tier != Tier.page.value:  # review and log incidents tell nobody directly: a lifecycle move is recorded
+            return  # on the timeline only, and a review incident reaches its responder through the digest
         if kind is not NoticeKind.root:
             rooted = set((await s.execute(select(Notification.notifier).where(
                 Notification.incident_id == incident_id, Notification.kind == NoticeKind.root.value,
@@ -321,7 +385,8 @@ class IncidentStore:
 
     # -- the outbox --------------------------------------------------------------------------------------------
 
-    async def claim_due(self, now: datetime, lease: timedelta, limit: int = 20) -> list[Claimed]:
+    async def claim_due(self, now: datetime, lease: timedelta,
+                        limit: int = 20) -> list[Claimed | ClaimedDigest]:
         """Take the lease on due notifications of this worker's notifiers, with a new claim token. A follow-up
         waits until its notifier's root message of the incident is out (or was dead-lettered). The lease only keeps
         the rows for this worker until it gets to them: each is leased again (`renew`) right before it is sent."""
@@ -344,7 +409,7 @@ class IncidentStore:
                 .limit(limit)
                 .with_for_update(of=[Notification, Incident], skip_locked=True)
             )).all()
-            claimed = []
+            claimed: list[Claimed | ClaimedDigest] = []
             for note, incident, root in rows:
                 note.attempts += 1
                 note.claimed_until = now + lease
@@ -357,15 +422,38 @@ class IncidentStore:
                                      await self.steps_of(s, incident.id)),
                     root=Posted(root.address or "", root.ref) if root is not None and root.ref else None,
                 ))
+            digests = (await s.execute(
+                select(Notification, ReviewDigest).join(ReviewDigest, ReviewDigest.id == Notification.digest_id)
+                .where(
+                    Notification.status == Pending.pending.value,
+                    Notification.notifier.in_(self.notifiers),
+                    Notification.next_attempt_at <= now,
+                    (Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now),
+                )
+                .order_by(Notification.id)
+                .limit(limit)
+                .with_for_update(of=Notification, skip_locked=True)
+            )).all()
+            for note, digest in digests:
+                note.attempts += 1
+                note.claimed_until = now + lease
+                note.claim = token
+                assert note.notifier is not None  # claimed by name above
+                responder = OwnerRef.model_validate(digest.target)
+                claimed.append(ClaimedDigest(
+                    id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts,
+                    target=OwnerRef.model_validate(note.target),
+                    digest=view_of_digest(digest.id, responder, digest.summary),
+                ))
             return claimed
 
     @staticmethod
-    def _held(claimed: Claimed) -> ColumnElement[bool]:
+    def _held(claimed: Claimed | ClaimedDigest) -> ColumnElement[bool]:
         """The fence: the row is still pending and still claimed by `claimed`'s claim."""
         return ((Notification.id == claimed.id) & (Notification.claim == claimed.claim)
                 & (Notification.status == Pending.pending.value))
 
-    async def renew(self, claimed: Claimed, until: datetime) -> bool:
+    async def renew(self, claimed: Claimed | ClaimedDigest, until: datetime) -> bool:
         """Extend the lease to `until` if the claim is still held; False when another worker claimed the row since
         (or it is no longer pending): then this worker must not send it."""
         async with self.sessions.begin() as s:
@@ -373,7 +461,7 @@ class IncidentStore:
                 update(Notification).where(self._held(claimed)).values(claimed_until=until)
             )) == 1
 
-    async def give_back(self, claimed: Claimed, reason: str) -> bool:
+    async def give_back(self, claimed: Claimed | ClaimedDigest, reason: str) -> bool:
         """Release a claim still held without a verdict (its lease ended before the send could be made or
         finished): the row is due again at once, for any worker. False when the claim was lost already."""
         async with self.sessions.begin() as s:
@@ -381,7 +469,7 @@ class IncidentStore:
                 claimed_until=None, claim=None, last_error=reason,
             ))) == 1
 
-    async def mark_delivered(self, claimed: Claimed, posted: Posted, now: datetime) -> bool:
+    async def mark_delivered(self, claimed: Claimed | ClaimedDigest, posted: Posted, now: datetime) -> bool:
         """Record the delivery if the claim is still held (else nothing, and False); a root also becomes the
         notifier's message of the incident, for follow-ups, unless one is stored already: a stored root is never
         replaced, so the reference follow-ups thread under stays the first one recorded."""
@@ -393,6 +481,11 @@ class IncidentStore:
                 return False
             detail: dict[str, Any] = {"kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                                       "address": posted.address, "ref": posted.ref}
+            if isinstance(claimed, ClaimedDigest):  # each incident it carried says it reached its responder
+                for incident_id in claimed.digest.incidents:
+                    await self.log_entry(s, incident_id, now, "notified",
+                                         detail={**detail, "digest": claimed.digest.id})
+                return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
                 if root.ref is None:
@@ -419,14 +512,14 @@ class IncidentStore:
         except IntegrityError:  # uq_incident_messages_notifier: it was; use theirs
             return (await s.execute(query)).scalar_one()
 
-    async def retry_later(self, claimed: Claimed, error: str, at: datetime) -> bool:
+    async def retry_later(self, claimed: Claimed | ClaimedDigest, error: str, at: datetime) -> bool:
         """Schedule the next attempt if the claim is still held; False (nothing written) when it was lost."""
         async with self.sessions.begin() as s:
             return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
             ))) == 1
 
-    async def dead_letter(self, claimed: Claimed, error: str, now: datetime) -> bool:
+    async def dead_letter(self, claimed: Claimed | ClaimedDigest, error: str, now: datetime) -> bool:
         """Give up on one notification if the claim is still held (else nothing, and False); a dead root releases
         its notifier's follow-ups (to be dead-lettered too)."""
         async with self.sessions.begin() as s:
@@ -434,14 +527,18 @@ class IncidentStore:
                 status=Pending.dead.value, claimed_until=None, last_error=error,
             ))) != 1:
                 return False
+            detail = {"kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
+                      "attempts": claimed.attempts, "error": error}
+            if isinstance(claimed, ClaimedDigest):  # each incident it carried says its responder was not told
+                for incident_id in claimed.digest.incidents:
+                    await self.log_entry(s, incident_id, now, "notification_dead_lettered",
+                                         detail={**detail, "digest": claimed.digest.id})
+                return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
                 if root.ref is None:
                     root.dead = True
-            await self.log_entry(s, claimed.incident.id, now, "notification_dead_lettered", detail={
-                "kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
-                "attempts": claimed.attempts, "error": error,
-            })
+            await self.log_entry(s, claimed.incident.id, now, "notification_dead_lettered", detail=detail)
             return True
 
     async def adopt_unassigned(self, now: datetime) -> int:
@@ -450,8 +547,10 @@ class IncidentStore:
         async with self.sessions.begin() as s:
             rows = list((await s.execute(select(Notification).where(
                 Notification.status == Pending.pending.value, Notification.notifier.is_(None),
+                Notification.incident_id.is_not(None),  # digests came after 0002: they always name a notifier
             ).order_by(Notification.id).with_for_update(skip_locked=True))).scalars())
             for row in rows:
+                assert row.incident_id is not None  # selected so
                 await self.add_notifications(s, row.incident_id, NoticeKind(row.kind),
                                              OwnerRef.model_validate(row.target), now=now, note=row.note)
                 await s.delete(row)

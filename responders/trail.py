@@ -26,6 +26,7 @@ from responders.db.models import ApprovalEntry, ContainmentStep, Incident, Secur
 
 PAGE_MAX = 200
 SEVERITIES = ("low", "medium", "high", "critical")
+TIERS = ("page", "review", "log")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Filters:
     workflow: str | None = None
     severity: str | None = None
     since: datetime | None = None
+    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def incident_json(row: Incident) -> dict[str, Any]:
     """An incident as the API and the CLI show it (every string already redacted when it was recorded)."""
     owners = row.owners or {}
     return {
-        "id": row.id, "status": row.status, "status_by": row.status_by, "rule": row.rule, "severity": row.severity,
+        "id": row.id, "status": row.status, "status_by": row.status_by, "tier": row.tier, "rule": row.rule,
+        "severity": row.severity,
         "title": row.title, "agent_id": row.agent_id, "workflow": row.workflow, "target": row.target,
         "count": row.count, "first_seen": row.first_seen.isoformat(), "last_seen": row.last_seen.isoformat(),
         "opened_at": row.opened_at.isoformat(), "updated_at": row.updated_at.isoformat(),
@@ -86,6 +89,8 @@ def _filtered(query: Select[Any], f: Filters) -> Select[Any]:
         query = query.where(Incident.severity == f.severity)
     if f.since is not None:
         query = query.where(Incident.updated_at >= f.since)
+    if f.tier:
+        query = query.where(Incident.tier == f.tier)
     return query
 
 
@@ -119,13 +124,14 @@ class Trail:
                 "containment": [step_json(st) for st in steps],
                 "chain": {"ok": not breaks, "entries": len(entries), "breaks": [b.as_json() for b in breaks]}}
 
-    async def open_counts(self) -> dict[str, int]:
-        """Incidents not closed (open or acknowledged), by severity; every severity present, 0 when none."""
+    async def open_counts(self) -> dict[tuple[str, str], int]:
+        """Incidents not closed (open or acknowledged), by severity and tier; every pair present, 0 when none.
+        Review and log incidents stay open until someone closes them, hence the tier: alert on `tier="page"`."""
         async with self.sessions.begin() as s:
-            rows = (await s.execute(select(Incident.severity, func.count()).where(
-                Incident.status.in_(["open", "acknowledged"])).group_by(Incident.severity))).all()
-        counts = dict.fromkeys(SEVERITIES, 0)
-        counts.update({severity: int(n) for severity, n in rows})
+            rows = (await s.execute(select(Incident.severity, Incident.tier, func.count()).where(
+                Incident.status.in_(["open", "acknowledged"])).group_by(Incident.severity, Incident.tier))).all()
+        counts = dict.fromkeys(((sev, tier) for sev in SEVERITIES for tier in TIERS), 0)
+        counts.update({(severity, tier): int(n) for severity, tier, n in rows})
         return counts
 
     async def verify(self, incident_ids: Sequence[int] | None = None) -> Verification:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
@@ -117,6 +118,7 @@ DESCRIBED_DEFAULTS: dict[str, tuple[str, object]] = {
     "database_url": ("SQLite in `WARDEN_DATA_DIR`", None),
     "seal_key": ("generated in `WARDEN_DATA_DIR/seal.key`", None),
     "notifiers": ("`slack` with `WARDEN_SLACK_TOKEN`, else `console`", None),
+    "review_digest_interval": ("`1h`", timedelta(hours=1)),
 }
 TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL"}  # the suite's, not Settings'
 

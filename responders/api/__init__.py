@@ -19,7 +19,7 @@ from responders.api.evidence import render
 from responders.api.openapi import OPENAPI
 from responders.incidents import Action, Status, TransitionError, authorise_owner, check_transition
 from responders.store import IncidentStore
-from responders.trail import PAGE_MAX, Filters, Trail
+from responders.trail import PAGE_MAX, TIERS, Filters, Trail
 from warden.contract import metrics
 
 log = logging.getLogger("warden.api")
@@ -104,10 +104,13 @@ class IncidentApi:
             limit, offset = int(q.get("limit", "50")), int(q.get("offset", "0"))
             if not 1 <= limit <= PAGE_MAX or offset < 0:
                 raise ValueError(f"limit is 1..{PAGE_MAX}, offset >= 0")
+            if q.get("tier") not in (None, *TIERS):
+                raise ValueError(f"tier is one of {', '.join(TIERS)}")
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         total, items = await self.trail.incidents(
-            Filters(q.get("status"), q.get("workflow"), q.get("severity"), since), limit=limit, offset=offset)
+            Filters(q.get("status"), q.get("workflow"), q.get("severity"), since, q.get("tier")), limit=limit,
+            offset=offset)
         metrics.API_REQUESTS.labels(outcome="ok").inc()
         return web.json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 

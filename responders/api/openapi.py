@@ -48,6 +48,8 @@ OPENAPI: dict[str, Any] = {
                 "prev_hash": {"type": "string"}, "hash": {"type": "string"}}},
             "Incident": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "status": {"type": "string"}, "rule": {"type": "string"},
+                "tier": {"enum": ["page", "review", "log"], "description": "page: notified at once; review: in "
+                         "the responder's periodic digest; log: recorded only"},
                 "severity": {"type": "string"}, "title": {"type": "string"}, "agent_id": {"type": "string"},
                 "workflow": {"type": ["string", "null"]}, "target": {"type": "string"}, "count": {"type": "integer"},
                 "opened_at": {"type": "string", "format": "date-time"},
@@ -64,6 +66,7 @@ OPENAPI: dict[str, Any] = {
                 _query("workflow", {"type": "string"}, "Workflow name"),
                 _query("severity", {"enum": ["low", "medium", "high", "critical"]}, "Severity"),
                 _query("since", {"type": "string", "format": "date-time"}, "Updated at or after (with offset)"),
+                _query("tier", {"enum": ["page", "review", "log"]}, "Response tier"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size"),
                 _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
             ],

@@ -77,6 +77,10 @@ class Incident(Base):
     # that `approves`; and when it climbs next if still undecided (NULL: nothing waits for an approval).
     approval_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     approval_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The response tier (page, review, log): the highest of its findings' tiers; only a page notifies at once.
+    tier: Mapped[str] = mapped_column(String(10), index=True, server_default="page")
+    # Set while a review finding of this incident waits for its responder's next review digest (from when).
+    review_pending_since: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class IncidentMessage(Base):
@@ -141,7 +145,9 @@ class Notification(Base):
     __table_args__ = (UniqueConstraint("effect_key", name="uq_notifications_effect_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    # What it is about: an incident, or (kind `digest`) a review digest.
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("review_digests.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     target: Mapped[dict[str, Any]] = mapped_column(JSON, comment="OwnerRef of whom this is for")
     note: Mapped[str | None] = mapped_column(Text)
@@ -161,6 +167,22 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None]
     # Set by a containment step that notifies: its step key, so a step run twice records one notification.
     effect_key: Mapped[str | None] = mapped_column(String(200))
+
+
+class ReviewDigest(Base):
+    """One periodic review digest to a responder: the review incidents it carries and what it says, frozen when it
+    is made. One per responder and period (unique), so two workers never make the same digest twice; each notifier
+    delivers it through the outbox (`notifications.digest_id`)."""
+
+    __tablename__ = "review_digests"
+    __table_args__ = (UniqueConstraint("responder", "period_end", name="uq_review_digests_period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    responder: Mapped[str] = mapped_column(String(200), comment="The responder's owner id")
+    period_end: Mapped[datetime] = mapped_column(comment="The digest boundary it closes")
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, comment="OwnerRef of the responder, with contacts")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, comment="Counts, top agents and targets, incident ids")
+    created_at: Mapped[datetime]
 
 
 class ContainmentDecision(Base):

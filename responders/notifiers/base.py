@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from responders.digests import DigestView
 from responders.incidents import IncidentView
 from warden.contract.findings import OwnerRef
 
@@ -19,6 +20,7 @@ class NoticeKind(StrEnum):
     repeat = "repeat"  # the incident was seen again: refresh the root, reply in its thread
     update = "update"  # a lifecycle change or decision: refresh the root, reply in its thread
     escalation = "escalation"  # the next step of the chain: tell that owner, reply in the root's thread
+    digest = "digest"  # the periodic review digest to a responder: about many review incidents, no root, no thread
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,15 @@ class Notice:
     target: OwnerRef
     note: str | None = None
     root: Posted | None = None
+
+
+@dataclass(frozen=True)
+class DigestNotice:
+    """A review digest, ready to send to its responder: one message of its own, never threaded."""
+
+    digest: DigestView
+    target: OwnerRef
+    kind: NoticeKind = NoticeKind.digest
 
 
 class Undeliverable(Exception):
@@ -101,7 +112,7 @@ class Notifier(Protocol):
     name: str
     send_bound_s: float
 
-    async def send(self, notice: Notice) -> Posted:
+    async def send(self, notice: Notice | DigestNotice) -> Posted:
         """Deliver the notice; return the message that carries it (the root message for `root`)."""
         ...
 

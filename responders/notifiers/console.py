@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from responders.config import ResponderConfig
+from responders.digests import LISTED, DigestView
 from responders.incidents import IncidentView
-from responders.notifiers.base import Notice, NoticeKind, Posted
+from responders.notifiers.base import DigestNotice, Notice, NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text
 
@@ -33,7 +34,23 @@ def render_alert(incident: IncidentView) -> str:
     )
 
 
-def render_notice(notice: Notice) -> str:
+def render_digest(digest: DigestView) -> str:
+    """A review digest on one line: how many, per rule and workflow, the top agents and targets, how to list them."""
+    rules = "; ".join(f"{_line(r.rule)}@{_line(r.workflow or '(unowned)')} {r.incidents} incident(s) "
+                      f"{r.findings} finding(s)" for r in digest.by_rule)
+    agents = ", ".join(f"{_line(a)}={n}" for a, n in digest.agents)
+    targets = ", ".join(f"{_line(t)}={n}" for t, n in digest.targets)
+    ids = " ".join(f"#{i}" for i in digest.incidents[:LISTED]) + (" …" if len(digest.incidents) > LISTED else "")
+    waiting = f" ({digest.waiting} more wait for the next digest)" if digest.waiting else ""
+    return (f"REVIEW DIGEST #{digest.id} to={_who(digest.responder)}: {len(digest.incidents)} incident(s) kept for "
+            f"review{waiting}, {digest.findings} finding(s), {digest.since:%Y-%m-%d %H:%M:%SZ} to "
+            f"{digest.until:%Y-%m-%d %H:%M:%SZ} | {rules} | top agents: {agents} | top targets: {targets} | "
+            f"incidents: {ids} | list: {digest.list_command}")
+
+
+def render_notice(notice: Notice | DigestNotice) -> str:
+    if isinstance(notice, DigestNotice):
+        return render_digest(notice.digest)
     inc = notice.incident
     if notice.kind is NoticeKind.root:
         return render_alert(inc)
@@ -51,14 +68,18 @@ class ConsoleNotifier:
     name = "console"
     send_bound_s = 1.0  # one log line, written before send returns
 
-    async def send(self, notice: Notice) -> Posted:
+    async def send(self, notice: Notice | DigestNotice) -> Posted:
         log.warning(render_notice(notice))
+        if isinstance(notice, DigestNotice):
+            return Posted(address="console", ref=f"digest-{notice.digest.id}")
         return Posted(address="console", ref=f"incident-{notice.incident.id}")
 
-    def dead_letter_alert(self, notice: Notice, reason: str) -> None:
+    def dead_letter_alert(self, notice: Notice | DigestNotice, reason: str) -> None:
         """The last resort when a notification could not be delivered: an ERROR line with all it carried."""
-        log.error("UNDELIVERED %s notification for incident #%d after retries (%s): %s",
-                  notice.kind.value, notice.incident.id, _line(reason), render_notice(notice))
+        about = (f"review digest #{notice.digest.id}" if isinstance(notice, DigestNotice)
+                 else f"incident #{notice.incident.id}")
+        log.error("UNDELIVERED %s notification for %s after retries (%s): %s",
+                  notice.kind.value, about, _line(reason), render_notice(notice))
 
 
 def from_config(settings: ResponderConfig) -> ConsoleNotifier:

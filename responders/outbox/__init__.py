@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from responders.notifiers.base import Notifier
 from responders.notifiers.console import ConsoleNotifier
 from responders.outbox.stages import Pipeline, Retry
-from responders.store import Claimed, IncidentStore
+from responders.store import Claimed, ClaimedDigest, IncidentStore
 from warden.kit.loop import PollingLoop
 from warden.kit.retry import Backoff
 
@@ -38,7 +38,7 @@ class Outbox:
     async def deliver_due(self) -> int:
         """One pass: claim what is due and try each once. Returns how many were tried."""
         claimed = await self.store.claim_due(self.clock(), self.lease)
-        shares: dict[str, list[Claimed]] = {}
+        shares: dict[str, list[Claimed | ClaimedDigest]] = {}
         for c in claimed:
             shares.setdefault(c.notifier, []).append(c)
         outcomes = await asyncio.gather(*(self._deliver(self.pipelines[name], share)
@@ -49,6 +49,6 @@ class Outbox:
         return len(claimed)
 
     @staticmethod
-    async def _deliver(pipeline: Pipeline, share: list[Claimed]) -> None:
+    async def _deliver(pipeline: Pipeline, share: list[Claimed | ClaimedDigest]) -> None:
         for c in share:
             await pipeline.deliver(c)

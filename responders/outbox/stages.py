@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from responders.notifiers.base import (
+    DigestNotice,
     FindsRoot,
     LeaseEnded,
     Notice,
@@ -29,7 +30,7 @@ from responders.notifiers.base import (
     send_deadline,
 )
 from responders.notifiers.console import ConsoleNotifier
-from responders.store import Claimed, IncidentStore
+from responders.store import Claimed, ClaimedDigest, IncidentStore
 from warden.contract import metrics
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
@@ -64,7 +65,7 @@ class Lease:
     immediately before the call, and by the notifier before each request it makes (`ensure_time`)."""
 
     store: IncidentStore
-    claimed: Claimed
+    claimed: Claimed | ClaimedDigest
     clock: Callable[[], datetime]
 
     async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T:
@@ -77,16 +78,22 @@ class Lease:
             return await call()
 
 
-def notice_of(c: Claimed) -> Notice:
+def notice_of(c: Claimed | ClaimedDigest) -> Notice | DigestNotice:
+    if isinstance(c, ClaimedDigest):
+        return DigestNotice(digest=c.digest, target=c.target)
     return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root)
 
 
-async def dedup(notifier: Notifier, c: Claimed, notice: Notice, lease: Leased) -> Posted:
+async def dedup(notifier: Notifier, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice,
+                lease: Leased) -> Posted:
     """Send, unless the root is out already: its stored reference first, then (when an earlier claim of the row
     may have reached the notifier: attempts > 1) whatever the notifier finds, if it can look. The first claim of a
     root row needs no look: claims are fenced, so no other claim of the row has sent anything, and an incident has
     one root row per notifier. A follow-up whose root was dead-lettered has nothing to thread under and is
-    undeliverable."""
+    undeliverable. A review digest is a message of its own: claims are fenced, so it is sent once per claim
+    like any follow-up (it has no root to wait for, nor one to look up)."""
+    if isinstance(c, ClaimedDigest):
+        return await lease.run(notifier.send_bound_s, lambda: notifier.send(notice), "send")
     if c.kind is not NoticeKind.root:
         if c.root is None:
             raise Undeliverable(f"the incident's {notifier.name} root message was dead-lettered")
@@ -118,12 +125,15 @@ class Retry:
         return now + timedelta(seconds=self.backoff.delay(attempts))
 
 
-async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: str, now: datetime) -> bool:
+async def record(store: IncidentStore, c: Claimed | ClaimedDigest, posted: Posted, *, notifier: str,
+                 now: datetime) -> bool:
     """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics;
     False, with nothing recorded, when the claim was lost."""
     if not await store.mark_delivered(c, posted, now):
         return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
+    if isinstance(c, ClaimedDigest):
+        return True
     if c.kind is NoticeKind.root:  # time to notify: the incident's first event to its responder being told
         waited = (now - c.incident.first_seen).total_seconds()
         metrics.TIME_TO_NOTIFY.labels(notifier=notifier).observe(max(0.0, waited))
@@ -132,7 +142,8 @@ async def record(store: IncidentStore, c: Claimed, posted: Posted, *, notifier: 
     return True
 
 
-async def dead_letter(store: IncidentStore, c: Claimed, reason: str, *, notifier: str, notice: Notice,
+async def dead_letter(store: IncidentStore, c: Claimed | ClaimedDigest, reason: str, *, notifier: str,
+                      notice: Notice | DigestNotice,
                       fallback: ConsoleNotifier, now: datetime) -> bool:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
     console gets an ERROR line with everything it carried. False, with nothing done, when the claim was lost."""
@@ -143,12 +154,12 @@ async def dead_letter(store: IncidentStore, c: Claimed, reason: str, *, notifier
     return True
 
 
-def lost(c: Claimed, notifier: str, when: str, detail: str) -> None:
+def lost(c: Claimed | ClaimedDigest, notifier: str, when: str, detail: str) -> None:
     """This worker's claim on `c` was taken over by another worker: say so and count it; nothing is recorded."""
     metrics.OUTBOX_CLAIMS_LOST.labels(notifier=notifier, when=when).inc()
     level = logging.ERROR if when == "after_send" else logging.WARNING
-    log.log(level, "%s notification %d (%s, incident #%d, attempt %d): claim lost %s; %s", notifier, c.id,
-            c.kind.value, c.incident.id, c.attempts, when.replace("_", " "), detail)
+    log.log(level, "%s notification %d (%s, %s, attempt %d): claim lost %s; %s", notifier, c.id,
+            c.kind.value, c.subject, c.attempts, when.replace("_", " "), detail)
 
 
 class Pipeline:
@@ -160,7 +171,7 @@ class Pipeline:
                  fallback: ConsoleNotifier) -> None:
         self.notifier, self.store, self.retry, self.clock, self.fallback = notifier, store, retry, clock, fallback
 
-    async def deliver(self, c: Claimed) -> None:
+    async def deliver(self, c: Claimed | ClaimedDigest) -> None:
         name = self.notifier.name
         notice = notice_of(c)
         try:
@@ -173,8 +184,8 @@ class Pipeline:
         except LeaseEnded as exc:  # too slow (or paused) to make the next request within the lease
             reason = f"lease ended: {exc}"
             if await self.store.give_back(c, reason):
-                log.warning("%s notification %d (%s, incident #%d) given back: %s", name, c.id, c.kind.value,
-                            c.incident.id, reason)
+                log.warning("%s notification %d (%s, %s) given back: %s", name, c.id, c.kind.value,
+                            c.subject, reason)
             else:
                 lost(c, name, "before_send", reason)
             return
@@ -188,7 +199,7 @@ class Pipeline:
             lost(c, name, "after_send", f"sent as {posted.address}/{posted.ref} but not recorded: the other "
                  "worker's delivery stands and this message may be a duplicate")
 
-    async def _failed(self, c: Claimed, notice: Notice, exc: Exception) -> None:
+    async def _failed(self, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice, exc: Exception) -> None:
         name = self.notifier.name
         reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
         now = self.clock()
@@ -200,12 +211,13 @@ class Pipeline:
             at = max(at, now + timedelta(seconds=exc.after_s))
         if await self.store.retry_later(c, reason, at):
             metrics.NOTIFICATION_RETRIES.labels(notifier=name).inc()
-            log.warning("%s notification %d (%s, incident #%d) failed on attempt %d, retrying in %.1fs: %s", name,
-                        c.id, c.kind.value, c.incident.id, c.attempts, (at - now).total_seconds(), reason)
+            log.warning("%s notification %d (%s, %s) failed on attempt %d, retrying in %.1fs: %s", name,
+                        c.id, c.kind.value, c.subject, c.attempts, (at - now).total_seconds(), reason)
         else:
             lost(c, name, "on_failure", f"no retry recorded: {reason}")
 
-    async def _give_up(self, c: Claimed, notice: Notice, reason: str, now: datetime) -> None:
+    async def _give_up(self, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice, reason: str,
+                       now: datetime) -> None:
         """Dead-letter the notification, or say the claim was lost if another worker holds it now."""
         name = self.notifier.name
         if not await dead_letter(self.store, c, reason, notifier=name, notice=notice, fallback=self.fallback, now=now):

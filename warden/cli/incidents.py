@@ -33,7 +33,7 @@ def _with_trail(work: Callable[[Trail], Awaitable[T]]) -> T:
 
 
 def _line(item: dict[str, Any]) -> str:
-    return (f"#{item['id']:<5} {item['status']:<14} {item['severity']:<9} {item['rule']:<28} "
+    return (f"#{item['id']:<5} {item['status']:<14} {item['tier']:<6} {item['severity']:<9} {item['rule']:<28} "
             f"agent={item['agent_id']} workflow={item['workflow'] or '-'} count={item['count']} "
             f"updated={item['updated_at']}")
 
@@ -42,7 +42,8 @@ def timeline_text(item: dict[str, Any]) -> str:
     """An incident and its timeline as a person reads it."""
     owners = item["owners"]
     lines = [f"Incident #{item['id']}: {item['title']}",
-             f"  status {item['status']}  severity {item['severity']}  rule {item['rule']}  count {item['count']}",
+             f"  status {item['status']}  tier {item['tier']}  severity {item['severity']}  rule {item['rule']}  "
+             f"count {item['count']}",
              f"  agent {item['agent_id']}  workflow {item['workflow'] or '-'}  target {item['target']}",
              f"  responder {owners.get('responder', {}).get('id')}  approver "
              f"{(owners.get('approver') or {}).get('id', '-')}  policy {item['policy_sha256'][:12]}",
@@ -71,16 +72,18 @@ def incidents() -> None:
 @click.option("--severity", help="low, medium, high, critical")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
               help="Updated at or after (UTC unless an offset is given).")
+@click.option("--tier", type=click.Choice(["page", "review", "log"]),
+              help="page (notified at once), review (in the periodic digest) or log (recorded only).")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--offset", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: total, items.")
-def list_(*, status: str | None, workflow: str | None, severity: str | None, since: datetime | None, limit: int,
-          offset: int, as_json: bool) -> None:
+def list_(*, status: str | None, workflow: str | None, severity: str | None, since: datetime | None,
+          tier: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List incidents, newest first."""
     from responders.store import utcnow
 
     when = None if since is None else since if since.tzinfo else since.replace(tzinfo=utcnow().tzinfo)
-    total, items = _with_trail(lambda t: t.incidents(Filters(status, workflow, severity, when), limit=limit,
+    total, items = _with_trail(lambda t: t.incidents(Filters(status, workflow, severity, when, tier), limit=limit,
                                                        offset=offset))
     if as_json:
         click.echo(json.dumps({"total": total, "limit": limit, "offset": offset, "items": items}))

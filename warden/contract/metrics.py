@@ -17,7 +17,17 @@ DETECT_SECONDS = Histogram(
 POLICY_INFO = Gauge("warden_policy_info", "The live policy (value 1) labelled by its sha256", ["sha256"])
 POLICY_RELOAD_OK = Gauge("warden_policy_last_reload_success", "1 when the last policy reload succeeded, else 0")
 RULE_EVAL_ERRORS = Counter("warden_rule_eval_errors_total", "Custom rule evaluations that raised (no match)", ["rule"])
-INCIDENTS_OPENED = Counter("warden_incidents_opened_total", "Incidents opened", ["rule", "severity"])
+INCIDENTS_OPENED = Counter("warden_incidents_opened_total", "Incidents opened, by the tier they opened at",
+                           ["rule", "severity", "tier"])
+FINDINGS_BY_TIER = Counter(
+    "warden_findings_by_tier_total",
+    "Findings the responder recorded (opened or grouped; not shadow, not duplicates), by their own tier: page, review, "
+    "log", ["tier"],
+)
+TIER_RAISED = Counter("warden_incidents_tier_raised_total",
+                      "Incidents raised to a higher tier by a finding that joined them (to: page or review)", ["to"])
+REVIEW_DIGESTS = Counter("warden_review_digests_total", "Review digests made (one per responder and interval at most)")
+REVIEW_DIGEST_INCIDENTS = Counter("warden_review_digest_incidents_total", "Review incidents carried by digests made")
 FINDINGS_GROUPED = Counter(
     "warden_findings_grouped_total", "Findings that joined an open incident instead of opening one", ["rule"]
 )
@@ -64,8 +74,8 @@ CONTAINMENT_SECONDS = Histogram(
     "warden_containment_seconds", "From the event behind a finding to its containment step done",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
-INCIDENTS_OPEN = Gauge("warden_incidents_open", "Incidents open or acknowledged (not closed), by severity",
-                       ["severity"])
+INCIDENTS_OPEN = Gauge("warden_incidents_open", "Incidents open or acknowledged (not closed), by severity and tier",
+                       ["severity", "tier"])
 TIME_TO_NOTIFY = Histogram(
     "warden_time_to_notify_seconds", "From the event behind an incident to its root message delivered, per notifier",
     ["notifier"], buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warden.contract.matrix import Duration
 from warden.kit.sealing import Sealer, key_in
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # package data: ships in the wheel
@@ -64,6 +66,9 @@ class Settings(BaseSettings):
         120.0, gt=0, description="A claimed notification not yet being sent may be taken by another worker after this."
     )
     escalation_poll_s: float = Field(5.0, gt=0, description="How often unacknowledged incidents are checked.")
+    review_digest_interval: Duration = Field(
+        timedelta(hours=1), description="How often each responder gets one digest of its review-tier incidents "
+        "(30s, 15m, 1h, 1d or seconds; at least 1s). Boundaries are multiples of it since the epoch.")
     seal_key: SecretStr | None = Field(None, description="Fernet key that seals kept secrets (tokens awaiting "
                                        "approval); unset: generated in data_dir/seal.key. Share it across workers.")
     containment_poll_s: float = Field(1.0, gt=0, description="How often the playbook engine looks for due steps.")
@@ -91,6 +96,18 @@ class Settings(BaseSettings):
 
         if v is not None:
             parse_tokens(v.get_secret_value())  # raises with the reason, never the token
+        return v
+
+    @field_validator("review_digest_interval", mode="before")
+    @classmethod
+    def _seconds(cls, v: object) -> object:
+        return float(v) if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit() else v  # "900": seconds
+
+    @field_validator("review_digest_interval")
+    @classmethod
+    def _digest_interval(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
         return v
 
     @field_validator("web_bind")

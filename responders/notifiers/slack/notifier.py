@@ -25,6 +25,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from responders.config import ResponderConfig
 from responders.incidents import IncidentView
 from responders.notifiers.base import (
+    DigestNotice,
     LeaseEnded,
     Notice,
     NoticeKind,
@@ -141,7 +142,10 @@ class SlackNotifier:
             **options,
         )
 
-    async def send(self, notice: Notice) -> Posted:
+    async def send(self, notice: Notice | DigestNotice) -> Posted:
+        if isinstance(notice, DigestNotice):  # a message of its own, no metadata: nothing looks for it again
+            return await self._post(_channel(notice.target), render.digest_fallback(notice.digest),
+                                    render.digest_blocks(notice.digest))
         inc = notice.incident
         if notice.kind is NoticeKind.root:
             return await self._post(_channel(notice.target), render.fallback(inc), render.incident_blocks(inc),

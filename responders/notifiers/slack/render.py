@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from responders.digests import LISTED, DigestView
 from responders.incidents import ACTIVE, Action, IncidentView, Status
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text, slack_escape
@@ -155,6 +156,37 @@ def repeat_note(inc: IncidentView) -> str:
 
 def escalation_preface(target: OwnerRef, note: str | None) -> str:
     return f":rotating_light: *Escalated to {who(target)}*: {safe(note or '')}"
+
+
+def digest_fallback(digest: DigestView) -> str:
+    """The plain `text` of a review digest."""
+    return (f"Review digest for {safe(digest.responder.name or digest.responder.id)}: "
+            f"{len(digest.incidents)} incident(s) kept for review, {digest.findings} finding(s), "
+            f"since {_when(digest.since)}")
+
+
+def digest_blocks(digest: DigestView) -> list[dict[str, Any]]:
+    """The review digest: how many, per rule and workflow, the agents and targets seen most, and how to list them.
+    Rule, workflow, agent and target came from agents or the topic: redacted, then escaped, like every message."""
+    waiting = f" ({digest.waiting} more wait for the next digest)" if digest.waiting else ""
+    blocks: list[dict[str, Any]] = [_section(
+        f":mag: *Review digest* for {who(digest.responder)}\n"
+        f"*{len(digest.incidents)}* incident(s) kept for review{waiting}, {digest.findings} finding(s), "
+        f"{_when(digest.since)} to {_when(digest.until)}. Nobody was paged for these."
+    )]
+    rules = "\n".join(f"• `{safe(r.rule)}` in {safe(r.workflow or '(unowned)')}: {r.incidents} incident(s), "
+                      f"{r.findings} finding(s)" for r in digest.by_rule)
+    blocks.append(_section(f"*By rule and workflow*\n{rules}"))
+    blocks.append({"type": "section", "fields": [
+        _mrkdwn("*Top agents*\n" + ("\n".join(f"{safe(a, 200)} ({n})" for a, n in digest.agents) or "-")),
+        _mrkdwn("*Top targets*\n" + ("\n".join(f"{safe(t, 200)} ({n})" for t, n in digest.targets) or "-")),
+    ]})
+    ids = ", ".join(f"#{i}" for i in digest.incidents[:LISTED])
+    more = f" and {len(digest.incidents) - LISTED} more" if len(digest.incidents) > LISTED else ""
+    blocks.append({"type": "context", "elements": [
+        _mrkdwn(f"Incidents {ids}{more} · list them: `{safe(digest.list_command)}` or `{safe(digest.api_query)}`"),
+    ]})
+    return blocks
 
 
 def metadata(inc: IncidentView) -> dict[str, Any]:
