@@ -10,6 +10,7 @@ from typing import Any
 
 from streams.backtest import backtest
 from warden.contract.findings import Finding
+from warden.contract.matrix import Tier
 from warden.runtime.catalogue import load
 from warden.runtime.settings import BUNDLED_POLICY
 
@@ -40,15 +41,17 @@ def labels() -> dict[str, Any]:
 
 
 def replay_sessions() -> tuple[dict[str, set[str]], int]:
-    """Rules that fired (enforce mode: shadow findings are never routed) per session, and invalid events."""
+    """Rules that paged per session, and invalid events."""
     result = backtest((SESSIONS / "sessions.jsonl").read_bytes(), load(BUNDLED_POLICY))
     return fired_by_session(result.findings), len(result.invalid)
 
 
 def fired_by_session(findings: Iterable[Finding]) -> dict[str, set[str]]:
+    """Rules that page per session: a shadow finding is never routed, and one kept for review or the log pages
+    nobody (docs/scope.md, response tiers)."""
     fired: dict[str, set[str]] = {}
     for f in findings:
-        if not f.shadow and f.session_id is not None:
+        if not f.shadow and f.tier is Tier.page and f.session_id is not None:
             fired.setdefault(f.session_id, set()).add(f.rule)
     return fired
 

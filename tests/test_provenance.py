@@ -15,7 +15,7 @@ from streams.approvals import judge as judge_request
 from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
 from tests.matrix_builder import T0, ev, tool
-from tests.scope_builder import scoped
+from tests.scope_builder import LISTS, scoped
 from warden.contract import metrics
 from warden.contract.approvals import ApprovalRequest, Verdict
 from warden.contract.events import ActivityEvent
@@ -141,10 +141,15 @@ def test_a_quoted_command_in_an_issue_fires_when_run() -> None:
 
 # --- what grounds a value: the policy, trusted tools; and what never does ---
 
-def test_a_value_in_a_named_list_or_at_a_listed_domain_does_not_fire() -> None:
-    out = read("pay acme, and copy ann@example.com and bob@sub.example.com")
+def test_a_value_in_a_named_list_does_not_fire_but_an_address_at_a_listed_domain_does() -> None:
+    out = read("pay acme, copy ann@example.com and fetch https://docs.sub.example.com/x")
     assert fired([request(ASK), out, call("pay", {"payee": "acme", "amount": 5})]) == []
-    assert fired([request(ASK), out, call(MAIL, {"to": ["ann@example.com", "bob@sub.example.com"]})]) == []
+    assert fired([request(ASK), out, call("shell", {"cmd": "curl -O https://docs.sub.example.com/x"})]) \
+        == ["provenance:cmd"]  # the URL is read; its host alone would be named by the list
+    assert fired([request(ASK), out, call("shell", {"cmd": "ping docs.sub.example.com"})]) == []
+    assert fired([request(ASK), out, call(MAIL, {"to": ["ann@example.com"]})]) == ["provenance:to[0]"]
+    listed = scoped(top={"lists": {**LISTS, "colleagues": ["ann@example.com"]}})
+    assert fired([request(ASK), out, call(MAIL, {"to": ["ann@example.com"]})], listed) == []
 
 
 def test_a_value_a_constraint_enumerates_does_not_fire() -> None:
@@ -188,7 +193,7 @@ def test_a_made_up_address_is_unsourced_and_only_logged() -> None:
 
 def test_dates_times_and_prose_words_are_not_values() -> None:
     assert tokens("Meet on 2026-11-21 at 10:30 in the large room, as agreed.") == set()
-    found = fired([request(ASK), read("the meeting moved to 2026-11-21 10:30"),
+    found = fired([request(f"{ASK} Tell team@example.com."), read("the meeting moved to 2026-11-21 10:30"),
                    call(MAIL, {"to": ["team@example.com"], "body": "moved to 2026-11-21 10:30, see the agenda"})])
     assert found == []
 

@@ -46,19 +46,13 @@ class ProvenanceChecks:
         return found
 
     def names(self, value: str) -> bool:
-        """The policy names this value: it is in a list or a constraint's enum/const, or it is an address or host
-        under a listed domain."""
+        """The policy names this value: it is in a list or a constraint's enum/const, or it is a host a list names
+        (`*.example.com` too). An address at a listed domain is not named: the domain says where mail may go, not
+        who asked for it (an in-scope hijack writes to a colleague's look-alike or a stranger there)."""
         if value in self.allowed:
             return True
-        kind, _, normal = value.partition(":")
-        if kind == "email":
-            domain = normal.rpartition("@")[2]
-        elif kind == "host":
-            domain = normal
-        else:
-            return False
-        return f"host:{domain}" in self.allowed or (bool(self.allowed_domains) and
-                                                    ("." + domain).endswith(self.allowed_domains))
+        kind, _, domain = value.partition(":")
+        return kind == "host" and bool(self.allowed_domains) and ("." + domain).endswith(self.allowed_domains)
 
 
 def compile_provenance(scope: ProvenanceScope, lists: Mapping[str, list[str]],
