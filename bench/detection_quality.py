@@ -7,8 +7,9 @@ with --third-party on public data sets no one here wrote, under a holdout protoc
 
 The first is the same replay and scoring as tests/test_sessions.py (in-sample: the set was written with the bundled
 matrix). The second converts each third-party scenario into a benign and a hijacked session, writes a policy from
-half of the benign sessions, and judges both halves (bench/third_party, docs/replay.md). Routed findings only: a
-shadow rule never alerts.
+half of the benign sessions, and judges both halves (bench/third_party, docs/replay.md). Pages count (and, for the
+third-party sets, holds on the approval path): a shadow rule never alerts, and a finding kept for review or the log
+pages nobody.
 """
 
 from __future__ import annotations
