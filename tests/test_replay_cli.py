@@ -29,7 +29,7 @@ def test_json_output_is_findings_then_a_summary_then_the_invalid_events() -> Non
     assert all({"event_id", "rule", "severity", "shadow"} <= f.keys() for f in findings)
     assert ("s-106", "unreviewed_identity_change") in {(f["event_id"], f["rule"]) for f in findings}
     assert [f["shadow"] for f in findings if f["rule"] == "prompt-injection-marker"] == [True]
-    assert summary["events"] == 37 and summary["findings"] == len(findings) and summary["invalid"] == 5
+    assert summary["events"] == 40 and summary["findings"] == len(findings) and summary["invalid"] == 5
     assert sum(r["count"] for r in summary["by_rule"]) == len(findings)
     assert [i["where"] for i in invalid] == ["line 10", "line 11", "line 12", "line 13", "line 14"]
     assert invalid[2]["reason"].startswith("unknown_kind")
