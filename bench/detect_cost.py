@@ -57,13 +57,15 @@ def session_events(n: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-# A 4 KB tool result as an agent reads it: mostly prose, with the addresses, links, ids and numbers mail carries.
-RESULT = ("From: accounts@northwind-supplies.example\nSubject: Invoice INV-3107 and new bank details\n\n"
-          + "Dear customer, thank you for your order. The attached statement lists the deliveries of last month, "
-            "the credit notes and the balance due; please review it with your team before the end of the week. "
-          + "Questions: https://support.northwind-supplies.example/tickets/48217 or +44 20 7946 0958. "
-          + "Pay to GB33 BUKB 2020 1555 5555 55, reference CX-48217, 2026-11-21. ") * 9
-RESULT = RESULT[:4096]
+# A 4 KB tool result as an agent reads it: mostly prose, with the addresses, links, ids and numbers mail carries,
+# each paragraph's own (no value repeats, so nothing is cheaper for having been seen in the same text).
+RESULT = "".join(
+    f"From: accounts{k}@northwind-supplies.example\nSubject: Invoice INV-{3107 + k} and new bank details\n\n"
+    "Dear customer, thank you for your order. The attached statement lists the deliveries of last month, the "
+    "credit notes and the balance due; please review it with your team before the end of the week. "
+    f"Questions: https://support.northwind-supplies.example/tickets/{48217 + k} or +44 20 7946 {1000 + k}. "
+    f"Pay to GB33 BUKB 2020 1555 5555 {10 + k}, reference CX-{48217 + k}, 2026-11-{10 + k}. "
+    for k in range(10))[:4096]
 UNTRUSTED = {"billing-agent-1": "mail.read_inbox", "research-rag-1": "retrieval.fetch"}  # catalogue: untrusted_input
 
 
