@@ -60,11 +60,14 @@ def session_key(agent_id: str, session_id: str | None) -> tuple[str, str]:
 def judge_call(ctx: Context, session: Session | None) -> list[Finding]:
     """The provenance findings of a call about to be made (the approval path), against what its session read."""
     ev, checks = ctx.event, ctx.checks
-    if checks is None or ctx.workflow is None or ev.tool is None or not ev.tool.arguments or ctx.tool is None:
-        return []
-    if not ctx.tool.categories & checks.provenance.sensitive:
+    if checks is None or ev.tool is None or not ev.tool.arguments or not _traced(ctx, checks.provenance):
         return []
     return _judge(ctx, checks.provenance, session, ev.tool.arguments)
+
+
+def _traced(ctx: Context, prov: ProvenanceChecks) -> bool:
+    """The call's tool is in one of the workflow's sensitive categories: its values are traced."""
+    return ctx.tool is not None and bool(ctx.tool.categories & prov.sensitive)
 
 
 def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
@@ -78,8 +81,7 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
             session = ledger.session(session_key(ev.agent.id, ev.session_id), ev.ts, prov.within)
             ledger.add(session, "trusted", read_values(ev.content.prompt), (), Origin(ev.event_id, "request"))
         return []
-    categories = ctx.tool.categories if ctx.tool is not None else _NONE
-    sensitive = bool(categories & prov.sensitive) and bool(call.arguments)
+    sensitive = bool(call.arguments) and _traced(ctx, prov)
     if not sensitive and call.result is None:  # the common case: nothing to judge, nothing read
         return []
     key = session_key(ev.agent.id, ev.session_id)
@@ -88,7 +90,7 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
         findings = _judge(ctx, prov, ledger.get(key), call.arguments or {})
     if call.result is not None:
         session = ledger.session(key, ev.ts, prov.within)
-        source = prov.source(call.name, categories)
+        source = prov.source(call.name, ctx.tool.categories if ctx.tool is not None else _NONE)
         pieces: set[str] = set()
         values = read_values(call.result, pieces if source == "untrusted" else None)
         ledger.add(session, source, values, pieces, Origin(ev.event_id, call.name))
@@ -97,7 +99,8 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
 
 def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
            arguments: Mapping[str, Any]) -> list[Finding]:
-    """Nothing to say about a session that sent no request and no result (producers that send neither)."""
+    """The call's findings against its session's fingerprints: none for a session Warden saw no request and no
+    result of (producers that send neither judge as before)."""
     if session is None:
         return []
     rules = ctx.policy.matrix.rules.builtin
