@@ -79,7 +79,8 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
     if call is None:  # a prompt event; over OTLP a chat or invoke_agent span carries the user's request too
         if ev.content is not None and ev.content.prompt and ev.kind in _REQUESTS:
             session = ledger.session(session_key(ev.agent.id, ev.session_id), ev.ts, prov.within)
-            ledger.add(session, "trusted", read_values(ev.content.prompt), (), Origin(ev.event_id, "request"))
+            ledger.add(session, "trusted", _grounding(read_values(ev.content.prompt)), (),
+                       Origin(ev.event_id, "request"))
         return []
     sensitive = bool(call.arguments) and _traced(ctx, prov)
     if not sensitive and call.result is None:  # the common case: nothing to judge, nothing read
@@ -93,6 +94,8 @@ def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:
         source = prov.source(call.name, ctx.tool.categories if ctx.tool is not None else _NONE)
         pieces: set[str] = set()
         values = read_values(call.result, pieces if source == "untrusted" else None)
+        if source == "trusted":
+            values = _grounding(values)
         ledger.add(session, source, values, pieces, Origin(ev.event_id, call.name))
     return findings
 
@@ -112,7 +115,7 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
             if prov.names(value):
                 continue
             fp = fingerprint(value)
-            if fp in session.trusted or _trusted_tail(value, session):
+            if fp in session.trusted or _trusted_tail(value, session) or _trusted_run(value, session):
                 continue
             origin = session.untrusted.get(fp)
             parts = [origin] if origin is not None else _split(value, session) if session.pieces else None
@@ -132,6 +135,17 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
         if finding is not None:
             findings.append(finding)
     return findings
+
+
+def _grounding(values: set[str]) -> set[str]:
+    """Trusted values, with the letters and digits of each IBAN, number and id: they ground every form of it."""
+    return values | {f"run:{run}" for v in values if (run := split_value(v)) is not None}
+
+
+def _trusted_run(value: str, session: Session) -> bool:
+    """An IBAN, number or id the request wrote in another form (`DE89 3704 …` grounds `de89370…` as an id too)."""
+    run = split_value(value)
+    return run is not None and fingerprint(f"run:{run}") in session.trusted
 
 
 def _trusted_tail(value: str, session: Session) -> bool:
