@@ -16,7 +16,7 @@ from tests.incident_db import BACKENDS, database_url
 from tests.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
 from tests.pg_server import private_postgres
 from warden.cli.slack_api_server import SlackApiServer
-from warden.runtime.broker import EmbeddedBroker
+from warden.runtime.broker import EmbeddedBroker, EmbeddedBrokerError
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.worker import Runtime
 
@@ -53,6 +53,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("apache_kafka")]
         config.hook.pytest_deselected(items=apache_only)
         config.stash[_DESELECTED] = len(apache_only)
+        if hasattr(config, "workeroutput"):  # a pytest-xdist worker: its controller prints the summary line
+            config.workeroutput["apache_kafka_deselected"] = len(apache_only)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: each worker collects the same items, so take one count
+def pytest_testnodedown(node: object, error: object) -> None:
+    output = getattr(node, "workeroutput", None) or {}
+    config = node.config  # type: ignore[attr-defined]
+    config.stash[_DESELECTED] = max(config.stash.get(_DESELECTED, 0), output.get("apache_kafka_deselected", 0))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -68,12 +77,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One broker for the session: Apache Kafka when WARDEN_TEST_KAFKA_BOOTSTRAP is set, else Tansu."""
+    """One broker for the session: Apache Kafka when WARDEN_TEST_KAFKA_BOOTSTRAP is set, else Tansu. Under
+    pytest-xdist the session is one worker process's, so each worker has a Tansu of its own (ready in ms)."""
     configured = os.environ.get(KAFKA_ENV)
     if configured:
         yield configured
         return
-    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    log_dir = tmp_path_factory.mktemp("tansu")
+    for attempt in range(3):  # the free port it picked may be taken before Tansu binds it (parallel workers)
+        try:
+            broker = EmbeddedBroker(log_path=log_dir / f"tansu-{attempt}.log").start()
+            break
+        except EmbeddedBrokerError:
+            if attempt == 2:
+                raise
     try:
         yield broker.bootstrap
     finally:
@@ -128,7 +145,9 @@ async def slack_api() -> AsyncIterator[SlackApiServer]:
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
-    """PostgreSQL for the session: WARDEN_TEST_DATABASE_URL when set, else a private server started here."""
+    """PostgreSQL for the session: WARDEN_TEST_DATABASE_URL when set, else a private server started here (under
+    pytest-xdist, one per worker process, each in its own directory on its own port; every test still gets a
+    database of its own, so a shared WARDEN_TEST_DATABASE_URL is safe too)."""
     configured = os.environ.get("WARDEN_TEST_DATABASE_URL")
     if configured:
         yield configured

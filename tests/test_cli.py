@@ -182,5 +182,7 @@ def test_the_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one() -
     setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
     commands = [line for line in setup.splitlines() if line.startswith("python3 -m venv")]
     assert len(commands) == 2
-    assert commands[0].endswith("warden demo") and commands[1].endswith("pytest -q")
+    # the suite runs on parallel pytest-xdist workers (each with its own broker and PostgreSQL)
+    assert commands[0].endswith("warden demo")
+    assert re.search(r" && \.venv/bin/pytest -q -n [1-9][0-9]* --dist worksteal$", commands[1]), commands[1]
     assert "README.md" in (REPO / ".ci" / "run").read_text()

@@ -114,6 +114,9 @@ async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_dat
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | {
         "PYTHONDONTWRITEBYTECODE": "1", "WARDEN_DATA_DIR": str(data), "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "WARDEN_WEB_BIND": "127.0.0.1:0", "WARDEN_APP_ID": f"warden-ro-{run}",
+        # the tests' group timings (conftest): with the production 30 s session each group join took 15 s on Tansu
+        "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+        "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3",
         **{f"WARDEN_TOPIC_{t.upper()}": f"ro{run}.{t}" for t in ("activity", "findings", "dlq", "control",
                                                                   "revocations", "approval_requests",
                                                                   "approval_decisions", "approval_dlq", "otlp")},

@@ -57,7 +57,15 @@ async def test_a_finding_is_on_its_topic_before_the_checkpoint_that_commits_its_
             await opened.wait()
         await checkpoint(self)
 
+    commit = BatchIngest._commit
+    committed: list[dict[TopicPartition, int]] = []
+
+    async def recorded(self: BatchIngest, offsets: dict[TopicPartition, int]) -> None:
+        committed.append(offsets)
+        await commit(self, offsets)
+
     monkeypatch.setattr(BatchIngest, "_checkpoint", held_open)
+    monkeypatch.setattr(BatchIngest, "_commit", recorded)
     s = isolated_settings(kafka_bootstrap, tmp_path)
     strays = [event(f"stray-{s.app_id}-{i}", kind="prompt") for i in range(3)]
     responder = RecordingResponder()
@@ -66,7 +74,13 @@ async def test_a_finding_is_on_its_topic_before_the_checkpoint_that_commits_its_
             await produce_events(kafka_bootstrap, s.topic_activity, strays)
             await wait_for(lambda: {f.event_id for f in responder.findings} >= {e["event_id"] for e in strays},
                            what="every finding, while the checkpoint that would commit their events waits")
-            assert held, "the findings came before any checkpoint with them in it had begun"
+            # The findings may come before the loop reaches its checkpoint (it checkpoints when its feed runs dry
+            # or a commit is due): either way none of their events may have been committed yet.
+            assert not any(tp.topic == s.topic_activity for offsets in committed for tp in offsets), committed
+            # And their checkpoint does begin, holding them: it waits for their acknowledgements, not the reverse.
+            await wait_for(lambda: held, what="the checkpoint with their records in it")
+            assert sum(held) >= len(strays), held
+            assert not any(tp.topic == s.topic_activity for offsets in committed for tp in offsets), committed
         finally:
             opened.set()
 

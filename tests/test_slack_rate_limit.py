@@ -26,7 +26,12 @@ async def test_after_a_429_the_next_notifications_request_waits_out_retry_after(
     slack_api.fail("chat.postMessage", status=429, retry_after=1, times=1)
     with send_deadline(time.monotonic() + 30):
         first = asyncio.create_task(slack.send(_notice(1)))
-        while not slack_api.requests:  # the first request got its 429
+        # the first request got its 429 and the client has read it (its window is open, or already over and the
+        # retry sent): the window opens then, not when the server answered; under load a second send issued in
+        # between went out at once and failed the test
+        waited_until = time.monotonic() + 10
+        while not (slack_api.requests and (slack.window.remaining() > 0 or len(slack_api.requests) > 1)):
+            assert time.monotonic() < waited_until, "the client never saw the 429"
             await asyncio.sleep(0.01)
         await slack.send(_notice(2))  # another notification, while the first one's window lasts
         await first
