@@ -199,6 +199,9 @@ def test_a_made_up_address_is_unsourced_and_only_logged() -> None:
 
 def test_dates_times_and_prose_words_are_not_values() -> None:
     assert tokens("Meet on 2026-11-21 at 10:30 in the large room, as agreed.") == set()
+    assert tokens("Bring a laptop and/or a tablet, about 1/2 of the team, at 30 km/h.") == set()
+    assert tokens("see src/app.py, ~/notes and ./run, or a/b/c") == {"path:src/app.py", "path:~/notes", "path:run",
+                                                                   "path:a/b/c"}
     found = fired([request(f"{ASK} Tell team@example.com."), read("the meeting moved to 2026-11-21 10:30"),
                    call(MAIL, {"to": ["team@example.com"], "body": "moved to 2026-11-21 10:30, see the agenda"})])
     assert found == []

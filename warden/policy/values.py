@@ -111,6 +111,12 @@ def _url(raw: str) -> Iterator[str]:
     yield f"url:{scheme.lower()}://{name}{slash if tail else ''}{tail.lower()}"
 
 
+def _is_path(word: str) -> bool:
+    """Rooted (`/`, `~`, `.`), two levels deep, or ending in a file name: `and/or` and `1/2` are prose."""
+    return word[0] in "/~." or word.count("/") >= 2 or (
+        "." in (last := word.rpartition("/")[2]) and last.rpartition(".")[2].isalpha())
+
+
 _STRIP = "\"'`()[]{}<>,;:!?*|"
 _TRAIL = ".-"
 
@@ -134,7 +140,7 @@ def _classify(word: str, found: set[str], pieces: set[str] | None) -> None:
     if "$" in word:
         for m in _ENV.finditer(word):
             found.add(f"env:{m.group(1)}")
-    if "/" in word and _PATH.fullmatch(word):
+    if "/" in word and _PATH.fullmatch(word) and _is_path(word):
         found.add(f"path:{word.removeprefix('./')}")
     elif "." in word and "@" not in word:
         host = word.lower()
