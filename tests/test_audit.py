@@ -9,15 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from alembic import command
-from alembic.config import Config
 from click.testing import CliRunner
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
-from responders.db import MIGRATIONS, make_engine, migrate
+from responders.db import make_engine, migrate
 from responders.incidents import Status
 from responders.trail import Trail
 from tests.containment_helpers import containment_policy, engine_on, violation
+from tests.incident_db import insert_old_incident, upgrade_to
 from tests.incident_helpers import FakeClock, running
 from warden.cli import main
 from warden.contract.findings import OwnerRef
@@ -127,24 +126,13 @@ async def test_refused_requests_are_a_chain_of_their_own(incident_settings: Sett
         await engine.dispose()
 
 
-def _upgrade_to(connection: Connection, revision: str) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
-
-
 async def test_the_migration_chains_the_rows_written_before_it(incident_db: str) -> None:
     engine = make_engine(incident_db)
     at = datetime(2026, 11, 20, 12, 0, 0, 123456, tzinfo=UTC).replace(tzinfo=None)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0005")
-            await conn.execute(text(
-                "INSERT INTO incidents (id, key, status, rule, severity, title, agent_id, target, frameworks, tags, "
-                "evidence, owners, policy_sha256, count, first_seen, last_seen, opened_at, updated_at, "
-                "escalation_step) VALUES (7, 'k', 'open', 'r', 'high', 't', 'a', 'x', '[]', '[]', '{}', '{}', "
-                "'sha', 1, :at, :at, :at, :at, 0)"), {"at": at})
+            await conn.run_sync(upgrade_to, "0005")
+            await insert_old_incident(conn, 7, at)
             for i, kind in enumerate(("opened", "escalated", "acknowledged")):
                 await conn.execute(text(
                     "INSERT INTO timeline (incident_id, at, kind, actor, detail) VALUES (7, :at, :kind, 'warden', "

@@ -26,8 +26,8 @@ from responders.incidents import Status
 from responders.review_digest import make_digests
 from responders.store import Recorded
 from responders.trail import Trail
+from tests.incident_db import insert_old_incident, upgrade_to
 from tests.incident_helpers import FakeClock, eventually, finding, running
-from tests.test_audit import _upgrade_to
 from warden.cli import main
 from warden.cli.slack_api_server import SlackApiServer
 from warden.contract import metrics
@@ -325,12 +325,8 @@ async def test_the_migration_makes_every_earlier_incident_a_page_and_keeps_its_o
     at = datetime(2026, 12, 1, 12, 0, 0)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0007")
-            await conn.execute(text(
-                "INSERT INTO incidents (id, key, status, rule, severity, title, agent_id, target, frameworks, tags, "
-                "evidence, owners, policy_sha256, count, first_seen, last_seen, opened_at, updated_at, "
-                "escalation_step) VALUES (3, 'k', 'open', 'r', 'high', 't', 'a', 'x', '[]', '[]', '{}', '{}', "
-                "'sha', 1, :at, :at, :at, :at, 0)"), {"at": at})
+            await conn.run_sync(upgrade_to, "0007")
+            await insert_old_incident(conn, 3, at)
             await conn.execute(text(
                 "INSERT INTO notifications (incident_id, kind, target, status, attempts, next_attempt_at, created_at, "
                 "notifier) VALUES (3, 'root', '{}', 'pending', 0, :at, :at, 'slack')"), {"at": at})
