@@ -17,7 +17,7 @@ and identity_admin calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from streams.detectors.base import Context, RuleInfo, build_finding
@@ -28,7 +28,7 @@ from warden.contract.matrix import BuiltinRule, Category, RuleMode, Severity, Ti
 from warden.contract.redact import redact_value
 from warden.policy.provenance import ProvenanceChecks
 from warden.policy.tiers import PROVENANCE, UNSOURCED_VALUE
-from warden.policy.values import MIN_PIECE, read_values, split_value, tokens, whole
+from warden.policy.values import MIN_PIECE, leaves, read_values, split_value, tokens, whole
 
 FRAMEWORKS = ("OWASP-ASI01", "OWASP-LLM01", "NIST-AI-RMF:MANAGE")
 info = RuleInfo(
@@ -124,7 +124,7 @@ def _judge(ctx: Context, prov: ProvenanceChecks, session: Session | None,
     untrusted: list[tuple[str, str, list[Origin], bool, str]] = []  # (argument, value, origins, split, matched)
     unsourced: list[tuple[str, str]] = []
     unsourced_paths: set[str] = set()
-    for path, leaf in _leaves(arguments, ""):
+    for path, leaf in leaves(arguments):
         for value in sorted(_candidates(leaf)):  # sorted: the same call names the same value every time
             if prov.names(value):
                 continue
@@ -188,23 +188,6 @@ def _candidates(leaf: str) -> set[str]:
     if one is not None:
         found.add(one)
     return found
-
-
-def _leaves(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
-    """(dotted path, string) for each string leaf of the arguments; integers of six or more digits as strings."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, bool) or depth > 32:
-        return
-    elif isinstance(value, int):
-        if abs(value) >= 100_000:
-            yield path, str(value)
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _leaves(v, f"{path}.{k}" if path else str(k), depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _leaves(v, f"{path}[{i}]", depth + 1)
 
 
 def _split(value: str, session: Session) -> list[Origin] | None:

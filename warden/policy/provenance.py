@@ -12,7 +12,7 @@ from typing import Any
 
 from warden.contract.matrix import Category, ProvenanceScope
 from warden.policy.addresses import normalise_domain
-from warden.policy.values import read_values, whole
+from warden.policy.values import read_values
 
 _MAX_CACHED = 10_000
 
@@ -73,12 +73,8 @@ def compile_provenance(scope: ProvenanceScope, lists: Mapping[str, list[str]],
 
 
 def _values(entry: Any) -> set[str]:
-    found = read_values(entry) if isinstance(entry, str | int) and not isinstance(entry, bool) else set()
-    if isinstance(entry, str):
-        one = whole(entry)
-        if one is not None:
-            found.add(one)
-    return found
+    """A list entry's or literal's values, the whole of a short string among them (read_values gives it)."""
+    return read_values(entry) if isinstance(entry, str | int) and not isinstance(entry, bool) else set()
 
 
 def _domain(entry: str) -> str | None:

@@ -227,21 +227,22 @@ def whole(value: str) -> str | None:
     return f"text:{norm}" if 2 < len(norm) <= MAX_TEXT_VALUE else None
 
 
-def strings(value: Any, depth: int = 0) -> Iterator[str]:
-    """The string leaves of a JSON value (numbers with six or more digits as strings), depth-bounded."""
+def leaves(value: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(dotted path, string) for each string leaf of a JSON value, integers of six digits or more as strings;
+    depth-bounded."""
     if isinstance(value, str):
-        yield value
+        yield path, value
     elif isinstance(value, bool) or depth > 32:
         return
     elif isinstance(value, int):
         if abs(value) >= 100_000:
-            yield str(value)
+            yield path, str(value)
     elif isinstance(value, dict):
-        for v in value.values():
-            yield from strings(v, depth + 1)
+        for k, v in value.items():
+            yield from leaves(v, f"{path}.{k}" if path else str(k), depth + 1)
     elif isinstance(value, list):
-        for v in value:
-            yield from strings(v, depth + 1)
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{path}[{i}]", depth + 1)
 
 
 def read_values(content: Any, pieces: set[str] | None = None) -> set[str]:
@@ -256,7 +257,7 @@ def read_values(content: Any, pieces: set[str] | None = None) -> set[str]:
         if short is not None:
             found.add(short)
         return found
-    for leaf in strings(content):
+    for _, leaf in leaves(content):
         found |= tokens(leaf, pieces)
         short = whole(leaf)
         if short is not None:
