@@ -17,16 +17,10 @@ MAX_INCIDENTS = 1000  # incidents one digest carries; more wait for the next one
 _RANK = {Tier.log: 0, Tier.review: 1, Tier.page: 2}
 
 
-def event_tier(tier: Tier) -> Tier:
-    """The tier a finding gets on the event path: `hold` is for the approval path; an action that already
-    happened is collected for review instead (as `warden.policy.tiers.resolve` does)."""
-    return Tier.review if tier is Tier.hold else tier
-
-
 def raised(current: Tier, finding: Tier) -> Tier | None:
     """The incident's new tier when a finding of tier `finding` joins it, or None when it stays: an incident's tier
     is the highest of its findings' (page over review over log) and never goes down."""
-    finding = event_tier(finding)
+    finding = finding.on_event_path()
     return finding if _RANK[finding] > _RANK[current] else None
 
 

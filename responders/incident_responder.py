@@ -10,7 +10,6 @@ from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
-from responders.digests import event_tier
 from responders.escalation import Escalator
 from responders.notifiers import notifiers_for
 from responders.notifiers.base import NoticeKind, Notifier
@@ -95,7 +94,7 @@ class IncidentResponder:
 
     async def handle(self, finding: Finding) -> None:
         outcome = await self.store.record_finding(finding, self.clock())
-        tier = event_tier(finding.tier)
+        tier = finding.tier.on_event_path()
         if outcome is Recorded.opened:
             metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value, tier=tier.value).inc()
         elif outcome in (Recorded.grouped, Recorded.promoted):

@@ -27,7 +27,7 @@ from responders.db.models import (
     SeenInteraction,
     TimelineEntry,
 )
-from responders.digests import DigestView, event_tier, raised, view_of_digest
+from responders.digests import DigestView, raised, view_of_digest
 from responders.incidents import (
     ACTIVE,
     Decision,
@@ -204,7 +204,7 @@ class IncidentStore:
         """A new incident at the finding's tier: a page notifies and escalates (and proposes containment); review
         and log are recorded only, review waiting for its responder's next digest (docs/incidents.md, tiers)."""
         owners = finding.owners
-        tier = event_tier(finding.tier)
+        tier = finding.tier.on_event_path()
         incident = Incident(
             key=key, open_key=key, status=Status.open.value, rule=finding.rule, severity=finding.severity.value,
             title=_clean(finding.title), agent_id=record.agent_id,
@@ -282,7 +282,7 @@ class IncidentStore:
         incident.evidence = record.evidence
         incident.updated_at = now
         await self.log_entry(s, incident.id, now, "grouped", detail={
-            "finding_id": finding.finding_id, "count": incident.count, "tier": event_tier(finding.tier).value})
+            "finding_id": finding.finding_id, "count": incident.count, "tier": finding.tier.on_event_path().value})
         higher = raised(Tier(incident.tier), finding.tier)
         if higher is not None:
             await self.log_entry(s, incident.id, now, "tier_raised", detail={
@@ -293,7 +293,7 @@ class IncidentStore:
                 await self._page(s, incident, finding, now)
                 return True
         if incident.tier == Tier.review.value:
-            if event_tier(finding.tier) is Tier.review and incident.review_pending_since is None:
+            if finding.tier.on_event_path() is Tier.review and incident.review_pending_since is None:
                 incident.review_pending_since = now  # seen again since its last digest: in the next one
             return higher is not None
         if incident.tier != Tier.page.value:

@@ -242,6 +242,10 @@ class Tier(StrEnum):
     review = "review"
     log = "log"
 
+    def on_event_path(self) -> Tier:
+        """`hold` is for the approval path: an action that already happened is collected for review instead."""
+        return Tier.review if self is Tier.hold else self
+
 
 class TierRule(_Strict):
     """Which tier the findings of some rules get, for calls of some tool categories; the first rule that matches

@@ -47,6 +47,5 @@ def resolve(rule_id: str, categories: frozenset[Category], workflow: Workflow | 
     chain = [*(workflow.tiers if workflow is not None else ()), *matrix_rules, *DEFAULT_TIERS]
     for rule in chain:
         if _applies(rule, rule_id, categories):
-            event = Tier.review if rule.tier is Tier.hold else rule.tier
-            return Tiers(event, rule.approval or rule.tier)
+            return Tiers(rule.tier.on_event_path(), rule.approval or rule.tier)
     return PAGE
