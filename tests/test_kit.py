@@ -103,3 +103,19 @@ async def test_the_polling_loop_stops_even_when_a_pass_swallows_the_cancellation
     stopping = asyncio.create_task(loop.stop())
     done, _ = await asyncio.wait({stopping}, timeout=5)
     assert done == {stopping}, "the loop did not stop: its pass swallowed the cancellation and it went on"
+
+
+async def test_stopping_lets_a_pass_in_progress_finish_instead_of_cancelling_it() -> None:
+    entered, finished = asyncio.Event(), asyncio.Event()
+
+    async def step() -> bool:
+        entered.set()
+        await asyncio.sleep(0.2)  # a transaction in flight
+        finished.set()
+        return False
+
+    loop = PollingLoop("test", 30.0, step, logging.getLogger("test"))
+    loop.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    await loop.stop()
+    assert finished.is_set(), "the pass was cancelled mid-way"

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+STOP_GRACE_S = 2.0  # a pass is a few database statements, or a send bounded by its own timeout
+
 
 class PollingLoop:
     """Runs `step` every `interval_s`; again at once when it reports work done, or when `wake()` is called.
@@ -28,7 +30,10 @@ class PollingLoop:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Let a pass in progress finish (for at most `grace_s`), then stop; cancel it only past the grace. A pass
+        cancelled mid-transaction can leave its database connection unreturned, holding SQLite's write lock after
+        the engine is disposed (the `database is locked` of the next open in the same process)."""
         task, self._task = self._task, None
         if task is None:
             return
@@ -37,8 +42,10 @@ class PollingLoop:
         # aimed at whoever is stopping the loop still reaches them.
         self._stopping = True
         self._wake.set()
-        task.cancel()
-        await asyncio.wait({task})
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
 
     async def _run(self) -> None:
         while not self._stopping:
