@@ -42,8 +42,10 @@ class Backoff:
         await asyncio.sleep(self.delay(1))
         attempt = 1
 
-        def retried(exc: Exception) -> bool:
+        def retried(exc: BaseException) -> bool:
             nonlocal attempt
+            if not isinstance(exc, Exception):  # cancellation, interrupts: never retried
+                return False
             attempt += 1
             if on_failure is not None and (self.attempts is None or attempt < self.attempts):
                 on_failure(attempt, exc)
