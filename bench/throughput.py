@@ -76,9 +76,12 @@ class CountingResponder:
         self.handled += 1
 
 
-def make_event(i: int, ts: str = "2026-11-21T10:00:00Z", run: str = "bench") -> dict:
+def make_event(i: int, ts: str = "2026-11-21T10:00:00Z", run: str = "bench", *, distinct: bool = False) -> dict:
+    """Event `i` of `run`; every OUT_OF_SCOPE_EVERY-th uses an unapproved tool, a tool of its own when `distinct`
+    (so that each violation opens an incident of its own: bench/latency.py), else the same one (they group)."""
     agent = AGENTS[i % len(AGENTS)]
-    tool = "shell.exec" if i % OUT_OF_SCOPE_EVERY == 0 else ALLOWED[agent]
+    unapproved = f"shell.exec{run}x{i}" if distinct else "shell.exec"
+    tool = unapproved if i % OUT_OF_SCOPE_EVERY == 0 else ALLOWED[agent]
     return {
         "event_id": f"{run}-{i}",
         "ts": ts,
@@ -135,7 +138,8 @@ async def reference(bootstrap: str, topic: str, n_events: int) -> float:
 _TS_SLOT = "0000-00-00T00:00:00.000000+00:00"  # as long as the send time in `isoformat(timespec="microseconds")`
 
 
-def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, *, batch: int, run: str) -> None:
+def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, *, batch: int, run: str,
+                  distinct: bool = False) -> None:
     """In another process (so that producing does not take the worker's CPU time in this one): events at `rate`
     per second for `seconds`, each stamped with the time it is sent. The messages are serialised before the clock
     starts, with a slot for the time that each send fills in, and each tick's messages go to the broker as one
@@ -149,7 +153,7 @@ def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, *, ba
         total = int(rate * seconds) + batch
         messages = []
         for start in range(0, total, batch):
-            evs = [make_event(j, _TS_SLOT, run) for j in range(start, start + batch)]
+            evs = [make_event(j, _TS_SLOT, run, distinct=distinct) for j in range(start, start + batch)]
             messages.append((json.dumps(evs[0] if batch == 1 else evs).encode(), evs[0]["agent"]["id"].encode()))
         slot = _TS_SLOT.encode()
         await producer.start()
@@ -180,8 +184,10 @@ def paced_produce(bootstrap: str, topic: str, rate: float, seconds: float, *, ba
     asyncio.run(go())
 
 
-async def findings_latency(bootstrap: str, topic: str, run: str, expected: int) -> list[float]:
-    """Seconds from each `run` event's own time to its unapproved_tool finding's record time, read to the end."""
+async def findings_latency(bootstrap: str, topic: str, run: str, expected: int,
+                           times: dict[str, float] | None = None) -> list[float]:
+    """Seconds from each `run` event's own time to its unapproved_tool finding's record time, read to the end;
+    each finding's target -> its event's time (epoch seconds) into `times` when given."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()
@@ -194,6 +200,8 @@ async def findings_latency(bootstrap: str, topic: str, run: str, expected: int) 
                     f = Finding.model_validate_json(r.value)
                     if f.rule == "unapproved_tool" and f.event_id.startswith(f"{run}-"):
                         out.append(max(0.0, r.timestamp / 1000 - f.ts.timestamp()))
+                        if times is not None:
+                            times[f.target] = f.ts.timestamp()
     finally:
         await consumer.stop()
     return out
