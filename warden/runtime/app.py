@@ -18,6 +18,7 @@ from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
+from warden.runtime.faust_parts import NoTablesManager, use_fetch_wait
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
 from warden.runtime.inputs import InputHandler, NativeInput, SpanInput
 from warden.runtime.policy_holder import PolicyHolder
@@ -37,7 +38,9 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
               sealer: Sealer | None = None,
               limits: BatchLimits | None = None) -> tuple[faust.App, Publish, BatchIngest]:
     """Wire the topics, the agent and the ingest; returns the app, how to publish a finding Warden makes itself (a
-    rejected policy) and the ingest it hosts. All logic lives in ingest/detectors/responders; this moves bytes."""
+    rejected policy) and the ingest, which the caller starts alongside the app (its group join and the app's run at
+    the same time: each takes the broker's initial rebalance delay, ~3 s). All logic lives in
+    ingest/detectors/responders; this moves bytes."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -59,7 +62,12 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
         broker_max_poll_records=5000,
         producer_acks=-1,
         producer_max_request_size=settings.dlq_max_bytes + DLQ_HEADER_ROOM,
+        TableManager=NoTablesManager,
     )
+    # The findings agent waits for data no longer than the batch ingest does: faust's own 1.5 s is the latency
+    # floor of every alert on a broker that holds a fetch for its whole wait.
+    use_fetch_wait(app, (limits or BatchLimits()).fetch_wait_ms)
+
     def raw_topic(name: str) -> faust.TopicT:
         """Bytes in and out: Warden decodes values itself, so a poison message is a DLQ decision, not a crash."""
         return app.topic(name, value_type=bytes, value_serializer="raw", key_type=bytes, key_serializer="raw")
@@ -113,22 +121,6 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     async def respond_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await with_retries(event, respond_one, dead_letter)
-
-    @app.service
-    class ResponderService(faust.Service):  # the responder's lifecycle follows the worker's
-        async def on_start(self) -> None:
-            await responder.start()
-
-        async def on_stop(self) -> None:
-            await responder.stop()
-
-    @app.service
-    class IngestService(faust.Service):  # started after the agents (the responder is up); stopped with the app
-        async def on_start(self) -> None:
-            await ingest.start()
-
-        async def on_stop(self) -> None:
-            await ingest.stop()
 
     return app, publish, ingest
 

@@ -96,6 +96,10 @@ class Runtime:
         created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
+        # The responder first (its database migrated, its loops running): the findings agent and the approvals
+        # consumer, which join their groups next, hand it work as soon as they have joined. Stopped last.
+        await self.responder.start()
+        self._stack.push_async_callback(self.responder.stop)
         self.control = ControlView(self.bootstrap, s.topic_control)
         await self.control.start()
         self._stack.push_async_callback(self.control.stop)
@@ -105,8 +109,13 @@ class Runtime:
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
         worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
-        await worker.start()
-        self._stack.push_async_callback(worker.stop)
+        if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
+            # Started before the app: its two consumers join their groups in the background, alongside the others.
+            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents,
+                                          history=self.ingest.provenance)
+            self._stack.push_async_callback(self.approvals.stop)
+            await self.approvals.start()
+        await self._start_together(worker, self.ingest)
         if isinstance(self.responder, IncidentResponder):  # containment acts on the incidents it records
             self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
@@ -118,11 +127,7 @@ class Runtime:
         await lag.start()
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
-        if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
-            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents,
-                                          history=self.ingest.provenance)
-            self._stack.push_async_callback(self.approvals.stop)
-            await self.approvals.start()
+        if self.approvals is not None:
             installers += self.approvals.route_installers()
         self.web = WebServer(s.web_host, s.web_port, installers)
         await self.web.start()
@@ -134,6 +139,18 @@ class Runtime:
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
         return self
+
+    async def _start_together(self, worker: faust.Worker, ingest: BatchIngest) -> None:
+        """The ingest joins its group while faust joins the app's (each join takes the broker's initial rebalance
+        delay, ~3 s): the findings it makes before the agent is up wait on their topic. Stopped in reverse: the
+        ingest (its batch in flight committed) before the app."""
+        started = await asyncio.gather(worker.start(), ingest.start(), return_exceptions=True)
+        for part, outcome in zip((worker.stop, ingest.stop), started, strict=True):
+            if not isinstance(outcome, BaseException):
+                self._stack.push_async_callback(part)
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _export_audit(self, topic: str) -> None:
         """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
