@@ -156,3 +156,32 @@ def test_an_output_template_quoting_a_structured_tool_result_drops_secrets_neste
     [f] = run(rules_policy(echo), tool("rag-bot", "web.fetch", tool={"result": result}))
     assert "hello" in f.title and "plantedtoolresult0013" not in f.title and "pw0014x" not in f.title
     assert f.evidence["output"] == f.title
+
+
+# --- comments (issue 28) ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("condition", "kinds", "tools"), [
+    # A comment that once held a conjunct must not pin what the rule runs on ...
+    ('event.kind == "tool_call" // was: && event.tool.name == "mail"\n&& event.tool.name in ["mail", "share"]',
+     {"tool_call"}, {"mail", "share"}),
+    ('event.kind == "tool_call" // was: && event.kind == "approval"\n&& true', {"tool_call"}, None),
+    # ... nor hide a top-level `||` after it; and `//` inside a string is text, not a comment.
+    ('event.kind == "prompt" // a note\n|| event.kind == "completion"', None, None),
+    ('event.tool.name == "http://x" && event.kind == "tool_call"', {"tool_call"}, {"http://x"}),
+])
+def test_index_hints_ignore_comments(condition: str, kinds: set[str] | None, tools: set[str] | None) -> None:
+    assert index_hints(condition) == (
+        frozenset(kinds) if kinds is not None else None, frozenset(tools) if tools is not None else None)
+
+
+def test_a_commented_out_conjunct_does_not_stop_the_rule_firing_on_other_tools() -> None:
+    rule = {"id": "mail-or-share", "condition": 'event.kind == "tool_call" // was: && event.tool.name == "mail"\n'
+                                                '&& event.tool.name in ["mail.x", "share.x"]'}
+    assert [f.rule for f in run(rules_policy(rule), tool("rag-bot", "share.x"))] == ["mail-or-share"]
+
+
+def test_an_apostrophe_in_a_comment_does_not_hide_a_macro_binding() -> None:
+    condition = ('event.kind == "tool_call" // it\'s a mail\n'
+                 '&& event.tool.arguments.to.exists(r, r.endsWith("@evil.example"))')
+    assert compile_rules([CustomRule(id="c", condition=condition)])[1] == []

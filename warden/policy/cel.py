@@ -157,7 +157,7 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
         issues.append((path, f"CEL does not compile: {' '.join(str(exc).split())}"))
         return None
     refs = program.references()
-    bound = set(_MACRO_BINDING.findall(_without_strings(source)))
+    bound = set(_MACRO_BINDING.findall(code_only(source)))
     unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - bound)
     if unknown:
         issues.append((path, f"unknown variable(s) {unknown}: rules see only `event` and `workflow`"))
@@ -169,18 +169,33 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
     return program
 
 
-def _without_strings(source: str) -> str:
-    """`source` with every string literal blanked, so a macro-looking string binds nothing."""
+def strip_comments(source: str) -> str:
+    """`source` without its `//` comments (to the end of the line); a `//` inside a string literal is text.
+
+    The index hint and the macro-binding scan read the source as text: a commented-out conjunct must not pin what
+    the rule runs on, and an apostrophe in a comment must not open a string."""
+    return _scan(source, keep_strings=True)
+
+
+def code_only(source: str) -> str:
+    """`source` without comments and with every string literal blanked, so a macro-looking string binds nothing."""
+    return _scan(source, keep_strings=False)
+
+
+def _scan(source: str, *, keep_strings: bool) -> str:
     out: list[str] = []
-    i = 0
-    while i < len(source):
+    i, n = 0, len(source)
+    while i < n:
         if source[i] in "\"'":
             j = _skip_string(source, i)
-            out.append('""')
+            out.append(source[i:j] if keep_strings else '""')
             i = j
-            continue
-        out.append(source[i])
-        i += 1
+        elif source.startswith("//", i):
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+        else:
+            out.append(source[i])
+            i += 1
     return "".join(out)
 
 
@@ -190,7 +205,7 @@ def index_hints(source: str) -> tuple[frozenset[str] | None, frozenset[str] | No
     Only a conjunct of the form `event.kind == "x"` or `event.kind in ["x", "y"]` (likewise `event.tool.name`)
     pins a value. A top-level `||` or `?:` means nothing is pinned. None means "any".
     """
-    conjuncts = _top_level_conjuncts(source)
+    conjuncts = _top_level_conjuncts(strip_comments(source))
     kinds: frozenset[str] | None = None
     tools: frozenset[str] | None = None
     for c in conjuncts:
