@@ -27,6 +27,8 @@ def issues(condition: str) -> list[str]:
     "type(event.tool.arguments.to) == list && type(event.tool.arguments) == map",
     "type(event.x) == string || type(event.x) == int || type(event.x) == null_type",
     'has(event.tool) && timestamp(event.ts).getHours() > 20 && duration("1h") > duration("1m")',
+    "optional.of(1).hasValue()",  # optional values evaluate in the runtime (issue 28)
+    "optional.ofNonZeroValue(event.tool.name).or(optional.none()).orValue('') != ''",
 ])
 def test_macros_and_type_names_are_accepted(condition: str) -> None:
     assert issues(condition) == []
@@ -51,6 +53,9 @@ def test_every_function_the_lint_accepts_evaluates_in_the_runtime(name: str) -> 
         "bytes": "bytes('a')", "type": "type(1)", "dyn": "dyn(1)", "duration": "duration('1s')",
         "timestamp": "timestamp('2026-01-01T00:00:00Z')", "matches": "'a'.matches('a')",
         "contains": "'ab'.contains('a')", "startsWith": "'ab'.startsWith('a')", "endsWith": "'ab'.endsWith('b')",
+        "of": "optional.of(1)", "none": "optional.none()", "ofNonZeroValue": "optional.ofNonZeroValue(1)",
+        "hasValue": "optional.of(1).hasValue()", "value": "optional.of(1).value()",
+        "orValue": "optional.none().orValue(1)", "or": "optional.none().or(optional.of(1))",
     }.get(name, f"timestamp('2026-01-01T00:00:00Z').{name}()")
     program = cel.compile(sample)
     assert name in program.functions()

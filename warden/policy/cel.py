@@ -25,7 +25,10 @@ FUNCTIONS = frozenset({
     "matches", "contains", "startsWith", "endsWith",
     "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
     "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+    "of", "none", "ofNonZeroValue", "hasValue", "value", "orValue", "or",  # optional values: optional.of(x)...
 })
+# Namespaces the checker reports as variables: `optional.of(1)` reads no variable called optional.
+NAMESPACES = frozenset({"optional"})
 WORKFLOW_FIELDS = ("risk", "mode", *ROLES)
 KINDS = frozenset(k.value for k in Kind)
 # A string literal without escapes or prefixes; anything fancier is simply not used as an index hint.
@@ -158,7 +161,7 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
         return None
     refs = program.references()
     bound = set(_MACRO_BINDING.findall(code_only(source)))
-    unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - bound)
+    unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - NAMESPACES - bound)
     if unknown:
         issues.append((path, f"unknown variable(s) {unknown}: rules see only `event` and `workflow`"))
         return None
