@@ -46,6 +46,16 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
     ("constraints on a tool the scope does not allow", lambda d: args(d, "billing-agent").update(
         {"shell.exec": {"type": "object"}}),
      "10-workflows.yaml", f"{WF}.arguments.shell.exec", "a tool the scope does not allow"),
+    # Globs are not tool names here (issue 28): they passed the lint and then constrained nothing, or never matched.
+    ("a glob naming the tools a constraint applies to", lambda d: args(d, "billing-agent").update(
+        {"crm.read_*": {"type": "object", "required": ["account"]}}),
+     "10-workflows.yaml", f"{WF}.arguments.crm.read_*", "must be an exact tool name"),
+    ("a glob in the built-in flow's exceptions", lambda d: wf(d, "billing-agent")["scope"]["untrusted_flow"][
+        "unless"].update({"mail.send*": {"type": "object"}}),
+     "10-workflows.yaml", f"{WF}.untrusted_flow.unless.mail.send*", "must be an exact tool name"),
+    ("a glob in a flow rule's exceptions", lambda d: wf(d, "compliance-reviewer")["scope"]["flows"][0][
+        "unless"].update({"ticket.*": {"type": "object"}}),
+     "10-workflows.yaml", "workflows.compliance-reviewer.scope.flows.0.unless.ticket.*", "must be an exact tool name"),
     ("a flow window longer than the session state lives", lambda d: wf(d, "billing-agent")["scope"][
         "untrusted_flow"].update(within="3h"),
      "10-workflows.yaml", f"{WF}.untrusted_flow.within", "longer than the 2:00:00"),
