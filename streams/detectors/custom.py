@@ -12,13 +12,9 @@ from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.redact import redact_text, redact_tree
+from warden.policy.cel_samples import event_vars
 
 log = logging.getLogger("warden.rules")
-
-
-def event_vars(ev: ActivityEvent) -> dict[str, Any]:
-    """The `event` CEL variable: the event as JSON, absent fields omitted (so `has()` works), token removed."""
-    return ev.model_dump(mode="json", exclude_none=True, exclude={"credential": {"token"}})
 
 
 def target_of(ev: ActivityEvent) -> str:

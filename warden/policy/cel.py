@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from string import Template
 from typing import Any
@@ -11,6 +12,7 @@ import cel
 
 from warden.contract.events import Kind
 from warden.contract.matrix import ROLES, CustomRule, Workflow
+from warden.policy.cel_samples import never_evaluates
 
 VARIABLES = ("event", "workflow")
 # Names the CEL checker reports as variables though they are not: type names (`type(x) == list`)...
@@ -120,18 +122,30 @@ class CompiledRules:
         makes each CEL context dearer to build.
         """
         if workflow_id not in self._workflow_vars:
-            self._workflow_vars[workflow_id] = None if workflow is None else {
-                "id": workflow_id,
-                "max_classification": workflow.scope.max_classification,
-                **workflow.model_dump(mode="json", include=set(WORKFLOW_FIELDS)),
-            }
+            self._workflow_vars[workflow_id] = workflow_vars_of(workflow_id, workflow)
         return self._workflow_vars[workflow_id]
 
 
-def compile_rules(rules: list[CustomRule]) -> tuple[CompiledRules, list[RuleIssue]]:
-    """Compile every condition and exception once; return the usable rules and located issues."""
+def workflow_vars_of(workflow_id: str | None, workflow: Workflow | None) -> dict[str, Any] | None:
+    """The `workflow` CEL variable of one workflow (None for an unowned agent)."""
+    if workflow is None:
+        return None
+    return {"id": workflow_id, "max_classification": workflow.scope.max_classification,
+            **workflow.model_dump(mode="json", include=set(WORKFLOW_FIELDS))}
+
+
+# The `workflow` a rule is tried with when the matrix has none: the lint must not blame a rule for an empty matrix.
+_SAMPLE_WORKFLOW = workflow_vars_of("sample", Workflow(approver="sample", detector="sample", responder="sample",
+                                                       business_owner="sample", data_owner="sample"))
+
+
+def compile_rules(rules: list[CustomRule], workflows: Mapping[str, Workflow] | None = None
+                  ) -> tuple[CompiledRules, list[RuleIssue]]:
+    """Compile every condition and exception once, and try each on typed sample events (`cel_samples`); return the
+    usable rules and located issues. `workflows` are the matrix's, the values the `workflow` variable can take."""
     compiled: list[CompiledRule] = []
     issues: list[RuleIssue] = []
+    choices = [None, _SAMPLE_WORKFLOW, *(workflow_vars_of(w, wf) for w, wf in (workflows or {}).items())]
     for i, rule in enumerate(rules):
         base = ("rules", "custom", str(i))
         condition = _compile(rule.condition, (*base, "condition"), issues)
@@ -147,10 +161,23 @@ def compile_rules(rules: list[CustomRule]) -> tuple[CompiledRules, list[RuleIssu
         unknown = sorted(kinds - KINDS) if kinds is not None else []
         if unknown:
             issues.append(((*base, "condition"), f"condition can never match: {unknown} is not an event kind"))
+        programs = [("condition", rule.condition, condition),
+                    *((f"exceptions.{j}", src, exceptions[j]) for j, src in enumerate(rule.exceptions))]
+        failing = [(where, src, p) for where, src, p in programs if p is not None and not unknown]
+        for where, src, program in failing:
+            error = never_evaluates(program, code_only(src), kinds, tools, choices)
+            if error is not None:
+                issues.append(((*base, *where.split(".")), f"raises on every sample event it can match "
+                               f"({_kinds_shown(kinds)}), so it can never fire: {error}"))
+                condition = None if where == "condition" else condition
         if condition is not None and len(usable) == len(exceptions):
             uses_workflow = any("workflow" in p.variables() for p in (condition, *usable))
             compiled.append(CompiledRule(i, rule, condition, tuple(usable), output, kinds, tools, uses_workflow))
     return CompiledRules(tuple(compiled)), issues
+
+
+def _kinds_shown(kinds: frozenset[str] | None) -> str:
+    return "every kind" if kinds is None else ", ".join(sorted(kinds))
 
 
 def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel.Program | None:

@@ -75,7 +75,7 @@ def build_policy(matrix: Matrix, catalogue: Catalogue, *, sha256: str, files: tu
     fallback = files[0] if files else "<matrix>"
     provenance = provenance or {}
     errors, warnings = check_matrix(matrix, catalogue, provenance, fallback)
-    rules, problems = compile_rules(matrix.rules.custom)
+    rules, problems = compile_rules(matrix.rules.custom, matrix.workflows)
     scope_checks, schema_problems = compile_scope_checks(matrix)
     problems += schema_problems
     errors += [PolicyIssue(file_for(p, provenance, fallback), ".".join(p), reason) for p, reason in problems]
