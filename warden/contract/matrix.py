@@ -325,6 +325,9 @@ class CustomRule(_Strict):
     frameworks: list[str] = Field(default_factory=list, description="OWASP ASI/LLM ids and NIST AI RMF function.")
     gate: Literal["approval"] | None = Field(
         None, description="approval: a gateway's request this rule matches needs the approver's approval first.")
+    owner: str | None = Field(
+        None, description="Who is told (a `rule_error` finding) when the rule cannot be evaluated on an event; "
+        "default: defaults.security_owner.")
 
 
 class Rules(_Strict):

@@ -33,6 +33,9 @@ def check_matrix(
     ref(("defaults", "security_owner"), matrix.defaults.security_owner)
     for i, step in enumerate(matrix.defaults.escalation):
         ref(("defaults", "escalation", str(i), "owner"), step.owner)
+    for i, rule in enumerate(matrix.rules.custom):
+        if rule.owner is not None:
+            ref(("rules", "custom", str(i), "owner"), rule.owner)
     claimed: dict[str, str] = {}
     for wf_id, wf in matrix.workflows.items():
         base = ("workflows", wf_id)

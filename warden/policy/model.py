@@ -130,6 +130,14 @@ class Policy:
         self._owners_cache[workflow_id] = resolved
         return resolved
 
+    def rule_owners(self, owner_id: str | None) -> FindingOwners:
+        """Who hears that a custom rule cannot be evaluated: its `owner` (default: the security owner) as detector
+        and responder, with the default escalation chain."""
+        ref = self.owner_ref(owner_id or self.matrix.defaults.security_owner)
+        return FindingOwners(detector=ref, responder=ref, escalation=[
+            EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout, approves=s.approves)
+            for s in self.matrix.defaults.escalation])
+
     def plans_for(self, rule: str, severity: Severity, workflow_id: str | None) -> list[Plan]:
         """The playbooks a finding triggers, frozen into it like its owners (cached: bindings are few, findings
         many)."""
