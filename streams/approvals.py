@@ -125,7 +125,7 @@ def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datet
                      timeout=timeout, target=str(target) if target not in (None, "") else ev.tool.name)
     for finding in custom.detect(ctx):
         failed = finding.rule == custom.RULE_ERROR.id  # a gate rule that cannot be evaluated holds: fail closed
-        rule_id = finding.evidence.get("rule") if failed else finding.rule
+        rule_id = finding.evidence.get("rule", "") if failed else finding.rule
         custom_rule = next((r for r in policy.matrix.rules.custom if r.id == rule_id), None)
         if custom_rule is not None and custom_rule.gate == "approval" and not finding.shadow:
             why = "could not be evaluated, so it holds" if failed else "gates"

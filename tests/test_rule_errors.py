@@ -32,7 +32,7 @@ def events_file(tmp_path: Path) -> Path:
 
 def test_replay_reports_each_rule_that_could_not_be_evaluated(tmp_path: Path) -> None:
     folder = write_policy(tmp_path, _with_rule)
-    code, out = cli("replay", str(events_file(tmp_path)), "--policy", str(folder), "--json")
+    _, out = cli("replay", str(events_file(tmp_path)), "--policy", str(folder), "--json")
     lines = [json.loads(line) for line in out.splitlines()]
     errors = {x["rule_error"]["rule"]: x["rule_error"] for x in lines if "rule_error" in x}
     assert sorted(errors) == ["large-refund", "refund-amount"]  # the bundled rule skipped "9e3x" silently too
@@ -42,5 +42,5 @@ def test_replay_reports_each_rule_that_could_not_be_evaluated(tmp_path: Path) ->
     # One rule_error finding for the two failures (once per rule and interval), routed to the rule's owner.
     assert [(x["event_id"], x["target"]) for x in lines if x.get("rule") == "rule_error"] == [
         ("r1", "large-refund"), ("r1", "refund-amount")]
-    code, text = cli("replay", str(events_file(tmp_path)), "--policy", str(folder))
+    _, text = cli("replay", str(events_file(tmp_path)), "--policy", str(folder))
     assert "rule error: refund-amount: 2 event(s) could not be judged, first r1: " in text

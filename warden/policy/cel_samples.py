@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -86,7 +86,7 @@ def _put(event: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def never_evaluates(program: cel.Program, source: str, kinds: frozenset[str] | None, tools: frozenset[str] | None,
-                    workflows: list[Mapping[str, Any] | None]) -> str | None:
+                    workflows: Sequence[Mapping[str, Any] | None]) -> str | None:
     """The error of the first sample when `program` raises on every sample event (and every workflow); None as
     soon as one sample evaluates."""
     first: str | None = None
