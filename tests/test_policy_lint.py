@@ -139,9 +139,11 @@ def test_each_error_class_is_caught_and_located(
     errors = [i for i in report["issues"] if i["level"] == "error"]
     assert [(Path(i["file"]).name, i["path"]) for i in errors] == [(file, path)], errors
     assert reason in errors[0]["reason"]
+    line = errors[0]["line"]  # every lint error says where: file:line, path, reason (issue 28)
+    assert isinstance(line, int) and line > 0
     code, text = cli("policy", "lint", str(folder))
     assert code == 1
-    assert f"error: {folder / file}: {path}: " in text and "FAILED: 1 error(s)" in text
+    assert f"error: {folder / file}:{line}: {path}: " in text and "FAILED: 1 error(s)" in text
 
 
 def test_a_schema_error_is_located_in_the_file_that_wrote_it(tmp_path: Path) -> None:

@@ -8,20 +8,18 @@ from fnmatch import fnmatchcase
 from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, TierRule
 from warden.policy.containment import check_containment
 from warden.policy.lint_scope import check_scope
-from warden.policy.merge import Provenance, file_for
+from warden.policy.merge import Locator
 from warden.policy.model import Catalogue, PolicyIssue
 
 
-def check_matrix(
-    matrix: Matrix, catalogue: Catalogue, provenance: Provenance, fallback: str
-) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
+def check_matrix(matrix: Matrix, catalogue: Catalogue, locator: Locator) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
     """Cross-references the schema cannot see: named roles, defined owners, one workflow per agent."""
     errors: list[PolicyIssue] = []
     warnings: list[PolicyIssue] = []
 
     def issue(path: tuple[str, ...], reason: str, level: str = "error") -> None:
         target = errors if level == "error" else warnings
-        target.append(PolicyIssue(file_for(path, provenance, fallback), ".".join(path), reason, level))
+        target.append(locator.issue(path, reason, level))
 
     used: set[str] = set()
 
