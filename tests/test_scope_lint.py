@@ -75,7 +75,7 @@ def test_each_scope_error_is_caught_and_located(
 ) -> None:
     folder = write_policy(tmp_path, mutate)
     code, report = lint_json(folder)
-    assert code == 1 and report["ok"] is False
+    assert code == 3 and report["ok"] is False
     errors = [i for i in report["issues"] if i["level"] == "error"]
     assert [(Path(i["file"]).name, i["path"]) for i in errors] == [(file, path)], errors
     assert reason in errors[0]["reason"]
@@ -113,7 +113,7 @@ def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_p
 
     code, report = lint_json(write_policy(mkdir(tmp_path / "glob"), glob))
     errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]
-    assert code == 1 and [p for p, _ in errors] == ["tools.billing.pay_*.resource"], errors
+    assert code == 3 and [p for p, _ in errors] == ["tools.billing.pay_*.resource"], errors
 
     def no_properties(d: Docs) -> None:
         _close_pay_vendor(d)
@@ -121,7 +121,7 @@ def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_p
 
     code, report = lint_json(write_policy(mkdir(tmp_path / "none"), no_properties))
     [error] = [i for i in report["issues"] if i["level"] == "error"]
-    assert code == 1 and "constrains for this tool (none), which allows no others" in error["reason"], error
+    assert code == 3 and "constrains for this tool (none), which allows no others" in error["reason"], error
 
 
 def mkdir(path: Path) -> Path:
