@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from string import Template
 from typing import Any
@@ -145,7 +145,7 @@ def compile_rules(rules: list[CustomRule], workflows: Mapping[str, Workflow] | N
     usable rules and located issues. `workflows` are the matrix's, the values the `workflow` variable can take."""
     compiled: list[CompiledRule] = []
     issues: list[RuleIssue] = []
-    choices = [None, _SAMPLE_WORKFLOW, *(workflow_vars_of(w, wf) for w, wf in (workflows or {}).items())]
+    choices = [None, _SAMPLE_WORKFLOW, *_distinct(workflow_vars_of(w, wf) for w, wf in (workflows or {}).items())]
     for i, rule in enumerate(rules):
         base = ("rules", "custom", str(i))
         condition = _compile(rule.condition, (*base, "condition"), issues)
@@ -174,6 +174,15 @@ def compile_rules(rules: list[CustomRule], workflows: Mapping[str, Workflow] | N
             uses_workflow = any("workflow" in p.variables() for p in (condition, *usable))
             compiled.append(CompiledRule(i, rule, condition, tuple(usable), output, kinds, tools, uses_workflow))
     return CompiledRules(tuple(compiled)), issues
+
+
+def _distinct(variables: Iterable[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    """One `workflow` value per distinct shape (risk, mode, roles): a thousand workflows are a handful of samples."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    for v in variables:
+        key = repr(sorted((k, x) for k, x in (v or {}).items() if k != "id"))
+        seen.setdefault(key, v)
+    return list(seen.values())
 
 
 def _kinds_shown(kinds: frozenset[str] | None) -> str:
