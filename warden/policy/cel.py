@@ -161,19 +161,27 @@ def compile_rules(rules: list[CustomRule], workflows: Mapping[str, Workflow] | N
         unknown = sorted(kinds - KINDS) if kinds is not None else []
         if unknown:
             issues.append(((*base, "condition"), f"condition can never match: {unknown} is not an event kind"))
-        programs = [("condition", rule.condition, condition),
-                    *((f"exceptions.{j}", src, exceptions[j]) for j, src in enumerate(rule.exceptions))]
-        failing = [(where, src, p) for where, src, p in programs if p is not None and not unknown]
-        for where, src, program in failing:
-            error = never_evaluates(program, code_only(src), kinds, tools, choices)
-            if error is not None:
-                issues.append(((*base, *where.split(".")), f"raises on every sample event it can match "
-                               f"({_kinds_shown(kinds)}), so it can never fire: {error}"))
-                condition = None if where == "condition" else condition
+        programs = [((*base, "condition"), rule.condition, condition),
+                    *(((*base, "exceptions", str(j)), src, exceptions[j]) for j, src in enumerate(rule.exceptions))]
+        if not unknown and _sample_issues(programs, kinds, tools, choices, issues):
+            continue  # it can never fire: reported, not compiled
         if condition is not None and len(usable) == len(exceptions):
             uses_workflow = any("workflow" in p.variables() for p in (condition, *usable))
             compiled.append(CompiledRule(i, rule, condition, tuple(usable), output, kinds, tools, uses_workflow))
     return CompiledRules(tuple(compiled)), issues
+
+
+def _sample_issues(programs: list[tuple[tuple[str, ...], str, cel.Program | None]], kinds: frozenset[str] | None,
+                   tools: frozenset[str] | None, choices: list[dict[str, Any] | None], issues: list[RuleIssue]) -> bool:
+    """Report each program that raises on every sample event (`cel_samples`); True when any does."""
+    found = False
+    for path, source, program in programs:
+        error = None if program is None else never_evaluates(program, code_only(source), kinds, tools, choices)
+        if error is not None:
+            found = True
+            issues.append((path, f"raises on every sample event it can match ({_kinds_shown(kinds)}), so it can "
+                           f"never fire: {error}"))
+    return found
 
 
 def _distinct(variables: Iterable[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
