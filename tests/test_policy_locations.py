@@ -3,12 +3,13 @@ one stage's errors do not hide an independent later stage's (issue 28)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.test_policy_lint import Docs, lint_json, rules, wf, write_policy
+from tests.test_policy_lint import Docs, cli, lint_json, rules, wf, write_policy
 
 
 def errors(folder: Path) -> list[dict[str, object]]:
@@ -74,3 +75,13 @@ def test_a_rule_in_a_later_file_is_located_at_its_own_line(tmp_path: Path) -> No
     n = len(yaml.safe_load((folder / "20-rules.yaml").read_text())["rules"]["custom"])
     assert (Path(str(issue["file"])).name, issue["path"], issue["line"]) == (
         "30-more-rules.yaml", f"rules.custom.{n}.condition", 4)
+
+
+def test_lint_output_is_one_json_document_or_one_object_per_line(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path, lambda d: wf(d, "billing-agent").pop("approver"))
+    code, as_json = cli("policy", "lint", str(folder), "--output", "json")
+    assert code == 3 and cli("policy", "lint", str(folder), "--json") == (code, as_json)  # the hidden alias
+    code, out = cli("policy", "lint", str(folder), "-o", "jsonl")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 3 and lines[:-1] == json.loads(as_json)["issues"]
+    assert lines[-1]["summary"] == {k: v for k, v in json.loads(as_json).items() if k != "issues"}
