@@ -205,3 +205,16 @@ def test_an_apostrophe_in_a_comment_does_not_hide_a_macro_binding() -> None:
     condition = ('event.kind == "tool_call" // it\'s a mail\n'
                  '&& event.tool.arguments.to.exists(r, r.endsWith("@evil.example"))')
     assert compile_rules([CustomRule(id="c", condition=condition)])[1] == []
+
+
+@pytest.mark.parametrize("setting", [{"enabled": False}, {"mode": "shadow"}])
+def test_rule_errors_cannot_be_switched_off(setting: dict[str, Any]) -> None:
+    with pytest.raises(PolicyError, match="rule_error cannot be disabled or put in shadow mode"):
+        policy(rules={"builtin": {"rule_error": setting}, "custom": [REFUND]})
+
+
+def test_the_severity_of_rule_errors_can_be_set() -> None:
+    pol = policy(rules={"builtin": {"rule_error": {"severity": "critical"}},
+                        "custom": [{"id": "r", "condition": 'event.content.prompt.contains("x")'}]})
+    [f] = run(pol, ev("completion", "rag-bot"))
+    assert (f.rule, f.severity.value) == ("rule_error", "critical")

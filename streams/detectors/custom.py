@@ -16,11 +16,12 @@ from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule, Severity
 from warden.contract.redact import redact_text, redact_tree
+from warden.policy.cel import RULE_ERROR as RULE_ERROR_ID
 from warden.policy.cel_samples import event_vars
 
 log = logging.getLogger("warden.rules")
 
-RULE_ERROR = RuleInfo("rule_error", "A custom rule could not be evaluated", Severity.high, ("NIST-AI-RMF:MEASURE",))
+RULE_ERROR = RuleInfo(RULE_ERROR_ID, "A custom rule could not be evaluated", Severity.high, ("NIST-AI-RMF:MEASURE",))
 # A rule that fails on many events is reported once per rule and interval (event time), not once per event.
 RULE_ERROR_INTERVAL = timedelta(hours=1)
 

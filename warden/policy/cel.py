@@ -15,6 +15,8 @@ from warden.contract.matrix import ROLES, CustomRule, Workflow
 from warden.policy.cel_samples import never_evaluates
 
 VARIABLES = ("event", "workflow")
+# The finding raised when a custom rule cannot be evaluated on an event (streams/detectors/custom.py).
+RULE_ERROR = "rule_error"
 # Names the CEL checker reports as variables though they are not: type names (`type(x) == list`)...
 TYPE_NAMES = frozenset({"bool", "bytes", "double", "duration", "int", "list", "map", "null_type", "string",
                         "timestamp", "type", "uint"})

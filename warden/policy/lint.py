@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
-from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, TierRule
+from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, RuleMode, TierRule
+from warden.policy.cel import RULE_ERROR
 from warden.policy.containment import check_containment
 from warden.policy.lint_scope import check_scope
 from warden.policy.merge import Locator
@@ -84,6 +85,10 @@ def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., Non
 def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:
     """Rule ids and playbook names must exist: a typo would silently disable an override or a playbook."""
     builtin = catalogue.rules
+    errors_cfg = matrix.rules.builtin.get(RULE_ERROR)
+    if errors_cfg is not None and (not errors_cfg.enabled or errors_cfg.mode is RuleMode.shadow):
+        issue(("rules", "builtin", RULE_ERROR), "rule_error cannot be disabled or put in shadow mode: a rule that "
+              "cannot be evaluated must reach its owner (set the custom rule's own `mode: shadow` while tuning it)")
     for rule_id in matrix.rules.builtin:
         if rule_id not in builtin:
             known = ", ".join(sorted(builtin))
