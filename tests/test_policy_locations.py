@@ -85,3 +85,10 @@ def test_lint_output_is_one_json_document_or_one_object_per_line(tmp_path: Path)
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 3 and lines[:-1] == json.loads(as_json)["issues"]
     assert lines[-1]["summary"] == {k: v for k, v in json.loads(as_json).items() if k != "issues"}
+
+
+def test_a_file_nested_too_deep_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    folder = write_policy(tmp_path)
+    (folder / "30-deep.yaml").write_text("lists: {deep: " + "[" * 5000 + "]" * 5000 + "}\n")
+    [issue] = errors(folder)
+    assert (Path(str(issue["file"])).name, issue["reason"]) == ("30-deep.yaml", "nested too deep to read")

@@ -15,7 +15,7 @@ from warden.policy.lint import check_matrix
 from warden.policy.merge import Lines, Locator, Provenance, merge, merge_lines
 from warden.policy.model import Catalogue, Policy, PolicyError, PolicyIssue
 from warden.policy.scope_checks import compile_scope_checks
-from warden.policy.yaml_lines import read_yaml
+from warden.policy.yaml_lines import ReadYaml, read_yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -43,31 +43,15 @@ def load_policy(path: str | Path, catalogue: Catalogue) -> Policy:
     unreadable: list[PolicyIssue] = []
     duplicates: list[PolicyIssue] = []
     for f in files:
-        try:
-            raw = f.read_bytes()
-        except OSError as exc:
-            unreadable.append(PolicyIssue(str(f), "", f"cannot read: {exc.strerror or exc}"))
+        read = _read(f, digest)
+        if isinstance(read, PolicyIssue):
+            unreadable.append(read)
             continue
-        digest.update(f.name.encode() + b"\0" + raw + b"\0")
-        try:
-            read = read_yaml(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            unreadable.append(PolicyIssue(str(f), "", "not UTF-8 text"))
-            continue
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            unreadable.append(PolicyIssue(str(f), "", f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
-                                          + (f" (column {mark.column + 1})" if mark else ""),
-                                          line=mark.line + 1 if mark else None))
-            continue
-        doc = read.document or {}
-        if not isinstance(doc, dict):
-            unreadable.append(PolicyIssue(str(f), "", f"top level must be a mapping, not {type(doc).__name__}"))
-            continue
+        doc, found = read
         duplicates += [PolicyIssue(str(f), ".".join(p), f"key {p[-1]!r} is written twice (first at line {first}): "
                                    "YAML would keep only the last one", line=line)
-                       for p, line, first in read.duplicates]
-        documents.append((str(f), doc, read.lines))
+                       for p, line, first in found.duplicates]
+        documents.append((str(f), doc, found.lines))
     if unreadable:  # the other files alone would report what the unreadable one defines as missing
         raise PolicyError(unreadable + duplicates)
     merged, provenance = merge([(f, doc) for f, doc, _ in documents])
@@ -86,6 +70,29 @@ def load_policy(path: str | Path, catalogue: Catalogue) -> Policy:
     if duplicates:
         raise PolicyError(duplicates, policy.warnings)
     return policy
+
+
+def _read(f: Path, digest: Any) -> tuple[dict[str, Any], ReadYaml] | PolicyIssue:
+    """One file's top-level mapping and its lines (its bytes added to `digest`), or why it cannot be read."""
+    try:
+        raw = f.read_bytes()
+    except OSError as exc:
+        return PolicyIssue(str(f), "", f"cannot read: {exc.strerror or exc}")
+    digest.update(f.name.encode() + b"\0" + raw + b"\0")
+    try:
+        read = read_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return PolicyIssue(str(f), "", "not UTF-8 text")
+    except RecursionError:
+        return PolicyIssue(str(f), "", "nested too deep to read")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return PolicyIssue(str(f), "", f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+                           + (f" (column {mark.column + 1})" if mark else ""), line=mark.line + 1 if mark else None)
+    doc = read.document or {}
+    if not isinstance(doc, dict):
+        return PolicyIssue(str(f), "", f"top level must be a mapping, not {type(doc).__name__}")
+    return doc, read
 
 
 def build_policy(matrix: Matrix, catalogue: Catalogue, *, sha256: str, files: tuple[str, ...] = (),
