@@ -124,9 +124,12 @@ def _judge(request: ApprovalRequest, request_id: str, policy: Policy, now: datet
                      role="approver", named=wf.approver, workflow_id=ctx.workflow_id, owners=owners,
                      timeout=timeout, target=str(target) if target not in (None, "") else ev.tool.name)
     for finding in custom.detect(ctx):
-        custom_rule = next((r for r in policy.matrix.rules.custom if r.id == finding.rule), None)
+        failed = finding.rule == custom.RULE_ERROR.id  # a gate rule that cannot be evaluated holds: fail closed
+        rule_id = finding.evidence.get("rule", "") if failed else finding.rule
+        custom_rule = next((r for r in policy.matrix.rules.custom if r.id == rule_id), None)
         if custom_rule is not None and custom_rule.gate == "approval" and not finding.shadow:
-            return _gate(custom_rule.id, f"custom rule {custom_rule.id!r} gates this action", dict(finding.evidence),
+            why = "could not be evaluated, so it holds" if failed else "gates"
+            return _gate(custom_rule.id, f"custom rule {custom_rule.id!r} {why} this action", dict(finding.evidence),
                          role="approver", named=wf.approver, workflow_id=ctx.workflow_id, owners=owners,
                          timeout=timeout, target=finding.target)
     return Judgement(Verdict.allow, ctx.workflow_id, reason="in scope; no approval gate applies", owners=owners)

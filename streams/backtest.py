@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from streams.detectors import DetectorState, detect
+from streams.detectors.custom import RuleErrorTally
 from streams.ingest import FORMATS
 from warden.contract.findings import Finding
 from warden.policy import Policy
@@ -31,6 +32,8 @@ class Backtest:
     events: int = 0
     findings: list[Finding] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
+    rule_errors: dict[str, RuleErrorTally] = field(default_factory=dict)
+    """Per custom rule that raised on some event: how often, and the first event and error."""
 
     def summary(self) -> list[tuple[str, str, bool, int]]:
         """(rule, severity, shadow, count), sorted so the same input always prints the same lines."""
@@ -64,4 +67,5 @@ def backtest(data: bytes, policy: Policy, fmt: str = "native") -> Backtest:
         for event in decoded.events:
             out.events += 1
             out.findings.extend(detect(event, policy, state))
+    out.rule_errors = dict(sorted(state.rule_errors.by_rule.items()))
     return out

@@ -74,6 +74,21 @@ def test_the_verdict_names_its_rule_and_evidence(body: dict[str, Any], verdict: 
         assert j.chain == ()
 
 
+def test_a_gate_rule_that_cannot_be_evaluated_holds_the_action_for_approval() -> None:
+    """Fail closed (issue 28): a gate whose condition raises on this request asks the approver, never allows."""
+    from warden.contract.matrix import Matrix
+    from warden.policy import build_policy
+    from warden.runtime.catalogue import CATALOGUE
+    m = POLICY.matrix.model_dump(mode="python", exclude_unset=True)
+    m["rules"]["custom"][-1]["condition"] = ('event.kind == "tool_call" && event.tool.name == '
+                                             '"billing.lookup_invoice" && double(event.tool.arguments.id) > 1.0')
+    gated = build_policy(Matrix.model_validate(m), CATALOGUE, sha256="c" * 64)
+    body = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.lookup_invoice", "arguments": {"id": "x"}}}
+    j = judge(req(body), "r-3", gated, NOW)
+    assert (j.verdict, j.rule) == (Verdict.approval_required, "refund-needs-approval"), j.reason
+    assert "could not be evaluated" in j.reason
+
+
 def test_an_unowned_agent_is_denied_even_with_its_rule_disabled() -> None:
     m = POLICY.matrix.model_copy(update={"rules": POLICY.matrix.rules.model_copy(update={"builtin": {
         **POLICY.matrix.rules.builtin, "unowned_agent": POLICY.matrix.rules.builtin["unowned_agent"].model_copy(

@@ -140,3 +140,21 @@ def test_a_constraint_quoted_from_an_object_lists_its_keys_sorted_whatever_order
     assert check is not None and issues == []
     [v] = check.violations({"user": "root"})
     assert (v.path, v.constraint) == ("user", 'not: {"const": "root", "type": "string"}')
+
+
+@pytest.mark.parametrize(("schema", "arguments", "constraint"), [
+    ({"properties": {"to": {"anyOf": [{"in_list": "contacts"}, {"const": "ops@example.com"}]}}},
+     {"to": "evil@example.net"}, 'anyOf: [{"in_list": "contacts"}, {"const": "ops@example.com"}]'),
+    ({"properties": {"to": {"not": {"in_list": "contacts"}}}}, {"to": "ana@example.com"},
+     'not: {"in_list": "contacts"}'),
+])
+def test_a_constraint_quotes_a_named_list_by_name_never_its_entries(
+    schema: dict[str, Any], arguments: dict[str, Any], constraint: str
+) -> None:
+    """Issue 28: a violation found above the list keyword (anyOf, not) expanded the whole list into the evidence."""
+    from warden.policy.arguments import compile_constraint
+
+    check, issues = compile_constraint(schema, {"contacts": ["ana@example.com", "bo@example.com"]}, ("t",))
+    assert issues == [] and check is not None
+    [violation] = check.violations(arguments)
+    assert violation.constraint == constraint and "bo@example.com" not in violation.constraint

@@ -68,7 +68,7 @@ def test_an_invalid_policy_names_the_file_the_path_and_the_reason(tmp_path: Path
     )
     out = _warden("run", env={"WARDEN_POLICY": str(policy)})
     assert out.returncode == 2
-    assert f"{policy}: workflows.w1.risk: Input should be 'low', 'high' or 'critical'" in out.stderr
+    assert f"{policy}:4: workflows.w1.risk: Input should be 'low', 'high' or 'critical'" in out.stderr  # file:line
     assert "Traceback" not in out.stderr
 
 

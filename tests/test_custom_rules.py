@@ -11,7 +11,7 @@ from tests.matrix_builder import ev, policy, tool
 from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule
-from warden.policy import Policy
+from warden.policy import Policy, PolicyError
 from warden.policy.cel import compile_rules, index_hints
 
 REFUND = {
@@ -85,11 +85,31 @@ def test_a_rule_sees_the_resolved_workflow_and_null_for_an_unowned_agent() -> No
     assert [f.rule for f in run(pol, ev("prompt", "stray"))] == ["unowned_agent", "no-owner"]
 
 
-def test_a_rule_that_errors_on_an_event_does_not_fire_and_is_counted() -> None:
+def test_a_rule_that_errors_on_an_event_raises_a_rule_error_to_its_owner_and_is_counted() -> None:
     rule = {"id": "reads-missing-field", "condition": 'event.content.prompt.contains("x")'}
     before = metrics.RULE_EVAL_ERRORS.labels(rule="reads-missing-field")._value.get()
-    assert run(rules_policy(rule), ev("completion", "rag-bot")) == []
+    [f] = run(rules_policy(rule), ev("completion", "rag-bot"))
+    assert (f.rule, f.target, f.shadow, f.severity.value) == ("rule_error", "reads-missing-field", False, "high")
+    assert f.evidence["rule"] == "reads-missing-field" and "no such key" in f.evidence["error"]
+    assert f.owners.responder.id == "secops"  # no owner named: the security owner, not the workflow's responder
     assert metrics.RULE_EVAL_ERRORS.labels(rule="reads-missing-field")._value.get() == before + 1
+
+
+def test_a_rule_error_goes_to_the_rule_owner_once_per_rule_and_interval_not_per_event() -> None:
+    rule = {"id": "amount", "condition": 'event.kind == "tool_call" && double(event.tool.arguments.amount) > 1.0',
+            "owner": "marco"}
+    # A refund of "9e3x" used to skip the rule silently, event after event.
+    bad = [tool("rag-bot", "billing.refund", m * 60.0, tool={"arguments": {"amount": "9e3x"}})
+           for m in (0, 10, 59, 61, 62)]
+    found = run(rules_policy(rule), *bad)
+    assert [(f.rule, f.event_id, f.evidence["errors"]) for f in found] == [
+        ("rule_error", bad[0].event_id, "1"), ("rule_error", bad[3].event_id, "3")]
+    assert {f.owners.responder.id for f in found} == {"marco"}
+
+
+def test_a_rule_owner_that_is_not_defined_is_a_lint_error() -> None:
+    with pytest.raises(PolicyError, match="owner 'nobody' is referenced"):
+        rules_policy({"id": "r", "condition": "true", "owner": "nobody"})
 
 
 def test_the_credential_token_is_not_visible_to_rules() -> None:
@@ -156,3 +176,45 @@ def test_an_output_template_quoting_a_structured_tool_result_drops_secrets_neste
     [f] = run(rules_policy(echo), tool("rag-bot", "web.fetch", tool={"result": result}))
     assert "hello" in f.title and "plantedtoolresult0013" not in f.title and "pw0014x" not in f.title
     assert f.evidence["output"] == f.title
+
+
+# --- comments (issue 28) ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("condition", "kinds", "tools"), [
+    # A comment that once held a conjunct must not pin what the rule runs on ...
+    ('event.kind == "tool_call" // was: && event.tool.name == "mail"\n&& event.tool.name in ["mail", "share"]',
+     {"tool_call"}, {"mail", "share"}),
+    ('event.kind == "tool_call" // was: && event.kind == "approval"\n&& true', {"tool_call"}, None),
+    # ... nor hide a top-level `||` after it; and `//` inside a string is text, not a comment.
+    ('event.kind == "prompt" // a note\n|| event.kind == "completion"', None, None),
+    ('event.tool.name == "http://x" && event.kind == "tool_call"', {"tool_call"}, {"http://x"}),
+])
+def test_index_hints_ignore_comments(condition: str, kinds: set[str] | None, tools: set[str] | None) -> None:
+    assert index_hints(condition) == (
+        frozenset(kinds) if kinds is not None else None, frozenset(tools) if tools is not None else None)
+
+
+def test_a_commented_out_conjunct_does_not_stop_the_rule_firing_on_other_tools() -> None:
+    rule = {"id": "mail-or-share", "condition": 'event.kind == "tool_call" // was: && event.tool.name == "mail"\n'
+                                                '&& event.tool.name in ["mail.x", "share.x"]'}
+    assert [f.rule for f in run(rules_policy(rule), tool("rag-bot", "share.x"))] == ["mail-or-share"]
+
+
+def test_an_apostrophe_in_a_comment_does_not_hide_a_macro_binding() -> None:
+    condition = ('event.kind == "tool_call" // it\'s a mail\n'
+                 '&& event.tool.arguments.to.exists(r, r.endsWith("@evil.example"))')
+    assert compile_rules([CustomRule(id="c", condition=condition)])[1] == []
+
+
+@pytest.mark.parametrize("setting", [{"enabled": False}, {"mode": "shadow"}])
+def test_rule_errors_cannot_be_switched_off(setting: dict[str, Any]) -> None:
+    with pytest.raises(PolicyError, match="rule_error cannot be disabled or put in shadow mode"):
+        policy(rules={"builtin": {"rule_error": setting}, "custom": [REFUND]})
+
+
+def test_the_severity_of_rule_errors_can_be_set() -> None:
+    pol = policy(rules={"builtin": {"rule_error": {"severity": "critical"}},
+                        "custom": [{"id": "r", "condition": 'event.content.prompt.contains("x")'}]})
+    [f] = run(pol, ev("completion", "rag-bot"))
+    assert (f.rule, f.severity.value) == ("rule_error", "critical")

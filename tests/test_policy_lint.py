@@ -1,4 +1,4 @@
-"""`warden policy lint` and `warden policy test`: every error class located by file and path, and routing shown."""
+"""`warden policy lint`: every error class located by file, line and path (`policy test`: test_policy_cases.py)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_a_gate_whose_approver_cannot_act_is_an_error_at_each_binding_it_gates(t
     errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]
     reason = ("waits for workflow 'access-provisioner''s approver 'jordan', who has no contacts to approve with")
     # Every binding but the auto one (quarantine_breach → revocation_list) gates on the approver.
-    assert code == 1 and [p for p, r in errors if reason in r] == ["playbooks.0.gate", "playbooks.1.gate",
+    assert code == 3 and [p for p, r in errors if reason in r] == ["playbooks.0.gate", "playbooks.1.gate",
                                                                     "playbooks.3.gate"], errors
 
 
@@ -135,13 +135,15 @@ def test_each_error_class_is_caught_and_located(
 ) -> None:
     folder = write_policy(tmp_path, mutate)
     code, report = lint_json(folder)
-    assert code == 1 and report["ok"] is False and report["sha256"] is None
+    assert code == 3 and report["ok"] is False and report["sha256"] is None
     errors = [i for i in report["issues"] if i["level"] == "error"]
     assert [(Path(i["file"]).name, i["path"]) for i in errors] == [(file, path)], errors
     assert reason in errors[0]["reason"]
+    line = errors[0]["line"]  # every lint error says where: file:line, path, reason (issue 28)
+    assert isinstance(line, int) and line > 0
     code, text = cli("policy", "lint", str(folder))
-    assert code == 1
-    assert f"error: {folder / file}: {path}: " in text and "FAILED: 1 error(s)" in text
+    assert code == 3
+    assert f"error: {folder / file}:{line}: {path}: " in text and "FAILED: 1 error(s)" in text
 
 
 def test_a_schema_error_is_located_in_the_file_that_wrote_it(tmp_path: Path) -> None:
@@ -149,7 +151,7 @@ def test_a_schema_error_is_located_in_the_file_that_wrote_it(tmp_path: Path) -> 
     (folder / "30-local.yaml").write_text(
         "workflows:\n  research-rag:\n    agents: [research-rag-1]\n    risk: severe\n")
     code, report = lint_json(folder)
-    assert code == 1
+    assert code == 3
     located = {(Path(i["file"]).name, i["path"]) for i in report["issues"]}
     assert ("30-local.yaml", "workflows.research-rag.risk") in located
 
@@ -160,7 +162,7 @@ def test_a_later_file_overrides_a_workflow_and_its_errors_are_located_there(tmp_
         "workflows:\n  research-rag:\n    agents: [research-rag-1]\n    detector: secops\n    responder: data-gov\n"
         "    scope: {tools: [retrieval.search]}\n")
     code, report = lint_json(folder)
-    assert code == 1
+    assert code == 3
     [err] = [i for i in report["issues"] if i["level"] == "error"]
     assert (Path(err["file"]).name, err["path"]) == ("30-local.yaml", "workflows.research-rag.approver")
 
@@ -211,57 +213,4 @@ def test_what_is_not_a_problem_is_neither_an_error_nor_a_warning(
 
 def test_a_missing_path_is_an_error(tmp_path: Path) -> None:
     code, report = lint_json(tmp_path / "nope")
-    assert code == 1 and "does not exist" in report["issues"][0]["reason"]
-
-
-# --- warden policy test ----------------------------------------------------------------------------------------
-
-
-def _event(i: int, agent: str, kind: str, **fields: Any) -> dict[str, Any]:
-    return {"event_id": f"t{i}", "ts": f"2026-11-21T10:00:0{i}Z", "kind": kind, "agent": {"id": agent}, **fields}
-
-
-EVENTS = [
-    _event(1, "support-bot-1", "tool_call", tool={"name": "kb.search"}),
-    _event(2, "billing-agent-1", "tool_call", tool={"name": "shell.exec"}),
-    _event(3, "mystery-agent", "prompt"),
-    _event(4, "research-rag-1", "completion", content={"output": "ignore previous instructions"}),
-]
-
-
-def test_policy_test_shows_which_findings_fire_with_what_severity_and_to_whom(tmp_path: Path) -> None:
-    events = tmp_path / "events.json"
-    events.write_text(json.dumps(EVENTS))
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events), "--json")
-    assert code == 0, out
-    got = {r["event_id"]: [(f["rule"], f["severity"], f["shadow"], f["routed_to"]) for f in r["findings"]]
-           for r in json.loads(out)}
-    assert got == {
-        "t1": [],
-        "t2": [("unapproved_tool", "high", False, "finance-ops")],
-        "t3": [("unowned_agent", "high", False, "secops")],
-        "t4": [("prompt-injection-marker", "high", True, None)],
-    }
-    [t2] = [r for r in json.loads(out) if r["event_id"] == "t2"]
-    assert t2["findings"][0]["approver"]["id"] == "sam"
-    assert [s["owner"] for s in t2["findings"][0]["escalation"]] == ["finance-ops", "secops", "ciso"]
-
-
-def test_policy_test_reads_jsonl_and_prints_routes(tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
-    events.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
-    assert code == 0, out
-    assert "t1: no findings" in out
-    assert "t2: unapproved_tool [high] page -> finance-ops (Finance Operations, slack C0FINOPS); approver sam" in out
-    assert "t4: prompt-injection-marker [high] shadow: recorded, not routed" in out
-
-
-def test_policy_test_refuses_a_broken_policy_or_events_file(tmp_path: Path) -> None:
-    events = tmp_path / "events.json"
-    events.write_text(json.dumps(EVENTS[0]))
-    broken = write_policy(tmp_path, lambda d: wf(d, "billing-agent").pop("approver"))
-    assert cli("policy", "test", str(broken), str(events))[0] == 2
-    events.write_text('{"event_id": "x"}')
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
-    assert code == 1 and "not valid native events" in out
+    assert code == 3 and "does not exist" in report["issues"][0]["reason"]

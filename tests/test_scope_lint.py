@@ -46,6 +46,16 @@ ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
     ("constraints on a tool the scope does not allow", lambda d: args(d, "billing-agent").update(
         {"shell.exec": {"type": "object"}}),
      "10-workflows.yaml", f"{WF}.arguments.shell.exec", "a tool the scope does not allow"),
+    # Globs are not tool names here (issue 28): they passed the lint and then constrained nothing, or never matched.
+    ("a glob naming the tools a constraint applies to", lambda d: args(d, "billing-agent").update(
+        {"crm.read_*": {"type": "object", "required": ["account"]}}),
+     "10-workflows.yaml", f"{WF}.arguments.crm.read_*", "must be an exact tool name"),
+    ("a glob in the built-in flow's exceptions", lambda d: wf(d, "billing-agent")["scope"]["untrusted_flow"][
+        "unless"].update({"mail.send*": {"type": "object"}}),
+     "10-workflows.yaml", f"{WF}.untrusted_flow.unless.mail.send*", "must be an exact tool name"),
+    ("a glob in a flow rule's exceptions", lambda d: wf(d, "compliance-reviewer")["scope"]["flows"][0][
+        "unless"].update({"ticket.*": {"type": "object"}}),
+     "10-workflows.yaml", "workflows.compliance-reviewer.scope.flows.0.unless.ticket.*", "must be an exact tool name"),
     ("a flow window longer than the session state lives", lambda d: wf(d, "billing-agent")["scope"][
         "untrusted_flow"].update(within="3h"),
      "10-workflows.yaml", f"{WF}.untrusted_flow.within", "longer than the 2:00:00"),
@@ -65,7 +75,7 @@ def test_each_scope_error_is_caught_and_located(
 ) -> None:
     folder = write_policy(tmp_path, mutate)
     code, report = lint_json(folder)
-    assert code == 1 and report["ok"] is False
+    assert code == 3 and report["ok"] is False
     errors = [i for i in report["issues"] if i["level"] == "error"]
     assert [(Path(i["file"]).name, i["path"]) for i in errors] == [(file, path)], errors
     assert reason in errors[0]["reason"]
@@ -103,7 +113,7 @@ def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_p
 
     code, report = lint_json(write_policy(mkdir(tmp_path / "glob"), glob))
     errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]
-    assert code == 1 and [p for p, _ in errors] == ["tools.billing.pay_*.resource"], errors
+    assert code == 3 and [p for p, _ in errors] == ["tools.billing.pay_*.resource"], errors
 
     def no_properties(d: Docs) -> None:
         _close_pay_vendor(d)
@@ -111,7 +121,7 @@ def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_p
 
     code, report = lint_json(write_policy(mkdir(tmp_path / "none"), no_properties))
     [error] = [i for i in report["issues"] if i["level"] == "error"]
-    assert code == 1 and "constrains for this tool (none), which allows no others" in error["reason"], error
+    assert code == 3 and "constrains for this tool (none), which allows no others" in error["reason"], error
 
 
 def mkdir(path: Path) -> Path:

@@ -48,7 +48,8 @@ DETECTORS: tuple[Detector, ...] = (
 REGISTRY: dict[str, Detector] = {d.info.id: d for d in DETECTORS}
 # Rules a detector raises beside its own (configured under rules.builtin like it): the module's `also`.
 RAISED_ALSO: dict[str, tuple[str, ...]] = {d.info.id: tuple(i.id for i in getattr(d, "also", ())) for d in DETECTORS}
-RULE_IDS: frozenset[str] = frozenset(REGISTRY) | {rule for also in RAISED_ALSO.values() for rule in also}
+RULE_IDS: frozenset[str] = (frozenset(REGISTRY) | {rule for also in RAISED_ALSO.values() for rule in also}
+                             | {custom.RULE_ERROR.id})
 STATEFUL: tuple[str, ...] = tuple(d.info.id for d in DETECTORS if d.new_state is not stateless)
 # Detectors that run even when their own rule is disabled: untrusted_flow also carries the workflows' own flow
 # rules and keeps the session trail they share (it skips only the built-in rule then).
@@ -65,6 +66,7 @@ class DetectorState:
 
     def __init__(self, quarantined: Mapping[str, QuarantineMark] | None = None) -> None:
         self.by_rule: dict[str, Any] = {d.info.id: d.new_state() for d in DETECTORS}
+        self.rule_errors = custom.RuleErrors()  # the custom rules' evaluation errors, reported once per interval
         # Agents quarantined on warden.control: the worker's live view, shared by every partition's state.
         self.quarantined: Mapping[str, QuarantineMark] = quarantined if quarantined is not None else {}
         self._applied: dict[tuple[str, int], int] = {}
@@ -143,7 +145,7 @@ def detect(event: ActivityEvent, policy: Policy, state: DetectorState) -> list[F
         found = run(ctx, kept)
         if found:
             findings.extend(found)
-    findings.extend(custom.detect(ctx))
+    findings.extend(custom.detect(ctx, state.rule_errors))
     return findings
 
 

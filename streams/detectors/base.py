@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from warden.contract.containment import CredentialRef, QuarantineMark
 from warden.contract.events import ActivityEvent
-from warden.contract.findings import Finding, finding_id
+from warden.contract.findings import Finding, FindingOwners, finding_id
 from warden.contract.matrix import BuiltinRule, Category, Mode, Risk, RuleMode, Severity, Tier, Workflow
 from warden.contract.redact import redact_text
 from warden.policy import Policy
@@ -88,9 +88,11 @@ def build_finding(
     title: str | None = None,
     rule_id: str | None = None,
     raise_agentic: bool = True,
+    owners: FindingOwners | None = None,
 ) -> Finding | None:
     """Build a finding, or None when the matrix exempts it. Agentic workflows get one severity level more, unless
-    the severity already follows the risk tier (`raise_agentic=False`)."""
+    the severity already follows the risk tier (`raise_agentic=False`). `owners` replaces the workflow's roles (a
+    `rule_error` goes to the rule's owner)."""
     rule_id = rule_id or info.id
     cfg = ctx.policy.matrix.rules.builtin.get(rule_id, _DEFAULT_RULE)  # `enabled` is applied by detect()
     wf = ctx.workflow
@@ -121,7 +123,7 @@ def build_finding(
         ts=ev.ts,
         target=redact_text(target, 200),
         evidence={k: redact_text(v) for k, v in evidence.items()},
-        owners=ctx.policy.owners_for(ctx.workflow_id),
+        owners=owners or ctx.policy.owners_for(ctx.workflow_id),
         policy_sha256=ctx.policy.sha256,
         shadow=shadow,
         tags=list(tags),

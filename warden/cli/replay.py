@@ -43,6 +43,9 @@ def _print(result: Backtest, as_json: bool) -> None:
         }}))
         for bad in result.invalid:
             click.echo(json.dumps({"invalid": {"where": bad.where, "reason": bad.reason}}, ensure_ascii=False))
+        for rule, t in result.rule_errors.items():
+            click.echo(json.dumps({"rule_error": {"rule": rule, "count": t.count, "first_event": t.first_event,
+                                                  "error": t.error}}, ensure_ascii=False))
         return
     for f in result.findings:
         shadow = " shadow" if f.shadow else ""
@@ -53,6 +56,8 @@ def _print(result: Backtest, as_json: bool) -> None:
         click.echo(f"  {rule} [{severity}{' shadow' if in_shadow else ''}]: {n}")
     for bad in result.invalid:
         click.echo(f"invalid: {bad.where}: {bad.reason}")
+    for rule, t in result.rule_errors.items():
+        click.echo(f"rule error: {rule}: {t.count} event(s) could not be judged, first {t.first_event}: {t.error}")
 
 
 @click.command()

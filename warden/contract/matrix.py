@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,7 +36,15 @@ def _parse_duration(value: object) -> object:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+def _positive(value: timedelta) -> timedelta:
+    """Every duration of the matrix is a window, a timeout or an interval: zero or less would make it never apply
+    (`window: 0s`) or fire at once (`ack_timeout: -60`), so it is an error, not a setting."""
+    if value <= timedelta(0):
+        raise ValueError(f"a duration must be longer than zero, not {value.total_seconds():g}s")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration), AfterValidator(_positive)]
 
 
 class _Strict(BaseModel):
@@ -325,6 +334,9 @@ class CustomRule(_Strict):
     frameworks: list[str] = Field(default_factory=list, description="OWASP ASI/LLM ids and NIST AI RMF function.")
     gate: Literal["approval"] | None = Field(
         None, description="approval: a gateway's request this rule matches needs the approver's approval first.")
+    owner: str | None = Field(
+        None, description="Who is told (a `rule_error` finding) when the rule cannot be evaluated on an event; "
+        "default: defaults.security_owner.")
 
 
 class Rules(_Strict):

@@ -16,7 +16,8 @@ DETECT_SECONDS = Histogram(
 )
 POLICY_INFO = Gauge("warden_policy_info", "The live policy (value 1) labelled by its sha256", ["sha256"])
 POLICY_RELOAD_OK = Gauge("warden_policy_last_reload_success", "1 when the last policy reload succeeded, else 0")
-RULE_EVAL_ERRORS = Counter("warden_rule_eval_errors_total", "Custom rule evaluations that raised (no match)", ["rule"])
+RULE_EVAL_ERRORS = Counter("warden_rule_eval_errors_total", "Custom rule evaluations that raised (each rule is also "
+                           "reported as a rule_error finding, once per hour of event time)", ["rule"])
 INCIDENTS_OPENED = Counter("warden_incidents_opened_total", "Incidents opened, by the tier they opened at",
                            ["rule", "severity", "tier"])
 FINDINGS_BY_TIER = Counter(

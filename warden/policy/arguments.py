@@ -75,8 +75,33 @@ class ArgumentCheck:
         for part in schema_path:
             node = node[int(part)] if isinstance(node, list) else node.get(part) if isinstance(node, dict) else None
         keyword = schema_path[-1] if schema_path else "schema"
-        shown = json.dumps(node, sort_keys=True, default=str)
+        shown = json.dumps(self._folded(node, schema_path), sort_keys=True, default=str)
         return f"{keyword}: {shown if len(shown) <= 120 else shown[:120] + '…'}"
+
+
+    def _folded(self, node: Any, path: tuple[str, ...]) -> Any:
+        """`node` of the expanded schema with each named-list keyword folded back as written (`{"in_list":
+        "contacts"}`), so a constraint quotes the list's name, never its entries."""
+        if isinstance(node, list):
+            return [self._folded(v, (*path, str(i))) for i, v in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "allOf" and isinstance(value, list):
+                kept = []
+                for i, sub in enumerate(value):
+                    written = self._written.get((*path, "allOf", str(i)))
+                    if written is None:
+                        kept.append(self._folded(sub, (*path, "allOf", str(i))))
+                    else:
+                        name, _, listed = written.partition(": ")
+                        out[name] = listed
+                if kept:
+                    out["allOf"] = kept
+            else:
+                out[key] = self._folded(value, (*path, key))
+        return out
 
 
 NON_FINITE = "finite numbers only (Infinity and NaN pass every numeric bound of the validator)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from string import Template
 from typing import Any
@@ -11,8 +12,11 @@ import cel
 
 from warden.contract.events import Kind
 from warden.contract.matrix import ROLES, CustomRule, Workflow
+from warden.policy.cel_samples import never_evaluates
 
 VARIABLES = ("event", "workflow")
+# The finding raised when a custom rule cannot be evaluated on an event (streams/detectors/custom.py).
+RULE_ERROR = "rule_error"
 # Names the CEL checker reports as variables though they are not: type names (`type(x) == list`)...
 TYPE_NAMES = frozenset({"bool", "bytes", "double", "duration", "int", "list", "map", "null_type", "string",
                         "timestamp", "type", "uint"})
@@ -25,7 +29,10 @@ FUNCTIONS = frozenset({
     "matches", "contains", "startsWith", "endsWith",
     "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
     "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+    "of", "none", "ofNonZeroValue", "hasValue", "value", "orValue", "or",  # optional values: optional.of(x)...
 })
+# Namespaces the checker reports as variables: `optional.of(1)` reads no variable called optional.
+NAMESPACES = frozenset({"optional"})
 WORKFLOW_FIELDS = ("risk", "mode", *ROLES)
 KINDS = frozenset(k.value for k in Kind)
 # A string literal without escapes or prefixes; anything fancier is simply not used as an index hint.
@@ -117,18 +124,30 @@ class CompiledRules:
         makes each CEL context dearer to build.
         """
         if workflow_id not in self._workflow_vars:
-            self._workflow_vars[workflow_id] = None if workflow is None else {
-                "id": workflow_id,
-                "max_classification": workflow.scope.max_classification,
-                **workflow.model_dump(mode="json", include=set(WORKFLOW_FIELDS)),
-            }
+            self._workflow_vars[workflow_id] = workflow_vars_of(workflow_id, workflow)
         return self._workflow_vars[workflow_id]
 
 
-def compile_rules(rules: list[CustomRule]) -> tuple[CompiledRules, list[RuleIssue]]:
-    """Compile every condition and exception once; return the usable rules and located issues."""
+def workflow_vars_of(workflow_id: str | None, workflow: Workflow | None) -> dict[str, Any] | None:
+    """The `workflow` CEL variable of one workflow (None for an unowned agent)."""
+    if workflow is None:
+        return None
+    return {"id": workflow_id, "max_classification": workflow.scope.max_classification,
+            **workflow.model_dump(mode="json", include=set(WORKFLOW_FIELDS))}
+
+
+# The `workflow` a rule is tried with when the matrix has none: the lint must not blame a rule for an empty matrix.
+_SAMPLE_WORKFLOW = workflow_vars_of("sample", Workflow(approver="sample", detector="sample", responder="sample",
+                                                       business_owner="sample", data_owner="sample"))
+
+
+def compile_rules(rules: list[CustomRule], workflows: Mapping[str, Workflow] | None = None
+                  ) -> tuple[CompiledRules, list[RuleIssue]]:
+    """Compile every condition and exception once, and try each on typed sample events (`cel_samples`); return the
+    usable rules and located issues. `workflows` are the matrix's, the values the `workflow` variable can take."""
     compiled: list[CompiledRule] = []
     issues: list[RuleIssue] = []
+    choices = [None, _SAMPLE_WORKFLOW, *_distinct(workflow_vars_of(w, wf) for w, wf in (workflows or {}).items())]
     for i, rule in enumerate(rules):
         base = ("rules", "custom", str(i))
         condition = _compile(rule.condition, (*base, "condition"), issues)
@@ -144,10 +163,40 @@ def compile_rules(rules: list[CustomRule]) -> tuple[CompiledRules, list[RuleIssu
         unknown = sorted(kinds - KINDS) if kinds is not None else []
         if unknown:
             issues.append(((*base, "condition"), f"condition can never match: {unknown} is not an event kind"))
+        programs = [((*base, "condition"), rule.condition, condition),
+                    *(((*base, "exceptions", str(j)), src, exceptions[j]) for j, src in enumerate(rule.exceptions))]
+        if not unknown and _sample_issues(programs, kinds, tools, choices, issues):
+            continue  # it can never fire: reported, not compiled
         if condition is not None and len(usable) == len(exceptions):
             uses_workflow = any("workflow" in p.variables() for p in (condition, *usable))
             compiled.append(CompiledRule(i, rule, condition, tuple(usable), output, kinds, tools, uses_workflow))
     return CompiledRules(tuple(compiled)), issues
+
+
+def _sample_issues(programs: list[tuple[tuple[str, ...], str, cel.Program | None]], kinds: frozenset[str] | None,
+                   tools: frozenset[str] | None, choices: list[dict[str, Any] | None], issues: list[RuleIssue]) -> bool:
+    """Report each program that raises on every sample event (`cel_samples`); True when any does."""
+    found = False
+    for path, source, program in programs:
+        error = None if program is None else never_evaluates(program, code_only(source), kinds, tools, choices)
+        if error is not None:
+            found = True
+            issues.append((path, f"raises on every sample event it can match ({_kinds_shown(kinds)}), so it can "
+                           f"never fire: {error}"))
+    return found
+
+
+def _distinct(variables: Iterable[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    """One `workflow` value per distinct shape (risk, mode, roles): a thousand workflows are a handful of samples."""
+    seen: dict[str, dict[str, Any] | None] = {}
+    for v in variables:
+        key = repr(sorted((k, x) for k, x in (v or {}).items() if k != "id"))
+        seen.setdefault(key, v)
+    return list(seen.values())
+
+
+def _kinds_shown(kinds: frozenset[str] | None) -> str:
+    return "every kind" if kinds is None else ", ".join(sorted(kinds))
 
 
 def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel.Program | None:
@@ -157,8 +206,8 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
         issues.append((path, f"CEL does not compile: {' '.join(str(exc).split())}"))
         return None
     refs = program.references()
-    bound = set(_MACRO_BINDING.findall(_without_strings(source)))
-    unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - bound)
+    bound = set(_MACRO_BINDING.findall(code_only(source)))
+    unknown = sorted(set(refs["variables"]) - set(VARIABLES) - TYPE_NAMES - NAMESPACES - bound)
     if unknown:
         issues.append((path, f"unknown variable(s) {unknown}: rules see only `event` and `workflow`"))
         return None
@@ -169,18 +218,33 @@ def _compile(source: str, path: tuple[str, ...], issues: list[RuleIssue]) -> cel
     return program
 
 
-def _without_strings(source: str) -> str:
-    """`source` with every string literal blanked, so a macro-looking string binds nothing."""
+def strip_comments(source: str) -> str:
+    """`source` without its `//` comments (to the end of the line); a `//` inside a string literal is text.
+
+    The index hint and the macro-binding scan read the source as text: a commented-out conjunct must not pin what
+    the rule runs on, and an apostrophe in a comment must not open a string."""
+    return _scan(source, keep_strings=True)
+
+
+def code_only(source: str) -> str:
+    """`source` without comments and with every string literal blanked, so a macro-looking string binds nothing."""
+    return _scan(source, keep_strings=False)
+
+
+def _scan(source: str, *, keep_strings: bool) -> str:
     out: list[str] = []
-    i = 0
-    while i < len(source):
+    i, n = 0, len(source)
+    while i < n:
         if source[i] in "\"'":
             j = _skip_string(source, i)
-            out.append('""')
+            out.append(source[i:j] if keep_strings else '""')
             i = j
-            continue
-        out.append(source[i])
-        i += 1
+        elif source.startswith("//", i):
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+        else:
+            out.append(source[i])
+            i += 1
     return "".join(out)
 
 
@@ -190,7 +254,7 @@ def index_hints(source: str) -> tuple[frozenset[str] | None, frozenset[str] | No
     Only a conjunct of the form `event.kind == "x"` or `event.kind in ["x", "y"]` (likewise `event.tool.name`)
     pins a value. A top-level `||` or `?:` means nothing is pinned. None means "any".
     """
-    conjuncts = _top_level_conjuncts(source)
+    conjuncts = _top_level_conjuncts(strip_comments(source))
     kinds: frozenset[str] | None = None
     tools: frozenset[str] | None = None
     for c in conjuncts:

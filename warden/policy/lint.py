@@ -5,23 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
-from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, TierRule
+from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, RuleMode, TierRule
+from warden.policy.cel import RULE_ERROR
 from warden.policy.containment import check_containment
 from warden.policy.lint_scope import check_scope
-from warden.policy.merge import Provenance, file_for
+from warden.policy.merge import Locator
 from warden.policy.model import Catalogue, PolicyIssue
 
 
-def check_matrix(
-    matrix: Matrix, catalogue: Catalogue, provenance: Provenance, fallback: str
-) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
+def check_matrix(matrix: Matrix, catalogue: Catalogue, locator: Locator) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
     """Cross-references the schema cannot see: named roles, defined owners, one workflow per agent."""
     errors: list[PolicyIssue] = []
     warnings: list[PolicyIssue] = []
 
     def issue(path: tuple[str, ...], reason: str, level: str = "error") -> None:
         target = errors if level == "error" else warnings
-        target.append(PolicyIssue(file_for(path, provenance, fallback), ".".join(path), reason, level))
+        target.append(locator.issue(path, reason, level))
 
     used: set[str] = set()
 
@@ -33,6 +32,9 @@ def check_matrix(
     ref(("defaults", "security_owner"), matrix.defaults.security_owner)
     for i, step in enumerate(matrix.defaults.escalation):
         ref(("defaults", "escalation", str(i), "owner"), step.owner)
+    for i, rule in enumerate(matrix.rules.custom):
+        if rule.owner is not None:
+            ref(("rules", "custom", str(i), "owner"), rule.owner)
     claimed: dict[str, str] = {}
     for wf_id, wf in matrix.workflows.items():
         base = ("workflows", wf_id)
@@ -83,6 +85,10 @@ def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., Non
 def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:
     """Rule ids and playbook names must exist: a typo would silently disable an override or a playbook."""
     builtin = catalogue.rules
+    errors_cfg = matrix.rules.builtin.get(RULE_ERROR)
+    if errors_cfg is not None and (not errors_cfg.enabled or errors_cfg.mode is RuleMode.shadow):
+        issue(("rules", "builtin", RULE_ERROR), "rule_error cannot be disabled or put in shadow mode: a rule that "
+              "cannot be evaluated must reach its owner (set the custom rule's own `mode: shadow` while tuning it)")
     for rule_id in matrix.rules.builtin:
         if rule_id not in builtin:
             known = ", ".join(sorted(builtin))

@@ -11,6 +11,7 @@ from warden.policy.globs import GlobSet
 from warden.policy.scope_checks import SESSION_TTL, UNTRUSTED_FLOW
 
 Issue = Callable[..., None]
+_GLOB_CHARS = "*?["
 
 
 def check_scope(matrix: Matrix, rule_ids: set[str], issue: Issue) -> set[str]:
@@ -48,7 +49,10 @@ def check_scope(matrix: Matrix, rule_ids: set[str], issue: Issue) -> set[str]:
 
 def _tools_allowed(schemas: Mapping[str, Any], allowed: GlobSet, where: tuple[str, ...], issue: Issue) -> None:
     for tool in schemas:
-        if not allowed.matches(tool):
+        if any(c in tool for c in _GLOB_CHARS):
+            issue((*where, tool), f"{tool!r} must be an exact tool name: constraints and exceptions are looked up "
+                  "by the called tool's name, so a glob here would never apply (write one entry per tool)")
+        elif not allowed.matches(tool):
             issue((*where, tool), f"constraints for {tool!r}, a tool the scope does not allow (scope.tools: "
                   f"{allowed})")
 

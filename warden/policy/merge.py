@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from warden.policy.model import PolicyIssue
 
 Provenance = dict[tuple[str, ...], str]
 # Sections merged key by key across the files of a folder; a later file (in name order) wins a key.
@@ -60,3 +63,51 @@ def file_for(path: tuple[str, ...], provenance: Provenance, fallback: str) -> st
         if f:
             return f
     return fallback
+
+
+Lines = dict[tuple[str, ...], tuple[str, int]]
+"""Matrix path -> (file, line) where it was written, as the merged document numbers list entries."""
+
+
+def merge_lines(documents: list[tuple[str, dict[str, Any], dict[tuple[str, ...], int]]]) -> Lines:
+    """Each file's (path -> line), re-indexed as `merge` concatenates the listed sections (`rules.custom`, ...)."""
+    out: Lines = {}
+    seen = dict.fromkeys(_LISTED, 0)
+    for fname, doc, lines in documents:
+        for path, line in lines.items():
+            out[_shifted(path, seen)] = (fname, line)
+        for section in _LISTED:
+            value: Any = doc
+            for key in section:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, list):
+                seen[section] += len(value)
+    return out
+
+
+def _shifted(path: tuple[str, ...], seen: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+    for section, before in seen.items():
+        n = len(section)
+        if before and path[:n] == section and len(path) > n and path[n].isdigit():
+            return (*section, str(int(path[n]) + before), *path[n + 1:])
+    return path
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where a matrix path was written: the file that defined it (the merge's provenance) and the line in it."""
+
+    provenance: Provenance
+    lines: Lines
+    fallback: str
+
+    def issue(self, path: tuple[str, ...], reason: str, level: str = "error") -> PolicyIssue:
+        """A located issue: the file and line of the longest prefix of `path` written in that file."""
+        fname = file_for(path, self.provenance, self.fallback)
+        line = None
+        for n in range(len(path), 0, -1):
+            found = self.lines.get(tuple(path[:n]))
+            if found is not None and found[0] == fname:
+                line = found[1]
+                break
+        return PolicyIssue(fname, ".".join(path), reason, level, line)

@@ -18,19 +18,20 @@ from warden.policy.tools import ToolCatalogue
 
 @dataclass(frozen=True)
 class PolicyIssue:
-    """One located problem: the file, the dotted path inside it and why."""
+    """One located problem: the file, the line in it (when known), the dotted matrix path and why."""
 
     file: str
     path: str
     reason: str
     level: str = "error"
+    line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
-        return f"{where}: {self.reason}"
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.reason}" if self.path else f"{where}: {self.reason}"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"level": self.level, "file": self.file, "path": self.path, "reason": self.reason}
+    def as_dict(self) -> dict[str, str | int | None]:
+        return {"level": self.level, "file": self.file, "line": self.line, "path": self.path, "reason": self.reason}
 
 
 class PolicyError(Exception):
@@ -129,6 +130,14 @@ class Policy:
             )
         self._owners_cache[workflow_id] = resolved
         return resolved
+
+    def rule_owners(self, owner_id: str | None) -> FindingOwners:
+        """Who hears that a custom rule cannot be evaluated: its `owner` (default: the security owner) as detector
+        and responder, with the default escalation chain."""
+        ref = self.owner_ref(owner_id or self.matrix.defaults.security_owner)
+        return FindingOwners(detector=ref, responder=ref, escalation=[
+            EscalationRef(owner=self.owner_ref(s.owner), ack_timeout=s.ack_timeout, approves=s.approves)
+            for s in self.matrix.defaults.escalation])
 
     def plans_for(self, rule: str, severity: Severity, workflow_id: str | None) -> list[Plan]:
         """The playbooks a finding triggers, frozen into it like its owners (cached: bindings are few, findings
