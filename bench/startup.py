@@ -9,7 +9,9 @@ events are judged, the worker is killed with SIGKILL, a new one is launched with
 measured again: the restart also rebuilds detector state from the input log and waits for the dead member's session.
 The worker's own log gives where the time went (its "...up" lines, with their times relative to launch).
 `--timings fast` is the group timing the embedded broker gets (session 6 s, heartbeat 1 s, rebalance 3 s); `default`
-is an operator's unset settings (30 s, 3 s, 30 s). Printed: min/median/max over the reps, seconds.
+is an operator's unset settings (30 s, 3 s, 30 s). `--static` gives the worker WARDEN_KAFKA_GROUP_INSTANCE_ID (static
+membership: the restarted worker takes its partitions back without waiting for the dead one's session to end).
+Printed: min/median/max over the reps, seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ FAST = {"WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_
 MARKS = ("created topics", "incident responder up", "Warden worker up")
 
 
-def env_for(bootstrap: str, app: str, data_dir: Path, port: int, timings: str) -> dict[str, str]:
+def env_for(bootstrap: str, app: str, data_dir: Path, *, port: int, timings: str, static: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
     env.update({"WARDEN_KAFKA_BOOTSTRAP": bootstrap, "WARDEN_APP_ID": app, "WARDEN_DATA_DIR": str(data_dir),
                 "WARDEN_WEB_BIND": f"127.0.0.1:{port}", "WARDEN_TOPIC_PARTITIONS": str(PARTITIONS),
@@ -54,6 +56,8 @@ def env_for(bootstrap: str, app: str, data_dir: Path, port: int, timings: str) -
                 "WARDEN_TOPIC_CONTROL": f"{app}.control", "WARDEN_TOPIC_REVOCATIONS": f"{app}.revocations"})
     if timings == "fast":
         env.update(FAST)
+    if static:
+        env["WARDEN_KAFKA_GROUP_INSTANCE_ID"] = f"{app}-worker-0"
     return env
 
 
@@ -115,13 +119,13 @@ async def launch(bootstrap: str, env: dict[str, str], log: Path, *, port: int, f
     return proc, times
 
 
-async def rep(timings: str, n_events: int, tmp: Path) -> dict[str, dict[str, float]]:
+async def rep(timings: str, n_events: int, tmp: Path, *, static: bool) -> dict[str, dict[str, float]]:
     bootstrap = os.environ.get("WARDEN_BENCH_KAFKA_BOOTSTRAP")
     broker = None if bootstrap else EmbeddedBroker().start()
     bootstrap = bootstrap or broker.bootstrap  # type: ignore[union-attr]
     app = f"st-{uuid.uuid4().hex[:6]}"
     port = free_port()
-    env = env_for(bootstrap, app, tmp / app, port, timings)
+    env = env_for(bootstrap, app, tmp / app, port=port, timings=timings, static=static)
     await ensure_topics(bootstrap, [f"{app}.activity", f"{app}.findings"], PARTITIONS)
     findings = AIOKafkaConsumer(f"{app}.findings", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await findings.start()
@@ -154,15 +158,16 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--events", type=int, default=20_000, help="events judged before the kill (state rebuilt)")
     parser.add_argument("--timings", choices=["fast", "default"], default="fast")
+    parser.add_argument("--static", action="store_true", help="static group membership (a group instance id)")
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.reps):
-            for case, times in (await rep(args.timings, args.events, Path(tmp))).items():
+            for case, times in (await rep(args.timings, args.events, Path(tmp), static=args.static)).items():
                 print(f"rep {n} {case}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()), flush=True)
                 rows.setdefault(case, []).append(times)
     print(f"\nmin/median/max over {args.reps} reps, seconds from launch; group timings {args.timings}, "
-          f"{args.events:,} events judged before the kill")
+          f"{args.events:,} events judged before the kill; static membership {'on' if args.static else 'off'}")
     columns = [*MARKS, "healthy", "ready"]
     print(f"{'case':<24}" + "".join(f"{c:>26}" for c in columns))
     for case, ts in rows.items():

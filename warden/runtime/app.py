@@ -56,6 +56,7 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        consumer_group_instance_id=settings.kafka_group_instance_id,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         consumer_max_fetch_size=max(8 * 1024 * 1024, 2 * settings.max_message_bytes),

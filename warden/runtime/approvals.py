@@ -129,6 +129,7 @@ class ApprovalHost:
         # Tansu, each), and the worker's start-up with it; subscribed, both groups join alongside the ingest's.
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approvals",
+            group_instance_id=s.kafka_group_instance_id,
             enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000))
@@ -136,6 +137,7 @@ class ApprovalHost:
         self._consumer.subscribe([s.topic_approval_requests])
         self._actions = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approval-actions",
+            group_instance_id=s.kafka_group_instance_id,
             enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),

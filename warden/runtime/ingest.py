@@ -361,6 +361,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self.group, enable_auto_commit=False,
+            group_instance_id=s.kafka_group_instance_id,
             auto_offset_reset="earliest", max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=4 * fetch_bytes,
             fetch_max_wait_ms=self.limits.fetch_wait_ms,
             session_timeout_ms=int(s.kafka_session_timeout_s * 1000),

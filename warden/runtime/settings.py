@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
     kafka_heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval (tests use 1).")
     kafka_rebalance_timeout_s: float = Field(30.0, description="Consumer group rebalance timeout (tests use 3).")
+    kafka_group_instance_id: str | None = Field(
+        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Static group membership (KIP-345): a name unique to this worker and the same across its "
+        "restarts (a StatefulSet pod's name). A worker killed and started again takes its partitions back at once "
+        "instead of after the session timeout; a worker stopped for good keeps them until the session timeout.")
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Larger activity messages are dead-lettered.")
     dlq_max_bytes: int = Field(8 * 1_048_576, ge=1024, description="Larger dead letters keep only their head.")
     database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite in data_dir.")
