@@ -184,7 +184,8 @@ def dlq() -> None:
 
 
 @dlq.command("replay")
-@click.option("--reason", "reasons", multiple=True, metavar="CODE", help="Replay only dead letters with this reason "
+@click.option("--reason", "reasons", multiple=True, metavar="CODE", shell_complete=lambda _ctx, _param, part: [
+    code for code in sorted(KNOWN_REASONS) if code.startswith(part)], help="Replay only dead letters with this reason "
               "code (repeatable; docs/events.md lists them). The others are held: the group does not move past "
               "them.")
 @click.option("--group", default=None, help="Consumer group that remembers what was replayed "
