@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -71,7 +72,8 @@ async def _dead_letters(bootstrap: str, topic: str, letters: list[tuple[str, byt
 
 
 @pytest.mark.integration
-def test_a_letter_not_replayed_never_moves_the_group_past_it(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_a_letter_not_replayed_never_moves_the_group_past_it(kafka_bootstrap: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     suffix = uuid.uuid4().hex[:8]
     topics = {"WARDEN_TOPIC_DLQ": f"d{suffix}.dlq", "WARDEN_TOPIC_ACTIVITY": f"d{suffix}.activity"}
     env = {"WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_SEAL_KEY": KEY, "WARDEN_DATA_DIR": str(tmp_path),
@@ -97,8 +99,10 @@ def test_a_letter_not_replayed_never_moves_the_group_past_it(kafka_bootstrap: st
     assert rows[-1]["replayed"] == 1 and rows[-1]["held"] == 1
     assert committed() == {0: 1}, "the group stays on the held letter"
 
-    code, out, _ = dlq("--idle", "1", env=env)
+    monkeypatch.setattr(sys.modules["warden.cli.dlq"], "PROGRESS_EVERY", 1)  # progress on every letter
+    code, out, err = dlq("--idle", "1", env=env)
     assert code == 0 and "2 replayed, 0 held" in out
+    assert err.splitlines() == ["warden: dlq replay: 1 read, 1 replayed", "warden: dlq replay: 2 read, 2 replayed"]
     assert committed() == {0: 3}
     replayed = asyncio.run(read_topic(kafka_bootstrap, topics["WARDEN_TOPIC_ACTIVITY"], expect=3))
     origins = sorted(dict(r.headers)[REPLAYED_FROM].decode() for r in replayed)
