@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -281,3 +282,13 @@ def test_a_release_needs_a_quarantine_in_effect_and_the_approver(tmp_path: Path)
     assert code == 1 and "already recorded" in err
     release = [r for r in asyncio.run(_rows(db_url, ContainmentStep)) if r.action == "release"]
     assert [(r.status, r.decided_by, r.detail["via"]) for r in release] == [("approved", "jordan", "break-glass")]
+
+
+def test_a_postgresql_database_that_does_not_exist_is_one_line_and_exit_4(postgres_admin_url: str) -> None:
+    from tests.pg_server import sqlalchemy_url
+
+    url = sqlalchemy_url(postgres_admin_url, f"warden_missing_{uuid.uuid4().hex[:8]}")
+    for args in (["incidents", "list"], ["audit", "verify"]):
+        code, out, err = cli(*args, "--database-url", url)
+        assert code == 4 and out == "" and err.startswith("warden: cannot reach the database ")
+        assert "does not exist" in err and err.count("\n") == 1
