@@ -96,7 +96,7 @@ def test_a_letter_not_replayed_never_moves_the_group_past_it(kafka_bootstrap: st
     rows = [json.loads(x) for x in out.splitlines()]
     assert code == 1  # one letter was held
     assert [(r["offset"], r["action"]) for r in rows[:-1]] == [(0, "replayed"), (1, "held")]
-    assert rows[-1]["replayed"] == 1 and rows[-1]["held"] == 1
+    assert rows[-1]["summary"]["replayed"] == 1 and rows[-1]["summary"]["held"] == 1
     assert committed() == {0: 1}, "the group stays on the held letter"
 
     monkeypatch.setattr(sys.modules["warden.cli.dlq"], "PROGRESS_EVERY", 1)  # progress on every letter

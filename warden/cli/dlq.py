@@ -235,7 +235,7 @@ def replay_command(reasons: tuple[str, ...], group: str | None, idle_s: float, d
     elif output == "jsonl":
         for outcome in outcomes:
             click.echo(line(asdict(outcome)))
-        click.echo(line(summary))
+        click.echo(line({"summary": summary}))
     else:
         for o in outcomes:
             verb = {REPLAYED: f"replayed to {o.to}", WOULD_REPLAY: f"would replay to {o.to}"}.get(o.action, o.action)
