@@ -187,6 +187,9 @@ async def test_the_cli_acts_as_the_token_owner_through_the_api(incident_settings
         assert code == 0 and page["total"] == 2 and page["source"] == f"incident API {base}"
         code, out, _ = await acli("incidents", "list", "--status", "open", env=api(base, TEAM_TOKEN))
         assert code == 0 and out.splitlines()[-1] == f"2 of 2 incident(s) from incident API {base}"
+        for since, total in (("2020-01-01", 2), ("2999-01-01T00:00:00+02:00", 0)):  # the offset's + survives the URL
+            code, out, _ = await acli("incidents", "list", "--since", since, "-o", "json", env=api(base, TEAM_TOKEN))
+            assert code == 0 and json.loads(out)["total"] == total, (since, out[:300])
 
         # --as cannot name someone else: through the API the token says who acts.
         code, _, err = await acli("incident", "ack", "1", "--as", "iam-team", env=api(base, MARCO_TOKEN))

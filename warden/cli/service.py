@@ -185,4 +185,6 @@ def as_utc(since: datetime | None) -> datetime | None:
     """A naive --since is UTC."""
     from datetime import UTC
 
-    return None if since is None or since.tzinfo else since.replace(tzinfo=UTC)
+    if since is None or since.tzinfo is not None:
+        return since
+    return since.replace(tzinfo=UTC)
