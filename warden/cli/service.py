@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from responders.owner_actions import BREAK_GLASS, Outcome, Result
@@ -183,8 +183,6 @@ async def connect(database_url: str | None, owner_id: str | None) -> AsyncIterat
 
 def as_utc(since: datetime | None) -> datetime | None:
     """A naive --since is UTC."""
-    from datetime import UTC
-
     if since is None or since.tzinfo is not None:
         return since
     return since.replace(tzinfo=UTC)
