@@ -295,3 +295,24 @@ def test_a_postgresql_database_that_does_not_exist_is_one_line_and_exit_4(postgr
         code, out, err = cli(*args, "--database-url", url)
         assert code == 4 and out == "" and err.startswith("warden: cannot reach the database ")
         assert "does not exist" in err and err.count("\n") == 1
+
+
+async def test_a_url_that_is_not_the_incident_api_is_one_line_and_exit_4() -> None:
+    from aiohttp import web
+
+    async def login_page(_: web.Request) -> web.Response:
+        return web.Response(text="<html>a login page</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/incidents", login_page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        code, out, err = await acli("incidents", "list", env=api(f"http://127.0.0.1:{port}", TEAM_TOKEN))
+    finally:
+        await runner.cleanup()
+    assert code == 4 and out == "" and "not a JSON answer: is this Warden's incident API?" in err
+    assert err.count("\n") == 1

@@ -50,6 +50,7 @@ class ApiService:
         return f"incident API {self.url}"
 
     async def _call(self, method: str, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
+        """(status, JSON object); a 401 is exit 2, no answer, a 5xx or an answer that is not JSON exit 4."""
         import aiohttp
 
         try:
@@ -61,8 +62,10 @@ class ApiService:
             raise unreachable(f"the incident API at {self.url}", exc) from None
         if status == 401:
             raise Failure(f"the incident API at {self.url} refused the token in {API_TOKEN} (401)", Exit.INVALID_INPUT)
-        if status >= 500 or (status >= 400 and not isinstance(body, dict)):
-            raise unreachable(f"the incident API at {self.url}", RuntimeError(f"HTTP {status}"))
+        if status >= 500 or not isinstance(body, dict):
+            raise unreachable(f"the incident API at {self.url}", RuntimeError(
+                f"HTTP {status} on {method} {path}" + ("" if isinstance(body, dict) else
+                                                       ", not a JSON answer: is this Warden's incident API?")))
         return status, body
 
     async def incidents(self, f: Filters, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
@@ -78,9 +81,7 @@ class ApiService:
         return None if status == 404 else dict(body)
 
     async def verify(self) -> dict[str, Any]:
-        status, body = await self._call("GET", "/audit/verify")
-        if status == 404:
-            raise Failure(f"the incident API at {self.url} has no /audit/verify (an older worker?)", Exit.UNREACHABLE)
+        _, body = await self._call("GET", "/audit/verify")
         return dict(body)
 
     async def act(self, incident_id: int, action: str) -> Outcome:
