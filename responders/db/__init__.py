@@ -3,6 +3,8 @@ by workers (under a lock) and by `warden db upgrade`; read-only engines for the 
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def make_engine(url: str) -> AsyncEngine:
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -49,6 +51,21 @@ def make_engine(url: str) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _wal(cursor: Any, wait_s: float = 30.0) -> None:
+    """Switch the file to WAL (persistent: a no-op once done). Switching takes an exclusive lock without SQLite's
+    busy handler, so processes opening a fresh file together (workers, `warden db upgrade`) retry it instead of
+    failing with "database is locked"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_read_only_engine(url: str) -> AsyncEngine:
