@@ -51,6 +51,14 @@ def test_without_a_seal_key_it_refuses_and_generates_none(tmp_path: Path) -> Non
     assert not (tmp_path / "d").exists()
 
 
+def test_an_unreadable_key_file_is_one_line_and_exit_4(tmp_path: Path) -> None:
+    (tmp_path / "seal.key").mkdir()  # unreadable as a file, whoever runs the test (root reads any mode)
+    env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": "", "WARDEN_DATA_DIR": str(tmp_path)}
+    code, out, err = dlq(env=env)
+    assert code == 4 and out == "" and err.startswith(f"warden: cannot reach the seal key file {tmp_path}/seal.key: ")
+    assert err.count("\n") == 1
+
+
 def test_an_unreachable_broker_is_one_line_and_exit_4(tmp_path: Path) -> None:
     env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": KEY, "WARDEN_DATA_DIR": str(tmp_path)}
     code, out, err = dlq(env=env)

@@ -71,6 +71,8 @@ def seal_key_of(settings: Settings) -> Sealer:
     except FileNotFoundError:
         raise Failure(f"set WARDEN_SEAL_KEY to the workers' key (no {path} either): without it no dead letter can "
                       "be opened; nothing was read", Exit.INVALID_INPUT) from None
+    except OSError as exc:  # a data dir this user cannot read
+        raise unreachable(f"the seal key file {path}", exc) from None
     except ValueError as exc:
         raise Failure(f"WARDEN_SEAL_KEY: {exc}", Exit.INVALID_INPUT) from None
 
