@@ -20,11 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from responders.db.models import ContainmentDecision, ContainmentStep, Incident
 from responders.incidents import ACTIVE, STEP_ENDED, IncidentView, Status, StepStatus, approvers
 from responders.notifiers.base import NoticeKind
+from responders.owner_actions import WARDEN_AUTHENTICATED
 from responders.store import RELEASE, IncidentStore, rowcount, view_of
 from warden.contract.containment import OnFailure
 from warden.contract.findings import FindingOwners, OwnerRef
-
-CLI = "cli"  # the notifier name recorded for decisions and releases made with `warden incident ...`
 
 
 @dataclass(frozen=True)
@@ -100,9 +99,10 @@ class Ledger:
             owners = FindingOwners.model_validate(incident.owners)
             allowed = {o.id: o for o in approvers(owners, incident.approval_level)}
             approver = allowed.get(decision.owner_id)
-            via, _, identity = decision.slack_user.partition(":") if decision.slack_user.startswith(f"{CLI}:") \
-                else ("slack", "", decision.slack_user)
-            if approver is None or (via != CLI and not approver.may_act_as(via, identity)):
+            via, _, identity = decision.slack_user.partition(":")
+            if via not in WARDEN_AUTHENTICATED:  # a Slack user id: the click's owner must be that person
+                via, identity = "slack", decision.slack_user
+            if approver is None or (via == "slack" and not approver.may_act_as(via, identity)):
                 await self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
                                      slack_user=decision.slack_user, detail={
                                          "action": f"containment_{decision.decision}",

@@ -31,8 +31,7 @@ PLANTED = "sk-live0PLANTEDsecret0000000000"
 
 async def verify_cli(db_url: str) -> tuple[int, dict[str, Any]]:
     """`warden audit verify --json` (in a thread: the command runs its own event loop)."""
-    result = await asyncio.to_thread(CliRunner().invoke, main, ["audit", "verify", "--json"],
-                                     env={"WARDEN_DATABASE_URL": db_url})
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["audit", "verify", "--json", "--database-url", db_url])
     return result.exit_code, json.loads(result.output)
 
 
@@ -156,8 +155,7 @@ async def test_incidents_list_and_show_read_the_trail(incident_settings: Setting
     await walk(incident_settings)
 
     async def cli(*args: str) -> tuple[int, str]:
-        result = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", *args],
-                                         env={"WARDEN_DATABASE_URL": db_url})
+        result = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", *args, "--database-url", db_url])
         return result.exit_code, result.output
 
     code, out = await cli("list", "--json", "--status", "resolved")

@@ -115,7 +115,7 @@ async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_it
     assert s.sealer().open_bytes(dead.value) == batch
 
     dry = await replay(s, worker.bootstrap, group="replay-test", dry_run=True, idle_s=1.0)
-    assert [(o.reason_code, o.action) for o in dry] == [("invalid_event", "replayed")]
+    assert [(o.reason_code, o.action) for o in dry] == [("invalid_event", "would_replay")]
     [outcome] = await replay(s, worker.bootstrap, group="replay-test", idle_s=1.0)
     assert (outcome.action, outcome.to) == ("replayed", s.topic_activity)
     again = await replay(s, worker.bootstrap, group="replay-test", idle_s=1.0)  # only what failed again since
@@ -126,4 +126,4 @@ async def test_a_dead_letter_keeps_its_token_sealed_and_replay_reingests_just_it
 
     other_key = s.model_copy(update={"seal_key": SecretStr("A" * 43 + "=")})  # a worker with another key cannot open it
     refused = await replay(other_key, worker.bootstrap, group="replay-other-key", idle_s=1.0)
-    assert refused and all(r.action == "skipped" and "cannot be opened" in r.note for r in refused)
+    assert refused and all(r.action == "held" and "cannot be opened" in r.note for r in refused)

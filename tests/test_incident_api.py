@@ -115,6 +115,8 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         openapi = json.loads((await call(http, "GET", f"{base}/openapi.json"))[1])
         assert set(openapi["paths"]) == {"/incidents", "/incidents/{id}", "/incidents/{id}/evidence",
                                          "/incidents/{id}/ack", "/incidents/{id}/resolve",
+                                         "/incidents/{id}/false_positive", "/incidents/{id}/approve",
+                                         "/incidents/{id}/deny", "/incidents/{id}/release", "/audit/verify",
                                          "/v1/approvals", "/v1/approvals/{id}",  # served with WARDEN_GATEWAY_TOKENS
                                          "/v1/approvals/{id}/approve", "/v1/approvals/{id}/deny"}
 

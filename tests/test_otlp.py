@@ -246,7 +246,7 @@ def test_replay_reads_otlp_json_lines_resolving_agents_within_each_line(tmp_path
     lines.write_bytes(otlp_json(rec.finished()) + b"\n" + otlp_json(stranger.finished()) + b"\n")
     result = CliRunner().invoke(main, ["replay", str(lines), "--policy", str(BUNDLED_POLICY), "--format",
                                        "otlp_json", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # findings
     found = [json.loads(x) for x in result.output.splitlines()]
     rules = {(f["rule"], f["agent"]) for f in found if "rule" in f}
     assert ("unapproved_tool", "billing-agent-1") in rules and ("unowned_agent", "mystery-svc") in rules

@@ -297,18 +297,18 @@ async def test_incidents_list_and_the_api_filter_by_tier(incident_settings: Sett
             await web.stop()
     assert [(i["target"], i["tier"]) for i in listed["items"]] == [("net.fetch", "review")] and listed["total"] == 1
     assert refused == 400 and shown["tier"] == "log"
-    env = {"WARDEN_DATABASE_URL": settings.effective_database_url}
-    out = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "list", "--tier", "log", "--json"], env=env)
+    glass = ["--database-url", settings.effective_database_url]
+    out = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "list", "--tier", "log", "--json", *glass])
     assert [i["target"] for i in json.loads(out.output)["items"]] == ["db.drop"]
-    text = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "list"], env=env)
+    text = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "list", *glass])
     assert " review " in text.output and " log " in text.output and " page " in text.output
-    shown_text = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "show", "2"], env=env)
+    shown_text = await asyncio.to_thread(CliRunner().invoke, main, ["incidents", "show", "2", *glass])
     assert "tier review" in shown_text.output and "kept_for_review" in shown_text.output
 
 
 @pytest.mark.parametrize("value", ["soon", "0s", "-5"])
 def test_a_bad_digest_interval_stops_start_up_naming_the_variable(value: str) -> None:
-    result = CliRunner().invoke(main, ["incidents", "list"], env={"WARDEN_REVIEW_DIGEST_INTERVAL": value})
+    result = CliRunner().invoke(main, ["db", "upgrade"], env={"WARDEN_REVIEW_DIGEST_INTERVAL": value})
     assert result.exit_code != 0
     [line] = [ln for ln in result.output.splitlines() if ln.strip()]
     assert "WARDEN_REVIEW_DIGEST_INTERVAL" in line

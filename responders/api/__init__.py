@@ -1,5 +1,7 @@
-"""The incident API on the worker's web server: read incidents and their timelines, acknowledge or resolve as a
-named owner (authorised against the frozen owners like a Slack click), and the printable evidence page.
+"""The incident API on the worker's web server: read incidents and their timelines, acknowledge, resolve, mark a
+false positive, approve or deny containment and release a quarantine as a named owner (authorised against the frozen
+owners like a Slack click: responders.owner_actions), verify the audit chains, and the printable evidence page.
+`warden incidents|incident|audit` are its command-line client.
 
 Bearer tokens come from WARDEN_API_TOKENS (`owner:token,...`); each acts as its owner. Tokens are compared in
 constant time against every configured token. With none configured the API is not installed at all."""
@@ -17,14 +19,13 @@ from aiohttp import web
 
 from responders.api.evidence import render
 from responders.api.openapi import OPENAPI
-from responders.incidents import Action, Status, TransitionError, authorise_owner, check_transition
+from responders.owner_actions import ACTIONS, API, Result, act
 from responders.store import IncidentStore
 from responders.trail import PAGE_MAX, TIERS, Filters, Trail
 from warden.contract import metrics
 
 log = logging.getLogger("warden.api")
-API = "api"  # the notifier name of an API caller's identity on the timeline: api:<token fingerprint>
-_LIFECYCLE = {"ack": (Action.acknowledge, Status.acknowledged), "resolve": (Action.resolve, Status.resolved)}
+_HTTP = {Result.done: 200, Result.forbidden: 403, Result.not_found: 404, Result.conflict: 409}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -76,7 +77,8 @@ class IncidentApi:
         app.router.add_get("/incidents", self._guard(self._list))
         app.router.add_get("/incidents/{id:\\d+}", self._guard(self._show))
         app.router.add_get("/incidents/{id:\\d+}/evidence", self._guard(self._evidence))
-        app.router.add_post("/incidents/{id:\\d+}/{action:ack|resolve}", self._guard(self._act))
+        app.router.add_post(f"/incidents/{{id:\\d+}}/{{action:{'|'.join(ACTIONS)}}}", self._guard(self._act))
+        app.router.add_get("/audit/verify", self._guard(self._verify))
 
     def _owner_of(self, request: web.Request) -> tuple[str, str] | None:
         return authenticate(self.tokens, request.headers.get("Authorization", ""))
@@ -134,32 +136,19 @@ class IncidentApi:
                             headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
                                      "X-Content-Type-Options": "nosniff"})
 
-    async def _act(self, request: web.Request, owner_id: str, identity: str) -> web.Response:
-        incident_id = int(request.match_info["id"])
-        action, target = _LIFECYCLE[request.match_info["action"]]
-        incident = await self.store.incident(incident_id)
-        if incident is None:
-            metrics.API_REQUESTS.labels(outcome="not_found").inc()
-            return web.json_response({"error": "no such incident"}, status=404)
-        owner = authorise_owner(action, incident.owners, owner_id, incident.approval_level)
-        if owner is None:
-            reason = (f"{owner_id} is not the responder or on the escalation chain of incident #{incident_id}")
-            await self.store.record_refusal(incident_id, f"{API}.{action.value}", f"{identity}:{owner_id}", reason,
-                                            self.clock())
-            metrics.API_REQUESTS.labels(outcome="forbidden").inc()
-            log.warning("api refused", extra={"incident_id": incident_id, "owner": owner_id, "action": action.value})
-            return web.json_response({"error": f"refused: {reason}; the attempt was recorded"}, status=403)
-        try:
-            check_transition(incident.status, target)
-        except TransitionError as exc:
-            metrics.API_REQUESTS.labels(outcome="conflict").inc()
-            return web.json_response({"error": str(exc)}, status=409)
-        note = f"{target.value.capitalize()} by {owner.name or owner.id} (API)."
-        done = await self.store.transition(incident_id, incident.status, target, owner=owner, slack_user=identity,
-                                           note=note, now=self.clock())
-        if not done:
-            metrics.API_REQUESTS.labels(outcome="conflict").inc()
-            return web.json_response({"error": "the incident changed meanwhile; nothing was done"}, status=409)
-        self.on_change()
+    async def _verify(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        result = await self.trail.verify()
         metrics.API_REQUESTS.labels(outcome="ok").inc()
-        return web.json_response({"id": incident_id, "status": target.value, "by": owner.id})
+        return web.json_response(result.as_json())
+
+    async def _act(self, request: web.Request, owner_id: str, identity: str) -> web.Response:
+        incident_id, action = int(request.match_info["id"]), request.match_info["action"]
+        outcome = await act(self.store, incident_id, action, owner_id, identity=identity, now=self.clock())
+        metrics.API_REQUESTS.labels(outcome="ok" if outcome.result is Result.done else outcome.result.value).inc()
+        if outcome.result is Result.forbidden:
+            log.warning("api refused", extra={"incident_id": incident_id, "owner": owner_id, "action": action})
+        if outcome.result is not Result.done:
+            return web.json_response({"error": outcome.message}, status=_HTTP[outcome.result])
+        self.on_change()
+        return web.json_response({"id": incident_id, "action": action, "status": outcome.status, "by": owner_id,
+                                  "message": outcome.message})

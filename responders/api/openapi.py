@@ -15,13 +15,13 @@ def _query(name: str, schema: dict[str, Any], about: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": about}
 
 
-def _act(what: str) -> dict[str, Any]:
+def _act(what: str, who: str = "the responder or an owner of the escalation chain") -> dict[str, Any]:
     return {"post": {
-        "summary": f"{what.capitalize()} the incident as the token's owner (authorised like a Slack click: the "
-                   "responder or an owner of the escalation chain)",
+        "summary": f"{what[0].upper()}{what[1:]} as the token's owner (authorised like a Slack click: {who})",
         "parameters": [_ID],
         "responses": {"200": {"description": "Done", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"id": {"type": "integer"}, "status": {"type": "string"},
+            "type": "object", "properties": {"id": {"type": "integer"}, "action": {"type": "string"},
+                                             "status": {"type": "string"}, "message": {"type": "string"},
                                              "by": {"type": "string"}}}}}},
                       **_AUTH_ERRORS,
                       "403": {"description": "The token's owner may not act on this incident (recorded)", **_ERR},
@@ -89,8 +89,23 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_ID],
             "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
                           "404": {"description": "No such incident", **_ERR}, **_AUTH_ERRORS}}},
-        "/incidents/{id}/ack": _act("acknowledge"),
-        "/incidents/{id}/resolve": _act("resolve"),
+        "/incidents/{id}/ack": _act("acknowledge the incident"),
+        "/incidents/{id}/resolve": _act("resolve the incident"),
+        "/incidents/{id}/false_positive": _act("close the incident as a false positive"),
+        "/incidents/{id}/approve": _act("approve the containment the incident's playbooks wait for",
+                                        "the named approver, or an approving owner it climbed to"),
+        "/incidents/{id}/deny": _act("deny the containment the incident's playbooks wait for",
+                                     "the named approver, or an approving owner it climbed to"),
+        "/incidents/{id}/release": _act("request the release of the incident's quarantine",
+                                        "the named approver, or an approving owner it climbed to"),
+        "/audit/verify": {"get": {
+            "summary": "Recompute every hash chain (incident timelines, approvals, refused requests)",
+            "responses": {"200": {"description": "The verdict; `breaks` names the first broken link of each chain",
+                                  "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                      "ok": {"type": "boolean"}, "chains": {"type": "integer"},
+                                      "entries": {"type": "integer"},
+                                      "breaks": {"type": "array", "items": {"type": "object"}}}}}}},
+                          **_AUTH_ERRORS}}},
     },
 }
 

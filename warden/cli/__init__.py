@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from warden import __version__
+from warden.cli.db import db
 from warden.cli.dlq import dlq
 from warden.cli.incident import incident
 from warden.cli.incidents import audit, incidents
@@ -47,7 +48,7 @@ def _fail_cleanly(exc: BaseException) -> None:
 STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})  # subcommands inherit -h
 @click.version_option(__version__, prog_name="warden")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def main(verbose: bool) -> None:
@@ -116,3 +117,4 @@ main.add_command(incident)
 main.add_command(replay)
 main.add_command(incidents)
 main.add_command(audit)
+main.add_command(db)

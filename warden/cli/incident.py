@@ -1,84 +1,55 @@
-"""`warden incident approve|deny|release ID --as OWNER`: the approver's decisions without Slack.
+"""`warden incident ack|resolve|false-positive|approve|deny|release ID`: what an owner does from Slack, from a shell.
 
-They write to the incident database exactly what a click writes (a decision, a release request); the running
-workers' playbook engine consumes it, re-checking the owner. An owner who may not act is refused and audited.
+Through the incident API the actor is the owner of the bearer token (WARDEN_API_TOKEN), checked by the server like a
+click; break-glass (`--database-url URL --as OWNER`) writes to the database directly, recorded as
+break-glass:<unix user>. Refusals are recorded either way; the workers carry out containment decisions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import sys
 
 import click
 
-from warden.runtime.settings import Settings
+from responders.owner_actions import Result
+from warden.cli.exits import Exit
+from warden.cli.incidents import database_option, with_service
+from warden.cli.output import Output, line, output_option
+
+_EXIT = {Result.done: Exit.OK, Result.forbidden: Exit.FOUND, Result.not_found: Exit.FOUND,
+         Result.conflict: Exit.FOUND}
 
 
 @click.group()
 def incident() -> None:
-    """Act on an incident as a named owner (the workers' engine carries it out)."""
+    """Act on an incident as its owner: lifecycle and containment (through the incident API)."""
 
 
-def _act(incident_id: int, owner_id: str, what: str) -> None:
-    from warden.cli import _settings
-
-    ok, message = asyncio.run(_decide(_settings(), incident_id, owner_id, what))
-    click.echo(message, err=not ok)
-    sys.exit(0 if ok else 1)
-
-
-async def _decide(settings: Settings, incident_id: int, owner_id: str, what: str) -> tuple[bool, str]:
-    # Here, not above: the database and notifier stack cost every other command's start-up.
-    from playbooks.ledger import CLI
-    from responders.db import make_engine, migrate
-    from responders.incidents import ACTIVE, approvers
-    from responders.notifiers import notifier_names
-    from responders.store import IncidentStore, utcnow
-
-    engine = make_engine(settings.effective_database_url)
-    try:
-        await migrate(engine)
-        store = IncidentStore(engine, notifier_names(settings.notifiers, settings.slack_token is not None))
-        view = await store.incident(incident_id)
-        if view is None:
-            return False, f"incident #{incident_id} does not exist"
-        allowed = {o.id: o for o in approvers(view.owners, view.approval_level)}
-        owner = allowed.get(owner_id)
-        identity = f"{getpass.getuser()}"
-        now = utcnow()
-        if owner is None:
-            names = ", ".join(allowed) or "nobody (no approver is named)"
-            reason = f"only {names} may {what} incident #{incident_id}"
-            await store.record_refusal(incident_id, f"{CLI}.{what}", f"{CLI}:{identity}:{owner_id}", reason, now)
-            return False, f"refused: {reason}; the attempt was recorded"
-        if what == "release":
-            if not view.quarantined:
-                return False, f"incident #{incident_id}: no quarantine in effect to release"
-            done = await store.request_release(incident_id, owner=owner, via=CLI, identity=identity, now=now)
-            return done, (f"release of incident #{incident_id} recorded; the workers publish it" if done
-                          else f"incident #{incident_id}: a release is already recorded")
-        if view.status not in ACTIVE or not view.awaiting_approval or view.decision is not None:
-            return False, f"incident #{incident_id}: {view.containment_status}"
-        decision = "approve" if what == "approve" else "deny"
-        done = await store.decide(incident_id, decision, owner=owner, slack_user=f"{CLI}:{identity}",
-                                  note=f"Containment {decision}d by {owner.name or owner.id} ({CLI}).", now=now)
-        return done, (f"incident #{incident_id}: containment {decision}d as {owner_id}; the workers act on it"
-                      if done else f"incident #{incident_id} changed meanwhile; nothing was recorded")
-    finally:
-        await engine.dispose()
-
-
-def _command(what: str, help_text: str) -> click.Command:
-    @click.command(name=what, help=help_text)
-    @click.argument("incident_id", type=int)
-    @click.option("--as", "owner_id", required=True, help="The owner id (from the matrix) you act as.")
-    def command(incident_id: int, owner_id: str) -> None:
-        _act(incident_id, owner_id, what)
+def _command(name: str, action: str, help_text: str) -> click.Command:
+    @click.command(name=name, help=help_text)
+    @click.argument("incident_id", type=click.IntRange(min=1))
+    @database_option
+    @click.option("--as", "owner_id", metavar="OWNER", help="Break-glass only (with --database-url): the owner id "
+                  "from the matrix you act for. Through the API you act as your token's owner.")
+    @output_option("json")
+    def command(incident_id: int, database_url: str | None, owner_id: str | None, output: Output) -> None:
+        outcome, source = with_service(database_url, owner_id, lambda s: s.act(incident_id, action))
+        if output == "text":
+            click.echo(f"{outcome.message} ({source})", err=outcome.result is not Result.done)
+        else:
+            click.echo(line({"id": incident_id, "action": action, "result": outcome.result.value,
+                             "status": outcome.status, "message": outcome.message, "source": source}))
+        sys.exit(_EXIT[outcome.result])
 
     return command
 
 
-incident.add_command(_command("approve", "Approve the containment an incident's playbooks wait for."))
-incident.add_command(_command("deny", "Deny the containment an incident's playbooks wait for."))
-incident.add_command(_command("release", "Lift the quarantine an incident's playbook put on its agent."))
+for _name, _action, _help in (
+    ("ack", "ack", "Acknowledge the incident (stops its escalation)."),
+    ("resolve", "resolve", "Resolve an acknowledged incident."),
+    ("false-positive", "false_positive", "Close the incident as a false positive."),
+    ("approve", "approve", "Approve the containment an incident's playbooks wait for."),
+    ("deny", "deny", "Deny the containment an incident's playbooks wait for."),
+    ("release", "release", "Lift the quarantine an incident's playbook put on its agent."),
+):
+    incident.add_command(_command(_name, _action, _help))

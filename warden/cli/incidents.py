@@ -1,10 +1,9 @@
-"""`warden incidents list|show` and `warden audit verify`: read the state of record without SQL, for people
-(a readable timeline) and for scripts (`--json`)."""
+"""`warden incidents list|show` and `warden audit verify`: read the state of record through the incident API (or,
+break-glass, a database named with `--database-url`, opened read-only), for people and for scripts."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -12,22 +11,28 @@ from typing import Any, TypeVar
 
 import click
 
-from responders.trail import Filters, Trail, Verification
+from responders.incidents import Status
+from responders.trail import PAGE_MAX, SEVERITIES, TIERS, Filters
+from warden.cli.exits import Exit
+from warden.cli.output import Output, line, output_option
+from warden.cli.service import Service, as_utc, connect
 
 T = TypeVar("T")
 
 
-def _with_trail(work: Callable[[Trail], Awaitable[T]]) -> T:
-    from responders.db import make_engine, migrate
-    from warden.cli import _settings
+def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--database-url`: break-glass, read the database itself instead of the incident API."""
+    return click.option("--database-url", metavar="URL", help="Break-glass: read (or act on) this database directly "
+                        "instead of the incident API at WARDEN_API_URL.")(command)
 
-    async def run() -> T:
-        engine = make_engine(_settings().effective_database_url)
-        try:
-            await migrate(engine)
-            return await work(Trail(engine))
-        finally:
-            await engine.dispose()
+
+def with_service(database_url: str | None, owner_id: str | None,
+                 work: Callable[[Service], Awaitable[T]]) -> tuple[T, str]:
+    """Run `work` against the API or the break-glass database; its result and the source it read."""
+
+    async def run() -> tuple[T, str]:
+        async with connect(database_url, owner_id) as service:
+            return await work(service), service.source
 
     return asyncio.run(run())
 
@@ -63,65 +68,72 @@ def timeline_text(item: dict[str, Any]) -> str:
 
 @click.group()
 def incidents() -> None:
-    """Read incidents and their timelines."""
+    """Read incidents and their timelines (through the incident API)."""
 
 
 @incidents.command(name="list")
-@click.option("--status", help="open, acknowledged, resolved, false_positive")
+@click.option("--status", type=click.Choice([s.value for s in Status]))
 @click.option("--workflow")
-@click.option("--severity", help="low, medium, high, critical")
+@click.option("--severity", type=click.Choice(SEVERITIES))
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
               help="Updated at or after (UTC unless an offset is given).")
-@click.option("--tier", type=click.Choice(["page", "review", "log"]),
+@click.option("--tier", type=click.Choice(TIERS),
               help="page (notified at once), review (in the periodic digest) or log (recorded only).")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--offset", default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: total, items.")
+@click.option("--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@database_option
+@output_option("json")
 def list_(*, status: str | None, workflow: str | None, severity: str | None, since: datetime | None,
-          tier: str | None, limit: int, offset: int, as_json: bool) -> None:
+          tier: str | None, limit: int, offset: int, database_url: str | None, output: Output) -> None:
     """List incidents, newest first."""
-    from responders.store import utcnow
-
-    when = None if since is None else since if since.tzinfo else since.replace(tzinfo=utcnow().tzinfo)
-    total, items = _with_trail(lambda t: t.incidents(Filters(status, workflow, severity, when, tier), limit=limit,
-                                                       offset=offset))
-    if as_json:
-        click.echo(json.dumps({"total": total, "limit": limit, "offset": offset, "items": items}))
+    filters = Filters(status, workflow, severity, as_utc(since), tier)
+    (total, items), source = with_service(database_url, None, lambda s: s.incidents(filters, limit, offset))
+    if output == "json":
+        click.echo(line({"source": source, "total": total, "limit": limit, "offset": offset, "items": items}))
         return
     for item in items:
-        click.echo(_line(item))
-    click.echo(f"{len(items)} of {total} incident(s)")
+        click.echo(line(item) if output == "jsonl" else _line(item))
+    summary = {"source": source, "total": total, "shown": len(items), "limit": limit, "offset": offset}
+    click.echo(line({"summary": summary}) if output == "jsonl"
+               else f"{len(items)} of {total} incident(s) from {source}")
 
 
 @incidents.command()
-@click.argument("incident_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
-def show(incident_id: int, as_json: bool) -> None:
+@click.argument("incident_id", type=click.IntRange(min=1))
+@database_option
+@output_option("json")
+def show(incident_id: int, database_url: str | None, output: Output) -> None:
     """Show one incident with its timeline, in chain order."""
-    item = _with_trail(lambda t: t.incident(incident_id))
+    item, source = with_service(database_url, None, lambda s: s.incident(incident_id))
     if item is None:
-        click.echo(f"incident #{incident_id} does not exist", err=True)
-        sys.exit(1)
-    click.echo(json.dumps(item) if as_json else timeline_text(item))
+        click.echo(f"warden: incident #{incident_id} does not exist in {source}", err=True)
+        sys.exit(Exit.FOUND)
+    click.echo(line({**item, "source": source}) if output != "text" else f"{timeline_text(item)}\n\n(from {source})")
 
 
 @click.group()
 def audit() -> None:
-    """Check the audit trail."""
+    """Check the audit trail (through the incident API)."""
 
 
 @audit.command(name="verify")
-@click.option("--json", "as_json", is_flag=True)
-def verify_(as_json: bool) -> None:
-    """Recompute every hash chain (each incident's timeline, and the refused requests); exit 1 naming the first
-    broken link of each broken chain."""
-    result: Verification = _with_trail(lambda t: t.verify())
-    if as_json:
-        click.echo(json.dumps(result.as_json()))
+@database_option
+@output_option("json")
+def verify_(database_url: str | None, output: Output) -> None:
+    """Recompute every hash chain (each incident's timeline, the approvals and the refused requests); exit 1 naming
+    the first broken link of each broken chain."""
+    result, source = with_service(database_url, None, lambda s: s.verify())
+    ok = bool(result["ok"])
+    if output == "json":
+        click.echo(line({**result, "source": source}))
+    elif output == "jsonl":
+        for b in result["breaks"]:
+            click.echo(line(b))
+        click.echo(line({"summary": {k: v for k, v in result.items() if k != "breaks"} | {"source": source}}))
     else:
-        for b in result.breaks:
-            where = "security events" if b.chain == "security" else f"incident #{b.chain}"
-            click.echo(f"BROKEN {where}: entry {b.seq} (row id {b.entry_id}): {b.reason}")
-        click.echo(f"{'ok' if result.ok else 'FAILED'}: {result.chains} chain(s), {result.entries} entries, "
-                   f"{len(result.breaks)} broken")
-    sys.exit(0 if result.ok else 1)
+        for b in result["breaks"]:
+            where = "security events" if b["chain"] == "security" else f"incident #{b['chain']}"
+            click.echo(f"BROKEN {where}: entry {b['seq']} (row id {b['entry_id']}): {b['reason']}")
+        click.echo(f"{'ok' if ok else 'FAILED'}: {result['chains']} chain(s), {result['entries']} entries, "
+                   f"{len(result['breaks'])} broken, in {source}")
+    sys.exit(Exit.OK if ok else Exit.FOUND)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from streams.backtest import Backtest, backtest
+from streams.backtest import DEFAULT_RECORD_BYTES, Backtest, FramingError, backtest
 from streams.ingest import FORMATS
+from warden.cli.exits import Exit
+from warden.cli.failure import Failure
+from warden.cli.output import Output, line, output_option
 from warden.contract.findings import Finding
 from warden.policy import PolicyError
 from warden.runtime.catalogue import load
 
 
 def finding_line(f: Finding) -> dict[str, Any]:
-    """One finding as `--json` prints it: a flat object whose keys are always in the same order."""
+    """One finding as `--output jsonl` prints it: a flat object whose keys are always in the same order."""
     return {
         "event_id": f.event_id, "rule": f.rule, "severity": f.severity.value, "shadow": f.shadow,
         "tier": f.tier.value, "approval_tier": f.approval_tier.value, "ts": f.ts.isoformat(), "agent": f.agent_id,
@@ -33,25 +36,36 @@ def tier_label(f: Finding) -> str:
     return f"{f.tier.value} ({f.approval_tier.value} when asked first)"
 
 
-def _print(result: Backtest, as_json: bool) -> None:
-    if as_json:
+def _print(result: Backtest, output: Output, source: str) -> None:
+    summary = {
+        "events": result.events, "findings": len(result.findings), "invalid": len(result.invalid),
+        "routed": sum(not f.shadow for f in result.findings), "source": source,
+        "by_rule": [{"rule": r, "severity": s, "shadow": sh, "count": n} for r, s, sh, n in result.summary()],
+    }
+    invalid = [{"where": bad.where, "reason": bad.reason} for bad in result.invalid]
+    rule_errors: list[dict[str, object]] = [
+        {"rule": rule, "count": t.count, "first_event": t.first_event, "error": t.error}
+        for rule, t in result.rule_errors.items()
+    ]
+    if output == "json":
+        click.echo(line({"findings": [finding_line(f) for f in result.findings], "summary": summary,
+                         "invalid": invalid, "rule_errors": rule_errors}))
+        return
+    if output == "jsonl":
         for f in result.findings:
-            click.echo(json.dumps(finding_line(f), ensure_ascii=False))
-        click.echo(json.dumps({"summary": {
-            "events": result.events, "findings": len(result.findings), "invalid": len(result.invalid),
-            "by_rule": [{"rule": r, "severity": s, "shadow": sh, "count": n} for r, s, sh, n in result.summary()],
-        }}))
-        for bad in result.invalid:
-            click.echo(json.dumps({"invalid": {"where": bad.where, "reason": bad.reason}}, ensure_ascii=False))
-        for rule, t in result.rule_errors.items():
-            click.echo(json.dumps({"rule_error": {"rule": rule, "count": t.count, "first_event": t.first_event,
-                                                  "error": t.error}}, ensure_ascii=False))
+            click.echo(line(finding_line(f)))
+        click.echo(line({"summary": summary}))
+        for entry in invalid:
+            click.echo(line({"invalid": entry}))
+        for tally in rule_errors:
+            click.echo(line({"rule_error": tally}))
         return
     for f in result.findings:
         shadow = " shadow" if f.shadow else ""
         click.echo(f"{f.event_id}: {f.rule} [{f.severity.value}{shadow}] {tier_label(f)} {f.agent_id} "
                    f"({f.workflow or 'no workflow'}) session {f.session_id or '-'} on {f.target}")
-    click.echo(f"summary: {result.events} events, {len(result.findings)} findings, {len(result.invalid)} invalid")
+    click.echo(f"summary: {result.events} events, {len(result.findings)} findings, {len(result.invalid)} invalid "
+               f"({source})")
     for rule, severity, in_shadow, n in result.summary():
         click.echo(f"  {rule} [{severity}{' shadow' if in_shadow else ''}]: {n}")
     for bad in result.invalid:
@@ -65,17 +79,48 @@ def _print(result: Backtest, as_json: bool) -> None:
 @click.option("--policy", "policy_path", required=True, type=click.Path(path_type=Path),
               help="The matrix to try: a YAML file or a folder of them.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="native", show_default=True,
-              help="Ingest format of EVENTS.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line: findings, the summary, invalid.")
-def replay(events: Path, policy_path: Path, fmt: str, as_json: bool) -> None:
-    """Run the detectors over recorded EVENTS (JSON Lines, or a JSON array) with the policy at --policy, offline.
+              help="Ingest format of EVENTS: native and otlp_json are JSON (one document, or JSON Lines); "
+                   "otlp_proto is length-delimited (a 4-byte big-endian length before each TracesData).")
+@click.option("--max-bytes", type=click.IntRange(min=1024), default=DEFAULT_RECORD_BYTES, show_default=True,
+              envvar="WARDEN_MAX_MESSAGE_BYTES", help="Largest line, frame or single event, as the worker's "
+              "WARDEN_MAX_MESSAGE_BYTES (a whole-file JSON array may be up to 64 MiB).")
+@output_option("jsonl")
+def replay(events: Path, policy_path: Path, fmt: str, max_bytes: int, output: Output) -> None:
+    """Run the detectors over recorded EVENTS with the policy at --policy, offline.
 
-    Event time drives the windows; invalid events are reported and skipped. The same input gives the same output.
+    Event time drives the windows; invalid events are reported and skipped, decoded as strictly as the worker
+    does. The same input gives the same output. Exit 0: no routed finding; 1: findings (shadow ones do not count);
+    2: EVENTS cannot be read or holds no valid event; 3: the policy does not load.
     """
     try:
         live = load(policy_path)
     except PolicyError as exc:
         for issue in exc.issues:
-            click.echo(f"error: {issue}", err=True)
-        sys.exit(2)
-    _print(backtest(events.read_bytes(), live, fmt), as_json)
+            click.echo(f"warden: policy error: {issue}", err=True)
+        sys.exit(Exit.POLICY_ERROR)
+    try:
+        data = events.read_bytes()
+    except OSError as exc:
+        raise Failure(f"{events}: {exc.strerror or exc}", Exit.INVALID_INPUT) from None
+    progress = _progress(events, len(data), output)
+    try:
+        result = backtest(data, live, fmt, max_bytes, on_record=progress)
+    except FramingError as exc:
+        raise Failure(f"{events}: not {fmt}: {exc}", Exit.INVALID_INPUT) from None
+    _print(result, output, f"{events} ({fmt}), policy {live.sha256[:12]}")
+    if result.events == 0 and result.invalid:
+        click.echo(f"warden: {events}: no valid event ({len(result.invalid)} invalid)", err=True)
+        sys.exit(Exit.INVALID_INPUT)
+    sys.exit(Exit.FOUND if any(not f.shadow for f in result.findings) else Exit.OK)
+
+
+def _progress(events: Path, size: int, output: Output) -> Callable[[int], None] | None:
+    """Every 10,000 records, a line on standard error when it is a terminal (a long replay is not a hang)."""
+    if size < 1 << 20 or not sys.stderr.isatty():
+        return None
+
+    def report(n: int) -> None:
+        if n % 10_000 == 0:
+            click.echo(f"warden: {events}: {n} records read", err=True)
+
+    return report

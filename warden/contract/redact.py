@@ -55,6 +55,7 @@ _TOKENS = [
     re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@"),  # credentials in a URL: user:pass@host
 ]
 # A long run of token characters: a secret when its characters are varied enough (see _high_entropy).
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")  # a setting's or a field's name, never a token's mixed case
 _CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,}(?![A-Za-z0-9+/=_-])")
 ENTROPY_BITS = 4.0  # Shannon bits per character; detect-secrets uses 4.5 for base64 over quoted strings
 
@@ -122,7 +123,17 @@ def _redact_shapes(text: str) -> str:
     for pattern in _TOKENS:  # before pairs: `Authorization: Basic xyz` loses `Basic xyz`, not only `Basic`
         text = pattern.sub(_redact_token, text)
     text = _PAIR.sub(_redact_pair, text)
-    return _CANDIDATE.sub(lambda m: REDACTED if _high_entropy(m.group()) else m.group(), text)
+    return _CANDIDATE.sub(lambda m: _redact_candidate(m.group()), text)
+
+
+def _redact_candidate(token: str) -> str:
+    """A run of token characters (at least 20) judged by its entropy; but `name=value` with a lowercase
+    name (base64 pads only at the end, so an `=` inside joins a name to a value, as in `frameworks=OWASP-ASI02`)
+    keeps its name and has the value judged as a token standing alone would be."""
+    name, sep, value = token.partition("=")
+    if sep and value.strip("=") and _NAME.fullmatch(name):
+        return f"{name}={_redact_candidate(value)}"
+    return REDACTED if _high_entropy(token) else token
 
 
 def _redact_pair(m: re.Match[str]) -> str:

@@ -27,7 +27,7 @@ class EmbeddedBroker:
         except ImportError:
             raise EmbeddedBrokerError(
                 "WARDEN_KAFKA_BOOTSTRAP is unset and the embedded broker is not installed: "
-                "pip install 'warden[embedded]', or point WARDEN_KAFKA_BOOTSTRAP at a Kafka broker"
+                "pip install 'warden-incident-response[embedded]', or point WARDEN_KAFKA_BOOTSTRAP at a Kafka broker"
             ) from None
         url = f"tcp://{self.bootstrap}"
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
