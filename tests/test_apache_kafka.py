@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.incident_helpers import eventually
 from tests.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.kafka_helpers import committed_offsets, end_offsets, event, lag, produce_events, read_to_end
 from tests.test_cli import _warden
@@ -192,3 +193,40 @@ def test_the_readme_demo_runs_on_apache_kafka_with_its_oversized_message_dead_le
     assert all(summary[k] > 0 for k in ("events", "invalid", "findings", "alerts", "incidents")), summary
     assert "embedded" not in out.stderr
     assert f"created topics {t}.activity, {t}.findings, {t}.dlq" in out.stderr
+
+
+async def members(bootstrap: str, groups: list[str]) -> dict[str, list[str]]:
+    """The member ids of each group (a static member's starts with its group instance id)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = [r for group in groups for r in await admin.describe_consumer_groups([group])]
+    finally:
+        await admin.close()
+    return {g[1]: [m[0] for m in g[5]] for response in described for g in response.groups}
+
+
+async def test_a_worker_with_a_group_instance_id_is_a_static_member_of_every_group_and_restarts_into_them(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """WARDEN_KAFKA_GROUP_INSTANCE_ID reaches every group the worker joins, and the worker started again under the
+    same name takes the partitions back at once: a dynamic member would wait out its predecessor's 60 s session
+    (static members do not leave the group when they stop), so the new events would not be judged in 30 s."""
+    s = isolated_settings(kafka_bootstrap, tmp_path, kafka_group_instance_id="warden-0", kafka_session_timeout_s=60,
+                          kafka_rebalance_timeout_s=60, kafka_heartbeat_interval_s=3)
+    groups = [s.app_id, ingest_group(s.app_id), f"{s.app_id}.approvals", f"{s.app_id}.approval-actions"]
+    run = uuid.uuid4().hex[:6]
+    first, second = strays(run, 10), strays(run, 10, start=10)
+    async with Runtime(s):  # the incident responder: the approvals' two groups exist only with it
+        await produce_events(kafka_bootstrap, s.topic_activity, first)
+
+        async def judged() -> bool:
+            return sum((await findings_on_topic(s)).values()) >= len(first)
+
+        await eventually(judged, timeout=30, what="findings of the first events")
+        joined = await members(kafka_bootstrap, groups)
+    assert {g: [m.rsplit("-", 5)[0] for m in ms] for g, ms in joined.items()} == {g: ["warden-0"] for g in groups}
+
+    await produce_events(kafka_bootstrap, s.topic_activity, second)
+    after = RecordingResponder()
+    async with Runtime(s, responder=after):
+        await wait_for(lambda: handled(after) >= ids(second), timeout=30, what="findings of the new events")
