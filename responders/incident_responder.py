@@ -16,6 +16,7 @@ from responders.notifiers.base import NoticeKind, Notifier
 from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
+from responders.outbox.wake import ListenWake
 from responders.review_digest import ReviewDigests
 from responders.store import IncidentStore, Recorded, utcnow
 from responders.trail import Trail
@@ -44,6 +45,7 @@ class IncidentResponder:
             self.store, self.notifiers, clock=clock, max_attempts=settings.notify_max_attempts,
             backoff_s=settings.notify_retry_backoff_s, lease_s=settings.outbox_lease_s, poll_s=settings.outbox_poll_s,
         )
+        self.listen = ListenWake(self.engine, self.outbox.wake)  # other writers' notifications (PostgreSQL)
         self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
                                    on_escalated=self.outbox.wake)
         self.digests = ReviewDigests(self.store, clock=clock, interval=settings.review_digest_interval,
@@ -74,6 +76,7 @@ class IncidentResponder:
             if released:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
+        self.listen.start()
         self.escalator.loop.start()
         self.digests.loop.start()
         self.gauges.start()
@@ -109,6 +112,7 @@ class IncidentResponder:
             self.outbox.wake()
 
     async def stop(self) -> None:
+        await self.listen.stop()
         await self.outbox.loop.stop()
         await self.escalator.loop.stop()
         await self.digests.loop.stop()
