@@ -168,6 +168,12 @@ async def test_a_page_finding_pages_as_before(incident_settings: Settings, slack
     async with running(incident_settings, clock=clock) as responder:
         await responder.handle(tiered(Tier.page))
         await eventually(slack_api.roots, what="the root message")
+        [opened] = await rows(responder, Incident)
+
+        async def notified() -> bool:  # recorded after the send: the clock moves only once it is on the timeline
+            return "notified" in await kinds(responder, opened.id)
+
+        await eventually(notified, what="the root's delivery recorded")
         clock.advance(hours=2)
         await asyncio.sleep(SETTLE_S)
         [incident] = await rows(responder, Incident)
@@ -191,6 +197,12 @@ async def test_a_page_finding_joining_a_review_incident_pages_it(
         assert slack_api.requests == []
         await responder.handle(tiered(Tier.page))
         [root] = await eventually(slack_api.roots, what="the root message once paged")
+        [raised] = await rows(responder, Incident)
+
+        async def notified() -> bool:  # recorded after the send: the clock moves only once it is on the timeline
+            return "notified" in await kinds(responder, raised.id)
+
+        await eventually(notified, what="the root's delivery recorded")
         clock.advance(hours=2)  # no longer waiting for a digest: the root told it all
         await asyncio.sleep(SETTLE_S)
         [incident] = await rows(responder, Incident)
