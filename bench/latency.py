@@ -1,22 +1,26 @@
 """Event → finding and event → Slack root message latency at offered rates, with the worker's CPU, on a real worker.
 
-    .venv/bin/python bench/latency.py [--rates 200,1000,1500] [--seconds 20] [--reps 3] [--database-url URL]
+    .venv/bin/python bench/latency.py [--rates 200,1000,1500] [--seconds 20] [--reps 3] [--postgres]
 
 Per rep: a fresh broker (Tansu, or WARDEN_BENCH_KAFKA_BOOTSTRAP), the local Slack Web API (warden.cli.slack_api_server,
-in this process) and a real worker (`python -m warden run`, its own process, SQLite in a temporary folder unless
---database-url) with the bundled policy. For each offered rate, another process produces single-event messages at
-that rate for `--seconds`, each stamped with the time it is sent (bench/throughput.py's paced producer); 1 in 100
-uses an unapproved tool of its own, so each opens an incident of its own and pages its responder's Slack channel.
+in this process) and a real worker (`python -m warden run`, its own process) with the bundled policy, on SQLite in a
+temporary folder, or with --postgres on a PostgreSQL this starts (tests/pg_server.py). For each offered rate, another
+process produces single-event messages at that rate for `--seconds`, each stamped with the time it is sent
+(bench/throughput.py's paced producer); 1 in 100 uses an unapproved tool of its own, so each opens an incident of
+its own and pages its responder's Slack channel.
 Measured: the finding's record time on the findings topic minus the event's time (p50/p99), the time the Slack API
 received the incident's root `chat.postMessage` minus the event's time (p50/p99), and the worker's CPU (user+system
 time over the window, /proc). A warm-up incident is paged before the first rate, so group joins are not counted.
-Printed: min/median/max over the reps per rate. Absolute figures; the machine is shared, so run it quiet.
+On SQLite, the stages of a root from the worker's database: event → incident opened, and opened → root delivered
+(the outbox), p50 each, in the JSON line per rate. Printed: min/median/max over the reps per rate. Absolute figures;
+the machine is shared, so run it quiet.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -35,9 +39,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from throughput import OUT_OF_SCOPE_EVERY, findings_latency, make_event, paced_produce, percentile
 
+from tests.pg_server import private_postgres, sqlalchemy_url
 from warden.cli.slack_api_server import SlackApiServer
 from warden.runtime.broker import EmbeddedBroker
 
@@ -210,16 +216,24 @@ async def main() -> None:
     parser.add_argument("--rates", default="200,1000,1500", help="offered events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of load per rate")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--database-url", help="the worker's database (default: SQLite in a temporary folder)")
+    parser.add_argument("--postgres", action="store_true", help="the worker's database on PostgreSQL, not SQLite")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results: dict[float, list[dict[str, float]]] = {r: [] for r in rates}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        admin = stack.enter_context(private_postgres(Path(tmp) / "pg")) if args.postgres else None
         for n in range(args.reps):
             print(f"rep {n}", flush=True)
-            for row in await rep(rates, args.seconds, args.database_url, Path(tmp)):
+            url = None
+            if admin:
+                url = sqlalchemy_url(admin, f"bench_{n}")
+                conn = await asyncpg.connect(admin)
+                await conn.execute(f"CREATE DATABASE bench_{n}")
+                await conn.close()
+            for row in await rep(rates, args.seconds, url, Path(tmp)):
                 results[row["rate"]].append(row)
     print(f"\nmin/median/max over {args.reps} reps, {args.seconds:g} s per rate, single-event messages, "
+          f"{'PostgreSQL' if args.postgres else 'SQLite'}, "
           f"1 in {OUT_OF_SCOPE_EVERY} events opens an incident")
     print(f"{'offered/s':>9} {'finding p50 ms':>18} {'finding p99 ms':>18} {'root p50 ms':>18} {'root p99 ms':>18} "
           f"{'worker CPU %':>14} {'roots/expected':>15}")
