@@ -222,3 +222,15 @@ def test_rules_of_the_matrix_are_all_known_to_coverage() -> None:
     summary = json.loads(out)["summary"]
     assert custom <= set(summary["not_exercised"]) | {"large-refund", "prompt-injection-marker", "bulk-mail"}
     assert summary["rules"] == summary["exercised"] + len(summary["not_exercised"])
+
+
+def test_the_policy_is_an_option_as_in_replay_and_the_first_order_is_still_read(tmp_path: Path) -> None:
+    """One shape with `replay EVENTS --policy PATH`: what is examined is the argument, the matrix an option."""
+    code, out = cli("policy", "test", str(SHIPPED_CASES), "--policy", str(BUNDLED_POLICY), "-o", "json")
+    assert code == 0 and json.loads(out) == json.loads(
+        cli("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "-o", "json")[1])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("owners: [\n")
+    assert cli("policy", "test", str(SHIPPED_CASES), "--policy", str(broken))[0] == 3
+    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "--policy", str(broken))
+    assert code == 2 and "give the policy once" in err
