@@ -23,6 +23,7 @@ from warden.contract.findings import Finding
 from warden.policy import Policy
 from warden.runtime.catalogue import load as load_policy
 from warden.runtime.settings import BUNDLED_POLICY, Settings
+from warden.runtime.web import WebServer
 
 POLICY = load_policy(BUNDLED_POLICY)
 
@@ -76,6 +77,18 @@ async def running(settings: Settings, clock: Callable[[], datetime] | None = Non
         yield responder
     finally:
         await responder.stop()
+
+
+@asynccontextmanager
+async def served(settings: Settings, clock: Callable[[], datetime]) -> AsyncIterator[tuple[IncidentResponder, str]]:
+    """A running responder with its routes (the incident API, Slack callbacks) on a local port; and its base URL."""
+    async with running(settings, clock=clock) as responder:
+        web = WebServer("127.0.0.1", 0, responder.route_installers())
+        await web.start()
+        try:
+            yield responder, f"http://127.0.0.1:{web.port}"
+        finally:
+            await web.stop()
 
 
 def block_actions(incident_id: int, action_id: str, user: str, channel: str = "C0FINOPS") -> bytes:

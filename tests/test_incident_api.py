@@ -7,8 +7,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -17,13 +15,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from responders.db.models import TimelineEntry
-from responders.incident_responder import IncidentResponder
 from tests.containment_helpers import containment_policy, engine_on, violation
-from tests.incident_helpers import FakeClock, running
+from tests.incident_helpers import FakeClock, served
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.runtime.settings import Settings
-from warden.runtime.web import WebServer
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low"}]
 TEAM_TOKEN = "team-token-0123456789abcdef"
@@ -33,17 +29,6 @@ PLANTED = "ghp_PLANTEDsecretPLANTEDsecret0123"
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror='window.pwned=2'>"
 JORDAN = OwnerRef(id="jordan", name="Jordan", contacts={"slack": "U0JORDAN"})
 DOCS_SCREENSHOT = "WARDEN_DOCS_SCREENSHOT"  # set to a path to also keep the screenshot (docs/evidence-page.png)
-
-
-@asynccontextmanager
-async def served(settings: Settings, clock: FakeClock) -> AsyncIterator[tuple[IncidentResponder, str]]:
-    async with running(settings, clock=clock) as responder:
-        web = WebServer("127.0.0.1", 0, responder.route_installers())
-        await web.start()
-        try:
-            yield responder, f"http://127.0.0.1:{web.port}"
-        finally:
-            await web.stop()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -9,8 +9,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -21,14 +19,12 @@ from sqlalchemy import select
 
 from responders.db import current_revision, head_revision, make_engine, session_factory
 from responders.db.models import ContainmentDecision, ContainmentStep, TimelineEntry
-from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from tests.containment_helpers import containment_policy, engine_on, violation
 from tests.incident_db import upgrade_to
-from tests.incident_helpers import FakeClock, running
+from tests.incident_helpers import FakeClock, running, served
 from warden.cli import main
 from warden.runtime.settings import Settings
-from warden.runtime.web import WebServer
 
 GATED = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low"}]
 TEAM_TOKEN = "team-token-0123456789abcdef"
@@ -160,15 +156,8 @@ def test_filters_are_checked(args: list[str], tmp_path: Path) -> None:
 # -- through the incident API: the actor is the token's owner ------------------------------------------------------
 
 
-@asynccontextmanager
-async def served(settings: Settings, clock: FakeClock) -> AsyncIterator[tuple[IncidentResponder, str]]:
-    async with running(settings.model_copy(update={"api_tokens": SecretStr(TOKENS)}), clock=clock) as responder:
-        web = WebServer("127.0.0.1", 0, responder.route_installers())
-        await web.start()
-        try:
-            yield responder, f"http://127.0.0.1:{web.port}"
-        finally:
-            await web.stop()
+def with_tokens(settings: Settings) -> Settings:
+    return settings.model_copy(update={"api_tokens": SecretStr(TOKENS)})
 
 
 def api(base: str, token: str) -> dict[str, str]:
@@ -178,7 +167,7 @@ def api(base: str, token: str) -> dict[str, str]:
 async def test_the_cli_acts_as_the_token_owner_through_the_api(incident_settings: Settings) -> None:
     clock = FakeClock()
     policy = containment_policy(GATED)
-    async with served(incident_settings, clock) as (responder, base), aiohttp.ClientSession() as http:
+    async with served(with_tokens(incident_settings), clock) as (responder, base), aiohttp.ClientSession() as http:
         await responder.store.record_finding(violation(policy), clock())
         await responder.store.record_finding(violation(policy, name="rm.rf"), clock())
 
