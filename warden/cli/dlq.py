@@ -13,6 +13,7 @@ import click
 
 from streams.ingest.split import split_array
 from warden.kit.sealing import SCHEME, SealError
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,24 +34,23 @@ class Outcome:
     to: str = ""
 
 
-async def replay(settings: Settings, bootstrap: str, *, group: str, reasons: frozenset[str] = frozenset(),
+async def replay(settings: Settings, kafka: KafkaAccess | str, *, group: str, reasons: frozenset[str] = frozenset(),
                  idle_s: float = 2.0, dry_run: bool = False) -> list[Outcome]:
     """Read the DLQ as consumer group `group` until it has been idle for `idle_s`, open each dead letter with the
     seal key and produce it again to the topic it came from (only its element, for one element of a batch).
     The group's offsets move past everything read (unless `dry_run`), so a dead letter is replayed once per
     group; one that fails again is dead-lettered again, at a new offset, and that one waits for the next run
     (nothing dead-lettered after the replay began is read, or it would go round for ever)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # here: the other commands need no Kafka client
-
+    kafka = access(kafka)
     sealer = settings.sealer()
-    consumer = AIOKafkaConsumer(settings.topic_dlq, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
+    consumer = kafka.consumer(settings.topic_dlq, group_id=group,
+                              auto_offset_reset="earliest", enable_auto_commit=False,
                                 session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
                                 heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
                                 rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
                                 max_partition_fetch_bytes=2 * settings.dlq_max_bytes)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                max_request_size=settings.dlq_max_bytes + 64 * 1024)
+    producer = kafka.producer(acks="all",
+                              max_request_size=settings.dlq_max_bytes + 64 * 1024)
     await consumer.start()
     await producer.start()
     outcomes: list[Outcome] = []
@@ -139,7 +139,8 @@ def replay_command(reasons: tuple[str, ...], group: str | None, idle_s: float, d
     settings = _settings()
     if not settings.kafka_bootstrap:
         raise click.ClickException("set WARDEN_KAFKA_BOOTSTRAP: the embedded broker keeps nothing between runs")
-    outcomes = asyncio.run(replay(settings, settings.kafka_bootstrap, group=group or f"{settings.app_id}.dlq-replay",
+    outcomes = asyncio.run(replay(settings, KafkaAccess.from_settings(settings),
+                                  group=group or f"{settings.app_id}.dlq-replay",
                                   reasons=frozenset(reasons), idle_s=idle_s, dry_run=dry_run))
     for outcome in outcomes:
         click.echo(json.dumps(asdict(outcome)))

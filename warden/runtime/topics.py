@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from warden.runtime.kafka_access import KafkaAccess, access, connect_reasons, explain
 from warden.runtime.settings import Settings
 
 log = logging.getLogger("warden")
@@ -48,7 +49,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaAccess | str,
     names: list[str],
     partitions: int,
     timeout: float = 15.0,
@@ -56,18 +57,20 @@ async def ensure_topics(
 ) -> list[str]:
     """Create any missing topic (with its `configs`) and return the ones created.
 
-    Raises BrokerUnreachable naming the address, and TopicCreationFailed with the broker's reason."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    client_log = logging.getLogger("aiokafka")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)  # the one-line BrokerUnreachable below says it all
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
-        await admin.close()
-        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
-    finally:
-        client_log.setLevel(level)
+    Raises BrokerUnreachable naming the address and why (a refused password, an untrusted certificate: the first
+    connection Warden makes, so a wrong credential stops start-up in seconds), and TopicCreationFailed with the
+    broker's reason."""
+    kafka = access(kafka)
+    bootstrap = kafka.bootstrap
+    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
+    with connect_reasons() as reasons:  # the one-line BrokerUnreachable below says it all
+        try:
+            await asyncio.wait_for(admin.start(), timeout)
+        except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
+            await admin.close()
+            why = explain(reasons) or str(exc) or type(exc).__name__
+            raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap} "
+                                    f"(WARDEN_KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}): {why}") from None
     configs = configs or {}
     try:
         existing = set(await admin.list_topics())

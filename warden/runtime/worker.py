@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import faust
-from aiokafka import AIOKafkaProducer
 
 from responders.audit_export import AuditExporter
 from responders.base import Responder, WebRoutes
@@ -23,6 +22,7 @@ from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
 from warden.runtime.control import ControlView
 from warden.runtime.ingest import BatchIngest
+from warden.runtime.kafka_access import KafkaAccess
 from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
@@ -69,6 +69,7 @@ class Runtime:
         self.responder = responder or IncidentResponder(settings)
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap or ""
+        self.kafka: KafkaAccess | None = None  # set by start(): the bootstrap and security of every client
         self.holder: PolicyHolder | None = None
         self.app: faust.App | None = None
         self.ingest: BatchIngest | None = None
@@ -93,13 +94,14 @@ class Runtime:
             self.bootstrap = self.broker.bootstrap
             log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
                         "(memory only; data is lost when Warden stops)", self.bootstrap)
-        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
+        self.kafka = kafka = KafkaAccess.from_settings(s, self.bootstrap)
+        created = await ensure_topics(kafka, topic_names(s), s.topic_partitions, configs=topic_configs(s))
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
-        self.control = ControlView(self.bootstrap, s.topic_control)
+        self.control = ControlView(kafka, s.topic_control)
         await self.control.start()
         self._stack.push_async_callback(self.control.stop)
-        self.app, publish, self.ingest = build_app(s, self.bootstrap, self.holder, self.responder,
+        self.app, publish, self.ingest = build_app(s, kafka, self.holder, self.responder,
                                                    quarantined=self.control.agents, sealer=s.sealer())
         worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
@@ -108,18 +110,18 @@ class Runtime:
         await worker.start()
         self._stack.push_async_callback(worker.stop)
         if isinstance(self.responder, IncidentResponder):  # containment acts on the incidents it records
-            self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
+            self.containment = ContainmentHost(s, kafka, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
         if s.topic_audit and isinstance(self.responder, IncidentResponder):
             await self._export_audit(s.topic_audit)
         groups = {topic: self.ingest.group for topic in self.ingest.topics} | {s.topic_findings: s.app_id}
-        lag = ConsumerLag(self.bootstrap, groups, s.lag_poll_s)
+        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
         await lag.start()
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
-            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents,
+            self.approvals = ApprovalHost(s, kafka, self.responder, self.holder, self.control.agents,
                                           history=self.ingest.provenance)
             self._stack.push_async_callback(self.approvals.stop)
             await self.approvals.start()
@@ -138,8 +140,9 @@ class Runtime:
     async def _export_audit(self, topic: str) -> None:
         """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
         assert isinstance(self.responder, IncidentResponder)
-        await ensure_topics(self.bootstrap, [topic], self.settings.topic_partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        assert self.kafka is not None
+        await ensure_topics(self.kafka, [topic], self.settings.topic_partitions)
+        producer = self.kafka.producer(acks="all")
         await producer.start()
         self._stack.push_async_callback(producer.stop)
 
