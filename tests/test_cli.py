@@ -53,7 +53,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_a_non_zero_exi
 
 def test_a_missing_policy_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    out = _warden("run", env={"WARDEN_POLICY": str(missing)})
+    out = _warden("run", env={"WARDEN_POLICY": str(missing), "WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert out.returncode == 2
     assert out.stderr.strip() == f"warden: policy error: {missing}: policy file or folder does not exist"
 
@@ -66,7 +66,7 @@ def test_an_invalid_policy_names_the_file_the_path_and_the_reason(tmp_path: Path
         "workflows:\n"
         "  w1: {agents: [a], risk: extreme, approver: secops, detector: secops, responder: secops}\n"
     )
-    out = _warden("run", env={"WARDEN_POLICY": str(policy)})
+    out = _warden("run", env={"WARDEN_POLICY": str(policy), "WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert out.returncode == 2
     assert f"{policy}: workflows.w1.risk: Input should be 'low', 'high' or 'critical'" in out.stderr
     assert "Traceback" not in out.stderr

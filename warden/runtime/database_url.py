@@ -16,7 +16,7 @@ def check_database_url(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise ValueError("is not a database URL (e.g. postgresql+asyncpg://USER@HOST/DB)") from None
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    backend = parsed.get_backend_name()
     if backend not in ASYNC_DRIVERS:
         raise ValueError(f"unknown database {parsed.drivername!r}: use {' or '.join(ASYNC_DRIVERS.values())}")
     try:
@@ -24,8 +24,8 @@ def check_database_url(url: str) -> str:
     except NoSuchModuleError:
         raise ValueError(f"unknown driver {parsed.drivername!r}: use {ASYNC_DRIVERS[backend]}") from None
     if not getattr(dialect, "is_async", False):
-        raise ValueError(f"{parsed.drivername}:// names the synchronous driver {driver!r}; Warden needs the async "
-                         f"one: {ASYNC_DRIVERS[backend]}")
+        raise ValueError(f"{parsed.drivername}:// names the synchronous driver {dialect.driver!r}; Warden needs "
+                         f"the async one: {ASYNC_DRIVERS[backend]}")
     try:
         dialect.import_dbapi()
     except ImportError as exc:

@@ -69,7 +69,7 @@ async def ensure_topics(
         except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
             await admin.close()
             why = explain(reasons) or str(exc) or type(exc).__name__
-            raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap} "
+            raise BrokerUnreachable(f"WARDEN_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap} "
                                     f"(WARDEN_KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}): {why}") from None
     configs = configs or {}
     try:

@@ -29,6 +29,7 @@ from warden.runtime.policy_watch import PolicyWatcher
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.web import WebServer
+from warden.runtime.worker_errors import check_bind
 
 log = logging.getLogger("warden")
 
@@ -81,6 +82,7 @@ class Runtime:
 
     async def start(self) -> Runtime:
         s = self.settings
+        check_bind(s.web_host, s.web_port)  # a taken port fails now, not after the broker, database and faust
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
         self.holder = PolicyHolder(policy)
         if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
