@@ -19,5 +19,5 @@ echo "Apache Kafka (SASL_SSL, SCRAM-SHA-512) at $bootstrap, started in $((SECOND
 WARDEN_TEST_KAFKA_BOOTSTRAP="$bootstrap" WARDEN_TEST_KAFKA_SECURITY="$kafka_dir/client.json" \
   .venv/bin/pytest -q -p no:cacheprovider -n 4 --dist worksteal \
   -m "secured_kafka or integration or apache_kafka" \
-  tests/test_kafka_security.py tests/test_spine.py tests/test_containment_worker.py tests/test_approvals_worker.py \
-  tests/test_incident_worker.py tests/test_readiness.py "$@"
+  tests/test_kafka_security.py tests/test_spine.py tests/test_containment_worker.py tests/test_incident_worker.py \
+  "$@"

@@ -5,6 +5,7 @@ ever logged: the password and token live only in this object, hidden from its re
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -116,9 +118,11 @@ class ClientCredentialsToken(AbstractTokenProvider):  # type: ignore[misc]  # ai
 
     async def _fetch(self) -> tuple[str, float]:
         form = {"grant_type": "client_credentials"} | ({"scope": self._scope} if self._scope else {})
-        auth = aiohttp.BasicAuth(self._client_id, self._secret)
+        # RFC 6749 2.3.1: each part form-encoded, then HTTP Basic (as the revoke_token action does)
+        pair = f"{quote(self._client_id, safe='')}:{quote(self._secret, safe='')}".encode()
+        headers = {"Authorization": f"Basic {base64.b64encode(pair).decode()}", "Accept": "application/json"}
         async with aiohttp.ClientSession(timeout=self._timeout) as http, \
-                http.post(self._url, data=form, auth=auth) as response:
+                http.post(self._url, data=form, headers=headers) as response:
             if response.status != 200:
                 raise OAuthTokenError(f"the token endpoint {self._url} answered {response.status} for client "
                                       f"{self._client_id} (WARDEN_KAFKA_OAUTH_CLIENT_ID/_SECRET)")
