@@ -20,4 +20,5 @@ WARDEN_TEST_KAFKA_BOOTSTRAP="$bootstrap" WARDEN_TEST_KAFKA_SECURITY="$kafka_dir/
   .venv/bin/pytest -q -p no:cacheprovider -n 4 --dist worksteal \
   -m "secured_kafka or integration or apache_kafka" \
   tests/test_kafka_security.py tests/test_spine.py tests/test_containment_worker.py tests/test_incident_worker.py \
+  tests/test_readiness.py \
   "$@"

@@ -348,6 +348,12 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         assert self._consumer is not None, "start() first"
         return self._consumer
 
+    @property
+    def joined(self) -> bool:
+        """Whether the consumer group gave this worker an assignment yet (possibly empty: more workers than
+        partitions). Readiness reads it."""
+        return self._joined.is_set()
+
     def assignment(self) -> set[TopicPartition]:
         """The input partitions this worker owns now (empty before start)."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()

@@ -11,7 +11,7 @@ from pathlib import Path
 import faust
 
 from responders.audit_export import AuditExporter
-from responders.base import Responder, WebRoutes
+from responders.base import Responder, RouteInstaller, WebRoutes
 from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from warden.kit.loop import PollingLoop
@@ -26,6 +26,7 @@ from warden.runtime.kafka_access import KafkaAccess
 from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
+from warden.runtime.readiness import Readiness
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.web import WebServer
@@ -128,16 +129,24 @@ class Runtime:
             self._stack.push_async_callback(self.approvals.stop)
             await self.approvals.start()
             installers += self.approvals.route_installers()
-        self.web = WebServer(s.web_host, s.web_port, installers)
-        await self.web.start()
-        self._stack.push_async_callback(self.web.stop)
+        web = await self._serve(installers)
         watcher = PolicyWatcher(s.policy, self.holder, publish, s.policy_reload_s)
         watcher.loop.start()
         self._stack.push_async_callback(watcher.loop.stop)
         tune_gc()
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
-                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
+                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, web.port)
         return self
+
+    async def _serve(self, installers: list[RouteInstaller]) -> WebServer:
+        """The HTTP server, last: /readyz (warden.runtime.readiness) answers for the parts started before it."""
+        assert self.ingest is not None and self.holder is not None
+        engine = self.responder.engine if isinstance(self.responder, IncidentResponder) else None
+        installers.append(Readiness(self.ingest, self.holder, engine).install)
+        self.web = web = WebServer(self.settings.web_host, self.settings.web_port, installers)
+        await web.start()
+        self._stack.push_async_callback(web.stop)
+        return web
 
     async def _export_audit(self, topic: str) -> None:
         """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
