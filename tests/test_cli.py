@@ -120,7 +120,8 @@ DESCRIBED_DEFAULTS: dict[str, tuple[str, object]] = {
     "notifiers": ("`slack` with `WARDEN_SLACK_TOKEN`, else `console`", None),
     "review_digest_interval": ("`1h`", timedelta(hours=1)),
 }
-TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL"}  # the suite's, not Settings'
+TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL",
+                       "WARDEN_TEST_KAFKA_SECURITY"}  # the suite's, not Settings'
 
 
 def _settings_table(readme: str) -> dict[str, str]:
@@ -149,6 +150,8 @@ def _matches(documented: str, default: object) -> bool:
         return False
     if isinstance(default, Path):
         return Path(literal) == default
+    if isinstance(default, bool):
+        return literal == str(default).lower()
     if isinstance(default, int | float):
         return float(literal) == default
     return literal == default

@@ -231,3 +231,23 @@ async def test_a_worker_on_the_secured_broker_turns_an_event_into_a_finding(work
     await produce_events(worker.bootstrap, s.topic_activity, [bad])
     findings = await read_topic(worker.bootstrap, s.topic_findings, expect=1, timeout=60)
     assert json.loads(findings[0].value)["rule"] == "unowned_agent"
+
+
+def test_the_commented_secured_kafka_example_in_compose_is_a_valid_configuration(tmp_path: Path) -> None:
+    """Uncommented, compose's example names only real settings and they validate together (with its secret files
+    in place)."""
+    import re
+
+    lines = re.findall(r"^\s*# (WARDEN_KAFKA_[A-Z_]+): (\S+)", (REPO / "docker-compose.yml").read_text(), re.M)
+    example = dict(lines)
+    assert {"WARDEN_KAFKA_SECURITY_PROTOCOL", "WARDEN_KAFKA_SASL_PASSWORD_FILE",
+            "WARDEN_KAFKA_SSL_CAFILE"} <= set(example)
+    from tests.kafka.secured_material import make
+
+    material = make(tmp_path)
+    example["WARDEN_KAFKA_SASL_PASSWORD_FILE"] = material["kafka_sasl_password_file"]
+    example["WARDEN_KAFKA_SSL_CAFILE"] = material["kafka_ssl_cafile"]
+    fields = {name.removeprefix("WARDEN_").lower(): value for name, value in example.items()}
+    assert set(fields) <= set(Settings.model_fields)
+    kafka = KafkaAccess.from_settings(Settings(**fields))  # type: ignore[arg-type]
+    assert kafka.client_options()["security_protocol"] == "SASL_SSL"
