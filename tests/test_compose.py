@@ -149,7 +149,8 @@ def test_prometheus_scrapes_both_workers_on_their_web_port_and_loads_the_alert_r
     services = _compose()["services"]
     prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    ports = {w: _settings(_env(w, {"WARDEN_SEAL_KEY": Fernet.generate_key().decode()}), monkeypatch).web_port for w in WORKERS}
+    key = {"WARDEN_SEAL_KEY": Fernet.generate_key().decode()}
+    ports = {w: _settings(_env(w, key), monkeypatch).web_port for w in WORKERS}
     assert targets == {f"{w}:{port}" for w, port in ports.items()}
     for w, port in ports.items():
         published = {p.split(":")[1] for p in services[w]["ports"]}
