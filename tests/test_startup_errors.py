@@ -72,6 +72,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                         "WARDEN_KAFKA_SASL_PASSWORD_FILE": __file__}, ["WARDEN_KAFKA_SASL_PASSWORD_FILE", "set one"]),
     "password file missing": ({"WARDEN_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/kafka-password"},
                               ["WARDEN_KAFKA_SASL_PASSWORD_FILE", "not a readable file"]),
+    "password file a folder": ({"WARDEN_KAFKA_SASL_PASSWORD_FILE": str(REPO)},
+                               ["WARDEN_KAFKA_SASL_PASSWORD_FILE", "not a readable file"]),
     "OAUTHBEARER without token URL": ({"WARDEN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
                                        "WARDEN_KAFKA_SASL_MECHANISM": "OAUTHBEARER"},
                                       ["WARDEN_KAFKA_OAUTH_TOKEN_URL"]),

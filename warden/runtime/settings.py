@@ -130,7 +130,7 @@ class Settings(BaseSettings):
                      "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
     @classmethod
     def _readable(cls, v: Path | None) -> Path | None:
-        if v is not None and not os.access(v, os.R_OK):
+        if v is not None and not (v.is_file() and os.access(v, os.R_OK)):
             raise ValueError(f"{v} is not a readable file")
         return v
 
