@@ -86,13 +86,17 @@ async def ensure_topics(
         # was never created is reported as created.
         response = await admin.create_topics(missing)
         created: list[str] = []
+        existed: list[str] = []
         for topic, code, message, *_ in response.topic_errors:
             error = for_code(code) if code else None
             if error is None:
                 created.append(topic)
-            elif error is not TopicAlreadyExistsError:  # another worker created it meanwhile
+            elif error is TopicAlreadyExistsError:  # another worker created it meanwhile, or the metadata
+                existed.append(topic)  # we listed was older than the topic: its limit is someone else's too
+            else:
                 raise TopicCreationFailed(f"Kafka at {bootstrap} refused to create topic {topic}: "
                                           f"{error.__name__}: {message or ''}".rstrip(": "))
+        await _warn_if_too_small(admin, existed, configs)
         return [t.name for t in missing if t.name in created]
     finally:
         await admin.close()
