@@ -17,6 +17,7 @@ log = logging.getLogger("warden")
 
 # A dead letter carries up to dlq_max_bytes of the original plus Warden's headers (the reason is cut at 4 KiB).
 DLQ_HEADER_ROOM = 64 * 1024
+CONFIG_READ_ATTEMPTS = 5  # a topic created a moment ago can be unknown to DescribeConfigs for a short while
 
 
 class BrokerUnreachable(RuntimeError):
@@ -108,17 +109,26 @@ async def _warn_if_too_small(admin: AIOKafkaAdminClient, names: list[str], confi
     needed = {n: int(configs[n]["max.message.bytes"]) for n in names if "max.message.bytes" in configs.get(n, {})}
     if not needed:
         return
-    try:
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in needed]  # all: Tansu drops a filtered one
-        )
-    except KafkaError as exc:  # an ACL may forbid DescribeConfigs; creating and consuming still work
-        log.info("cannot read topic configs (%s): not checking max.message.bytes", type(exc).__name__)
-        return
-    for response in responses:
-        for _code, _message, _type, topic, entries in response.resources:
-            for name, value, *_ in entries:
-                if name == "max.message.bytes" and topic in needed and int(value) < needed[topic]:
-                    log.warning("topic %s accepts messages up to %s bytes (max.message.bytes); Warden writes up to "
-                                "%d there (oversized activity, dead letters): raise it, or lower "
-                                "WARDEN_DLQ_MAX_BYTES", topic, value, needed[topic])
+    pending = dict(needed)
+    for attempt in range(CONFIG_READ_ATTEMPTS):
+        try:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in pending]  # all: Tansu drops a filtered one
+            )
+        except KafkaError as exc:  # an ACL may forbid DescribeConfigs; creating and consuming still work
+            log.info("cannot read topic configs (%s): not checking max.message.bytes", type(exc).__name__)
+            return
+        for response in responses:
+            for code, _message, _type, topic, entries in response.resources:
+                if code or topic not in pending:
+                    continue  # a topic created a moment ago may not be known to the broker answering yet
+                limit = pending.pop(topic)
+                for name, value, *_ in entries:
+                    if name == "max.message.bytes" and int(value) < limit:
+                        log.warning("topic %s accepts messages up to %s bytes (max.message.bytes); Warden writes up "
+                                    "to %d there (oversized activity, dead letters): raise it, or lower "
+                                    "WARDEN_DLQ_MAX_BYTES", topic, value, limit)
+        if not pending:
+            return
+        await asyncio.sleep(0.2 * (attempt + 1))
+    log.info("could not read the configs of %s: not checking max.message.bytes there", ", ".join(sorted(pending)))
