@@ -52,6 +52,8 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                                 ["WARDEN_DATABASE_URL", "unknown database 'mongodb'"]),
     "not a URL": ({"WARDEN_DATABASE_URL": "warden.db"}, ["WARDEN_DATABASE_URL", "not a database URL"]),
     "sqlite sync driver": ({"WARDEN_DATABASE_URL": "sqlite:///x.db"}, ["WARDEN_DATABASE_URL", "sqlite+aiosqlite"]),
+    "database unreachable": ({"WARDEN_DATABASE_URL": f"postgresql+asyncpg://warden:{SECRET}@127.0.0.1:1/warden"},
+                             ["WARDEN_DATABASE_URL", "cannot connect to", "ConnectionRefusedError"]),
     "type": ({"WARDEN_TOPIC_PARTITIONS": "four"}, ["WARDEN_TOPIC_PARTITIONS", "integer"]),
     "range": ({"WARDEN_POLICY_RELOAD_S": "0"}, ["WARDEN_POLICY_RELOAD_S", "greater than 0"]),
     "web bind format": ({"WARDEN_WEB_BIND": "6066"}, ["WARDEN_WEB_BIND", "not host:port"]),

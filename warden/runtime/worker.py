@@ -30,7 +30,7 @@ from warden.runtime.readiness import Readiness
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.web import WebServer
-from warden.runtime.worker_errors import check_bind
+from warden.runtime.worker_errors import check_bind, check_database
 
 log = logging.getLogger("warden")
 
@@ -85,6 +85,8 @@ class Runtime:
         s = self.settings
         check_bind(s.web_host, s.web_port)  # a taken port fails now, not after the broker, database and faust
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
+        if isinstance(self.responder, IncidentResponder):  # and if the database does not answer
+            await check_database(self.responder.engine)
         self.holder = PolicyHolder(policy)
         if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
             holder = self.holder

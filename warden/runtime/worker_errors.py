@@ -3,8 +3,13 @@ the CLI reports them as one line naming the variable and exits 2, instead of a s
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 class SettingUnusable(RuntimeError):
@@ -29,3 +34,17 @@ def check_bind(host: str, port: int, variable: str = "WARDEN_WEB_BIND") -> None:
             in_use = exc.errno == errno.EADDRINUSE
             reason = "is in use by another process" if in_use else f"cannot be bound ({exc.strerror})"
             raise SettingUnusable(f"{variable}: {host}:{port} {reason}") from None
+
+
+async def check_database(engine: AsyncEngine, timeout_s: float = 10.0, variable: str = "WARDEN_DATABASE_URL") -> None:
+    """Fail at once, in one line, if the state of record does not answer: otherwise faust and the broker start and
+    the responder fails inside them, in thousands of log lines and no exit."""
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        raise SettingUnusable(f"{variable}: {where} did not answer within {timeout_s:.0f}s") from None
+    except (OSError, SQLAlchemyError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        raise SettingUnusable(f"{variable}: cannot connect to {where} ({type(cause).__name__})") from None
