@@ -8,7 +8,9 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN pip install build==1.6.1
-COPY pyproject.toml README.md ./
+# constraints.txt pins every dependency (pip-compile from pyproject.toml), so two builds of one commit install the
+# same versions.
+COPY pyproject.toml README.md constraints.txt ./
 COPY warden ./warden
 COPY streams ./streams
 COPY responders ./responders
@@ -16,7 +18,7 @@ COPY playbooks ./playbooks
 # The wheel is what PyPI users get; the image installs exactly it (with the migrations, playbooks and examples).
 RUN python -m build --wheel --outdir /dist . \
     && python -m venv /opt/warden \
-    && /opt/warden/bin/pip install /dist/*.whl
+    && /opt/warden/bin/pip install --constraint constraints.txt /dist/*.whl
 
 FROM ${PYTHON_IMAGE}
 ARG UID=10001
@@ -33,7 +35,10 @@ COPY --from=build /opt/warden /opt/warden
 USER ${UID}
 VOLUME ["/data"]
 EXPOSE 6066
-# /healthz answers 200 once the worker's web server is up; python is the one client the slim image has.
+# Liveness, on purpose: /healthz answers 200 while the worker's web server is up. Docker and Swarm replace an
+# unhealthy container, and a new one would not bring back a broker or database that is away; /readyz (broker,
+# consumer group, database, policy) is for what routes traffic: the chart's readinessProbe, a load balancer.
+# python is the one HTTP client the slim image has.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", \
          "import os, urllib.request as u; port = os.environ['WARDEN_WEB_BIND'].rpartition(':')[2]; \

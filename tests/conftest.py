@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.incident_db import BACKENDS, database_url
+from tests.kafka_security import SECURITY_ENV, kafka_security
 from tests.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
 from tests.pg_server import private_postgres
 from warden.cli.slack_api_server import SlackApiServer
@@ -46,6 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "Apache Kafka run in .ci/run would miss them; add `pytestmark = pytest.mark.integration`:\n  "
             + "\n  ".join(unmarked)
         )
+    if not os.environ.get(SECURITY_ENV):  # the SASL_SSL tests run only in the secured run (.ci/run)
+        secured = [item for item in items if item.get_closest_marker("secured_kafka")]
+        if secured:
+            items[:] = [item for item in items if not item.get_closest_marker("secured_kafka")]
+            config.hook.pytest_deselected(items=secured)
     if os.environ.get(KAFKA_ENV):
         return
     apache_only = [item for item in items if item.get_closest_marker("apache_kafka")]
@@ -119,6 +125,7 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         kafka_session_timeout_s=6,
         kafka_heartbeat_interval_s=1,
         kafka_rebalance_timeout_s=3,
+        **kafka_security(),  # the secured broker's TLS and SASL (WARDEN_TEST_KAFKA_SECURITY), else nothing
     )
 
 

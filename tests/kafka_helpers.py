@@ -1,4 +1,5 @@
-"""Produce to and read back from real topics in tests (aiokafka against Tansu or Apache Kafka)."""
+"""Produce to and read back from real topics in tests (aiokafka against Tansu or Apache Kafka, secured too: with
+WARDEN_TEST_KAFKA_SECURITY set, every client here connects as the workers do, through warden's KafkaAccess)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.kafka_security import kafka_access
+
+
+def _secured(bootstrap: str) -> dict[str, Any]:
+    """aiokafka's connection keywords for the test broker (with its TLS and SASL when it is the secured one)."""
+    return kafka_access(bootstrap).client_options()
+
 
 async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
     """Send (key, value) pairs and wait for every ack."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024)
+    producer = AIOKafkaProducer(**_secured(bootstrap), max_request_size=16 * 1024 * 1024)
     await producer.start()
     n = 0
     try:
@@ -47,7 +55,7 @@ async def read_topic(
     done = until or (lambda records: len(records) >= (expect or 0))
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **_secured(bootstrap),
         group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -116,13 +124,13 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Each partition's high watermark as the broker reports it (ListOffsets latest), by partition number."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**_secured(bootstrap))
     await admin.start()
     try:
         partitions = await _partitions(admin, topic)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**_secured(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         return {tp.partition: offset for tp, offset in sorted((await consumer.end_offsets(partitions)).items())}
@@ -132,7 +140,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offsets on `topic` as the broker stores them, by partition (absent: never committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**_secured(bootstrap))
     await admin.start()
     try:  # named partitions: Tansu cannot answer an OffsetFetch for all of a group's partitions
         offsets = await admin.list_consumer_group_offsets(group, partitions=await _partitions(admin, topic))
@@ -167,7 +175,7 @@ def event(agent: str, kind: str = "tool_call", **fields: Any) -> dict[str, Any]:
 async def produce_each(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> dict[int, int]:
     """Send each event keyed by agent; the offset after the last one per partition (Tansu's end offsets are
     wrong, so the test counts them itself)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**_secured(bootstrap))
     await producer.start()
     try:
         after: dict[int, int] = {}

@@ -53,7 +53,7 @@ def test_an_unreachable_broker_is_one_line_naming_the_address_and_a_non_zero_exi
 
 def test_a_missing_policy_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    out = _warden("run", env={"WARDEN_POLICY": str(missing)})
+    out = _warden("run", env={"WARDEN_POLICY": str(missing), "WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert out.returncode == 2
     assert out.stderr.strip() == f"warden: policy error: {missing}: policy file or folder does not exist"
 
@@ -66,7 +66,7 @@ def test_an_invalid_policy_names_the_file_the_path_and_the_reason(tmp_path: Path
         "workflows:\n"
         "  w1: {agents: [a], risk: extreme, approver: secops, detector: secops, responder: secops}\n"
     )
-    out = _warden("run", env={"WARDEN_POLICY": str(policy)})
+    out = _warden("run", env={"WARDEN_POLICY": str(policy), "WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert out.returncode == 2
     assert f"{policy}:4: workflows.w1.risk: Input should be 'low', 'high' or 'critical'" in out.stderr  # file:line
     assert "Traceback" not in out.stderr
@@ -120,7 +120,8 @@ DESCRIBED_DEFAULTS: dict[str, tuple[str, object]] = {
     "notifiers": ("`slack` with `WARDEN_SLACK_TOKEN`, else `console`", None),
     "review_digest_interval": ("`1h`", timedelta(hours=1)),
 }
-TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL"}  # the suite's, not Settings'
+TEST_ONLY_VARIABLES = {"WARDEN_TEST_KAFKA_BOOTSTRAP", "WARDEN_TEST_DATABASE_URL",
+                       "WARDEN_TEST_KAFKA_SECURITY"}  # the suite's, not Settings'
 
 
 def _settings_table(readme: str) -> dict[str, str]:
@@ -149,6 +150,8 @@ def _matches(documented: str, default: object) -> bool:
         return False
     if isinstance(default, Path):
         return Path(literal) == default
+    if isinstance(default, bool):
+        return literal == str(default).lower()
     if isinstance(default, int | float):
         return float(literal) == default
     return literal == default

@@ -134,7 +134,7 @@ def test_the_mounted_policy_is_valid() -> None:
 def test_the_topics_step_creates_every_topic_the_workers_use_with_their_partitions_and_configs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = _settings(_env("warden-1", {"WARDEN_SEAL_KEY": "k"}), monkeypatch)
+    settings = _settings(_env("warden-1", {"WARDEN_SEAL_KEY": Fernet.generate_key().decode()}), monkeypatch)
     created = _topics_step()
     assert [t for t, _, _ in created] == topic_names(settings)
     assert {n for _, n, _ in created} == {settings.topic_partitions} and settings.topic_partitions >= len(WORKERS)
@@ -149,7 +149,8 @@ def test_prometheus_scrapes_both_workers_on_their_web_port_and_loads_the_alert_r
     services = _compose()["services"]
     prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    ports = {w: _settings(_env(w, {"WARDEN_SEAL_KEY": "k"}), monkeypatch).web_port for w in WORKERS}
+    key = {"WARDEN_SEAL_KEY": Fernet.generate_key().decode()}
+    ports = {w: _settings(_env(w, key), monkeypatch).web_port for w in WORKERS}
     assert targets == {f"{w}:{port}" for w, port in ports.items()}
     for w, port in ports.items():
         published = {p.split(":")[1] for p in services[w]["ports"]}

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 from helm_python import Chart
@@ -21,6 +25,7 @@ from helm_python.errors import HelmError
 
 from warden import __version__
 from warden.runtime import catalogue
+from warden.runtime.ingest import ingest_group
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +37,10 @@ CHART_ALERTS = CHART / "files" / "prometheus" / "alerts.yml"  # files/prometheus
 KNOWN = {f"WARDEN_{f.upper()}" for f in Settings.model_fields}
 PENDING = {"WARDEN_API_TOKENS"} - KNOWN  # issue 13's incident API: the chart wires it before the setting lands
 SECRET_SETTINGS = {"WARDEN_DATABASE_URL", "WARDEN_SEAL_KEY", "WARDEN_SLACK_TOKEN", "WARDEN_SLACK_SIGNING_SECRET",
-                   "WARDEN_API_TOKENS"}
+                   "WARDEN_API_TOKENS", "WARDEN_GATEWAY_TOKENS", "WARDEN_KAFKA_SASL_PASSWORD"}
+# Every setting that holds a secret, from the code: its type is SecretStr, or it is a URL that carries a password.
+SECRET_FIELDS = {f"WARDEN_{name.upper()}" for name, field in Settings.model_fields.items()
+                 if "SecretStr" in str(field.annotation)} | {"WARDEN_DATABASE_URL"}
 # A stand-in rule group, used only while deploy/prometheus/alerts.yml has not landed (issue 13).
 FIXTURE_RULES = {"groups": [{"name": "fixture", "rules": [{"alert": "Fixture", "expr": "vector(1)"}]}]}
 
@@ -203,7 +211,8 @@ def test_the_pod_runs_as_non_root_on_a_read_only_root_with_no_privilege_and_writ
     assert env["WARDEN_DATA_DIR"] == "/data"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     probes = {p: container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
-    assert set(probes.values()) == {"/healthz"}
+    # liveness (and start-up) on the cheap /healthz; readiness on /readyz, which checks broker, group and database
+    assert probes == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
 
 
 def test_the_service_serves_the_container_port_and_the_monitors_select_it(tmp_path: Path) -> None:
@@ -218,7 +227,8 @@ def test_the_service_serves_the_container_port_and_the_monitors_select_it(tmp_pa
     monitor = docs["ServiceMonitor"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
+                                             "relabelings": [{"targetLabel": "job", "replacement": "warden"}]}]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     ingress = docs["Ingress"]["spec"]["rules"][0]["http"]["paths"]
     assert [p["path"] for p in ingress] == ["/slack/interactions"]
@@ -270,3 +280,85 @@ def test_the_chart_app_version_is_the_package_version() -> None:
     assert chart["appVersion"] == __version__
     container = _container(_render(_base()))
     assert container["image"].endswith(f":{__version__}") and container["args"] == ["run"]
+
+
+# -- the chart as it works once rendered (issue 30) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_FIELDS))
+def test_the_schema_refuses_every_secret_setting_in_settings(name: str) -> None:
+    """Each setting whose value is a secret can only come from a Secret: `settings` would inline it."""
+    assert name in _schema()["properties"]["settings"]["propertyNames"]["not"]["enum"]
+    with pytest.raises(HelmError, match=f"invalid propertyName '{name}'"):
+        _render(_merge(_base(), {"settings": {name: "inline-secret-value"}}))
+
+
+def _jobs(expr: str) -> set[str]:
+    promql_parser.parse(expr)  # every rendered expression is still PromQL
+    return set(re.findall(r'\bjob\s*=\s*"([^"]*)"', expr))
+
+
+@pytest.mark.parametrize("job", ["warden", "warden-prod"])
+def test_the_alert_rules_select_the_job_the_service_monitor_produces(job: str, tmp_path: Path) -> None:
+    values = _merge(_base(), {"serviceMonitor": {"enabled": True, "jobName": job},
+                              "prometheusRule": {"enabled": True}})
+    docs = _by_kind(_render(values, _chart(tmp_path)))
+    [endpoint] = docs["ServiceMonitor"]["spec"]["endpoints"]
+    produced = {r["replacement"] for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"}
+    assert produced == {job}, "without a job relabeling the Operator names the job after the Service"
+    selected = set().union(*(_jobs(r["expr"]) for g in docs["PrometheusRule"]["spec"]["groups"] for r in g["rules"]))
+    assert selected == {job}
+
+
+def test_promtool_tests_pass_on_the_rendered_rules_with_the_rendered_job(tmp_path: Path) -> None:
+    """deploy/prometheus/alerts.test.yml, its series relabelled with the chart's job, against the chart's rules."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package for it")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    job = "warden-prod"
+    values = _merge(_base(), {"serviceMonitor": {"enabled": True, "jobName": job}, "prometheusRule": {"enabled": True}})
+    rule = _by_kind(_render(values, _chart(tmp_path)))["PrometheusRule"]
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    tests = (ALERTS.parent / "alerts.test.yml").read_text()
+    assert 'job="warden"' in tests
+    (tmp_path / "alerts.test.yml").write_text(tests.replace('job="warden"', f'job="{job}"'))
+    out = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_lag_autoscaler_watches_the_group_and_topic_the_worker_reads(tmp_path: Path) -> None:
+    values = _merge(_values_file("full-values.yaml"), {"appId": "warden-eu"})
+    docs = _by_kind(_render(values, _chart(tmp_path)))
+    env = {e["name"]: e.get("value") for e in _container(list(docs.values()))["env"]}
+    [lag] = [m for m in docs["HorizontalPodAutoscaler"]["spec"]["metrics"] if m["type"] == "External"]
+    selector = lag["external"]["metric"]["selector"]["matchLabels"]
+    assert selector["consumergroup"] == ingest_group(env["WARDEN_APP_ID"]) == "warden-eu.ingest"
+    assert selector["topic"] == env["WARDEN_TOPIC_ACTIVITY"]
+
+
+def test_secured_kafka_reaches_the_worker_from_a_secret_and_a_mounted_ca(tmp_path: Path) -> None:
+    values = _merge(_base(), {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {
+        "mechanism": "SCRAM-SHA-512", "username": "warden", "existingSecret": "kafka-credentials"},
+        "tls": {"existingSecret": "kafka-ca", "caKey": "ca.crt"}}})
+    docs = _render(values, _chart(tmp_path))
+    _validate(docs)
+    container = _container(docs)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WARDEN_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["WARDEN_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["WARDEN_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-credentials",
+                                                                               "key": "password"}
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "kafka-tls"]
+    assert env["WARDEN_KAFKA_SSL_CAFILE"]["value"] == f"{mount['mountPath']}/ca.crt" and mount["readOnly"]
+    settings = {k: v["value"] for k, v in env.items() if k.startswith("WARDEN_KAFKA_") and "value" in v}
+    assert set(settings) <= KNOWN
+    oauth = _merge(values, {"kafka": {"sasl": {"mechanism": "OAUTHBEARER", "oauth": {
+        "tokenUrl": "https://idp.example/token", "clientId": "warden"}}}})
+    env = {e["name"]: e for e in _container(_render(oauth, _chart(tmp_path)))["env"]}
+    assert "secretKeyRef" in env["WARDEN_KAFKA_OAUTH_CLIENT_SECRET"]["valueFrom"]
+    assert env["WARDEN_KAFKA_OAUTH_TOKEN_URL"]["value"] == "https://idp.example/token"
+    with pytest.raises(HelmError, match=r"sasl\.existingSecret is required"):
+        _render(_merge(_base(), {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}}}))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_S = 30.0  # SQLite: how long a writer waits for another's lock before "database is locked"
 _MIGRATION_LOCK = 0x57A2DE4  # pg advisory lock id: workers starting together migrate one at a time
 
 
@@ -38,13 +39,17 @@ def make_engine(url: str) -> AsyncEngine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # One connection: SQLite has one writer, and writers that queue on its lock sleep in its busy handler (steps of
     # up to 100 ms); queued on the pool, the next one starts the moment the last one ends (bench/latency.py).
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
+    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S}, pool_size=1, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
         cursor = dbapi_connection.cursor()
-        _wal(cursor)
+        # The busy timeout first, so that a write waits for a connection holding a lock (a worker restarting while
+        # the old one still commits) instead of failing with "database is locked"; the switch to WAL (readers never
+        # block the writer, nor it them) takes its lock without the busy handler, so it is retried.
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _wal(cursor, BUSY_TIMEOUT_S)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

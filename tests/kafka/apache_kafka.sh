@@ -14,6 +14,10 @@
 #              the broker (output in DIR/kafka.log, pid in DIR/kafka.pid), wait until it serves
 #              metadata, print its bootstrap "127.0.0.1:PORT" as the last line of stdout.
 #              Every start is a fresh, empty cluster: an old DIR/data is wiped.
+#   start-secured DIR
+#              the same, with the clients' listener SASL_SSL only (SCRAM-SHA-256/512 users, TLS from a PEM
+#              keystore): DIR/tls/server.pem, DIR/tls/ca.pem and DIR/users must exist (tests/kafka/secured_material.py
+#              makes them). The broker's own traffic uses a loopback PLAINTEXT listener no client is given.
 #   stop DIR   SIGTERM, up to 30 s, then SIGKILL; safe to call twice or on a DIR never started.
 #   fetch      only resolve the jars into the cache (prints the cache's path).
 #
@@ -34,7 +38,7 @@ log() { echo "apache_kafka.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  echo "usage: $0 start DIR | stop DIR | fetch" >&2
+  echo "usage: $0 start DIR | start-secured DIR | stop DIR | fetch" >&2
   exit 2
 }
 
@@ -65,11 +69,11 @@ fetch() {
   [ -f "$CACHE/.complete" ] || die "cache $CACHE is incomplete"
 }
 
-free_ports() {  # two distinct free loopback ports, on one line
+free_ports() {  # three distinct free loopback ports, on one line
   python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(2):
+for _ in range(3):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -154,7 +158,7 @@ fail_start() {  # reason; shows the log's tail, stops what was started
 }
 
 start() {
-  local dir pid port cport cluster_id deadline
+  local dir pid port cport iport cluster_id deadline secured=${2:-}
   mkdir -p "$1"
   dir=$(cd "$1" && pwd)
   if pid=$(running_pid "$dir"); then
@@ -163,11 +167,24 @@ start() {
   command -v java >/dev/null || die "java is not installed (apt-get install openjdk-17-jre-headless)"
   fetch
 
-  read -r port cport < <(free_ports)
+  read -r port cport iport < <(free_ports)
   rm -rf "$dir/data" "$dir/kafka.log" "$dir/bootstrap"
   mkdir -p "$dir/data"
+  local probe_port=$port
+  local scram=()
+  if [ -n "$secured" ]; then
+    for f in tls/server.pem tls/ca.pem users; do
+      [ -s "$dir/$f" ] || die "start-secured: $dir/$f is missing (python3 tests/kafka/secured_material.py $dir)"
+    done
+    probe_port=$iport
+    local mech name password
+    while read -r mech name password; do
+      [ -n "$mech" ] && scram+=(--add-scram "$mech=[name=$name,password=$password]")
+    done <"$dir/users"
+  fi
 
-  cat >"$dir/server.properties" <<EOF
+  if [ -z "$secured" ]; then
+    cat >"$dir/server.properties" <<EOF
 # Written by tests/kafka/apache_kafka.sh: a single-node KRaft cluster for tests.
 process.roles=broker,controller
 node.id=1
@@ -177,6 +194,30 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
+EOF
+  else
+    cat >"$dir/server.properties" <<EOF
+# Written by tests/kafka/apache_kafka.sh start-secured: a single-node KRaft cluster whose clients' only listener is
+# SASL_SSL (SCRAM users from DIR/users, created at format time; TLS from the PEM keystore DIR/tls/server.pem).
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=INTERNAL
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$dir/tls/server.pem
+listener.name.sasl_ssl.ssl.truststore.type=PEM
+listener.name.sasl_ssl.ssl.truststore.location=$dir/tls/ca.pem
+listener.name.sasl_ssl.ssl.client.auth=requested
+EOF
+  fi
+  cat >>"$dir/server.properties" <<EOF
 log.dirs=$dir/data
 
 # One node: every internal topic has one replica.
@@ -223,7 +264,7 @@ EOF
   cluster_id=$(java "${java_cp[@]}" kafka.tools.StorageTool random-uuid 2>>"$dir/kafka.log" | tail -n 1) \
     || fail_start "$dir" "kafka.tools.StorageTool random-uuid failed"
   java "${java_cp[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-    -c "$dir/server.properties" >>"$dir/kafka.log" 2>&1 \
+    -c "$dir/server.properties" "${scram[@]}" >>"$dir/kafka.log" 2>&1 \
     || fail_start "$dir" "kafka.tools.StorageTool format failed"
 
   # shellcheck disable=SC2086  # JAVA_OPTS is a list of options
@@ -233,7 +274,7 @@ EOF
   echo $! >"$dir/kafka.pid"
 
   deadline=$((SECONDS + START_TIMEOUT))
-  until probe 127.0.0.1 "$port"; do
+  until probe 127.0.0.1 "$probe_port"; do
     kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null || fail_start "$dir" "the broker exited during startup"
     [ "$SECONDS" -lt "$deadline" ] || fail_start "$dir" "the broker did not answer on 127.0.0.1:$port within ${START_TIMEOUT}s"
     sleep 0.3
@@ -245,6 +286,7 @@ EOF
 
 case "${1:-}" in
   start) [ $# -eq 2 ] || usage; start "$2" ;;
+  start-secured) [ $# -eq 2 ] || usage; start "$2" secured ;;
   stop) [ $# -eq 2 ] || usage; stop "$2" ;;
   fetch) [ $# -eq 1 ] || usage; fetch; echo "$CACHE" ;;
   *) usage ;;

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 from warden import __version__
 from warden.cli.db import db
 from warden.cli.dlq import dlq
+from warden.cli.exits import Exit
 from warden.cli.incident import incident
 from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
@@ -25,14 +28,35 @@ from warden.policy import PolicyError
 from warden.runtime.broker import EmbeddedBrokerError
 from warden.runtime.settings import Settings
 from warden.runtime.topics import BrokerUnreachable
+from warden.runtime.worker_errors import SettingUnusable
+
+
+def _setting_error(error: Mapping[str, Any]) -> str:
+    """One validation error as `WARDEN_NAME: reason` (a check across settings names its variables itself)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"WARDEN_{'_'.join(str(p) for p in error['loc']).upper()}: {message}"
 
 
 def _settings() -> Settings:
+    """The settings, or one line naming each bad variable and exit 2 (no traceback): unknown WARDEN_* variables
+    (with the nearest known one), then values that do not validate."""
+    from warden.runtime.env_check import unknown_variables
+
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        _invalid_settings(unknown)
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [f"WARDEN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        raise click.ClickException("invalid settings: " + "; ".join(lines)) from None
+        _invalid_settings([_setting_error(e) for e in exc.errors()])
+        raise  # unreachable: _invalid_settings exits
+
+
+def _invalid_settings(lines: list[str]) -> NoReturn:
+    click.echo("warden: invalid settings: " + "; ".join(lines), err=True)
+    sys.exit(Exit.INVALID_INPUT)
 
 
 def _fail_cleanly(exc: BaseException) -> None:
@@ -42,10 +66,10 @@ def _fail_cleanly(exc: BaseException) -> None:
             click.echo(f"warden: policy error: {issue}", err=True)
     else:
         click.echo(f"warden: {exc}", err=True)
-    sys.exit(2)
+    sys.exit(Exit.INVALID_INPUT)
 
 
-STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, OSError)
+STARTUP_ERRORS = (PolicyError, BrokerUnreachable, EmbeddedBrokerError, SettingUnusable, OSError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})  # subcommands inherit -h
@@ -57,7 +81,7 @@ def main(verbose: bool) -> None:
 
     fmt = os.environ.get("WARDEN_LOG_FORMAT", "json")
     if fmt not in {"json", "text"}:
-        raise click.ClickException(f"invalid settings: WARDEN_LOG_FORMAT: {fmt!r} is not json or text")
+        _invalid_settings([f"WARDEN_LOG_FORMAT: {fmt!r} is not json or text"])
     configure(logging.INFO if verbose else logging.WARNING, fmt)
 
 
@@ -68,11 +92,16 @@ def schema() -> None:
 
 
 @main.command()
-def run() -> None:
-    """Run the worker until SIGTERM/SIGINT. Starts the embedded broker when WARDEN_KAFKA_BOOTSTRAP is unset."""
+@click.option("--embedded", is_flag=True, help="With WARDEN_KAFKA_BOOTSTRAP unset, start the embedded in-memory "
+              "broker (like WARDEN_EMBEDDED=true): for trying Warden out, never for production.")
+def run(embedded: bool) -> None:
+    """Run the worker until SIGTERM/SIGINT, on WARDEN_KAFKA_BOOTSTRAP's Kafka (the embedded broker only when asked)."""
     from warden.runtime.worker import Runtime  # here, not above: faust costs `schema` and `policy` 0.6 s
 
     settings = _settings()
+    if not settings.kafka_bootstrap and not (embedded or settings.embedded):
+        _invalid_settings(["WARDEN_KAFKA_BOOTSTRAP: not set; set it to your Kafka's host:port[,host:port], or pass "
+                           "--embedded (WARDEN_EMBEDDED=true) for the in-memory broker, whose data is lost on stop"])
 
     async def _run() -> None:
         stop = asyncio.Event()

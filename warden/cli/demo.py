@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from responders.incident_responder import IncidentResponder
@@ -24,6 +23,7 @@ from warden.cli.demo_approval import hold_identity_change, local_slack
 from warden.cli.demo_otlp import otlp_messages
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
+from warden.runtime.kafka_access import KafkaAccess
 from warden.runtime.settings import EXAMPLES, Settings
 from warden.runtime.worker import Runtime
 
@@ -107,7 +107,7 @@ async def send_scenario(settings: Settings) -> Plan:
     if not settings.kafka_bootstrap:
         raise OSError("--send-only needs WARDEN_KAFKA_BOOTSTRAP: the workers' Kafka")
     plan = build_plan(SCENARIO, settings.max_message_bytes, _fills(None, [FAKE_TOKEN] * DEMO_TOKENS))
-    await _send(settings.kafka_bootstrap, settings, plan)
+    await _send(KafkaAccess.from_settings(settings), settings, plan)
     return plan
 
 
@@ -118,10 +118,10 @@ def _fills(issuer: oauth_server.OAuthServer | None, tokens: list[str]) -> dict[s
     return fills
 
 
-async def _send(bootstrap: str, settings: Settings, plan: Plan) -> None:
+async def _send(kafka: KafkaAccess, settings: Settings, plan: Plan) -> None:
     """Each planned message to the activity topic, then the spans to the span topic, keyed as planned,
     acknowledged one by one."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * settings.max_message_bytes)
+    producer = kafka.producer(max_request_size=4 * settings.max_message_bytes)
     await producer.start()
     try:
         for key, value in plan.messages:
@@ -186,8 +186,9 @@ async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthSer
         if slack is not None:  # before the scenario, which quarantines the agent that asks
             held = await hold_identity_change(rt, slack, plan.run_id, timeout)
             plan.valid_events += 2 if held else 0  # the approval event Warden published, and the change itself
-        await _send(rt.bootstrap, settings, plan)
-        counts = await _wait_for_pipeline(rt.bootstrap, settings, plan, before, timeout)
+        assert rt.kafka is not None
+        await _send(rt.kafka, settings, plan)
+        counts = await _wait_for_pipeline(rt.kafka, settings, plan, before, timeout)
         if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
             counts["incidents"] = (await rt.responder.store.counts(since=started))["incidents"]
             steps = await _wait_for_containment(rt.responder, started, timeout)
@@ -240,13 +241,12 @@ async def _wait_for_containment(responder: IncidentResponder, since: datetime, t
 
 
 async def _wait_for_pipeline(
-    bootstrap: str, settings: Settings, plan: Plan, before: dict[str, float], timeout: float
+    kafka: KafkaAccess, settings: Settings, plan: Plan, before: dict[str, float], timeout: float
 ) -> dict[str, int]:
     """Read the DLQ and findings topics for this run, until all counts hold still after ingest is done."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
         settings.topic_dlq,
         settings.topic_findings,
-        bootstrap_servers=bootstrap,
         group_id=f"warden-demo-{plan.run_id}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 
@@ -84,7 +83,8 @@ async def hold_identity_change(rt: Runtime, slack: SlackApiServer, run_id: str, 
     event_id = f"{run_id}-held-grant-change"
     event = {"event_id": event_id, "ts": datetime.now(UTC).isoformat(), "kind": "identity_change",
              "agent": {"id": AGENT}, "session_id": f"demo-{run_id}", "identity_change": CHANGE.model_dump()}
-    producer = AIOKafkaProducer(bootstrap_servers=rt.bootstrap)
+    assert rt.kafka is not None
+    producer = rt.kafka.producer()
     await producer.start()
     try:
         await producer.send_and_wait(s.topic_activity, json.dumps(event).encode(), key=AGENT.encode())

@@ -20,6 +20,7 @@ from warden.cli.exits import Exit
 from warden.cli.failure import Failure, unreachable
 from warden.cli.output import Output, line, output_option
 from warden.kit.sealing import KEY_FILE, SCHEME, Sealer, SealError
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def seal_key_of(settings: Settings) -> Sealer:
         raise Failure(f"WARDEN_SEAL_KEY: {exc}", Exit.INVALID_INPUT) from None
 
 
-async def replay(settings: Settings, bootstrap: str, *, group: str, reasons: frozenset[str] = frozenset(),
+async def replay(settings: Settings, kafka: KafkaAccess | str, *, group: str, reasons: frozenset[str] = frozenset(),
                  idle_s: float = 2.0, dry_run: bool = False,
                  on_progress: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
     """Read the DLQ as consumer group `group` until it has been idle for `idle_s`, open each dead letter with the
@@ -88,17 +89,16 @@ async def replay(settings: Settings, bootstrap: str, *, group: str, reasons: fro
     run, so the group's offset stays on it and the next run starts there; the letters behind it wait, and none is
     replayed twice. Nothing dead-lettered after the replay began is read (it would go round for ever). `dry_run`
     commits nothing and produces nothing."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # here: the other commands need no Kafka client
-
+    kafka = access(kafka)
     sealer = seal_key_of(settings)
-    consumer = AIOKafkaConsumer(settings.topic_dlq, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-                                heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
-                                rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
-                                max_partition_fetch_bytes=2 * settings.dlq_max_bytes)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                max_request_size=settings.dlq_max_bytes + 64 * 1024)
+    consumer = kafka.consumer(settings.topic_dlq, group_id=group,
+                              auto_offset_reset="earliest", enable_auto_commit=False,
+                              session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
+                              heartbeat_interval_ms=int(settings.kafka_heartbeat_interval_s * 1000),
+                              rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
+                              max_partition_fetch_bytes=2 * settings.dlq_max_bytes)
+    producer = kafka.producer(acks="all",
+                              max_request_size=settings.dlq_max_bytes + 64 * 1024)
     await consumer.start()
     try:
         await producer.start()
@@ -224,7 +224,7 @@ def replay_command(reasons: tuple[str, ...], group: str | None, idle_s: float, d
                    err=True)
 
     try:
-        outcomes = asyncio.run(replay(settings, settings.kafka_bootstrap, reasons=selected, idle_s=idle_s,
+        outcomes = asyncio.run(replay(settings, KafkaAccess.from_settings(settings), reasons=selected, idle_s=idle_s,
                                       group=group or f"{settings.app_id}.dlq-replay", dry_run=dry_run,
                                       on_progress=progress))
     except (KafkaError, OSError) as exc:

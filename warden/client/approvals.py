@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -95,10 +95,13 @@ class KafkaApprovals:
     answers to the requests it sends afterwards."""
 
     def __init__(self, bootstrap: str, *, requests_topic: str = "warden.approval.requests",
-                 decisions_topic: str = "warden.approval.decisions") -> None:
+                 decisions_topic: str = "warden.approval.decisions", **kafka_options: Any) -> None:
+        """`kafka_options`: aiokafka's connection keywords for a secured cluster (security_protocol, ssl_context,
+        sasl_mechanism, sasl_plain_username, sasl_plain_password, sasl_oauth_token_provider), given to both clients."""
         self.bootstrap, self.requests_topic, self.decisions_topic = bootstrap, requests_topic, decisions_topic
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_options)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                          **kafka_options)
         self._latest: dict[str, ApprovalAnswer] = {}
         self._arrived = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None

@@ -21,6 +21,7 @@ from warden.kit.sealing import Sealer
 from warden.runtime.faust_parts import NoTablesManager, use_fetch_wait
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
 from warden.runtime.inputs import InputHandler, NativeInput, SpanInput
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -33,7 +34,7 @@ PROCESSING = Backoff(initial_s=0.2, attempts=3)  # a failing finding: retried, t
 DLQ_WRITE = Backoff(initial_s=0.2, max_s=30.0)  # the DLQ is the last resort: retried until it works
 
 
-def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responder: Responder, *,
+def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder, responder: Responder, *,
               quarantined: Mapping[str, QuarantineMark] | None = None,
               sealer: Sealer | None = None,
               limits: BatchLimits | None = None) -> tuple[faust.App, Publish, BatchIngest]:
@@ -41,9 +42,11 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
     rejected policy) and the ingest, which the caller starts alongside the app (its group join and the app's run at
     the same time: each takes the broker's initial rebalance delay, ~3 s). All logic lives in
     ingest/detectors/responders; this moves bytes."""
+    kafka = access(kafka)
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=kafka.faust_credentials(),  # the same TLS/SASL as every other client
         store="memory://",
         datadir=str(settings.data_dir / "faust"),  # faust writes here, never into the current directory
         web_enabled=False,  # Warden's own HTTP server serves metrics and callbacks (warden.runtime.web)
@@ -104,10 +107,10 @@ def build_app(settings: Settings, bootstrap: str, holder: PolicyHolder, responde
             max_bytes=settings.max_message_bytes), settings.otlp_wait_s),
     }
     # Detector state per input partition, rebuilt from the log the first time a partition is seen here.
-    states = {topic: PartitionStates(bootstrap, decode, settings.max_message_bytes, lambda: holder.current,
+    states = {topic: PartitionStates(kafka, decode, settings.max_message_bytes, lambda: holder.current,
                                      quarantined=quarantined) for topic, decode in replay.items()}
     judge = BatchJudge(settings, holder, inputs, states, sealer=sealer, dlq_sealer=dlq_sealer)
-    ingest = BatchIngest(settings, bootstrap, judge, limits)
+    ingest = BatchIngest(settings, kafka, judge, limits)
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:

@@ -44,6 +44,7 @@ from warden.contract.events import ActivityEvent
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 
@@ -92,9 +93,9 @@ def derived_id(msg: ConsumerRecord[bytes, bytes]) -> str:
 class ApprovalHost:
     """Started by the Runtime after the incident responder (whose database and Slack notifier it shares)."""
 
-    def __init__(self, settings: Settings, bootstrap: str, responder: IncidentResponder, holder: PolicyHolder,
+    def __init__(self, settings: Settings, kafka: KafkaAccess | str, responder: IncidentResponder, holder: PolicyHolder,
                  quarantined: Mapping[str, QuarantineMark], *, history: History | None = None) -> None:
-        self.settings, self.bootstrap, self.holder, self.quarantined = settings, bootstrap, holder, quarantined
+        self.settings, self.kafka, self.holder, self.quarantined = settings, access(kafka), holder, quarantined
         self.history = history
         self.sealer = settings.sealer()
         slack = next((n for n in responder.notifiers if isinstance(n, SlackNotifier)), None)
@@ -123,20 +124,20 @@ class ApprovalHost:
 
     async def start(self) -> None:
         s = self.settings
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self._producer = self.kafka.producer(acks="all")
         await self._producer.start()
         # Topics are subscribed after start(): given to the constructor, start() waits for the group join (5 s on
         # Tansu, each), and the worker's start-up with it; subscribed, both groups join alongside the ingest's.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approvals",
+        self._consumer = self.kafka.consumer(
+            group_id=f"{s.app_id}.approvals",
             group_instance_id=s.kafka_group_instance_id,
             enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000))
         await self._consumer.start()
         self._consumer.subscribe([s.topic_approval_requests])
-        self._actions = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=f"{s.app_id}.approval-actions",
+        self._actions = self.kafka.consumer(
+            group_id=f"{s.app_id}.approval-actions",
             group_instance_id=s.kafka_group_instance_id,
             enable_auto_commit=False, auto_offset_reset="latest", session_timeout_ms=int(
                 s.kafka_session_timeout_s * 1000), heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),

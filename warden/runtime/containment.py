@@ -19,6 +19,7 @@ from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.kit import secrets
 from warden.kit.retry import Backoff
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 
@@ -36,10 +37,10 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
 class ContainmentHost:
     """The engine plus what its actions reach the world through. `start` after the responder (the DB is migrated)."""
 
-    def __init__(self, settings: Settings, bootstrap: str, responder: IncidentResponder, holder: PolicyHolder,
+    def __init__(self, settings: Settings, kafka: KafkaAccess | str, responder: IncidentResponder, holder: PolicyHolder,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.settings, self.bootstrap, self.responder, self.holder, self.clock = (
-            settings, bootstrap, responder, holder, clock)
+        self.settings, self.kafka, self.responder, self.holder, self.clock = (
+            settings, access(kafka), responder, holder, clock)
         self.producer: AIOKafkaProducer | None = None
         self.http: aiohttp.ClientSession | None = None
         self.engine: ContainmentEngine | None = None
@@ -47,7 +48,7 @@ class ContainmentHost:
     async def start(self) -> ContainmentEngine:
         s = self.settings
         # acks=all: a control or revocation record counts as published only once the broker has it.
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self.producer = self.kafka.producer(acks="all")
         await self.producer.start()
         self.http = aiohttp.ClientSession()
         producer = self.producer

@@ -14,11 +14,11 @@ import logging
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
+from warden.runtime.kafka_access import KafkaAccess, access
 
 log = logging.getLogger("warden.control")
 
@@ -44,15 +44,15 @@ def read_mark(key: bytes | None, value: bytes | None) -> tuple[str, QuarantineMa
 class ControlView:
     """`agents`: agent id → mark, updated as records arrive. Shared, read-only, with every detector state."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
+    def __init__(self, kafka: KafkaAccess | str, topic: str) -> None:
+        self.kafka, self.topic = access(kafka), topic
         self.agents: dict[str, QuarantineMark] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         partitions = await self._partitions()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+        consumer = self.kafka.consumer(group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
         self._consumer = consumer
@@ -62,7 +62,7 @@ class ControlView:
 
     async def _partitions(self) -> list[int]:
         """The topic's partitions, from the broker's metadata for that topic (created just before start)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = self.kafka.admin()
         await admin.start()
         try:
             for _ in range(50):

@@ -48,6 +48,7 @@ from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME, Sealer
 from warden.runtime.inputs import Batch, InputHandler
+from warden.runtime.kafka_access import KafkaAccess, access
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.settings import Settings
 from warden.runtime.state_rebuild import PartitionStates
@@ -295,10 +296,10 @@ class _Stopping(Exception):
 class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
     """The worker's ingest loop and its consumer; the faust app starts and stops it (warden.runtime.app)."""
 
-    def __init__(self, settings: Settings, bootstrap: str, judge: BatchJudge,
+    def __init__(self, settings: Settings, kafka: KafkaAccess | str, judge: BatchJudge,
                  limits: BatchLimits | None = None) -> None:
         self._settings = settings
-        self._bootstrap = bootstrap
+        self._kafka = access(kafka)
         self.judge = judge
         self.limits = limits or BatchLimits()
         self.group = ingest_group(settings.app_id)
@@ -347,20 +348,26 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         assert self._consumer is not None, "start() first"
         return self._consumer
 
+    @property
+    def joined(self) -> bool:
+        """Whether the consumer group gave this worker an assignment yet (possibly empty: more workers than
+        partitions). Readiness reads it."""
+        return self._joined.is_set()
+
     def assignment(self) -> set[TopicPartition]:
         """The input partitions this worker owns now (empty before start)."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
     async def start(self) -> None:
         s = self._settings
-        await seed_from_old_group(self._bootstrap, s.app_id, self.group, self.topics)
+        await seed_from_old_group(self._kafka, s.app_id, self.group, self.topics)
         fetch_bytes = max(8 * 1024 * 1024, 2 * s.max_message_bytes)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=2,
-                                          max_request_size=s.dlq_max_bytes + DLQ_HEADER_ROOM,
-                                          max_batch_size=1 << 20)
+        self._producer = self._kafka.producer(acks="all", linger_ms=2,
+                                              max_request_size=s.dlq_max_bytes + DLQ_HEADER_ROOM,
+                                              max_batch_size=1 << 20)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=self.group, enable_auto_commit=False,
+        self._consumer = self._kafka.consumer(
+            group_id=self.group, enable_auto_commit=False,
             group_instance_id=s.kafka_group_instance_id,
             auto_offset_reset="earliest", max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=4 * fetch_bytes,
             fetch_max_wait_ms=self.limits.fetch_wait_ms,
@@ -622,13 +629,14 @@ def _records(fetched: Mapping[TopicPartition, list[ConsumerRecord]]) -> Iterator
         yield from records
 
 
-async def seed_from_old_group(bootstrap: str, old_group: str, new_group: str, topics: list[str]) -> dict[
+async def seed_from_old_group(kafka: KafkaAccess | str, old_group: str, new_group: str, topics: list[str]) -> dict[
         TopicPartition, int]:
     """The cut-over from the faust agent: on each partition of `topics` where `new_group` has committed nothing,
     commit `old_group`'s offset there into it, so nothing is re-read or skipped. Per partition, because an input
     topic may move over later than the others (the span topic did). Returns what it seeded (nothing on later
     starts: every partition the old group committed on then has an offset of the new group's)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka = access(kafka)
+    admin = kafka.admin()
     await admin.start()
     try:
         partitions = sorted(TopicPartition(d["topic"], p["partition"]) for d in await admin.describe_topics(topics)
@@ -640,7 +648,7 @@ async def seed_from_old_group(bootstrap: str, old_group: str, new_group: str, to
     finally:
         await admin.close()
     if theirs:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=new_group, enable_auto_commit=False)
+        consumer = kafka.consumer(group_id=new_group, enable_auto_commit=False)
         await consumer.start()
         try:
             consumer.assign(list(theirs))  # a manual assignment commits without joining the group

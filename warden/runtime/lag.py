@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from warden.contract import metrics
 from warden.kit.loop import PollingLoop
+from warden.runtime.kafka_access import KafkaAccess, access
 
 log = logging.getLogger("warden.lag")
 
@@ -25,16 +26,16 @@ class ConsumerLag:
     """Measures each topic's lag behind the group that consumes it (`groups`: topic → group) every `interval_s`
     (one admin client and one group-less consumer, kept open between passes)."""
 
-    def __init__(self, bootstrap: str, groups: Mapping[str, str], interval_s: float) -> None:
-        self.bootstrap, self.groups = bootstrap, dict(groups)
+    def __init__(self, kafka: KafkaAccess | str, groups: Mapping[str, str], interval_s: float) -> None:
+        self.kafka, self.groups = access(kafka), dict(groups)
         self.loop = PollingLoop("consumer-lag", interval_s, self._pass, log)
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self._admin = self.kafka.admin()
         await self._admin.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        self._consumer = self.kafka.consumer(group_id=None, enable_auto_commit=False)
         await self._consumer.start()
         self.loop.start()
 

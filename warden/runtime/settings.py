@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warden.contract.matrix import Duration
@@ -21,7 +22,29 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
 
-    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset starts the embedded broker.")
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset: `warden run` refuses "
+                                        "unless WARDEN_EMBEDDED (or --embedded) asks for the embedded broker.")
+    embedded: bool = Field(False, description="With WARDEN_KAFKA_BOOTSTRAP unset, start the embedded in-memory "
+                           "broker (the demo always does); false: refuse to start without a bootstrap.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of Warden connects (warden/runtime/kafka_access.py).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism; required with SASL_PLAINTEXT and SASL_SSL.")
+    kafka_sasl_username: str | None = Field(None, description="User of PLAIN and SCRAM.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="Password of PLAIN and SCRAM (or _FILE).")
+    kafka_sasl_password_file: Path | None = Field(None, description="File holding the password (a mounted Secret).")
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle the brokers' certificates must chain to; "
+                                          "unset: the system's trust store.")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted client key.")
+    kafka_ssl_key_password_file: Path | None = Field(None, description="File holding the client key's password.")
+    kafka_oauth_token_url: str | None = Field(None, description="OAUTHBEARER: the OAuth token endpoint "
+                                              "(client credentials grant).")
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: the client id.")
+    kafka_oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER: the client secret.")
+    kafka_oauth_client_secret_file: Path | None = Field(None, description="File holding the OAuth client secret.")
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER: scope requested with the token.")
     policy: Path = Field(BUNDLED_POLICY, description="Matrix file or folder.")
     policy_reload_s: float = Field(2.0, gt=0, description="How often the worker checks the policy files for changes.")
     data_dir: Path = Field(Path("./data"), description="Where the embedded defaults keep files (SQLite, ...).")
@@ -93,6 +116,35 @@ class Settings(BaseSettings):
                                              "HTTP transport is off (Kafka still answers).")
     approvals_poll_s: float = Field(1.0, gt=0, description="How often approval requests are checked for routing, "
                                     "escalation, expiry and publishing.")
+
+    @field_validator("seal_key")
+    @classmethod
+    def _seal_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            Sealer(v.get_secret_value())  # raises "must be 32 url-safe base64-encoded bytes", never the key
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        from warden.runtime.database_url import check_database_url  # lazy: SQLAlchemy costs `warden schema` 0.2 s
+
+        return check_database_url(v) if v is not None else v
+
+    @field_validator("kafka_sasl_password_file", "kafka_ssl_key_password_file", "kafka_oauth_client_secret_file",
+                     "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not (v.is_file() and os.access(v, os.R_OK)):
+            raise ValueError(f"{v} is not a readable file")
+        return v
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        from warden.runtime.kafka_access import check_security  # lazy: aiokafka is only needed by workers
+
+        check_security(self)
+        return self
 
     @field_validator("api_tokens", "gateway_tokens")
     @classmethod

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.detectors import DetectorState, lookback, provenance, replay
@@ -37,6 +37,7 @@ from streams.ingest import Decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.policy import Policy
+from warden.runtime.kafka_access import KafkaAccess, access
 
 log = logging.getLogger("warden.state")
 
@@ -84,7 +85,7 @@ class PartitionStates:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess | str,
         decode: Decoder,
         max_message_bytes: int,
         policy: Callable[[], Policy],
@@ -92,7 +93,7 @@ class PartitionStates:
         *,
         quarantined: Mapping[str, QuarantineMark] | None = None,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = access(kafka)
         self._quarantined = quarantined  # the worker's control view, shared by every partition's state
         self._decode = decode
         self._max_message_bytes = max_message_bytes
@@ -184,8 +185,8 @@ class PartitionStates:
         limits = self.limits
         tp = TopicPartition(report.topic, report.partition)
         fetch_bytes = max(8 * 1024 * 1024, 2 * self._max_message_bytes)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        consumer = self._kafka.consumer(
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=100, max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=fetch_bytes,
         )
         await consumer.start()

@@ -10,12 +10,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from warden.runtime.kafka_access import KafkaAccess, access, connect_reasons, explain
 from warden.runtime.settings import Settings
 
 log = logging.getLogger("warden")
 
 # A dead letter carries up to dlq_max_bytes of the original plus Warden's headers (the reason is cut at 4 KiB).
 DLQ_HEADER_ROOM = 64 * 1024
+CONFIG_READ_ATTEMPTS = 5  # a topic created a moment ago can be unknown to DescribeConfigs for a short while
 
 
 class BrokerUnreachable(RuntimeError):
@@ -48,7 +50,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaAccess | str,
     names: list[str],
     partitions: int,
     timeout: float = 15.0,
@@ -56,18 +58,20 @@ async def ensure_topics(
 ) -> list[str]:
     """Create any missing topic (with its `configs`) and return the ones created.
 
-    Raises BrokerUnreachable naming the address, and TopicCreationFailed with the broker's reason."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    client_log = logging.getLogger("aiokafka")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)  # the one-line BrokerUnreachable below says it all
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-    except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
-        await admin.close()
-        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {exc or type(exc).__name__}") from None
-    finally:
-        client_log.setLevel(level)
+    Raises BrokerUnreachable naming the address and why (a refused password, an untrusted certificate: the first
+    connection Warden makes, so a wrong credential stops start-up in seconds), and TopicCreationFailed with the
+    broker's reason."""
+    kafka = access(kafka)
+    bootstrap = kafka.bootstrap
+    admin = kafka.admin(request_timeout_ms=int(timeout * 1000))
+    with connect_reasons() as reasons:  # the one-line BrokerUnreachable below says it all
+        try:
+            await asyncio.wait_for(admin.start(), timeout)
+        except (TimeoutError, KafkaConnectionError, KafkaError, OSError) as exc:
+            await admin.close()
+            why = explain(reasons) or str(exc) or type(exc).__name__
+            raise BrokerUnreachable(f"WARDEN_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap} "
+                                    f"(WARDEN_KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}): {why}") from None
     configs = configs or {}
     try:
         existing = set(await admin.list_topics())
@@ -83,13 +87,17 @@ async def ensure_topics(
         # was never created is reported as created.
         response = await admin.create_topics(missing)
         created: list[str] = []
+        existed: list[str] = []
         for topic, code, message, *_ in response.topic_errors:
             error = for_code(code) if code else None
             if error is None:
                 created.append(topic)
-            elif error is not TopicAlreadyExistsError:  # another worker created it meanwhile
+            elif error is TopicAlreadyExistsError:  # another worker created it meanwhile, or the metadata
+                existed.append(topic)  # we listed was older than the topic: its limit is someone else's too
+            else:
                 raise TopicCreationFailed(f"Kafka at {bootstrap} refused to create topic {topic}: "
                                           f"{error.__name__}: {message or ''}".rstrip(": "))
+        await _warn_if_too_small(admin, existed, configs)
         return [t.name for t in missing if t.name in created]
     finally:
         await admin.close()
@@ -101,17 +109,26 @@ async def _warn_if_too_small(admin: AIOKafkaAdminClient, names: list[str], confi
     needed = {n: int(configs[n]["max.message.bytes"]) for n in names if "max.message.bytes" in configs.get(n, {})}
     if not needed:
         return
-    try:
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in needed]  # all: Tansu drops a filtered one
-        )
-    except KafkaError as exc:  # an ACL may forbid DescribeConfigs; creating and consuming still work
-        log.info("cannot read topic configs (%s): not checking max.message.bytes", type(exc).__name__)
-        return
-    for response in responses:
-        for _code, _message, _type, topic, entries in response.resources:
-            for name, value, *_ in entries:
-                if name == "max.message.bytes" and topic in needed and int(value) < needed[topic]:
-                    log.warning("topic %s accepts messages up to %s bytes (max.message.bytes); Warden writes up to "
-                                "%d there (oversized activity, dead letters): raise it, or lower "
-                                "WARDEN_DLQ_MAX_BYTES", topic, value, needed[topic])
+    pending = dict(needed)
+    for attempt in range(CONFIG_READ_ATTEMPTS):
+        try:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in pending]  # all: Tansu drops a filtered one
+            )
+        except KafkaError as exc:  # an ACL may forbid DescribeConfigs; creating and consuming still work
+            log.info("cannot read topic configs (%s): not checking max.message.bytes", type(exc).__name__)
+            return
+        for response in responses:
+            for code, _message, _type, topic, entries in response.resources:
+                if code or topic not in pending:
+                    continue  # a topic created a moment ago may not be known to the broker answering yet
+                limit = pending.pop(topic)
+                for name, value, *_ in entries:
+                    if name == "max.message.bytes" and int(value) < limit:
+                        log.warning("topic %s accepts messages up to %s bytes (max.message.bytes); Warden writes up "
+                                    "to %d there (oversized activity, dead letters): raise it, or lower "
+                                    "WARDEN_DLQ_MAX_BYTES", topic, value, limit)
+        if not pending:
+            return
+        await asyncio.sleep(0.2 * (attempt + 1))
+    log.info("could not read the configs of %s: not checking max.message.bytes there", ", ".join(sorted(pending)))

@@ -9,10 +9,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import faust
-from aiokafka import AIOKafkaProducer
 
 from responders.audit_export import AuditExporter
-from responders.base import Responder, WebRoutes
+from responders.base import Responder, RouteInstaller, WebRoutes
 from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from warden.kit.loop import PollingLoop
@@ -23,12 +22,15 @@ from warden.runtime.catalogue import load
 from warden.runtime.containment import ContainmentHost
 from warden.runtime.control import ControlView
 from warden.runtime.ingest import BatchIngest
+from warden.runtime.kafka_access import KafkaAccess
 from warden.runtime.lag import ConsumerLag
 from warden.runtime.policy_holder import PolicyHolder
 from warden.runtime.policy_watch import PolicyWatcher
+from warden.runtime.readiness import Readiness
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
 from warden.runtime.web import WebServer
+from warden.runtime.worker_errors import check_bind, check_database
 
 log = logging.getLogger("warden")
 
@@ -69,6 +71,7 @@ class Runtime:
         self.responder = responder or IncidentResponder(settings)
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap or ""
+        self.kafka: KafkaAccess | None = None  # set by start(): the bootstrap and security of every client
         self.holder: PolicyHolder | None = None
         self.app: faust.App | None = None
         self.ingest: BatchIngest | None = None
@@ -80,30 +83,29 @@ class Runtime:
 
     async def start(self) -> Runtime:
         s = self.settings
+        check_bind(s.web_host, s.web_port)  # a taken port fails now, not after the broker, database and faust
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
+        if isinstance(self.responder, IncidentResponder):  # and if the database does not answer
+            await check_database(self.responder.engine)
         self.holder = PolicyHolder(policy)
         if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
             holder = self.holder
             self.responder.store.live_policy = lambda: holder.current.sha256
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
-            s = self.settings = _fast_group_timings(s)
-            self.broker = EmbeddedBroker(log_path=Path(s.data_dir) / "tansu.log").start()
-            self._stack.callback(self.broker.stop)
-            self.bootstrap = self.broker.bootstrap
-            log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
-                        "(memory only; data is lost when Warden stops)", self.bootstrap)
-        created = await ensure_topics(self.bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
+            s = self._embed_broker()
+        self.kafka = kafka = KafkaAccess.from_settings(s, self.bootstrap)
+        created = await ensure_topics(kafka, topic_names(s), s.topic_partitions, configs=topic_configs(s))
         if created:
             log.warning("created topics %s (%d partitions each)", ", ".join(created), s.topic_partitions)
         # The responder first (its database migrated, its loops running): the findings agent and the approvals
         # consumer, which join their groups next, hand it work as soon as they have joined. Stopped last.
         await self.responder.start()
         self._stack.push_async_callback(self.responder.stop)
-        self.control = ControlView(self.bootstrap, s.topic_control)
+        self.control = ControlView(kafka, s.topic_control)
         await self.control.start()
         self._stack.push_async_callback(self.control.stop)
-        self.app, publish, self.ingest = build_app(s, self.bootstrap, self.holder, self.responder,
+        self.app, publish, self.ingest = build_app(s, kafka, self.holder, self.responder,
                                                    quarantined=self.control.agents, sealer=s.sealer())
         worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
@@ -111,34 +113,42 @@ class Runtime:
         worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
         if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
             # Started before the app: its two consumers join their groups in the background, alongside the others.
-            self.approvals = ApprovalHost(s, self.bootstrap, self.responder, self.holder, self.control.agents,
+            self.approvals = ApprovalHost(s, kafka, self.responder, self.holder, self.control.agents,
                                           history=self.ingest.provenance)
             self._stack.push_async_callback(self.approvals.stop)
             await self.approvals.start()
         await self._start_together(worker, self.ingest)
         if isinstance(self.responder, IncidentResponder):  # containment acts on the incidents it records
-            self.containment = ContainmentHost(s, self.bootstrap, self.responder, self.holder)
+            self.containment = ContainmentHost(s, kafka, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
         if s.topic_audit and isinstance(self.responder, IncidentResponder):
             await self._export_audit(s.topic_audit)
         groups = {topic: self.ingest.group for topic in self.ingest.topics} | {s.topic_findings: s.app_id}
-        lag = ConsumerLag(self.bootstrap, groups, s.lag_poll_s)
+        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
         await lag.start()
         self._stack.push_async_callback(lag.stop)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         if self.approvals is not None:
             installers += self.approvals.route_installers()
-        self.web = WebServer(s.web_host, s.web_port, installers)
-        await self.web.start()
-        self._stack.push_async_callback(self.web.stop)
+        web = await self._serve(installers)
         watcher = PolicyWatcher(s.policy, self.holder, publish, s.policy_reload_s)
         watcher.loop.start()
         self._stack.push_async_callback(watcher.loop.stop)
         tune_gc()
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
-                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, self.web.port)
+                    self.bootstrap, s.policy, policy.sha256[:12], s.web_host, web.port)
         return self
+
+    def _embed_broker(self) -> Settings:
+        """Start the embedded Tansu broker; the settings with its fast group timings (unless set explicitly)."""
+        s = self.settings = _fast_group_timings(self.settings)
+        self.broker = EmbeddedBroker(log_path=Path(s.data_dir) / "tansu.log").start()
+        self._stack.callback(self.broker.stop)
+        self.bootstrap = self.broker.bootstrap
+        log.warning("WARDEN_KAFKA_BOOTSTRAP is unset: started the embedded Tansu broker on %s "
+                    "(memory only; data is lost when Warden stops)", self.bootstrap)
+        return s
 
     async def _start_together(self, worker: faust.Worker, ingest: BatchIngest) -> None:
         """The ingest joins its group while faust joins the app's (each join takes the broker's initial rebalance
@@ -152,11 +162,22 @@ class Runtime:
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    async def _serve(self, installers: list[RouteInstaller]) -> WebServer:
+        """The HTTP server, last: /readyz (warden.runtime.readiness) answers for the parts started before it."""
+        assert self.ingest is not None and self.holder is not None
+        engine = self.responder.engine if isinstance(self.responder, IncidentResponder) else None
+        installers.append(Readiness(self.ingest, self.holder, engine).install)
+        self.web = web = WebServer(self.settings.web_host, self.settings.web_port, installers)
+        await web.start()
+        self._stack.push_async_callback(web.stop)
+        return web
+
     async def _export_audit(self, topic: str) -> None:
         """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
         assert isinstance(self.responder, IncidentResponder)
-        await ensure_topics(self.bootstrap, [topic], self.settings.topic_partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        assert self.kafka is not None
+        await ensure_topics(self.kafka, [topic], self.settings.topic_partitions)
+        producer = self.kafka.producer(acks="all")
         await producer.start()
         self._stack.push_async_callback(producer.stop)
 
