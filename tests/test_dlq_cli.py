@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 KEY = Fernet.generate_key().decode()
 
 
-def dlq(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+def dlq(*args: str, env: dict[str, str | None]) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, ["dlq", "replay", *args], env=env)
     return result.exit_code, result.stdout, result.stderr
 
@@ -45,7 +45,7 @@ def test_every_reason_code_the_code_writes_is_known_to_dlq_replay() -> None:
 
 
 def test_without_a_seal_key_it_refuses_and_generates_none(tmp_path: Path) -> None:
-    env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": "", "WARDEN_DATA_DIR": str(tmp_path / "d")}
+    env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": None, "WARDEN_DATA_DIR": str(tmp_path / "d")}
     code, out, err = dlq(env=env)
     assert code == 2 and out == "" and "set WARDEN_SEAL_KEY" in err and "nothing was read" in err
     assert not (tmp_path / "d").exists()
@@ -53,7 +53,7 @@ def test_without_a_seal_key_it_refuses_and_generates_none(tmp_path: Path) -> Non
 
 def test_an_unreadable_key_file_is_one_line_and_exit_4(tmp_path: Path) -> None:
     (tmp_path / "seal.key").mkdir()  # unreadable as a file, whoever runs the test (root reads any mode)
-    env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": "", "WARDEN_DATA_DIR": str(tmp_path)}
+    env = {"WARDEN_KAFKA_BOOTSTRAP": "127.0.0.1:1", "WARDEN_SEAL_KEY": None, "WARDEN_DATA_DIR": str(tmp_path)}
     code, out, err = dlq(env=env)
     assert code == 4 and out == "" and err.startswith(f"warden: cannot reach the seal key file {tmp_path}/seal.key: ")
     assert err.count("\n") == 1

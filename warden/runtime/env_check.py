@@ -11,10 +11,12 @@ from pathlib import Path
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 
 PREFIX = "WARDEN_"
-# Read by Warden's tools, not by the worker's settings: the test suite and benchmarks (WARDEN_TEST_*, WARDEN_BENCH_*),
-# the OAuth test server launcher and the Apache Kafka starter of tests/kafka/.
+# Read by Warden's tools, not by the worker's settings: the CLI's incident API client (docs/cli.md), the test suite
+# and benchmarks (WARDEN_TEST_*, WARDEN_BENCH_*), the OAuth test server launcher and the Apache Kafka starter of
+# tests/kafka/.
 TOOL_PREFIXES = ("WARDEN_TEST_", "WARDEN_BENCH_")
-TOOL_VARIABLES = frozenset({"WARDEN_OAUTH_CACHE", "WARDEN_OAUTH_CONFIG", "WARDEN_OAUTH_PORT", "WARDEN_OAUTH_HOST",
+TOOL_VARIABLES = frozenset({"WARDEN_API_URL", "WARDEN_API_TOKEN",
+                            "WARDEN_OAUTH_CACHE", "WARDEN_OAUTH_CONFIG", "WARDEN_OAUTH_PORT", "WARDEN_OAUTH_HOST",
                             "WARDEN_KAFKA_CACHE", "WARDEN_KAFKA_START_TIMEOUT", "WARDEN_KAFKA_JAVA_OPTS",
                             "WARDEN_DOCS_SCREENSHOT", "WARDEN_DEMO_IDP_CLIENT_SECRET"})
 _ENV_REF = re.compile(r"\benv:(WARDEN_[A-Z0-9_]+)")
