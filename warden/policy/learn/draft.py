@@ -20,6 +20,7 @@ from warden.policy.addresses import DomainSet, normalise_domain
 from warden.policy.learn import generalise
 from warden.policy.learn.emit import Noted, emit, plain
 from warden.policy.learn.observe import MAX_IDS, Learner, Resources, WorkflowActivity
+from warden.policy.learn.stats import ValueStats
 
 # The built-in rules whose findings the drafted entries decide: in shadow mode in every draft.
 SHADOWED = ("unapproved_tool", "argument_out_of_scope", "data_out_of_scope", "secret_access",
@@ -124,8 +125,8 @@ def _workflow(activity: WorkflowActivity, existing: Workflow | None, learner: Le
             if _allowed(t, drafted_tools) and t not in unless}
     if unless or kept:
         flow_settings["unless"] = Noted({**kept, **unless}, (
-            "a sensitive call after untrusted input is fine when it meets the drafted constraint (a known recipient",
-            "after reading a mail): the same schema as under arguments"))
+            "a sensitive call after untrusted input is fine when it meets what such calls did (a known payee after",
+            "reading a bill); a sensitive tool never called after untrusted input has no exemption"))
     if flow_settings:
         scope["untrusted_flow"] = flow_settings
     doc["scope"] = scope
@@ -155,7 +156,9 @@ def _tools(activity: WorkflowActivity, learner: Learner, taken: set[str], known:
         resource = entry.spec.resource if entry is not None else None
         code = resource is not None and entry is not None and Category.code_exec in entry.categories
         commands = frozenset({resource}) if code and resource else frozenset()
-        ctx = generalise.Context(_namer(name, taken), known, commands)
+        sensitive = entry is not None and bool(_SENSITIVE & entry.categories)
+        recipients = frozenset({resource}) if sensitive and resource and not code else frozenset()
+        ctx = generalise.Context(_namer(name, taken), known, commands, recipients)
         found = generalise.arguments(use.arguments, ctx, resource)
         notes = [f"  {path}: {note}" for path, note in found.notes]
         if found.schema is None:
@@ -163,10 +166,27 @@ def _tools(activity: WorkflowActivity, learner: Learner, taken: set[str], known:
             continue
         lists.update(found.lists)
         arguments[name] = Noted(found.schema, (f"{name}:", *notes))
-        if entry is not None and _SENSITIVE & entry.categories:
-            unless[name] = found.schema
+        if sensitive:
+            exempt = _after_untrusted(name, use.after_untrusted, generalise.Context(
+                _namer(f"{name} after untrusted", taken), known, commands, recipients), resource)
+            if exempt is not None:
+                lists.update(exempt.lists)
+                unless[name] = Noted(exempt.schema, (
+                    f"{name} after untrusted input: {use.after_untrusted.count} call(s)",
+                    *(f"  {path}: {note}" for path, note in exempt.notes)))
         tools.append(Noted(name, tuple(comment)))
     return tools, arguments, unless
+
+
+def _after_untrusted(name: str, stats: ValueStats, ctx: generalise.Context, resource: str | None
+                     ) -> generalise.Generalised | None:
+    """The `untrusted_flow` exemption of a sensitive tool: generalised from its calls that followed untrusted input
+    in the same session (paying a known payee after reading a bill), so it is as narrow as what was seen there.
+    None when it was never called so, or when nothing of those calls generalises (the flow rule then applies)."""
+    if stats.count == 0:
+        return None
+    found = generalise.arguments(stats, ctx, resource)
+    return found if found.schema is not None else None
 
 
 def _identity(activity: WorkflowActivity, old: Any, learner: Learner) -> Any:

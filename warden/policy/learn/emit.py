@@ -43,8 +43,22 @@ def safe_comment(text: str) -> str:
     return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
 
 
+class _OneLine(yaml.SafeDumper):
+    """Strings holding a line break or a character that is not printable are double-quoted, so every escape stays
+    on one line (a plain or single-quoted scalar would carry the break into the block layout)."""
+
+
+def _string(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if any(not c.isprintable() for c in text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_OneLine.add_representer(str, _string)
+
+
 def _flow(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, allow_unicode=False, width=1 << 30)
+    text = yaml.dump(value, Dumper=_OneLine, default_flow_style=True, sort_keys=False, allow_unicode=False,
+                     width=1 << 30)
     text = text.rstrip("\n")
     return text[:-4].rstrip("\n") if text.endswith("\n...") else text
 

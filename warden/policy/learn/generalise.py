@@ -37,11 +37,13 @@ class Generalised:
 @dataclass(frozen=True)
 class Context:
     """What generalising needs besides the values: list naming, the domains the matrix already lists (an address
-    there generalises by domain at once), and whether the argument is a command (a code_exec tool's resource)."""
+    there generalises by domain at once), which arguments are commands (a code_exec tool's resource) and which name
+    whom a sensitive call acts on (a payment's payee, a grant's user): a new one of those is never generalised."""
 
     namer: ListNamer
     known_domains: DomainSet
     commands: frozenset[str] = frozenset()
+    recipients: frozenset[str] = frozenset()  # a sensitive tool's resource (a payee, a user): the values seen
 
 
 def arguments(stats: ValueStats, ctx: Context, resource: str | None, prefix: str = "") -> Generalised:
@@ -118,6 +120,10 @@ def _string(s: StringStats, ctx: Context, path: str) -> Generalised:
         pattern = "^\\s*(?:" + "|".join(_escape(p) for p in programs) + ")(?:\\s|$)"
         return Generalised({"type": "string", "pattern": pattern},
                            notes=[(path, f"commands by program: {len(programs)} program(s)")])
+    if path in ctx.recipients and not s.distinct_overflow and not s.secret_looking and s.distinct:
+        name = ctx.namer(path, "seen")
+        return Generalised({"type": "string", "in_list": name}, {name: sorted(s.distinct)},
+                           [(path, f"whom a sensitive call acts on: the {len(s.distinct)} value(s) seen")])
     if (not s.distinct_overflow and not s.secret_looking and not s.whitespace and s.distinct
             and len(s.distinct) <= ENUM_MAX
             and s.count >= ENUM_REPEATS * len(s.distinct)):

@@ -22,6 +22,7 @@ MAX_DIRECTORIES = 1_024  # distinct resource prefixes per workflow and kind
 MAX_IDS = 64  # distinct resource ids kept per prefix (more: the prefix's glob)
 MAX_OPERATIONS = 256
 MAX_APPROVED_REFS = 10_000  # approvals remembered per workflow (a change refers to a recent one)
+MAX_TAINTED_SESSIONS = 100_000  # sessions remembered as having read untrusted input (least recent dropped)
 _STUB_CHARS = re.compile(r"[^a-z0-9]+")
 
 
@@ -31,6 +32,7 @@ class ToolUse:
 
     evidence: Evidence = field(default_factory=Evidence)
     arguments: ValueStats = field(default_factory=ValueStats)
+    after_untrusted: ValueStats = field(default_factory=ValueStats)  # the calls made after untrusted input
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Learner:
     events: int = 0
     unowned_dropped: int = 0
     _stubs: dict[str, str] = field(default_factory=dict)
+    _tainted: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
     _catalogue: ToolCatalogue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,9 +146,17 @@ class Learner:
             use = activity.tools[name] = ToolUse()
         use.evidence.add(ev.ts, ev.session_id)
         use.arguments.add(ev.tool.arguments or {})
+        session = (ev.agent.id, ev.session_id) if ev.session_id is not None else None
+        if session is not None and session in self._tainted:
+            use.after_untrusted.add(ev.tool.arguments or {})
         entry = self._catalogue.entry(name)
         if entry is None:
             return
+        if session is not None and Category.untrusted_input in entry.categories:
+            self._tainted[session] = None
+            self._tainted.move_to_end(session)
+            if len(self._tainted) > MAX_TAINTED_SESSIONS:
+                self._tainted.popitem(last=False)
         target = entry.argument(ev.tool.arguments)
         if Category.secret_store in entry.categories and isinstance(target, str) and target:
             activity.secrets.add(target, ev)
