@@ -18,20 +18,27 @@ from warden.policy.merge import merge
 from warden.runtime.catalogue import CATALOGUE
 
 
-def current(training: list[Session]) -> dict[str, Any]:
+def current(training: list[Session], catalogue: bool = True) -> dict[str, Any]:
     """The hand-written author's matrix with every scope, list and flow exemption taken out: what a team has before
-    it learns (owners, the catalogue, who owns which agent)."""
+    it learns (owners, the catalogue, who owns which agent); without `catalogue`, no tool catalogue either."""
     doc = author.matrix(training)
     for wf in doc["workflows"].values():
         wf["scope"], wf["lists"] = {}, {}
+    if not catalogue:
+        doc["tools"] = {}
     return doc
 
 
-def policy(training: Iterable[Session]) -> Policy:
+def without_catalogue(training: Iterable[Session]) -> Policy:
+    """As `policy`, on a current matrix with no tool catalogue: what learning alone gives."""
+    return policy(training, catalogue=False)
+
+
+def policy(training: Iterable[Session], catalogue: bool = True) -> Policy:
     """Learn from the benign training sessions, through the native strict decoder, and enforce the draft: its rules
     are in shadow mode as drafted, and a shadow rule never alerts, so they are flipped to enforce here."""
     sessions = list(training)
-    base = current(sessions)
+    base = current(sessions, catalogue)
     learner = Learner(build_policy(Matrix.model_validate(base), CATALOGUE, sha256="third-party-current"))
     decode = FORMATS["native"]
     for s in sessions:

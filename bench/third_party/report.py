@@ -51,7 +51,8 @@ def main(compare_learned: bool = False) -> int:
     all_sessions = [s for sc in scenarios for s in sessions(sc)]
     judged = _judged(all_sessions)
     if compare_learned:
-        _compare(judged, _judged(all_sessions, learned.policy))
+        _compare({"author": judged, "learned": _judged(all_sessions, learned.policy),
+                  "learned, no catalogue": _judged(all_sessions, learned.without_catalogue)})
         return 0
     attacks = Counter((sc.dataset, sc.attack) for sc in scenarios)
     print(f"{len(scenarios)} scenarios -> {sum(not s.hijacked for s in all_sessions)} benign and "
@@ -82,26 +83,27 @@ def main(compare_learned: bool = False) -> int:
     return 0
 
 
-def _compare(by_author: list[tuple[int, str, Session, list[Finding]]],
-             by_learning: list[tuple[int, str, Session, list[Finding]]]) -> None:
+def _compare(by_policy: dict[str, list[tuple[int, str, Session, list[Finding]]]]) -> None:
     """The hand-written author next to `warden policy learn`, folds A+B pooled, with the learned draft enforced."""
     print("hand-written author (bench/third_party/author.py) vs `warden policy learn` (bench/third_party/learned.py),\n"
           "each written from the benign sessions of one half; folds A+B pooled. The learned draft is judged as it\n"
           "would be enforced: its rules are drafted in shadow mode, and a shadow rule never alerts, so they are\n"
           "flipped to enforce for this measurement. recall: hijacked sessions with a page or a hold on an injected\n"
-          "call. 95% Wilson bounds.")
-    print(f"{'policy':<9} {'data set':<24} {'protocol':<10} {'recall':<24} {'benign paged':<24} "
+          "call. 95% Wilson bounds. Both start from the same current matrix: owners, one workflow per data set, and\n"
+          "the catalogue read from the benchmarks' tool definitions (author.TOOLS; Warden's shipped catalogue knows\n"
+          "none of these tools); `learned, no catalogue` starts without it.")
+    print(f"{'policy':<22} {'data set':<24} {'protocol':<10} {'recall':<24} {'benign paged':<24} "
           f"{'benign paged or held':<24}")
-    for label, judged in (("author", by_author), ("learned", by_learning)):
+    for label, judged in by_policy.items():
         for name in [*CONVERTERS, "all"]:
             for protocol in ("in-sample", "held-out"):
                 if name != "all" and protocol == "in-sample":
                     continue
                 t = _tally(j for j in judged if j[1] == protocol and name in ("all", j[2].scenario.dataset))
-                print(f"{label:<9} {name:<24} {protocol:<10} {t.caught!s:<24} {t.paged!s:<24} "
+                print(f"{label:<22} {name:<24} {protocol:<10} {t.caught!s:<24} {t.paged!s:<24} "
                       f"{t.paged_or_held!s:<24}")
     print("\nlearned, per rule, held out (a session counts for a rule when that rule alone would count it):")
-    held_out = [j for j in by_learning if j[1] == "held-out"]
-    for rule in sorted({f.rule for j in by_learning for f in j[3]}):
+    held_out = [j for j in by_policy["learned"] if j[1] == "held-out"]
+    for rule in sorted({f.rule for j in by_policy["learned"] for f in j[3]}):
         t = _tally(held_out, rule)
         print(f"  {rule:<32} recall {t.caught!s:<22} paged {t.paged!s:<22} paged or held {t.paged_or_held!s}")
