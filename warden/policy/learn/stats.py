@@ -23,6 +23,9 @@ MAX_KEPT_CHARS = 256  # a longer string is never kept as a value (it is text, no
 PUNCTUATION_CAP = 8  # an identifier uses few punctuation characters; more is text
 _PROGRAM = re.compile(r"^\s*([A-Za-z0-9_./-]{1,64})(?:\s|$)")
 _SPACE = re.compile(r"\s")
+_CLASSES = (("digit", frozenset("0123456789")), ("lower", frozenset("abcdefghijklmnopqrstuvwxyz")),
+            ("upper", frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")))
+_ALNUM = frozenset().union(*(members for _, members in _CLASSES))
 
 
 @dataclass
@@ -92,7 +95,9 @@ class StringStats:
             self.distinct_overflow = True
         self.prefix = value if self.prefix is None else _common_prefix(self.prefix, value)
         if len(self.classes) <= 3 + PUNCTUATION_CAP:
-            self.classes |= {_class(c) for c in value}
+            chars = set(value)
+            self.classes |= chars - _ALNUM
+            self.classes |= {name for name, members in _CLASSES if not chars.isdisjoint(members)}
         self._typed(value)
 
     def _secret(self, value: str) -> bool:
@@ -139,16 +144,6 @@ def _common_prefix(a: str, b: str) -> str:
     while i < n and a[i] == b[i]:
         i += 1
     return a[:i]
-
-
-def _class(c: str) -> str:
-    if "0" <= c <= "9":
-        return "digit"
-    if "a" <= c <= "z":
-        return "lower"
-    if "A" <= c <= "Z":
-        return "upper"
-    return c
 
 
 @dataclass
