@@ -189,3 +189,69 @@ def test_the_emitter_writes_hostile_text_that_reads_back_the_same() -> None:
     text = emit(doc, ("header",))
     assert yaml.safe_load(text) == plain(doc)
     assert all(line.lstrip().startswith(("#", "-", "workflows", '"w', "tools")) for line in text.splitlines())
+
+
+def test_an_operation_the_approver_approved_needs_approval_and_one_never_approved_is_not_exempted(
+        tmp_path: Path) -> None:
+    def at(n: int, **event: Any) -> dict[str, Any]:
+        return {"event_id": f"i-{n}", "ts": f"2026-11-02T11:00:{n:02d}Z", "agent": {"id": "iam-agent-1"},
+                "session_id": "s-iam", **event}
+
+    events = [at(1, kind="approval", approval={"approver": "jordan", "decision": "approved", "ref": "user:bob"}),
+              at(2, kind="identity_change", identity_change={"operation": "revoke_role", "target": "user:bob"}),
+              at(3, kind="identity_change", identity_change={"operation": "disable_user", "target": "user:eve"}),
+              at(4, kind="approval", approval={"approver": "mallory", "decision": "approved", "ref": "user:eve"}),
+              at(5, kind="identity_change", identity_change={"operation": "suspend_user", "target": "user:eve"})]
+    out = tmp_path / "d"
+    assert learn(str(write(tmp_path / "e.jsonl", events)), "--policy", str(BUNDLED_POLICY), "--out", str(out))[0] == 0
+    learned = yaml.safe_load((out / "50-learned.yaml").read_text())
+    gate = learned["workflows"]["access-provisioner"]["scope"]["identity_changes"]
+    assert gate["require_approval"] == ["create_key", "grant_*", "reset_mfa", "revoke_role"]  # mallory is not jordan
+    text = (out / "50-learned.yaml").read_text()
+    assert "revoke_role: 1 event, 1 session(s)" in text and "approved beforehand by jordan in 1/1" in text
+    assert "disable_user: 1 event, 1 session(s)" in text and "in 0/1; not gated" in text
+
+
+def test_data_and_secrets_become_globs_at_their_common_prefix(tmp_path: Path) -> None:
+    def read(n: int, kind: str, rid: str) -> dict[str, Any]:
+        return {"event_id": f"r-{n}", "ts": "2026-11-02T12:00:00Z", "agent": {"id": AGENT}, "kind": kind,
+                "resource": {"type": "x", "id": rid, "classification": "confidential"}}
+
+    events = [read(1, "data_access", "db://billing/invoices/INV-1"), read(2, "data_access", "db://billing/invoices/2"),
+              read(3, "data_access", "db://crm/accounts/7"), read(4, "secret_access", "vault://billing/stripe-key")]
+    out = tmp_path / "d"
+    assert learn(str(write(tmp_path / "e.jsonl", events)), "--policy", str(BUNDLED_POLICY), "--out", str(out))[0] == 0
+    scope = yaml.safe_load((out / "50-learned.yaml").read_text())["workflows"]["billing-agent"]["scope"]
+    assert scope["data"] == ["db://billing/invoices/*", "db://crm/accounts/7"]
+    assert scope["secrets"] == ["vault://billing/stripe-key"] and scope["max_classification"] == "confidential"
+    found = findings(out, read(5, "data_access", "db://billing/invoices/INV-9"), read(6, "data_access", "db://hr/x"))
+    assert found == set()  # data_out_of_scope is not in `findings`' rules: checked below
+    result = backtest(json.dumps(read(6, "data_access", "db://hr/x")).encode(), load(out))
+    assert [(f.rule, f.shadow) for f in result.findings] == [("data_out_of_scope", True)]
+
+
+def test_a_file_past_the_document_limit_is_streamed_and_an_over_long_line_is_only_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.learn
+
+    monkeypatch.setattr(streams.learn, "MAX_DOCUMENT_BYTES", 64)  # every file here is "large": streamed
+    whole = Path.read_bytes
+
+    def never_whole(self: Path) -> bytes:
+        if self.name in {"big.jsonl", "spans.bin"}:
+            raise OSError("read whole, not streamed")
+        return whole(self)
+
+    monkeypatch.setattr(Path, "read_bytes", never_whole)
+    events = tmp_path / "big.jsonl"
+    lines = [json.dumps(e) for e in training()]
+    events.write_text("\n".join([lines[0], "x" * 5000, *lines[1:]]) + "\n")
+    spans = tmp_path / "spans.bin"
+    spans.write_bytes(frame(b"\x00" * 3000) + frame(b"\x0a\x00") + b"\x00\x00\x00\x09abc")
+    code, stdout, _ = learn(str(events), "--max-bytes", "2048", "--policy", str(BUNDLED_POLICY), "--out",
+                            str(tmp_path / "d"))
+    assert code == 0, stdout
+    assert "big.jsonl: line 2: too_large" in stdout and "10 events" in stdout
+    code, stdout, _ = learn(str(spans), "--format", "otlp_proto", "--max-bytes", "2048", "--out", str(tmp_path / "e"))
+    assert code == 2
+    assert "message 1 (byte 0): too_large" in stdout and "its length prefix says 9 bytes" in stdout

@@ -54,8 +54,6 @@ def draft(learner: Learner, header: Iterable[str] = ()) -> Draft:
     for wf_id in sorted(learner.workflows):
         activity = learner.workflows[wf_id]
         existing = current.workflow(wf_id) if current is not None else None
-        if existing is None and current is not None and wf_id in current.matrix.workflows:
-            continue
         workflows[wf_id] = _workflow(activity, existing, learner, security)
         (result.drafted if existing is not None else result.stubs).append(wf_id)
     if current is not None:

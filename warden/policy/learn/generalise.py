@@ -113,8 +113,9 @@ def _string(s: StringStats, ctx: Context, path: str) -> Generalised:
     if s.not_url <= (1 - TYPED_SHARE) * s.count and not s.domains_overflow and s.hosts:
         name = ctx.namer(path, "hosts")
         hosts = sorted(s.hosts)
+        odd = f"; {s.not_url} value(s) not one plain URL, not admitted" if s.not_url else ""
         return Generalised({"type": "string", "url_host_in": name}, {name: hosts},
-                           [(path, f"URLs by host: {len(hosts)} host(s)")])
+                           [(path, f"URLs by host: {len(hosts)} host(s){odd}")])
     if path in ctx.commands and s.not_program == 0 and s.programs:
         programs = sorted(s.programs)
         pattern = "^\\s*(?:" + "|".join(_escape(p) for p in programs) + ")(?:\\s|$)"
@@ -156,7 +157,8 @@ def _emails(s: StringStats, ctx: Context, path: str) -> Generalised:
         options.append({"in_list": name})
     schema = {"type": "string", **options[0]} if len(options) == 1 else {"type": "string", "anyOf": options}
     note = (f"e-mail: {len(by_domain)} domain(s) by domain, {len(exact)} exact address(es) at "
-            f"{len(s.emails) - len(by_domain)} external domain(s) seen few times")
+            f"{len(s.emails) - len(by_domain)} external domain(s) seen few times"
+            + (f"; {s.not_email} value(s) not one plain address, not admitted" if s.not_email else ""))
     return Generalised(schema, lists, [(path, note)])
 
 
