@@ -124,7 +124,7 @@ def _workflow(activity: WorkflowActivity, existing: Workflow | None, learner: Le
     if unless or kept:
         flow_settings["unless"] = Noted({**kept, **unless}, (
             "a sensitive call after untrusted input is fine when it meets what such calls did (a known payee after",
-            "reading a bill); a sensitive tool never called after untrusted input has no exemption"))
+            "reading a bill); a drafted tool never called so keeps the current matrix's exemption, if any"))
     if flow_settings:
         scope["untrusted_flow"] = flow_settings
     doc["scope"] = scope
@@ -135,8 +135,8 @@ def _workflow(activity: WorkflowActivity, existing: Workflow | None, learner: Le
 
 def _tools(activity: WorkflowActivity, learner: Learner, taken: set[str], known: DomainSet, lists: dict[str, list[str]]
            ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
-    """The tools list, the argument constraints and the `untrusted_flow` exemptions of sensitive tools (the same
-    schema: a known recipient after reading a mail is fine); the named lists they use are added to `lists`."""
+    """The tools list, the argument constraints and the `untrusted_flow` exemptions of sensitive tools (from their
+    calls after untrusted input); the named lists they use are added to `lists`."""
     catalogue = learner.current.tools if learner.current is not None else None
     tools: list[Any] = []
     arguments: dict[str, Any] = {}
