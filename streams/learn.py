@@ -22,6 +22,7 @@ from warden.policy.learn import Learner
 
 FRAME_HEADER = 4  # the big-endian length before each message, as streams.backtest.frames reads it
 MAX_REPORTED = 1_000  # invalid records listed (all are counted)
+PROGRESS_EVERY = 100_000  # events between two progress calls
 _CHUNK = 1 << 20
 
 
@@ -57,7 +58,7 @@ def learn_files(paths: Iterable[Path], learner: Learner, fmt: str = "native",
                 for event in decoded.events:
                     learner.observe(event)
                     out.events += 1
-                    if progress is not None and out.events % 100_000 == 0:
+                    if progress is not None and out.events % PROGRESS_EVERY == 0:
                         progress(out.events)
         except FramingError as exc:
             out.reject(str(path), f"not {fmt}: {exc}; the rest of the file is skipped")

@@ -255,3 +255,12 @@ def test_a_file_past_the_document_limit_is_streamed_and_an_over_long_line_is_onl
     code, stdout, _ = learn(str(spans), "--format", "otlp_proto", "--max-bytes", "2048", "--out", str(tmp_path / "e"))
     assert code == 2
     assert "message 1 (byte 0): too_large" in stdout and "its length prefix says 9 bytes" in stdout
+
+
+def test_long_input_reports_progress_on_standard_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.learn
+
+    monkeypatch.setattr(streams.learn, "PROGRESS_EVERY", 4)
+    code, stdout, stderr = learn(str(write(tmp_path / "e.jsonl", training())), "--out", str(tmp_path / "d"))
+    assert code == 0, stdout
+    assert stderr.splitlines() == ["warden: 4 events read", "warden: 8 events read"]
