@@ -177,6 +177,12 @@ def test_a_draft_always_lints_clean(tmp_path_factory: pytest.TempPathFactory, dr
                                     with_current: bool) -> None:
     tmp = tmp_path_factory.mktemp("learn")
     events = [call(i, e["tool"], e["arguments"], agent=e["agent"]) for i, e in enumerate(drawn)]
+    for i, e in enumerate(drawn):  # the same drawn text as resource ids and identity operations
+        rid = str(next(iter(e["arguments"].values()), e["tool"])) or "x"
+        events.append({**call(100 + i, "-", {}, agent=e["agent"]), "kind": ("data_access", "secret_access")[i % 2],
+                       "resource": {"type": "x", "id": rid}, "tool": None})
+        events.append({**call(200 + i, "-", {}, agent=e["agent"]), "kind": "identity_change", "tool": None,
+                       "identity_change": {"operation": e["tool"], "target": rid}})
     current = ["--policy", str(BUNDLED_POLICY)] if with_current else []
     code, stdout, stderr = learn(str(write(tmp / "e.jsonl", events)), *current, "--out", str(tmp / "d"))
     assert code == 0, stdout + stderr
