@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import yaml
+
 from bench.third_party import author
 from bench.third_party.convert import Session
 from streams.ingest import FORMATS
@@ -48,7 +50,8 @@ def policy(training: Iterable[Session], catalogue: bool = True) -> Policy:
             assert not decoded.rejections, decoded.rejections
             for event in decoded.events:
                 learner.observe(event)
-    merged, _ = merge([("current", base), ("learned", draft(learner).learned)])
+    learned = yaml.safe_load(draft(learner).text)  # the file `warden policy learn` writes, read back
+    merged, _ = merge([("current", base), ("learned", learned)])
     for rule in SHADOWED:
         merged["rules"]["builtin"][rule]["mode"] = "enforce"
     return build_policy(Matrix.model_validate(merged), CATALOGUE, sha256="third-party-learned")
