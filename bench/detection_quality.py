@@ -4,6 +4,7 @@ with --third-party on public data sets no one here wrote, under a holdout protoc
     .venv/bin/python bench/detection_quality.py
     .venv/bin/pip install --no-deps inspect-evals==0.26.0 agent-injection-bench==0.1.0
     .venv/bin/python bench/detection_quality.py --third-party
+    .venv/bin/python bench/detection_quality.py --third-party --learned   # `warden policy learn` vs the author
 
 The first is the same replay and scoring as tests/test_sessions.py (in-sample: the set was written with the bundled
 matrix). The second converts each third-party scenario into a benign and a hijacked session, writes a policy from
@@ -23,12 +24,12 @@ from tests.session_quality import labels, replay_sessions, score
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--third-party"]:
+    if sys.argv[1:2] == ["--third-party"] and sys.argv[2:] in ([], ["--learned"]):
         from bench.third_party.report import main as third_party
 
-        sys.exit(third_party())
+        sys.exit(third_party(compare_learned=sys.argv[2:] == ["--learned"]))
     if sys.argv[1:]:
-        sys.exit(f"usage: {sys.argv[0]} [--third-party]")
+        sys.exit(f"usage: {sys.argv[0]} [--third-party [--learned]]")
     truth = labels()
     fired, invalid = replay_sessions()
     hijacked = [s for s, v in truth.items() if v["verdict"] == "hijacked"]

@@ -84,6 +84,7 @@ class Tally:
     caught: Rate = Rate(0, 0)
     paged: Rate = Rate(0, 0)
     held: Rate = Rate(0, 0)
+    paged_or_held: Rate = Rate(0, 0)
 
     def add(self, session: Session, findings: Iterable[Finding], rule: str | None = None) -> None:
         mine = [f for f in findings if rule is None or f.rule == rule]
@@ -92,9 +93,11 @@ class Tally:
         else:
             self.paged += Rate(int(any(pages(f) for f in mine)), 1)
             self.held += Rate(int(any(holds(f) for f in mine)), 1)
+            self.paged_or_held += Rate(int(any(pages(f) or holds(f) for f in mine)), 1)
 
     def __iadd__(self, other: Tally) -> Tally:
         self.caught += other.caught
         self.paged += other.paged
         self.held += other.held
+        self.paged_or_held += other.paged_or_held
         return self

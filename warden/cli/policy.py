@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from warden.cli.exits import Exit
+from warden.cli.policy_learn import learn
 from warden.cli.policy_output import chosen, emit_json, emit_jsonl, output_option
 from warden.cli.policy_routes import print_routes
 from warden.cli.policy_test import test_cases, test_events
@@ -22,7 +23,10 @@ CASE_SUFFIXES = (".yaml", ".yml")
 
 @click.group()
 def policy() -> None:
-    """Check, test and explain an ownership matrix (a YAML file or a folder of them)."""
+    """Check, test, explain and draft an ownership matrix (a YAML file or a folder of them)."""
+
+
+policy.add_command(learn)
 
 
 def lint_policy(path: Path) -> tuple[Policy | None, list[PolicyIssue]]:

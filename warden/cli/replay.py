@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any
 import click
 
 from streams.backtest import DEFAULT_RECORD_BYTES, Backtest, FramingError, backtest
+from streams.compare import read_labels
 from streams.ingest import FORMATS
 from warden.cli.exits import Exit
 from warden.cli.failure import Failure
 from warden.cli.output import Output, line, output_option
 from warden.contract.findings import Finding
-from warden.policy import PolicyError
+from warden.policy import Policy, PolicyError
 from warden.runtime.catalogue import load
 
 
@@ -84,20 +86,33 @@ def _print(result: Backtest, output: Output, source: str) -> None:
 @click.option("--max-bytes", type=click.IntRange(min=1024), default=DEFAULT_RECORD_BYTES, show_default=True,
               envvar="WARDEN_MAX_MESSAGE_BYTES", help="Largest line, frame or single event, as the worker's "
               "WARDEN_MAX_MESSAGE_BYTES (a whole-file JSON array may be up to 64 MiB).")
+@click.option("--against", "old_path", type=click.Path(path_type=Path),
+              help="The current matrix: print the findings that appear and disappear from it to --policy.")
+@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --against: a JSON object of session (or event) ids to \"benign\" or \"hijacked\"; prints "
+                   "precision and recall of both policies.")
+@click.option("--as-enforced", is_flag=True,
+              help="With --labels: count the new policy's shadow findings as if enforced (a learned draft is in "
+                   "shadow mode).")
 @output_option("jsonl")
-def replay(events: Path, policy_path: Path, fmt: str, max_bytes: int, output: Output) -> None:
+def replay(*, events: Path, policy_path: Path, fmt: str, max_bytes: int, old_path: Path | None,
+           labels_path: Path | None, as_enforced: bool, output: Output) -> None:
     """Run the detectors over recorded EVENTS with the policy at --policy, offline.
 
     Event time drives the windows; invalid events are reported and skipped, decoded as strictly as the worker
     does. The same input gives the same output. Exit 0: no routed finding; 1: findings (shadow ones do not count);
     2: EVENTS cannot be read or holds no valid event; 3: the policy does not load.
+
+    With --against OLD: the changes from OLD. Exit 1 when a routed finding appears or disappears; with --labels,
+    exit 1 when the new policy alerts on a session labelled benign, or misses one labelled hijacked, that OLD
+    handled (0 otherwise).
     """
-    try:
-        live = load(policy_path)
-    except PolicyError as exc:
-        for issue in exc.issues:
-            click.echo(f"warden: policy error: {issue}", err=True)
-        sys.exit(Exit.POLICY_ERROR)
+    if (labels_path or as_enforced) and old_path is None:
+        raise Failure("--labels and --as-enforced compare two policies: give the current one with --against",
+                      Exit.INVALID_INPUT)
+    live = _load(policy_path)
+    old = _load(old_path) if old_path is not None else None
+    labels = _labels(labels_path) if labels_path is not None else None
     try:
         data = events.read_bytes()
     except OSError as exc:
@@ -107,11 +122,34 @@ def replay(events: Path, policy_path: Path, fmt: str, max_bytes: int, output: Ou
         result = backtest(data, live, fmt, max_bytes, on_record=progress)
     except FramingError as exc:
         raise Failure(f"{events}: not {fmt}: {exc}", Exit.INVALID_INPUT) from None
-    _print(result, output, f"{events} ({fmt}), policy {live.sha256[:12]}")
     if result.events == 0 and result.invalid:
+        _print(result, output, f"{events} ({fmt}), policy {live.sha256[:12]}")
         click.echo(f"warden: {events}: no valid event ({len(result.invalid)} invalid)", err=True)
         sys.exit(Exit.INVALID_INPUT)
+    if old is not None:
+        from warden.cli.replay_compare import compare  # here: it prints findings with this module's finding_line
+
+        before = backtest(data, old, fmt, max_bytes)
+        source = f"{events} ({fmt}), policy {live.sha256[:12]} against {old.sha256[:12]}"
+        sys.exit(compare(result, before, labels, output=output, source=source, as_enforced=as_enforced))
+    _print(result, output, f"{events} ({fmt}), policy {live.sha256[:12]}")
     sys.exit(Exit.FOUND if any(not f.shadow for f in result.findings) else Exit.OK)
+
+
+def _load(path: Path) -> Policy:
+    try:
+        return load(path)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            click.echo(f"warden: policy error: {path}: {issue}", err=True)
+        sys.exit(Exit.POLICY_ERROR)
+
+
+def _labels(path: Path) -> dict[str, str]:
+    try:
+        return read_labels(json.loads(path.read_bytes()))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise Failure(f"{path}: not a labels file: {exc}", Exit.INVALID_INPUT) from None
 
 
 def _progress(events: Path, size: int, output: Output) -> Callable[[int], None] | None:
