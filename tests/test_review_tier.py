@@ -175,7 +175,12 @@ async def test_a_page_finding_pages_as_before(incident_settings: Settings, slack
 
         await eventually(notified, what="the root's delivery recorded")
         clock.advance(hours=2)
-        await asyncio.sleep(SETTLE_S)
+
+        async def escalated() -> bool:
+            return "escalated" in await kinds(responder, opened.id)
+
+        await eventually(escalated, what="the chain called: unacknowledged for two hours")
+        await asyncio.sleep(SETTLE_S)  # and a digest pass had every chance to post (it must not)
         [incident] = await rows(responder, Incident)
         timeline = await kinds(responder, incident.id)
     [root] = slack_api.roots("C0FINOPS")
