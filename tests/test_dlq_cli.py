@@ -19,6 +19,7 @@ from tests.kafka_helpers import committed_offsets, read_topic
 from warden.cli import main
 from warden.cli.dlq import KNOWN_REASONS, REPLAYED_FROM
 from warden.kit.sealing import Sealer
+from warden.runtime.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = Fernet.generate_key().decode()
@@ -89,6 +90,8 @@ def test_a_letter_not_replayed_never_moves_the_group_past_it(kafka_bootstrap: st
            "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1", "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3", **topics}
     letters = [("malformed_json", b'{"event_id": "m1"'), ("unknown_kind", b'{"event_id": "u1"}'),
                ("malformed_json", b'{"event_id": "m2"')]
+    # Made first, as the workers do: Apache Kafka (as users run it) creates no topic on a first produce.
+    asyncio.run(ensure_topics(kafka_bootstrap, list(topics.values()), 1))
     asyncio.run(_dead_letters(kafka_bootstrap, topics["WARDEN_TOPIC_DLQ"], letters))
     group = f"d{suffix}.dlq-replay"
 

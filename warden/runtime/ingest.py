@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -660,6 +661,13 @@ async def seed_from_old_group(kafka: KafkaAccess | str, old_group: str, new_grou
     return theirs
 
 
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+# A group's coordinator may not be there yet on a fresh Apache Kafka (its offsets topic is made on first use): this
+# runs at start, alongside the app's group join, before any consumer of the worker has found a coordinator.
+@stamina.retry(on=_retriable, attempts=30, timeout=30.0, wait_initial=0.1, wait_max=2.0)
 async def _committed(admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition]
                      ) -> dict[TopicPartition, int]:
     """A group's committed offset per partition (-1: none). Named partitions: Tansu cannot answer for all."""
