@@ -42,7 +42,8 @@ class ListenWake:
     async def _run(self) -> None:
         while True:
             try:
-                await self._listen()
+                if not await self._listen():
+                    return  # this driver cannot LISTEN: the poll alone, and no connection held for nothing
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the poll carries on; say so and try again
@@ -51,24 +52,29 @@ class ListenWake:
             self.listening.clear()
             await asyncio.sleep(self.reconnect_s)
 
-    async def _listen(self) -> None:
+    async def _listen(self) -> bool:
+        """Listen until the connection is lost (then raise); False at once when the driver cannot listen."""
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
             if driver is None or not hasattr(driver, "add_listener"):
                 log.warning("outbox wake-up: the %s driver cannot LISTEN; notifications from other workers wait for "
                             "the poll", self.engine.dialect.driver)
-                await asyncio.Event().wait()  # nothing to do until stopped
-                return
+                return False
             lost = asyncio.Event()
+
+            def terminated(_: object) -> None:
+                lost.set()
+
             await driver.add_listener(CHANNEL, self._notified)
-            driver.add_termination_listener(lambda _: lost.set())
+            driver.add_termination_listener(terminated)
             try:
                 self.listening.set()
                 self.wake()  # what was committed while this was not listening
                 await lost.wait()
                 raise ConnectionError("the listening connection was closed")
-            finally:
+            finally:  # the connection goes back to the pool: nothing of this listener stays on it
+                driver.remove_termination_listener(terminated)
                 if not driver.is_closed():
                     with contextlib.suppress(Exception):
                         await driver.remove_listener(CHANNEL, self._notified)
