@@ -192,10 +192,11 @@ def strays(run: str, n: int, start: int = 0) -> list[dict[str, Any]]:
     return [event(f"stray-{run}-{i}", kind="prompt", content={"prompt": f"p{i}"}) for i in range(start, start + n)]
 
 
-def roots_by_incident(slack: SlackApiServer) -> dict[int, list[Message]]:
-    """Warden's root messages on the Slack server, by the incident id in their metadata, in the order posted."""
+def roots_by_incident(slack: SlackApiServer, channel: str = "C0SECOPS") -> dict[int, list[Message]]:
+    """Warden's root messages in the responder's channel (the strays': secops), by the incident id in their
+    metadata, in the order posted. An escalation's message to the next owner carries the key too, elsewhere."""
     out: dict[int, list[Message]] = defaultdict(list)
-    for m in slack.roots():
+    for m in slack.roots(channel):
         if m.metadata:
             out[m.metadata["event_payload"]["incident_id"]].append(m)
     return out

@@ -35,13 +35,15 @@ class Posted:
 @dataclass(frozen=True)
 class Notice:
     """One recorded notification, ready to send. `note` is plain, unescaped text; notifiers make it safe.
-    `root` is this notifier's root message of the incident, once it is out."""
+    `root` is this notifier's root message of the incident, once it is out. `retried`: an earlier attempt of this
+    notification may have reached the notifier (a send of several requests may have made some of them)."""
 
     kind: NoticeKind
     incident: IncidentView
     target: OwnerRef
     note: str | None = None
     root: Posted | None = None
+    retried: bool = False
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,8 @@ class Lease:
 def notice_of(c: Claimed | ClaimedDigest) -> Notice | DigestNotice:
     if isinstance(c, ClaimedDigest):
         return DigestNotice(digest=c.digest, target=c.target)
-    return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root)
+    return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root,
+                  retried=c.attempts > 1)
 
 
 async def dedup(notifier: Notifier, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice,

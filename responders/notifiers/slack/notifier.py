@@ -157,8 +157,11 @@ class SlackNotifier:
             posted = root
             preface = render.escalation_preface(notice.target, notice.note)
             if notice.target.contact(render.NOTIFIER) != root.address:
-                posted = await self._post(_channel(notice.target), render.fallback(inc),
-                                          render.incident_blocks(inc, preface))
+                # The next owner's message carries the incident's key, as a root does: an attempt cut off before
+                # its thread reply (a lease ended between the two requests) finds it again instead of paging twice.
+                found = await self.find_root(inc, notice.target) if notice.retried else None
+                posted = found or await self._post(_channel(notice.target), render.fallback(inc),
+                                                   render.incident_blocks(inc, preface), metadata=render.metadata(inc))
             await self._post(root.address, preface, thread=root)
             return posted
         await self._call(lambda: self.client.chat_update(

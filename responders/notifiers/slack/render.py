@@ -190,7 +190,8 @@ def digest_blocks(digest: DigestView) -> list[dict[str, Any]]:
 
 
 def metadata(inc: IncidentView) -> dict[str, Any]:
-    """Attached to the root message so an interrupted delivery can find it again instead of posting twice."""
+    """Attached to the root message, and to an escalation's message to the next owner, so an interrupted delivery can
+    find it again instead of posting twice."""
     return {"event_type": METADATA_EVENT, "event_payload": {"incident_key": inc.key, "incident_id": inc.id}}
 
 
