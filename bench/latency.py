@@ -63,18 +63,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def worker_env(bootstrap: str, slack_url: str, data_dir: Path, *, port: int, app: str,
-               database_url: str | None) -> dict[str, str]:
+FAST_GROUP_TIMINGS = {"WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+                      "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3"}  # what the embedded broker gets
+
+
+def worker_env(bootstrap: str, app: str, data_dir: Path, *, port: int) -> dict[str, str]:
+    """The environment of a bench worker (`python -m warden run`): this one's minus any WARDEN_* setting, then the
+    broker, an app id with topics of its own, a data dir, a web port and text logs (read by bench/startup.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
     env.update({
         "WARDEN_KAFKA_BOOTSTRAP": bootstrap, "WARDEN_APP_ID": app, "WARDEN_DATA_DIR": str(data_dir),
-        "WARDEN_WEB_BIND": f"127.0.0.1:{port}", "WARDEN_SLACK_TOKEN": "xoxb-bench", "WARDEN_SLACK_API_URL": slack_url,
-        "WARDEN_TOPIC_PARTITIONS": str(PARTITIONS), "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6",
-        "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1", "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3",
-        "WARDEN_LOG_FORMAT": "text",
+        "WARDEN_WEB_BIND": f"127.0.0.1:{port}", "WARDEN_TOPIC_PARTITIONS": str(PARTITIONS), "WARDEN_LOG_FORMAT": "text",
+        "WARDEN_TOPIC_ACTIVITY": f"{app}.activity", "WARDEN_TOPIC_FINDINGS": f"{app}.findings",
+        "WARDEN_TOPIC_DLQ": f"{app}.dlq", "WARDEN_TOPIC_CONTROL": f"{app}.control",
+        "WARDEN_TOPIC_REVOCATIONS": f"{app}.revocations",
     })
-    if database_url:
-        env["WARDEN_DATABASE_URL"] = database_url
     return env
 
 
@@ -176,10 +179,10 @@ async def rep(rates: list[float], seconds: float, database_url: str | None, tmp:
     slack = await SlackApiServer(token="xoxb-bench").start()
     app = f"lat-{uuid.uuid4().hex[:6]}"
     port = free_port()
-    env = worker_env(bootstrap, slack.base_url, tmp / app, port=port, app=app, database_url=database_url)
-    env.update({"WARDEN_TOPIC_ACTIVITY": f"{app}.activity", "WARDEN_TOPIC_FINDINGS": f"{app}.findings",
-                "WARDEN_TOPIC_DLQ": f"{app}.dlq", "WARDEN_TOPIC_CONTROL": f"{app}.control",
-                "WARDEN_TOPIC_REVOCATIONS": f"{app}.revocations"})
+    env = worker_env(bootstrap, app, tmp / app, port=port) | FAST_GROUP_TIMINGS
+    env.update({"WARDEN_SLACK_TOKEN": "xoxb-bench", "WARDEN_SLACK_API_URL": slack.base_url})
+    if database_url:
+        env["WARDEN_DATABASE_URL"] = database_url
     log = (tmp / f"{app}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "warden", "run"], env=env, stdout=log, stderr=log)
     try:

@@ -35,27 +35,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from latency import free_port
+from latency import FAST_GROUP_TIMINGS, PARTITIONS, free_port, worker_env
 from throughput import make_event
 
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.topics import ensure_topics
 
-PARTITIONS = 4
-FAST = {"WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",
-        "WARDEN_KAFKA_REBALANCE_TIMEOUT_S": "3"}
 MARKS = ("created topics", "incident responder up", "Warden worker up")
 
 
 def env_for(bootstrap: str, app: str, data_dir: Path, *, port: int, timings: str, static: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-    env.update({"WARDEN_KAFKA_BOOTSTRAP": bootstrap, "WARDEN_APP_ID": app, "WARDEN_DATA_DIR": str(data_dir),
-                "WARDEN_WEB_BIND": f"127.0.0.1:{port}", "WARDEN_TOPIC_PARTITIONS": str(PARTITIONS),
-                "WARDEN_LOG_FORMAT": "text", "WARDEN_TOPIC_ACTIVITY": f"{app}.activity",
-                "WARDEN_TOPIC_FINDINGS": f"{app}.findings", "WARDEN_TOPIC_DLQ": f"{app}.dlq",
-                "WARDEN_TOPIC_CONTROL": f"{app}.control", "WARDEN_TOPIC_REVOCATIONS": f"{app}.revocations"})
+    env = worker_env(bootstrap, app, data_dir, port=port)
     if timings == "fast":
-        env.update(FAST)
+        env.update(FAST_GROUP_TIMINGS)
     if static:
         env["WARDEN_KAFKA_GROUP_INSTANCE_ID"] = f"{app}-worker-0"
     return env
