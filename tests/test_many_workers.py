@@ -6,6 +6,7 @@ duplicates, and how long takeovers took."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -126,11 +127,24 @@ class Cluster:
         return "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
 
 
+# These tests are about each incident's own messages under takeovers (one root each, replies once): each incident is
+# a group of its own (every label in the group key) and the channel budget is out of the way. The storm tests
+# (tests/test_storms.py) run with the defaults.
+PER_INCIDENT = {"notifications": {"group_by": ["workflow", "rule", "severity", "agent", "target"]}}
+UNLIMITED = {"WARDEN_SLACK_CHANNEL_RATE": "1000", "WARDEN_SLACK_CHANNEL_BURST": "1000"}
+
+
 @asynccontextmanager
 async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApiServer, tmp_path: Path,
-                  policy: Path = BUNDLED_POLICY) -> AsyncIterator[Cluster]:
+                  policy: Path = BUNDLED_POLICY, *, per_incident: bool = True) -> AsyncIterator[Cluster]:
     """Start workers `a` and `b` (same group, topics and database; each with its own Slack URL) and wait until
-    both are up; stop them (SIGCONT, SIGTERM) at the end."""
+    both are up; stop them (SIGCONT, SIGTERM) at the end. `per_incident`: one group per incident and no channel
+    budget, as before grouping (issue 32)."""
+    if per_incident:
+        folder = tmp_path / "policy-per-incident"
+        shutil.copytree(policy, folder)
+        (folder / "99-per-incident.yaml").write_text(json.dumps(PER_INCIDENT))
+        policy = folder
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-many-{suffix}",
                         topic_activity=f"m{suffix}.activity", topic_findings=f"m{suffix}.findings",
@@ -160,7 +174,7 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             "WARDEN_OUTBOX_LEASE_S": str(QUEUE_LEASE_S), "WARDEN_OUTBOX_POLL_S": "0.2",
             "WARDEN_NOTIFY_RETRY_BACKOFF_S": "0.2", "WARDEN_NOTIFY_MAX_ATTEMPTS": "8",
             "WARDEN_ESCALATION_POLL_S": "0.5", "PYTHONUNBUFFERED": "1",
-        }
+        } | (UNLIMITED if per_incident else {})
         workers = {}
         for name in ("a", "b"):
             env = base | common | {"WARDEN_DATA_DIR": str(tmp_path / name),

@@ -91,6 +91,7 @@ class Runtime:
         if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
             holder = self.holder
             self.responder.store.live_policy = lambda: holder.current.sha256
+            self.responder.store.live_matrix = lambda: (holder.current.sha256, holder.current.matrix)
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
             s = self._embed_broker()
