@@ -360,8 +360,14 @@ class IncidentStore:
             return higher is not None
         if incident.tier != Tier.page.value:
             return higher is not None
-        if incident.silenced_by is not None or incident.inhibited_by is not None:
-            await self._announce(s, incident, now, control)  # still muted? if not, it pages (or joins) now
+        # A silence or an inhibiting incident mutes repeats too (made after the page, it stops the thread replies);
+        # once it ends, a page that was never announced is announced now (it pages or joins its group's digest).
+        announced = incident.group_role is not None or incident.group_id is not None or (
+            incident.silenced_by is None and incident.inhibited_by is None)
+        if await storms.mute(self, s, incident, now) is not None:
+            return False
+        if not announced:
+            await self._announce(s, incident, now, control)
             return False
         # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
         # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)

@@ -114,26 +114,43 @@ async def inhibitor(s: AsyncSession, policy: NotifyPolicy, incident: Incident,
 
 
 async def decide(store: IncidentStore, s: AsyncSession, incident: Incident, now: datetime) -> Verdict:
-    """Inhibition, silences, grouping, for a page being recorded (opened as one, raised to one, or a repeat of a
-    muted one): the incident row says what was decided, its timeline says why."""
+    """Inhibition, silences, grouping, for a page being announced (opened as one, raised to one, or the first
+    repeat after what muted it ended): the incident row says what was decided, its timeline says why."""
+    muted = await mute(store, s, incident, now)
+    if muted is not None:
+        return muted
+    policy = store.notify_policy()
+    return await _group(store, s, incident, route=policy.route_for(incident.workflow),
+                        labels=incident_labels(incident), now=now)
+
+
+async def mute(store: IncidentStore, s: AsyncSession, incident: Incident, now: datetime) -> Verdict | None:
+    """Inhibition, then silences, for a page or a repeat of one: the verdict when muted (marked on the row; on the
+    timeline when it changes), else None (a mark that ended is cleared, and the timeline says so)."""
     policy = store.notify_policy()
     labels = incident_labels(incident)
     inhibited = await inhibitor(s, policy, incident, labels)
     if inhibited is not None:
         source, rule = inhibited
+        if incident.inhibited_by != source:
+            await store.log_entry(s, incident.id, now, "inhibited", detail={
+                "by_incident": source, **policy.inhibitions[rule].as_json()})
         incident.inhibited_by, incident.silenced_by = source, None
-        await store.log_entry(s, incident.id, now, "inhibited", detail={
-            "by_incident": source, **policy.inhibitions[rule].as_json()})
         return Verdict("inhibited", by=source)
     silence = await silences.matching(s, labels, now)
     if silence is not None:
+        if incident.silenced_by != silence.id:
+            await store.log_entry(s, incident.id, now, "silenced", detail={
+                "silence": silence.id, "matchers": list(silence.matchers), "ends_at": silence.ends_at.isoformat(),
+                "author": silence.author, "comment": silence.comment})
         incident.silenced_by, incident.inhibited_by = silence.id, None
-        await store.log_entry(s, incident.id, now, "silenced", detail={
-            "silence": silence.id, "matchers": list(silence.matchers), "ends_at": silence.ends_at.isoformat(),
-            "author": silence.author, "comment": silence.comment})
         return Verdict("silenced", by=silence.id)
+    if incident.silenced_by is not None or incident.inhibited_by is not None:
+        await store.log_entry(s, incident.id, now, "unmuted", detail={
+            "silence": incident.silenced_by, "inhibited_by": incident.inhibited_by,
+            "why": "the silence ended" if incident.silenced_by is not None else "the inhibiting incident closed"})
     incident.silenced_by = incident.inhibited_by = None
-    return await _group(store, s, incident, route=policy.route_for(incident.workflow), labels=labels, now=now)
+    return None
 
 
 async def _group(store: IncidentStore, s: AsyncSession, incident: Incident, *, route: Route,

@@ -176,7 +176,7 @@ class IncidentApi:
         found = await self.silences.get(int(request.match_info["id"]))
         if found is None:
             metrics.API_REQUESTS.labels(outcome="not_found").inc()
-            return web.json_response({"error": "no such silence"}, status=404)
+            return web.json_response({"error": f"silence #{request.match_info['id']} does not exist"}, status=404)
         metrics.API_REQUESTS.labels(outcome="ok").inc()
         return web.json_response(found.as_json(self.clock()))
 
@@ -212,7 +212,7 @@ class IncidentApi:
         before = await self.silences.get(silence_id)
         if before is None:
             metrics.API_REQUESTS.labels(outcome="not_found").inc()
-            return web.json_response({"error": "no such silence"}, status=404)
+            return web.json_response({"error": f"silence #{silence_id} does not exist"}, status=404)
         if before.state(now) == "expired":
             metrics.API_REQUESTS.labels(outcome="conflict").inc()
             return web.json_response({"error": f"silence #{silence_id} has expired already"}, status=409)
