@@ -71,6 +71,7 @@ class Message:
     metadata: dict[str, Any] | None = None
     updates: int = 0
     worker: str | None = None  # who posted it (`url_for`)
+    at: float = 0.0  # time.time() when it was posted
 
 
 @dataclass
@@ -246,7 +247,7 @@ class SlackApiServer:
         metadata = args.get("metadata")
         msg = Message(channel=channel, ts=ts, text=args["text"], thread_ts=args.get("thread_ts"),
                       blocks=json.loads(blocks) if isinstance(blocks, str) else blocks,
-                      metadata=json.loads(metadata) if isinstance(metadata, str) else metadata)
+                      metadata=json.loads(metadata) if isinstance(metadata, str) else metadata, at=time.time())
         self.messages.append(msg)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": msg.text, "ts": ts}}
 
