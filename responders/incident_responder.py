@@ -30,6 +30,7 @@ from warden.kit.loop import PollingLoop
 log = logging.getLogger("warden.incidents")
 # What notification control decided for a page, as the metric names it.
 CONTROL_OUTCOME = {"leader": "paged", "member": "grouped", "silenced": "silenced", "inhibited": "inhibited"}
+QUIET = frozenset({"member", "silenced", "inhibited"})
 
 
 class IncidentResponder:
@@ -132,7 +133,10 @@ class IncidentResponder:
             if tier is Tier.page and outcome is not Recorded.grouped:  # a page opened: containment may be due
                 for listener in self.on_opened:
                     listener()
-            self.outbox.wake()
+            if control and all(v in QUIET for v in control):
+                self.outbox.nudge()  # a digest member (or a muted page): no page waits on this
+            else:
+                self.outbox.wake()
 
     async def stop(self) -> None:
         await self.listen.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
@@ -513,9 +513,11 @@ class IncidentStore:
                 .where(due).order_by(Notification.id).limit(fetch)
                 .with_for_update(of=[Notification, NotifyGroup], skip_locked=True)
             )).all()
+            tops: dict[int, int] = {}
             for note, group in groups:
                 assert note.notifier is not None  # claimed by name above
-                shown, digest_message = await storms.view(s, group, note.notifier, now, self.api_url)
+                shown, digest_message = await storms.peek(s, group, note.notifier, now, self.api_url)
+                tops[note.id] = int(group.route.get("top", 5))
                 candidates.append((note, ClaimedGroup(
                     id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts + 1,
                     target=OwnerRef.model_validate(note.target), group=shown, root=digest_message)))
@@ -540,11 +542,17 @@ class IncidentStore:
                 self.budget_wait_s = None
                 chosen = [nc for nc in candidates if not isinstance(nc[1], ClaimedDigest)][:limit] + [
                     nc for nc in candidates if isinstance(nc[1], ClaimedDigest)][:limit]
-            for note, _ in chosen:
+            out: list[AnyClaimed] = []
+            for note, picked in chosen:
                 note.attempts += 1
                 note.claimed_until = now + lease
                 note.claim = token
-            return [c for _, c in chosen]
+                if isinstance(picked, ClaimedGroup):  # the counts only for a refresh that goes (six queries)
+                    counted = await storms.complete(s, picked.group, picked.notifier, tops[picked.id])
+                    out.append(replace(picked, group=counted))
+                else:
+                    out.append(picked)
+            return out
 
     async def _within_budget(self, s: AsyncSession, candidates: list[tuple[Notification, AnyClaimed]],
                              spend: Callable[[AnyClaimed], Mapping[str, int]], now: datetime,

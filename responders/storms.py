@@ -9,7 +9,7 @@ the members it named (`digest_lines`); members that joined meanwhile get the nex
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -222,28 +222,14 @@ async def refresh_by_id(store: IncidentStore, s: AsyncSession, group_id: int, no
 # -- the outbox side: claiming and recording a group's digest --------------------------------------------------
 
 
-async def view(s: AsyncSession, group: NotifyGroup, notifier: str, now: datetime,
+async def peek(s: AsyncSession, group: NotifyGroup, notifier: str, now: datetime,
                api_url: str | None) -> tuple[GroupView, Posted | None]:
-    """What a refresh of the group's digest says for one notifier, and the message to update (None: post one)."""
-    members = select(Incident).where(Incident.group_id == group.id, Incident.group_role == MEMBER)
-    top = int(group.route.get("top", 5))
-    findings = (await s.execute(select(func.coalesce(func.sum(Incident.count), 0)).where(
-        Incident.group_id == group.id, Incident.group_role == MEMBER))).scalar_one()
-
-    async def ranked(column: Any) -> tuple[tuple[tuple[str, int], ...], int]:
-        rows = (await s.execute(select(column, func.sum(Incident.count)).where(
-            Incident.group_id == group.id, Incident.group_role == MEMBER).group_by(column)
-            .order_by(func.sum(Incident.count).desc(), column).limit(top))).all()
-        total = (await s.execute(select(func.count(func.distinct(column))).where(
-            Incident.group_id == group.id, Incident.group_role == MEMBER))).scalar_one()
-        return tuple((str(v), int(n)) for v, n in rows), int(total)
-
-    agents, agents_total = await ranked(Incident.agent_id)
-    targets, targets_total = await ranked(Incident.target)
+    """A refresh of the group's digest as far as the budget needs it (two queries): the message to update (None:
+    post one) and the members it would name; `complete` adds the counts once the refresh is claimed."""
     named = select(DigestLine.incident_id).where(DigestLine.group_id == group.id, DigestLine.notifier == notifier)
-    unnamed = members.where(Incident.id.not_in(named)).order_by(Incident.id)
+    unnamed = (select(Incident).where(Incident.group_id == group.id, Incident.group_role == MEMBER,
+                                      Incident.id.not_in(named)).order_by(Incident.id))
     rows = list((await s.execute(unnamed.limit(LINES_PER_REPLY))).scalars())
-    left = int((await s.execute(select(func.count()).select_from(unnamed.subquery()))).scalar_one()) - len(rows)
     last = (await s.execute(select(GroupMessage).where(
         GroupMessage.group_id == group.id, GroupMessage.notifier == notifier)
         .order_by(GroupMessage.epoch.desc()).limit(1))).scalar_one_or_none()
@@ -255,12 +241,31 @@ async def view(s: AsyncSession, group: NotifyGroup, notifier: str, now: datetime
     return GroupView(
         id=group.id, key=group.key, epoch=epoch, labels={str(k): str(v) for k, v in dict(group.labels).items()},
         severity=group.severity, responder=OwnerRef.model_validate(group.target), leader_id=group.leader_id,
-        leaders=group.leaders, members=group.members, findings=int(findings), opened_at=group.opened_at,
-        last_at=group.last_at, agents=agents, agents_total=agents_total, targets=targets,
-        targets_total=targets_total,
-        lines=tuple(GroupLine(r.id, r.agent_id, r.target, r.severity, r.count) for r in rows),
-        unnamed=max(0, left), api_url=api_url,
+        leaders=group.leaders, members=group.members, findings=0, opened_at=group.opened_at,
+        last_at=group.last_at, agents=(), agents_total=0, targets=(), targets_total=0,
+        lines=tuple(GroupLine(r.id, r.agent_id, r.target, r.severity, r.count) for r in rows), api_url=api_url,
     ), root
+
+
+async def complete(s: AsyncSession, view: GroupView, notifier: str, top: int) -> GroupView:
+    """The counts a claimed refresh shows: findings, the agents and targets seen most (and how many in all), and how
+    many members its reply leaves for the next one."""
+    of_group = (Incident.group_id == view.id) & (Incident.group_role == MEMBER)
+    findings = (await s.execute(select(func.coalesce(func.sum(Incident.count), 0)).where(of_group))).scalar_one()
+
+    async def ranked(column: Any) -> tuple[tuple[tuple[str, int], ...], int]:
+        rows = (await s.execute(select(column, func.sum(Incident.count)).where(of_group).group_by(column)
+                                .order_by(func.sum(Incident.count).desc(), column).limit(top))).all()
+        total = (await s.execute(select(func.count(func.distinct(column))).where(of_group))).scalar_one()
+        return tuple((str(v), int(n)) for v, n in rows), int(total)
+
+    agents, agents_total = await ranked(Incident.agent_id)
+    targets, targets_total = await ranked(Incident.target)
+    named = select(DigestLine.incident_id).where(DigestLine.group_id == view.id, DigestLine.notifier == notifier)
+    unnamed = (await s.execute(select(func.count()).select_from(Incident).where(
+        of_group, Incident.id.not_in(named)))).scalar_one()
+    return replace(view, findings=int(findings), agents=agents, agents_total=agents_total, targets=targets,
+                   targets_total=targets_total, unnamed=max(0, int(unnamed) - len(view.lines)))
 
 
 async def recorded(store: IncidentStore, s: AsyncSession, *, group_id: int, notifier: str, epoch: int,

@@ -38,6 +38,15 @@ class Outbox:
     def wake(self) -> None:
         self.loop.wake()
 
+    def nudge(self) -> None:
+        """Something not urgent was recorded (a member joined a group's digest): a pass now, unless one is set
+        already for when the channel budget frees the next message (it will carry this too). In a storm this keeps
+        each member from costing a claim pass that the budget turns away."""
+        if self._timer is not None and not self._timer.cancelled() and \
+                self._timer.when() > asyncio.get_running_loop().time():
+            return
+        self.wake()
+
     def spend(self, c: AnyClaimed) -> Mapping[str, int]:
         """What the notification would post, per channel, for the budget; nothing for a notifier without one."""
         notifier = self.notifiers.get(c.notifier)
