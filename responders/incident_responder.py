@@ -113,6 +113,8 @@ class IncidentResponder:
             log.warning("incident API on: /incidents, /openapi.json (%d bearer tokens)", len(self.api.tokens))
 
     async def _rate_limited(self, channel: str, seconds: float) -> None:
+        if not channel:  # a request to no channel (a look-up by user id): nothing for the budget to hold
+            return
         await self.store.rate_limited("slack", channel, seconds, self.clock())
         metrics.CHANNEL_RATE_LIMITED.labels(notifier="slack").inc()
 

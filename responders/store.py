@@ -668,6 +668,15 @@ class IncidentStore:
                 next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
             ))) == 1
 
+    async def defer(self, claimed: AnyClaimed, error: str, at: datetime) -> bool:
+        """Due again at `at`, this attempt not counted (the channel asked to wait: a rate limit is not a failure, and
+        must never dead-letter a notification); False (nothing written) when the claim was lost."""
+        async with self.sessions.begin() as s:
+            return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+                next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
+                attempts=Notification.attempts - 1,
+            ))) == 1
+
     async def dead_letter(self, claimed: AnyClaimed, error: str, now: datetime) -> bool:
         """Give up on one notification if the claim is still held (else nothing, and False); a dead root releases
         its notifier's follow-ups (to be dead-lettered too)."""

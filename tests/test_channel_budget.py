@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
@@ -147,3 +148,22 @@ async def test_two_workers_never_exceed_a_channel_that_enforces_slacks_rate(
     # one such 429. Without the shared bucket, two workers post twice the rate and most of their posts are refused.
     assert len(slack_api.limited) <= 1, [r.at for r in slack_api.limited]
     assert slack_api.most_in_a_second("C0FINOPS") <= 3
+
+
+async def test_a_channel_s_rate_limits_defer_a_notification_without_spending_its_attempts(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    slack_api.fail("chat.postMessage", status=429, retry_after=1, times=4, channel="C0FINOPS")  # 3 attempts allowed
+    async with running(incident_settings) as r:
+        await r.handle(finding("billing-agent-1", "tool.a"))
+        await eventually(lambda: _delivered(r), timeout=30, what="the root, after four 429s")
+        async with r.store.sessions() as s:
+            [note] = (await s.execute(select(Notification))).scalars()
+    assert (note.status, note.attempts) == ("delivered", 1), "each Retry-After deferred it; none was an attempt"
+    posts = [x.at for x in slack_api.calls("chat.postMessage")]
+    assert len(posts) == 5 and all(b - a >= 0.95 for a, b in pairwise(posts)), posts
+
+
+async def _delivered(r: IncidentResponder) -> bool:
+    async with r.store.sessions() as s:
+        return all(n.status == "delivered" for n in (await s.execute(select(Notification))).scalars())

@@ -50,7 +50,9 @@ class Outbox:
     def spend(self, c: AnyClaimed) -> Mapping[str, int]:
         """What the notification would post, per channel, for the budget; nothing for a notifier without one."""
         notifier = self.notifiers.get(c.notifier)
-        return notifier.spend(notice_of(c)) if isinstance(notifier, Budgeted) else {}
+        if not isinstance(notifier, Budgeted):
+            return {}
+        return {channel: n for channel, n in notifier.spend(notice_of(c)).items() if channel}  # no contact: no budget
 
     def _wake_in(self, seconds: float) -> None:
         """Run a pass when the channel budget frees the next deferred notification (polling would be late)."""

@@ -211,15 +211,22 @@ class Pipeline:
         name = self.notifier.name
         reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
         now = self.clock()
+        if isinstance(exc, TryLater) and exc.channel is not None:  # a channel's Retry-After: not a failed attempt
+            await self.store.rate_limited(name, exc.channel, exc.after_s, now)
+            metrics.CHANNEL_RATE_LIMITED.labels(notifier=name).inc()
+            later = now + timedelta(seconds=exc.after_s)
+            if await self.store.defer(c, reason, later):
+                log.warning("%s notification %d (%s, %s) deferred %.1fs by its channel: %s", name, c.id,
+                            c.kind.value, c.subject, exc.after_s, reason)
+            else:
+                lost(c, name, "on_failure", f"no deferral recorded: {reason}")
+            return
         at = self.retry.next_attempt(c.attempts, now)
         if at is None:
             await self._give_up(c, notice, reason, now)
             return
-        if isinstance(exc, TryLater):  # the channel said when: no sooner, and no other worker sooner either
+        if isinstance(exc, TryLater):  # the channel said when: no sooner
             at = max(at, now + timedelta(seconds=exc.after_s))
-            if exc.channel is not None:
-                await self.store.rate_limited(name, exc.channel, exc.after_s, now)
-                metrics.CHANNEL_RATE_LIMITED.labels(notifier=name).inc()
         if await self.store.retry_later(c, reason, at):
             metrics.NOTIFICATION_RETRIES.labels(notifier=name).inc()
             log.warning("%s notification %d (%s, %s) failed on attempt %d, retrying in %.1fs: %s", name,

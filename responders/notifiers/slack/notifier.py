@@ -90,9 +90,9 @@ class _BoundedRetry(AsyncRetryHandler):
     checked again, since the process may have been paused while it slept."""
 
     def __init__(self, kind: AsyncRetryHandler, timeout_s: float, window: RateWindow,
-                 on_rate_limit: RateLimited | None = None) -> None:
+                 budget: Callable[[], RateLimited | None] = lambda: None) -> None:
         super().__init__(max_retry_count=kind.max_retry_count)
-        self.kind, self.timeout_s, self.window, self.on_rate_limit = kind, timeout_s, window, on_rate_limit
+        self.kind, self.timeout_s, self.window, self.budget = kind, timeout_s, window, budget
 
     def _longest_wait(self, state: RetryState, response: HttpResponse | None) -> float | None:
         if response is not None and response.status_code == 429:
@@ -108,9 +108,13 @@ class _BoundedRetry(AsyncRetryHandler):
         if isinstance(error, LeaseEnded) or not await self.kind._can_retry_async(
                 state=state, request=request, response=response, error=error):
             return False
-        if response is not None and response.status_code == 429 and self.on_rate_limit is not None:
-            # every worker waits it out on this channel, not only this request (the budget row says so)
-            await self.on_rate_limit(_CHANNEL.get(), _retry_after(response.headers))
+        hook = self.budget()
+        if response is not None and response.status_code == 429 and hook is not None:
+            # With a shared budget the channel's wait is the budget's: every worker waits it out (its row says so)
+            # and the notification goes back to the outbox, instead of sleeping here and then landing on top of the
+            # messages the budget let through meanwhile.
+            await hook(_CHANNEL.get(), _retry_after(response.headers))
+            return False
         wait = self._longest_wait(state, response)
         return wait is not None and time_left() >= wait + self.timeout_s
 
@@ -159,16 +163,12 @@ class SlackNotifier:
             token=token,
             timeout=timeout_s,  # type: ignore[arg-type]  # aiohttp accepts fractions of a second
             retry_handlers=[
-                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s, self.window, self._rate_limited)
+                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s, self.window, lambda: self.on_rate_limit)
                 for kind in (AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler,
                              AsyncServerErrorRetryHandler)
             ],
             **options,
         )
-
-    async def _rate_limited(self, channel: str, seconds: float) -> None:
-        if self.on_rate_limit is not None and channel:
-            await self.on_rate_limit(channel, seconds)
 
     def spend(self, notice: AnyNotice) -> dict[str, int]:
         """Messages a notice posts, per channel (chat.update is not a post: Slack limits it per method, not per
