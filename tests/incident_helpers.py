@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,6 +76,19 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+# The same for a worker process: a copy of the policy with every label in the group key, and no channel budget (the
+# variables to set with it). Tests of one incident's messages under crashes and takeovers use them.
+PER_INCIDENT = {"notifications": {"group_by": ["workflow", "rule", "severity", "agent", "target"]}}
+UNLIMITED_BUDGET = {"WARDEN_SLACK_CHANNEL_RATE": "1000", "WARDEN_SLACK_CHANNEL_BURST": "1000"}
+
+
+def per_incident_policy(policy: Path, folder: Path) -> Path:
+    """`policy` (a folder) copied into `folder` with one group per incident."""
+    shutil.copytree(policy, folder)
+    (folder / "99-per-incident.yaml").write_text(json.dumps(PER_INCIDENT))
+    return folder
 
 
 @asynccontextmanager

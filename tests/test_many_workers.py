@@ -6,7 +6,6 @@ duplicates, and how long takeovers took."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from responders.db import make_engine, session_factory
 from responders.db.models import FindingRecord, Incident, IncidentMessage, Notification, TimelineEntry
 from tests.conftest import SLACK_TOKEN
 from tests.incident_db import database_url
-from tests.incident_helpers import eventually
+from tests.incident_helpers import UNLIMITED_BUDGET, eventually, per_incident_policy
 from tests.kafka_helpers import event, produce_events
 from warden.cli.slack_api_server import Message, Request, SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
@@ -129,9 +128,7 @@ class Cluster:
 
 # These tests are about each incident's own messages under takeovers (one root each, replies once): each incident is
 # a group of its own (every label in the group key) and the channel budget is out of the way. The storm tests
-# (tests/test_storms.py) run with the defaults.
-PER_INCIDENT = {"notifications": {"group_by": ["workflow", "rule", "severity", "agent", "target"]}}
-UNLIMITED = {"WARDEN_SLACK_CHANNEL_RATE": "1000", "WARDEN_SLACK_CHANNEL_BURST": "1000"}
+# (tests/test_storms.py, tests/test_channel_budget.py) run with the defaults.
 
 
 @asynccontextmanager
@@ -141,10 +138,7 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
     both are up; stop them (SIGCONT, SIGTERM) at the end. `per_incident`: one group per incident and no channel
     budget, as before grouping (issue 32)."""
     if per_incident:
-        folder = tmp_path / "policy-per-incident"
-        shutil.copytree(policy, folder)
-        (folder / "99-per-incident.yaml").write_text(json.dumps(PER_INCIDENT))
-        policy = folder
+        policy = per_incident_policy(policy, tmp_path / "policy-per-incident")
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-many-{suffix}",
                         topic_activity=f"m{suffix}.activity", topic_findings=f"m{suffix}.findings",
@@ -174,7 +168,7 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             "WARDEN_OUTBOX_LEASE_S": str(QUEUE_LEASE_S), "WARDEN_OUTBOX_POLL_S": "0.2",
             "WARDEN_NOTIFY_RETRY_BACKOFF_S": "0.2", "WARDEN_NOTIFY_MAX_ATTEMPTS": "8",
             "WARDEN_ESCALATION_POLL_S": "0.5", "PYTHONUNBUFFERED": "1",
-        } | (UNLIMITED if per_incident else {})
+        } | (UNLIMITED_BUDGET if per_incident else {})
         workers = {}
         for name in ("a", "b"):
             env = base | common | {"WARDEN_DATA_DIR": str(tmp_path / name),
