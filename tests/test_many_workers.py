@@ -103,6 +103,7 @@ class Cluster:
     engine: AsyncEngine
     slack: SlackApiServer
     marks: dict[str, float] = field(default_factory=dict)
+    progress: str = "nothing read yet"  # what `settled` saw last, for a failure message
 
     async def produce(self, events: Sequence[dict[str, Any]]) -> None:
         await produce_events(self.settings.kafka_bootstrap or "", self.settings.topic_activity, events)
@@ -117,13 +118,16 @@ class Cluster:
 
     async def settled(self, incidents: int, findings: int) -> bool:
         """Every finding recorded, every incident opened, and no notification left pending."""
-        if await self.count(FindingRecord) < findings or await self.count(Incident) < incidents:
-            return False
+        recorded, opened = await self.count(FindingRecord), await self.count(Incident)
         notes = await self.rows(Notification)
-        return bool(notes) and all(n.status != "pending" for n in notes)
+        pending = [(n.incident_id, n.kind, n.attempts, n.claimed_until) for n in notes if n.status == "pending"]
+        self.progress = (f"findings {recorded}/{findings}, incidents {opened}/{incidents}, notifications "
+                         f"{len(notes)}, pending (incident, kind, attempts, claimed until): {pending[:10]}")
+        return recorded >= findings and opened >= incidents and bool(notes) and not pending
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
+        last = f"last seen: {self.progress}\n"
+        return last + "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
 
 
 @asynccontextmanager

@@ -82,7 +82,7 @@ def notice_of(c: Claimed | ClaimedDigest) -> Notice | DigestNotice:
     if isinstance(c, ClaimedDigest):
         return DigestNotice(digest=c.digest, target=c.target)
     return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root,
-                  retried=c.attempts > 1)
+                  retried=c.attempts > 1, key=str(c.id))
 
 
 async def dedup(notifier: Notifier, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice,

@@ -162,13 +162,44 @@ class SlackNotifier:
                 found = await self.find_root(inc, notice.target) if notice.retried else None
                 posted = found or await self._post(_channel(notice.target), render.fallback(inc),
                                                    render.incident_blocks(inc, preface), metadata=render.metadata(inc))
-            await self._post(root.address, preface, thread=root)
+            await self._reply(root, preface, notice)
             return posted
         await self._call(lambda: self.client.chat_update(
             channel=root.address, ts=root.ref, text=render.fallback(inc), blocks=render.incident_blocks(inc)
         ))
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
-        return await self._post(root.address, note, thread=root)
+        return await self._reply(root, note, notice)
+
+    async def _reply(self, root: Posted, text: str, notice: Notice) -> Posted:
+        """Post in the root's thread, carrying the notification's key; a retried notification first looks for the
+        reply an interrupted attempt may have posted (its response lost to a timeout, a pause or a dropped
+        connection), so the thread says it once."""
+        if notice.key is None:
+            return await self._post(root.address, text, thread=root)
+        if notice.retried:
+            found = await self.find_reply(root, notice.incident, notice.key)
+            if found is not None:
+                return found
+        return await self._post(root.address, text, thread=root,
+                                metadata=render.reply_metadata(notice.incident, notice.key))
+
+    async def find_reply(self, root: Posted, incident: IncidentView, key: str) -> Posted | None:
+        """Look for the reply carrying `key` in the root's thread (reads only)."""
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            args: dict[str, Any] = {"channel": root.address, "ts": root.ref, "include_all_metadata": True,
+                                    "limit": 200}
+            if cursor:
+                args["cursor"] = cursor
+            thread = await self._call(partial(self.client.conversations_replies, **args), effect=False)
+            messages: list[dict[str, Any]] = thread.get("messages", [])
+            for message in messages:
+                if render.is_reply_of(message, incident, key):
+                    return Posted(address=root.address, ref=message["ts"])
+            cursor = (thread.get("response_metadata") or {}).get("next_cursor")
+            if not thread.get("has_more") or not cursor:
+                break
+        return None
 
     async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
         """Look for the incident's root among the app's messages since shortly before the incident opened, by the
