@@ -51,8 +51,8 @@ def learn_files(paths: Iterable[Path], learner: Learner, fmt: str = "native",
         try:
             for where, raw in file_records(path, fmt, max_bytes):
                 whole_array = where == "file" and raw.lstrip()[:1] == b"["
-                learn_message(f"{path}: {where}", raw, learner, decode,
-                              MAX_DOCUMENT_BYTES if whole_array else max_bytes, out, progress)
+                learn_message(f"{path}: {where}", raw, learner=learner, decode=decode,
+                              max_bytes=MAX_DOCUMENT_BYTES if whole_array else max_bytes, out=out, progress=progress)
         except FramingError as exc:
             out.reject(str(path), f"not {fmt}: {exc}; the rest of the file is skipped")
         except OSError as exc:
@@ -60,7 +60,7 @@ def learn_files(paths: Iterable[Path], learner: Learner, fmt: str = "native",
     return out
 
 
-def learn_message(where: str, raw: bytes | None, learner: Learner, decode: Decoder, max_bytes: int, out: Read,
+def learn_message(where: str, raw: bytes | None, *, learner: Learner, decode: Decoder, max_bytes: int, out: Read,
                   progress: Callable[[int], None] | None = None) -> None:
     """One record (a line, a frame, a Kafka message) through the strict decoder into `learner`; its rejections are
     counted in `out`, located at `where`. The same for every source, so a file and the topic are read alike."""

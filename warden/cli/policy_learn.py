@@ -174,8 +174,8 @@ def _learn_topic(learner: Learner, *, since: datetime, until: datetime | None, t
     decode, topic, read = FORMATS["native"], settings.topic_activity, Read()
 
     def on_record(record: ConsumerRecord) -> None:
-        learn_message(f"{topic}@{record.partition}:{record.offset}", record.value, learner, decode, max_bytes, read,
-                      _progress)
+        learn_message(f"{topic}@{record.partition}:{record.offset}", record.value, learner=learner, decode=decode,
+                      max_bytes=max_bytes, out=read, progress=_progress)
 
     until_ms = epoch_ms(until) if until is not None else None
     try:
