@@ -2,8 +2,8 @@
 (Tansu, or Apache Kafka under WARDEN_TEST_KAFKA_BOOTSTRAP, secured too under WARDEN_TEST_KAFKA_SECURITY). The
 draft holds exactly the window's tools (a record at --since is in, one at --until is out); a malformed message in
 the window is counted and skipped, one outside it is never read as an event; the same window gives the same draft;
-an unreachable or silent broker is exit 4 within the timeout, naming the bootstrap; a read that stops short of the
-window's end drafts nothing."""
+an unreachable or silent broker, or a secured one without its settings, is exit 4 within the timeout, naming the
+bootstrap; a read that stops short of the window's end drafts nothing."""
 
 from __future__ import annotations
 
@@ -173,6 +173,25 @@ def test_a_topic_that_does_not_exist_is_exit_2_naming_it(kafka_bootstrap: str, t
     env = {"WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_TOPIC_ACTIVITY": missing, **security_env()}
     code, _, stderr = learn("--since", "1h", "--out", str(tmp_path / "d"), env=env)
     assert code == 2 and f"no topic {missing}" in stderr
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.secured_kafka
+def test_on_the_secured_broker_a_wrong_password_or_no_security_is_exit_4_with_the_reason(
+    kafka_bootstrap: str, topic_env: dict[str, str | None], tmp_path: Path
+) -> None:
+    """The reader connects as the workers do: the passing tests above went through TLS and SCRAM here, and without
+    them (or with a wrong password) it gets nowhere, and says why in one line, within the timeout."""
+    password = "not-the-password-000"
+    wrong = {**topic_env, "WARDEN_KAFKA_SASL_PASSWORD_FILE": None, "WARDEN_KAFKA_SASL_PASSWORD": password}
+    plaintext = {"WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_TOPIC_ACTIVITY": topic_env["WARDEN_TOPIC_ACTIVITY"]}
+    for env, reason in ((wrong, "Authentication failed"), (plaintext, "WARDEN_KAFKA_SECURITY_PROTOCOL=PLAINTEXT")):
+        started = time.monotonic()
+        code, stdout, stderr = learn("--since", "1h", "--kafka-timeout", "5", "--out", str(tmp_path / "d"), env=env)
+        assert code == 4 and reason in stderr and f"Kafka at {kafka_bootstrap}" in stderr, stderr
+        assert password not in stdout + stderr
+        assert time.monotonic() - started < 20
     assert not (tmp_path / "d").exists()
 
 
