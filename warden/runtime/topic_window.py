@@ -78,8 +78,8 @@ class PartitionRead:
 
     def as_dict(self) -> dict[str, object]:
         return {"partition": self.partition, "start": self.start, "end": self.end, "log_start": self.log_start,
-                "by_time": self.by_time, "end_by_time": self.end_by_time, "records": self.records,
-                "before": self.before, "after": self.after}
+                "maybe_deleted": self.maybe_deleted, "by_time": self.by_time, "end_by_time": self.end_by_time,
+                "records": self.records, "before": self.before, "after": self.after}
 
 
 @dataclass
