@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -26,7 +27,7 @@ from click.testing import CliRunner
 from tests.conftest import KAFKA_ENV
 from tests.kafka_security import kafka_access, security_env
 from warden.cli import main
-from warden.cli.times import iso, parse_when
+from warden.cli.times import When, iso, parse_when
 from warden.runtime.broker import EmbeddedBroker
 from warden.runtime.topic_window import WindowIncomplete, WindowUnreachable, read_window
 from warden.runtime.topics import ensure_topics
@@ -298,3 +299,13 @@ def test_times_are_iso_8601_in_utc_or_a_duration_before_now() -> None:
     assert parse_when("2026-11-02T10:00:00+02:00", now) == datetime(2026, 11, 2, 8, tzinfo=UTC)
     assert parse_when("2026-11-02T10:00:00.250Z", now) == datetime(2026, 11, 2, 10, 0, 0, 250_000, tzinfo=UTC)
     assert at(1_796_666_577_490) == "2026-12-07T18:02:57.490Z"
+
+
+def test_the_times_of_one_invocation_share_one_now_and_the_next_invocation_has_its_own() -> None:
+    when = When()  # made once, at import, as the option's type is
+    with click.Context(click.Command("learn")) as ctx:
+        since, until = when.convert("2h", None, ctx), when.convert("1h", None, ctx)
+    assert until - since == timedelta(hours=1)
+    time.sleep(0.01)
+    with click.Context(click.Command("learn")) as later:
+        assert when.convert("1h", None, later) > until

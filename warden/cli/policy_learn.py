@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,7 +148,7 @@ def _check_source(events: tuple[Path, ...], since: datetime | None, until: datet
                       Exit.INVALID_INPUT)
     if until is not None and until <= since:
         raise Failure(f"--until {iso(until)} is not after --since {iso(since)}", Exit.INVALID_INPUT)
-    if since > When().now:
+    if since > datetime.now(UTC):
         raise Failure(f"--since {iso(since)} is in the future: no record is there yet", Exit.INVALID_INPUT)
 
 

@@ -13,6 +13,7 @@ from warden.contract.matrix import Duration
 
 _DURATION: TypeAdapter[Any] = TypeAdapter(Duration)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOW = "warden.times.now"
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -34,18 +35,17 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 
 class When(click.ParamType):
-    """A click parameter of `parse_when`, relative to the moment the command started."""
+    """A click parameter of `parse_when`. Every time of one invocation is relative to the same moment, taken when
+    its first time is read (`--since 2h --until 1h` is one hour, exactly), not when the module was imported."""
 
     name = "TIME"
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         if isinstance(value, datetime):
             return value
+        now = ctx.meta.setdefault(_NOW, datetime.now(UTC)) if ctx is not None else datetime.now(UTC)
         try:
-            return parse_when(str(value), self.now)
+            return parse_when(str(value), now)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
