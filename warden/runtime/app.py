@@ -18,7 +18,7 @@ from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
-from warden.runtime.faust_parts import NoTablesManager, use_fetch_wait
+from warden.runtime.faust_parts import NoTablesManager, use_consumer
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
 from warden.runtime.inputs import InputHandler, NativeInput, SpanInput
 from warden.runtime.kafka_access import KafkaAccess, access
@@ -61,6 +61,7 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         consumer_group_instance_id=settings.kafka_group_instance_id,
         broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",  # where a partition with nothing committed starts (faust_parts too)
         stream_wait_empty=True,
         consumer_max_fetch_size=max(8 * 1024 * 1024, 2 * settings.max_message_bytes),
         broker_max_poll_records=5000,
@@ -70,7 +71,7 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     )
     # The findings agent waits for data no longer than the batch ingest does: faust's own 1.5 s is the latency
     # floor of every alert on a broker that holds a fetch for its whole wait.
-    use_fetch_wait(app, (limits or BatchLimits()).fetch_wait_ms)
+    use_consumer(app, (limits or BatchLimits()).fetch_wait_ms)
 
     def raw_topic(name: str) -> faust.TopicT:
         """Bytes in and out: Warden decodes values itself, so a poison message is a DLQ decision, not a crash."""
