@@ -245,8 +245,8 @@ async def test_a_worker_paused_past_its_lease_posts_no_second_root_nor_reply(
 ) -> None:
     n, pause_s, pause_at = 50, SEND_LEASE_S + 3, 5
     run = uuid.uuid4().hex[:6]
-    # Every call answers slowly, so a batch takes longer than the queue lease and the workers take rows from each
-    # other all along (the second case, with no pause at all), and a is paused in the middle of a batch.
+    # Every call answers slowly, so a batch takes longer than the queue lease (its waiting rows are held while it
+    # runs, so the workers do not take rows from each other for that), and a is paused in the middle of a batch.
     slack_api.fail(None, times=10**6, delay_s=0.1)
     async with cluster(kafka_bootstrap, postgres_admin_url, slack_api, tmp_path) as c:
         a = c.workers["a"]

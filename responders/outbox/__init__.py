@@ -48,7 +48,22 @@ class Outbox:
                 raise outcome
         return len(claimed)
 
-    @staticmethod
-    async def _deliver(pipeline: Pipeline, share: list[Claimed | ClaimedDigest]) -> None:
-        for c in share:
-            await pipeline.deliver(c)
+    async def _deliver(self, pipeline: Pipeline, share: list[Claimed | ClaimedDigest]) -> None:
+        """In order; while they wait their turn, the rows not started yet are held every half lease, so that the
+        lease only has to cover a worker that stopped (paused, killed), not a long batch."""
+        waiting = list(share)
+        keeper = asyncio.create_task(self._hold(waiting), name="warden-outbox-hold")
+        try:
+            while waiting:
+                await pipeline.deliver(waiting.pop(0))
+        finally:
+            keeper.cancel()
+
+    async def _hold(self, waiting: list[Claimed | ClaimedDigest]) -> None:
+        every = self.lease.total_seconds() / 2
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.hold(waiting, self.clock() + self.lease)
+            except Exception as exc:  # noqa: BLE001 - the rows then run out as before: another worker takes them
+                log.warning("could not hold the rows waiting in this batch (%s: %s)", type(exc).__name__, exc)
