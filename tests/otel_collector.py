@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tests.otel_spans import Recorder
@@ -137,19 +138,34 @@ def span_exporter(collector: Collector, protocol: str) -> SpanExporter:
     return HttpSpans(endpoint=f"{collector.http_url}/v1/traces", timeout=30)
 
 
+def log_exporter(collector: Collector, protocol: str) -> LogRecordExporter:
+    """The SDK's own OTLP log exporter, over gRPC or HTTP/protobuf, pointed at the Collector."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+
+        return GrpcLogs(endpoint=collector.grpc_endpoint, insecure=True, timeout=30)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+
+    return HttpLogs(endpoint=f"{collector.http_url}/v1/logs", timeout=30)
+
+
 class SdkAgent(Recorder):
-    """A traced agent process: the SDK's BatchSpanProcessor exports over OTLP to the Collector when `flush` is called
-    (and the Recorder's in-memory copy gives the tests the spans' ids)."""
+    """A traced agent process: the SDK's batch processors export its spans and GenAI events (log records) over OTLP
+    to the Collector when `flush` is called (and the Recorder's in-memory copies give the tests their ids)."""
 
     def __init__(self, collector: Collector, protocol: str, **resource: Any) -> None:
         super().__init__(**resource)
         self.protocol = protocol
         self.provider.add_span_processor(BatchSpanProcessor(span_exporter(collector, protocol),
                                                             schedule_delay_millis=3_600_000))
+        self.log_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter(collector, protocol),
+                                                                           schedule_delay_millis=3_600_000))
 
     def flush(self) -> None:
-        """Export every ended span now (blocking: call it in a thread from a test's event loop)."""
+        """Export every ended span and emitted event now (blocking: call it in a thread from a test's event loop)."""
+        assert self.log_provider.force_flush(30_000), f"the SDK's OTLP/{self.protocol} log export did not finish"
         assert self.provider.force_flush(30_000), f"the SDK's OTLP/{self.protocol} export did not finish"
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+        self.log_provider.shutdown()

@@ -64,8 +64,11 @@ class Settings(BaseSettings):
                                     "and timeline entries as JSON on this topic, e.g. warden.audit.")
     topic_otlp: str = Field("otlp_spans", description="OTLP spans from the OpenTelemetry Collector's kafka exporter "
                             "(its default traces.topic).")
+    topic_otlp_logs: str = Field("otlp_logs", description="OTLP logs (GenAI events) from the Collector's kafka "
+                                 "exporter (its default logs.topic), joined to their spans by trace and span id.")
     otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(
-        "auto", description="The exporter's traces.encoding; auto tells JSON from protobuf by the first byte.")
+        "auto", description="The exporter's traces.encoding and logs.encoding; auto tells JSON from protobuf by the "
+        "first byte.")
     otlp_wait_s: float = Field(5.0, gt=0, description="How long a span waits for an ancestor span naming its "
                                "agent before it is judged as an unowned agent's.")
     otlp_max_spans: int = Field(100_000, ge=1, description="Spans the agent resolver remembers over all traces; "
