@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.sdk.trace import ReadableSpan
 
 from responders.incident_responder import IncidentResponder
 from tests.incident_helpers import eventually
 from tests.kafka_helpers import has_marker, read_topic
 from tests.otel_collector import Collector, SdkAgent, collector_binary, docs_config, start_collector
+from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.runtime.settings import Settings
 from warden.runtime.worker import Runtime
@@ -225,3 +227,41 @@ async def test_genai_log_events_through_the_collector_are_joined_to_their_spans_
         logs = await read_topic(rt.bootstrap, settings.topic_otlp_logs, expect=1, what="the exporter's log message")
         assert {r.key for r in logs} == {trace.encode()}  # partition_logs_by_trace_id
         assert {f"{s.context.trace_id:032x}" for s in spans} == {trace}
+
+
+async def test_the_round_trip_agent_to_collector_to_warden_and_its_verdict_back_into_the_agents_trace(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    """README's round trip through one Collector running the docs' configuration: the agent's spans go to Kafka,
+    Warden judges them, and its verdict (WARDEN_OTLP_EXPORT_ENDPOINT) comes back to the same Collector as a
+    `gen_ai.evaluation.result` log event on the agent's own span, which the Collector's logs pipeline writes to the
+    log topic, where Warden's log ingest recognises its own scope and does not judge it again."""
+    with start_collector(docs_config(), tmp_path / "collector", {
+            "KAFKA_BROKERS": worker_settings.kafka_bootstrap or "", "WARDEN_TOPIC_OTLP": worker_settings.topic_otlp,
+            "WARDEN_TOPIC_OTLP_LOGS": worker_settings.topic_otlp_logs}) as collector:
+        settings = worker_settings.model_copy(update={"otlp_export_endpoint": collector.http_url,
+                                                      "otlp_wait_s": 2.0})
+        ignored_before = metrics.OTLP_LOG_RECORDS.labels(outcome="ignored")._value.get()
+        async with Runtime(settings) as rt:
+            agent = SdkAgent(collector, "grpc", **{"service.name": "billing-svc"})
+            try:
+                tool_span = _turn(agent, "billing-agent-1")
+                await asyncio.to_thread(agent.flush)
+            finally:
+                agent.shutdown()
+            [finding] = (await _findings(rt, [_event_id(tool_span)])).values()
+            trace, span = tool_span.context.trace_id.to_bytes(16, "big"), tool_span.context.span_id.to_bytes(8, "big")
+            verdicts = await read_topic(rt.bootstrap, settings.topic_otlp_logs, until=lambda rs: any(
+                finding.finding_id.encode() in r.value for r in rs), what="Warden's verdict on the log topic",
+                timeout=90)
+            data = LogsData()
+            data.ParseFromString(next(r.value for r in verdicts if finding.finding_id.encode() in r.value))
+            [record] = [r for rl in data.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+            assert (record.trace_id, record.span_id, record.event_name) == (trace, span, "gen_ai.evaluation.result")
+            assert data.resource_logs[0].scope_logs[0].scope.name == "warden.verdicts"
+            attrs = {kv.key: kv.value for kv in record.attributes}
+            assert attrs["gen_ai.evaluation.name"].string_value == "warden.unapproved_tool"
+            assert attrs["gen_ai.security.external_finding_id"].string_value == finding.finding_id
+            # Read back by Warden's own log ingest and skipped, never judged as another evaluator's verdict.
+            await eventually(lambda: metrics.OTLP_LOG_RECORDS.labels(outcome="ignored")._value.get() > ignored_before,
+                             timeout=30, what="the verdict skipped by the log ingest")
