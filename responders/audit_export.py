@@ -75,7 +75,8 @@ class AuditExporter:
         records: list[tuple[bytes, bytes]] = []
         for entry in entries:
             key = str(entry.incident_id).encode()
-            records.append((key, _dumps(timeline_record(entry_json(entry), entry.incident_id))))
+            link = entry_json(entry)
+            records.append((key, _dumps(timeline_record(link, entry.incident_id))))
             finding_id = entry.detail.get("finding_id")
             if entry.kind in _FINDING_KINDS and isinstance(finding_id, str):
                 found = await s.get(FindingRecord, finding_id)
@@ -85,7 +86,7 @@ class AuditExporter:
                         finding_id=found.finding_id, event_id=found.event_id, rule=found.rule,
                         severity=found.severity, ts=found.ts, recorded_at=found.recorded_at,
                         evidence=dict(found.evidence), grouped=_FINDING_KINDS[entry.kind],
-                        incident=incident_json(incident)))))
+                        incident=incident_json(incident), entry=link))))
         await self.publish(records)
 
 
