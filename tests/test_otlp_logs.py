@@ -9,9 +9,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams.detectors import DetectorState, detect
 from streams.ingest import FORMATS
+from streams.ingest.base import REASON_CODES
 from streams.ingest.otlp import OtlpIngest
 from streams.ingest.otlp_agents import AgentResolver, Bounds
 from streams.ingest.otlp_logs import VERDICT_SCOPE, LogIngest
@@ -228,3 +231,17 @@ def test_the_stateless_formats_read_one_log_message_alone() -> None:
     for name, encode in (("otlp_logs_proto", logs_proto), ("otlp_logs_json", logs_json)):
         [event] = FORMATS[name](encode(records), LIMIT).events
         assert (event.kind, event.agent.id) == (Kind.prompt, "billing-agent-1")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=2_000), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["resourceLogs", "scopeLogs", "logRecords", "traceId", "spanId", "eventName", "body", "attributes", "key",
+         "value", "stringValue", "kvlistValue", "values"]), inner, max_size=4), max_leaves=30).map(
+    lambda v: json.dumps(v).encode())))
+def test_hostile_log_messages_never_raise(raw: bytes) -> None:
+    """Bad input never crashes the ingest: any bytes, and any JSON built from OTLP's own keys, decode to events or
+    located rejections."""
+    out = Worker(wait_s=0.0).logs.take(raw, key=None, partition=0, offset=0, now=0.0, policy=POLICY)
+    assert all(r.code in REASON_CODES for b in out for r in b.decoded.rejections)
