@@ -12,7 +12,9 @@ from faust.types import EventT
 from responders.base import Responder
 from streams.ingest import FORMATS, Decoder
 from streams.ingest.otlp import OtlpIngest, replay_decoder
-from streams.ingest.otlp_agents import Bounds
+from streams.ingest.otlp_agents import AgentResolver, Bounds
+from streams.ingest.otlp_logs import LogIngest
+from streams.ingest.otlp_logs import replay_decoder as log_replay_decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
@@ -97,15 +99,21 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     # one line in each mapping (and its topic in Settings).
     # OTLP spans from the Collector (WARDEN_TOPIC_OTLP) are judged like activity, with late agent identity: their
     # handler holds a span until an ancestor names its agent, and the commit stays below it.
+    # GenAI events on the logs signal (WARDEN_TOPIC_OTLP_LOGS) wait in the same resolver for the span they were
+    # emitted in, which names their agent (streams/ingest/otlp_logs.py).
     replay: dict[str, Decoder] = {
         settings.topic_activity: FORMATS["native"],
         settings.topic_otlp: replay_decoder(settings.otlp_encoding, lambda: holder.current),
+        settings.topic_otlp_logs: log_replay_decoder(settings.otlp_encoding, lambda: holder.current),
     }
+    resolver = AgentResolver(Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans))
     inputs: dict[str, InputHandler] = {
         settings.topic_activity: NativeInput(FORMATS["native"], settings.max_message_bytes),
         settings.topic_otlp: SpanInput(settings.topic_otlp, OtlpIngest(
-            settings.otlp_encoding, Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans),
-            max_bytes=settings.max_message_bytes), settings.otlp_wait_s),
+            settings.otlp_encoding, max_bytes=settings.max_message_bytes, resolver=resolver), settings.otlp_wait_s),
+        settings.topic_otlp_logs: SpanInput(settings.topic_otlp_logs, LogIngest(
+            resolver, settings.otlp_encoding, max_bytes=settings.max_message_bytes), settings.otlp_wait_s,
+            partition_option="partition_logs_by_trace_id"),
     }
     # Detector state per input partition, rebuilt from the log the first time a partition is seen here.
     states = {topic: PartitionStates(kafka, decode, settings.max_message_bytes, lambda: holder.current,
