@@ -1,7 +1,7 @@
 """The audit trail's hash chains: how an entry's hash is made, and how a chain is checked (pure, no database).
 
-Each incident's timeline is one chain, each approval record's timeline another (`approval:<id>`), and the refused
-requests (`security_events`) one more. Every entry
+Each incident's timeline is one chain, each approval record's timeline another (`approval:<id>`), each silence's
+trail another (`silence:<id>`), and the refused requests (`security_events`) one more. Every entry
 carries its position (`seq`, from 1), the hash of the entry before it (`prev_hash`, GENESIS for the first) and its
 own `hash`: sha256 over a canonical JSON of everything it says. Editing, reordering or deleting an entry inside a
 chain breaks the recomputation at that entry or the next one.
@@ -65,6 +65,17 @@ def approval_content(*, approval_id: str, at: datetime, kind: str, actor: str, i
                      policy_sha256: str | None, detail: Mapping[str, Any]) -> dict[str, Any]:
     return {"approval_id": approval_id, "at": stamp(at), "kind": kind, "actor": actor, "identity": identity,
             "policy_sha256": policy_sha256, "detail": dict(detail)}
+
+
+def silence_content(*, silence_id: int, at: datetime, kind: str, actor: str, identity: str | None,
+                    detail: Mapping[str, Any]) -> dict[str, Any]:
+    return {"silence_id": silence_id, "at": stamp(at), "kind": kind, "actor": actor, "identity": identity,
+            "detail": dict(detail)}
+
+
+def silence_chain(silence_id: int) -> str:
+    """The chain name of one silence's trail (never a bare number, so never an incident's chain)."""
+    return f"silence:{silence_id}"
 
 
 def approval_chain(approval_id: str) -> str:

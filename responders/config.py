@@ -25,4 +25,7 @@ class ResponderConfig(Protocol):
     slack_api_url: str | None
     slack_signing_secret: SecretStr | None
     slack_timeout_s: float
+    slack_channel_rate: float
+    slack_channel_burst: int
     api_tokens: SecretStr | None
+    api_public_url: str | None

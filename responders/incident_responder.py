@@ -8,6 +8,7 @@ from datetime import datetime
 
 from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
+from responders.budget import Budget
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
@@ -18,6 +19,7 @@ from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox import Outbox
 from responders.outbox.wake import ListenWake
 from responders.review_digest import ReviewDigests
+from responders.silences import Silences
 from responders.store import IncidentStore, Recorded, utcnow
 from responders.trail import Trail
 from warden.contract import metrics
@@ -26,6 +28,9 @@ from warden.contract.matrix import Tier
 from warden.kit.loop import PollingLoop
 
 log = logging.getLogger("warden.incidents")
+# What notification control decided for a page, as the metric names it.
+CONTROL_OUTCOME = {"leader": "paged", "member": "grouped", "silenced": "silenced", "inhibited": "inhibited"}
+QUIET = frozenset({"member", "silenced", "inhibited"})
 
 
 class IncidentResponder:
@@ -40,6 +45,9 @@ class IncidentResponder:
             raise ValueError(f"each notifier may deliver once per worker, got {names}")
         self.engine = make_engine(settings.effective_database_url)
         self.store = IncidentStore(self.engine, names)
+        self.store.budget = Budget(rate=settings.slack_channel_rate, burst=settings.slack_channel_burst)
+        self.store.api_url = settings.api_public_url
+        self.silences = Silences(self.engine)
         self.clock = clock
         self.outbox = Outbox(
             self.store, self.notifiers, clock=clock, max_attempts=settings.notify_max_attempts,
@@ -52,14 +60,18 @@ class IncidentResponder:
                                      poll_s=settings.escalation_poll_s, on_made=self.outbox.wake)
         # Buttons exist only on Slack messages, and the answers to clicks go through the Slack notifier.
         slack = next((n for n in self.notifiers if isinstance(n, SlackNotifier)), None)
+        if slack is not None and slack.on_rate_limit is None:  # a 429 holds the channel for every worker
+            slack.on_rate_limit = self._rate_limited
         secret = settings.slack_signing_secret
         self.interactivity = None if secret is None or slack is None else Interactivity(
             self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
+            silences=self.silences,
         )
         self.trail = Trail(self.engine)
         self.gauges = PollingLoop("incident-gauges", settings.escalation_poll_s, self.update_gauges, log)
         tokens = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
-        self.api = IncidentApi(self.store, self.trail, tokens, clock, self.outbox.wake) if tokens else None
+        self.api = IncidentApi(self.store, self.trail, tokens, clock, self.outbox.wake,
+                               silences=self.silences) if tokens else None
         # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
         self.on_opened: list[Callable[[], None]] = []
         self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
@@ -82,10 +94,15 @@ class IncidentResponder:
         self.gauges.start()
         for tier in (Tier.page, Tier.review, Tier.log):
             metrics.FINDINGS_BY_TIER.labels(tier=tier.value)
+        for outcome in CONTROL_OUTCOME.values():
+            metrics.PAGES_CONTROLLED.labels(outcome=outcome)
         for name in self.store.notifiers:  # zero series exist from the start, so increase() sees the first one
             for kind in NoticeKind:
                 metrics.NOTIFICATIONS_DELIVERED.labels(notifier=name, kind=kind.value)
                 metrics.NOTIFICATIONS_DEAD.labels(notifier=name, kind=kind.value)
+            metrics.NOTIFICATIONS_DEFERRED.labels(notifier=name)
+            metrics.CHANNEL_RATE_LIMITED.labels(notifier=name)
+            metrics.DIGEST_MEMBERS_NAMED.labels(notifier=name)
         log.warning("incident responder up: notifiers=%s db=%s interactivity=%s", ",".join(self.store.notifiers),
                     self.engine.url.render_as_string(hide_password=True),
                     "on" if self.interactivity else f"off ({self._interactivity_off})")
@@ -95,8 +112,17 @@ class IncidentResponder:
         else:
             log.warning("incident API on: /incidents, /openapi.json (%d bearer tokens)", len(self.api.tokens))
 
+    async def _rate_limited(self, channel: str, seconds: float) -> None:
+        if not channel:  # a request to no channel (a look-up by user id): nothing for the budget to hold
+            return
+        await self.store.rate_limited("slack", channel, seconds, self.clock())
+        metrics.CHANNEL_RATE_LIMITED.labels(notifier="slack").inc()
+
     async def handle(self, finding: Finding) -> None:
-        outcome = await self.store.record_finding(finding, self.clock())
+        control: list[str] = []
+        outcome = await self.store.record_finding(finding, self.clock(), control)
+        for verdict in control:
+            metrics.PAGES_CONTROLLED.labels(outcome=CONTROL_OUTCOME.get(verdict, verdict)).inc()
         tier = finding.tier.on_event_path()
         if outcome is Recorded.opened:
             metrics.INCIDENTS_OPENED.labels(rule=finding.rule, severity=finding.severity.value, tier=tier.value).inc()
@@ -109,7 +135,10 @@ class IncidentResponder:
             if tier is Tier.page and outcome is not Recorded.grouped:  # a page opened: containment may be due
                 for listener in self.on_opened:
                     listener()
-            self.outbox.wake()
+            if control and all(v in QUIET for v in control):
+                self.outbox.nudge()  # a digest member (or a muted page): no page waits on this
+            else:
+                self.outbox.wake()
 
     async def stop(self) -> None:
         await self.listen.stop()
@@ -122,9 +151,11 @@ class IncidentResponder:
         await self.engine.dispose()
 
     async def update_gauges(self) -> bool:
-        """`warden_incidents_open{severity,tier}` from the database, so every worker reports the same figure."""
+        """`warden_incidents_open{severity,tier}` and `warden_silences_active` from the database, so every worker
+        reports the same figures."""
         for (severity, tier), n in (await self.trail.open_counts()).items():
             metrics.INCIDENTS_OPEN.labels(severity=severity, tier=tier).set(n)
+        metrics.SILENCES_ACTIVE.set(await self.silences.active_count(self.clock()))
         return False
 
     def route_installers(self) -> list[RouteInstaller]:

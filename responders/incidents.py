@@ -41,6 +41,7 @@ class Action(StrEnum):
     approve = "warden.approve"
     deny = "warden.deny"
     release = "warden.release"
+    silence = "warden.silence"  # mute the incident's group (or its rule and agent) for an hour
 
 
 # Buttons that move the lifecycle, and the status each one moves to.
@@ -133,6 +134,8 @@ def authorise_owner(action: Action, owners: FindingOwners, owner_id: str, approv
 def _candidates(action: Action, owners: FindingOwners, approval_level: int) -> list[OwnerRef]:
     if action in CONTAINMENT_ACTIONS or action is Action.release:
         return list(approvers(owners, approval_level))
+    if action is Action.silence:  # muting people is the responder's or the workflow's approver's call
+        return [o for o in (owners.responder, owners.approver) if o is not None]
     return [owners.responder, *(step.owner for step in owners.escalation)]
 
 
@@ -186,6 +189,8 @@ class IncidentView:
     tags: tuple[str, ...] = field(default_factory=tuple)
     containment: tuple[StepView, ...] = ()
     approval_level: int = 0
+    group_id: int | None = None
+    group_role: str | None = None
 
     @property
     def awaiting_approval(self) -> tuple[StepView, ...]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, delete, func, select, text, update
+from sqlalchemy import ColumnElement, CursorResult, Result, case, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from responders import storms
 from responders.audit import GENESIS, SECURITY_CHAIN, entry_hash, security_content, timeline_content
+from responders.budget import Budget, lock_buckets, save_buckets, wait_for
+from responders.budget import block as block_channel
 from responders.db import session_factory
 from responders.db.models import (
     ContainmentDecision,
@@ -22,12 +25,14 @@ from responders.db.models import (
     Incident,
     IncidentMessage,
     Notification,
+    NotifyGroup,
     ReviewDigest,
     SecurityEvent,
     SeenInteraction,
     TimelineEntry,
 )
 from responders.digests import DigestView, raised, view_of_digest
+from responders.group_digest import GroupView
 from responders.incidents import (
     ACTIVE,
     Decision,
@@ -41,9 +46,12 @@ from responders.incidents import (
     joins,
 )
 from responders.notifiers.base import NoticeKind, Posted
+from responders.notify_control import NotifyPolicy, PolicySource
+from warden.contract import metrics
 from warden.contract.containment import Gate
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
-from warden.contract.matrix import Tier
+from warden.contract.matchers import exact_matcher
+from warden.contract.matrix import Matrix, Tier
 from warden.contract.redact import redact_text
 
 WARDEN = "warden"  # the actor of every entry Warden makes itself
@@ -106,6 +114,33 @@ class ClaimedDigest:
         return f"review digest #{self.digest.id}"
 
 
+@dataclass(frozen=True)
+class ClaimedGroup:
+    """A refresh of a group's digest this worker holds the lease on (fenced by `claim`, like `Claimed`): `root` is
+    the digest message to update, None when this refresh posts one."""
+
+    id: int
+    claim: str
+    notifier: str
+    attempts: int
+    target: OwnerRef
+    group: GroupView
+    root: Posted | None
+    kind: NoticeKind = NoticeKind.group
+
+    @property
+    def subject(self) -> str:
+        return f"digest of group #{self.group.id}"
+
+
+AnyClaimed = Claimed | ClaimedDigest | ClaimedGroup
+# Which due notification is claimed first when the channel budget cannot take them all: pages (roots, and
+# escalations, which page the next owner) before thread replies and updates, then groups' digests, then review
+# digests; oldest first within each.
+PRIORITY = {NoticeKind.root: 0, NoticeKind.escalation: 0, NoticeKind.update: 1, NoticeKind.repeat: 1,
+            NoticeKind.group: 2, NoticeKind.digest: 3}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -118,7 +153,7 @@ def view_of(row: Incident, decision: ContainmentDecision | None,
         evidence=dict(row.evidence), owners=FindingOwners.model_validate(row.owners), count=row.count,
         first_seen=row.first_seen, last_seen=row.last_seen, opened_at=row.opened_at,
         escalation_step=row.escalation_step, policy_sha256=row.policy_sha256, status_by=row.status_by,
-        tags=tuple(row.tags), approval_level=row.approval_level,
+        tags=tuple(row.tags), approval_level=row.approval_level, group_id=row.group_id, group_role=row.group_role,
         containment=tuple(StepView(s.playbook, s.step, s.action, s.status, s.gate, s.dry_run, s.detail.get("does"))
                           for s in steps),
         decision=None if decision is None else Decision(decision.decision, decision.owner_id, decision.slack_user,
@@ -157,17 +192,30 @@ class IncidentStore:
     def __init__(self, engine: AsyncEngine, notifiers: Sequence[str]) -> None:
         if not notifiers:
             raise ValueError("an incident store needs at least one notifier to record notifications for")
+        self.engine = engine
         self.sessions = session_factory(engine)
         self.dialect = engine.dialect.name
         self.notifiers = tuple(notifiers)
         # The sha256 of the policy live in this process, stamped on every timeline entry; None (a tool with no
         # policy loaded) stamps the policy the incident was opened under.
         self.live_policy: Callable[[], str] | None = None
+        # The live matrix (sha256, matrix) whose `notifications` control pages; None: the built-in defaults.
+        self.live_matrix: Callable[[], tuple[str, Matrix]] | None = None
+        self._policies = PolicySource()
+        # Each channel's send budget (messages per second, burst), shared through the database by every worker; None:
+        # unlimited. The outbox asks each notifier what a notification would post where (`Budgeted.spend`).
+        self.budget: Budget | None = None
+        self.budget_wait_s: float | None = None  # after a claim: when the budget frees the next skipped row
+        self.api_url: str | None = None  # the incident API's base URL, for the digests' links
+
+    def notify_policy(self) -> NotifyPolicy:
+        return self._policies.get(self.live_matrix)
 
     # -- findings -> incidents ---------------------------------------------------------------------------------
 
-    async def record_finding(self, finding: Finding, now: datetime) -> Recorded:
-        """Open an incident or group into the active one, and record the outbox rows, in one transaction."""
+    async def record_finding(self, finding: Finding, now: datetime, control: list[str] | None = None) -> Recorded:
+        """Open an incident or group into the active one, and record the outbox rows, in one transaction. What
+        notification control decided for a page (leader, member, silenced, inhibited) is appended to `control`."""
         async with self.sessions.begin() as s:
             if await s.get(FindingRecord, finding.finding_id) is not None:
                 return Recorded.duplicate
@@ -185,14 +233,14 @@ class IncidentStore:
                 select(Incident).where(Incident.open_key == key).with_for_update()
             )).scalar_one_or_none()
             if active is not None and joins(active.last_seen, finding.ts, finding.group_window_s):
-                promoted = await self._group(s, active, finding, record, now)
+                promoted = await self._group(s, active, finding, record, now=now, control=control)
                 record.incident_id = active.id
                 s.add(record)
                 return Recorded.promoted if promoted else Recorded.grouped
             if active is not None:  # the window has passed: the next repeat opens a fresh incident
                 active.open_key = None
                 await s.flush()
-            incident = await self._open(s, finding, key=key, target=target, record=record, now=now)
+            incident = await self._open(s, finding, key=key, target=target, record=record, now=now, control=control)
             if active is not None:
                 await self.log_entry(s, active.id, now, "superseded", detail={"by_incident": incident.id})
             record.incident_id = incident.id
@@ -200,7 +248,7 @@ class IncidentStore:
             return Recorded.opened
 
     async def _open(self, s: AsyncSession, finding: Finding, *, key: str, target: str, record: FindingRecord,
-                    now: datetime) -> Incident:
+                    now: datetime, control: list[str] | None = None) -> Incident:
         """A new incident at the finding's tier: a page notifies and escalates (and proposes containment); review
         and log are recorded only, review waiting for its responder's next digest (docs/incidents.md, tiers)."""
         owners = finding.owners
@@ -223,7 +271,7 @@ class IncidentStore:
             "escalation": [step.owner.id for step in owners.escalation], "policy_sha256": finding.policy_sha256,
         })
         if tier is Tier.page:
-            await self._page(s, incident, finding, now)
+            await self._page(s, incident, finding, now, control)
         elif tier is Tier.review:
             await self.log_entry(s, incident.id, now, "kept_for_review", detail={
                 "finding_id": finding.finding_id, "digest_to": owners.responder.id})
@@ -231,18 +279,32 @@ class IncidentStore:
             await self.log_entry(s, incident.id, now, "logged", detail={"finding_id": finding.finding_id})
         return incident
 
-    async def _page(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
-        """Page the responder: escalation from now, the finding's containment, and the root message (plus the first
-        step of the chain when that is someone else), for an incident opened as a page or raised to one."""
-        owners = FindingOwners.model_validate(incident.owners)
+    async def _page(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime,
+                    control: list[str] | None = None) -> None:
+        """Page the responder, for an incident opened as a page or raised to one: the finding's containment (always:
+        a silence mutes people, not playbooks), then notification control decides who hears of it now."""
         incident.escalation_step = 0
-        incident.escalate_at = escalation_deadline(owners.escalation, 0, now)
         await self._propose(s, incident, finding, now)
-        await self.add_notifications(s, incident.id, NoticeKind.root, owners.responder, now=now)
+        await self._announce(s, incident, now, control)
+
+    async def _announce(self, s: AsyncSession, incident: Incident, now: datetime,
+                        control: list[str] | None = None) -> None:
+        """Inhibition, silences, grouping (responders/storms.py). A page that leads its group gets its escalation
+        from now and its root message (plus the first step of the chain when that is someone else), due after the
+        group wait; a member is carried by its group's digest and a muted page tells nobody: neither escalates."""
+        verdict = await storms.decide(self, s, incident, now)
+        if control is not None:
+            control.append(verdict.kind)
+        if verdict.kind != storms.LEADER:
+            incident.escalate_at = None
+            return
+        owners = FindingOwners.model_validate(incident.owners)
+        incident.escalate_at = escalation_deadline(owners.escalation, incident.escalation_step, now)
+        await self.add_notifications(s, incident.id, NoticeKind.root, owners.responder, now=now, at=verdict.at)
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
             await self.add_notifications(s, incident.id, NoticeKind.escalation, first, now=now,
-                               note=escalation_note(owners, 0))
+                                         note=escalation_note(owners, 0), at=verdict.at)
 
     async def _propose(self, s: AsyncSession, incident: Incident, finding: Finding, now: datetime) -> None:
         """Write the playbooks the finding triggers into the ledger, in the transaction that opens the incident: an
@@ -272,8 +334,8 @@ class IncidentStore:
         if waiting:
             incident.approval_due_at = now + timedelta(seconds=min(waiting))
 
-    async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord,
-                     now: datetime) -> bool:
+    async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord, *,
+                     now: datetime, control: list[str] | None = None) -> bool:
         """A repeat joins the incident. What it does next follows the incident's tier, which a higher finding
         raises (never lowers): a page repeat is announced in the root's thread, a review one waits for the digest,
         a log one is only counted. True when this finding raised the tier."""
@@ -290,7 +352,7 @@ class IncidentStore:
             incident.tier = higher.value
             if higher is Tier.page:  # paged now: the root message tells everything a digest would have
                 incident.review_pending_since = None
-                await self._page(s, incident, finding, now)
+                await self._page(s, incident, finding, now, control)
                 return True
         if incident.tier == Tier.review.value:
             if finding.tier.on_event_path() is Tier.review and incident.review_pending_since is None:
@@ -298,6 +360,15 @@ class IncidentStore:
             return higher is not None
         if incident.tier != Tier.page.value:
             return higher is not None
+        # A silence or an inhibiting incident mutes repeats too (made after the page, it stops the thread replies);
+        # once it ends, a page that was never announced is announced now (it pages or joins its group's digest).
+        announced = incident.group_role is not None or incident.group_id is not None or (
+            incident.silenced_by is None and incident.inhibited_by is None)
+        if await storms.mute(self, s, incident, now) is not None:
+            return False
+        if not announced:
+            await self._announce(s, incident, now, control)
+            return False
         # One unsent repeat notice per incident and notifier is enough: it renders the latest count when it goes
         # out. (A claim locks the incident row too, so it cannot read the old count while this transaction adds.)
         unsent = set((await s.execute(select(Notification.notifier).where(
@@ -340,16 +411,22 @@ class IncidentStore:
 
     async def add_notifications(self, s: AsyncSession, incident_id: int, kind: NoticeKind, target: OwnerRef, *,
                                 now: datetime, note: str | None = None, only: Iterable[str] | None = None,
-                                effect_key: str | None = None) -> None:
-        """One pending row per notifier (or per notifier in `only`). A follow-up for a notifier that has no root
-        for this incident (it was added to WARDEN_NOTIFIERS after the incident opened) gets a root first: every
-        follow-up waits for its own notifier's root, so it must have one to wait for."""
+                                effect_key: str | None = None, at: datetime | None = None) -> None:
+        """One pending row per notifier (or per notifier in `only`), due at `at` (default now). A follow-up for a
+        notifier that has no root for this incident (it was added to WARDEN_NOTIFIERS after the incident opened, or
+        the incident is a member of a group's digest and now escalates) gets a root first: every follow-up waits for
+        its own notifier's root, so it must have one to wait for. A muted incident (silenced, inhibited) tells
+        nobody; a repeat or update of a digest member refreshes its group's digest instead of paging it."""
         names = list(self.notifiers if only is None else only)
         if not names:
             return
-        tier = (await s.execute(select(Incident.tier).where(Incident.id == incident_id))).scalar_one()
+        tier, silenced, inhibited, role, group_id = (await s.execute(select(
+            Incident.tier, Incident.silenced_by, Incident.inhibited_by, Incident.group_role, Incident.group_id,
+        ).where(Incident.id == incident_id))).one()
         if tier != Tier.page.value:  # review and log incidents tell nobody directly: a lifecycle move is recorded
             return  # on the timeline only, and a review incident reaches its responder through the digest
+        if silenced is not None or inhibited is not None:  # muted: the timeline says what happened, nobody hears
+            return
         if kind is not NoticeKind.root:
             rooted = set((await s.execute(select(Notification.notifier).where(
                 Notification.incident_id == incident_id, Notification.kind == NoticeKind.root.value,
@@ -357,6 +434,10 @@ class IncidentStore:
                 IncidentMessage.incident_id == incident_id,
             ))).scalars())
             missing = [n for n in names if n not in rooted]
+            if (role == storms.MEMBER and group_id is not None and not rooted
+                    and kind in (NoticeKind.repeat, NoticeKind.update)):
+                await storms.refresh_by_id(self, s, group_id, now)  # the digest shows its new count and status
+                return
             if missing:
                 # Two changes to one incident (a click and a repeat on two workers) must not both add a root: lock
                 # the incident, then look again at what the other transaction may have committed meanwhile.
@@ -372,6 +453,8 @@ class IncidentStore:
                     s.add(self._row(incident_id, name, NoticeKind.root, responder, now=now, note=None))
         for name in names:
             row = self._row(incident_id, name, kind, target, now=now, note=note)
+            if at is not None:
+                row.next_attempt_at = at
             if effect_key is not None:
                 row.effect_key = f"{effect_key}/{name}"  # unique: a second try of one effect adds nothing
             s.add(row)
@@ -385,75 +468,136 @@ class IncidentStore:
 
     # -- the outbox --------------------------------------------------------------------------------------------
 
-    async def claim_due(self, now: datetime, lease: timedelta,
-                        limit: int = 20) -> list[Claimed | ClaimedDigest]:
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int = 20,
+                        spend: Callable[[AnyClaimed], Mapping[str, int]] | None = None) -> list[AnyClaimed]:
         """Take the lease on due notifications of this worker's notifiers, with a new claim token. A follow-up
         waits until its notifier's root message of the incident is out (or was dead-lettered). The lease only keeps
-        the rows for this worker until it gets to them: each is leased again (`renew`) right before it is sent."""
+        the rows for this worker until it gets to them: each is leased again (`renew`) right before it is sent.
+
+        With a channel budget (`self.budget`) and `spend` (what a notification would post, per channel), a row is
+        claimed only if its channels have the messages left, pages first (`PRIORITY`); the tokens are taken in this
+        transaction (`responders/budget.py`). `budget_wait_s` is then when the next skipped row may go."""
         message = IncidentMessage
         token = uuid.uuid4().hex
+        budgeted = self.budget is not None and spend is not None
+        fetch = limit * 5 if budgeted else limit
+        due = ((Notification.status == Pending.pending.value) & Notification.notifier.in_(self.notifiers)
+               & (Notification.next_attempt_at <= now)
+               & ((Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now)))
+        rank = case((Notification.kind.in_([NoticeKind.root.value, NoticeKind.escalation.value]), 0),
+                    (Notification.kind.in_([NoticeKind.update.value, NoticeKind.repeat.value]), 1), else_=2)
         async with self.sessions.begin() as s:
             rows = (await s.execute(
                 select(Notification, Incident, message)
                 .join(Incident, Incident.id == Notification.incident_id)
                 .outerjoin(message, (message.incident_id == Notification.incident_id)
                            & (message.notifier == Notification.notifier))
-                .where(
-                    Notification.status == Pending.pending.value,
-                    Notification.notifier.in_(self.notifiers),
-                    Notification.next_attempt_at <= now,
-                    (Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now),
-                    (Notification.kind == NoticeKind.root.value) | message.ref.is_not(None) | message.dead.is_(True),
-                )
-                .order_by(Notification.id)
-                .limit(limit)
+                .where(due, (Notification.kind == NoticeKind.root.value) | message.ref.is_not(None)
+                       | message.dead.is_(True))
+                .order_by(rank, Notification.id)
+                .limit(fetch)
                 .with_for_update(of=[Notification, Incident], skip_locked=True)
             )).all()
-            claimed: list[Claimed | ClaimedDigest] = []
+            candidates: list[tuple[Notification, AnyClaimed]] = []
             decisions, steps = await self._containment_of(s, {incident.id for _, incident, _ in rows})
             for note, incident, root in rows:
-                note.attempts += 1
-                note.claimed_until = now + lease
-                note.claim = token
                 assert note.notifier is not None  # claimed by name above
-                claimed.append(Claimed(
+                candidates.append((note, Claimed(
                     id=note.id, claim=token, notifier=note.notifier, kind=NoticeKind(note.kind),
-                    attempts=note.attempts, target=OwnerRef.model_validate(note.target), note=note.note,
+                    attempts=note.attempts + 1, target=OwnerRef.model_validate(note.target), note=note.note,
                     incident=view_of(incident, decisions.get(incident.id), steps.get(incident.id, [])),
                     root=Posted(root.address or "", root.ref) if root is not None and root.ref else None,
-                ))
+                )))
+            groups = (await s.execute(
+                select(Notification, NotifyGroup).join(NotifyGroup, NotifyGroup.id == Notification.group_id)
+                .where(due).order_by(Notification.id).limit(fetch)
+                .with_for_update(of=[Notification, NotifyGroup], skip_locked=True)
+            )).all()
+            tops: dict[int, int] = {}
+            for note, group in groups:
+                assert note.notifier is not None  # claimed by name above
+                shown, digest_message = await storms.peek(s, group, note.notifier, now, self.api_url)
+                tops[note.id] = int(group.route.get("top", 5))
+                candidates.append((note, ClaimedGroup(
+                    id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts + 1,
+                    target=OwnerRef.model_validate(note.target), group=shown, root=digest_message)))
             digests = (await s.execute(
                 select(Notification, ReviewDigest).join(ReviewDigest, ReviewDigest.id == Notification.digest_id)
-                .where(
-                    Notification.status == Pending.pending.value,
-                    Notification.notifier.in_(self.notifiers),
-                    Notification.next_attempt_at <= now,
-                    (Notification.claimed_until.is_(None)) | (Notification.claimed_until <= now),
-                )
-                .order_by(Notification.id)
-                .limit(limit)
+                .where(due).order_by(Notification.id).limit(limit)
                 .with_for_update(of=Notification, skip_locked=True)
             )).all()
             for note, digest in digests:
+                assert note.notifier is not None  # claimed by name above
+                responder = OwnerRef.model_validate(digest.target)
+                candidates.append((note, ClaimedDigest(
+                    id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts + 1,
+                    target=OwnerRef.model_validate(note.target),
+                    digest=view_of_digest(digest.id, responder, digest.summary),
+                )))
+            candidates.sort(key=lambda nc: (PRIORITY[nc[1].kind], nc[0].id))
+            if budgeted:
+                assert spend is not None
+                chosen = await self._within_budget(s, candidates, spend, now, limit)
+            else:
+                self.budget_wait_s = None
+                chosen = [nc for nc in candidates if not isinstance(nc[1], ClaimedDigest)][:limit] + [
+                    nc for nc in candidates if isinstance(nc[1], ClaimedDigest)][:limit]
+            out: list[AnyClaimed] = []
+            for note, picked in chosen:
                 note.attempts += 1
                 note.claimed_until = now + lease
                 note.claim = token
-                assert note.notifier is not None  # claimed by name above
-                responder = OwnerRef.model_validate(digest.target)
-                claimed.append(ClaimedDigest(
-                    id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts,
-                    target=OwnerRef.model_validate(note.target),
-                    digest=view_of_digest(digest.id, responder, digest.summary),
-                ))
-            return claimed
+                if isinstance(picked, ClaimedGroup):  # the counts only for a refresh that goes (six queries)
+                    counted = await storms.complete(s, picked.group, picked.notifier, tops[picked.id])
+                    out.append(replace(picked, group=counted))
+                else:
+                    out.append(picked)
+            return out
+
+    async def _within_budget(self, s: AsyncSession, candidates: list[tuple[Notification, AnyClaimed]],
+                             spend: Callable[[AnyClaimed], Mapping[str, int]], now: datetime,
+                             limit: int) -> list[tuple[Notification, AnyClaimed]]:
+        """The candidates (in priority order) whose channels can take what they post; once one is skipped for want
+        of budget, nothing after it goes to its channels in this claim (a later page still goes first)."""
+        budget = self.budget
+        assert budget is not None
+        needs = [{(c.notifier, channel): n for channel, n in spend(c).items() if n > 0} for _, c in candidates]
+        buckets = await lock_buckets(s, self.dialect, [ch for need in needs for ch in need], budget, now)
+        starved: set[tuple[str, str]] = set()
+        chosen: list[tuple[Notification, AnyClaimed]] = []
+        wait: float | None = None
+        for candidate, need in zip(candidates, needs, strict=True):
+            if len(chosen) >= limit:
+                break
+            if starved & need.keys():
+                continue
+            ready_in = wait_for(buckets, need, budget, now)
+            if ready_in > 0:
+                metrics.NOTIFICATIONS_DEFERRED.labels(notifier=candidate[1].notifier).inc()
+                starved |= need.keys()
+                wait = ready_in if wait is None else min(wait, ready_in)
+                continue
+            for channel, n in need.items():
+                buckets[channel].tokens -= n
+            chosen.append(candidate)
+        await save_buckets(s, buckets, now)
+        self.budget_wait_s = wait
+        return chosen
+
+    async def rate_limited(self, notifier: str, channel: str, seconds: float, now: datetime) -> None:
+        """A channel answered 429 with Retry-After: no worker sends to it for `seconds` (its budget row says so)."""
+        if self.budget is None:
+            return
+        async with self.sessions.begin() as s:
+            await block_channel(s, self.dialect, notifier, channel, seconds=seconds, budget=self.budget, now=now)
 
     @staticmethod
-    def _held(claimed: Claimed | ClaimedDigest) -> ColumnElement[bool]:
+    def _held(claimed: AnyClaimed) -> ColumnElement[bool]:
         """The fence: the row is still pending and still claimed by `claimed`'s claim."""
         return ((Notification.id == claimed.id) & (Notification.claim == claimed.claim)
                 & (Notification.status == Pending.pending.value))
 
-    async def renew(self, claimed: Claimed | ClaimedDigest, until: datetime) -> bool:
+    async def renew(self, claimed: AnyClaimed, until: datetime) -> bool:
         """Extend the lease to `until` if the claim is still held; False when another worker claimed the row since
         (or it is no longer pending): then this worker must not send it."""
         async with self.sessions.begin() as s:
@@ -461,7 +605,7 @@ class IncidentStore:
                 update(Notification).where(self._held(claimed)).values(claimed_until=until)
             )) == 1
 
-    async def hold(self, waiting: Sequence[Claimed | ClaimedDigest], until: datetime) -> int:
+    async def hold(self, waiting: Sequence[AnyClaimed], until: datetime) -> int:
         """Keep rows this worker claimed and has not started yet until `until` (never shorter than they are held):
         a batch longer than the queue lease would otherwise lose its tail to another worker, which then loses the
         tail of its own batch the same way. Fenced like `renew`; returns how many rows are still held."""
@@ -472,7 +616,7 @@ class IncidentStore:
         async with self.sessions.begin() as s:
             return rowcount(await s.execute(update(Notification).where(held).values(claimed_until=until)))
 
-    async def give_back(self, claimed: Claimed | ClaimedDigest, reason: str) -> bool:
+    async def give_back(self, claimed: AnyClaimed, reason: str) -> bool:
         """Release a claim still held without a verdict (its lease ended before the send could be made or
         finished): the row is due again at once, for any worker. False when the claim was lost already."""
         async with self.sessions.begin() as s:
@@ -480,7 +624,7 @@ class IncidentStore:
                 claimed_until=None, claim=None, last_error=reason,
             ))) == 1
 
-    async def mark_delivered(self, claimed: Claimed | ClaimedDigest, posted: Posted, now: datetime) -> bool:
+    async def mark_delivered(self, claimed: AnyClaimed, posted: Posted, now: datetime) -> bool:
         """Record the delivery if the claim is still held (else nothing, and False); a root also becomes the
         notifier's message of the incident, for follow-ups, unless one is stored already: a stored root is never
         replaced, so the reference follow-ups thread under stays the first one recorded."""
@@ -496,6 +640,11 @@ class IncidentStore:
                 for incident_id in claimed.digest.incidents:
                     await self.log_entry(s, incident_id, now, "notified",
                                          detail={**detail, "digest": claimed.digest.id})
+                return True
+            if isinstance(claimed, ClaimedGroup):  # each member it named says which digest message carried it
+                await storms.recorded(self, s, group_id=claimed.group.id, notifier=claimed.notifier,
+                                      epoch=claimed.group.epoch, lines=claimed.group.lines, posted=posted,
+                                      target=claimed.target, now=now)
                 return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
@@ -523,14 +672,23 @@ class IncidentStore:
         except IntegrityError:  # uq_incident_messages_notifier: it was; use theirs
             return (await s.execute(query)).scalar_one()
 
-    async def retry_later(self, claimed: Claimed | ClaimedDigest, error: str, at: datetime) -> bool:
+    async def retry_later(self, claimed: AnyClaimed, error: str, at: datetime) -> bool:
         """Schedule the next attempt if the claim is still held; False (nothing written) when it was lost."""
         async with self.sessions.begin() as s:
             return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
                 next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
             ))) == 1
 
-    async def dead_letter(self, claimed: Claimed | ClaimedDigest, error: str, now: datetime) -> bool:
+    async def defer(self, claimed: AnyClaimed, error: str, at: datetime) -> bool:
+        """Due again at `at`, this attempt not counted (the channel asked to wait: a rate limit is not a failure, and
+        must never dead-letter a notification); False (nothing written) when the claim was lost."""
+        async with self.sessions.begin() as s:
+            return rowcount(await s.execute(update(Notification).where(self._held(claimed)).values(
+                next_attempt_at=at, claimed_until=None, claim=None, last_error=error,
+                attempts=Notification.attempts - 1,
+            ))) == 1
+
+    async def dead_letter(self, claimed: AnyClaimed, error: str, now: datetime) -> bool:
         """Give up on one notification if the claim is still held (else nothing, and False); a dead root releases
         its notifier's follow-ups (to be dead-lettered too)."""
         async with self.sessions.begin() as s:
@@ -544,6 +702,11 @@ class IncidentStore:
                 for incident_id in claimed.digest.incidents:
                     await self.log_entry(s, incident_id, now, "notification_dead_lettered",
                                          detail={**detail, "digest": claimed.digest.id})
+                return True
+            if isinstance(claimed, ClaimedGroup):  # each member it was to name says it was not (the next may)
+                for line in sorted(claimed.group.lines, key=lambda ln: ln.id):
+                    await self.log_entry(s, line.id, now, "notification_dead_lettered",
+                                         detail={**detail, "group": claimed.group.id})
                 return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
@@ -683,6 +846,28 @@ class IncidentStore:
             await self.add_notifications(s, incident_id, NoticeKind.update, responder, now=now,
                                          note=f"Quarantine release requested by {owner.name or owner.id} ({via}).")
             return True
+
+    async def silence_matchers(self, incident_id: int) -> list[str]:
+        """What a "Silence 1 h" click on this incident mutes: its group's labels (the pages its digest collects),
+        or, without a group, its workflow, rule and agent."""
+        async with self.sessions.begin() as s:
+            row = await s.get(Incident, incident_id)
+            if row is None:
+                raise LookupError(f"incident #{incident_id} does not exist")
+            labels: dict[str, str] = {}
+            if row.group_id is not None:
+                group = await s.get(NotifyGroup, row.group_id)
+                labels = {str(k): str(v) for k, v in dict(group.labels).items()} if group is not None else {}
+            if not labels:
+                labels = {"workflow": row.workflow or "", "rule": row.rule, "agent": row.agent_id}
+            return [exact_matcher(label, value) for label, value in labels.items()]
+
+    async def note_silence(self, incident_id: int, silence_id: int, matchers: Sequence[str], *, owner: OwnerRef,
+                           slack_user: str, now: datetime) -> None:
+        """The incident's timeline says a silence was made from it, by whom."""
+        async with self.sessions.begin() as s:
+            await self.log_entry(s, incident_id, now, "silence_added", actor=owner.id, slack_user=slack_user,
+                                 detail={"silence": silence_id, "matchers": list(matchers)})
 
     async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
                              now: datetime) -> None:

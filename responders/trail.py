@@ -18,11 +18,20 @@ from responders.audit import (
     approval_chain,
     approval_content,
     security_content,
+    silence_chain,
+    silence_content,
     timeline_content,
     verify,
 )
 from responders.db import session_factory
-from responders.db.models import ApprovalEntry, ContainmentStep, Incident, SecurityEvent, TimelineEntry
+from responders.db.models import (
+    ApprovalEntry,
+    ContainmentStep,
+    Incident,
+    SecurityEvent,
+    SilenceEntry,
+    TimelineEntry,
+)
 
 PAGE_MAX = 200
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -36,6 +45,7 @@ class Filters:
     severity: str | None = None
     since: datetime | None = None
     tier: str | None = None
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ def incident_json(row: Incident) -> dict[str, Any]:
         "opened_at": row.opened_at.isoformat(), "updated_at": row.updated_at.isoformat(),
         "escalation_step": row.escalation_step, "policy_sha256": row.policy_sha256,
         "frameworks": list(row.frameworks), "tags": list(row.tags), "evidence": dict(row.evidence),
-        "owners": owners,
+        "owners": owners, "group": row.group_id, "group_role": row.group_role, "silenced_by": row.silenced_by,
+        "inhibited_by": row.inhibited_by,
     }
 
 
@@ -91,6 +102,8 @@ def _filtered(query: Select[Any], f: Filters) -> Select[Any]:
         query = query.where(Incident.updated_at >= f.since)
     if f.tier:
         query = query.where(Incident.tier == f.tier)
+    if f.group is not None:
+        query = query.where(Incident.group_id == f.group)
     return query
 
 
@@ -146,8 +159,11 @@ class Trail:
             approvals = [] if incident_ids is not None else list((await s.execute(
                 select(ApprovalEntry).order_by(ApprovalEntry.approval_id, ApprovalEntry.seq, ApprovalEntry.id)
             )).scalars())
+            silenced = [] if incident_ids is not None else list((await s.execute(
+                select(SilenceEntry).order_by(SilenceEntry.silence_id, SilenceEntry.seq, SilenceEntry.id)
+            )).scalars())
         links = ([_timeline_link(e) for e in entries] + [_security_link(e) for e in security]
-                 + [approval_link(e) for e in approvals])
+                 + [approval_link(e) for e in approvals] + [silence_link(e) for e in silenced])
         chains, count, breaks = verify(links)
         return Verification(chains, count, breaks)
 
@@ -161,6 +177,12 @@ def _timeline_link(row: TimelineEntry) -> Link:
 def _security_link(row: SecurityEvent) -> Link:
     return Link(SECURITY_CHAIN, row.id, row.seq, row.prev_hash, row.hash,
                 security_content(at=row.at, source=row.source, kind=row.kind, detail=row.detail))
+
+
+def silence_link(row: SilenceEntry) -> Link:
+    return Link(silence_chain(row.silence_id), row.id, row.seq, row.prev_hash, row.hash, silence_content(
+        silence_id=row.silence_id, at=row.at, kind=row.kind, actor=row.actor, identity=row.identity,
+        detail=row.detail))
 
 
 def approval_link(row: ApprovalEntry) -> Link:

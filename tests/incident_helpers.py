@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,12 +22,19 @@ from streams.detectors import unapproved_tool
 from streams.detectors.base import Context, build_finding
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
+from warden.contract.matrix import Matrix, RouteNotifications
 from warden.policy import Policy
 from warden.runtime.catalogue import load as load_policy
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.web import WebServer
 
 POLICY = load_policy(BUNDLED_POLICY)
+# Tests written before grouping (issue 32) are about one incident's messages: every label is in their group key, so
+# each incident is a group of its own and pages as it always did. Grouping tests give `running` the matrix they mean.
+ONE_GROUP_PER_INCIDENT = POLICY.matrix.model_copy(update={"notifications": POLICY.matrix.notifications.model_copy(
+    update={"group_by": ["workflow", "rule", "severity", "agent", "target"]}), "workflows": {
+        wf_id: wf.model_copy(update={"notifications": RouteNotifications()})
+        for wf_id, wf in POLICY.matrix.workflows.items()}})
 
 
 class FakeClock:
@@ -69,9 +78,24 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
         await asyncio.sleep(0.02)
 
 
+# The same for a worker process: a copy of the policy with every label in the group key, and no channel budget (the
+# variables to set with it). Tests of one incident's messages under crashes and takeovers use them.
+PER_INCIDENT = {"notifications": {"group_by": ["workflow", "rule", "severity", "agent", "target"]}}
+UNLIMITED_BUDGET = {"WARDEN_SLACK_CHANNEL_RATE": "1000", "WARDEN_SLACK_CHANNEL_BURST": "1000"}
+
+
+def per_incident_policy(policy: Path, folder: Path) -> Path:
+    """`policy` (a folder) copied into `folder` with one group per incident."""
+    shutil.copytree(policy, folder)
+    (folder / "99-per-incident.yaml").write_text(json.dumps(PER_INCIDENT))
+    return folder
+
+
 @asynccontextmanager
-async def running(settings: Settings, clock: Callable[[], datetime] | None = None) -> AsyncIterator[IncidentResponder]:
+async def running(settings: Settings, clock: Callable[[], datetime] | None = None,
+                  matrix: Matrix = ONE_GROUP_PER_INCIDENT) -> AsyncIterator[IncidentResponder]:
     responder = IncidentResponder(settings, clock=clock or utcnow)
+    responder.store.live_matrix = lambda: (f"test-{id(matrix)}", matrix)
     await responder.start()
     try:
         yield responder
@@ -80,9 +104,10 @@ async def running(settings: Settings, clock: Callable[[], datetime] | None = Non
 
 
 @asynccontextmanager
-async def served(settings: Settings, clock: Callable[[], datetime]) -> AsyncIterator[tuple[IncidentResponder, str]]:
+async def served(settings: Settings, clock: Callable[[], datetime],
+                 matrix: Matrix = ONE_GROUP_PER_INCIDENT) -> AsyncIterator[tuple[IncidentResponder, str]]:
     """A running responder with its routes (the incident API, Slack callbacks) on a local port; and its base URL."""
-    async with running(settings, clock=clock) as responder:
+    async with running(settings, clock=clock, matrix=matrix) as responder:
         web = WebServer("127.0.0.1", 0, responder.route_installers())
         await web.start()
         try:

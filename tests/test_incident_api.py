@@ -102,6 +102,7 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
                                          "/incidents/{id}/ack", "/incidents/{id}/resolve",
                                          "/incidents/{id}/false_positive", "/incidents/{id}/approve",
                                          "/incidents/{id}/deny", "/incidents/{id}/release", "/audit/verify",
+                                         "/silences", "/silences/{id}", "/silences/{id}/expire",
                                          "/v1/approvals", "/v1/approvals/{id}",  # served with WARDEN_GATEWAY_TOKENS
                                          "/v1/approvals/{id}/approve", "/v1/approvals/{id}/deny"}
 

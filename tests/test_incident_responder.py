@@ -83,7 +83,7 @@ async def test_the_root_message_goes_to_the_responder_the_matrix_names(
         assert expected in blocks, expected
     actions = next(b for b in root.blocks or [] if b["type"] == "actions")["elements"]
     # No binding matches an unapproved tool in the bundled policy: no containment buttons.
-    assert [a["text"]["text"] for a in actions] == ["Acknowledge", "False positive"]
+    assert [a["text"]["text"] for a in actions] == ["Acknowledge", "False positive", "Silence 1 h"]
     assert root.metadata == {"event_type": "warden_incident",
                              "event_payload": {"incident_key": incident.key, "incident_id": incident.id}}
     [post] = slack_api.calls("chat.postMessage")

@@ -263,18 +263,19 @@ WAITING = (StepView("contain_agent", 0, "revoke_token", "proposed", "approver", 
 
 
 def test_the_buttons_follow_the_status_and_the_gate() -> None:
-    assert labels(view()) == ["Acknowledge", "False positive"]  # no playbook bound: nothing to approve
+    assert labels(view()) == ["Acknowledge", "False positive", "Silence 1 h"]  # no playbook bound: nothing to approve
     gated = view(containment=WAITING)
-    assert labels(gated) == ["Acknowledge", "Approve containment", "Deny containment", "False positive"]
+    assert labels(gated) == ["Acknowledge", "Approve containment", "Deny containment", "False positive",
+                             "Silence 1 h"]
     text = all_text(render.incident_blocks(gated))
     assert "Approving runs:" in text
     assert "`contain_agent`: revoke_token (proposed) → quarantine_agent (proposed)" in text
     assert "awaiting approval by Sam Okafor" in text
     acked = view(status=Status.acknowledged, status_by="finance-ops", containment=WAITING)
-    assert labels(acked) == ["Resolve", "Approve containment", "Deny containment", "False positive"]
+    assert labels(acked) == ["Resolve", "Approve containment", "Deny containment", "False positive", "Silence 1 h"]
     decided = replace(acked, decision=Decision("deny", "sam", "U0SAM", T0), containment=tuple(
         replace(s, status="denied") for s in WAITING))
-    assert labels(decided) == ["Resolve", "False positive"]
+    assert labels(decided) == ["Resolve", "False positive", "Silence 1 h"]
     assert "containment denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
     assert labels(view(status=Status.resolved, containment=WAITING)) == []
     assert {b["value"] for b in render.buttons(gated)} == {"7"}
@@ -288,7 +289,7 @@ def test_a_dry_run_step_says_what_it_would_have_done() -> None:
 
 def test_a_quarantine_in_effect_offers_release_even_after_the_incident_closed() -> None:
     done = (StepView("quarantine_agent", 0, "quarantine_agent", "done", "auto", False),)
-    assert labels(view(containment=done)) == ["Acknowledge", "False positive", "Release quarantine"]
+    assert labels(view(containment=done)) == ["Acknowledge", "False positive", "Silence 1 h", "Release quarantine"]
     assert labels(view(status=Status.resolved, containment=done)) == ["Release quarantine"]
     released = (*done, StepView("release", 0, "release", "done", "approver", False))
     assert labels(view(status=Status.resolved, containment=released)) == []

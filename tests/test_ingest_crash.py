@@ -19,7 +19,7 @@ from sqlalchemy import select
 from responders.db import make_engine, session_factory
 from responders.db.models import FindingRecord, Incident
 from tests.conftest import SLACK_TOKEN
-from tests.incident_helpers import eventually
+from tests.incident_helpers import UNLIMITED_BUDGET, eventually, per_incident_policy
 from tests.kafka_helpers import committed_offsets, event, produce_each, read_topic
 from tests.test_many_workers import REPO, Worker
 from warden.cli.slack_api_server import SlackApiServer
@@ -66,8 +66,10 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
                  topic_approval_decisions=f"k{suffix}.approval.decisions",
                  topic_approval_dlq=f"k{suffix}.approval.dlq")
     await ensure_topics(kafka_bootstrap, topic_names(s), s.topic_partitions, configs=topic_configs(s))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | {
-        "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_POLICY": str(BUNDLED_POLICY),
+    # One root per incident is the point (issue 32's grouping would carry eleven of the twelve in one digest).
+    policy = per_incident_policy(BUNDLED_POLICY, tmp_path / "policy")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | UNLIMITED_BUDGET | {
+        "WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap, "WARDEN_POLICY": str(policy),
         "WARDEN_DATA_DIR": str(s.data_dir), "WARDEN_APP_ID": s.app_id,
         "WARDEN_TOPIC_ACTIVITY": s.topic_activity, "WARDEN_TOPIC_FINDINGS": s.topic_findings,
         "WARDEN_TOPIC_DLQ": s.topic_dlq, "WARDEN_TOPIC_CONTROL": s.topic_control,

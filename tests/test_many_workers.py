@@ -30,7 +30,7 @@ from responders.db import make_engine, session_factory
 from responders.db.models import FindingRecord, Incident, IncidentMessage, Notification, TimelineEntry
 from tests.conftest import SLACK_TOKEN
 from tests.incident_db import database_url
-from tests.incident_helpers import eventually
+from tests.incident_helpers import UNLIMITED_BUDGET, eventually, per_incident_policy
 from tests.kafka_helpers import committed_offsets, end_offsets, event, produce_events
 from warden.cli.slack_api_server import Message, Request, SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
@@ -130,11 +130,19 @@ class Cluster:
         return last + "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
 
 
+# These tests are about each incident's own messages under takeovers (one root each, replies once): each incident is
+# a group of its own (every label in the group key) and the channel budget is out of the way. The storm tests
+# (tests/test_storms.py, tests/test_channel_budget.py) run with the defaults.
+
+
 @asynccontextmanager
 async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApiServer, tmp_path: Path,
-                  policy: Path = BUNDLED_POLICY) -> AsyncIterator[Cluster]:
+                  policy: Path = BUNDLED_POLICY, *, per_incident: bool = True) -> AsyncIterator[Cluster]:
     """Start workers `a` and `b` (same group, topics and database; each with its own Slack URL) and wait until
-    both are up; stop them (SIGCONT, SIGTERM) at the end."""
+    both are up; stop them (SIGCONT, SIGTERM) at the end. `per_incident`: one group per incident and no channel
+    budget, as before grouping (issue 32)."""
+    if per_incident:
+        policy = per_incident_policy(policy, tmp_path / "policy-per-incident")
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap=kafka_bootstrap, app_id=f"warden-many-{suffix}",
                         topic_activity=f"m{suffix}.activity", topic_findings=f"m{suffix}.findings",
@@ -164,7 +172,7 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             "WARDEN_OUTBOX_LEASE_S": str(QUEUE_LEASE_S), "WARDEN_OUTBOX_POLL_S": "0.2",
             "WARDEN_NOTIFY_RETRY_BACKOFF_S": "0.2", "WARDEN_NOTIFY_MAX_ATTEMPTS": "8",
             "WARDEN_ESCALATION_POLL_S": "0.5", "PYTHONUNBUFFERED": "1",
-        }
+        } | (UNLIMITED_BUDGET if per_incident else {})
         workers = {}
         for name in ("a", "b"):
             env = base | common | {"WARDEN_DATA_DIR": str(tmp_path / name),

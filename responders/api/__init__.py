@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -20,9 +20,11 @@ from aiohttp import web
 from responders.api.evidence import render
 from responders.api.openapi import OPENAPI
 from responders.owner_actions import ACTIONS, API, Result, act
+from responders.silences import SilenceError, Silences
 from responders.store import IncidentStore
 from responders.trail import PAGE_MAX, TIERS, Filters, Trail
 from warden.contract import metrics
+from warden.contract.matrix import parse_duration
 
 log = logging.getLogger("warden.api")
 _HTTP = {Result.done: 200, Result.forbidden: 403, Result.not_found: 404, Result.conflict: 409}
@@ -69,8 +71,10 @@ class IncidentApi:
     """The routes; `install` adds them to the worker's aiohttp application."""
 
     def __init__(self, store: IncidentStore, trail: Trail, tokens: list[tuple[bytes, str]],
-                 clock: Callable[[], datetime], on_change: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_change: Callable[[], None], *,
+                 silences: Silences | None = None) -> None:
         self.store, self.trail, self.tokens, self.clock, self.on_change = store, trail, tokens, clock, on_change
+        self.silences = silences or Silences(store.engine)
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/openapi.json", self._openapi)
@@ -79,6 +83,10 @@ class IncidentApi:
         app.router.add_get("/incidents/{id:\\d+}/evidence", self._guard(self._evidence))
         app.router.add_post(f"/incidents/{{id:\\d+}}/{{action:{'|'.join(ACTIONS)}}}", self._guard(self._act))
         app.router.add_get("/audit/verify", self._guard(self._verify))
+        app.router.add_get("/silences", self._guard(self._silences))
+        app.router.add_post("/silences", self._guard(self._add_silence))
+        app.router.add_get("/silences/{id:\\d+}", self._guard(self._silence))
+        app.router.add_post("/silences/{id:\\d+}/expire", self._guard(self._expire_silence))
 
     def _owner_of(self, request: web.Request) -> tuple[str, str] | None:
         return authenticate(self.tokens, request.headers.get("Authorization", ""))
@@ -108,11 +116,12 @@ class IncidentApi:
                 raise ValueError(f"limit is 1..{PAGE_MAX}, offset >= 0")
             if q.get("tier") not in (None, *TIERS):
                 raise ValueError(f"tier is one of {', '.join(TIERS)}")
+            group = int(q["group"]) if "group" in q else None
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         total, items = await self.trail.incidents(
-            Filters(q.get("status"), q.get("workflow"), q.get("severity"), since, q.get("tier")), limit=limit,
-            offset=offset)
+            Filters(q.get("status"), q.get("workflow"), q.get("severity"), since, q.get("tier"), group),
+            limit=limit, offset=offset)
         metrics.API_REQUESTS.labels(outcome="ok").inc()
         return web.json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
@@ -152,3 +161,82 @@ class IncidentApi:
         self.on_change()
         return web.json_response({"id": incident_id, "action": action, "status": outcome.status, "by": owner_id,
                                   "message": outcome.message})
+
+    # -- silences (amtool's verbs: add, query, expire) -------------------------------------------------------------
+
+    async def _silences(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        q = request.query
+        now = self.clock()
+        labels = {k[len("label."):]: v for k, v in q.items() if k.startswith("label.")} or None
+        items = await self.silences.query(now, expired=q.get("expired") in ("1", "true"), labels=labels)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        return web.json_response({"items": [v.as_json(now) for v in items]})
+
+    async def _silence(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        found = await self.silences.get(int(request.match_info["id"]))
+        if found is None:
+            metrics.API_REQUESTS.labels(outcome="not_found").inc()
+            return web.json_response({"error": f"silence #{request.match_info['id']} does not exist"}, status=404)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        return web.json_response(found.as_json(self.clock()))
+
+    async def _add_silence(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        """A silence from JSON: matchers, comment, and either ends_at or duration (30m, 2h; seconds), optionally
+        starts_at; author defaults to the token's owner. Any token's owner may silence (as amtool's users may):
+        the silence's trail names the token and the author."""
+        now = self.clock()
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body is a JSON object")
+            starts = _when(body.get("starts_at"), now)
+            ends = (_when(body["ends_at"], now) if body.get("ends_at") is not None
+                    else starts + _duration(body.get("duration", "1h")))
+            matchers = body.get("matchers")
+            if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
+                raise ValueError("matchers is a list of strings such as rule=\"unapproved_tool\"")
+            silence = await self.silences.add(
+                matchers, starts_at=starts, ends_at=ends, comment=str(body.get("comment") or ""),
+                author=str(body.get("author") or owner), identity=identity, now=now)
+        except (ValueError, SilenceError) as exc:
+            metrics.API_REQUESTS.labels(outcome="invalid").inc()
+            return web.json_response({"error": str(exc)}, status=400)
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        log.warning("silence #%d added by %s: %s until %s", silence.id, owner, ", ".join(silence.matchers),
+                    silence.ends_at.isoformat())
+        return web.json_response(silence.as_json(now), status=201)
+
+    async def _expire_silence(self, request: web.Request, owner: str, identity: str) -> web.Response:
+        now = self.clock()
+        silence_id = int(request.match_info["id"])
+        before = await self.silences.get(silence_id)
+        if before is None:
+            metrics.API_REQUESTS.labels(outcome="not_found").inc()
+            return web.json_response({"error": f"silence #{silence_id} does not exist"}, status=404)
+        if before.state(now) == "expired":
+            metrics.API_REQUESTS.labels(outcome="conflict").inc()
+            return web.json_response({"error": f"silence #{silence_id} has expired already"}, status=409)
+        after = await self.silences.expire(silence_id, identity=identity, actor=owner, now=now)
+        assert after is not None  # it existed a moment ago and nothing deletes silences
+        metrics.API_REQUESTS.labels(outcome="ok").inc()
+        log.warning("silence #%d expired by %s", silence_id, owner)
+        return web.json_response(after.as_json(now))
+
+
+def _when(value: object, now: datetime) -> datetime:
+    """An ISO time with its offset (None: now)."""
+    if value is None:
+        return now
+    if not isinstance(value, str):
+        raise ValueError("times are ISO 8601 strings with an offset")
+    at = datetime.fromisoformat(value)
+    if at.tzinfo is None:
+        raise ValueError(f"{value!r} needs a UTC offset")
+    return at
+
+
+def _duration(value: object) -> timedelta:
+    parsed = parse_duration(value)
+    if not isinstance(parsed, timedelta) or parsed <= timedelta(0):
+        raise ValueError(f"{value!r} is not a positive duration (30m, 2h, 1d or seconds)")
+    return parsed

@@ -54,7 +54,20 @@ OPENAPI: dict[str, Any] = {
                 "workflow": {"type": ["string", "null"]}, "target": {"type": "string"}, "count": {"type": "integer"},
                 "opened_at": {"type": "string", "format": "date-time"},
                 "updated_at": {"type": "string", "format": "date-time"}, "policy_sha256": {"type": "string"},
-                "owners": {"type": "object"}, "evidence": {"type": "object"}}},
+                "owners": {"type": "object"}, "evidence": {"type": "object"},
+                "group": {"type": ["integer", "null"], "description": "The group (digest) of its pages"},
+                "group_role": {"enum": ["leader", "member", None], "description": "leader: it paged; member: its "
+                               "group's digest carried it"},
+                "silenced_by": {"type": ["integer", "null"], "description": "The silence that muted its pages"},
+                "inhibited_by": {"type": ["integer", "null"], "description": "The open incident that inhibited "
+                                 "its pages"}}},
+            "Silence": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "matchers": {"type": "array", "items": {"type": "string"}},
+                "starts_at": {"type": "string", "format": "date-time"},
+                "ends_at": {"type": "string", "format": "date-time"}, "comment": {"type": "string"},
+                "author": {"type": "string"}, "created_by": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"}, "expired_by": {"type": ["string", "null"]},
+                "state": {"enum": ["pending", "active", "expired"]}}},
         },
     },
     "security": [{"bearer": []}],
@@ -67,6 +80,7 @@ OPENAPI: dict[str, Any] = {
                 _query("severity", {"enum": ["low", "medium", "high", "critical"]}, "Severity"),
                 _query("since", {"type": "string", "format": "date-time"}, "Updated at or after (with offset)"),
                 _query("tier", {"enum": ["page", "review", "log"]}, "Response tier"),
+                _query("group", {"type": "integer"}, "The group whose pages to list (a digest's link)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size"),
                 _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
             ],
@@ -98,6 +112,35 @@ OPENAPI: dict[str, Any] = {
                                      "the named approver, or an approving owner it climbed to"),
         "/incidents/{id}/release": _act("request the release of the incident's quarantine",
                                         "the named approver, or an approving owner it climbed to"),
+        "/silences": {
+            "get": {"summary": "Active and pending silences, newest first (amtool silence query)",
+                    "parameters": [_query("expired", {"type": "boolean"}, "Expired ones too")],
+                    "responses": {"200": {"description": "The silences", "content": {"application/json": {
+                        "schema": {"type": "object", "properties": {"items": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Silence"}}}}}}}, **_AUTH_ERRORS}},
+            "post": {"summary": "Add a silence (amtool silence add): matchers, comment, duration or ends_at, "
+                                "optionally starts_at and author (default: the token's owner)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["matchers", "comment"], "properties": {
+                             "matchers": {"type": "array", "items": {"type": "string"}},
+                             "comment": {"type": "string"}, "author": {"type": "string"},
+                             "duration": {"type": "string", "description": "30m, 2h, 1d; default 1h"},
+                             "starts_at": {"type": "string", "format": "date-time"},
+                             "ends_at": {"type": "string", "format": "date-time"}}}}}},
+                     "responses": {"201": {"description": "Made", "content": {"application/json": {"schema": {
+                         "$ref": "#/components/schemas/Silence"}}}},
+                                   "400": {"description": "Invalid (no matcher, comment or author; bad times)",
+                                           **_ERR}, **_AUTH_ERRORS}}},
+        "/silences/{id}": {"get": {"summary": "One silence", "parameters": [_ID], "responses": {
+            "200": {"description": "The silence", "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Silence"}}}},
+            "404": {"description": "No such silence", **_ERR}, **_AUTH_ERRORS}}},
+        "/silences/{id}/expire": {"post": {"summary": "Expire a silence now (amtool silence expire)",
+                                           "parameters": [_ID], "responses": {
+            "200": {"description": "Expired", "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Silence"}}}},
+            "404": {"description": "No such silence", **_ERR},
+            "409": {"description": "It has expired already", **_ERR}, **_AUTH_ERRORS}}},
         "/audit/verify": {"get": {
             "summary": "Recompute every hash chain (incident timelines, approvals, refused requests)",
             "responses": {"200": {"description": "The verdict; `breaks` names the first broken link of each chain",

@@ -81,6 +81,12 @@ class Incident(Base):
     tier: Mapped[str] = mapped_column(String(10), index=True, server_default="page")
     # Set while a review finding of this incident waits for its responder's next review digest (from when).
     review_pending_since: Mapped[datetime | None] = mapped_column(index=True)
+    # Notification control (issue 32): the group (digest) a page belongs to, as its leader (it paged) or a member
+    # (carried by the group's digest: `member`); or the silence or the open incident that muted it (recorded only).
+    group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    group_role: Mapped[str | None] = mapped_column(String(8))
+    silenced_by: Mapped[int | None] = mapped_column(Integer)
+    inhibited_by: Mapped[int | None] = mapped_column(Integer)
 
 
 class IncidentMessage(Base):
@@ -167,6 +173,113 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None]
     # Set by a containment step that notifies: its step key, so a step run twice records one notification.
     effect_key: Mapped[str | None] = mapped_column(String(200))
+    # Kind `group`: the group whose digest this refreshes (no incident_id).
+    group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class NotifyGroup(Base):
+    """A group of pages with one group key (issue 32): its first page (the leader) paged; the pages that follow within
+    the group interval are its members, carried by one digest message per notifier, updated in place. `open_key` is
+    the key while pages may still join (unique: two workers never open two groups for one key). `target` is the
+    responder's OwnerRef, `labels` the group_by values, `route` the grouping as configured when it opened, `severity`
+    its highest page's, `leader_id` the incident that paged for it last, `last_at` its last page or member."""
+
+    __tablename__ = "notify_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    responder: Mapped[str] = mapped_column(String(200))
+    target: Mapped[dict[str, Any]]
+    labels: Mapped[dict[str, Any]]
+    route: Mapped[dict[str, Any]]
+    severity: Mapped[str] = mapped_column(String(16))
+    leader_id: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    members: Mapped[int] = mapped_column(Integer)
+    leaders: Mapped[int] = mapped_column(Integer)
+
+
+class GroupMessage(Base):
+    """One digest message of a group and notifier. `epoch` counts the group's announcements: a message older than
+    the repeat interval is left alone and the next refresh posts epoch + 1."""
+
+    __tablename__ = "group_messages"
+    __table_args__ = (UniqueConstraint("group_id", "notifier", "epoch", name="uq_group_messages_epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("notify_groups.id"), index=True)
+    notifier: Mapped[str] = mapped_column(String(20))
+    epoch: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(200))
+    ref: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+
+
+class DigestLine(Base):
+    """A member incident named in its group's digest (a thread reply) by one notifier: which message carried it."""
+
+    __tablename__ = "digest_lines"
+    __table_args__ = (UniqueConstraint("incident_id", "notifier", name="uq_digest_lines_notifier"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("notify_groups.id"), index=True)
+    notifier: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(200))
+    ref: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+
+
+class Silence(Base):
+    """A time-boxed mute (Alertmanager's silence): pages whose labels match every matcher (`matchers`, their texts)
+    between `starts_at` and `ends_at` are recorded and not paged. Created with a required comment and author (who
+    it is for); `created_by` is the identity that made it; expiring sets `ends_at` and `expired_by`."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    matchers: Mapped[list[Any]]
+    starts_at: Mapped[datetime] = mapped_column(index=True)
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    comment: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    expired_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class SilenceEntry(Base):
+    """A silence's audit trail: created, expired. Append-only and hash-chained per silence (chain `silence:<id>`),
+    verified by `warden audit verify`."""
+
+    __tablename__ = "silence_timeline"
+    __table_args__ = (UniqueConstraint("silence_id", "seq", name="uq_silence_timeline_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    silence_id: Mapped[int] = mapped_column(ForeignKey("silences.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    identity: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]]
+    seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChannelBudget(Base):
+    """The send budget of one notifier's channel, shared by every worker (a token bucket): `tokens` as of `at`,
+    refilled at the configured rate; no send before `blocked_until` (the channel's last Retry-After)."""
+
+    __tablename__ = "channel_budgets"
+
+    notifier: Mapped[str] = mapped_column(String(20), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime]
+    blocked_until: Mapped[datetime | None]
 
 
 class ReviewDigest(Base):

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from responders.digests import DigestView
+from responders.group_digest import GroupView
 from responders.incidents import IncidentView
 from warden.contract.findings import OwnerRef
 
@@ -21,6 +22,7 @@ class NoticeKind(StrEnum):
     update = "update"  # a lifecycle change or decision: refresh the root, reply in its thread
     escalation = "escalation"  # the next step of the chain: tell that owner, reply in the root's thread
     digest = "digest"  # the periodic review digest to a responder: about many review incidents, no root, no thread
+    group = "group"  # a group's digest: posted once per repeat interval, then updated; its members in its thread
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,22 @@ class DigestNotice:
     kind: NoticeKind = NoticeKind.digest
 
 
+@dataclass(frozen=True)
+class GroupNotice:
+    """A refresh of a group's digest: post its message (`root` None: the group's first, or announced again after the
+    repeat interval) or update it (`root`), then name the new members in its thread. `retried`: an earlier attempt
+    may have posted the message (look for it before posting again)."""
+
+    group: GroupView
+    target: OwnerRef
+    root: Posted | None = None
+    retried: bool = False
+    kind: NoticeKind = NoticeKind.group
+
+
+AnyNotice = Notice | DigestNotice | GroupNotice
+
+
 class Undeliverable(Exception):
     """Retrying cannot help (no contact for this notifier, unknown channel, revoked token): dead-letter at once."""
 
@@ -65,9 +83,10 @@ class TryLater(Exception):
     """The channel asked to be left alone for `after_s` seconds (a rate limit longer than a notifier waits in one
     send): the outbox tries again no sooner than that."""
 
-    def __init__(self, message: str, after_s: float) -> None:
+    def __init__(self, message: str, after_s: float, channel: str | None = None) -> None:
         super().__init__(message)
         self.after_s = after_s
+        self.channel = channel  # the channel that asked (a per-channel rate limit), when known
 
 
 class LeaseEnded(Exception):
@@ -116,8 +135,20 @@ class Notifier(Protocol):
     name: str
     send_bound_s: float
 
-    async def send(self, notice: Notice | DigestNotice) -> Posted:
-        """Deliver the notice; return the message that carries it (the root message for `root`)."""
+    async def send(self, notice: AnyNotice) -> Posted:
+        """Deliver the notice; return the message that carries it (the root message for `root`, the digest message
+        for `group`)."""
+        ...
+
+
+@runtime_checkable
+class Budgeted(Protocol):
+    """A notifier whose channels limit how fast messages may be posted to each (Slack: about one per second per
+    channel). `spend` says which channels a notice posts to, and how many messages each; the outbox claims a
+    notification only when every one of them has that much of its shared budget left (`responders/budget.py`)."""
+
+    def spend(self, notice: AnyNotice) -> dict[str, int]:
+        """Messages `notice` posts, per channel (address as the notifier names it)."""
         ...
 
 

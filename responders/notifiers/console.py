@@ -6,8 +6,9 @@ import logging
 
 from responders.config import ResponderConfig
 from responders.digests import LISTED, DigestView
+from responders.group_digest import GroupView
 from responders.incidents import IncidentView
-from responders.notifiers.base import DigestNotice, Notice, NoticeKind, Posted
+from responders.notifiers.base import AnyNotice, DigestNotice, GroupNotice, NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text
 
@@ -48,9 +49,23 @@ def render_digest(digest: DigestView) -> str:
             f"incidents: {ids} | list: {digest.list_command}")
 
 
-def render_notice(notice: Notice | DigestNotice) -> str:
+def render_group(group: GroupView) -> str:
+    """A group's digest refresh on one line: the group, its counts, top agents and targets, the members it names."""
+    labels = " ".join(f"{k}={_line(v or '-')}" for k, v in group.labels.items())
+    agents = ", ".join(f"{_line(a)}={n}" for a, n in group.agents)
+    more = group.more(len(group.agents), group.agents_total)
+    named = " ".join(f"#{ln.id}({_line(ln.agent_id)}->{_line(ln.target)})" for ln in group.lines)
+    return (f"DIGEST group=#{group.id} [{group.severity}] {labels} to={_who(group.responder)}: {group.members} "
+            f"incident(s) joined after #{group.leader_id} paged, {group.findings} finding(s) | top agents: {agents}"
+            + (f" and {more} more" if more else "") + f" | new: {named or '-'}"
+            + (f" (+{group.unnamed} next)" if group.unnamed else "") + f" | list: {group.list_command}")
+
+
+def render_notice(notice: AnyNotice) -> str:
     if isinstance(notice, DigestNotice):
         return render_digest(notice.digest)
+    if isinstance(notice, GroupNotice):
+        return render_group(notice.group)
     inc = notice.incident
     if notice.kind is NoticeKind.root:
         return render_alert(inc)
@@ -68,15 +83,18 @@ class ConsoleNotifier:
     name = "console"
     send_bound_s = 1.0  # one log line, written before send returns
 
-    async def send(self, notice: Notice | DigestNotice) -> Posted:
+    async def send(self, notice: AnyNotice) -> Posted:
         log.warning(render_notice(notice))
         if isinstance(notice, DigestNotice):
             return Posted(address="console", ref=f"digest-{notice.digest.id}")
+        if isinstance(notice, GroupNotice):
+            return Posted(address="console", ref=f"group-{notice.group.id}-{notice.group.epoch}")
         return Posted(address="console", ref=f"incident-{notice.incident.id}")
 
-    def dead_letter_alert(self, notice: Notice | DigestNotice, reason: str) -> None:
+    def dead_letter_alert(self, notice: AnyNotice, reason: str) -> None:
         """The last resort when a notification could not be delivered: an ERROR line with all it carried."""
         about = (f"review digest #{notice.digest.id}" if isinstance(notice, DigestNotice)
+                 else f"digest of group #{notice.group.id}" if isinstance(notice, GroupNotice)
                  else f"incident #{notice.incident.id}")
         log.error("UNDELIVERED %s notification for %s after retries (%s): %s",
                   notice.kind.value, about, _line(reason), render_notice(notice))

@@ -17,8 +17,10 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from responders.notifiers.base import (
+    AnyNotice,
     DigestNotice,
     FindsRoot,
+    GroupNotice,
     LeaseEnded,
     Notice,
     NoticeKind,
@@ -30,7 +32,7 @@ from responders.notifiers.base import (
     send_deadline,
 )
 from responders.notifiers.console import ConsoleNotifier
-from responders.store import Claimed, ClaimedDigest, IncidentStore
+from responders.store import AnyClaimed, ClaimedDigest, ClaimedGroup, IncidentStore
 from warden.contract import metrics
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
@@ -65,7 +67,7 @@ class Lease:
     immediately before the call, and by the notifier before each request it makes (`ensure_time`)."""
 
     store: IncidentStore
-    claimed: Claimed | ClaimedDigest
+    claimed: AnyClaimed
     clock: Callable[[], datetime]
 
     async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T:
@@ -78,14 +80,16 @@ class Lease:
             return await call()
 
 
-def notice_of(c: Claimed | ClaimedDigest) -> Notice | DigestNotice:
+def notice_of(c: AnyClaimed) -> AnyNotice:
     if isinstance(c, ClaimedDigest):
         return DigestNotice(digest=c.digest, target=c.target)
+    if isinstance(c, ClaimedGroup):
+        return GroupNotice(group=c.group, target=c.target, root=c.root, retried=c.attempts > 1)
     return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root,
                   retried=c.attempts > 1, key=str(c.id))
 
 
-async def dedup(notifier: Notifier, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice,
+async def dedup(notifier: Notifier, c: AnyClaimed, notice: AnyNotice,
                 lease: Leased) -> Posted:
     """Send, unless the root is out already: its stored reference first, then (when an earlier claim of the row
     may have reached the notifier: attempts > 1) whatever the notifier finds, if it can look. The first claim of a
@@ -93,7 +97,7 @@ async def dedup(notifier: Notifier, c: Claimed | ClaimedDigest, notice: Notice |
     one root row per notifier. A follow-up whose root was dead-lettered has nothing to thread under and is
     undeliverable. A review digest is a message of its own: claims are fenced, so it is sent once per claim
     like any follow-up (it has no root to wait for, nor one to look up)."""
-    if isinstance(c, ClaimedDigest):
+    if isinstance(c, ClaimedDigest | ClaimedGroup):  # a group's notifier looks for its own message when retried
         return await lease.run(notifier.send_bound_s, lambda: notifier.send(notice), "send")
     if c.kind is not NoticeKind.root:
         if c.root is None:
@@ -126,7 +130,7 @@ class Retry:
         return now + timedelta(seconds=self.backoff.delay(attempts))
 
 
-async def record(store: IncidentStore, c: Claimed | ClaimedDigest, posted: Posted, *, notifier: str,
+async def record(store: IncidentStore, c: AnyClaimed, posted: Posted, *, notifier: str,
                  now: datetime) -> bool:
     """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics;
     False, with nothing recorded, when the claim was lost."""
@@ -134,6 +138,9 @@ async def record(store: IncidentStore, c: Claimed | ClaimedDigest, posted: Poste
         return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
     if isinstance(c, ClaimedDigest):
+        return True
+    if isinstance(c, ClaimedGroup):
+        metrics.DIGEST_MEMBERS_NAMED.labels(notifier=notifier).inc(len(c.group.lines))
         return True
     if c.kind is NoticeKind.root:  # time to notify: the incident's first event to its responder being told
         waited = (now - c.incident.first_seen).total_seconds()
@@ -143,8 +150,8 @@ async def record(store: IncidentStore, c: Claimed | ClaimedDigest, posted: Poste
     return True
 
 
-async def dead_letter(store: IncidentStore, c: Claimed | ClaimedDigest, reason: str, *, notifier: str,
-                      notice: Notice | DigestNotice,
+async def dead_letter(store: IncidentStore, c: AnyClaimed, reason: str, *, notifier: str,
+                      notice: AnyNotice,
                       fallback: ConsoleNotifier, now: datetime) -> bool:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
     console gets an ERROR line with everything it carried. False, with nothing done, when the claim was lost."""
@@ -155,7 +162,7 @@ async def dead_letter(store: IncidentStore, c: Claimed | ClaimedDigest, reason: 
     return True
 
 
-def lost(c: Claimed | ClaimedDigest, notifier: str, when: str, detail: str) -> None:
+def lost(c: AnyClaimed, notifier: str, when: str, detail: str) -> None:
     """This worker's claim on `c` was taken over by another worker: say so and count it; nothing is recorded."""
     metrics.OUTBOX_CLAIMS_LOST.labels(notifier=notifier, when=when).inc()
     level = logging.ERROR if when == "after_send" else logging.WARNING
@@ -172,7 +179,7 @@ class Pipeline:
                  fallback: ConsoleNotifier) -> None:
         self.notifier, self.store, self.retry, self.clock, self.fallback = notifier, store, retry, clock, fallback
 
-    async def deliver(self, c: Claimed | ClaimedDigest) -> None:
+    async def deliver(self, c: AnyClaimed) -> None:
         name = self.notifier.name
         notice = notice_of(c)
         try:
@@ -200,10 +207,20 @@ class Pipeline:
             lost(c, name, "after_send", f"sent as {posted.address}/{posted.ref} but not recorded: the other "
                  "worker's delivery stands and this message may be a duplicate")
 
-    async def _failed(self, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice, exc: Exception) -> None:
+    async def _failed(self, c: AnyClaimed, notice: AnyNotice, exc: Exception) -> None:
         name = self.notifier.name
         reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
         now = self.clock()
+        if isinstance(exc, TryLater) and exc.channel is not None:  # a channel's Retry-After: not a failed attempt
+            await self.store.rate_limited(name, exc.channel, exc.after_s, now)
+            metrics.CHANNEL_RATE_LIMITED.labels(notifier=name).inc()
+            later = now + timedelta(seconds=exc.after_s)
+            if await self.store.defer(c, reason, later):
+                log.warning("%s notification %d (%s, %s) deferred %.1fs by its channel: %s", name, c.id,
+                            c.kind.value, c.subject, exc.after_s, reason)
+            else:
+                lost(c, name, "on_failure", f"no deferral recorded: {reason}")
+            return
         at = self.retry.next_attempt(c.attempts, now)
         if at is None:
             await self._give_up(c, notice, reason, now)
@@ -217,7 +234,7 @@ class Pipeline:
         else:
             lost(c, name, "on_failure", f"no retry recorded: {reason}")
 
-    async def _give_up(self, c: Claimed | ClaimedDigest, notice: Notice | DigestNotice, reason: str,
+    async def _give_up(self, c: AnyClaimed, notice: AnyNotice, reason: str,
                        now: datetime) -> None:
         """Dead-letter the notification, or say the claim was lost if another worker holds it now."""
         name = self.notifier.name

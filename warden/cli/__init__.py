@@ -23,6 +23,7 @@ from warden.cli.incident import incident
 from warden.cli.incidents import audit, incidents
 from warden.cli.policy import policy
 from warden.cli.replay import replay
+from warden.cli.silence import silence
 from warden.contract.events import ActivityEvent
 from warden.policy import PolicyError
 from warden.runtime.broker import EmbeddedBrokerError
@@ -147,3 +148,4 @@ main.add_command(replay)
 main.add_command(incidents)
 main.add_command(audit)
 main.add_command(db)
+main.add_command(silence)

@@ -43,7 +43,9 @@ async def local_slack(settings: Settings) -> AsyncIterator[tuple[Settings, Slack
         yield settings, None
         return
     token = secrets.token_hex(16)
-    server = await SlackApiServer(token=f"xoxb-demo-{token}").start()
+    # Slack's posting limit, as Slack enforces it (about one message per second per channel, a short burst): the
+    # demo's messages go through Warden's per-channel budget, as they would to the real Slack.
+    server = await SlackApiServer(token=f"xoxb-demo-{token}", rate=1.0, burst=3).start()
     try:
         yield settings.model_copy(update={
             "slack_token": SecretStr(f"xoxb-demo-{token}"), "slack_api_url": server.base_url,

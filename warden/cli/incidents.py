@@ -38,9 +38,12 @@ def with_service(database_url: str | None, owner_id: str | None,
 
 
 def _line(item: dict[str, Any]) -> str:
+    muted = (f" silenced_by=#{item['silenced_by']}" if item.get("silenced_by") else
+             f" inhibited_by=#{item['inhibited_by']}" if item.get("inhibited_by") else "")
+    grouped = f" group=#{item['group']}({item['group_role']})" if item.get("group") else ""
     return (f"#{item['id']:<5} {item['status']:<14} {item['tier']:<6} {item['severity']:<9} {item['rule']:<28} "
             f"agent={item['agent_id']} workflow={item['workflow'] or '-'} count={item['count']} "
-            f"updated={item['updated_at']}")
+            f"updated={item['updated_at']}{grouped}{muted}")
 
 
 def timeline_text(item: dict[str, Any]) -> str:
@@ -79,14 +82,16 @@ def incidents() -> None:
               help="Updated at or after (UTC unless an offset is given).")
 @click.option("--tier", type=click.Choice(TIERS),
               help="page (notified at once), review (in the periodic digest) or log (recorded only).")
+@click.option("--group", type=click.IntRange(min=1), help="The incidents of one group (its digest names it).")
 @click.option("--limit", type=click.IntRange(1, PAGE_MAX), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @database_option
 @output_option("json")
 def list_(*, status: str | None, workflow: str | None, severity: str | None, since: datetime | None,
-          tier: str | None, limit: int, offset: int, database_url: str | None, output: Output) -> None:
+          tier: str | None, group: int | None, limit: int, offset: int, database_url: str | None,
+          output: Output) -> None:
     """List incidents, newest first."""
-    filters = Filters(status, workflow, severity, as_utc(since), tier)
+    filters = Filters(status, workflow, severity, as_utc(since), tier, group)
     (total, items), source = with_service(database_url, None, lambda s: s.incidents(filters, limit, offset))
     if output == "json":
         click.echo(line({"source": source, "total": total, "limit": limit, "offset": offset, "items": items}))

@@ -36,6 +36,12 @@ class Service(Protocol):
 
     async def act(self, incident_id: int, action: str) -> Outcome: ...
 
+    async def silences(self, expired: bool) -> list[dict[str, Any]]: ...
+
+    async def add_silence(self, spec: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def expire_silence(self, silence_id: int) -> tuple[Result, dict[str, Any]]: ...
+
 
 @dataclass
 class ApiService:
@@ -49,12 +55,13 @@ class ApiService:
     def source(self) -> str:
         return f"incident API {self.url}"
 
-    async def _call(self, method: str, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def _call(self, method: str, path: str, params: dict[str, str] | None = None,
+                    json_body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """(status, JSON object); a 401 is exit 2, no answer, a 5xx or an answer that is not JSON exit 4."""
         import aiohttp
 
         try:
-            async with self.http.request(method, f"{self.url}{path}", params=params,
+            async with self.http.request(method, f"{self.url}{path}", params=params, json=json_body,
                                          headers={"Authorization": f"Bearer {self.token}"}) as r:
                 body = await r.json(content_type=None) if r.content_type == "application/json" else None
                 status = r.status
@@ -70,7 +77,8 @@ class ApiService:
 
     async def incidents(self, f: Filters, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         params = {k: v for k, v in (("status", f.status), ("workflow", f.workflow), ("severity", f.severity),
-                                    ("tier", f.tier), ("since", f.since.isoformat() if f.since else None)) if v}
+                                    ("tier", f.tier), ("since", f.since.isoformat() if f.since else None),
+                                    ("group", str(f.group) if f.group is not None else None)) if v}
         status, body = await self._call("GET", "/incidents", {**params, "limit": str(limit), "offset": str(offset)})
         if status != 200:
             raise Failure(f"the incident API at {self.url}: {body.get('error')}", Exit.INVALID_INPUT)
@@ -88,6 +96,20 @@ class ApiService:
         status, body = await self._call("POST", f"/incidents/{incident_id}/{action}")
         result = {200: Result.done, 403: Result.forbidden, 404: Result.not_found}.get(status, Result.conflict)
         return Outcome(result, body.get("message") or body.get("error") or f"HTTP {status}", body.get("status"))
+
+    async def silences(self, expired: bool) -> list[dict[str, Any]]:
+        _, body = await self._call("GET", "/silences", {"expired": "true"} if expired else None)
+        return list(body.get("items", []))
+
+    async def add_silence(self, spec: dict[str, Any]) -> dict[str, Any]:
+        status, body = await self._call("POST", "/silences", json_body=spec)
+        if status != 201:
+            raise Failure(f"the incident API at {self.url}: {body.get('error')}", Exit.INVALID_INPUT)
+        return dict(body)
+
+    async def expire_silence(self, silence_id: int) -> tuple[Result, dict[str, Any]]:
+        status, body = await self._call("POST", f"/silences/{silence_id}/expire")
+        return {200: Result.done, 404: Result.not_found}.get(status, Result.conflict), dict(body)
 
 
 @dataclass
@@ -158,6 +180,52 @@ class DatabaseService:
             store = IncidentStore(engine, notifier_names(settings.notifiers, settings.slack_token is not None))
             return await act(store, incident_id, action, self.owner_id,
                              identity=f"{BREAK_GLASS}:{getpass.getuser()}", now=utcnow())
+
+
+    async def silences(self, expired: bool) -> list[dict[str, Any]]:
+        from responders.silences import Silences
+        from responders.store import utcnow
+
+        async with self._engine(write=False) as engine:
+            now = utcnow()
+            return [v.as_json(now) for v in await Silences(engine).query(now, expired=expired)]
+
+    async def add_silence(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from responders.silences import SilenceError, Silences
+        from responders.store import utcnow
+
+        if self.owner_id is None:
+            raise Failure("break-glass silences name the owner they are for: add --as OWNER", Exit.INVALID_INPUT)
+        async with self._engine(write=True) as engine:
+            now = utcnow()
+            starts = datetime.fromisoformat(spec["starts_at"]) if spec.get("starts_at") else now
+            ends = datetime.fromisoformat(spec["ends_at"])
+            try:
+                made = await Silences(engine).add(
+                    spec["matchers"], starts_at=starts, ends_at=ends, comment=spec["comment"],
+                    author=spec.get("author") or self.owner_id, identity=f"{BREAK_GLASS}:{getpass.getuser()}",
+                    now=now)
+            except SilenceError as exc:
+                raise Failure(str(exc), Exit.INVALID_INPUT) from None
+            return made.as_json(now)
+
+    async def expire_silence(self, silence_id: int) -> tuple[Result, dict[str, Any]]:
+        from responders.silences import Silences
+        from responders.store import utcnow
+
+        if self.owner_id is None:
+            raise Failure("break-glass changes name the owner you act for: add --as OWNER", Exit.INVALID_INPUT)
+        async with self._engine(write=True) as engine:
+            now, silences = utcnow(), Silences(engine)
+            before = await silences.get(silence_id)
+            if before is None:
+                return Result.not_found, {"error": f"silence #{silence_id} does not exist"}
+            if before.state(now) == "expired":
+                return Result.conflict, {"error": f"silence #{silence_id} has expired already"}
+            after = await silences.expire(silence_id, identity=f"{BREAK_GLASS}:{getpass.getuser()}",
+                                          actor=self.owner_id, now=now)
+            assert after is not None
+            return Result.done, after.as_json(now)
 
 
 @asynccontextmanager

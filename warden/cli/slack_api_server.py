@@ -1,5 +1,6 @@
 """A local Slack Web API for the demo (which shows an approval given in it) and the tests: records every request
-body, and fails on demand.
+body, fails on demand, and can enforce Slack's posting limit per channel (`rate`, `burst`: a token bucket per
+channel; a chat.postMessage beyond it is answered 429 with Retry-After, as Slack does).
 
 Point the real slack-sdk client at `server.base_url`, or several workers each at their own `server.url_for(name)`
 so that every request and message says which worker made it. It implements the methods Warden calls
@@ -8,7 +9,7 @@ conversations.replies, paged by cursor)
 and can answer 429 with Retry-After, a 500, `ok: false` or a slow reply, per method and for a number of calls.
 `watch` runs a test's function on each request once it took effect, before the reply (to stop a worker there).
 
-Run it alone for the demo: `python -m warden.cli.slack_api_server --port 8099`, then
+Run it alone for the demo: `python -m warden.cli.slack_api_server --port 8099 [--rate 1 --burst 3]`, then
 `WARDEN_SLACK_TOKEN=xoxb-local WARDEN_SLACK_API_URL=http://127.0.0.1:8099/api/ warden demo`.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ class Request:
 
 @dataclass
 class Fault:
-    """How the next `times` calls to `method` (any method when None) misbehave."""
+    """How the next `times` calls to `method` (any method when None) misbehave; with `channel`, only calls to it."""
 
     method: str | None
     times: int
@@ -49,6 +51,15 @@ class Fault:
     error: str | None = None
     retry_after: int | None = None
     delay_s: float = 0.0
+    channel: str | None = None
+
+
+@dataclass
+class Bucket:
+    """One channel's posting allowance: `tokens` as of `at` (time.monotonic())."""
+
+    tokens: float
+    at: float
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Message:
     metadata: dict[str, Any] | None = None
     updates: int = 0
     worker: str | None = None  # who posted it (`url_for`)
+    at: float = 0.0  # time.time() when it was posted
 
 
 @dataclass
@@ -68,24 +80,29 @@ class SlackApiServer:
     """The fake workspace: messages by channel, every request, and the faults still to apply."""
 
     token: str | None = None
+    rate: float | None = None  # posts per second per channel; None: no limit
+    burst: int = 3  # posts a channel takes at once before the rate applies
     requests: list[Request] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     watchers: list[Callable[[Request], None]] = field(default_factory=list)
     base_url: str = ""
+    limited: list[Request] = field(default_factory=list)  # posts answered 429 by the per-channel limit
     _runner: web.AppRunner | None = None
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _buckets: dict[str, Bucket] = field(default_factory=dict)
 
     # -- programming faults --------------------------------------------------------------------------------------
 
     def fail(self, method: str | None = None, *, times: int = 1, status: int = 200, error: str | None = None,
-             retry_after: int | None = None, delay_s: float = 0.0) -> None:
-        """Make the next `times` calls misbehave: a status (429, 500), `ok: false` with `error`, or a delay.
+             retry_after: int | None = None, delay_s: float = 0.0, channel: str | None = None) -> None:
+        """Make the next `times` calls misbehave: a status (429, 500), `ok: false` with `error`, or a delay; with
+        `channel`, only calls to that channel.
 
         A delayed call is still carried out (the message is posted) before the late reply, as when a reply is
         lost after Slack acted on the request."""
-        self.faults.append(Fault(method, times, status, error, retry_after, delay_s))
+        self.faults.append(Fault(method, times, status, error, retry_after, delay_s, channel))
 
     def watch(self, watcher: Callable[[Request], None]) -> None:
         """Call `watcher(request)` for every request, after it took effect (a message is posted) and before the
@@ -107,6 +124,27 @@ class SlackApiServer:
 
     def replies(self, root: Message) -> list[Message]:
         return [m for m in self.messages if m.thread_ts == root.ts and m.channel == root.channel]
+
+    def posts(self, channel: str | None = None) -> list[Request]:
+        """chat.postMessage calls that posted (not answered 429), optionally to one channel."""
+        return [r for r in self.calls("chat.postMessage") if r not in self.limited
+                and (channel is None or self._dm(str(r.args.get("channel", ""))) == channel)]
+
+    def most_in_a_second(self, channel: str | None = None) -> int:
+        """The most posts to one channel (or to `channel`) that arrived within any one second (a sliding window
+        [t, t + 1s))."""
+        by_channel: dict[str, list[float]] = {}
+        for r in self.posts(channel):
+            by_channel.setdefault(self._dm(str(r.args.get("channel", ""))), []).append(r.at)
+        most = 0
+        for times in by_channel.values():
+            times.sort()
+            start = 0
+            for end, at in enumerate(times):
+                while at - times[start] >= 1.0:
+                    start += 1
+                most = max(most, end - start + 1)
+        return most
 
     def bodies(self) -> str:
         """Every request body received, as text: for asserting what must never leave Warden."""
@@ -146,7 +184,13 @@ class SlackApiServer:
             args.update(parse_qsl(body.decode()))
         call = Request(method, body, args, dict(request.headers), request.match_info.get("worker"), time.time())
         self.requests.append(call)
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, str(args.get("channel", "")))
+        if fault is None and method == "chat.postMessage":
+            wait = self._spend(self._dm(str(args.get("channel", ""))))
+            if wait > 0:
+                self.limited.append(call)
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
         if fault and fault.status != 200:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             error = "ratelimited" if fault.status == 429 else "internal_error"
@@ -165,12 +209,25 @@ class SlackApiServer:
             await asyncio.sleep(fault.delay_s)
         return web.json_response(result)
 
-    def _take_fault(self, method: str) -> Fault | None:
+    def _take_fault(self, method: str, channel: str) -> Fault | None:
         for fault in self.faults:
-            if fault.times > 0 and fault.method in (None, method):
+            if fault.times > 0 and fault.method in (None, method) and fault.channel in (None, channel):
                 fault.times -= 1
                 return fault
         return None
+
+    def _spend(self, channel: str) -> float:
+        """Take one post from the channel's bucket: 0 when it had one, else the seconds until it will."""
+        if self.rate is None or not channel:
+            return 0.0
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(channel, Bucket(float(self.burst), now))
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
 
     @staticmethod
     def _dm(channel: str) -> str:
@@ -191,7 +248,7 @@ class SlackApiServer:
         metadata = args.get("metadata")
         msg = Message(channel=channel, ts=ts, text=args["text"], thread_ts=args.get("thread_ts"),
                       blocks=json.loads(blocks) if isinstance(blocks, str) else blocks,
-                      metadata=json.loads(metadata) if isinstance(metadata, str) else metadata)
+                      metadata=json.loads(metadata) if isinstance(metadata, str) else metadata, at=time.time())
         self.messages.append(msg)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": msg.text, "ts": ts}}
 
@@ -249,14 +306,14 @@ class SlackApiServer:
                 "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
 
-async def _serve(port: int) -> None:
-    server = await SlackApiServer().start(port=port)
+async def _serve(port: int, rate: float | None, burst: int) -> None:
+    server = await SlackApiServer(rate=rate, burst=burst).start(port=port)
     print(f"local Slack Web API at {server.base_url}", flush=True)
     try:
         while True:
             await asyncio.sleep(5)
             print(f"{len(server.roots())} root messages, {len(server.messages)} messages, "
-                  f"{len(server.requests)} requests", flush=True)
+                  f"{len(server.requests)} requests, {len(server.limited)} answered 429", flush=True)
     finally:
         await server.stop()
 
@@ -264,4 +321,7 @@ async def _serve(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8099)
-    asyncio.run(_serve(parser.parse_args().port))
+    parser.add_argument("--rate", type=float, default=None, help="Posts per second per channel (unset: no limit).")
+    parser.add_argument("--burst", type=int, default=3, help="Posts a channel takes at once.")
+    options = parser.parse_args()
+    asyncio.run(_serve(options.port, options.rate, options.burst))

@@ -19,12 +19,13 @@ from pydantic import (
 )
 
 from warden.contract.containment import Gate, Issuer, Playbook
+from warden.contract.matchers import Label, parse_matcher
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _parse_duration(value: object) -> object:
+def parse_duration(value: object) -> object:
     """Accept `90s`, `15m`, `2h`, `1d` or a number of seconds, as Alertmanager does."""
     if isinstance(value, str):
         m = _DURATION.match(value)
@@ -44,7 +45,26 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration), AfterValidator(_positive)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError(f"a duration cannot be negative, not {value.total_seconds():g}s")
+    return value
+
+
+# A wait that may be zero (`group_wait: 0s`: the first page of a group goes at once).
+Wait = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
+
+
+def _matcher_text(value: str) -> str:
+    """A matcher must parse (label, operator, value, a valid regex); kept as written."""
+    parse_matcher(value)
+    return value
+
+
+MatcherText = Annotated[str, AfterValidator(_matcher_text)]
 
 
 class _Strict(BaseModel):
@@ -285,6 +305,52 @@ class ProvenanceScope(_Strict):
                              "last event (event time); rebuilding state reads the log this far back.")
 
 
+DEFAULT_GROUP_BY: tuple[Label, ...] = ("workflow", "rule", "severity")
+
+
+class RouteNotifications(_Strict):
+    """How one route's pages are grouped (Alertmanager's route `group_by`, `group_wait`, `group_interval`,
+    `repeat_interval`): a workflow's own values override the matrix's `notifications`, field by field."""
+
+    group_by: list[Label] | None = Field(
+        None, description="Labels whose values make the group key (with the responder); default workflow, rule, "
+        "severity.")
+    group_wait: Wait | None = Field(None, description="How long the first page of a new group waits (never for a "
+                                    "critical one); default 0s.")
+    group_interval: Duration | None = Field(
+        None, description="Pages of the same group within this long of its last one join its digest; default 5m.")
+    repeat_interval: Duration | None = Field(
+        None, description="A group that keeps firing is announced again (a new digest message) at most this often; "
+        "default 4h.")
+    digest_top: int | None = Field(None, ge=1, le=50, description="Agents and targets a digest names; default 5.")
+
+
+class InhibitRule(_Strict):
+    """Alertmanager's inhibit rule: while an open incident matches `source_matchers`, a new page matching
+    `target_matchers` whose `equal` labels have the same values is recorded and grouped, not paged."""
+
+    source_matchers: list[MatcherText] = Field(min_length=1)
+    target_matchers: list[MatcherText] = Field(default_factory=list, description="Empty: any incident.")
+    equal: list[Label] = Field(default_factory=list)
+
+
+def _default_inhibit_rules() -> list[InhibitRule]:
+    """A critical incident whose agent is quarantined mutes that agent's other pages: it is contained already."""
+    return [InhibitRule(source_matchers=['severity="critical"', 'quarantined="true"'], equal=["agent"])]
+
+
+class Notifications(_Strict):
+    """Notification control for pages, in Alertmanager's order: inhibition, silences (in the database), grouping
+    into digests. The route fields are the defaults of every workflow."""
+
+    group_by: list[Label] = Field(default_factory=lambda: list(DEFAULT_GROUP_BY))
+    group_wait: Wait = timedelta(0)
+    group_interval: Duration = timedelta(minutes=5)
+    repeat_interval: Duration = timedelta(hours=4)
+    digest_top: int = Field(5, ge=1, le=50)
+    inhibit_rules: list[InhibitRule] = Field(default_factory=_default_inhibit_rules)
+
+
 class Workflow(_Strict):
     """A unit of accountable LLM work: its agents, its risk, its named roles and its scope."""
 
@@ -305,6 +371,8 @@ class Workflow(_Strict):
     tiers: list[TierRule] = Field(
         default_factory=list, description="This workflow's response tiers, tried before the top-level ones.")
     provenance: ProvenanceScope = Field(default_factory=ProvenanceScope)
+    notifications: RouteNotifications = Field(
+        default_factory=RouteNotifications, description="This workflow's grouping, over the matrix's notifications.")
 
 
 class RuleMode(StrEnum):
@@ -382,3 +450,5 @@ class Matrix(_Strict):
     # issue 12: named lists (known payees, company domains, ...) and the tool catalogue
     lists: dict[str, list[str]] = Field(default_factory=dict, description="Named lists that constraints refer to.")
     tools: dict[str, ToolSpec] = Field(default_factory=dict, description="The tool catalogue: name or glob -> spec.")
+    notifications: Notifications = Field(default_factory=Notifications, description="Grouping and inhibition of "
+                                         "pages (docs/incidents.md, alert storms).")

@@ -90,7 +90,7 @@ DETECTION_SECONDS = Histogram(
 CONSUMER_LAG = Gauge("warden_consumer_lag", "Messages the worker group has not committed yet, per topic, from the "
                      "broker's high watermark", ["topic"])
 API_REQUESTS = Counter("warden_api_requests_total", "Incident API requests by outcome (ok, unauthenticated, "
-                       "forbidden, not_found, conflict)", ["outcome"])
+                       "forbidden, not_found, conflict, invalid)", ["outcome"])
 QUARANTINED = Gauge("warden_quarantined_agents", "Agents quarantined on warden.control and not released")
 
 PROVENANCE_VALUES = Gauge("warden_provenance_values", "Value fingerprints kept for provenance, over all sessions")
@@ -136,3 +136,20 @@ OTLP_SPLIT_SPANS = Counter(
     "Spans whose trace this worker saw on more than one partition (the exporter's partition_traces_by_id is off)",
 )
 OTLP_HELD_SPANS = Gauge("warden_otlp_held_spans", "Spans waiting for an ancestor span that names their agent")
+# issue 32: alert storms (grouping, the per-channel budget, silences, inhibition)
+PAGES_CONTROLLED = Counter(
+    "warden_pages_controlled_total",
+    "Pages by what notification control decided: paged (led its group), grouped (carried by its group's digest), "
+    "silenced, inhibited", ["outcome"])
+CHANNEL_MESSAGES = Counter("warden_channel_messages_total", "Messages posted, per notifier and channel (Slack: "
+                           "chat.postMessage, thread replies included)", ["notifier", "channel"])
+NOTIFICATIONS_DEFERRED = Counter(
+    "warden_notifications_deferred_total",
+    "Due notifications a claim left for later because a channel's send budget had no message left for them",
+    ["notifier"])
+CHANNEL_RATE_LIMITED = Counter("warden_channel_rate_limited_total",
+                               "Rate-limit answers (HTTP 429) a channel gave; its Retry-After holds for every worker",
+                               ["notifier"])
+DIGEST_MEMBERS_NAMED = Counter("warden_digest_members_named_total",
+                               "Group members named in their group's digest (thread replies)", ["notifier"])
+SILENCES_ACTIVE = Gauge("warden_silences_active", "Silences in effect now")

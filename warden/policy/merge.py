@@ -9,7 +9,8 @@ from warden.policy.model import PolicyIssue
 
 Provenance = dict[tuple[str, ...], str]
 # Sections merged key by key across the files of a folder; a later file (in name order) wins a key.
-_KEYED = (("owners",), ("workflows",), ("rules", "builtin"), ("defaults",), ("lists",), ("tools",))
+_KEYED = (("owners",), ("workflows",), ("rules", "builtin"), ("defaults",), ("lists",), ("tools",),
+          ("notifications",))
 # Sections whose lists concatenate across files, in name order.
 _LISTED = (("rules", "custom"), ("playbooks",))
 

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     containment_retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each attempt.")
     notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
                                   "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
+    slack_channel_rate: float = Field(1.0, gt=0, description="Messages per second Warden posts to one Slack channel, "
+                                      "all workers together (Slack allows about 1).")
+    slack_channel_burst: int = Field(3, ge=1, description="Most messages Warden posts to one Slack channel in any "
+                                     "one second, all workers together.")
+    api_public_url: str | None = Field(None, description="Base URL of the incident API as people reach it (an "
+                                       "ingress); digests then link to their group's incident list.")
 
     log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects or plain text.")
     lag_poll_s: float = Field(15.0, gt=0, description="How often consumer lag is read from the broker.")

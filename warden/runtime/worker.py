@@ -93,6 +93,7 @@ class Runtime:
         if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
             holder = self.holder
             self.responder.store.live_policy = lambda: holder.current.sha256
+            self.responder.store.live_matrix = lambda: (holder.current.sha256, holder.current.matrix)
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
             s = self._embed_broker()
@@ -124,14 +125,7 @@ class Runtime:
             self.containment = ContainmentHost(s, kafka, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
-        if s.topic_audit and isinstance(self.responder, IncidentResponder):
-            await self._export_audit(s.topic_audit)
-        if s.otlp_export_endpoint and isinstance(self.responder, IncidentResponder):
-            self._export_traces(s.otlp_export_endpoint)
-        groups = {topic: self.ingest.group for topic in self.ingest.topics} | {s.topic_findings: s.app_id}
-        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
-        await lag.start()
-        self._stack.push_async_callback(lag.stop)
+        await self._start_reporting(s, kafka, self.ingest)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         if self.approvals is not None:
             installers += self.approvals.route_installers()
@@ -143,6 +137,17 @@ class Runtime:
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, web.port)
         return self
+
+    async def _start_reporting(self, s: Settings, kafka: KafkaAccess, ingest: BatchIngest) -> None:
+        """What reports on the work rather than doing it: the audit and trace exports (when set) and consumer lag."""
+        if s.topic_audit and isinstance(self.responder, IncidentResponder):
+            await self._export_audit(s.topic_audit)
+        if s.otlp_export_endpoint and isinstance(self.responder, IncidentResponder):
+            self._export_traces(s.otlp_export_endpoint)
+        groups = {topic: ingest.group for topic in ingest.topics} | {s.topic_findings: s.app_id}
+        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
+        await lag.start()
+        self._stack.push_async_callback(lag.stop)
 
     def _embed_broker(self) -> Settings:
         """Start the embedded Tansu broker; the settings with its fast group timings (unless set explicitly)."""

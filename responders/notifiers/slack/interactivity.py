@@ -28,6 +28,7 @@ from responders.incidents import (
 )
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
+from responders.silences import ONE_HOUR, Silences
 from responders.store import IncidentStore
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
@@ -66,6 +67,9 @@ def clicks(payload: dict[str, Any]) -> list[Click]:
 
 def refusal(action: Action, incident: IncidentView) -> str:
     owners = incident.owners
+    if action is Action.silence:
+        named = " or ".join(o.name or o.id for o in (owners.responder, owners.approver) if o is not None)
+        return (f"Refused: only {named} may silence incident #{incident.id}'s pages. Your click was recorded.")
     if action in CONTAINMENT_ACTIONS or action is Action.release:
         named = " or ".join(o.name or o.id for o in approvers(owners, incident.approval_level))
         what = "release the quarantine" if action is Action.release else "approve or deny containment"
@@ -79,7 +83,7 @@ def refusal(action: Action, incident: IncidentView) -> str:
 def _note(action: Action, owner: OwnerRef, slack_user: str) -> str:
     done = {Action.acknowledge: "Acknowledged", Action.resolve: "Resolved", Action.false_positive:
             "Marked a false positive", Action.approve: "Containment approved", Action.deny: "Containment denied",
-            Action.release: "Quarantine release requested"}
+            Action.release: "Quarantine release requested", Action.silence: "Silenced for 1 h"}
     return f"{done[action]} by {owner.name or owner.id} (Slack user {slack_user})."
 
 
@@ -88,8 +92,10 @@ class Interactivity:
     clicker sees go through the Slack notifier's `tell`; changes go through the store and so the outbox."""
 
     def __init__(self, store: IncidentStore, slack: SlackNotifier, signing_secret: str, *,
-                 clock: Callable[[], datetime], on_change: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_change: Callable[[], None],
+                 silences: Silences | None = None) -> None:
         self.store, self.slack, self.clock, self.on_change = store, slack, clock, on_change
+        self.silences = silences or Silences(store.engine)
         self.verifier = SignatureVerifier(signing_secret)
         self._work: set[asyncio.Task[None]] = set()
         # Other buttons' handlers (approval requests): each gets every verified payload, after the incident clicks.
@@ -166,6 +172,9 @@ class Interactivity:
             await self.slack.tell(click.channel, click.slack_user, text)
             return
         note = _note(click.action, owner, click.slack_user)
+        if click.action is Action.silence:
+            await self._silence(click, incident, owner)
+            return
         if click.action in LIFECYCLE_ACTIONS:
             target = LIFECYCLE_ACTIONS[click.action]
             try:
@@ -194,3 +203,18 @@ class Interactivity:
         else:
             await self.slack.tell(click.channel, click.slack_user,
                                      f"Incident #{incident.id} changed before your click; nothing was done.")
+
+    async def _silence(self, click: Click, incident: IncidentView, owner: OwnerRef) -> None:
+        """Silence 1 h: a silence on the incident's group (its group_by labels), or on its rule and agent when it
+        has no group, authored by the owner who clicked; on the silence's trail and the incident's timeline."""
+        now = self.clock()
+        matchers = await self.store.silence_matchers(incident.id)
+        silence = await self.silences.add(
+            matchers, starts_at=now, ends_at=now + ONE_HOUR, author=owner.id, identity=f"slack:{click.slack_user}",
+            comment=f"Silence 1 h from Slack on incident #{incident.id}, by {owner.name or owner.id}", now=now)
+        await self.store.note_silence(incident.id, silence.id, silence.matchers, owner=owner,
+                                      slack_user=click.slack_user, now=now)
+        await self.slack.tell(click.channel, click.slack_user,
+                              f"Silenced until {silence.ends_at:%H:%M}Z as silence #{silence.id} "
+                              f"({', '.join(silence.matchers)}). Pages it matches are recorded, not paged; "
+                              f"containment still runs. Expire it with `warden silence expire {silence.id}`.")

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
@@ -25,7 +26,9 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from responders.config import ResponderConfig
 from responders.incidents import IncidentView
 from responders.notifiers.base import (
+    AnyNotice,
     DigestNotice,
+    GroupNotice,
     LeaseEnded,
     Notice,
     NoticeKind,
@@ -36,6 +39,7 @@ from responders.notifiers.base import (
     time_left,
 )
 from responders.notifiers.slack import render
+from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 
 SDK_RETRIES = 3  # per call, on 429 (after Retry-After), 500/503 and dropped connections; the outbox retries after
@@ -56,18 +60,28 @@ def call_bound_s(timeout_s: float) -> float:
     return (SDK_RETRIES + 1) * timeout_s + SDK_RETRIES * timeout_s
 
 
+# The channel the current request posts to (set by `_call`), so a 429 closes that channel's window only.
+_CHANNEL: ContextVar[str] = ContextVar("warden_slack_channel", default="")
+
+
 class RateWindow:
-    """Slack rate-limits the app's token, not one call: after a 429 with Retry-After, no request of this client
-    (any method, any notification) goes out until the window has passed."""
+    """Slack's posting limit is per channel (about one message per second, short bursts tolerated): after a 429
+    with Retry-After, no request of this client to that channel (any method, any notification) goes out until the
+    window has passed; other channels go on. Requests that name no channel (a look-up by a user id) share ""."""
 
     def __init__(self) -> None:
-        self._until = 0.0
+        self._until: dict[str, float] = {}
 
-    def close_for(self, seconds: float) -> None:
-        self._until = max(self._until, time.monotonic() + seconds)
+    def close_for(self, seconds: float, channel: str | None = None) -> None:
+        key = _CHANNEL.get() if channel is None else channel
+        self._until[key] = max(self._until.get(key, 0.0), time.monotonic() + seconds)
 
-    def remaining(self) -> float:
-        return max(0.0, self._until - time.monotonic())
+    def remaining(self, channel: str | None = None) -> float:
+        """Seconds left on the channel's window (the current request's channel; with no request, the longest)."""
+        now = time.monotonic()
+        if channel is None and not _CHANNEL.get():
+            return max((until - now for until in self._until.values()), default=0.0) if self._until else 0.0
+        return max(0.0, self._until.get(_CHANNEL.get() if channel is None else channel, 0.0) - now)
 
 
 class _BoundedRetry(AsyncRetryHandler):
@@ -76,14 +90,15 @@ class _BoundedRetry(AsyncRetryHandler):
     waited out here (the call fails and the outbox retries no sooner, see TryLater); after the wait the lease is
     checked again, since the process may have been paused while it slept."""
 
-    def __init__(self, kind: AsyncRetryHandler, timeout_s: float, window: RateWindow) -> None:
+    def __init__(self, kind: AsyncRetryHandler, timeout_s: float, window: RateWindow,
+                 budget: Callable[[], RateLimited | None] = lambda: None) -> None:
         super().__init__(max_retry_count=kind.max_retry_count)
-        self.kind, self.timeout_s, self.window = kind, timeout_s, window
+        self.kind, self.timeout_s, self.window, self.budget = kind, timeout_s, window, budget
 
     def _longest_wait(self, state: RetryState, response: HttpResponse | None) -> float | None:
         if response is not None and response.status_code == 429:
             self.window.close_for(_retry_after(response.headers))
-        if self.window.remaining() > 0:  # this call's 429, or another call's: the whole client waits it out
+        if self.window.remaining() > 0:  # this call's 429, or another's to the channel: the channel waits it out
             after = self.window.remaining()
             return after if after <= self.timeout_s else None
         first = FIRST_WAIT_OF_TIMEOUT * self.timeout_s
@@ -93,6 +108,13 @@ class _BoundedRetry(AsyncRetryHandler):
                                response: HttpResponse | None = None, error: Exception | None = None) -> bool:
         if isinstance(error, LeaseEnded) or not await self.kind._can_retry_async(
                 state=state, request=request, response=response, error=error):
+            return False
+        hook = self.budget()
+        if response is not None and response.status_code == 429 and hook is not None:
+            # With a shared budget the channel's wait is the budget's: every worker waits it out (its row says so)
+            # and the notification goes back to the outbox, instead of sleeping here and then landing on top of the
+            # messages the budget let through meanwhile.
+            await hook(_CHANNEL.get(), _retry_after(response.headers))
             return False
         wait = self._longest_wait(state, response)
         return wait is not None and time_left() >= wait + self.timeout_s
@@ -119,33 +141,60 @@ def _retry_after(headers: dict[str, Any]) -> float:
     return 1.0
 
 
+RateLimited = Callable[[str, float], Awaitable[None]]
+
+
 class SlackNotifier:
     """Talks to the Slack Web API through slack-sdk's AsyncWebClient with its async retry handlers. It can find a
-    root it posted (`FindsRoot`) and whisper to one person (`tell`, for the interactivity's replies)."""
+    root it posted (`FindsRoot`), whisper to one person (`tell`, for the interactivity's replies) and say what a
+    notice posts where (`Budgeted.spend`, for the per-channel budget). `on_rate_limit(channel, seconds)` hears every
+    429, so the budget holds the channel for every worker."""
 
     name = "slack"
 
-    def __init__(self, token: str, base_url: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, token: str, base_url: str | None = None, timeout_s: float = 10.0,
+                 on_rate_limit: RateLimited | None = None) -> None:
         options: dict[str, Any] = {"base_url": base_url} if base_url else {}
         self.timeout_s = timeout_s
         # The outbox leases a notification this long right before each send (see Notifier.send_bound_s).
         self.send_bound_s = CALLS_PER_SEND * call_bound_s(timeout_s)
         self.window = RateWindow()
+        self.on_rate_limit = on_rate_limit
         self.client = AsyncWebClient(
             token=token,
             timeout=timeout_s,  # type: ignore[arg-type]  # aiohttp accepts fractions of a second
             retry_handlers=[
-                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s, self.window)
+                _BoundedRetry(kind(max_retry_count=SDK_RETRIES), timeout_s, self.window, lambda: self.on_rate_limit)
                 for kind in (AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler,
                              AsyncServerErrorRetryHandler)
             ],
             **options,
         )
 
-    async def send(self, notice: Notice | DigestNotice) -> Posted:
+    def spend(self, notice: AnyNotice) -> dict[str, int]:
+        """Messages a notice posts, per channel (chat.update is not a post: Slack limits it per method, not per
+        channel). A person's DM is counted under their user id, as it is posted to."""
+        if isinstance(notice, DigestNotice):
+            return {_channel_or_empty(notice.target): 1}
+        if isinstance(notice, GroupNotice):
+            channel = notice.root.address if notice.root is not None else _channel_or_empty(notice.target)
+            posts = (0 if notice.root is not None else 1) + (1 if notice.group.lines else 0)
+            return {channel: posts} if posts else {}
+        if notice.kind is NoticeKind.root:
+            return {_channel_or_empty(notice.target): 1}
+        root = notice.root.address if notice.root is not None else ""
+        if notice.kind is NoticeKind.escalation:
+            other = _channel_or_empty(notice.target)
+            if other and other != root:
+                return {other: 1, root: 1} if root else {other: 1}
+        return {root: 1} if root else {}
+
+    async def send(self, notice: AnyNotice) -> Posted:
         if isinstance(notice, DigestNotice):  # a message of its own, no metadata: nothing looks for it again
             return await self._post(_channel(notice.target), render.digest_fallback(notice.digest),
                                     render.digest_blocks(notice.digest))
+        if isinstance(notice, GroupNotice):
+            return await self._group(notice)
         inc = notice.incident
         if notice.kind is NoticeKind.root:
             return await self._post(_channel(notice.target), render.fallback(inc), render.incident_blocks(inc),
@@ -166,7 +215,7 @@ class SlackNotifier:
             return posted
         await self._call(lambda: self.client.chat_update(
             channel=root.address, ts=root.ref, text=render.fallback(inc), blocks=render.incident_blocks(inc)
-        ))
+        ), channel=root.address)
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
         return await self._reply(root, note, notice)
 
@@ -191,7 +240,8 @@ class SlackNotifier:
                                     "limit": 200}
             if cursor:
                 args["cursor"] = cursor
-            thread = await self._call(partial(self.client.conversations_replies, **args), effect=False)
+            thread = await self._call(partial(self.client.conversations_replies, **args), effect=False,
+                                      channel=root.address)
             messages: list[dict[str, Any]] = thread.get("messages", [])
             for message in messages:
                 if render.is_reply_of(message, incident, key):
@@ -201,9 +251,32 @@ class SlackNotifier:
                 break
         return None
 
+    async def _group(self, notice: GroupNotice) -> Posted:
+        """A group's digest: its message updated in place (or posted: the group's first refresh, or the first after
+        the repeat interval), then the members this refresh names, in its thread. A retried post first looks for the
+        message an earlier attempt may have posted (by the group id and epoch in its metadata)."""
+        group = notice.group
+        text, blocks = render.group_fallback(group), render.group_blocks(group)
+        posted = notice.root
+        if posted is None and notice.retried:
+            posted = await self._find(notice.target, group.opened_at.timestamp(),
+                                      lambda m: render.is_digest_of(m, group))
+        if posted is None:
+            posted = await self._post(_channel(notice.target), text, blocks, metadata=render.group_metadata(group))
+        else:
+            await self._call(lambda: self.client.chat_update(channel=posted.address, ts=posted.ref, text=text,
+                                                             blocks=blocks), channel=posted.address)
+        if group.lines:
+            await self._post(posted.address, render.group_lines(group), thread=posted)
+        return posted
+
     async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
         """Look for the incident's root among the app's messages since shortly before the incident opened, by the
         key in its metadata (reads only: no lease check needed, the post that may follow checks its own)."""
+        return await self._find(target, incident.opened_at.timestamp(), lambda m: render.is_root_of(m, incident))
+
+    async def _find(self, target: OwnerRef, since: float, wanted: Callable[[dict[str, Any]], bool]) -> Posted | None:
+        """The app's message in the target's channel (or DM) since shortly before `since` that `wanted` accepts."""
         channel = _channel(target)
         if channel[0] in "UW":  # a person: their messages live in the app's DM with them
             opened = await self._call(lambda: self.client.conversations_open(users=channel), effect=False)
@@ -211,13 +284,14 @@ class SlackNotifier:
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
             args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200,
-                                    "oldest": str(incident.opened_at.timestamp() - HISTORY_LOOKBACK_S)}
+                                    "oldest": str(since - HISTORY_LOOKBACK_S)}
             if cursor:
                 args["cursor"] = cursor
-            history = await self._call(partial(self.client.conversations_history, **args), effect=False)
+            history = await self._call(partial(self.client.conversations_history, **args), effect=False,
+                                       channel=channel)
             messages: list[dict[str, Any]] = history.get("messages", [])
             for message in messages:
-                if render.is_root_of(message, incident):
+                if wanted(message):
                     return Posted(address=channel, ref=message["ts"])
             cursor = (history.get("response_metadata") or {}).get("next_cursor")
             if not history.get("has_more") or not cursor:
@@ -227,7 +301,7 @@ class SlackNotifier:
     async def tell(self, channel: str, slack_user: str, text: str) -> None:
         """Say something only `slack_user` sees (a refusal, a stale click)."""
         await self._call(lambda: self.client.chat_postEphemeral(channel=channel, user=slack_user,
-                                                                text=render.safe(text)))
+                                                                text=render.safe(text)), channel=channel)
 
     async def post(self, channel: str, text: str, blocks: list[dict[str, Any]]) -> Posted:
         """Post a message of another kind than an incident's (an approval request) to a user or channel."""
@@ -236,7 +310,7 @@ class SlackNotifier:
     async def update(self, posted: Posted, text: str, blocks: list[dict[str, Any]]) -> None:
         """Replace a message posted by `post` (its buttons go once it is decided)."""
         await self._call(lambda: self.client.chat_update(channel=posted.address, ts=posted.ref, text=text,
-                                                         blocks=blocks))
+                                                         blocks=blocks), channel=posted.address)
 
     async def _post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
                     thread: Posted | None = None, metadata: dict[str, Any] | None = None) -> Posted:
@@ -247,19 +321,30 @@ class SlackNotifier:
             args["thread_ts"] = thread.ref
         if metadata:
             args["metadata"] = metadata
-        response = await self._call(lambda: self.client.chat_postMessage(**args))
+        response = await self._call(lambda: self.client.chat_postMessage(**args), channel=channel)
+        metrics.CHANNEL_MESSAGES.labels(notifier=self.name, channel=channel).inc()
         return Posted(address=response["channel"], ref=response["ts"])
 
-    async def _call(self, request: Callable[[], Awaitable[AsyncSlackResponse]], *,
-                    effect: bool = True) -> AsyncSlackResponse:
-        """Make one Web API call. One with an effect is made only if it can finish within the outbox's lease (else
-        LeaseEnded). An error no retry can fix becomes Undeliverable, a rate limit longer than the call timeout
-        TryLater; the rest propagate. While an earlier 429's Retry-After lasts, the call waits it out first (or,
-        when that is longer than a call timeout or the lease, is TryLater without a request)."""
-        wait = self.window.remaining()
+    async def _call(self, request: Callable[[], Awaitable[AsyncSlackResponse]], *, effect: bool = True,
+                    channel: str = "") -> AsyncSlackResponse:
+        """Make one Web API call to `channel`. One with an effect is made only if it can finish within the outbox's
+        lease (else LeaseEnded). An error no retry can fix becomes Undeliverable, a rate limit longer than the call
+        timeout TryLater (naming the channel); the rest propagate. While an earlier 429's Retry-After lasts for the
+        channel, the call waits it out first (or, when that is longer than a call timeout or the lease, is TryLater
+        without a request)."""
+        token = _CHANNEL.set(channel)
+        try:
+            return await self._call_in_channel(request, effect, channel)
+        finally:
+            _CHANNEL.reset(token)
+
+    async def _call_in_channel(self, request: Callable[[], Awaitable[AsyncSlackResponse]], effect: bool,
+                               channel: str) -> AsyncSlackResponse:
+        wait = self.window.remaining(channel)
         if wait > 0:
             if wait > self.timeout_s or time_left() < wait + self.timeout_s:
-                raise TryLater(f"slack: rate limited for another {wait:.1f}s", wait)
+                raise TryLater(f"slack: {channel or 'the API'} rate limited for another {wait:.1f}s", wait,
+                               channel or None)
             await asyncio.sleep(wait)
         if effect:
             ensure_time(self.timeout_s, "a Slack request")
@@ -272,8 +357,9 @@ class SlackNotifier:
                 raise Undeliverable(f"slack {method}: {error}") from None
             if exc.response.status_code == 429:
                 after = _retry_after(dict(exc.response.headers or {}))
-                self.window.close_for(after)
-                raise TryLater(f"slack {method}: rate limited for {after:g}s", after) from None
+                self.window.close_for(after, channel)
+                raise TryLater(f"slack {method}: {channel or 'the API'} rate limited for {after:g}s", after,
+                               channel or None) from None
             raise
 
 
@@ -282,6 +368,10 @@ def _channel(target: OwnerRef) -> str:
     if not channel:
         raise Undeliverable(f"owner {target.id!r} has no Slack id in the matrix")
     return channel
+
+
+def _channel_or_empty(target: OwnerRef) -> str:
+    return target.contact(render.NOTIFIER) or ""
 
 
 def from_config(settings: ResponderConfig) -> SlackNotifier:

@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from responders.digests import LISTED, DigestView
+from responders.group_digest import GroupView
 from responders.incidents import ACTIVE, Action, IncidentView, Status
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text, slack_escape
 
 METADATA_EVENT = "warden_incident"  # message metadata that lets Warden find its own root message again
 REPLY_EVENT = "warden_incident_reply"  # the same for a thread reply, with the notification's key
+GROUP_EVENT = "warden_group_digest"  # and its own digest message of a group
 _SECTION_MAX = 2900  # Slack caps a section's text at 3000 characters
 _FIELD_MAX = 1900  # and a field or context element at 2000
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user (U…, or W… on Enterprise Grid)
@@ -82,6 +84,7 @@ def buttons(inc: IncidentView) -> list[dict[str, Any]]:
         out.append(_button(Action.approve, "Approve containment", inc.id))
         out.append(_button(Action.deny, "Deny containment", inc.id, "danger"))
     out.append(_button(Action.false_positive, "False positive", inc.id))
+    out.append(_button(Action.silence, "Silence 1 h", inc.id))
     return out + release
 
 
@@ -139,7 +142,9 @@ def incident_blocks(inc: IncidentView, preface: str | None = None) -> list[dict[
     blocks.append({"type": "context", "elements": [
         _mrkdwn(f"*OWASP / NIST:* {safe(', '.join(inc.frameworks))}"),
         _mrkdwn(f"policy sha256 {safe(inc.policy_sha256[:12])} · key {inc.key[:12]}"
-                + (f" · tags {safe(', '.join(inc.tags))}" if inc.tags else "")),
+                + (f" · tags {safe(', '.join(inc.tags))}" if inc.tags else "")
+                + (f" · leads group #{inc.group_id}: pages like it join the group's digest" if inc.group_id
+                   and inc.group_role == "leader" else "")),
     ]})
     blocks.append(_section(containment_text(inc)))
     actions = buttons(inc)
@@ -230,3 +235,64 @@ def button_presses(payload: dict[str, Any]) -> tuple[str, str, list[Any]] | None
     if not isinstance(user, str) or not isinstance(channel, str):
         return None
     return user, channel, list(payload.get("actions") or [])
+
+
+def _top_list(values: tuple[tuple[str, int], ...], total: int) -> str:
+    shown = "\n".join(f"{safe(v, 200)} ({n})" for v, n in values) or "-"
+    more = total - len(values)
+    return shown + (f"\n_and {more} more_" if more > 0 else "")
+
+
+def group_fallback(group: GroupView) -> str:
+    """The plain `text` of a group's digest."""
+    return (f"[{group.severity.upper()}] digest of {safe(group.title)}: {group.members} more incident(s) "
+            f"({group.findings} finding(s)) after incident #{group.leader_id} paged; responder "
+            f"{safe(group.responder.name or group.responder.id)}")
+
+
+def group_blocks(group: GroupView) -> list[dict[str, Any]]:
+    """A group's digest message: what the group is, how many joined it, the agents and targets seen most (top N,
+    then "and K more"), how to list them, and the Silence 1 h button. Labels, agents and targets came from agents
+    or the topic: redacted, then escaped."""
+    icon = _SEVERITY_ICON.get(group.severity, "warning")
+    labels = " · ".join(f"{safe(k)} `{safe(v or '-')}`" for k, v in group.labels.items()) or "(one group)"
+    listed = (f"<{group.api_link}|list the group>" if group.api_link else f"`{safe(group.api_query)}`")
+    blocks: list[dict[str, Any]] = [_section(
+        f":{icon}: *[{group.severity.upper()}] Digest of group #{group.id}*: {labels}\n"
+        f"*{group.members}* incident(s) joined after incident #{group.leader_id} paged "
+        f"({group.findings} finding(s); {group.leaders} paged in all), {_when(group.opened_at)} to "
+        f"{_when(group.last_at)}. Each is named in this thread; nobody was paged for them."
+    )]
+    blocks.append({"type": "section", "fields": [
+        _mrkdwn(f"*Top agents* ({group.agents_total})\n" + _top_list(group.agents, group.agents_total)),
+        _mrkdwn(f"*Top targets* ({group.targets_total})\n" + _top_list(group.targets, group.targets_total)),
+    ]})
+    blocks.append({"type": "context", "elements": [
+        _mrkdwn(f"Responder {who(group.responder)} · {listed} or `{safe(group.list_command)}` · "
+                f"announcement {group.epoch}"),
+    ]})
+    blocks.append({"type": "actions", "block_id": f"warden.group.{group.id}", "elements": [
+        _button(Action.silence, "Silence 1 h", group.leader_id)]})
+    return blocks
+
+
+def group_lines(group: GroupView) -> str:
+    """The thread reply that names the members this refresh carries, one line each (ids first: they are what the
+    API and the CLI take)."""
+    lines = [f"• #{ln.id} [{ln.severity}] agent {safe(ln.agent_id, 200)} → {safe(ln.target, 200)}"
+             + (f" ({ln.count}×)" if ln.count > 1 else "") for ln in group.lines]
+    more = f"\n_{group.unnamed} more follow in the next reply._" if group.unnamed else ""
+    return f"{len(group.lines)} more in group #{group.id}:\n" + "\n".join(lines) + more
+
+
+def group_metadata(group: GroupView) -> dict[str, Any]:
+    """Attached to a group's digest message, so an interrupted post finds it instead of posting it twice."""
+    return {"event_type": GROUP_EVENT, "event_payload": {"group_key": group.key, "group_id": group.id,
+                                                         "epoch": group.epoch}}
+
+
+def is_digest_of(message: dict[str, Any], group: GroupView) -> bool:
+    meta = message.get("metadata") or {}
+    payload = meta.get("event_payload") or {}
+    return (meta.get("event_type") == GROUP_EVENT and payload.get("group_id") == group.id
+            and payload.get("epoch") == group.epoch)
