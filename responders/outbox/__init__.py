@@ -83,18 +83,25 @@ class Outbox:
     async def _deliver(self, pipeline: Pipeline, share: list[AnyClaimed]) -> None:
         """In order; while they wait their turn, the rows not started yet are held every half lease, so that the
         lease only has to cover a worker that stopped (paused, killed), not a long batch."""
-        waiting = list(share)
-        keeper = asyncio.create_task(self._hold(waiting), name="warden-outbox-hold")
+        waiting, done = list(share), asyncio.Event()
+        keeper = asyncio.create_task(self._hold(waiting, done), name="warden-outbox-hold")
         try:
             while waiting:
                 await pipeline.deliver(waiting.pop(0))
         finally:
-            keeper.cancel()
+            # Told to end, never cancelled: a cancel in the middle of its query can hand the pool a connection
+            # still busy with it, and the next session on that connection waits forever (seen: an outbox stalled).
+            done.set()
+            await keeper
 
-    async def _hold(self, waiting: list[AnyClaimed]) -> None:
+    async def _hold(self, waiting: list[AnyClaimed], done: asyncio.Event) -> None:
         every = self.lease.total_seconds() / 2
         while True:
-            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(done.wait(), every)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.store.hold(waiting, self.clock() + self.lease)
             except Exception as exc:  # noqa: BLE001 - the rows then run out as before: another worker takes them
