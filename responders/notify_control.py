@@ -58,6 +58,17 @@ class Inhibition:
         return (matches_all(self.source, source) and matches_all(self.target, target)
                 and all(source.get(label, "") == target.get(label, "") for label in self.equal))
 
+    @property
+    def reads_quarantine(self) -> bool:
+        return any(m.label == "quarantined" for m in self.source) or "quarantined" in self.equal
+
+    def inhibits_but_quarantine(self, source: Mapping[str, str], target: Mapping[str, str]) -> bool:
+        """`inhibits`, leaving out what depends on the source's quarantine (read from the ledger only if needed)."""
+        return (matches_all((m for m in self.source if m.label != "quarantined"), source)
+                and matches_all(self.target, target)
+                and all(source.get(label, "") == target.get(label, "") for label in self.equal
+                        if label != "quarantined"))
+
     def as_json(self) -> dict[str, object]:
         return {"rule": self.index, "source_matchers": [m.text for m in self.source],
                 "target_matchers": [m.text for m in self.target], "equal": list(self.equal)}

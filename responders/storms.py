@@ -106,8 +106,10 @@ async def inhibitor(s: AsyncSession, policy: NotifyPolicy, incident: Incident,
                 value = labels.get(label, "")
                 query = query.where(column.is_(None) if label == "workflow" and not value else column == value)
         candidates = list((await s.execute(query.order_by(Incident.id.desc()).limit(INHIBIT_CANDIDATES))).scalars())
-        held = await quarantined(s, [c.id for c in candidates])
-        for source in candidates:
+        # Whether an agent is quarantined is one more query: asked only of the candidates every other matcher takes.
+        likely = [c for c in candidates if rule.inhibits_but_quarantine(incident_labels(c), labels)]
+        held = await quarantined(s, [c.id for c in likely]) if rule.reads_quarantine else set()
+        for source in likely:
             if rule.inhibits(incident_labels(source, quarantined=source.id in held), labels):
                 return source.id, rule.index
     return None

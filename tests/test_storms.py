@@ -5,18 +5,22 @@ down, critical never waiting, the repeat interval, and the digest after a restar
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from responders.db.models import Incident, Notification, NotifyGroup
 from responders.incident_responder import IncidentResponder
+from responders.store import utcnow
 from responders.trail import Filters
-from tests.incident_helpers import POLICY, FakeClock, eventually, finding, running
+from tests.incident_helpers import POLICY, FakeClock, eventually, finding, running, served
+from tests.test_incident_cli import acli, api
 from warden.cli.slack_api_server import Message, SlackApiServer
 from warden.contract.findings import Finding
 from warden.contract.matrix import Matrix, Severity
@@ -205,3 +209,25 @@ async def test_two_workers_make_one_digest_and_name_each_member_once(
     [digest] = digests(slack_api)
     assert len(roots(slack_api)) == 1
     assert named(slack_api, digest) == Counter({i.id: 1 for i in incidents[1:]}), "each member named once"
+
+
+async def test_the_digest_s_link_lists_its_group_through_the_api_and_the_cli(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    token = "aiplat-token-0123456789abcdef"
+    settings = incident_settings.model_copy(update={"api_tokens": SecretStr(f"ai-platform:{token}"),
+                                                    "api_public_url": "https://warden.example.com/"})
+    async with served(settings, utcnow, matrix=DEFAULTS) as (r, base):
+        for i in range(3):
+            await r.handle(page(i))
+        await r.handle(finding("billing-agent-1", "tool.x"))  # another route: another group
+        await eventually(lambda: settled(r), what="the digest")
+        [group, _] = await rows(r, NotifyGroup)
+        code, out, err = await acli("incidents", "list", "--group", str(group.id), "-o", "json",
+                                    env=api(base, token))
+    [digest] = digests(slack_api)
+    assert f"<https://warden.example.com/incidents?group={group.id}|list the group>" in str(digest.blocks)
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["total"] == 3 and {i["group"] for i in listed["items"]} == {group.id}
+    assert sorted(i["group_role"] for i in listed["items"]) == ["leader", "member", "member"]
