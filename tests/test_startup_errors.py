@@ -121,7 +121,7 @@ def taken_port() -> Iterator[int]:
 
 
 def test_a_web_port_in_use_fails_at_once_naming_the_variable(taken_port: int, tmp_path: Path) -> None:
-    out, took = _run({**BOOT, "WARDEN_WEB_BIND": f"127.0.0.1:{taken_port}", "WARDEN_DATA_DIR": str(tmp_path)})
-    line = _one_line(out)
+    out, _ = _run({**BOOT, "WARDEN_WEB_BIND": f"127.0.0.1:{taken_port}", "WARDEN_DATA_DIR": str(tmp_path)})
+    line = _one_line(out)  # BOOT's Kafka cannot be reached: a port checked after it would fail on Kafka instead
     assert f"WARDEN_WEB_BIND: 127.0.0.1:{taken_port} is in use" in line, line
-    assert took < 10, f"took {took:.1f}s: the port must be checked before the broker and faust start"
+    assert not list(tmp_path.glob("*.db*")), "checked before the database was opened too (no time bound: CI is loaded)"
