@@ -234,22 +234,8 @@ class SlackNotifier:
 
     async def find_reply(self, root: Posted, incident: IncidentView, key: str) -> Posted | None:
         """Look for the reply carrying `key` in the root's thread (reads only)."""
-        cursor: str | None = None
-        for _ in range(HISTORY_PAGES):
-            args: dict[str, Any] = {"channel": root.address, "ts": root.ref, "include_all_metadata": True,
-                                    "limit": 200}
-            if cursor:
-                args["cursor"] = cursor
-            thread = await self._call(partial(self.client.conversations_replies, **args), effect=False,
-                                      channel=root.address)
-            messages: list[dict[str, Any]] = thread.get("messages", [])
-            for message in messages:
-                if render.is_reply_of(message, incident, key):
-                    return Posted(address=root.address, ref=message["ts"])
-            cursor = (thread.get("response_metadata") or {}).get("next_cursor")
-            if not thread.get("has_more") or not cursor:
-                break
-        return None
+        return await self._scan(self.client.conversations_replies, {"channel": root.address, "ts": root.ref},
+                                lambda m: render.is_reply_of(m, incident, key))
 
     async def _group(self, notice: GroupNotice) -> Posted:
         """A group's digest: its message updated in place (or posted: the group's first refresh, or the first after
@@ -281,20 +267,26 @@ class SlackNotifier:
         if channel[0] in "UW":  # a person: their messages live in the app's DM with them
             opened = await self._call(lambda: self.client.conversations_open(users=channel), effect=False)
             channel = opened["channel"]["id"]
+        return await self._scan(self.client.conversations_history,
+                                {"channel": channel, "oldest": str(since - HISTORY_LOOKBACK_S)}, wanted)
+
+    async def _scan(self, method: Callable[..., Awaitable[AsyncSlackResponse]], query: dict[str, Any],
+                    wanted: Callable[[dict[str, Any]], bool]) -> Posted | None:
+        """The first message `wanted` accepts in up to HISTORY_PAGES pages of 200 that `method` (a channel's history
+        or a thread) answers for `query`, with their metadata (reads only)."""
+        channel = query["channel"]
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
-            args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200,
-                                    "oldest": str(since - HISTORY_LOOKBACK_S)}
+            args: dict[str, Any] = {**query, "include_all_metadata": True, "limit": 200}
             if cursor:
                 args["cursor"] = cursor
-            history = await self._call(partial(self.client.conversations_history, **args), effect=False,
-                                       channel=channel)
-            messages: list[dict[str, Any]] = history.get("messages", [])
+            page = await self._call(partial(method, **args), effect=False, channel=channel)
+            messages: list[dict[str, Any]] = page.get("messages", [])
             for message in messages:
                 if wanted(message):
                     return Posted(address=channel, ref=message["ts"])
-            cursor = (history.get("response_metadata") or {}).get("next_cursor")
-            if not history.get("has_more") or not cursor:
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
                 break
         return None
 
