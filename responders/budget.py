@@ -51,10 +51,13 @@ Channel = tuple[str, str]  # (notifier, channel address)
 
 @dataclass
 class Bucket:
-    """One channel's bucket during a claim: the level now, and when the channel may be used again at all."""
+    """One channel's bucket during a claim: its level as of `at`, and when the channel may be used again at all.
+    `at` never goes back: a claim whose clock reading is older than the row's (it waited for the lock while another
+    worker's claim wrote it) refills nothing, instead of crediting the same moment twice."""
 
     tokens: float
     blocked_until: datetime | None
+    at: datetime
 
 
 async def lock_buckets(s: AsyncSession, dialect: str, channels: Iterable[Channel], budget: Budget,
@@ -72,7 +75,8 @@ async def lock_buckets(s: AsyncSession, dialect: str, channels: Iterable[Channel
         select(ChannelBudget).where(tuple_(ChannelBudget.notifier, ChannelBudget.channel).in_(wanted))
         .order_by(ChannelBudget.notifier, ChannelBudget.channel).with_for_update()
     )).scalars()
-    return {(r.notifier, r.channel): Bucket(budget.level(r.tokens, r.at, now), r.blocked_until) for r in rows}
+    return {(r.notifier, r.channel): Bucket(budget.level(r.tokens, r.at, now), r.blocked_until, max(r.at, now))
+            for r in rows}
 
 
 def wait_for(buckets: Mapping[Channel, Bucket], need: Mapping[Channel, int], budget: Budget,
@@ -87,12 +91,12 @@ def wait_for(buckets: Mapping[Channel, Bucket], need: Mapping[Channel, int], bud
     return wait
 
 
-async def save_buckets(s: AsyncSession, buckets: Mapping[Channel, Bucket], now: datetime) -> None:
+async def save_buckets(s: AsyncSession, buckets: Mapping[Channel, Bucket]) -> None:
     """Write the levels back (the rows are locked by `lock_buckets` in this transaction)."""
     for (notifier, channel), bucket in buckets.items():
         row = await s.get(ChannelBudget, (notifier, channel))
         assert row is not None  # made by lock_buckets
-        row.tokens, row.at = bucket.tokens, now
+        row.tokens, row.at = bucket.tokens, bucket.at
 
 
 async def block(s: AsyncSession, dialect: str, notifier: str, channel: str, *, seconds: float, budget: Budget,
@@ -105,4 +109,4 @@ async def block(s: AsyncSession, dialect: str, notifier: str, channel: str, *, s
     row = await s.get(ChannelBudget, (notifier, channel))
     assert row is not None
     row.blocked_until = until if bucket.blocked_until is None else max(bucket.blocked_until, until)
-    row.tokens, row.at = 0.0, until
+    row.tokens, row.at = 0.0, max(until, bucket.at)

@@ -580,7 +580,7 @@ class IncidentStore:
             for channel, n in need.items():
                 buckets[channel].tokens -= n
             chosen.append(candidate)
-        await save_buckets(s, buckets, now)
+        await save_buckets(s, buckets)
         self.budget_wait_s = wait
         return chosen
 

@@ -76,6 +76,20 @@ async def test_two_workers_spend_one_budget_per_channel(incident_settings: Setti
     assert set(rows) == {"C0FINOPS", "C0AIPLAT"} and rows["C0FINOPS"].tokens == 0.0
 
 
+@pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
+async def test_a_claim_that_read_the_clock_before_another_s_refills_nothing_twice(incident_settings: Settings) -> None:
+    async with two_workers(incident_settings) as (a, b):
+        for i in range(6):
+            await a.store.record_finding(finding("billing-agent-1", f"tool.{i}"), T0)
+        assert len(await claim(a, T0)) == 2  # the bucket is empty at T0
+        assert len(await claim(b, T0 + timedelta(seconds=1))) == 1  # one refilled by T0 + 1 s, spent
+        # a's next claim read its clock at T0 + 0.5 s, then waited for the lock while b's claim wrote T0 + 1 s: the
+        # bucket is empty as of T0 + 1 s, and the moment between is not refilled a second time.
+        assert await claim(a, T0 + timedelta(seconds=0.5)) == []
+        assert await claim(a, T0 + timedelta(seconds=1.5)) == [], "half a message refilled since T0 + 1 s, not one"
+        assert len(await claim(a, T0 + timedelta(seconds=2))) == 1
+
+
 async def test_pages_are_claimed_before_replies_and_digests(incident_settings: Settings) -> None:
     async with two_workers(incident_settings) as (a, _):
         a.store.budget = Budget(rate=1.0, burst=2)  # one message at a time
