@@ -605,6 +605,17 @@ class IncidentStore:
                 update(Notification).where(self._held(claimed)).values(claimed_until=until)
             )) == 1
 
+    async def hold(self, waiting: Sequence[AnyClaimed], until: datetime) -> int:
+        """Keep rows this worker claimed and has not started yet until `until` (never shorter than they are held):
+        a batch longer than the queue lease would otherwise lose its tail to another worker, which then loses the
+        tail of its own batch the same way. Fenced like `renew`; returns how many rows are still held."""
+        if not waiting:
+            return 0
+        held = (Notification.id.in_([c.id for c in waiting]) & Notification.claim.in_({c.claim for c in waiting})
+                & (Notification.status == Pending.pending.value) & (Notification.claimed_until < until))
+        async with self.sessions.begin() as s:
+            return rowcount(await s.execute(update(Notification).where(held).values(claimed_until=until)))
+
     async def give_back(self, claimed: AnyClaimed, reason: str) -> bool:
         """Release a claim still held without a verdict (its lease ended before the send could be made or
         finished): the row is due again at once, for any worker. False when the claim was lost already."""

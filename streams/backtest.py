@@ -18,7 +18,7 @@ from warden.policy import Policy
 MAX_DOCUMENT_BYTES = 64 << 20  # a whole-file JSON array (a week's events); one event is held to a Kafka message's
 DEFAULT_RECORD_BYTES = 1_048_576  # one line or frame: the worker's default WARDEN_MAX_MESSAGE_BYTES
 # Formats whose records are binary: framed by length, never split at newline bytes (docs/replay.md).
-LENGTH_DELIMITED = frozenset({"otlp_proto"})
+LENGTH_DELIMITED = frozenset({"otlp_proto", "otlp_logs_proto"})
 _FRAME_HEADER = 4  # a big-endian uint32 before each message, as the Collector's file exporter writes `format: proto`
 
 

@@ -1,5 +1,6 @@
-"""Read recorded activity for `warden policy learn`: every file, in any format `warden replay` reads, through the
-worker's strict decoder, one record at a time. A bad record is reported and skipped; a file that cannot be read
+"""Read recorded activity for `warden policy learn`: every file, in any format `warden replay` reads (or each
+message of the activity topic, warden/runtime/topic_window.py), through the worker's strict decoder, one record at a
+time. A bad record is reported and skipped; a file that cannot be read
 or framed is reported and the next one read; a large file is streamed, never held whole."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from streams.backtest import (
     Invalid,
     records,
 )
-from streams.ingest import FORMATS
+from streams.ingest import FORMATS, Decoder
 from warden.policy.learn import Learner
 
 FRAME_HEADER = 4  # the big-endian length before each message, as streams.backtest.frames reads it
@@ -49,22 +50,29 @@ def learn_files(paths: Iterable[Path], learner: Learner, fmt: str = "native",
     for path in paths:
         try:
             for where, raw in file_records(path, fmt, max_bytes):
-                out.records += 1
                 whole_array = where == "file" and raw.lstrip()[:1] == b"["
-                decoded = decode(raw, MAX_DOCUMENT_BYTES if whole_array else max_bytes)
-                for rejection in decoded.rejections:
-                    at = where if rejection.index is None else f"{where}, element {rejection.index}"
-                    out.reject(f"{path}: {at}", rejection.reason)
-                for event in decoded.events:
-                    learner.observe(event)
-                    out.events += 1
-                    if progress is not None and out.events % PROGRESS_EVERY == 0:
-                        progress(out.events)
+                learn_message(f"{path}: {where}", raw, learner=learner, decode=decode,
+                              max_bytes=MAX_DOCUMENT_BYTES if whole_array else max_bytes, out=out, progress=progress)
         except FramingError as exc:
             out.reject(str(path), f"not {fmt}: {exc}; the rest of the file is skipped")
         except OSError as exc:
             out.reject(str(path), f"cannot read: {exc.strerror or exc}")
     return out
+
+
+def learn_message(where: str, raw: bytes | None, *, learner: Learner, decode: Decoder, max_bytes: int, out: Read,
+                  progress: Callable[[int], None] | None = None) -> None:
+    """One record (a line, a frame, a Kafka message) through the strict decoder into `learner`; its rejections are
+    counted in `out`, located at `where`. The same for every source, so a file and the topic are read alike."""
+    out.records += 1
+    decoded = decode(raw, max_bytes)
+    for rejection in decoded.rejections:
+        out.reject(where if rejection.index is None else f"{where}, element {rejection.index}", rejection.reason)
+    for event in decoded.events:
+        learner.observe(event)
+        out.events += 1
+        if progress is not None and out.events % PROGRESS_EVERY == 0:
+            progress(out.events)
 
 
 def file_records(path: Path, fmt: str = "native", max_bytes: int = DEFAULT_RECORD_BYTES

@@ -122,6 +122,7 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         topic_approval_decisions=f"t{suffix}.approval.decisions",
         topic_approval_dlq=f"t{suffix}.approval.dlq",
         topic_otlp=f"t{suffix}.otlp",
+        topic_otlp_logs=f"t{suffix}.otlp_logs",
         kafka_session_timeout_s=6,
         kafka_heartbeat_interval_s=1,
         kafka_rebalance_timeout_s=3,

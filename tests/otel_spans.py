@@ -16,8 +16,12 @@ from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -35,6 +39,21 @@ class Recorder:
         self.provider = TracerProvider(resource=Resource.create(resource))
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer: Tracer = self.provider.get_tracer("warden.tests", "1.0")
+        # GenAI events on the logs signal, from the same service: emitted inside a span, they carry its ids.
+        self.log_exporter = InMemoryLogRecordExporter()
+        self.log_provider = LoggerProvider(resource=Resource.create(resource))
+        self.log_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
+        self.logger = self.log_provider.get_logger("warden.tests", "1.0")
+
+    def event(self, name: str, body: Any = None, **attributes: Any) -> None:
+        """A GenAI event (a log record named `name`) in the current span's context."""
+        self.logger.emit(event_name=name, body=body, attributes=attributes or None)
+
+    def finished_logs(self) -> list[ReadableLogRecord]:
+        """The log records in emission order, and clears them."""
+        records = list(self.log_exporter.get_finished_logs())
+        self.log_exporter.clear()
+        return records
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[Span]:
@@ -96,3 +115,21 @@ def set_attribute(req: ExportTraceServiceRequest, span_name: str, key: str, valu
                     kv.value.CopyFrom(_encode_value(value))
                     return
     raise AssertionError(f"no span named {span_name!r}")
+
+
+def logs_proto(records: Sequence[ReadableLogRecord]) -> bytes:
+    """What the exporter writes with `logs.encoding: otlp_proto` (the same wire layout as LogsData)."""
+    return encode_logs(records).SerializeToString()
+
+
+def logs_json(records: Sequence[ReadableLogRecord] | ExportLogsServiceRequest) -> bytes:
+    """OTLP/JSON logs: camelCase, integer enums, hex trace and span ids."""
+    req = records if isinstance(records, ExportLogsServiceRequest) else encode_logs(records)
+    doc = json_format.MessageToDict(req, use_integers_for_enums=True)
+    for rl in doc.get("resourceLogs", []):
+        for sl in rl.get("scopeLogs", []):
+            for record in sl.get("logRecords", []):
+                for key in ("traceId", "spanId"):
+                    if key in record:
+                        record[key] = base64.b64decode(record[key]).hex()
+    return json.dumps(doc).encode()

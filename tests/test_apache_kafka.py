@@ -186,6 +186,14 @@ def test_the_readme_demo_runs_on_apache_kafka_with_its_oversized_message_dead_le
         "WARDEN_TOPIC_ACTIVITY": f"{t}.activity",
         "WARDEN_TOPIC_FINDINGS": f"{t}.findings",
         "WARDEN_TOPIC_DLQ": f"{t}.dlq",
+        # Its own topics, all of them: a new app's groups read from the earliest offset, so on a Kafka that other
+        # tests use, it would first work through their approval requests and OTLP spans (and count them).
+        "WARDEN_TOPIC_OTLP": f"{t}.otlp",
+        "WARDEN_TOPIC_APPROVAL_REQUESTS": f"{t}.approval.requests",
+        "WARDEN_TOPIC_APPROVAL_DECISIONS": f"{t}.approval.decisions",
+        "WARDEN_TOPIC_APPROVAL_DLQ": f"{t}.approval.dlq",
+        "WARDEN_TOPIC_CONTROL": f"{t}.control",
+        "WARDEN_TOPIC_REVOCATIONS": f"{t}.revocations",
     }
     out = _warden("demo", env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]

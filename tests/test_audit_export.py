@@ -13,6 +13,7 @@ from responders.incidents import Status
 from tests.containment_helpers import containment_policy, violation
 from tests.incident_helpers import FakeClock, running
 from tests.kafka_helpers import produce, read_topic
+from tests.test_ocsf import VALIDATOR
 from warden.contract.findings import OwnerRef
 from warden.runtime.settings import Settings
 from warden.runtime.topics import ensure_topics
@@ -53,3 +54,8 @@ async def test_findings_go_out_as_ocsf_detection_findings_and_entries_with_their
     assert ocsf["severity_id"] == {"low": 2, "medium": 3, "high": 4, "critical": 5}[finding.severity.value]
     assert ocsf["finding_info"]["related_events"] == [{"uid": finding.event_id}]
     assert ocsf["unmapped"]["policy_sha256"] == "sha-containment" and ocsf["metadata"]["product"]["name"] == "Warden"
+    # OCSF 1.9: the agent as an ai_agent, and each record's link in the incident's hash chain (record_integrity).
+    assert [e.message for r in records for e in VALIDATOR.iter_errors(r)] == []
+    assert ocsf["ai_agent"]["uid"] == finding.agent_id
+    assert ocsf["attestation_list"][0]["fingerprint"]["value"] == entries[0].hash  # the `opened` entry
+    assert [r["attestation_list"][0]["fingerprint"]["value"] for r in timeline] == [e.hash for e in entries]

@@ -236,7 +236,8 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
             a, b = await eventually(shares, 60, "both workers holding activity partitions")
             producer_env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
             producer_env |= _env("demo-producer", {}) | {"WARDEN_KAFKA_BOOTSTRAP": kafka_bootstrap,
-                                                         "WARDEN_TOPIC_ACTIVITY": activity}
+                                                         "WARDEN_TOPIC_ACTIVITY": activity,
+                                                         "WARDEN_TOPIC_OTLP": one.topic_otlp}  # its spans too
             command = _compose()["services"]["demo-producer"]["command"]
             sent = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "warden", *command],
                                            env=producer_env, cwd=tmp_path, capture_output=True, text=True,

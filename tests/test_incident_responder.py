@@ -483,6 +483,29 @@ async def test_a_worker_resuming_after_a_takeover_does_not_send(
     assert metrics.OUTBOX_CLAIMS_LOST.labels(notifier="slack", when="before_send")._value.get() - lost_before == 1
 
 
+async def test_a_batch_longer_than_the_lease_keeps_its_waiting_rows_from_the_other_worker(
+    incident_settings: Settings, slack_api: SlackApiServer
+) -> None:
+    """Four roots that take 0.3 s each, on a 0.5 s queue lease: the rows still waiting are held while the batch
+    runs, so b claims none of them (before, b took a's tail, and a b's, all along: rows lost their claims, spent
+    their attempts and, under load, never settled)."""
+    slack_api.fail(None, times=10**6, delay_s=0.3)
+    agents = ["billing-agent-1", "research-rag-1", "support-bot-1", "shadow-it-agent-9"]
+    async with two_workers(incident_settings) as (a, b):
+        for agent in agents:
+            await a.store.record_finding(finding(agent), utcnow())
+        batch = asyncio.create_task(a.outbox.deliver_due())
+        taken_by_b: list[object] = []
+        while not batch.done():
+            await asyncio.sleep(0.1)
+            taken_by_b += await b.store.claim_due(utcnow(), timedelta(seconds=60))
+        assert await batch == len(agents)
+        rows = await notifications(a)
+    assert taken_by_b == []
+    assert [(r.status, r.attempts) for r in rows] == [("delivered", 1)] * len(agents)
+    assert len(slack_api.roots()) == len(agents)
+
+
 class SlowRenewals(IncidentStore):
     """A store whose lease renewals take `delay_s`, as when the worker is paused while renewing."""
 

@@ -61,6 +61,7 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
                  topic_activity=f"k{suffix}.activity", topic_findings=f"k{suffix}.findings",
                  topic_dlq=f"k{suffix}.dlq", topic_control=f"k{suffix}.control",
                  topic_revocations=f"k{suffix}.revocations", topic_otlp=f"k{suffix}.otlp",
+                 topic_otlp_logs=f"k{suffix}.otlp_logs",
                  topic_approval_requests=f"k{suffix}.approval.requests",
                  topic_approval_decisions=f"k{suffix}.approval.decisions",
                  topic_approval_dlq=f"k{suffix}.approval.dlq")
@@ -73,7 +74,8 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
         "WARDEN_TOPIC_ACTIVITY": s.topic_activity, "WARDEN_TOPIC_FINDINGS": s.topic_findings,
         "WARDEN_TOPIC_DLQ": s.topic_dlq, "WARDEN_TOPIC_CONTROL": s.topic_control,
         "WARDEN_TOPIC_REVOCATIONS": s.topic_revocations, "WARDEN_WEB_BIND": "127.0.0.1:0",
-        "WARDEN_TOPIC_OTLP": s.topic_otlp, "WARDEN_TOPIC_APPROVAL_REQUESTS": s.topic_approval_requests,
+        "WARDEN_TOPIC_OTLP": s.topic_otlp, "WARDEN_TOPIC_OTLP_LOGS": s.topic_otlp_logs,
+        "WARDEN_TOPIC_APPROVAL_REQUESTS": s.topic_approval_requests,
         "WARDEN_TOPIC_APPROVAL_DECISIONS": s.topic_approval_decisions,
         "WARDEN_TOPIC_APPROVAL_DLQ": s.topic_approval_dlq,
         "WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEARTBEAT_INTERVAL_S": "1",

@@ -214,10 +214,10 @@ async def test_the_clis_kafka_clients_use_the_security_too(kafka_bootstrap: str,
         summary = json.loads(sent.stdout.strip().splitlines()[-1])
         assert summary["messages"] > 0 and summary["invalid"] > 0
         await read_topic(kafka_bootstrap, s.topic_dlq, expect=summary["invalid"], timeout=60)
-        replayed, _ = await asyncio.to_thread(_warden, "dlq", "replay", "--dry-run", "--group",
+        replayed, _ = await asyncio.to_thread(_warden, "dlq", "replay", "--dry-run", "--output", "json", "--group",
                                               f"replay-{uuid.uuid4().hex[:6]}", env=env)
         assert replayed.returncode == 0, replayed.stderr
-        assert json.loads(replayed.stdout.strip().splitlines()[-1])["read"] >= summary["invalid"]
+        assert json.loads(replayed.stdout)["summary"]["read"] >= summary["invalid"]
 
 
 @secured

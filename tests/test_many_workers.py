@@ -31,7 +31,7 @@ from responders.db.models import FindingRecord, Incident, IncidentMessage, Notif
 from tests.conftest import SLACK_TOKEN
 from tests.incident_db import database_url
 from tests.incident_helpers import UNLIMITED_BUDGET, eventually, per_incident_policy
-from tests.kafka_helpers import event, produce_events
+from tests.kafka_helpers import committed_offsets, end_offsets, event, produce_events
 from warden.cli.slack_api_server import Message, Request, SlackApiServer
 from warden.runtime.settings import BUNDLED_POLICY, Settings
 from warden.runtime.topics import ensure_topics, topic_configs, topic_names
@@ -103,6 +103,7 @@ class Cluster:
     engine: AsyncEngine
     slack: SlackApiServer
     marks: dict[str, float] = field(default_factory=dict)
+    progress: str = "nothing read yet"  # what `settled` saw last, for a failure message
 
     async def produce(self, events: Sequence[dict[str, Any]]) -> None:
         await produce_events(self.settings.kafka_bootstrap or "", self.settings.topic_activity, events)
@@ -117,13 +118,16 @@ class Cluster:
 
     async def settled(self, incidents: int, findings: int) -> bool:
         """Every finding recorded, every incident opened, and no notification left pending."""
-        if await self.count(FindingRecord) < findings or await self.count(Incident) < incidents:
-            return False
+        recorded, opened = await self.count(FindingRecord), await self.count(Incident)
         notes = await self.rows(Notification)
-        return bool(notes) and all(n.status != "pending" for n in notes)
+        pending = [(n.incident_id, n.kind, n.attempts, n.claimed_until) for n in notes if n.status == "pending"]
+        self.progress = (f"findings {recorded}/{findings}, incidents {opened}/{incidents}, notifications "
+                         f"{len(notes)}, pending (incident, kind, attempts, claimed until): {pending[:10]}")
+        return recorded >= findings and opened >= incidents and bool(notes) and not pending
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
+        last = f"last seen: {self.progress}\n"
+        return last + "\n".join(f"--- {w.name} ---\n{w.log()[-4000:]}" for w in self.workers.values())
 
 
 # These tests are about each incident's own messages under takeovers (one root each, replies once): each incident is
@@ -186,12 +190,24 @@ async def cluster(kafka_bootstrap: str, postgres_admin_url: str, slack: SlackApi
             await engine.dispose()
 
 
+async def positions(c: Cluster) -> str:
+    """Where each consumer group stands on its topic, partition by partition (end offset, committed offset)."""
+    kafka = c.settings.kafka_bootstrap or ""
+    out = []
+    for group, topic in ((f"{c.settings.app_id}.ingest", c.settings.topic_activity),
+                         (c.settings.app_id, c.settings.topic_findings)):
+        ends = await end_offsets(kafka, topic)
+        done = await committed_offsets(kafka, group, topic)
+        out.append(f"{group} on {topic}: " + ", ".join(f"p{p} {done.get(p)}/{end}" for p, end in ends.items()))
+    return "\n".join(out)
+
+
 async def until(check: Callable[[], Any], timeout: float, what: str, c: Cluster) -> None:
-    """`eventually`, with both workers' logs in the failure."""
+    """`eventually`, with where the groups stand and both workers' logs in the failure."""
     try:
         await eventually(check, timeout, what)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{c.logs()}") from None
+        raise AssertionError(f"{exc}\n{await positions(c)}\n{c.logs()}") from None
 
 
 def strays(run: str, n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -237,8 +253,8 @@ async def test_a_worker_paused_past_its_lease_posts_no_second_root_nor_reply(
 ) -> None:
     n, pause_s, pause_at = 50, SEND_LEASE_S + 3, 5
     run = uuid.uuid4().hex[:6]
-    # Every call answers slowly, so a batch takes longer than the queue lease and the workers take rows from each
-    # other all along (the issue's second case, with no pause at all), and a is paused in the middle of a batch.
+    # Every call answers slowly, so a batch takes longer than the queue lease (its waiting rows are held while it
+    # runs, so the workers do not take rows from each other for that), and a is paused in the middle of a batch.
     slack_api.fail(None, times=10**6, delay_s=0.1)
     async with cluster(kafka_bootstrap, postgres_admin_url, slack_api, tmp_path) as c:
         a = c.workers["a"]
@@ -331,7 +347,8 @@ async def test_a_killed_workers_partitions_and_claims_are_taken_over(
         killed_incident = killed_root.metadata["event_payload"]["incident_id"]
         assert stored[killed_incident] == killed_root.ts, "a found the root b posted as it died, and kept it"
         [in_flight] = [x for x in notes if x.incident_id == killed_incident and x.kind == "root"]
-        assert in_flight.attempts == 2 and in_flight.delivered_at is not None
+        # b's claim, then a's (more when a's own first try is cut short under load): a took it over
+        assert in_flight.attempts >= 2 and in_flight.delivered_at is not None
         claim_takeover_s = (in_flight.delivered_at - killed_at).total_seconds()
         print(f"the root b was posting when killed: recorded by a {claim_takeover_s:.1f}s after the kill (send "
               f"lease {SEND_LEASE_S:.0f}s), as b's post")
@@ -362,6 +379,7 @@ async def test_with_two_workers_each_escalation_step_happens_once(
         timeline = await c.rows(TimelineEntry)
         notes = await c.rows(Notification)
         roots = await check_one_root_each(c, n)
+        logs = c.logs()
     kinds = Counter((e.incident_id, e.kind) for e in timeline)
     escalated = Counter(kinds[(i, "escalated")] for i in roots)
     exhausted_once = Counter(kinds[(i, "escalation_exhausted")] for i in roots)
@@ -372,7 +390,9 @@ async def test_with_two_workers_each_escalation_step_happens_once(
           f"messages to the CISO {len(to_ciso)} ({len(ciso_per_incident)} incidents); root thread replies per "
           f"incident {dict(replies)}; by worker {dict(Counter(m.worker for m in to_ciso))}")
     assert escalated == {1: n} and exhausted_once == {1: n}, "each step once per incident"
+    undelivered = [(x.incident_id, x.kind, x.status, x.attempts, x.last_error) for x in notes
+                   if x.status != "delivered"]
     assert sorted(Counter(x.kind for x in notes if x.status == "delivered").items()) == [
-        ("escalation", n), ("root", n)]
+        ("escalation", n), ("root", n)], f"undelivered: {undelivered}\n{logs}"
     assert len(to_ciso) == n and set(ciso_per_incident.values()) == {1}, "one message to the next owner each"
     assert replies == {1: n}, "one escalation reply in each root's thread"

@@ -58,6 +58,10 @@ CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "range": ({"WARDEN_POLICY_RELOAD_S": "0"}, ["WARDEN_POLICY_RELOAD_S", "greater than 0"]),
     "web bind format": ({"WARDEN_WEB_BIND": "6066"}, ["WARDEN_WEB_BIND", "not host:port"]),
     "log format": ({"WARDEN_LOG_FORMAT": "xml"}, ["WARDEN_LOG_FORMAT", "json or text"]),
+    "otlp export endpoint": ({"WARDEN_OTLP_EXPORT_ENDPOINT": "otel-collector:4318"},
+                             ["WARDEN_OTLP_EXPORT_ENDPOINT", "http:// or https://"]),
+    "otlp export credentials": ({"WARDEN_OTLP_EXPORT_ENDPOINT": f"http://warden:{SECRET}@otel-collector:4318"},
+                                ["WARDEN_OTLP_EXPORT_ENDPOINT", "must not hold credentials"]),
     "unknown notifier": ({"WARDEN_NOTIFIERS": "pager"}, ["WARDEN_NOTIFIERS", "pager"]),
     "api token format": ({"WARDEN_API_TOKENS": SECRET}, ["WARDEN_API_TOKENS"]),
     "misspelt variable": ({"WARDEN_KAFKA_BOOTSTRAPS": "kafka:9092"},
@@ -117,7 +121,7 @@ def taken_port() -> Iterator[int]:
 
 
 def test_a_web_port_in_use_fails_at_once_naming_the_variable(taken_port: int, tmp_path: Path) -> None:
-    out, took = _run({**BOOT, "WARDEN_WEB_BIND": f"127.0.0.1:{taken_port}", "WARDEN_DATA_DIR": str(tmp_path)})
-    line = _one_line(out)
+    out, _ = _run({**BOOT, "WARDEN_WEB_BIND": f"127.0.0.1:{taken_port}", "WARDEN_DATA_DIR": str(tmp_path)})
+    line = _one_line(out)  # BOOT's Kafka cannot be reached: a port checked after it would fail on Kafka instead
     assert f"WARDEN_WEB_BIND: 127.0.0.1:{taken_port} is in use" in line, line
-    assert took < 10, f"took {took:.1f}s: the port must be checked before the broker and faust start"
+    assert not list(tmp_path.glob("*.db*")), "checked before the database was opened too (no time bound: CI is loaded)"

@@ -46,6 +46,7 @@ async def test_warden_creates_its_topics_once_with_room_for_an_oversized_message
     assert await max_message_bytes(kafka_bootstrap, s.topic_activity) == room
     assert await max_message_bytes(kafka_bootstrap, s.topic_dlq) == room
     assert await max_message_bytes(kafka_bootstrap, s.topic_otlp) == room  # span batches are dead-lettered whole too
+    assert await max_message_bytes(kafka_bootstrap, s.topic_otlp_logs) == room  # and log batches
     # Gateways read the control and revocation topics from the start: only each key's latest record matters.
     assert await topic_config(kafka_bootstrap, s.topic_control, "cleanup.policy") == "compact"
     assert await topic_config(kafka_bootstrap, s.topic_revocations, "cleanup.policy") == "compact"
@@ -66,8 +67,8 @@ async def test_a_topic_someone_else_created_too_small_is_named_at_start(
     caplog.set_level(logging.WARNING, logger="warden")
     assert await ensure_topics(kafka_bootstrap, names, 4, configs=topic_configs(s)) == []
     warned = sorted(r.getMessage().split()[1] for r in caplog.records if "max.message.bytes" in r.getMessage())
-    # The findings topic needs no more than the default; the span topic, like the activity one, does.
-    assert warned == sorted([s.topic_activity, s.topic_dlq, s.topic_otlp])
+    # The findings topic needs no more than the default; the span and log topics, like the activity one, do.
+    assert warned == sorted([s.topic_activity, s.topic_dlq, s.topic_otlp, s.topic_otlp_logs])
 
 
 @pytest.mark.apache_kafka  # Tansu accepts any config value

@@ -38,7 +38,8 @@ class Posted:
 class Notice:
     """One recorded notification, ready to send. `note` is plain, unescaped text; notifiers make it safe.
     `root` is this notifier's root message of the incident, once it is out. `retried`: an earlier attempt of this
-    notification may have reached the notifier (a send of several requests may have made some of them)."""
+    notification may have reached the notifier (a send of several requests may have made some of them). `key`
+    names this notification (its outbox row): a thread reply carries it, so a retried one can be found, not repeated."""
 
     kind: NoticeKind
     incident: IncidentView
@@ -46,6 +47,7 @@ class Notice:
     note: str | None = None
     root: Posted | None = None
     retried: bool = False
+    key: str | None = None
 
 
 @dataclass(frozen=True)

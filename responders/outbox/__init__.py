@@ -80,7 +80,29 @@ class Outbox:
                 raise outcome
         return len(claimed)
 
-    @staticmethod
-    async def _deliver(pipeline: Pipeline, share: list[AnyClaimed]) -> None:
-        for c in share:
-            await pipeline.deliver(c)
+    async def _deliver(self, pipeline: Pipeline, share: list[AnyClaimed]) -> None:
+        """In order; while they wait their turn, the rows not started yet are held every half lease, so that the
+        lease only has to cover a worker that stopped (paused, killed), not a long batch."""
+        waiting, done = list(share), asyncio.Event()
+        keeper = asyncio.create_task(self._hold(waiting, done), name="warden-outbox-hold")
+        try:
+            while waiting:
+                await pipeline.deliver(waiting.pop(0))
+        finally:
+            # Told to end, never cancelled: a cancel in the middle of its query can hand the pool a connection
+            # still busy with it, and the next session on that connection waits forever (seen: an outbox stalled).
+            done.set()
+            await keeper
+
+    async def _hold(self, waiting: list[AnyClaimed], done: asyncio.Event) -> None:
+        every = self.lease.total_seconds() / 2
+        while True:
+            try:
+                await asyncio.wait_for(done.wait(), every)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.store.hold(waiting, self.clock() + self.lease)
+            except Exception as exc:  # noqa: BLE001 - the rows then run out as before: another worker takes them
+                log.warning("could not hold the rows waiting in this batch (%s: %s)", type(exc).__name__, exc)

@@ -86,7 +86,7 @@ def notice_of(c: AnyClaimed) -> AnyNotice:
     if isinstance(c, ClaimedGroup):
         return GroupNotice(group=c.group, target=c.target, root=c.root, retried=c.attempts > 1)
     return Notice(kind=c.kind, incident=c.incident, target=c.target, note=c.note, root=c.root,
-                  retried=c.attempts > 1)
+                  retried=c.attempts > 1, key=str(c.id))
 
 
 async def dedup(notifier: Notifier, c: AnyClaimed, notice: AnyNotice,

@@ -45,4 +45,5 @@ REASON_CODES = frozenset({
     "empty_message", "too_large", "not_utf8", "malformed_json", "too_deep", "duplicate_key", "non_finite_number",
     "lone_surrogate", "not_an_object", "empty_batch", "unknown_kind", "missing_field", "invalid_event",
     "malformed_protobuf", "malformed_otlp", "invalid_span",  # the OTLP span formats (streams/ingest/otlp*.py)
+    "invalid_log_record",  # the OTLP log format (streams/ingest/otlp_logs.py)
 })

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from streams.ingest.base import Decoded, Decoder, Rejection
-from streams.ingest.otlp_agents import UNRESOLVED, AgentResolver, Bounds, Resolved
+from streams.ingest.otlp_agents import SPANS, UNRESOLVED, AgentResolver, Bounds, Resolved
 from streams.ingest.otlp_genai import is_activity, resource_agent, service_name, span_agent, to_event
-from streams.ingest.otlp_wire import Encoding, decode_spans
+from streams.ingest.otlp_wire import Encoding, Span, decode_spans
 from warden.contract import metrics
 from warden.policy import Policy
 from warden.policy.tools import ToolCatalogue
@@ -40,10 +40,11 @@ class Batch:
 class OtlpIngest:
     """One per worker for the span topic: decode, resolve agents, map to events."""
 
-    def __init__(self, encoding: Encoding = "auto", bounds: Bounds | None = None, max_bytes: int = 1_048_576) -> None:
+    def __init__(self, encoding: Encoding = "auto", bounds: Bounds | None = None, max_bytes: int = 1_048_576,
+                 resolver: AgentResolver | None = None) -> None:
         self.encoding: Encoding = encoding
         self.max_bytes = max_bytes
-        self.resolver = AgentResolver(bounds)
+        self.resolver = resolver or AgentResolver(bounds)  # shared with the log topic's ingest (otlp_logs.py)
         self.unkeyed_messages = 0  # messages with no key: the exporter's partition_traces_by_id is off
 
     def take(self, value: bytes | None, *, key: bytes | None, partition: int, offset: int, now: float,
@@ -58,7 +59,8 @@ class OtlpIngest:
             self.unkeyed_messages += 1
         split_before = self.resolver.split_spans
         resolved = self.resolver.offer(spans.spans, partition, offset, now, needs_agent=is_activity,
-                                       is_agent=policy.assignments.__contains__)
+                                       is_agent=policy.assignments.__contains__, session=_conversation)
+        resolved += self.resolver.take_pending(SPANS)
         if self.resolver.split_spans > split_before:
             metrics.OTLP_SPLIT_SPANS.inc(self.resolver.split_spans - split_before)
         ignored = sum(1 for s in spans.spans if not is_activity(s))
@@ -68,7 +70,7 @@ class OtlpIngest:
 
     def release(self, now: float, policy: Policy) -> list[Batch]:
         """Held spans whose wait is over, as events of an unresolved agent (the `unowned_agent` detector fires)."""
-        return self._batches(self.resolver.release(now), policy, None)
+        return self._batches([*self.resolver.take_pending(SPANS), *self.resolver.release(now)], policy, None)
 
     def lowest_held(self, partition: int) -> int | None:
         return self.resolver.lowest_held(partition)
@@ -89,6 +91,15 @@ class OtlpIngest:
                 batch = batches[(r.partition, r.offset)] = Batch(r.partition, r.offset, Decoded())
             _map(r, policy.tools, batch.decoded)
         return list(batches.values())
+
+
+def _conversation(span: Span) -> str | None:
+    """The conversation a span names (its GenAI, MCP or OpenInference id): log records emitted in it take it."""
+    for key in ("gen_ai.conversation.id", "mcp.session.id", "session.id"):
+        value = span.attributes.get(key)
+        if isinstance(value, str) and value:
+            return value[:256]
+    return None
 
 
 def _map(r: Resolved, tools: ToolCatalogue, out: Decoded, *, count: bool = True) -> None:

@@ -9,6 +9,12 @@ into an event of an agent no workflow owns (an `unowned_agent` finding): nothing
 
 Pure and clock-injected (`now` is passed in). It also remembers which Kafka message (partition, offset) each held
 span came from, so a host never commits past a message whose spans are still held (`lowest_held`).
+
+One resolver serves two inputs, each a `lane`: the span topic ("spans") and the log topic ("logs"). A GenAI log
+record is offered as a span of its own whose parent is the span it was emitted in, so it takes that span's agent
+(and conversation) the same way, by trace and span id. What one lane's message resolves for the other lane (a span
+that names the agent of log records waiting for it) is kept, still counted as held, until that lane takes it
+(`take_pending`), so each lane judges and commits only its own messages.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from streams.ingest.otlp_genai import resource_agent, service_name, span_agent
 from streams.ingest.otlp_wire import Span
 
 UNRESOLVED = "unresolved"
+SPANS = "spans"  # the lane of the span topic; the log topic's is "logs"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Resolved:
     resolution: str  # span, resource, service, ancestor, or "unresolved: why"
     partition: int
     offset: int
+    lane: str = SPANS
+    session_id: str | None = None  # the conversation of the nearest span (itself or an ancestor) that names one
 
 
 @dataclass
@@ -49,12 +58,14 @@ class _Held:
     partition: int
     offset: int
     since: float
+    lane: str = SPANS
 
 
 @dataclass
 class _Trace:
     parents: dict[str, str | None] = field(default_factory=dict)  # every span seen: its parent
     agents: dict[str, str] = field(default_factory=dict)  # spans whose agent is known
+    sessions: dict[str, str] = field(default_factory=dict)  # spans that name their conversation
     waiting: dict[tuple[str, int, int], _Held] = field(default_factory=dict)  # by (span id, partition, offset)
     partitions: set[int] = field(default_factory=set)
     last_seen: float = 0.0
@@ -71,15 +82,18 @@ class AgentResolver:
         self.bounds = bounds or Bounds()
         self._traces: OrderedDict[str, _Trace] = OrderedDict()  # least recently active first
         self._remembered = 0
-        self._held: dict[int, Counter[int]] = {}  # partition → offset → spans held from that message
+        self._held: dict[tuple[str, int], Counter[int]] = {}  # (lane, partition) → offset → spans held from it
+        self._pending: dict[str, list[Resolved]] = {}  # resolved by another lane's message, not yet taken
         self.split_spans = 0  # spans that arrived on a trace already seen on another partition
         self.evicted_spans = 0  # held spans released early because the buffer was full
 
     def offer(self, spans: Iterable[Span], partition: int, offset: int, now: float, *,
-              needs_agent: Callable[[Span], bool], is_agent: Callable[[str], bool]) -> list[Resolved]:
-        """One message's spans in: those that resolve now (their own, or earlier spans' that this message's
-        ancestors unblock) come out; the others are held. `needs_agent` says which spans become events; `is_agent`
-        whether the matrix lists an id as an agent (for `service.name`)."""
+              needs_agent: Callable[[Span], bool], is_agent: Callable[[str], bool], lane: str = SPANS,
+              session: Callable[[Span], str | None] = lambda _: None) -> list[Resolved]:
+        """One message's spans in: those that resolve now (their own, or earlier spans' of this lane that this
+        message's ancestors unblock) come out; the others are held. `needs_agent` says which spans become events;
+        `is_agent` whether the matrix lists an id as an agent (for `service.name`); `session` the conversation a span
+        names itself. Another lane's spans this message resolves wait for `take_pending(that lane)`."""
         out: list[Resolved] = []
         touched: list[_Trace] = []
         for span in spans:
@@ -95,29 +109,52 @@ class AgentResolver:
             if span.span_id not in trace.parents:
                 self._remembered += 1
             trace.parents[span.span_id] = span.parent_id
+            conversation = session(span)
+            if conversation:
+                trace.sessions[span.span_id] = conversation
             agent, how = _direct(span, is_agent)
             if agent is not None:
                 trace.agents[span.span_id] = agent
                 if needs_agent(span):
-                    out.append(Resolved(span, agent, how, partition, offset))
+                    out.append(Resolved(span, agent, how, partition, offset, lane,
+                                        _session(trace, span.span_id)))
             elif needs_agent(span) and (span.span_id, partition, offset) not in trace.waiting:
                 # (a message delivered again, after a rebalance, does not hold its spans twice)
-                trace.waiting[(span.span_id, partition, offset)] = _Held(span, partition, offset, now)
-                self._held.setdefault(partition, Counter())[offset] += 1
+                trace.waiting[(span.span_id, partition, offset)] = _Held(span, partition, offset, now, lane)
+                self._held.setdefault((lane, partition), Counter())[offset] += 1
             touched.append(trace)
         for trace in _unique(touched):
             out.extend(self._settle(trace))
         out.extend(self._evict())
-        return out
+        return self._own(out, lane)
 
-    def release(self, now: float) -> list[Resolved]:
-        """Spans whose wait is over come out unresolved; traces idle for `trace_idle_s` are forgotten."""
+    def take_pending(self, lane: str) -> list[Resolved]:
+        """What other lanes' messages resolved for `lane` since it last asked: no longer held once taken."""
+        pending = self._pending.pop(lane, [])
+        for r in pending:
+            self._unhold(r.lane, r.partition, r.offset)
+        return pending
+
+    def _own(self, out: list[Resolved], lane: str) -> list[Resolved]:
+        """Keep another lane's resolutions for it, still held (its message is not judged, so not committable)."""
+        mine = [r for r in out if r.lane == lane]
+        if len(mine) < len(out):
+            for r in out:
+                if r.lane != lane:
+                    self._pending.setdefault(r.lane, []).append(r)
+                    self._held.setdefault((r.lane, r.partition), Counter())[r.offset] += 1
+        return mine
+
+    def release(self, now: float, lane: str = SPANS) -> list[Resolved]:
+        """The lane's spans whose wait is over come out unresolved; traces idle for `trace_idle_s` are
+        forgotten."""
         out: list[Resolved] = []
         for trace_id in list(self._traces):
             trace = self._traces[trace_id]
-            expired = [h for h in trace.waiting.values() if now - h.since >= self.bounds.wait_s]
+            expired = [h for h in trace.waiting.values() if h.lane == lane and now - h.since >= self.bounds.wait_s]
             if expired:
-                trace.waiting = {k: h for k, h in trace.waiting.items() if now - h.since < self.bounds.wait_s}
+                gone = {id(h) for h in expired}
+                trace.waiting = {k: h for k, h in trace.waiting.items() if id(h) not in gone}
                 why = (f"{UNRESOLVED}: trace split across partitions" if trace.split else
                        f"{UNRESOLVED}: no ancestor span naming an agent arrived within {self.bounds.wait_s:g}s")
                 out.extend(self._unheld(h, None, why) for h in expired)
@@ -125,13 +162,14 @@ class AgentResolver:
                 self._forget(trace_id)
         return out
 
-    def lowest_held(self, partition: int) -> int | None:
-        """The lowest offset of `partition` with a span still held: a host must not commit at or past it."""
-        held = self._held.get(partition)
+    def lowest_held(self, partition: int, lane: str = SPANS) -> int | None:
+        """The lowest offset of the lane's `partition` with a span still held: a host must not commit at or past
+        it."""
+        held = self._held.get((lane, partition))
         return min(held) if held else None
 
-    def holds(self, partition: int, offset: int) -> bool:
-        held = self._held.get(partition)
+    def holds(self, partition: int, offset: int, lane: str = SPANS) -> bool:
+        held = self._held.get((lane, partition))
         return held is not None and offset in held
 
     @property
@@ -142,17 +180,22 @@ class AgentResolver:
     def remembered(self) -> int:
         return self._remembered
 
-    def forget_partitions(self, partitions: Iterable[int]) -> int:
-        """The partitions moved away (or a rebalance started): drop their held spans, which Kafka re-delivers to
-        the next owner since their messages were never committed. Returns how many were dropped."""
+    def forget_partitions(self, partitions: Iterable[int], lane: str = SPANS) -> int:
+        """The lane's partitions moved away (or a rebalance started): drop their held spans, which Kafka
+        re-delivers to the next owner since their messages were never committed. Returns how many were dropped."""
         gone = set(partitions)
         dropped = 0
         for trace in self._traces.values():
-            keep = {k: h for k, h in trace.waiting.items() if h.partition not in gone}
+            keep = {k: h for k, h in trace.waiting.items() if h.lane != lane or h.partition not in gone}
             dropped += len(trace.waiting) - len(keep)
             trace.waiting = keep
+        pending = self._pending.get(lane, [])
+        kept = [r for r in pending if r.partition not in gone]
+        dropped += len(pending) - len(kept)
+        if pending:
+            self._pending[lane] = kept
         for p in gone:
-            self._held.pop(p, None)
+            self._held.pop((lane, p), None)
         return dropped
 
     def _settle(self, trace: _Trace) -> list[Resolved]:
@@ -167,7 +210,7 @@ class AgentResolver:
                 agent, final = _ancestor(trace, h.span.span_id)
                 if agent is not None:
                     trace.agents[h.span.span_id] = agent
-                    out.append(self._unheld(h, agent, "ancestor"))
+                    out.append(self._unheld(h, agent, "ancestor", _session(trace, h.span.span_id)))
                     progress = True
                 elif final:
                     out.append(self._unheld(h, None, f"{UNRESOLVED}: no span of its trace names an agent"))
@@ -193,13 +236,16 @@ class AgentResolver:
         trace = self._traces.pop(trace_id)
         self._remembered -= len(trace.parents)
 
-    def _unheld(self, h: _Held, agent: str | None, how: str) -> Resolved:
-        held = self._held.get(h.partition)
+    def _unheld(self, h: _Held, agent: str | None, how: str, session: str | None = None) -> Resolved:
+        self._unhold(h.lane, h.partition, h.offset)
+        return Resolved(h.span, agent, how, h.partition, h.offset, h.lane, session)
+
+    def _unhold(self, lane: str, partition: int, offset: int) -> None:
+        held = self._held.get((lane, partition))
         if held is not None:
-            held[h.offset] -= 1
-            if held[h.offset] <= 0:
-                del held[h.offset]
-        return Resolved(h.span, agent, how, h.partition, h.offset)
+            held[offset] -= 1
+            if held[offset] <= 0:
+                del held[offset]
 
 
 def _direct(span: Span, is_agent: Callable[[str], bool]) -> tuple[str | None, str]:
@@ -229,6 +275,19 @@ def _ancestor(trace: _Trace, span_id: str) -> tuple[str | None, bool]:
             return agent, True
         cur = trace.parents[cur]
     return None, True
+
+
+def _session(trace: _Trace, span_id: str) -> str | None:
+    """The conversation the span or its nearest ancestor names."""
+    seen: set[str] = set()
+    cur: str | None = span_id
+    while cur is not None and cur not in seen:
+        seen.add(cur)
+        found = trace.sessions.get(cur)
+        if found:
+            return found
+        cur = trace.parents.get(cur)
+    return None
 
 
 def _unique(traces: list[_Trace]) -> list[_Trace]:

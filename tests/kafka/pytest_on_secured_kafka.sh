@@ -4,7 +4,8 @@
 # settings' security cannot connect at all, so a test that passes here went through KafkaAccess.
 # Runs the secured_kafka tests (wrong password, untrusted certificate, the CLI's clients) and the integration
 # files below, which run whole workers (faust, batch ingest, producers, admin, lag, control, approvals, containment)
-# and read back through tests/kafka_helpers.py. Extra arguments go to pytest. Needs Java 17 and Maven.
+# and read back through tests/kafka_helpers.py, and `warden policy learn --since/--until`'s topic reader. Extra
+# arguments go to pytest. Needs Java 17 and Maven.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for tool in java mvn; do
@@ -20,5 +21,5 @@ WARDEN_TEST_KAFKA_BOOTSTRAP="$bootstrap" WARDEN_TEST_KAFKA_SECURITY="$kafka_dir/
   .venv/bin/pytest -q -p no:cacheprovider -n 4 --dist worksteal \
   -m "secured_kafka or integration or apache_kafka" \
   tests/test_kafka_security.py tests/test_spine.py tests/test_containment_worker.py tests/test_incident_worker.py \
-  tests/test_readiness.py \
+  tests/test_readiness.py tests/test_policy_learn_topic.py \
   "$@"

@@ -81,8 +81,9 @@ def _print(result: Backtest, output: Output, source: str) -> None:
 @click.option("--policy", "policy_path", required=True, type=click.Path(path_type=Path),
               help="The matrix to try: a YAML file or a folder of them.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="native", show_default=True,
-              help="Ingest format of EVENTS: native and otlp_json are JSON (one document, or JSON Lines); "
-                   "otlp_proto is length-delimited (a 4-byte big-endian length before each TracesData).")
+              help="Ingest format of EVENTS: native, otlp_json and otlp_logs_json are JSON (one document, or JSON "
+                   "Lines); otlp_proto and otlp_logs_proto are length-delimited (a 4-byte big-endian length before "
+                   "each TracesData or LogsData).")
 @click.option("--max-bytes", type=click.IntRange(min=1024), default=DEFAULT_RECORD_BYTES, show_default=True,
               envvar="WARDEN_MAX_MESSAGE_BYTES", help="Largest line, frame or single event, as the worker's "
               "WARDEN_MAX_MESSAGE_BYTES (a whole-file JSON array may be up to 64 MiB).")

@@ -4,7 +4,8 @@ channel; a chat.postMessage beyond it is answered 429 with Retry-After, as Slack
 
 Point the real slack-sdk client at `server.base_url`, or several workers each at their own `server.url_for(name)`
 so that every request and message says which worker made it. It implements the methods Warden calls
-(chat.postMessage, chat.update, chat.postEphemeral, conversations.open, conversations.history, paged by cursor)
+(chat.postMessage, chat.update, chat.postEphemeral, conversations.open, conversations.history and
+conversations.replies, paged by cursor)
 and can answer 429 with Retry-After, a 500, `ok: false` or a slow reply, per method and for a number of calls.
 `watch` runs a test's function on each request once it took effect, before the reply (to stop a worker there).
 
@@ -278,11 +279,25 @@ class SlackApiServer:
         oldest = float(args.get("oldest") or 0)
         with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
         found = [m for m in reversed(self.roots(channel)) if float(m.ts.split(".")[0]) >= int(oldest)]
+        return self._page(found, args, with_metadata)
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The thread's parent first, then its replies, oldest first (as Slack answers)."""
+        parent = self._find(args.get("channel", ""), args.get("ts", ""))
+        if parent is None:
+            return {"ok": False, "error": "thread_not_found"}
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        return self._page([parent, *self.replies(parent)], args, with_metadata)
+
+    @staticmethod
+    def _page(found: list[Message], args: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
         limit = int(args.get("limit") or 100)
         start = int(args.get("cursor") or 0)
         out = []
         for m in found[start:start + limit]:
             item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+            if m.thread_ts:
+                item["thread_ts"] = m.thread_ts
             if with_metadata and m.metadata:
                 item["metadata"] = m.metadata
             out.append(item)

@@ -23,6 +23,12 @@ class Kind(StrEnum):
     prompt = "prompt"
     completion = "completion"
     agent_invoke = "agent_invoke"
+    # What a tool returned, as the agent saw it, reported apart from the call (the OTLP logs signal's tool messages):
+    # provenance reads its `tool.result`; the call itself is judged on its own `tool_call` event.
+    tool_result = "tool_result"
+    # Another evaluator's verdict on the agent's work (`gen_ai.evaluation.result`): name, score and label are in
+    # `attributes`, for custom rules.
+    evaluation = "evaluation"
 
 
 def _not_a_number(value: object) -> object:
@@ -142,6 +148,7 @@ class Content(_Part):
 
 _REQUIRED_PART = {
     Kind.tool_call: "tool",
+    Kind.tool_result: "tool",
     Kind.secret_access: "resource",
     Kind.data_access: "resource",
     Kind.identity_change: "identity_change",

@@ -125,6 +125,12 @@ OTLP_SPANS = Counter(
     "unowned_agent event; ignored: not a GenAI operation)",
     ["outcome"],
 )
+OTLP_LOG_RECORDS = Counter(
+    "warden_otlp_log_records_total",
+    "OTLP log records read from the log topic (event: a GenAI event mapped to events, its agent found; unresolved: "
+    "none found within the wait; ignored: not a GenAI event Warden reads, or Warden's own verdicts)",
+    ["outcome"],
+)
 OTLP_SPLIT_SPANS = Counter(
     "warden_otlp_split_trace_spans_total",
     "Spans whose trace this worker saw on more than one partition (the exporter's partition_traces_by_id is off)",

@@ -12,13 +12,15 @@ from faust.types import EventT
 from responders.base import Responder
 from streams.ingest import FORMATS, Decoder
 from streams.ingest.otlp import OtlpIngest, replay_decoder
-from streams.ingest.otlp_agents import Bounds
+from streams.ingest.otlp_agents import AgentResolver, Bounds
+from streams.ingest.otlp_logs import LogIngest
+from streams.ingest.otlp_logs import replay_decoder as log_replay_decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
-from warden.runtime.faust_parts import NoTablesManager, use_fetch_wait
+from warden.runtime.faust_parts import NoTablesManager, use_consumer
 from warden.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
 from warden.runtime.inputs import InputHandler, NativeInput, SpanInput
 from warden.runtime.kafka_access import KafkaAccess, access
@@ -61,6 +63,7 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         consumer_group_instance_id=settings.kafka_group_instance_id,
         broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",  # where a partition with nothing committed starts (faust_parts too)
         stream_wait_empty=True,
         consumer_max_fetch_size=max(8 * 1024 * 1024, 2 * settings.max_message_bytes),
         broker_max_poll_records=5000,
@@ -70,7 +73,7 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     )
     # The findings agent waits for data no longer than the batch ingest does: faust's own 1.5 s is the latency
     # floor of every alert on a broker that holds a fetch for its whole wait.
-    use_fetch_wait(app, (limits or BatchLimits()).fetch_wait_ms)
+    use_consumer(app, (limits or BatchLimits()).fetch_wait_ms)
 
     def raw_topic(name: str) -> faust.TopicT:
         """Bytes in and out: Warden decodes values itself, so a poison message is a DLQ decision, not a crash."""
@@ -96,15 +99,21 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     # one line in each mapping (and its topic in Settings).
     # OTLP spans from the Collector (WARDEN_TOPIC_OTLP) are judged like activity, with late agent identity: their
     # handler holds a span until an ancestor names its agent, and the commit stays below it.
+    # GenAI events on the logs signal (WARDEN_TOPIC_OTLP_LOGS) wait in the same resolver for the span they were
+    # emitted in, which names their agent (streams/ingest/otlp_logs.py).
     replay: dict[str, Decoder] = {
         settings.topic_activity: FORMATS["native"],
         settings.topic_otlp: replay_decoder(settings.otlp_encoding, lambda: holder.current),
+        settings.topic_otlp_logs: log_replay_decoder(settings.otlp_encoding, lambda: holder.current),
     }
+    resolver = AgentResolver(Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans))
     inputs: dict[str, InputHandler] = {
         settings.topic_activity: NativeInput(FORMATS["native"], settings.max_message_bytes),
         settings.topic_otlp: SpanInput(settings.topic_otlp, OtlpIngest(
-            settings.otlp_encoding, Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans),
-            max_bytes=settings.max_message_bytes), settings.otlp_wait_s),
+            settings.otlp_encoding, max_bytes=settings.max_message_bytes, resolver=resolver), settings.otlp_wait_s),
+        settings.topic_otlp_logs: SpanInput(settings.topic_otlp_logs, LogIngest(
+            resolver, settings.otlp_encoding, max_bytes=settings.max_message_bytes), settings.otlp_wait_s,
+            partition_option="partition_logs_by_trace_id"),
     }
     # Detector state per input partition, rebuilt from the log the first time a partition is seen here.
     states = {topic: PartitionStates(kafka, decode, settings.max_message_bytes, lambda: holder.current,

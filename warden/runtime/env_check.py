@@ -13,12 +13,13 @@ from warden.runtime.settings import BUNDLED_POLICY, Settings
 PREFIX = "WARDEN_"
 # Read by Warden's tools, not by the worker's settings: the CLI's incident API client (docs/cli.md), the test suite
 # and benchmarks (WARDEN_TEST_*, WARDEN_BENCH_*), the OAuth test server launcher and the Apache Kafka starter of
-# tests/kafka/.
+# tests/kafka/, and the Collector builder of tests/otel/.
 TOOL_PREFIXES = ("WARDEN_TEST_", "WARDEN_BENCH_")
 TOOL_VARIABLES = frozenset({"WARDEN_API_URL", "WARDEN_API_TOKEN",
                             "WARDEN_OAUTH_CACHE", "WARDEN_OAUTH_CONFIG", "WARDEN_OAUTH_PORT", "WARDEN_OAUTH_HOST",
                             "WARDEN_KAFKA_CACHE", "WARDEN_KAFKA_START_TIMEOUT", "WARDEN_KAFKA_JAVA_OPTS",
-                            "WARDEN_DOCS_SCREENSHOT", "WARDEN_DEMO_IDP_CLIENT_SECRET"})
+                            "WARDEN_DOCS_SCREENSHOT", "WARDEN_DEMO_IDP_CLIENT_SECRET",
+                            "WARDEN_OTELCOL_CACHE", "WARDEN_GO"})
 _ENV_REF = re.compile(r"\benv:(WARDEN_[A-Z0-9_]+)")
 
 

@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
@@ -375,6 +377,11 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             session_timeout_ms=int(s.kafka_session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.kafka_heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),
+            # Range first: a worker gets the same partition numbers of every input topic, so a trace's spans and its
+            # GenAI log records (both keyed by trace id, on topics of equal partition counts) meet in one worker's
+            # resolver. Round robin, the old default, stays listed: a group mid-upgrade agrees on it until every
+            # member offers range.
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         )
         await self._consumer.start()
         self._consumer.subscribe(self.topics, listener=self)

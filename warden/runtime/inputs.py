@@ -12,13 +12,33 @@ from typing import Protocol
 from aiokafka.structs import ConsumerRecord
 
 from streams.ingest import Decoder
-from streams.ingest.otlp import Batch, OtlpIngest
+from streams.ingest.otlp import Batch
+from streams.ingest.otlp_agents import AgentResolver
 from warden.contract import metrics
 from warden.policy import Policy
 
 log = logging.getLogger("warden.ingest")
 
-__all__ = ["Batch", "InputHandler", "NativeInput", "SpanInput"]
+__all__ = ["Batch", "HoldingIngest", "InputHandler", "NativeInput", "SpanInput"]
+
+
+class HoldingIngest(Protocol):
+    """An OTLP ingest that may hold events until their agent is known: spans (`streams.ingest.otlp.OtlpIngest`) and
+    GenAI log records (`streams.ingest.otlp_logs.LogIngest`), which share one resolver."""
+
+    resolver: AgentResolver
+    unkeyed_messages: int
+
+    def take(self, value: bytes | None, *, key: bytes | None, partition: int, offset: int, now: float,
+             policy: Policy) -> list[Batch]: ...
+
+    def release(self, now: float, policy: Policy) -> list[Batch]: ...
+
+    def lowest_held(self, partition: int) -> int | None: ...
+
+    def holds(self, partition: int, offset: int) -> bool: ...
+
+    def forget_partitions(self, partitions: Iterable[int]) -> int: ...
 
 
 class InputHandler(Protocol):
@@ -82,14 +102,16 @@ class NativeInput:
 
 
 class SpanInput:
-    """The span topic: `streams.ingest.otlp.OtlpIngest` behind the handler interface; keeps the messages whose spans
-    are held, so a later batch of theirs is dead-lettered against its own bytes."""
+    """The span topic (or the log topic): `streams.ingest.otlp.OtlpIngest` (`otlp_logs.LogIngest`) behind the
+    handler interface; keeps the messages whose spans are held, so a later batch of theirs is dead-lettered against
+    its own bytes."""
 
     retakes = True
 
-    def __init__(self, topic: str, ingest: OtlpIngest, wait_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, topic: str, ingest: HoldingIngest, wait_s: float,
+                 clock: Callable[[], float] = time.monotonic, partition_option: str = "partition_traces_by_id") -> None:
         self._topic = topic
+        self._option = partition_option  # the exporter's setting that keys this topic's messages by trace id
         self._ingest = ingest
         self._clock = clock
         self.release_every: float | None = max(0.1, min(1.0, wait_s / 4))  # a quarter of the wait, 0.1 s to 1 s
@@ -105,8 +127,8 @@ class SpanInput:
         if self._ingest.unkeyed_messages and not self._warned_unkeyed:
             self._warned_unkeyed = True
             log.warning("%s holds messages with no key: the Collector's kafka exporter runs with "
-                        "partition_traces_by_id off, so a trace's spans may land on different partitions and some "
-                        "agents stay unresolved; set it to true", self._topic)
+                        "%s off, so a trace's spans may land on different partitions and some "
+                        "agents stay unresolved; set it to true", self._topic, self._option)
         metrics.OTLP_HELD_SPANS.set(self._ingest.resolver.held)
         return batches
 

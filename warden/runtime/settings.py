@@ -64,12 +64,20 @@ class Settings(BaseSettings):
                                     "and timeline entries as JSON on this topic, e.g. warden.audit.")
     topic_otlp: str = Field("otlp_spans", description="OTLP spans from the OpenTelemetry Collector's kafka exporter "
                             "(its default traces.topic).")
+    topic_otlp_logs: str = Field("otlp_logs", description="OTLP logs (GenAI events) from the Collector's kafka "
+                                 "exporter (its default logs.topic), joined to their spans by trace and span id.")
     otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(
-        "auto", description="The exporter's traces.encoding; auto tells JSON from protobuf by the first byte.")
+        "auto", description="The exporter's traces.encoding and logs.encoding; auto tells JSON from protobuf by the "
+        "first byte.")
     otlp_wait_s: float = Field(5.0, gt=0, description="How long a span waits for an ancestor span naming its "
                                "agent before it is judged as an unowned agent's.")
     otlp_max_spans: int = Field(100_000, ge=1, description="Spans the agent resolver remembers over all traces; "
                                 "past it the least recently active trace is released unresolved.")
+    otlp_export_endpoint: str | None = Field(
+        None, description="Experimental. Unset: off. Else an OTLP/HTTP endpoint (a Collector's base URL, e.g. "
+        "http://otel-collector:4318) that receives each finding and containment step as a log event on the agent's "
+        "trace (gen_ai.evaluation.result; docs/otel.md).")
+    otlp_export_timeout_s: float = Field(10.0, gt=0, description="Timeout of one OTLP export request.")
     topic_partitions: int = Field(4, ge=1)
     app_id: str = Field("warden", description="Kafka consumer group / faust app id.")
     kafka_session_timeout_s: float = Field(30.0, description="Consumer group session timeout (tests use 6).")
@@ -171,6 +179,25 @@ class Settings(BaseSettings):
     def _digest_interval(cls, v: timedelta) -> timedelta:
         if v < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
+        return v
+
+    @field_validator("otlp_export_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from yarl import URL  # lazy, like the other checks
+
+        try:
+            url = URL(v)
+        except (ValueError, TypeError):
+            raise ValueError("not a URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
+        if url.user is not None or url.password is not None:
+            raise ValueError("must not hold credentials (they would show in logs)")
+        if url.query_string or url.fragment:
+            raise ValueError("must have no query or fragment")
         return v
 
     @field_validator("web_bind")

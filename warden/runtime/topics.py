@@ -32,7 +32,7 @@ class TopicCreationFailed(BrokerUnreachable):
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_activity, settings.topic_findings, settings.topic_dlq, settings.topic_control,
             settings.topic_revocations, settings.topic_approval_requests, settings.topic_approval_decisions,
-            settings.topic_approval_dlq, settings.topic_otlp]
+            settings.topic_approval_dlq, settings.topic_otlp, settings.topic_otlp_logs]
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -45,7 +45,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     compacted: gateways read them from the start, and only each agent's or credential's latest record matters."""
     limit = {"max.message.bytes": str(settings.dlq_max_bytes + DLQ_HEADER_ROOM)}
     compacted = {"cleanup.policy": "compact"}  # the latest record per key is the state: agent or credential
-    return {settings.topic_activity: dict(limit), settings.topic_otlp: dict(limit), settings.topic_dlq: dict(limit),
+    return {settings.topic_activity: dict(limit), settings.topic_otlp: dict(limit),
+            settings.topic_otlp_logs: dict(limit), settings.topic_dlq: dict(limit),
             settings.topic_control: dict(compacted), settings.topic_revocations: dict(compacted)}
 
 

@@ -14,6 +14,8 @@ from responders.audit_export import AuditExporter
 from responders.base import Responder, RouteInstaller, WebRoutes
 from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
+from responders.trace_export import TraceExporter
+from warden import __version__
 from warden.kit.loop import PollingLoop
 from warden.runtime.app import build_app
 from warden.runtime.approvals import ApprovalHost
@@ -123,12 +125,7 @@ class Runtime:
             self.containment = ContainmentHost(s, kafka, self.responder, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
-        if s.topic_audit and isinstance(self.responder, IncidentResponder):
-            await self._export_audit(s.topic_audit)
-        groups = {topic: self.ingest.group for topic in self.ingest.topics} | {s.topic_findings: s.app_id}
-        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
-        await lag.start()
-        self._stack.push_async_callback(lag.stop)
+        await self._start_reporting(s, kafka, self.ingest)
         installers = self.responder.route_installers() if isinstance(self.responder, WebRoutes) else []
         if self.approvals is not None:
             installers += self.approvals.route_installers()
@@ -140,6 +137,17 @@ class Runtime:
         log.warning("Warden worker up: kafka=%s policy=%s (sha256 %s) web=http://%s:%d",
                     self.bootstrap, s.policy, policy.sha256[:12], s.web_host, web.port)
         return self
+
+    async def _start_reporting(self, s: Settings, kafka: KafkaAccess, ingest: BatchIngest) -> None:
+        """What reports on the work rather than doing it: the audit and trace exports (when set) and consumer lag."""
+        if s.topic_audit and isinstance(self.responder, IncidentResponder):
+            await self._export_audit(s.topic_audit)
+        if s.otlp_export_endpoint and isinstance(self.responder, IncidentResponder):
+            self._export_traces(s.otlp_export_endpoint)
+        groups = {topic: ingest.group for topic in ingest.topics} | {s.topic_findings: s.app_id}
+        lag = ConsumerLag(kafka, groups, s.lag_poll_s)
+        await lag.start()
+        self._stack.push_async_callback(lag.stop)
 
     def _embed_broker(self) -> Settings:
         """Start the embedded Tansu broker; the settings with its fast group timings (unless set explicitly)."""
@@ -192,6 +200,18 @@ class Runtime:
         loop.start()
         self._stack.push_async_callback(loop.stop)
         log.warning("exporting findings (OCSF Detection Finding) and timeline entries to %s", topic)
+
+    def _export_traces(self, endpoint: str) -> None:
+        """Findings and containment steps as OTLP log events on the agents' traces (experimental, docs/otel.md)."""
+        assert isinstance(self.responder, IncidentResponder)
+        exporter = TraceExporter(self.responder.engine, endpoint, utcnow, service=self.settings.app_id,
+                                 version=__version__, timeout_s=self.settings.otlp_export_timeout_s)
+        self._stack.push_async_callback(exporter.close)
+        loop = PollingLoop("trace-export", 2.0, exporter.export, logging.getLogger("warden.trace_export"))
+        loop.start()
+        self._stack.push_async_callback(loop.stop)
+        log.warning("exporting findings and containment steps into the agents' traces at %s (experimental)",
+                    exporter.url)
 
     async def stop(self) -> None:
         await self._stack.aclose()

@@ -30,6 +30,7 @@ from responders.notifiers.base import (
     DigestNotice,
     GroupNotice,
     LeaseEnded,
+    Notice,
     NoticeKind,
     Posted,
     TryLater,
@@ -210,13 +211,31 @@ class SlackNotifier:
                 found = await self.find_root(inc, notice.target) if notice.retried else None
                 posted = found or await self._post(_channel(notice.target), render.fallback(inc),
                                                    render.incident_blocks(inc, preface), metadata=render.metadata(inc))
-            await self._post(root.address, preface, thread=root)
+            await self._reply(root, preface, notice)
             return posted
         await self._call(lambda: self.client.chat_update(
             channel=root.address, ts=root.ref, text=render.fallback(inc), blocks=render.incident_blocks(inc)
         ), channel=root.address)
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
-        return await self._post(root.address, note, thread=root)
+        return await self._reply(root, note, notice)
+
+    async def _reply(self, root: Posted, text: str, notice: Notice) -> Posted:
+        """Post in the root's thread, carrying the notification's key; a retried notification first looks for the
+        reply an interrupted attempt may have posted (its response lost to a timeout, a pause or a dropped
+        connection), so the thread says it once."""
+        if notice.key is None:
+            return await self._post(root.address, text, thread=root)
+        if notice.retried:
+            found = await self.find_reply(root, notice.incident, notice.key)
+            if found is not None:
+                return found
+        return await self._post(root.address, text, thread=root,
+                                metadata=render.reply_metadata(notice.incident, notice.key))
+
+    async def find_reply(self, root: Posted, incident: IncidentView, key: str) -> Posted | None:
+        """Look for the reply carrying `key` in the root's thread (reads only)."""
+        return await self._scan(self.client.conversations_replies, {"channel": root.address, "ts": root.ref},
+                                lambda m: render.is_reply_of(m, incident, key))
 
     async def _group(self, notice: GroupNotice) -> Posted:
         """A group's digest: its message updated in place (or posted: the group's first refresh, or the first after
@@ -248,20 +267,26 @@ class SlackNotifier:
         if channel[0] in "UW":  # a person: their messages live in the app's DM with them
             opened = await self._call(lambda: self.client.conversations_open(users=channel), effect=False)
             channel = opened["channel"]["id"]
+        return await self._scan(self.client.conversations_history,
+                                {"channel": channel, "oldest": str(since - HISTORY_LOOKBACK_S)}, wanted)
+
+    async def _scan(self, method: Callable[..., Awaitable[AsyncSlackResponse]], query: dict[str, Any],
+                    wanted: Callable[[dict[str, Any]], bool]) -> Posted | None:
+        """The first message `wanted` accepts in up to HISTORY_PAGES pages of 200 that `method` (a channel's history
+        or a thread) answers for `query`, with their metadata (reads only)."""
+        channel = query["channel"]
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
-            args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200,
-                                    "oldest": str(since - HISTORY_LOOKBACK_S)}
+            args: dict[str, Any] = {**query, "include_all_metadata": True, "limit": 200}
             if cursor:
                 args["cursor"] = cursor
-            history = await self._call(partial(self.client.conversations_history, **args), effect=False,
-                                       channel=channel)
-            messages: list[dict[str, Any]] = history.get("messages", [])
+            page = await self._call(partial(method, **args), effect=False, channel=channel)
+            messages: list[dict[str, Any]] = page.get("messages", [])
             for message in messages:
                 if wanted(message):
                     return Posted(address=channel, ref=message["ts"])
-            cursor = (history.get("response_metadata") or {}).get("next_cursor")
-            if not history.get("has_more") or not cursor:
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
                 break
         return None
 

@@ -13,6 +13,7 @@ from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text, slack_escape
 
 METADATA_EVENT = "warden_incident"  # message metadata that lets Warden find its own root message again
+REPLY_EVENT = "warden_incident_reply"  # the same for a thread reply, with the notification's key
 GROUP_EVENT = "warden_group_digest"  # and its own digest message of a group
 _SECTION_MAX = 2900  # Slack caps a section's text at 3000 characters
 _FIELD_MAX = 1900  # and a field or context element at 2000
@@ -205,6 +206,19 @@ def is_root_of(message: dict[str, Any], inc: IncidentView) -> bool:
     payload = meta.get("event_payload") or {}
     return (meta.get("event_type") == METADATA_EVENT and payload.get("incident_key") == inc.key
             and payload.get("incident_id") == inc.id)
+
+
+def reply_metadata(inc: IncidentView, key: str) -> dict[str, Any]:
+    """Attached to a thread reply: a retried notification finds the reply an interrupted attempt posted."""
+    return {"event_type": REPLY_EVENT,
+            "event_payload": {"incident_key": inc.key, "incident_id": inc.id, "notification": key}}
+
+
+def is_reply_of(message: dict[str, Any], inc: IncidentView, key: str) -> bool:
+    meta = message.get("metadata") or {}
+    payload = meta.get("event_payload") or {}
+    return (meta.get("event_type") == REPLY_EVENT and payload.get("incident_key") == inc.key
+            and payload.get("incident_id") == inc.id and payload.get("notification") == key)
 
 
 def is_user_id(identity: str) -> bool:
