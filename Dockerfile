@@ -1,7 +1,7 @@
 # Warden worker image. Stage 1 builds the wheel and installs it with its dependencies into a venv; stage 2 is the
 # slim runtime with that venv only: no compilers, no build tools, no source tree, no embedded broker (production
 # uses real Kafka). Runs as a non-root user and works with a read-only root filesystem: Warden writes only to
-# WARDEN_DATA_DIR (/data, a volume). Lint: `.venv/bin/hadolint Dockerfile` (tests/test_image.py, .ci/run).
+# WARDEN_DATA_DIR (/data, a volume). Lint: `.venv/bin/hadolint Dockerfile` (tests/integration/test_image.py, .ci/run).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -12,6 +12,7 @@ RUN pip install build==1.6.1
 # same versions.
 COPY pyproject.toml README.md constraints.txt ./
 COPY warden ./warden
+COPY service ./service
 COPY streams ./streams
 COPY responders ./responders
 COPY playbooks ./playbooks

@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 from responders.api.approvals import ApprovalApi  # after the path is set
 from responders.approvals.desk import ApprovalDesk
 from responders.db import make_engine, migrate
+from service.runtime.catalogue import load
+from service.runtime.settings import BUNDLED_POLICY
 from streams.approvals import as_event, judge
 from streams.detectors import DetectorState, detect
 from warden.contract.approvals import ApprovalRequest
-from warden.runtime.catalogue import load
-from warden.runtime.settings import BUNDLED_POLICY
 
 POLICY = load(BUNDLED_POLICY)
 BODIES = [

@@ -38,10 +38,10 @@ from sqlalchemy import select
 
 from responders.db.models import ContainmentStep, Incident
 from responders.incident_responder import IncidentResponder
-from warden.cli import oauth_server
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.settings import BUNDLED_POLICY, Settings
-from warden.runtime.worker import Runtime
+from service.demo import oauth_server
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.settings import BUNDLED_POLICY, Settings
+from service.runtime.worker import Runtime
 
 SECRET_VAR = "WARDEN_BENCH_IDP_SECRET"
 
@@ -134,7 +134,7 @@ async def main() -> None:
     parser.add_argument("--incidents", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--bootstrap", help="an external broker (e.g. tests/kafka/apache_kafka.sh start DIR); "
+    parser.add_argument("--bootstrap", help="an external broker (e.g. tests/support/kafka/apache_kafka.sh start DIR); "
                         "default: the embedded Tansu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

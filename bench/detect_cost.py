@@ -7,7 +7,8 @@ Three variants, each in its own process per rep, in turn, so noise hits them ali
   B  this code with A's matrix (what the new code costs a matrix that uses none of it);
   C  this code with this bundled matrix (lists, catalogue, constraints, untrusted_flow, flow rules, tiers).
 Three event mixes: `throughput` (bench/throughput.py's events: tool calls of approved tools, 1% unapproved) and
-`sessions` (the labelled sessions of tests/data/sessions, repeated with fresh ids), and `results` (the throughput
+`sessions` (the labelled sessions of tests/support/data/sessions, repeated with fresh ids), and `results` (the
+throughput
 events each carrying a 4 KB tool result, two agents in five reading it through an untrusted_input tool; code from
 before tool results gets the same events without them). Each process pre-parses the
 events, then times `detect` over them in a few passes with fresh state and keeps the fastest. Printed: µs/event
@@ -88,9 +89,9 @@ PASSES = 4  # per process, each with fresh state; the fastest is kept
 
 def child(mix: str, policy_path: str, n: int) -> None:
     """Runs in the variant's process: `sys.path[0]` is the code under test."""
+    from service.runtime.catalogue import load
     from streams.detectors import DetectorState, detect
     from warden.contract.events import ActivityEvent, Tool
-    from warden.runtime.catalogue import load
 
     policy = load(policy_path)
     raw = MIXES[mix](n)

@@ -1,4 +1,5 @@
-"""Recall and false-alert rate per rule on the labelled sessions (tests/data/sessions) with the bundled matrix, or
+"""Recall and false-alert rate per rule on the labelled sessions (tests/support/data/sessions) with the bundled matrix,
+or
 with --third-party on public data sets no one here wrote, under a holdout protocol.
 
     .venv/bin/python bench/detection_quality.py
@@ -6,7 +7,8 @@ with --third-party on public data sets no one here wrote, under a holdout protoc
     .venv/bin/python bench/detection_quality.py --third-party
     .venv/bin/python bench/detection_quality.py --third-party --learned   # `warden policy learn` vs the author
 
-The first is the same replay and scoring as tests/test_sessions.py (in-sample: the set was written with the bundled
+The first is the same replay and scoring as tests/unit/streams/test_sessions.py (in-sample: the set was written with
+the bundled
 matrix). The second converts each third-party scenario into a benign and a hijacked session, writes a policy from
 half of the benign sessions, and judges both halves (bench/third_party, docs/replay.md). Pages count (and, for the
 third-party sets, holds on the approval path): a shadow rule never alerts, and a finding kept for review or the log
@@ -20,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.session_quality import labels, replay_sessions, score
+from tests.support.session_quality import labels, replay_sessions, score
 
 
 def main() -> None:

@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aiokafka import AIOKafkaProducer
 from throughput import OUT_OF_SCOPE_EVERY, PARTITIONS, CountingResponder, make_event
 
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.settings import Settings
+from service.runtime.topics import ensure_topics
+from service.runtime.worker import Runtime
 from streams.ingest.native import decode
 from warden.contract import metrics
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.settings import Settings
-from warden.runtime.topics import ensure_topics
-from warden.runtime.worker import Runtime
 
 LIMIT = 65_536  # WARDEN_MAX_MESSAGE_BYTES for the bench: oversize messages stay cheap to produce
 

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/latency.py [--rates 200,1000,1500] [--seconds 20] [--reps 3] [--postgres]
 
-Per rep: a fresh broker (Tansu, or WARDEN_BENCH_KAFKA_BOOTSTRAP), the local Slack Web API (warden.cli.slack_api_server,
-in this process) and a real worker (`python -m warden run`, its own process) with the bundled policy, on SQLite in a
-temporary folder, or with --postgres on a PostgreSQL this starts (tests/pg_server.py). For each offered rate, another
+Per rep: a fresh broker (Tansu, or WARDEN_BENCH_KAFKA_BOOTSTRAP), the local Slack API (service.demo.slack_api_server,
+in this process) and a real worker (`python -m service run`, its own process) with the bundled policy, on SQLite in a
+temporary folder, or with --postgres on a PostgreSQL this starts (tests/support/pg_server.py). For each offered rate,
+another
 process produces single-event messages at that rate for `--seconds`, each stamped with the time it is sent
 (bench/throughput.py's paced producer); 1 in 100 uses an unapproved tool of its own, so each opens an incident of
 its own and pages its responder's Slack channel.
@@ -43,9 +44,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from throughput import OUT_OF_SCOPE_EVERY, findings_latency, make_event, paced_produce, percentile
 
-from tests.pg_server import private_postgres, sqlalchemy_url
-from warden.cli.slack_api_server import SlackApiServer
-from warden.runtime.broker import EmbeddedBroker
+from service.demo.slack_api_server import SlackApiServer
+from service.runtime.broker import EmbeddedBroker
+from tests.support.pg_server import private_postgres, sqlalchemy_url
 
 PARTITIONS = 4
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -68,7 +69,7 @@ FAST_GROUP_TIMINGS = {"WARDEN_KAFKA_SESSION_TIMEOUT_S": "6", "WARDEN_KAFKA_HEART
 
 
 def worker_env(bootstrap: str, app: str, data_dir: Path, *, port: int) -> dict[str, str]:
-    """The environment of a bench worker (`python -m warden run`): this one's minus any WARDEN_* setting, then the
+    """The environment of a bench worker (`python -m service run`): this one's minus any WARDEN_* setting, then the
     broker, an app id with topics of its own, a data dir, a web port and text logs (read by bench/startup.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
     env.update({

@@ -104,7 +104,7 @@ def to_topic(events: Path, bootstrap: str, partitions: int = 4) -> str:
 
     from aiokafka import AIOKafkaProducer
 
-    from warden.runtime.topics import ensure_topics
+    from service.runtime.topics import ensure_topics
 
     topic = f"bench-learn-{os.getpid()}-{int(time.time())}"
     lines = events.read_bytes().splitlines()

@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.runtime.catalogue import CATALOGUE
 from streams.detectors import DetectorState, detect
 from warden.contract.events import ActivityEvent
 from warden.contract.matrix import Matrix
 from warden.policy import Policy, build_policy
-from warden.runtime.catalogue import CATALOGUE
 
 OWNERS = 50
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

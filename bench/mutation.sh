@@ -18,11 +18,11 @@ TARGETS=(streams/ingest streams/detectors warden/contract/redact.py responders/i
 [ $# -gt 0 ] && TARGETS=("$@")
 # The pure tests of those modules: no test here starts a broker or PostgreSQL (integration ones are deselected,
 # and so are the PostgreSQL runs of the ledger's tests, which keep their SQLite runs).
-TESTS=(tests/test_ingest.py tests/test_detectors.py tests/test_detector_edges.py tests/test_custom_rules.py
-       tests/test_detector_state.py tests/test_catalogue.py
-       tests/test_redact.py tests/test_incidents.py tests/test_policy_load.py tests/test_policy_lint.py
-       tests/test_argument_scope.py tests/test_flows.py tests/test_sessions.py tests/test_scope_lint.py
-       tests/test_containment.py)
+TESTS=(tests/unit/streams/test_ingest.py tests/unit/streams/test_detectors.py tests/unit/streams/test_detector_edges.py tests/unit/warden/test_custom_rules.py
+       tests/unit/streams/test_detector_state.py tests/unit/warden/test_catalogue.py
+       tests/unit/warden/test_redact.py tests/unit/responders/test_incidents.py tests/unit/warden/test_policy_load.py tests/unit/warden/test_policy_lint.py
+       tests/unit/warden/test_argument_scope.py tests/unit/streams/test_flows.py tests/unit/streams/test_sessions.py tests/unit/warden/test_scope_lint.py
+       tests/integration/test_containment.py)
 start=$(date +%s)
 "$PY" -m pytest -q -p no:cacheprovider -m "not integration" -k "not postgresql" "${TESTS[@]}" \
     --gremlins --gremlin-targets="$(IFS=,; echo "${TARGETS[*]}")" --gremlin-workers="${WORKERS:-1}" \

@@ -2,8 +2,8 @@
 
     WARDEN_BENCH_KAFKA_BOOTSTRAP=host:port .venv/bin/python bench/otlp_collector_throughput.py [--traces 500] [--reps 3]
 
-Apache Kafka only (the Collector's kafka exporter cannot talk to Tansu: tests/kafka/apache_kafka.sh starts one).
-Per rep: a Warden worker and the Collector built from tests/otel/ (the configuration of docs/otel.md, protobuf,
+Apache Kafka only (the Collector's kafka exporter cannot talk to Tansu: tests/support/kafka/apache_kafka.sh starts one).
+Per rep: a Warden worker and the Collector built from tests/support/otel/ (the configuration of docs/otel.md, protobuf,
 partitioned by trace id) on fresh topics; a separate process, the agent, makes `--traces` traces of 100 spans with the
 OpenTelemetry SDK (99 `execute_tool` spans exported before the `invoke_agent` parent that names the agent, 1% out of
 scope; the same shape as bench/otlp_throughput.py), then, on the signal, exports them all over OTLP/gRPC with the
@@ -42,7 +42,7 @@ def agent_process(grpc_endpoint: str, traces: int) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    from tests.otel_spans import Recorder
+    from tests.support.otel_spans import Recorder
 
     recorders = {agent: Recorder(**{"service.name": f"{agent}-svc"}) for agent in AGENTS}
     spans = []
@@ -73,11 +73,11 @@ def due_findings(traces: int) -> int:
 
 async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float]:
     from bench.throughput import CountingResponder
-    from tests.otel_collector import docs_config, start_collector
+    from service.runtime.ingest import BatchIngest, BatchJudge
+    from service.runtime.settings import Settings
+    from service.runtime.worker import Runtime
+    from tests.support.otel_collector import docs_config, start_collector
     from warden.contract import metrics
-    from warden.runtime.ingest import BatchIngest, BatchJudge
-    from warden.runtime.settings import Settings
-    from warden.runtime.worker import Runtime
 
     suffix = uuid.uuid4().hex[:6]
     topics = {f"topic_{name}": f"bench-{suffix}.{name}" for name in (
@@ -139,7 +139,8 @@ async def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     bootstrap = os.environ.get("WARDEN_BENCH_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        sys.exit("WARDEN_BENCH_KAFKA_BOOTSTRAP must name an Apache Kafka (tests/kafka/apache_kafka.sh start DIR): "
+        sys.exit("WARDEN_BENCH_KAFKA_BOOTSTRAP must name an Apache Kafka "
+                 "(tests/support/kafka/apache_kafka.sh start DIR): "
                  "the Collector's kafka exporter cannot talk to the embedded Tansu broker")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,13 +34,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from bench.throughput import CountingResponder
-from tests.otel_spans import Recorder, otlp_proto
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.ingest import BatchIngest, BatchJudge
+from service.runtime.settings import Settings
+from service.runtime.topics import ensure_topics
+from service.runtime.worker import Runtime
+from tests.support.otel_spans import Recorder, otlp_proto
 from warden.contract import metrics
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.ingest import BatchIngest, BatchJudge
-from warden.runtime.settings import Settings
-from warden.runtime.topics import ensure_topics
-from warden.runtime.worker import Runtime
 
 PARTITIONS = 4
 SPANS_PER_MESSAGE = 100

@@ -1,4 +1,4 @@
-"""Start → healthy and restart after kill -9 → healthy of a real worker (`python -m warden run`, its own process).
+"""Start → healthy and restart after kill -9 → healthy of a real worker (`python -m service run`, its own process).
 
     .venv/bin/python bench/startup.py [--reps 5] [--events 20000] [--timings fast|default]
 
@@ -38,8 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from latency import FAST_GROUP_TIMINGS, PARTITIONS, free_port, worker_env
 from throughput import make_event
 
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.topics import ensure_topics
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.topics import ensure_topics
 
 MARKS = ("created topics", "incident responder up", "Warden worker up")
 

@@ -3,9 +3,10 @@ Web API that enforces Slack's posting limit (1 message/s per channel, burst 3, t
 
     .venv/bin/python bench/storm.py [--incidents 1000] [--seconds 60] [--reps 3] [--per-incident]
 
-Per rep: a fresh broker (Tansu, or WARDEN_BENCH_KAFKA_BOOTSTRAP), a PostgreSQL database (tests/pg_server.py, started
-once), the local Slack API (warden.cli.slack_api_server, in this process, `rate=1, burst=3`) and two real workers
-(`python -m warden run`, one consumer group, one database, each with its own Slack URL) on the bundled policy plus
+Per rep: a fresh broker (Tansu, or WARDEN_BENCH_KAFKA_BOOTSTRAP), a PostgreSQL database (tests/support/pg_server.py,
+started
+once), the local Slack API (service.demo.slack_api_server, in this process, `rate=1, burst=3`) and two real workers
+(`python -m service run`, one consumer group, one database, each with its own Slack URL) on the bundled policy plus
 three storm workflows (50 agents each; responders ai-platform C0AIPLAT, finance-ops C0FINOPS, iam-team C0IAM). The
 storm: `--incidents` tool calls, each by a random agent of a random storm workflow to a tool of its own (an
 unapproved tool never seen before: a new incident each), paced evenly over `--seconds`, each stamped with the time it
@@ -53,11 +54,11 @@ from latency import FAST_GROUP_TIMINGS, free_port, wait_healthy, worker_env
 from sqlalchemy import text
 
 from responders.db import make_engine
-from tests.pg_server import private_postgres, sqlalchemy_url
-from warden.cli.slack_api_server import SlackApiServer
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.settings import BUNDLED_POLICY, Settings
-from warden.runtime.topics import ensure_topics, topic_configs, topic_names
+from service.demo.slack_api_server import SlackApiServer
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.settings import BUNDLED_POLICY, Settings
+from service.runtime.topics import ensure_topics, topic_configs, topic_names
+from tests.support.pg_server import private_postgres, sqlalchemy_url
 
 CHANNELS = {"storm-a": ("ai-platform", "C0AIPLAT"), "storm-b": ("finance-ops", "C0FINOPS"),
             "storm-c": ("iam-team", "C0IAM")}

@@ -11,7 +11,7 @@ then, with the same worker, events produced by another process at half of (b)'s 
 finding record time (set when the worker produces it) minus event time (set when the event is produced);
 the worker's longest garbage-collector pause during that paced load (and how many passed 10 ms); and the peak RSS
 of the worker's process (its own process, ru_maxrss). `--default-gc` runs the worker without
-its GC tuning (warden.runtime.worker.tune_gc: freeze, threshold), to measure what the tuning costs in RSS and gives in
+its GC tuning (service.runtime.worker.tune_gc: freeze, threshold), to measure what the tuning costs in RSS and gives in
 events/s; the ingest's own young collection at each checkpoint stays.
 Printed: min/median/max over the reps. Compare ratios, not absolute numbers (the machine is shared).
 """
@@ -44,14 +44,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import TypeAdapter
 
-import warden.runtime.worker as worker_module
+import service.runtime.worker as worker_module
+from service.runtime.broker import EmbeddedBroker
+from service.runtime.settings import Settings
+from service.runtime.topics import ensure_topics
+from service.runtime.worker import Runtime
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
-from warden.runtime.broker import EmbeddedBroker
-from warden.runtime.settings import Settings
-from warden.runtime.topics import ensure_topics
-from warden.runtime.worker import Runtime
 
 PARTITIONS = 4
 OUT_OF_SCOPE_EVERY = 100  # 1% of tool calls use an unapproved tool

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 
 class ResponderConfig(Protocol):
-    """The settings the incident responder, its notifiers and its loops need (see warden.runtime.settings)."""
+    """The settings the incident responder, its notifiers and its loops need (see service.runtime.settings)."""
 
     @property
     def effective_database_url(self) -> str: ...

@@ -1,5 +1,5 @@
 """Read recorded activity for `warden policy learn`: every file, in any format `warden replay` reads (or each
-message of the activity topic, warden/runtime/topic_window.py), through the worker's strict decoder, one record at a
+message of the activity topic, service/runtime/topic_window.py), through the worker's strict decoder, one record at a
 time. A bad record is reported and skipped; a file that cannot be read
 or framed is reported and the next one read; a large file is streamed, never held whole."""
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a real Kafka-protocol broker (Tansu, or WARDEN_TEST_KAFKA_BOOTSTRAP) and worker settings,
 plus the incident database (SQLite, and PostgreSQL started by the suite unless WARDEN_TEST_DATABASE_URL is set),
-the local Slack Web API and the OAuth server (oidc-provider, tests/oauth_fixture.py)."""
+the local Slack Web API and the OAuth server (oidc-provider, tests/support/oauth_fixture.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.incident_db import BACKENDS, database_url
-from tests.kafka_security import SECURITY_ENV, kafka_security
-from tests.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
-from tests.pg_server import private_postgres
-from warden.cli.slack_api_server import SlackApiServer
-from warden.runtime.broker import EmbeddedBroker, EmbeddedBrokerError
-from warden.runtime.settings import BUNDLED_POLICY, Settings
-from warden.runtime.worker import Runtime
+from service.demo.slack_api_server import SlackApiServer
+from service.runtime.broker import EmbeddedBroker, EmbeddedBrokerError
+from service.runtime.settings import BUNDLED_POLICY, Settings
+from service.runtime.worker import Runtime
+from tests.support.incident_db import BACKENDS, database_url
+from tests.support.kafka_security import SECURITY_ENV, kafka_security
+from tests.support.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
+from tests.support.pg_server import private_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_ENV = "WARDEN_TEST_KAFKA_BOOTSTRAP"
@@ -75,7 +75,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if n:
         terminalreporter.write_line(
             f"{n} apache_kafka test(s) deselected: they need Apache Kafka and {KAFKA_ENV} is unset "
-            "(Tansu cannot run them); .ci/run runs them against Apache Kafka via tests/kafka/pytest_on_apache_kafka.sh",
+            "(Tansu cannot run them); .ci/run runs them against Apache Kafka via "
+            "tests/support/kafka/pytest_on_apache_kafka.sh",
             yellow=True,
             bold=True,
         )

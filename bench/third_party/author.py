@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from bench.third_party.convert import Session
+from service.runtime.catalogue import CATALOGUE
 from warden.contract.matrix import SENSITIVE_AFTER_UNTRUSTED, Matrix
 from warden.policy import Policy, build_policy
-from warden.runtime.catalogue import CATALOGUE
 
 # Read from the benchmarks' tool definitions (docstrings and parameters), never from sessions: what each tool does
 # and which argument names its target. Tool output that carries text someone outside wrote is untrusted_input:

@@ -12,12 +12,12 @@ import yaml
 
 from bench.third_party import author
 from bench.third_party.convert import Session
+from service.runtime.catalogue import CATALOGUE
 from streams.ingest import FORMATS
 from warden.contract.matrix import Matrix
 from warden.policy import Policy, build_policy
 from warden.policy.learn import SHADOWED, Learner, draft
 from warden.policy.merge import merge
-from warden.runtime.catalogue import CATALOGUE
 
 
 def current(training: list[Session], catalogue: bool = True) -> dict[str, Any]:

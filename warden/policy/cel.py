@@ -22,7 +22,8 @@ TYPE_NAMES = frozenset({"bool", "bytes", "double", "duration", "int", "list", "m
                         "timestamp", "type", "uint"})
 # ... and the variables that comprehension macros bind: `xs.all(x, ...)`, `m.exists_one(k, ...)`.
 _MACRO_BINDING = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
-# Functions the runtime evaluates (checked against it by tests/test_cel_validator.py); operators (`_+_`, `@in`,
+# Functions the runtime evaluates (checked against it by tests/unit/warden/test_cel_validator.py); operators
+# (`_+_`, `@in`,
 # `!_`) are always there. Any other name fails at run time, so the lint rejects it.
 FUNCTIONS = frozenset({
     "size", "int", "uint", "double", "string", "bytes", "type", "dyn", "duration", "timestamp",

@@ -1,6 +1,6 @@
 // A real OAuth 2.0 authorisation server (oidc-provider) that Warden's revoke_token action is tested and demoed
 // against: client_credentials tokens, RFC 7009 revocation and RFC 7662 introspection. Started by
-// warden/cli/oauth_server.py, which passes the clients in WARDEN_OAUTH_CONFIG (JSON, never argv):
+// service/demo/oauth_server.py, which passes the clients in WARDEN_OAUTH_CONFIG (JSON, never argv):
 //   {"clients": [{"client_id": "...", "client_secret": "..."}], "responders": ["client id", ...]}
 // A responder client may revoke and introspect any token this server issued (Warden revokes an agent's token
 // with its own credentials); any other client only its own. It listens on 127.0.0.1 on a free port, prints one
