@@ -73,7 +73,8 @@ def due_findings(traces: int) -> int:
 
 async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float]:
     from bench.throughput import CountingResponder
-    from service.runtime.ingest import BatchIngest, BatchJudge
+    from service.runtime.ingest.judge import BatchJudge
+    from service.runtime.ingest.loop import BatchIngest
     from service.runtime.settings import Settings
     from service.runtime.worker import Runtime
     from tests.support.otel_collector import docs_config, start_collector

@@ -35,7 +35,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from bench.throughput import CountingResponder
 from service.runtime.broker import EmbeddedBroker
-from service.runtime.ingest import BatchIngest, BatchJudge
+from service.runtime.ingest.judge import BatchJudge
+from service.runtime.ingest.loop import BatchIngest
 from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime

@@ -11,7 +11,11 @@ from faust.types import EventT
 
 from responders.base import Responder
 from service.runtime.faust_parts import NoTablesManager, use_consumer
-from service.runtime.ingest import BatchIngest, BatchJudge, BatchLimits, dead_letter_record
+from service.runtime.ingest.checkpoint import Checkpoint
+from service.runtime.ingest.dead_letters import dead_letter_record
+from service.runtime.ingest.feed import BatchLimits
+from service.runtime.ingest.judge import BatchJudge
+from service.runtime.ingest.loop import BatchIngest
 from service.runtime.inputs import InputHandler, NativeInput, SpanInput
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
@@ -39,7 +43,8 @@ DLQ_WRITE = Backoff(initial_s=0.2, max_s=30.0)  # the DLQ is the last resort: re
 def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder, responder: Responder, *,
               quarantined: Mapping[str, QuarantineMark] | None = None,
               sealer: Sealer | None = None,
-              limits: BatchLimits | None = None) -> tuple[faust.App, Publish, BatchIngest]:
+              limits: BatchLimits | None = None,
+              checkpoint: Checkpoint | None = None) -> tuple[faust.App, Publish, BatchIngest]:
     """Wire the topics, the agent and the ingest; returns the app, how to publish a finding Warden makes itself (a
     rejected policy) and the ingest, which the caller starts alongside the app (its group join and the app's run at
     the same time: each takes the broker's initial rebalance delay, ~3 s). All logic lives in
@@ -119,7 +124,7 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     states = {topic: PartitionStates(kafka, decode, settings.max_message_bytes, lambda: holder.current,
                                      quarantined=quarantined) for topic, decode in replay.items()}
     judge = BatchJudge(settings, holder, inputs, states, sealer=sealer, dlq_sealer=dlq_sealer)
-    ingest = BatchIngest(settings, kafka, judge, limits)
+    ingest = BatchIngest(settings, kafka, judge, limits, checkpoint)
 
     async def respond_one(event: EventT[bytes]) -> None:
         try:

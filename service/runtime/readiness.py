@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.runtime.ingest import BatchIngest
+from service.runtime.ingest.loop import BatchIngest
 from service.runtime.policy_holder import PolicyHolder
 
 log = logging.getLogger("warden.readiness")

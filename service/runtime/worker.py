@@ -21,7 +21,9 @@ from service.runtime.broker import EmbeddedBroker
 from service.runtime.catalogue import load
 from service.runtime.containment import ContainmentHost
 from service.runtime.control import ControlView
-from service.runtime.ingest import BatchIngest
+from service.runtime.ingest.checkpoint import Checkpoint
+from service.runtime.ingest.feed import BatchLimits
+from service.runtime.ingest.loop import BatchIngest
 from service.runtime.kafka_access import KafkaAccess
 from service.runtime.lag import ConsumerLag
 from service.runtime.policy_holder import PolicyHolder
@@ -68,9 +70,12 @@ class _HostedWorker(faust.Worker):
 class Runtime:
     """One worker process's parts, started in dependency order and stopped in reverse."""
 
-    def __init__(self, settings: Settings, responder: Responder | None = None) -> None:
+    def __init__(self, settings: Settings, responder: Responder | None = None, *, limits: BatchLimits | None = None,
+                 checkpoint: Checkpoint | None = None) -> None:
         self.settings = settings
         self.responder = responder or IncidentResponder(settings)
+        self._limits = limits  # the ingest's batches (None: the defaults)
+        self._checkpoint = checkpoint  # how the ingest settles and commits a batch (None: the product's)
         self.broker: EmbeddedBroker | None = None
         self.bootstrap = settings.kafka_bootstrap or ""
         self.kafka: KafkaAccess | None = None  # set by start(): the bootstrap and security of every client
@@ -109,7 +114,8 @@ class Runtime:
         await self.control.start()
         self._stack.push_async_callback(self.control.stop)
         self.app, publish, self.ingest = build_app(s, kafka, self.holder, self.responder,
-                                                   quarantined=self.control.agents, sealer=s.sealer())
+                                                   quarantined=self.control.agents, sealer=s.sealer(),
+                                                   limits=self._limits, checkpoint=self._checkpoint)
         worker = _HostedWorker(
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.runtime.ingest import ingest_group
+from service.runtime.ingest.clients import ingest_group
 from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.integration.test_cli import _warden

@@ -24,7 +24,7 @@ from helm_python.chart import lint
 from helm_python.errors import HelmError
 
 from service.runtime import catalogue
-from service.runtime.ingest import ingest_group
+from service.runtime.ingest.clients import ingest_group
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from warden import __version__
 

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from service.cli.dlq import REPLAYED_FROM, replay
 from service.runtime.catalogue import load
-from service.runtime.ingest import BatchJudge, Outgoing
+from service.runtime.ingest.dead_letters import Outgoing
+from service.runtime.ingest.judge import BatchJudge
 from service.runtime.inputs import NativeInput
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings

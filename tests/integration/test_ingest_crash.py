@@ -19,7 +19,7 @@ from sqlalchemy import select
 from responders.db import make_engine, session_factory
 from responders.db.models import FindingRecord, Incident
 from service.demo.slack_api_server import SlackApiServer
-from service.runtime.ingest import ingest_group
+from service.runtime.ingest.clients import ingest_group
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from service.runtime.topics import ensure_topics, topic_configs, topic_names
 from tests.conftest import SLACK_TOKEN
@@ -36,7 +36,7 @@ class UncommittingWorker(Worker):
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.uncommitting_worker", "run"], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.uncommitting_worker"], env=self.env,
                                          cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
 

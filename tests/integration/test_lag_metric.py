@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.runtime.ingest import ingest_group
+from service.runtime.ingest.clients import ingest_group
 from service.runtime.lag import ConsumerLag
 from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics, topic_configs, topic_names

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import ReadableSpan
 
 from responders.incident_responder import IncidentResponder
-from service.runtime.ingest import ingest_group
+from service.runtime.ingest.clients import ingest_group
 from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.kafka_helpers import committed_offsets, has_marker, headers, produce, read_topic

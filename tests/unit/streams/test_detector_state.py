@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from service.runtime.ingest import BatchJudge, Deliveries, Outgoing, _Stopping
+from service.runtime.ingest.dead_letters import Outgoing
+from service.runtime.ingest.deliveries import Deliveries, Stopping
+from service.runtime.ingest.judge import BatchJudge
 from service.runtime.inputs import NativeInput
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
@@ -284,5 +286,5 @@ async def test_a_batch_that_cannot_be_delivered_when_the_worker_stops_is_left_un
 
     deliveries = Deliveries(refuse)
     deliveries.out.append(Outgoing("findings", b"k", b"v"))
-    with pytest.raises(_Stopping):
+    with pytest.raises(Stopping):
         await deliveries.settle(lambda o: None, lambda: True)

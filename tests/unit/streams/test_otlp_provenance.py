@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from service.runtime.catalogue import load
-from service.runtime.ingest import dead_letter_record
+from service.runtime.ingest.dead_letters import dead_letter_record
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from streams.detectors import DetectorState, detect
 from streams.ingest.otlp import OtlpIngest, decode_message
