@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,8 +74,9 @@ def due_findings(traces: int) -> int:
 
 async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float]:
     from bench.throughput import CountingResponder
+    from service.runtime.ingest.checkpoint import Checkpoint
+    from service.runtime.ingest.deliveries import Deliveries
     from service.runtime.ingest.judge import BatchJudge
-    from service.runtime.ingest.loop import BatchIngest
     from service.runtime.settings import Settings
     from service.runtime.worker import Runtime
     from tests.support.otel_collector import docs_config, start_collector
@@ -89,22 +91,24 @@ async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float
     n_events, due = traces * SPANS_PER_TRACE, due_findings(traces)
     events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
     marks: dict[str, float] = {}
-    judge, commit = BatchJudge.judge, BatchIngest._commit
+    judge = BatchJudge.judge
 
     async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
         marks.setdefault("first", time.perf_counter())
         return await judge(self, record, out)  # type: ignore[arg-type]
 
-    async def timed_commit(self: BatchIngest, offsets: dict) -> None:  # type: ignore[type-arg]
-        if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
-                and metrics.total(metrics.FINDINGS) - findings0 >= due:
-            marks["end"] = time.perf_counter()
-        await commit(self, offsets)
+    class Timed(Checkpoint):
+        """Marks the end at the first checkpoint whose records are all out once every event is judged."""
+
+        async def settle(self, deliveries: Deliveries, stopping: Callable[[], bool]) -> None:
+            await super().settle(deliveries, stopping)
+            if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
+                    and metrics.total(metrics.FINDINGS) - findings0 >= due:
+                marks["end"] = time.perf_counter()
 
     BatchJudge.judge = timed_judge  # type: ignore[method-assign]
-    BatchIngest._commit = timed_commit  # type: ignore[method-assign]
     try:
-        async with Runtime(settings, responder=CountingResponder()):
+        async with Runtime(settings, responder=CountingResponder(), checkpoint=Timed()):
             with start_collector(docs_config(), data_dir / "collector", {
                     "KAFKA_BROKERS": bootstrap, "WARDEN_TOPIC_OTLP": topics["topic_otlp"],
                     "WARDEN_TOPIC_OTLP_LOGS": topics["topic_otlp_logs"]}) as collector:
@@ -124,7 +128,7 @@ async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float
                     await asyncio.sleep(0.05)
                 child.wait(timeout=120)
     finally:
-        BatchJudge.judge, BatchIngest._commit = judge, commit  # type: ignore[method-assign]
+        BatchJudge.judge = judge  # type: ignore[method-assign]
     return n_events / (marks["end"] - marks["go"]), n_events / (marks["end"] - marks["first"])
 
 

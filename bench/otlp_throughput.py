@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,8 +36,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from bench.throughput import CountingResponder
 from service.runtime.broker import EmbeddedBroker
+from service.runtime.ingest.checkpoint import Checkpoint
+from service.runtime.ingest.deliveries import Deliveries
 from service.runtime.ingest.judge import BatchJudge
-from service.runtime.ingest.loop import BatchIngest
 from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime
@@ -117,26 +119,28 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
     # Timed inside the ingest host (first message judged → the commit after which every event and finding is
     # out): a poll from another task of the same loop may wait behind a long run of batches.
     marks: dict[str, float] = {}
-    judge, commit = BatchJudge.judge, BatchIngest._commit
+    judge = BatchJudge.judge
 
     async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
         marks.setdefault("start", time.perf_counter())
         return await judge(self, record, out)  # type: ignore[arg-type]
 
-    async def timed_commit(self: BatchIngest, offsets: dict) -> None:  # type: ignore[type-arg]
-        if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
-                and metrics.total(metrics.FINDINGS) - findings0 >= due:
-            marks["end"] = time.perf_counter()
-        await commit(self, offsets)
+    class Timed(Checkpoint):
+        """Marks the end at the first checkpoint whose records are all out once every event is judged."""
+
+        async def settle(self, deliveries: Deliveries, stopping: Callable[[], bool]) -> None:
+            await super().settle(deliveries, stopping)
+            if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
+                    and metrics.total(metrics.FINDINGS) - findings0 >= due:
+                marks["end"] = time.perf_counter()
 
     BatchJudge.judge = timed_judge  # type: ignore[method-assign]
-    BatchIngest._commit = timed_commit  # type: ignore[method-assign]
     try:
-        async with Runtime(settings, responder=CountingResponder()):
+        async with Runtime(settings, responder=CountingResponder(), checkpoint=Timed()):
             while "end" not in marks:
                 await asyncio.sleep(0.05)
     finally:
-        BatchJudge.judge, BatchIngest._commit = judge, commit  # type: ignore[method-assign]
+        BatchJudge.judge = judge  # type: ignore[method-assign]
     elapsed = marks["end"] - marks["start"]
     return n_events / elapsed
 
