@@ -27,7 +27,6 @@ from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
-from warden.policy.scope_checks import SESSION_TTL
 
 Bound = tuple[Callable[[Context, Any], list[Finding]], Any]  # a detector's detect function and its state
 
@@ -94,19 +93,9 @@ class DetectorState:
 
 
 def lookback(policy: Policy) -> timedelta:
-    """How far back in event time the stateful detectors look under `policy`: the longest tool-call, identical-retry,
-    identity-approval, flow or provenance window of any workflow (a flow bounded only in steps looks back the
-    session TTL). Rebuilding state needs the log that far back, no further."""
-    longest = timedelta(0)
-    for wf in policy.matrix.workflows.values():
-        limits = wf.scope.limits
-        windows = [wf.scope.identity_changes.window]
-        windows += [limit.window for limit in (limits.tool_calls, limits.identical_retries) if limit is not None]
-        flows = [wf.scope.untrusted_flow.within, *(f.within for f in wf.scope.flows)]
-        windows += [w if w is not None else SESSION_TTL for w in flows]
-        windows.append(wf.provenance.within)
-        longest = max(longest, *windows)
-    return longest
+    """How far back in event time the stateful detectors look under `policy`: the longest lookback any detector
+    declares for any workflow. Rebuilding state needs the log that far back, no further."""
+    return max((d.lookback(wf) for wf in policy.matrix.workflows.values() for d in DETECTORS), default=timedelta(0))
 
 
 @dataclass(frozen=True)

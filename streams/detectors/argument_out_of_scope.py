@@ -8,7 +8,7 @@ the constraint as written.
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from streams.detectors.base import Context, RuleInfo, build_finding, no_lookback, stateless
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
 from warden.contract.matrix import Severity
@@ -24,6 +24,7 @@ MAX_LISTED = 3  # violations spelled out in the evidence; the rest are counted
 
 
 new_state = stateless
+lookback = no_lookback
 
 
 def detect(ctx: Context, state: None) -> list[Finding]:

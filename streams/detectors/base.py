@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from warden.contract.containment import CredentialRef, QuarantineMark
@@ -53,10 +54,13 @@ class Context:
 
 
 class Detector(Protocol):
-    """A built-in detector: one module with `info`, `new_state()` and a pure `detect(ctx, state)`.
+    """A built-in detector: one module with `info`, `new_state()`, `lookback(workflow)` and a pure
+    `detect(ctx, state)`.
 
-    `state` is what `new_state()` made, kept per worker and keyed inside by agent or session; a stateless
-    detector uses `new_state = stateless`. Adding one: write the module, add it to `DETECTORS`.
+    `state` is what `new_state()` made, kept per worker and keyed inside by agent or session; `lookback` says how
+    far back in event time that state needs a workflow's events (rebuilding it reads the log that far). A
+    stateless detector uses `new_state = stateless` and `lookback = no_lookback`. Adding one: write the module,
+    add it to `DETECTORS`.
     """
 
     @property
@@ -64,12 +68,19 @@ class Detector(Protocol):
 
     def new_state(self) -> Any: ...
 
+    def lookback(self, workflow: Workflow) -> timedelta: ...
+
     def detect(self, ctx: Context, state: Any) -> list[Finding]: ...
 
 
 def stateless() -> None:
     """The state factory of a detector that keeps none."""
     return None
+
+
+def no_lookback(workflow: Workflow) -> timedelta:
+    """The lookback of a detector that keeps no state: it needs no earlier event."""
+    return timedelta(0)
 
 
 _DEFAULT_RULE = BuiltinRule()

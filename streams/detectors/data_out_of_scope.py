@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from streams.detectors.base import Context, RuleInfo, build_finding, no_lookback, stateless
 from streams.detectors.secret_access import is_secret
 from warden.contract.findings import Finding
 from warden.contract.matrix import CLASSIFICATIONS, Severity
@@ -17,6 +17,7 @@ _RANK = {c: i for i, c in enumerate(CLASSIFICATIONS)}
 
 
 new_state = stateless
+lookback = no_lookback
 
 
 def detect(ctx: Context, state: None) -> list[Finding]:

@@ -18,13 +18,14 @@ and identity_admin calls.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.provenance_state import Origin, ProvenanceLedger, Session, fingerprint
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import BuiltinRule, Category, RuleMode, Severity, Tier
+from warden.contract.matrix import BuiltinRule, Category, RuleMode, Severity, Tier, Workflow
 from warden.contract.redact import redact_value
 from warden.policy.provenance import ProvenanceChecks
 from warden.policy.tiers import PROVENANCE, UNSOURCED_VALUE
@@ -45,6 +46,11 @@ UNSOURCED = RuleInfo(
 )
 also = (UNSOURCED,)  # the other rule this module raises: configured under rules.builtin like any built-in
 new_state = ProvenanceLedger
+
+
+def lookback(workflow: Workflow) -> timedelta:
+    """The provenance window: how long a session's reads ground its later calls."""
+    return workflow.provenance.within
 MAX_LISTED = 3
 # Values that name a destination or a thing to act on, wherever they stand in an argument (a mail body, a command).
 _TYPED = frozenset({"email", "url", "host", "iban", "number", "path", "env"})

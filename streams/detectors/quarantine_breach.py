@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from streams.detectors.base import Context, RuleInfo, build_finding, no_lookback, stateless
 from warden.contract.findings import Finding
 from warden.contract.matrix import Severity
 
@@ -15,6 +15,7 @@ info = RuleInfo(
 
 
 new_state = stateless
+lookback = no_lookback
 
 
 def detect(ctx: Context, state: None) -> list[Finding]:

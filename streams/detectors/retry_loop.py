@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 
 import orjson
 
@@ -11,7 +12,7 @@ from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.windows import WindowCounter
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import Severity
+from warden.contract.matrix import Severity, Workflow
 
 info = RuleInfo(
     id="retry_loop",
@@ -22,6 +23,12 @@ info = RuleInfo(
 
 
 new_state = WindowCounter
+
+
+def lookback(workflow: Workflow) -> timedelta:
+    """The identical-retry window: how far back the counter needs the workflow's events."""
+    limit = workflow.scope.limits.identical_retries
+    return limit.window if limit is not None else timedelta(0)
 
 
 _SORTED = orjson.OPT_SORT_KEYS

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from streams.detectors.base import Context, RuleInfo, build_finding, stateless
+from streams.detectors.base import Context, RuleInfo, build_finding, no_lookback, stateless
 from warden.contract.events import ActivityEvent, Kind
 from warden.contract.findings import Finding
 from warden.contract.matrix import Category, Severity
@@ -22,6 +22,7 @@ def is_secret(ev: ActivityEvent) -> bool:
 
 
 new_state = stateless
+lookback = no_lookback
 
 
 def secret_named(ctx: Context) -> str | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.windows import WindowCounter
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import Severity
+from warden.contract.matrix import Severity, Workflow
 
 info = RuleInfo(
     id="tool_burst",
@@ -17,6 +19,12 @@ info = RuleInfo(
 
 
 new_state = WindowCounter
+
+
+def lookback(workflow: Workflow) -> timedelta:
+    """The tool-call window: how far back the counter needs the workflow's events."""
+    limit = workflow.scope.limits.tool_calls
+    return limit.window if limit is not None else timedelta(0)
 
 
 def detect(ctx: Context, state: WindowCounter) -> list[Finding]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from streams.detectors.base import Context, RuleInfo, build_finding
 from warden.contract.events import ActivityEvent, Decision, IdentityChange, Kind
@@ -156,3 +156,8 @@ def _missing_approval(ev: ActivityEvent, change: IdentityChange, wf: Workflow, s
 
 
 new_state = State
+
+
+def lookback(workflow: Workflow) -> timedelta:
+    """The identity-approval window: an approval older than it covers no change."""
+    return workflow.scope.identity_changes.window

@@ -9,15 +9,21 @@ is `sessions.SessionTrail`: per (agent, session), partition-local, bounded, rebu
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from streams.detectors.base import Context, RuleInfo, build_finding
 from streams.detectors.sessions import Seen, SessionTrail
 from warden.contract.events import Kind
 from warden.contract.findings import Finding
-from warden.contract.matrix import Category, RuleMode, Severity
+from warden.contract.matrix import Category, RuleMode, Severity, Workflow
 from warden.contract.redact import redact_value
-from warden.policy.scope_checks import TIER_SEVERITY, UNTRUSTED_FLOW, UNTRUSTED_FLOW_FRAMEWORKS, CompiledFlow
+from warden.policy.scope_checks import (
+    SESSION_TTL,
+    TIER_SEVERITY,
+    UNTRUSTED_FLOW,
+    UNTRUSTED_FLOW_FRAMEWORKS,
+    CompiledFlow,
+)
 
 info = RuleInfo(
     id=UNTRUSTED_FLOW,
@@ -28,6 +34,12 @@ info = RuleInfo(
 
 
 new_state = SessionTrail
+
+
+def lookback(workflow: Workflow) -> timedelta:
+    """The longest of the built-in and the workflow's own flows (one bounded only in steps: the session TTL)."""
+    flows = [workflow.scope.untrusted_flow.within, *(f.within for f in workflow.scope.flows)]
+    return max(w if w is not None else SESSION_TTL for w in flows)
 _NONE: frozenset[Category] = frozenset()  # a tool the catalogue does not know still counts as a step
 
 

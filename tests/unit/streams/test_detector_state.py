@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+import streams.detectors
 from service.runtime.ingest.dead_letters import Outgoing
 from service.runtime.ingest.deliveries import Deliveries, Stopping
 from service.runtime.ingest.judge import BatchJudge
@@ -19,12 +20,13 @@ from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
 from service.runtime.state_rebuild import PartitionStates
 from streams.detectors import DetectorState, detect, lookback, replay
+from streams.detectors.base import RuleInfo, no_lookback, stateless
 from streams.detectors.windows import WindowCounter
 from streams.ingest import FORMATS
 from tests.support.matrix_builder import T0, approval, change, policy, tool, with_scope
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
-from warden.contract.matrix import Limit
+from warden.contract.matrix import Limit, Severity
 
 P = policy()  # provisioner (iam-agent): 5 tool calls per minute, 3 identical calls per 5 minutes
 
@@ -198,6 +200,19 @@ def test_the_look_back_is_the_longest_window_of_any_workflow() -> None:
     assert lookback(P) == timedelta(minutes=30)  # every workflow's identity-approval window (the default)
     longer = with_scope("helpdesk", limits={"tool_calls": {"max": 2, "window": "2h"}})
     assert lookback(longer) == timedelta(hours=2)
+
+
+def test_a_stateful_detector_brings_its_own_look_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new stateful detector is its module (with `lookback`) plus its line in DETECTORS: nothing else to edit."""
+    daily = SimpleNamespace(info=RuleInfo("daily_digest", "Daily", Severity.low, ()), new_state=dict,
+                            detect=lambda ctx, state: [], lookback=lambda wf: timedelta(days=1))
+    monkeypatch.setattr(streams.detectors, "DETECTORS", (*streams.detectors.DETECTORS, daily))
+    assert lookback(P) == timedelta(days=1)
+
+
+def test_a_detector_looks_back_exactly_when_it_keeps_state() -> None:
+    for d in streams.detectors.DETECTORS:
+        assert (d.new_state is stateless) == (d.lookback is no_lookback), d.info.id
 
 
 # --- which partition states a worker keeps through a rebalance ---------------------------------------------------
