@@ -19,6 +19,7 @@ from service.cli.failure import Failure, unreachable
 from service.cli.output import Output, line, output_option
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.settings import Settings
+from streams.ingest import ACTIVITY
 from streams.ingest.base import REASON_CODES
 from streams.ingest.split import split_array
 from warden.kit.sealing import KEY_FILE, SCHEME, Sealer, SealError
@@ -138,7 +139,7 @@ async def replay(settings: Settings, kafka: KafkaAccess | str, *, group: str, re
 
 async def _replay_one(record: ConsumerRecord, settings: Settings, open_bytes: Callable[[bytes], bytes], *,
                       producer: AIOKafkaProducer, reasons: frozenset[str], dry_run: bool) -> Outcome:
-    outcome, target, value = _open(record, open_bytes, settings.topic_activity)
+    outcome, target, value = _open(record, open_bytes, settings.input_topic(ACTIVITY))
     if outcome.action != REPLAYED:
         return outcome
     if reasons and outcome.reason_code not in reasons:

@@ -18,7 +18,7 @@ from service.cli.policy_output import chosen, emit_json, emit_jsonl, output_opti
 from service.cli.times import When, epoch_ms, iso
 from service.runtime.catalogue import load
 from streams.backtest import DEFAULT_RECORD_BYTES
-from streams.ingest import FORMATS
+from streams.ingest import ACTIVITY, FORMATS
 from streams.learn import Read, learn_files, learn_message
 from warden.policy import Policy, PolicyError, policy_files
 from warden.policy.learn import Draft, Learner, draft
@@ -171,7 +171,7 @@ def _learn_topic(learner: Learner, *, since: datetime, until: datetime | None, t
                       "embedded broker keeps nothing between runs)", Exit.INVALID_INPUT)
     if logging.getLogger().getEffectiveLevel() > logging.INFO:  # without -v, the failure is our one line, not theirs
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    decode, topic, read = FORMATS["native"], settings.topic_activity, Read()
+    decode, topic, read = FORMATS["native"], settings.input_topic(ACTIVITY), Read()
 
     def on_record(record: ConsumerRecord) -> None:
         learn_message(f"{topic}@{record.partition}:{record.offset}", record.value, learner=learner, decode=decode,

@@ -22,6 +22,7 @@ from responders.notifiers.slack.interactivity import PATH
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
+from streams.ingest import ACTIVITY
 from warden.client.approvals import HttpApprovals, proceed
 from warden.contract.approvals import ApprovalRequest
 from warden.contract.events import Agent, IdentityChange
@@ -89,7 +90,7 @@ async def hold_identity_change(rt: Runtime, slack: SlackApiServer, run_id: str, 
     producer = rt.kafka.producer()
     await producer.start()
     try:
-        await producer.send_and_wait(s.topic_activity, json.dumps(event).encode(), key=AGENT.encode())
+        await producer.send_and_wait(s.input_topic(ACTIVITY), json.dumps(event).encode(), key=AGENT.encode())
     finally:
         await producer.stop()
     return event_id

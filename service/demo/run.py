@@ -24,6 +24,7 @@ from service.demo.otlp import otlp_messages
 from service.runtime.kafka_access import KafkaAccess
 from service.runtime.settings import EXAMPLES, Settings
 from service.runtime.worker import Runtime
+from streams.ingest import ACTIVITY
 from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 
@@ -125,9 +126,9 @@ async def _send(kafka: KafkaAccess, settings: Settings, plan: Plan) -> None:
     await producer.start()
     try:
         for key, value in plan.messages:
-            await producer.send_and_wait(settings.topic_activity, value, key=key)
+            await producer.send_and_wait(settings.input_topic(ACTIVITY), value, key=key)
         for key, value in plan.otlp_messages:
-            await producer.send_and_wait(settings.topic_otlp, value, key=key)
+            await producer.send_and_wait(settings.input_topic("otlp"), value, key=key)
     finally:
         await producer.stop()
 

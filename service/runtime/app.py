@@ -16,17 +16,13 @@ from service.runtime.ingest.dead_letters import dead_letter_record
 from service.runtime.ingest.feed import BatchLimits
 from service.runtime.ingest.judge import BatchJudge
 from service.runtime.ingest.loop import BatchIngest
-from service.runtime.inputs import InputHandler, NativeInput, SpanInput
+from service.runtime.inputs import handler, reading
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
 from service.runtime.state_rebuild import PartitionStates
 from service.runtime.topics import DLQ_HEADER_ROOM
-from streams.ingest import FORMATS, Decoder
-from streams.ingest.otlp import OtlpIngest, replay_decoder
-from streams.ingest.otlp_agents import AgentResolver, Bounds
-from streams.ingest.otlp_logs import LogIngest
-from streams.ingest.otlp_logs import replay_decoder as log_replay_decoder
+from streams.ingest import Decoder
 from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
@@ -100,26 +96,13 @@ def build_app(settings: Settings, kafka: KafkaAccess | str, holder: PolicyHolder
     async def publish(finding: Finding) -> None:
         await findings_topic.send(key=finding.agent_id.encode(), value=finding.model_dump_json().encode())
 
-    # The input topics: how each is read, and how its log is replayed to rebuild detector state. A new input topic =
-    # one line in each mapping (and its topic in Settings).
-    # OTLP spans from the Collector (WARDEN_TOPIC_OTLP) are judged like activity, with late agent identity: their
-    # handler holds a span until an ancestor names its agent, and the commit stays below it.
-    # GenAI events on the logs signal (WARDEN_TOPIC_OTLP_LOGS) wait in the same resolver for the span they were
-    # emitted in, which names their agent (streams/ingest/otlp_logs.py).
-    replay: dict[str, Decoder] = {
-        settings.topic_activity: FORMATS["native"],
-        settings.topic_otlp: replay_decoder(settings.otlp_encoding, lambda: holder.current),
-        settings.topic_otlp_logs: log_replay_decoder(settings.otlp_encoding, lambda: holder.current),
-    }
-    resolver = AgentResolver(Bounds(wait_s=settings.otlp_wait_s, max_spans=settings.otlp_max_spans))
-    inputs: dict[str, InputHandler] = {
-        settings.topic_activity: NativeInput(FORMATS["native"], settings.max_message_bytes),
-        settings.topic_otlp: SpanInput(settings.topic_otlp, OtlpIngest(
-            settings.otlp_encoding, max_bytes=settings.max_message_bytes, resolver=resolver), settings.otlp_wait_s),
-        settings.topic_otlp_logs: SpanInput(settings.topic_otlp_logs, LogIngest(
-            resolver, settings.otlp_encoding, max_bytes=settings.max_message_bytes), settings.otlp_wait_s,
-            partition_option="partition_logs_by_trace_id"),
-    }
+    # The input topics (streams.ingest.INPUTS): how each is read, and how its log is replayed to rebuild detector
+    # state. OTLP spans and GenAI log records are judged like activity, with late agent identity: their handlers hold
+    # an event until a span names its agent (one resolver, shared), and the commit stays below it.
+    readers = reading(settings, lambda: holder.current)
+    topics = settings.input_topics()
+    replay: dict[str, Decoder] = {topic: settings.live_inputs[name].replay(readers) for name, topic in topics.items()}
+    inputs = {topic: handler(topic, settings.live_inputs[name], readers) for name, topic in topics.items()}
     # Detector state per input partition, rebuilt from the log the first time a partition is seen here.
     states = {topic: PartitionStates(kafka, decode, settings.max_message_bytes, lambda: holder.current,
                                      quarantined=quarantined) for topic, decode in replay.items()}

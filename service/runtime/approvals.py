@@ -33,13 +33,14 @@ from responders.approvals.desk import ApprovalDesk
 from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.notifier import SlackNotifier
+from service.runtime.inputs import reading
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
 from streams.approvals import History, judge
 from streams.detectors.base import Context
 from streams.detectors.unreviewed_identity_change import identity_change_of
-from streams.ingest import FORMATS
+from streams.ingest import ACTIVITY
 from warden.contract import metrics
 from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, Judgement
 from warden.contract.containment import QuarantineMark
@@ -96,6 +97,8 @@ class ApprovalHost:
     def __init__(self, settings: Settings, kafka: KafkaAccess | str, responder: IncidentResponder, holder: PolicyHolder,
                  quarantined: Mapping[str, QuarantineMark], *, history: History | None = None) -> None:
         self.settings, self.kafka, self.holder, self.quarantined = settings, access(kafka), holder, quarantined
+        # the activity topic's own format (streams.ingest.INPUTS), read for the identity changes it carries
+        self._decode = settings.live_inputs[ACTIVITY].replay(reading(settings, lambda: holder.current))
         self.history = history
         self.sealer = settings.sealer()
         slack = next((n for n in responder.notifiers if isinstance(n, SlackNotifier)), None)
@@ -144,7 +147,7 @@ class ApprovalHost:
             rebalance_timeout_ms=int(s.kafka_rebalance_timeout_s * 1000),
             max_partition_fetch_bytes=max(1_048_576, 2 * s.max_message_bytes))
         await self._actions.start()
-        self._actions.subscribe([s.topic_activity])
+        self._actions.subscribe([s.input_topic(ACTIVITY)])
         self.desk.loop.start()
         self._task = asyncio.create_task(_kept_running(self._consume), name="warden.approvals.kafka")
         self._watch_task = asyncio.create_task(_kept_running(self._watch_actions), name="warden.approvals.actions")
@@ -202,7 +205,7 @@ class ApprovalHost:
             if APPROVAL_EVENT_MARK not in msg.value:  # a substring scan, no decode: most messages stop here
                 return
             self._watched.add(agent)  # Warden's own approval event: the change it covers comes behind it
-        decoded = FORMATS["native"](msg.value, self.settings.max_message_bytes)
+        decoded = self._decode(msg.value, self.settings.max_message_bytes)
         policy = self.holder.current
         for ev in decoded.events:
             change = identity_change_of(Context.of(ev, policy))
@@ -260,7 +263,7 @@ class ApprovalHost:
         assert self._producer is not None
         s = self.settings
         if event is not None:
-            await self._producer.send_and_wait(s.topic_activity, key=event.agent.id.encode(),
+            await self._producer.send_and_wait(s.input_topic(ACTIVITY), key=event.agent.id.encode(),
                                                value=event.model_dump_json(exclude_none=True).encode())
         await self._producer.send_and_wait(s.topic_approval_decisions, key=answer.request_id.encode(),
                                            value=answer.model_dump_json().encode())

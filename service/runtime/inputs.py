@@ -11,34 +11,15 @@ from typing import Protocol
 
 from aiokafka.structs import ConsumerRecord
 
-from streams.ingest import Decoder
+from service.runtime.settings import Settings
+from streams.ingest import Decoder, HoldingIngest, LiveInput, Reading
 from streams.ingest.otlp import Batch
-from streams.ingest.otlp_agents import AgentResolver
 from warden.contract import metrics
 from warden.policy import Policy
 
 log = logging.getLogger("warden.ingest")
 
-__all__ = ["Batch", "HoldingIngest", "InputHandler", "NativeInput", "SpanInput"]
-
-
-class HoldingIngest(Protocol):
-    """An OTLP ingest that may hold events until their agent is known: spans (`streams.ingest.otlp.OtlpIngest`) and
-    GenAI log records (`streams.ingest.otlp_logs.LogIngest`), which share one resolver."""
-
-    resolver: AgentResolver
-    unkeyed_messages: int
-
-    def take(self, value: bytes | None, *, key: bytes | None, partition: int, offset: int, now: float,
-             policy: Policy) -> list[Batch]: ...
-
-    def release(self, now: float, policy: Policy) -> list[Batch]: ...
-
-    def lowest_held(self, partition: int) -> int | None: ...
-
-    def holds(self, partition: int, offset: int) -> bool: ...
-
-    def forget_partitions(self, partitions: Iterable[int]) -> int: ...
+__all__ = ["Batch", "InputHandler", "NativeInput", "SpanInput", "handler", "reading"]
 
 
 class InputHandler(Protocol):
@@ -70,6 +51,19 @@ class InputHandler(Protocol):
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions are revoked: drop what is held from them (their messages were not committed)."""
         ...
+
+
+def reading(settings: Settings, policy: Callable[[], Policy]) -> Reading:
+    """What this worker's settings give its live inputs' readers."""
+    return Reading(settings.max_message_bytes, settings.otlp_encoding, settings.otlp_wait_s, settings.otlp_max_spans,
+                   policy)
+
+
+def handler(topic: str, live: LiveInput, reading: Reading) -> InputHandler:
+    """How the worker reads one live input: each message alone, or held by its holding ingest."""
+    if live.holding is None:
+        return NativeInput(live.replay(reading), reading.max_bytes)
+    return SpanInput(topic, live.holding(reading), reading.wait_s)
 
 
 class NativeInput:
@@ -109,9 +103,8 @@ class SpanInput:
     retakes = True
 
     def __init__(self, topic: str, ingest: HoldingIngest, wait_s: float,
-                 clock: Callable[[], float] = time.monotonic, partition_option: str = "partition_traces_by_id") -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._topic = topic
-        self._option = partition_option  # the exporter's setting that keys this topic's messages by trace id
         self._ingest = ingest
         self._clock = clock
         self.release_every: float | None = max(0.1, min(1.0, wait_s / 4))  # a quarter of the wait, 0.1 s to 1 s
@@ -128,7 +121,7 @@ class SpanInput:
             self._warned_unkeyed = True
             log.warning("%s holds messages with no key: the Collector's kafka exporter runs with "
                         "%s off, so a trace's spans may land on different partitions and some "
-                        "agents stay unresolved; set it to true", self._topic, self._option)
+                        "agents stay unresolved; set it to true", self._topic, self._ingest.partition_option)
         metrics.OTLP_HELD_SPANS.set(self._ingest.resolver.held)
         return batches
 

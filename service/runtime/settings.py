@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import warden
+from streams.ingest import INPUTS, LiveInput
 from warden.contract.matrix import Duration
 from warden.kit.sealing import Sealer, key_in
 
@@ -18,10 +20,12 @@ EXAMPLES = Path(warden.__file__).resolve().parent / "examples"  # package data o
 BUNDLED_POLICY = EXAMPLES / "policy"
 
 
-class Settings(BaseSettings):
-    """Every knob an operator can turn. Unset Kafka bootstrap means: start the embedded broker."""
+class InputlessSettings(BaseSettings):
+    """Every knob an operator can turn but the live inputs' topics, which `settings_model` adds from `INPUTS`.
+    Unset Kafka bootstrap means: start the embedded broker."""
 
     model_config = SettingsConfigDict(env_prefix="WARDEN_", extra="ignore")
+    live_inputs: ClassVar[Mapping[str, LiveInput]] = {}  # the inputs whose `topic_<name>` settings this model has
 
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset: `warden run` refuses "
                                         "unless WARDEN_EMBEDDED (or --embedded) asks for the embedded broker.")
@@ -50,7 +54,6 @@ class Settings(BaseSettings):
     policy_reload_s: float = Field(2.0, gt=0, description="How often the worker checks the policy files for changes.")
     data_dir: Path = Field(Path("./data"), description="Where the embedded defaults keep files (SQLite, ...).")
     web_bind: str = Field("127.0.0.1:6066", description="host:port of the worker's HTTP server.")
-    topic_activity: str = "warden.activity"
     topic_findings: str = "warden.findings"
     topic_dlq: str = "warden.activity.dlq"
     topic_control: str = Field("warden.control", description="Compacted; quarantine state per agent, for gateways.")
@@ -63,10 +66,6 @@ class Settings(BaseSettings):
                                     "the reason and correlation id as headers.")
     topic_audit: str | None = Field(None, description="Unset: no export. Else findings (OCSF Detection Finding) "
                                     "and timeline entries as JSON on this topic, e.g. warden.audit.")
-    topic_otlp: str = Field("otlp_spans", description="OTLP spans from the OpenTelemetry Collector's kafka exporter "
-                            "(its default traces.topic).")
-    topic_otlp_logs: str = Field("otlp_logs", description="OTLP logs (GenAI events) from the Collector's kafka "
-                                 "exporter (its default logs.topic), joined to their spans by trace and span id.")
     otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(
         "auto", description="The exporter's traces.encoding and logs.encoding; auto tells JSON from protobuf by the "
         "first byte.")
@@ -216,6 +215,15 @@ class Settings(BaseSettings):
 
         return ",".join(notifier_names(v, info.data.get("slack_token") is not None)) if v else v
 
+    def input_topics(self) -> dict[str, str]:
+        """Each live input's topic (WARDEN_TOPIC_<NAME>), by its name in the registry."""
+        return {name: self.input_topic(name) for name in self.live_inputs}
+
+    def input_topic(self, name: str) -> str:
+        """The topic of the live input `name` (e.g. `streams.ingest.ACTIVITY`)."""
+        topic: str = getattr(self, f"topic_{name}")
+        return topic
+
     @property
     def web_host(self) -> str:
         return self.web_bind.rpartition(":")[0]
@@ -232,3 +240,19 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'warden.db').resolve()}"
+
+
+def settings_model(inputs: Mapping[str, LiveInput]) -> type[InputlessSettings]:
+    """The settings with one topic setting, `WARDEN_TOPIC_<NAME>`, per live input of `inputs`."""
+    fields: dict[str, Any] = {f"topic_{name}": (str, Field(live.topic, description=live.about))
+                              for name, live in inputs.items()}
+    model = create_model("Settings", __base__=InputlessSettings, __module__=__name__,
+                         __doc__=InputlessSettings.__doc__, **fields)
+    model.live_inputs = dict(inputs)
+    return model
+
+
+if TYPE_CHECKING:
+    Settings = InputlessSettings
+else:
+    Settings = settings_model(INPUTS)

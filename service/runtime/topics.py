@@ -30,23 +30,23 @@ class TopicCreationFailed(BrokerUnreachable):
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic_activity, settings.topic_findings, settings.topic_dlq, settings.topic_control,
+    """Every topic Warden reads or writes: the live inputs' (from the registry) and its own."""
+    return [*settings.input_topics().values(), settings.topic_findings, settings.topic_dlq, settings.topic_control,
             settings.topic_revocations, settings.topic_approval_requests, settings.topic_approval_decisions,
-            settings.topic_approval_dlq, settings.topic_otlp, settings.topic_otlp_logs]
+            settings.topic_approval_dlq]
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic configs Warden needs beyond a broker's defaults.
 
     Apache Kafka refuses a record batch over `max.message.bytes` (1 MiB by default; Tansu has no limit). Warden
-    dead-letters an oversized activity (or span) message with up to dlq_max_bytes of its bytes, so the activity and
-    span topics must accept such a message in the first place, and the DLQ must accept the dead letter; otherwise
+    dead-letters an oversized input message with up to dlq_max_bytes of its bytes, so every live input topic must
+    accept such a message in the first place, and the DLQ must accept the dead letter; otherwise
     the DLQ write is refused, retried forever, and its partition stalls. The control and revocation topics are
     compacted: gateways read them from the start, and only each agent's or credential's latest record matters."""
     limit = {"max.message.bytes": str(settings.dlq_max_bytes + DLQ_HEADER_ROOM)}
     compacted = {"cleanup.policy": "compact"}  # the latest record per key is the state: agent or credential
-    return {settings.topic_activity: dict(limit), settings.topic_otlp: dict(limit),
-            settings.topic_otlp_logs: dict(limit), settings.topic_dlq: dict(limit),
+    return {**{topic: dict(limit) for topic in settings.input_topics().values()}, settings.topic_dlq: dict(limit),
             settings.topic_control: dict(compacted), settings.topic_revocations: dict(compacted)}
 
 

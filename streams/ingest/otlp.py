@@ -40,6 +40,8 @@ class Batch:
 class OtlpIngest:
     """One per worker for the span topic: decode, resolve agents, map to events."""
 
+    partition_option = "partition_traces_by_id"  # the exporter's setting that keys its messages by trace id
+
     def __init__(self, encoding: Encoding = "auto", bounds: Bounds | None = None, max_bytes: int = 1_048_576,
                  resolver: AgentResolver | None = None) -> None:
         self.encoding: Encoding = encoding

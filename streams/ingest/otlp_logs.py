@@ -251,6 +251,8 @@ def _digest(text: str) -> str:
 class LogIngest:
     """One per worker for the log topic, sharing the span topic's resolver: decode, join to spans, map."""
 
+    partition_option = "partition_logs_by_trace_id"  # the exporter's setting that keys its messages by trace id
+
     def __init__(self, resolver: AgentResolver, encoding: Encoding = "auto", max_bytes: int = 1_048_576) -> None:
         self.encoding: Encoding = encoding
         self.max_bytes = max_bytes

@@ -23,6 +23,7 @@ from service.runtime.ingest.positions import Positions
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.settings import Settings
 from streams.approvals import Known
+from streams.ingest import ACTIVITY
 from warden.contract import metrics
 
 log = logging.getLogger("warden.ingest")
@@ -65,7 +66,7 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             found = states.provenance(agent_id, session_id)
             if found is not None:
                 return Known(True, found)
-        return Known(self.owns(self._settings.topic_activity, agent_id), None)
+        return Known(self.owns(self._settings.input_topic(ACTIVITY), agent_id), None)
 
     def owns(self, topic: str, agent_id: str) -> bool:
         """Whether the partition producers' default partitioner gives `agent_id` on `topic` is this worker's."""
