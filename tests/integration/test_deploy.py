@@ -26,6 +26,7 @@ from helm_python.errors import HelmError
 from service.runtime import catalogue
 from service.runtime.ingest.clients import ingest_group
 from service.runtime.settings import BUNDLED_POLICY, Settings
+from streams.ingest import INPUTS
 from warden import __version__
 
 REPO = Path(__file__).resolve().parents[2]
@@ -337,6 +338,22 @@ def test_the_lag_autoscaler_watches_the_group_and_topic_the_worker_reads(tmp_pat
     selector = lag["external"]["metric"]["selector"]["matchLabels"]
     assert selector["consumergroup"] == ingest_group(env["WARDEN_APP_ID"]) == "warden-eu.ingest"
     assert selector["topic"] == env["WARDEN_TOPIC_ACTIVITY"]
+
+
+def test_the_charts_input_topics_are_the_registrys_and_each_reaches_its_setting(tmp_path: Path) -> None:
+    """The chart cannot import Python: its `topics.inputs` lists the live inputs of streams.ingest.INPUTS, with
+    their default topics, and each becomes the WARDEN_TOPIC_<NAME> setting the worker reads."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["topics"]["inputs"]
+    assert defaults == {name: live.topic for name, live in INPUTS.items()}
+    renamed = {name: f"eu.{name}" for name in defaults}
+    docs = _render(_merge(_base(), {"topics": {"inputs": renamed}}), _chart(tmp_path))
+    env = {e["name"]: e.get("value") for e in _container(docs)["env"]}
+    assert {n: v for n, v in env.items() if n.removeprefix("WARDEN_TOPIC_").lower() in INPUTS} == {
+        f"WARDEN_TOPIC_{name.upper()}": topic for name, topic in renamed.items()}
+    assert Settings(**{f"topic_{name}": topic for name, topic in renamed.items()}).input_topics() == renamed
+    with pytest.raises(HelmError, match=r"an input topic; set it in topics\.inputs"):
+        _render(_merge(_base(), {"topics": {"inputs": {"spans_eu": "eu.spans"}},
+                                 "settings": {"WARDEN_TOPIC_SPANS_EU": "elsewhere"}}), _chart(tmp_path))
 
 
 def test_secured_kafka_reaches_the_worker_from_a_secret_and_a_mounted_ca(tmp_path: Path) -> None:
