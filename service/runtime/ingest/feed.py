@@ -58,6 +58,19 @@ def _records(fetched: Mapping[TopicPartition, list[ConsumerRecord]]) -> Iterator
 
 
 
+async def fetch(consumer: AIOKafkaConsumer, wait_ms: int, max_records: int
+                ) -> Mapping[TopicPartition, list[ConsumerRecord]] | None:
+    """One fetch, waiting up to `wait_ms` for data; None (after a pause) when it failed: the caller fetches again."""
+    try:
+        fetched: Mapping[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(timeout_ms=wait_ms,
+                                                                                       max_records=max_records)
+    except KafkaError as exc:
+        log.warning("fetch failed (%s: %s); fetching again", type(exc).__name__, exc)
+        await asyncio.sleep(0.5)
+        return None
+    return fetched
+
+
 async def rewind(consumer: AIOKafkaConsumer, stopping: Callable[[], bool]) -> None:
     """Seek every owned partition back to its committed offset (the beginning where none is), retrying until the
     broker answers or the worker stops."""

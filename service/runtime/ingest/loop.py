@@ -11,13 +11,12 @@ import time
 from collections.abc import Awaitable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from service.runtime.ingest.checkpoint import Checkpoint
 from service.runtime.ingest.clients import ingest_consumer, ingest_group, ingest_producer
 from service.runtime.ingest.dead_letters import Outgoing
 from service.runtime.ingest.deliveries import Deliveries, Stopping
-from service.runtime.ingest.feed import BatchLimits, Feed, default_partition, rewind
+from service.runtime.ingest.feed import BatchLimits, Feed, default_partition, fetch, rewind
 from service.runtime.ingest.judge import BatchJudge
 from service.runtime.ingest.positions import Positions
 from service.runtime.kafka_access import KafkaAccess, access
@@ -60,19 +59,15 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
 
     def provenance(self, agent_id: str, session_id: str | None) -> Known:
         """What this worker knows of a session's reads (the approval path): the session from whichever input
-        partition holds it; else whether the agent's activity partition is this worker's at all (a partition of
-        another worker holds reads this one never saw)."""
+        partition holds it; else whether the agent's activity partition (producers' default partitioner) is this
+        worker's at all (a partition of another worker holds reads this one never saw)."""
         for states in self.judge.states.values():
             found = states.provenance(agent_id, session_id)
             if found is not None:
                 return Known(True, found)
-        return Known(self.owns(self._settings.input_topic(ACTIVITY), agent_id), None)
-
-    def owns(self, topic: str, agent_id: str) -> bool:
-        """Whether the partition producers' default partitioner gives `agent_id` on `topic` is this worker's."""
-        consumer = self._consumer
-        partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
-        return TopicPartition(topic, default_partition(agent_id, partitions or ())) in self.assignment()
+        topic = self._settings.input_topic(ACTIVITY)
+        partitions = self._consumer.partitions_for_topic(topic) if self._consumer is not None else None
+        return Known(TopicPartition(topic, default_partition(agent_id, partitions or ())) in self.assignment(), None)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -124,11 +119,8 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             if self._uncommitted:  # what was judged is committed on time even when nothing more comes in
                 due_s = self._checkpointed + self.limits.commit_every_s - time.monotonic()
                 wait = max(0, min(wait_ms, int(due_s * 1000)))
-            try:
-                fetched = await consumer.getmany(timeout_ms=wait, max_records=self.limits.max_records)
-            except KafkaError as exc:
-                log.warning("fetch failed (%s: %s); fetching again", type(exc).__name__, exc)
-                await asyncio.sleep(0.5)
+            fetched = await fetch(consumer, wait, self.limits.max_records)
+            if fetched is None:
                 continue
             feed = Feed(consumer, fetched, self.limits.max_records, self._generation)
             try:
@@ -144,10 +136,8 @@ class BatchIngest(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                 log.exception("an ingest batch failed; reading again from the committed offsets")
                 await self._start_over()
         async with self._lock:  # stopping: what was judged is delivered and committed (unless it cannot be)
-            try:
+            with contextlib.suppress(Stopping):
                 await self._checkpoint()
-            except Stopping:
-                return
 
     async def _start_over(self) -> None:
         """Forget the detector state (it may hold events whose findings were never delivered; it is rebuilt from
