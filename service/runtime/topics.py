@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 
 from service.runtime.kafka_access import KafkaAccess, access, connect_reasons, explain
 from service.runtime.settings import Settings
+from streams.ingest import ACTIVITY
 
 log = logging.getLogger("warden")
 
@@ -30,10 +31,13 @@ class TopicCreationFailed(BrokerUnreachable):
 
 
 def topic_names(settings: Settings) -> list[str]:
-    """Every topic Warden reads or writes: the live inputs' (from the registry) and its own."""
-    return [*settings.input_topics().values(), settings.topic_findings, settings.topic_dlq, settings.topic_control,
+    """Every topic Warden reads or writes, in the order they are created (and logged): the activity topic, Warden's
+    own, then the other live inputs of the registry."""
+    inputs = settings.input_topics()
+    activity = inputs.pop(ACTIVITY)
+    return [activity, settings.topic_findings, settings.topic_dlq, settings.topic_control,
             settings.topic_revocations, settings.topic_approval_requests, settings.topic_approval_decisions,
-            settings.topic_approval_dlq]
+            settings.topic_approval_dlq, *inputs.values()]
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

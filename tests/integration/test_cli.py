@@ -102,7 +102,7 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
 
 def test_docs_events_md_lists_every_dead_letter_reason_code_and_header_the_code_writes() -> None:
     runtime = REPO / "service" / "runtime"
-    sources = [*(REPO / "streams" / "ingest").glob("*.py"), runtime / "app.py", runtime / "ingest.py"]
+    sources = [*(REPO / "streams" / "ingest").glob("*.py"), runtime / "app.py", *(runtime / "ingest").glob("*.py")]
     code = "\n".join(path.read_text() for path in sources)
     reasons = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(
         re.findall(r'dead_letter\(\s*\w+,\s*"([a-z_]+)"', code))
