@@ -40,13 +40,13 @@ from streams.approvals import History, judge
 from streams.detectors.base import Context
 from streams.detectors.unreviewed_identity_change import identity_change_of
 from streams.ingest import FORMATS
-from warden.contract import metrics
 from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, Judgement
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.approvals")
 TRANSPORT = "kafka"

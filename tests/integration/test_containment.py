@@ -21,10 +21,10 @@ from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, eventually, running
 from tests.support.webhook_receiver import WebhookReceiver
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.contract.matrix import Severity
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
                   "approval_timeout": "10m"}]

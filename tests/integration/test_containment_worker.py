@@ -19,8 +19,8 @@ from service.runtime.settings import BUNDLED_POLICY, Settings
 from service.runtime.worker import Runtime
 from tests.support.incident_helpers import eventually
 from tests.support.kafka_helpers import event, produce_events, read_topic
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

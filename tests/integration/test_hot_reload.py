@@ -18,8 +18,8 @@ from service.runtime.settings import BUNDLED_POLICY
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.kafka_helpers import event, has_marker, read_topic
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

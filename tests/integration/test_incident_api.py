@@ -18,8 +18,8 @@ from responders.db.models import TimelineEntry
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, served
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low"}]
 TEAM_TOKEN = "team-token-0123456789abcdef"

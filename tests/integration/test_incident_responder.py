@@ -32,9 +32,9 @@ from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 
 async def delivered(responder: IncidentResponder, n: int) -> bool:

@@ -18,8 +18,8 @@ from service.runtime.settings import Settings
 from service.runtime.web import WebServer
 from tests.conftest import SLACK_SIGNING_SECRET
 from tests.support.incident_helpers import POLICY, block_actions, eventually, finding, running, signed
-from warden.contract import metrics
 from warden.contract.matrix import Severity
+from warden.telemetry import metrics
 
 
 @pytest.fixture

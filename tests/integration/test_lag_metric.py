@@ -17,7 +17,7 @@ from service.runtime.topics import ensure_topics, topic_configs, topic_names
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.kafka_helpers import event, produce_events
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 

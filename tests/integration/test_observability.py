@@ -16,7 +16,7 @@ from service.runtime.worker import Runtime
 from tests.support.incident_helpers import eventually
 from tests.support.kafka_helpers import event, produce, produce_events, read_topic
 from tests.support.observability_checks import ALERTS, alert_exprs, dashboard_exprs, family, names_in
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 REQUIRED_PANELS = {  # what the issue asks the dashboard to show, by the metric that shows it
     "ingest rate": "warden_events_total", "findings by rule": "warden_findings_total",

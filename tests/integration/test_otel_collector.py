@@ -24,8 +24,8 @@ from service.runtime.worker import Runtime
 from tests.support.incident_helpers import eventually
 from tests.support.kafka_helpers import has_marker, read_topic
 from tests.support.otel_collector import Collector, SdkAgent, collector_binary, docs_config, start_collector
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.usefixtures("otelcol")]
 

@@ -19,8 +19,8 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.kafka_helpers import committed_offsets, has_marker, headers, produce, read_topic
 from tests.support.otel_spans import Recorder, otlp_json, otlp_proto
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from service.runtime.policy_holder import PolicyHolder
 from service.runtime.policy_watch import PolicyWatcher
 from service.runtime.settings import BUNDLED_POLICY
 from tests.support.isolated_worker import RecordingResponder
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 Watched = tuple[Path, PolicyHolder, RecordingResponder, PolicyWatcher]
 

@@ -32,9 +32,9 @@ from service.runtime.settings import Settings
 from service.runtime.web import WebServer
 from tests.support.incident_db import insert_old_incident, upgrade_to
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
-from warden.contract import metrics
 from warden.contract.findings import Finding, OwnerRef
 from warden.contract.matrix import Tier
+from warden.telemetry import metrics
 
 SETTLE_S = 0.6  # a dozen outbox and digest passes at the test settings' 0.05 s
 

@@ -14,8 +14,8 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import wait_for
 from tests.support.kafka_helpers import event, has_marker, headers, produce, produce_events, read_topic
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from streams.detectors import DetectorState, detect, lookback, replay
 from streams.detectors.sessions import SessionTrail
 from tests.support.matrix_builder import T0, tool
 from tests.support.scope_builder import scoped
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 POLICY = scoped()
 

@@ -16,13 +16,13 @@ from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
 from tests.support.matrix_builder import T0, ev, tool
 from tests.support.scope_builder import LISTS, scoped
-from warden.contract import metrics
 from warden.contract.approvals import ApprovalRequest, Verdict
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Tier
 from warden.policy import Policy, PolicyError
 from warden.policy.values import read_values, tokens
+from warden.telemetry import metrics
 
 AGENT = "iam-agent"  # the scope builder's provisioner: mail.read/web.* untrusted, pay, mail.send, grant_role, shell
 POLICY = scoped()

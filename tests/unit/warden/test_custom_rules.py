@@ -8,11 +8,11 @@ import pytest
 
 from streams.detectors import DetectorState, detect
 from tests.support.matrix_builder import ev, policy, tool
-from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule
 from warden.policy import Policy, PolicyError
 from warden.policy.cel import compile_rules, index_hints
+from warden.telemetry import metrics
 
 REFUND = {
     "id": "large-refund",
