@@ -15,6 +15,7 @@ from streams.approvals import judge as judge_request
 from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
 from tests.support.matrix_builder import T0, ev, tool
+from tests.support.metrics import metric_value
 from tests.support.scope_builder import LISTS, scoped
 from warden.contract.approvals import ApprovalRequest, Verdict
 from warden.contract.events import ActivityEvent
@@ -234,7 +235,7 @@ def _ledger(state: DetectorState) -> ProvenanceLedger:
 
 
 def _evicted(reason: str) -> float:
-    return float(metrics.PROVENANCE_EVICTED.labels(reason=reason)._value.get())
+    return float(metric_value(metrics.PROVENANCE_EVICTED, reason=reason))
 
 
 def test_a_session_keeps_its_bound_dropping_its_oldest_results_first() -> None:
