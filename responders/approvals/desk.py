@@ -26,7 +26,7 @@ from responders.notifiers.base import Posted
 from responders.notifiers.slack import approvals as slack_render
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
-from warden.contract.approvals import (
+from warden.contract.approval_requests import (
     FINAL,
     MAX_WAIT_S,
     ApprovalAnswer,

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from streams.approvals import History, Known
-from streams.approvals import judge as judge_request
 from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
+from streams.verdict import History, Known
+from streams.verdict import judge as judge_request
 from tests.support.matrix_builder import T0, ev, tool
 from tests.support.metrics import metric_value
 from tests.support.scope_builder import LISTS, scoped
-from warden.contract.approvals import ApprovalRequest, Verdict
+from warden.contract.approval_requests import ApprovalRequest, Verdict
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Tier
