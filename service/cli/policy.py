@@ -79,27 +79,19 @@ def load_or_exit(path: Path) -> Policy:
 
 @policy.command(name="test")
 @click.argument("cases", type=click.Path(path_type=Path))
-@click.argument("legacy_cases", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                metavar="")
 @click.option("--policy", "policy_path", type=click.Path(path_type=Path), envvar="WARDEN_POLICY",
               show_default="$WARDEN_POLICY, else the bundled example", help="The matrix: a YAML file or a folder.")
 @output_option
-def test(cases: Path, legacy_cases: Path | None, policy_path: Path | None, output: str, as_json: bool) -> None:
+def test(cases: Path, policy_path: Path | None, output: str, as_json: bool) -> None:
     """Test the matrix (--policy) against CASES, as `replay EVENTS --policy PATH` does.
 
     CASES.yaml (or .yml) is an expectation file: each case an `event` or a session of `events` and the findings
     it must `expect` (rule, severity, tier, responder, playbooks; `[]` for none). Prints pass/fail per case and
     the rules no case exercised. Any other file is events (a JSON object, an array or JSON Lines), each shown with
-    the findings it raises and where they would be routed. The first release's order, `policy test PATH CASES`,
-    is still read.
+    the findings it raises and where they would be routed.
 
     Events are decoded by the worker's strict decoder. Exit 0: every case passed (events: no findings);
     1: a case failed (events: findings); 2: CASES is invalid; 3: the policy is."""
-    if legacy_cases is not None:
-        given = click.get_current_context().get_parameter_source("policy_path")
-        if given is click.core.ParameterSource.COMMANDLINE:
-            raise click.UsageError("give the policy once: `policy test CASES --policy PATH`")
-        policy_path, cases = cases, legacy_cases
     if not cases.is_file():
         raise click.BadParameter(f"{cases} is not a file", param_hint="CASES")
     live = load_or_exit(policy_path or BUNDLED_POLICY)

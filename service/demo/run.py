@@ -25,8 +25,8 @@ from service.runtime.kafka_access import KafkaAccess
 from service.runtime.settings import EXAMPLES, Settings
 from service.runtime.worker import Runtime
 from streams.ingest import ACTIVITY
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
+from warden.telemetry import metrics
 
 SCENARIO = EXAMPLES / "scenario.jsonl"
 DEMO_TOKENS = 2  # the scenario's ${OAUTH_TOKEN_n}: tokens its agents hold, which critical findings revoke

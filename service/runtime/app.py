@@ -23,11 +23,11 @@ from service.runtime.settings import Settings
 from service.runtime.state_rebuild import PartitionStates
 from service.runtime.topics import DLQ_HEADER_ROOM
 from streams.ingest import Decoder
-from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.worker")
 

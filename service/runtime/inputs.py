@@ -14,8 +14,8 @@ from aiokafka.structs import ConsumerRecord
 from service.runtime.settings import Settings
 from streams.ingest import Decoder, HoldingIngest, LiveInput, Reading
 from streams.ingest.otlp import Batch
-from warden.contract import metrics
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

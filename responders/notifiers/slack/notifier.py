@@ -39,8 +39,8 @@ from responders.notifiers.base import (
     time_left,
 )
 from responders.notifiers.slack import render
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 SDK_RETRIES = 3  # per call, on 429 (after Retry-After), 500/503 and dropped connections; the outbox retries after
 # Slack errors that no retry can fix: the notification is dead-lettered at once (with a console alert).

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from service.runtime.ingest.dead_letters import Outgoing
 from service.runtime.ingest.deliveries import Deliveries
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

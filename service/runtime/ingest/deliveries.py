@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka.errors import KafkaError
 
 from service.runtime.ingest.dead_letters import Outgoing
-from warden.contract import metrics
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

@@ -15,10 +15,10 @@ from service.runtime.settings import Settings
 from service.runtime.state_rebuild import PartitionStates
 from streams.detectors import DetectorState, detect
 from streams.ingest import Decoded
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent, Kind
 from warden.contract.findings import Finding
 from warden.kit.sealing import Sealer
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

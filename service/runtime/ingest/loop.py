@@ -21,9 +21,9 @@ from service.runtime.ingest.judge import BatchJudge
 from service.runtime.ingest.positions import Positions
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.settings import Settings
-from streams.approvals import Known
 from streams.ingest import ACTIVITY
-from warden.contract import metrics
+from streams.verdict import Known
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

@@ -47,10 +47,10 @@ def cases_file(tmp_path: Path, cases: list[dict[str, Any]] | str) -> Path:
 
 def test_the_shipped_cases_of_the_example_matrix_pass() -> None:
     """CI runs the example matrix's cases: a change to the matrix that breaks one fails the suite."""
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES))
+    code, out = cli("policy", "test", str(SHIPPED_CASES), "--policy", str(BUNDLED_POLICY))
     assert code == 0, out
     assert "FAIL" not in out and out.rstrip().endswith("case(s) passed")
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "--output", "json")
+    code, out = cli("policy", "test", str(SHIPPED_CASES), "--policy", str(BUNDLED_POLICY), "--output", "json")
     report = json.loads(out)
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] == len(report["cases"]) >= 15
     assert {"large-refund", "untrusted_flow", "secret-then-external"} <= set(
@@ -66,14 +66,14 @@ def test_a_case_that_gets_other_findings_fails_and_says_what_was_missing_and_une
         {"name": "wrong playbooks", "event": SHELL,
          "expect": [{"rule": "unapproved_tool", "playbooks": ["contain_agent"]}]},
     ])
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(path))
+    code, out = cli("policy", "test", str(path), "--policy", str(BUNDLED_POLICY))
     assert code == 1, out
     assert out.splitlines()[0] == "PASS: passes"
     assert ("FAIL: wrong responder\n  missing: rule=unapproved_tool responder=secops\n"
             "  unexpected: rule=unapproved_tool") in out
     assert "FAIL: expects none" in out and "FAIL: wrong tier" in out and "FAIL: wrong playbooks" in out
     assert out.rstrip().endswith("FAILED: 1/5 case(s) passed")
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(path), "--output", "json")
+    code, out = cli("policy", "test", str(path), "--policy", str(BUNDLED_POLICY), "--output", "json")
     report = json.loads(out)
     assert code == 1 and [c["passed"] for c in report["cases"]] == [True, False, False, False, False]
     assert report["cases"][1]["missing"] == [{"rule": "unapproved_tool", "responder": "secops"}]
@@ -82,7 +82,7 @@ def test_a_case_that_gets_other_findings_fails_and_says_what_was_missing_and_une
 
 def test_coverage_names_the_rules_no_case_exercised(tmp_path: Path) -> None:
     path = cases_file(tmp_path, [{"name": "one", "event": SHELL, "expect": [{"rule": "unapproved_tool"}]}])
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(path), "-o", "jsonl")
+    code, out = cli("policy", "test", str(path), "--policy", str(BUNDLED_POLICY), "-o", "jsonl")
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [next(iter(x)) for x in lines] == ["case", "summary"]
     summary = lines[-1]["summary"]
@@ -96,14 +96,14 @@ def test_a_rule_that_cannot_be_evaluated_is_reported_and_fails_a_case_that_expec
                     tool={"name": "billing.issue_refund", "arguments": {"invoice": "INV-1001", "amount": "9e3x"}})
     path = cases_file(tmp_path, [{"name": "odd amount", "event": refund,
                                   "expect": [{"rule": "argument_out_of_scope"}]}])
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(path))
+    code, out = cli("policy", "test", str(path), "--policy", str(BUNDLED_POLICY))
     assert code == 1 and "unexpected: rule=rule_error" in out
     assert "rule error: large-refund: 1 event(s) could not be judged, first t1: " in out
 
 
 def test_a_policy_that_does_not_load_is_exit_3(tmp_path: Path) -> None:
     broken = write_policy(tmp_path, lambda d: wf(d, "billing-agent").pop("approver"))
-    code, _, err = split("policy", "test", str(broken), str(SHIPPED_CASES))
+    code, _, err = split("policy", "test", str(SHIPPED_CASES), "--policy", str(broken))
     assert code == 3 and "workflows.billing-agent.approver" in err
 
 
@@ -123,7 +123,7 @@ NOT_A_CASES_FILE = [
 
 @pytest.mark.parametrize(("text", "reason"), [c[1:] for c in NOT_A_CASES_FILE], ids=[c[0] for c in NOT_A_CASES_FILE])
 def test_an_invalid_cases_file_is_exit_2_with_the_reason(tmp_path: Path, text: str, reason: str) -> None:
-    code, out, err = split("policy", "test", str(BUNDLED_POLICY), str(cases_file(tmp_path, text)))
+    code, out, err = split("policy", "test", str(cases_file(tmp_path, text)), "--policy", str(BUNDLED_POLICY))
     assert code == 2 and out == "" and reason in err, err
 
 
@@ -134,11 +134,11 @@ def test_an_event_nested_deeper_or_larger_than_the_worker_accepts_is_invalid_inp
     event = _event(1, "support-bot-1", "tool_call", tool={"name": "kb.search", "arguments": deep})
     path = tmp_path / "cases.yaml"
     path.write_text(json.dumps({"cases": [{"name": "deep", "event": event, "expect": []}]}))  # JSON is YAML
-    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(path))
+    code, _, err = split("policy", "test", str(path), "--policy", str(BUNDLED_POLICY))
     assert code == 2 and "too_deep" in err
     big = _event(1, "support-bot-1", "tool_call", tool={"name": "kb.search", "arguments": {"q": "x" * 2_000_000}})
     path.write_text(json.dumps({"cases": [{"name": "big", "event": big, "expect": []}]}))
-    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(path))
+    code, _, err = split("policy", "test", str(path), "--policy", str(BUNDLED_POLICY))
     assert code == 2 and "too_large" in err
 
 
@@ -148,7 +148,7 @@ def test_an_event_nested_deeper_or_larger_than_the_worker_accepts_is_invalid_inp
 def test_policy_test_shows_which_findings_fire_with_what_severity_and_to_whom(tmp_path: Path) -> None:
     events = tmp_path / "events.json"
     events.write_text(json.dumps(EVENTS))
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events), "--json")
+    code, out = cli("policy", "test", str(events), "--policy", str(BUNDLED_POLICY), "--json")
     assert code == 1, out  # findings found (docs/cli.md)
     report = json.loads(out)
     got = {r["event_id"]: [(f["rule"], f["severity"], f["shadow"], f["routed_to"]) for f in r["findings"]]
@@ -170,22 +170,22 @@ def test_policy_test_shows_which_findings_fire_with_what_severity_and_to_whom(tm
 def test_policy_test_reads_jsonl_and_prints_routes(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
+    code, out = cli("policy", "test", str(events), "--policy", str(BUNDLED_POLICY))
     assert code == 1, out
     assert "t1: no findings" in out
     assert "t2: unapproved_tool [high] page -> finance-ops (Finance Operations, slack C0FINOPS); approver sam" in out
     assert "t4: prompt-injection-marker [high] shadow: recorded, not routed" in out
     events.write_text(json.dumps(EVENTS[0]))
-    assert cli("policy", "test", str(BUNDLED_POLICY), str(events))[0] == 0  # nothing found
+    assert cli("policy", "test", str(events), "--policy", str(BUNDLED_POLICY))[0] == 0  # nothing found
 
 
 def test_policy_test_refuses_a_broken_policy_or_events_file(tmp_path: Path) -> None:
     events = tmp_path / "events.json"
     events.write_text(json.dumps(EVENTS[0]))
     broken = write_policy(tmp_path, lambda d: wf(d, "billing-agent").pop("approver"))
-    assert cli("policy", "test", str(broken), str(events))[0] == 3
+    assert cli("policy", "test", str(events), "--policy", str(broken))[0] == 3
     events.write_text('{"event_id": "x"}')
-    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(events))
+    code, _, err = split("policy", "test", str(events), "--policy", str(BUNDLED_POLICY))
     assert code == 2 and "not valid native events" in err
 
 
@@ -203,14 +203,14 @@ def test_an_events_file_is_decoded_as_strictly_as_the_worker_decodes(tmp_path: P
     """It accepted NaN, 1e999 and duplicate keys, and a deep event was a RecursionError traceback."""
     events = tmp_path / "events.jsonl"
     events.write_text(text + "\n" + json.dumps(EVENTS[0]) + "\n")
-    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(events))
+    code, _, err = split("policy", "test", str(events), "--policy", str(BUNDLED_POLICY))
     assert code == 2 and f"line 1: {reason}" in err and "Traceback" not in err
 
 
 def test_text_from_agents_cannot_drive_the_terminal(tmp_path: Path) -> None:
     events = tmp_path / "events.json"
     events.write_text(json.dumps({**EVENTS[1], "event_id": "t2\x1b[2J\u202e"}))
-    code, out = cli("policy", "test", str(BUNDLED_POLICY), str(events))
+    code, out = cli("policy", "test", str(events), "--policy", str(BUNDLED_POLICY))
     assert code == 1 and "\x1b" not in out and "\u202e" not in out and "t2\\u001b[2J\\u202e: unapproved_tool" in out
 
 
@@ -218,19 +218,18 @@ def test_rules_of_the_matrix_are_all_known_to_coverage() -> None:
     """Coverage lists every custom rule of the example matrix."""
     custom = {r["id"] for r in rules({"20-rules.yaml": yaml.safe_load(
         (BUNDLED_POLICY / "20-rules.yaml").read_text())})["custom"]}
-    _, out = cli("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "-o", "json")
+    _, out = cli("policy", "test", str(SHIPPED_CASES), "--policy", str(BUNDLED_POLICY), "-o", "json")
     summary = json.loads(out)["summary"]
     assert custom <= set(summary["not_exercised"]) | {"large-refund", "prompt-injection-marker", "bulk-mail"}
     assert summary["rules"] == summary["exercised"] + len(summary["not_exercised"])
 
 
-def test_the_policy_is_an_option_as_in_replay_and_the_first_order_is_still_read(tmp_path: Path) -> None:
+def test_the_policy_is_an_option_as_in_replay_and_a_second_argument_is_refused(tmp_path: Path) -> None:
     """One shape with `replay EVENTS --policy PATH`: what is examined is the argument, the matrix an option."""
     code, out = cli("policy", "test", str(SHIPPED_CASES), "--policy", str(BUNDLED_POLICY), "-o", "json")
-    assert code == 0 and json.loads(out) == json.loads(
-        cli("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "-o", "json")[1])
+    assert code == 0 and json.loads(out)["cases"]
     broken = tmp_path / "broken.yaml"
     broken.write_text("owners: [\n")
     assert cli("policy", "test", str(SHIPPED_CASES), "--policy", str(broken))[0] == 3
-    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES), "--policy", str(broken))
-    assert code == 2 and "give the policy once" in err
+    code, _, err = split("policy", "test", str(BUNDLED_POLICY), str(SHIPPED_CASES))
+    assert code == 2 and "unexpected extra argument" in err.lower()
