@@ -45,10 +45,6 @@ OUTBOX_CLAIMS_LOST = Counter(
     ["notifier", "when"],
 )
 ESCALATIONS = Counter("warden_escalations_total", "Incidents escalated to the next step of their chain")
-SLACK_INTERACTIONS = Counter(
-    "warden_slack_interactions_total", "Slack interaction requests, by outcome (accepted, forged, stale, ...)",
-    ["outcome"],
-)
 INTERACTION_REFUSALS = Counter(
     "warden_interaction_refusals_total", "Button clicks refused because the Slack user is not the named owner",
     ["action"],
