@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import import_module
 from typing import Any
 
 from pydantic import BaseModel
 
 from responders.config import ResponderConfig
-from responders.notifiers import console, slack
 from responders.notifiers.base import Notifier
 from responders.notifiers.plugin import NotifierPlugin
 
-NOTIFIERS: dict[str, NotifierPlugin[Any]] = {p.name: p for p in (
-    console.PLUGIN,
-    slack.PLUGIN,
-)}
+# The packages under responders/notifiers/, one a line; each names its NotifierPlugin PLUGIN after itself.
+PACKAGES = (
+    "console",
+    "slack",
+)
+NOTIFIERS: dict[str, NotifierPlugin[Any]] = {
+    name: import_module(f"responders.notifiers.{name}").PLUGIN for name in PACKAGES}
 SETTING = "WARDEN_NOTIFIERS"
 FALLBACK = "console"  # what incidents go to when WARDEN_NOTIFIERS is unset and no default notifier is set up
 

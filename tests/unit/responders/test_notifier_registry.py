@@ -17,7 +17,7 @@ PLUGINS = sorted(NOTIFIERS)
 @pytest.mark.parametrize("name", PLUGINS)
 def test_a_notifier_documents_each_of_its_variables_in_its_own_package(name: str) -> None:
     plugin: NotifierPlugin[Any] = NOTIFIERS[name]
-    assert plugin.name == name
+    assert plugin.name == name, "a notifier is registered under its package's name"
     for field, info in plugin.settings.model_fields.items():
         assert field.startswith(f"{name}_"), f"WARDEN_{field.upper()} does not say which notifier it is for"
         assert info.description and len(info.description) > 10, f"WARDEN_{field.upper()} has no description"
