@@ -16,6 +16,7 @@ from responders.notifiers.plugin import NotifierPlugin
 PACKAGES = (
     "console",
     "slack",
+    "webhook",
 )
 NOTIFIERS: dict[str, NotifierPlugin[Any]] = {
     name: import_module(f"responders.notifiers.{name}").PLUGIN for name in PACKAGES}
