@@ -131,8 +131,8 @@ def ensure_time(needed_s: float, what: str) -> None:
 
 
 class Notifier(Protocol):
-    """One channel to humans. Adding a channel means one module with this shape plus a registry entry; dedup,
-    retries, recording and dead-letters are the outbox's stages.
+    """One channel to humans. Adding a channel means one package with this shape plus one registry line
+    (docs/architecture.md); dedup, retries, recording and dead-letters are the outbox's stages.
 
     `send_bound_s` is the longest one `send` can take, all its requests, retries and waits included: the outbox
     leases a notification for that long right before each send, and another worker may claim it after. A notifier
