@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from responders.config import ResponderConfig
-from responders.notifiers.base import Notifier
 from responders.notifiers.plugin import NotifierPlugin
+
+if TYPE_CHECKING:  # the runtime's settings import this registry: it stays light (no renderers, no clients)
+    from responders.config import ResponderConfig
+    from responders.notifiers.base import Notifier
 
 # The packages under responders/notifiers/, one a line; each names its NotifierPlugin PLUGIN after itself.
 PACKAGES = (
