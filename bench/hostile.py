@@ -41,7 +41,7 @@ from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime
 from streams.ingest.native import decode
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 LIMIT = 65_536  # WARDEN_MAX_MESSAGE_BYTES for the bench: oversize messages stay cheap to produce
 

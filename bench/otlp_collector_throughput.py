@@ -77,7 +77,7 @@ async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float
     from service.runtime.settings import Settings
     from service.runtime.worker import Runtime
     from tests.support.otel_collector import docs_config, start_collector
-    from warden.contract import metrics
+    from warden.telemetry import metrics
 
     suffix = uuid.uuid4().hex[:6]
     topics = {f"topic_{name}": f"bench-{suffix}.{name}" for name in (

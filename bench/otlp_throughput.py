@@ -40,7 +40,7 @@ from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime
 from tests.support.otel_spans import Recorder, otlp_proto
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 PARTITIONS = 4
 SPANS_PER_MESSAGE = 100

@@ -49,9 +49,9 @@ from service.runtime.broker import EmbeddedBroker
 from service.runtime.settings import Settings
 from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 PARTITIONS = 4
 OUT_OF_SCOPE_EVERY = 100  # 1% of tool calls use an unapproved tool

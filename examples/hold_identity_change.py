@@ -17,8 +17,8 @@ import os
 import sys
 import uuid
 
-from warden.client.approvals import ApprovalError, HttpApprovals, KafkaApprovals, proceed
-from warden.contract.approvals import ApprovalAnswer, ApprovalRequest
+from warden.client.approval_transports import ApprovalError, HttpApprovals, KafkaApprovals, proceed
+from warden.contract.approval_requests import ApprovalAnswer, ApprovalRequest
 from warden.contract.events import Agent, IdentityChange
 
 

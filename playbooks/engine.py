@@ -17,11 +17,11 @@ from playbooks.actions.base import Action, ActionFailed, Credential, Services, S
 from playbooks.ledger import ClaimedStep, Ledger
 from responders.incidents import approvers
 from responders.store import RELEASE, IncidentStore
-from warden.contract import metrics
 from warden.contract.matrix import Matrix
 from warden.kit.loop import PollingLoop
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer, SealError
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.containment")
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from responders.store import IncidentStore
-from warden.contract import metrics
 from warden.kit.loop import PollingLoop
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.escalation")
 

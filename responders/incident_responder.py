@@ -21,10 +21,10 @@ from responders.review_digest import ReviewDigests
 from responders.silences import Silences
 from responders.store import IncidentStore, Recorded, utcnow
 from responders.trail import Trail
-from warden.contract import metrics
 from warden.contract.findings import Finding
 from warden.contract.matrix import Tier
 from warden.kit.loop import PollingLoop
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.incidents")
 # What notification control decided for a page, as the metric names it.

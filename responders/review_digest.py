@@ -17,9 +17,9 @@ from responders.db.models import Incident, Notification, ReviewDigest
 from responders.digests import MAX_INCIDENTS, Member, period_end, summarise
 from responders.notifiers.base import NoticeKind
 from responders.store import WARDEN, IncidentStore, Pending
-from warden.contract import metrics
 from warden.contract.findings import FindingOwners
 from warden.kit.loop import PollingLoop
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.review")
 

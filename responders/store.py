@@ -47,12 +47,12 @@ from responders.incidents import (
 )
 from responders.notifiers.base import NoticeKind, Posted
 from responders.notify_control import NotifyPolicy, PolicySource
-from warden.contract import metrics
 from warden.contract.containment import Gate
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
 from warden.contract.matchers import exact_matcher
 from warden.contract.matrix import Matrix, Tier
 from warden.contract.redact import redact_text
+from warden.telemetry import metrics
 
 WARDEN = "warden"  # the actor of every entry Warden makes itself
 RELEASE = "release"  # the ledger's playbook and action name of a quarantine release

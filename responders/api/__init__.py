@@ -23,8 +23,8 @@ from responders.owner_actions import ACTIONS, API, Result, act
 from responders.silences import SilenceError, Silences
 from responders.store import IncidentStore
 from responders.trail import PAGE_MAX, TIERS, Filters, Trail
-from warden.contract import metrics
 from warden.contract.matrix import parse_duration
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.api")
 _HTTP = {Result.done: 200, Result.forbidden: 403, Result.not_found: 404, Result.conflict: 409}

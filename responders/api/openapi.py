@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from warden.contract.approvals import MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
+from warden.contract.approval_requests import MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

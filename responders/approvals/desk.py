@@ -26,8 +26,7 @@ from responders.notifiers.base import Posted
 from responders.notifiers.slack import approvals as slack_render
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
-from warden.contract import metrics
-from warden.contract.approvals import (
+from warden.contract.approval_requests import (
     FINAL,
     MAX_WAIT_S,
     ApprovalAnswer,
@@ -40,6 +39,7 @@ from warden.contract.events import ActivityEvent, Agent, Approval, Decision, Kin
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text, redact_tree
 from warden.kit.loop import PollingLoop
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.approvals")
 

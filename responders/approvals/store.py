@@ -17,7 +17,7 @@ from responders.db import session_factory
 from responders.db.models import ApprovalEntry, ApprovalRecord
 from responders.store import WARDEN, redact_detail, rowcount
 from responders.trail import approval_link
-from warden.contract.approvals import ApprovalStatus
+from warden.contract.approval_requests import ApprovalStatus
 from warden.contract.findings import OwnerRef
 
 DECIDED = (ApprovalStatus.approved.value, ApprovalStatus.denied.value, ApprovalStatus.expired.value)

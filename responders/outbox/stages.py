@@ -33,9 +33,9 @@ from responders.notifiers.base import (
 )
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.store import AnyClaimed, ClaimedDigest, ClaimedGroup, IncidentStore
-from warden.contract import metrics
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.outbox")
 REASON_MAX_CHARS = 300

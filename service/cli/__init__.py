@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from service.cli.db import db
 from service.cli.dlq import dlq
 from service.cli.exits import Exit
-from service.cli.incident import incident
-from service.cli.incidents import audit, incidents
+from service.cli.incident_actions import incident
+from service.cli.incident_records import audit, incidents
 from service.cli.policy import policy
 from service.cli.replay import replay
 from service.cli.silence import silence

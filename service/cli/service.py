@@ -4,13 +4,16 @@ for reads; actions recorded as break-glass). Never a database the command was no
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import click
 
 from responders.owner_actions import BREAK_GLASS, Outcome, Result
 from responders.trail import Filters
@@ -20,6 +23,7 @@ from service.cli.failure import Failure, unreachable
 API_URL = "WARDEN_API_URL"
 API_TOKEN = "WARDEN_API_TOKEN"  # the variable's name, not a token
 _TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 class Service(Protocol):
@@ -255,3 +259,20 @@ def as_utc(since: datetime | None) -> datetime | None:
     if since is None or since.tzinfo is not None:
         return since
     return since.replace(tzinfo=UTC)
+
+
+def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--database-url`: break-glass, read the database itself instead of the incident API."""
+    return click.option("--database-url", metavar="URL", help="Break-glass: read (or act on) this database directly "
+                        "instead of the incident API at WARDEN_API_URL.")(command)
+
+
+def with_service(database_url: str | None, owner_id: str | None,
+                 work: Callable[[Service], Awaitable[T]]) -> tuple[T, str]:
+    """Run `work` against the API or the break-glass database; its result and the source it read."""
+
+    async def run() -> tuple[T, str]:
+        async with connect(database_url, owner_id) as service:
+            return await work(service), service.source
+
+    return asyncio.run(run())

@@ -13,9 +13,8 @@ import click
 
 from responders.owner_actions import Result
 from service.cli.exits import Exit
-from service.cli.incidents import database_option, with_service
 from service.cli.output import Output, line, output_option
-from service.cli.service import Service
+from service.cli.service import Service, database_option, with_service
 from warden.contract.matchers import parse_matcher
 from warden.contract.matrix import parse_duration
 

@@ -22,8 +22,8 @@ from responders.notifiers.slack.interactivity import PATH
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
-from warden.client.approvals import HttpApprovals, proceed
-from warden.contract.approvals import ApprovalRequest
+from warden.client.approval_transports import HttpApprovals, proceed
+from warden.contract.approval_requests import ApprovalRequest
 from warden.contract.events import Agent, IdentityChange
 
 log = logging.getLogger("warden.demo")

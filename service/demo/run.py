@@ -24,8 +24,8 @@ from service.demo.otlp import otlp_messages
 from service.runtime.kafka_access import KafkaAccess
 from service.runtime.settings import EXAMPLES, Settings
 from service.runtime.worker import Runtime
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
+from warden.telemetry import metrics
 
 SCENARIO = EXAMPLES / "scenario.jsonl"
 DEMO_TOKENS = 2  # the scenario's ${OAUTH_TOKEN_n}: tokens its agents hold, which critical findings revoke

@@ -23,11 +23,11 @@ from streams.ingest.otlp import OtlpIngest, replay_decoder
 from streams.ingest.otlp_agents import AgentResolver, Bounds
 from streams.ingest.otlp_logs import LogIngest
 from streams.ingest.otlp_logs import replay_decoder as log_replay_decoder
-from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.contract.findings import Finding
 from warden.kit.retry import Backoff
 from warden.kit.sealing import Sealer
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.worker")
 

@@ -18,10 +18,10 @@ from responders.store import utcnow
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.kit import secrets
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.containment")
 

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from service.runtime.kafka_access import KafkaAccess, access
-from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.control")
 

@@ -47,15 +47,15 @@ from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
 from service.runtime.state_rebuild import PartitionStates
 from service.runtime.topics import DLQ_HEADER_ROOM
-from streams.approvals import Known
 from streams.detectors import DetectorState, detect
 from streams.ingest import Decoded
-from warden.contract import metrics
+from streams.verdict import Known
 from warden.contract.events import ActivityEvent, Kind
 from warden.contract.findings import Finding
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME, Sealer
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

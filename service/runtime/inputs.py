@@ -14,8 +14,8 @@ from aiokafka.structs import ConsumerRecord
 from streams.ingest import Decoder
 from streams.ingest.otlp import Batch
 from streams.ingest.otlp_agents import AgentResolver
-from warden.contract import metrics
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.ingest")
 

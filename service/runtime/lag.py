@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from service.runtime.kafka_access import KafkaAccess, access
-from warden.contract import metrics
 from warden.kit.loop import PollingLoop
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.lag")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from warden.contract import metrics
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 
 class PolicyHolder:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from service.runtime.catalogue import load
 from service.runtime.policy_holder import PolicyHolder
-from warden.contract import metrics
 from warden.contract.findings import Finding, finding_id
 from warden.contract.matrix import Severity
 from warden.contract.redact import redact_text
 from warden.kit.loop import PollingLoop
 from warden.policy import Policy, PolicyError, PolicyIssue, policy_files
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.policy")
 

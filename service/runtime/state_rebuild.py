@@ -35,9 +35,9 @@ from service.runtime.kafka_access import KafkaAccess, access
 from streams.detectors import DetectorState, lookback, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
 from streams.ingest import Decoder
-from warden.contract import metrics
 from warden.contract.containment import QuarantineMark
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.state")
 

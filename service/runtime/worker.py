@@ -16,7 +16,7 @@ from responders.incident_responder import IncidentResponder
 from responders.store import utcnow
 from responders.trace_export import TraceExporter
 from service.runtime.app import build_app
-from service.runtime.approvals import ApprovalHost
+from service.runtime.approval_host import ApprovalHost
 from service.runtime.broker import EmbeddedBroker
 from service.runtime.catalogue import load
 from service.runtime.containment import ContainmentHost

@@ -11,13 +11,13 @@ from typing import Any
 import cel
 
 from streams.detectors.base import Context, RuleInfo, build_finding
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule, Severity
 from warden.contract.redact import redact_text, redact_tree
 from warden.policy.cel import RULE_ERROR as RULE_ERROR_ID
 from warden.policy.cel_samples import event_vars
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.rules")
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 MAX_PER_SESSION = 4_096
 MAX_TOTAL = 1_000_000

@@ -12,9 +12,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from warden.contract import metrics
 from warden.contract.matrix import Category
 from warden.policy.scope_checks import SESSION_TTL
+from warden.telemetry import metrics
 
 MAX_SESSIONS = 100_000
 _RECENT_IDS = 4  # a producer retry lands right after the original: remembering a few ids keeps steps exact

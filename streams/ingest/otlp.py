@@ -21,9 +21,9 @@ from streams.ingest.base import Decoded, Decoder, Rejection
 from streams.ingest.otlp_agents import SPANS, UNRESOLVED, AgentResolver, Bounds, Resolved
 from streams.ingest.otlp_genai import is_activity, resource_agent, service_name, span_agent, to_event
 from streams.ingest.otlp_wire import Encoding, Span, decode_spans
-from warden.contract import metrics
 from warden.policy import Policy
 from warden.policy.tools import ToolCatalogue
+from warden.telemetry import metrics
 
 UNKNOWN_AGENT = "otel:unknown"  # the agent id of an unresolved span that has no service.name either
 

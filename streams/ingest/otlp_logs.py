@@ -40,9 +40,9 @@ from streams.ingest.otlp_agents import UNRESOLVED, AgentResolver, Resolved
 from streams.ingest.otlp_content import MAX_REQUEST_CHARS, parse_json, tool_result, user_request
 from streams.ingest.otlp_genai import resource_agent, span_agent
 from streams.ingest.otlp_wire import Encoding, LogEvent, Span, decode_logs
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent, Kind
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 LANE = "logs"
 VERDICT_SCOPE = "warden.verdicts"  # the instrumentation scope of Warden's own exported verdicts: never ingested

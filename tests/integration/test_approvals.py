@@ -17,12 +17,12 @@ from responders.notifiers.slack.notifier import SlackNotifier
 from responders.trail import Trail
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
-from streams.approvals import judge
 from streams.detectors import DetectorState, detect
+from streams.verdict import judge
 from tests.conftest import SLACK_TOKEN
 from tests.support.approval_helpers import GRANT, approval_policy
 from tests.support.incident_helpers import FakeClock, eventually
-from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, ApprovalStatus, Verdict
+from warden.contract.approval_requests import ApprovalAnswer, ApprovalRequest, ApprovalStatus, Verdict
 from warden.contract.events import ActivityEvent
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from tests.conftest import SLACK_SIGNING_SECRET, SLACK_TOKEN
 from tests.support.approval_helpers import GRANT
 from tests.support.incident_helpers import eventually, signed
 from tests.support.kafka_helpers import has_marker, headers, produce, produce_events, read_topic
-from warden.contract.approvals import ApprovalAnswer
+from warden.contract.approval_requests import ApprovalAnswer
 from warden.contract.findings import Finding
 
 pytestmark = pytest.mark.integration

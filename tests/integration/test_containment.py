@@ -20,11 +20,12 @@ from responders.store import Recorded
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, eventually, running
+from tests.support.metrics import metric_value
 from tests.support.webhook_receiver import WebhookReceiver
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 from warden.contract.matrix import Severity
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
                   "approval_timeout": "10m"}]
@@ -110,7 +111,7 @@ async def test_a_denial_stops_the_playbook(incident_settings: Settings) -> None:
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.record_finding(violation(policy), clock())
-        denied_before = metrics.CONTAINMENT_ACTIONS.labels(action="*", outcome="denied")._value.get()
+        denied_before = metric_value(metrics.CONTAINMENT_ACTIONS, action="*", outcome="denied")
         assert await responder.store.decide(1, "deny", owner=JORDAN, slack_user="U0JORDAN", note="no", now=clock())
         await engine.run_due()
         clock.advance(hours=1)
@@ -118,7 +119,7 @@ async def test_a_denial_stops_the_playbook(incident_settings: Settings) -> None:
         [step] = await steps(responder)
         assert step.status == "denied" and step.ended_at is not None
         assert "contained" not in await notes(responder)
-        assert metrics.CONTAINMENT_ACTIONS.labels(action="*", outcome="denied")._value.get() == denied_before + 1
+        assert metric_value(metrics.CONTAINMENT_ACTIONS, action="*", outcome="denied") == denied_before + 1
 
 
 @pytest.mark.parametrize("owner_id", ["marco", "jordan"])  # not an approver; the approver, but not his Slack user
@@ -305,7 +306,7 @@ async def test_a_hook_down_for_good_fails_and_alerts_the_responder_chain(
     await receiver.down()
     clock = FakeClock()
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "escalate"))
-    failed_before = metrics.CONTAINMENT_ACTIONS.labels(action="webhook", outcome="failed")._value.get()
+    failed_before = metric_value(metrics.CONTAINMENT_ACTIONS, action="webhook", outcome="failed")
     async with contained(incident_settings, policy, clock, attempts=2) as (responder, engine):
         await responder.store.record_finding(violation(policy), clock())
         await engine.run_due()
@@ -322,7 +323,7 @@ async def test_a_hook_down_for_good_fails_and_alerts_the_responder_chain(
         assert "playbook hook step 1 (webhook) after 2 attempt(s)" in alerts[0] and "Not run: notify" in alerts[0]
         failed = next(e for e in await responder.store.timeline(1) if e.kind == "containment_step_failed")
         assert failed.detail["cancelled"] == ["notify"] and failed.detail["on_failure"] == "escalate"
-    assert metrics.CONTAINMENT_ACTIONS.labels(action="webhook", outcome="failed")._value.get() == failed_before + 1
+    assert metric_value(metrics.CONTAINMENT_ACTIONS, action="webhook", outcome="failed") == failed_before + 1
 
 
 async def test_on_failure_continue_runs_the_next_step_anyway(

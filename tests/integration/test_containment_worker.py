@@ -19,8 +19,9 @@ from service.runtime.settings import BUNDLED_POLICY, Settings
 from service.runtime.worker import Runtime
 from tests.support.incident_helpers import eventually
 from tests.support.kafka_helpers import event, produce_events, read_topic
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         [control] = await read_topic(rt.bootstrap, settings.topic_control, expect=1)
         assert control.key == b"iam-agent-1" and json.loads(control.value)["state"] == "quarantined"
         await eventually(lambda: "iam-agent-1" in rt.control.agents, what="the worker's view of the quarantine")
-        assert metrics.QUARANTINED._value.get() == 1
+        assert metric_value(metrics.QUARANTINED) == 1
 
         store = rt.responder.store
 
@@ -98,7 +99,7 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         assert await store.request_release(incident_id, owner=jordan, via="cli", identity="tester",
                                            now=datetime.now(UTC))
         await eventually(lambda: "iam-agent-1" not in rt.control.agents, timeout=30, what="the quarantine lifted")
-        assert metrics.QUARANTINED._value.get() == 0
+        assert metric_value(metrics.QUARANTINED) == 0
         records = await read_topic(rt.bootstrap, settings.topic_control, expect=2)
         assert [json.loads(r.value)["state"] for r in records] == ["quarantined", "released"]
         assert json.loads(records[1].value)["by"] == "jordan"

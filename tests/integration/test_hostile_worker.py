@@ -22,8 +22,8 @@ from service.runtime.topics import ensure_topics
 from service.runtime.worker import Runtime
 from streams.ingest import FORMATS
 from tests.support.kafka_helpers import event, has_marker, headers, produce, read_topic
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

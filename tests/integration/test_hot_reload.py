@@ -18,8 +18,9 @@ from service.runtime.settings import BUNDLED_POLICY
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.kafka_helpers import event, has_marker, read_topic
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
     assert len(by_event) == len(sent) + flip, "every shell.exec, and a ticket.close only under the old policy"
     assert judged_by == [old] * flip + [new] * (len(sent) - flip)  # swapped once, between two messages
     assert flip >= 5 and len(sent) - flip >= 5
-    assert rt.app is app and metrics.POLICY_RELOAD_OK._value.get() == 1
+    assert rt.app is app and metric_value(metrics.POLICY_RELOAD_OK) == 1
 
 
 async def test_an_invalid_edit_keeps_the_live_policy_and_raises_a_critical_self_alert(reloading: Reloading) -> None:
@@ -128,7 +129,7 @@ async def test_an_invalid_edit_keeps_the_live_policy_and_raises_a_critical_self_
         assert (alert.severity.value, alert.owners.responder.id, alert.policy_sha256) == ("critical", "secops", live)
         assert "workflows.research-rag.agents.1" in alert.evidence["issue_1"]
         assert "already claimed by workflow 'billing-agent'" in alert.evidence["issue_1"]
-        assert metrics.POLICY_RELOAD_OK._value.get() == 0
+        assert metric_value(metrics.POLICY_RELOAD_OK) == 0
         assert rt.holder.current.sha256 == live
 
         after = event("billing-agent-1", tool={"name": "shell.exec", "arguments": {"after": "invalid"}})
@@ -143,5 +144,5 @@ async def test_an_invalid_edit_keeps_the_live_policy_and_raises_a_critical_self_
         assert (finding.workflow, finding.policy_sha256) == ("billing-agent", live)  # still judged by the live one
     finally:
         workflows.write_text(good)
-    await wait_for(lambda: metrics.POLICY_RELOAD_OK._value.get() == 1, what="the reload gauge to recover")
+    await wait_for(lambda: metric_value(metrics.POLICY_RELOAD_OK) == 1, what="the reload gauge to recover")
     assert rt.holder.current.sha256 == live

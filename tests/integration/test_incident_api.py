@@ -18,8 +18,9 @@ from responders.db.models import TimelineEntry
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, served
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low"}]
 TEAM_TOKEN = "team-token-0123456789abcdef"
@@ -116,7 +117,7 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         assert HOSTILE in text  # shown as text, never run (checked in the browser below)
         assert "jordan (U0JORDAN)" in text and "resolved by iam-team" in text
         assert "tell" in text and "done" in text and PLANTED not in text
-    assert metrics.API_REQUESTS.labels(outcome="forbidden")._value.get() >= 1
+    assert metric_value(metrics.API_REQUESTS, outcome="forbidden") >= 1
 
 
 async def _in_chromium(url: str, shot: Path) -> str:

@@ -33,9 +33,10 @@ from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import OwnerRef
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 
 async def delivered(responder: IncidentResponder, n: int) -> bool:
@@ -105,7 +106,7 @@ async def test_an_unowned_agent_routes_to_the_default_security_owner(
 async def test_repeats_update_one_incident_in_its_thread_and_are_counted(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
-    grouped_before = metrics.FINDINGS_GROUPED.labels(rule="unapproved_tool")._value.get()
+    grouped_before = metric_value(metrics.FINDINGS_GROUPED, rule="unapproved_tool")
     first = finding("support-bot-1", "shell.exec")
     async with running(incident_settings) as responder:
         await responder.handle(first)
@@ -123,7 +124,7 @@ async def test_repeats_update_one_incident_in_its_thread_and_are_counted(
     assert "Seen again: 10 findings so far" in replies[-1].text and "cmd=id" in replies[-1].text
     assert len(replies) < 9, "a burst of repeats is coalesced into fewer thread replies"
     assert slack_api.calls("chat.update")
-    assert metrics.FINDINGS_GROUPED.labels(rule="unapproved_tool")._value.get() - grouped_before == 9
+    assert metric_value(metrics.FINDINGS_GROUPED, rule="unapproved_tool") - grouped_before == 9
 
 
 async def test_a_new_target_or_a_repeat_after_the_window_opens_a_new_incident(
@@ -214,7 +215,7 @@ async def test_a_permanent_slack_error_is_dead_lettered_at_once_with_a_console_a
     incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="warden.alert")
-    dead_before = metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get()
+    dead_before = metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="root")
     slack_api.fail("chat.postMessage", error="channel_not_found")
     async with running(incident_settings) as responder:
         await responder.handle(finding("billing-agent-1", "shell.exec"))
@@ -225,7 +226,7 @@ async def test_a_permanent_slack_error_is_dead_lettered_at_once_with_a_console_a
     assert [(n.kind, n.status, n.attempts) for n in notes] == [("root", "dead", 1), ("repeat", "dead", 1)]
     assert "channel_not_found" in (notes[0].last_error or "")
     assert kinds.count("notification_dead_lettered") == 2
-    assert metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get() - dead_before == 1
+    assert metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="root") - dead_before == 1
     [alert, _] = [r.getMessage() for r in caplog.records if "UNDELIVERED" in r.getMessage()]
     assert "ALERT [high]" in alert and "responder=finance-ops" in alert and "agent=billing-agent-1" in alert
 
@@ -299,7 +300,7 @@ async def test_an_unacknowledged_incident_escalates_after_the_step_timeout(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
     clock = FakeClock()
-    escalations_before = metrics.ESCALATIONS._value.get()
+    escalations_before = metric_value(metrics.ESCALATIONS)
     async with running(incident_settings, clock) as responder:
         await responder.handle(finding("support-bot-1"))  # chain: ai-platform 15m, then secops 30m
         await eventually(lambda: delivered(responder, 1), what="the root")
@@ -320,7 +321,7 @@ async def test_an_unacknowledged_incident_escalates_after_the_step_timeout(
     [entry] = [e for e in timeline if e.kind == "escalated"]
     assert entry.detail["to"] == "secops" and entry.detail["step"] == 1
     assert incident.escalation_step == 1
-    assert metrics.ESCALATIONS._value.get() - escalations_before == 1
+    assert metric_value(metrics.ESCALATIONS) - escalations_before == 1
     assert len(slack_api.roots()) == 2
 
 
@@ -466,7 +467,7 @@ async def test_a_claim_taken_over_after_its_lease_records_nothing(incident_setti
 async def test_a_worker_resuming_after_a_takeover_does_not_send(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
-    lost_before = metrics.OUTBOX_CLAIMS_LOST.labels(notifier="slack", when="before_send")._value.get()
+    lost_before = metric_value(metrics.OUTBOX_CLAIMS_LOST, notifier="slack", when="before_send")
     async with two_workers(incident_settings) as (a, b):
         t0 = utcnow()
         await a.store.record_finding(finding("billing-agent-1"), t0 - timedelta(seconds=180))
@@ -481,7 +482,7 @@ async def test_a_worker_resuming_after_a_takeover_does_not_send(
         [root] = await messages(a)
     [posted] = slack_api.roots()
     assert (row.status, row.ref, root.ref) == ("delivered", posted.ts, posted.ts)
-    assert metrics.OUTBOX_CLAIMS_LOST.labels(notifier="slack", when="before_send")._value.get() - lost_before == 1
+    assert metric_value(metrics.OUTBOX_CLAIMS_LOST, notifier="slack", when="before_send") - lost_before == 1
 
 
 async def test_a_batch_longer_than_the_lease_keeps_its_waiting_rows_from_the_other_worker(
@@ -609,8 +610,8 @@ async def test_a_notifier_that_dead_letters_does_not_hold_up_the_other(
     incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="warden.alert")
-    dead_before = metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get()
-    console_before = metrics.NOTIFICATIONS_DELIVERED.labels(notifier="console", kind="repeat")._value.get()
+    dead_before = metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="root")
+    console_before = metric_value(metrics.NOTIFICATIONS_DELIVERED, notifier="console", kind="repeat")
     slack_api.fail("chat.postMessage", error="channel_not_found", times=1000)
     settings = incident_settings.model_copy(update={"notifiers": "slack,console"})
     async with running(settings) as responder:
@@ -627,8 +628,8 @@ async def test_a_notifier_that_dead_letters_does_not_hold_up_the_other(
     assert len(alert_lines(caplog, "ALERT")) == 1 and len(alert_lines(caplog, f"INCIDENT #{incident.id} seen")) == 1
     undelivered = [r.getMessage() for r in caplog.records if "UNDELIVERED" in r.getMessage()]
     assert len(undelivered) == 2 and all("channel_not_found" in u or "dead-lettered" in u for u in undelivered)
-    assert metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="root")._value.get() - dead_before == 1
-    assert metrics.NOTIFICATIONS_DELIVERED.labels(notifier="console", kind="repeat")._value.get() - console_before == 1
+    assert metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="root") - dead_before == 1
+    assert metric_value(metrics.NOTIFICATIONS_DELIVERED, notifier="console", kind="repeat") - console_before == 1
 
 
 async def test_a_notifier_still_retrying_does_not_delay_the_other(

@@ -18,8 +18,9 @@ from service.runtime.settings import Settings
 from service.runtime.web import WebServer
 from tests.conftest import SLACK_SIGNING_SECRET
 from tests.support.incident_helpers import POLICY, block_actions, eventually, finding, running, signed
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.matrix import Severity
+from warden.telemetry import metrics
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ async def test_anyone_else_is_refused_ephemerally_and_the_refusal_is_on_the_time
 ) -> None:
     responder, url, incident_id = billing_incident
     assert responder.interactivity is not None
-    refused_before = metrics.INTERACTION_REFUSALS.labels(action=Action.approve.value)._value.get()
+    refused_before = metric_value(metrics.INTERACTION_REFUSALS, action=Action.approve.value)
     attempts = [
         (Action.acknowledge, "U0MALLORY"),  # nobody in the matrix
         (Action.false_positive, "U0SAM"),  # the approver, but not on the responder's chain
@@ -163,7 +164,7 @@ async def test_anyone_else_is_refused_ephemerally_and_the_refusal_is_on_the_time
     assert "only the named responder, Finance Operations" in told["U0MALLORY"]["text"]
     async with responder.store.sessions() as s:
         assert (await s.execute(select(ContainmentDecision))).first() is None
-    assert metrics.INTERACTION_REFUSALS.labels(action=Action.approve.value)._value.get() - refused_before == 1
+    assert metric_value(metrics.INTERACTION_REFUSALS, action=Action.approve.value) - refused_before == 1
 
 
 async def test_slack_gets_its_answer_before_the_work_is_done(

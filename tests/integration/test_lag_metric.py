@@ -17,13 +17,14 @@ from service.runtime.topics import ensure_topics, topic_configs, topic_names
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.kafka_helpers import event, produce_events
-from warden.contract import metrics
+from tests.support.metrics import metric_value
+from warden.telemetry import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 
 
 def gauge(topic: str) -> float:
-    return metrics.CONSUMER_LAG.labels(topic=topic)._value.get()
+    return metric_value(metrics.CONSUMER_LAG, topic=topic)
 
 
 async def _topics_ready(bootstrap: str, s: Settings) -> None:

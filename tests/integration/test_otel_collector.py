@@ -23,9 +23,10 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.incident_helpers import eventually
 from tests.support.kafka_helpers import has_marker, read_topic
+from tests.support.metrics import metric_value
 from tests.support.otel_collector import Collector, SdkAgent, collector_binary, docs_config, start_collector
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.usefixtures("otelcol")]
 
@@ -241,7 +242,7 @@ async def test_the_round_trip_agent_to_collector_to_warden_and_its_verdict_back_
             "WARDEN_TOPIC_OTLP_LOGS": worker_settings.topic_otlp_logs}) as collector:
         settings = worker_settings.model_copy(update={"otlp_export_endpoint": collector.http_url,
                                                       "otlp_wait_s": 2.0})
-        ignored_before = metrics.OTLP_LOG_RECORDS.labels(outcome="ignored")._value.get()
+        ignored_before = metric_value(metrics.OTLP_LOG_RECORDS, outcome="ignored")
         async with Runtime(settings) as rt:
             agent = SdkAgent(collector, "grpc", **{"service.name": "billing-svc"})
             try:
@@ -263,5 +264,5 @@ async def test_the_round_trip_agent_to_collector_to_warden_and_its_verdict_back_
             assert attrs["gen_ai.evaluation.name"].string_value == "warden.unapproved_tool"
             assert attrs["gen_ai.security.external_finding_id"].string_value == finding.finding_id
             # Read back by Warden's own log ingest and skipped, never judged as another evaluator's verdict.
-            await eventually(lambda: metrics.OTLP_LOG_RECORDS.labels(outcome="ignored")._value.get() > ignored_before,
+            await eventually(lambda: metric_value(metrics.OTLP_LOG_RECORDS, outcome="ignored") > ignored_before,
                              timeout=30, what="the verdict skipped by the log ingest")

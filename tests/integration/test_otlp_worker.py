@@ -18,9 +18,10 @@ from service.runtime.ingest import ingest_group
 from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.kafka_helpers import committed_offsets, has_marker, headers, produce, read_topic
+from tests.support.metrics import metric_value
 from tests.support.otel_spans import Recorder, otlp_json, otlp_proto
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -147,13 +148,13 @@ async def test_a_message_whose_spans_wait_for_their_agent_is_not_committed_until
             committed = await _eventually(lambda: _committed(rt, settings, 1, 1), "partition 1's commit")
             assert committed.get(0, 0) <= held.offset, committed
             # A second span of the same trace on another partition: the trace is split, and counted.
-            split_before = metrics.OTLP_SPLIT_SPANS._value.get()
+            split_before = metric_value(metrics.OTLP_SPLIT_SPANS)
             await producer.send_and_wait(settings.topic_otlp, otlp_proto([parent]), partition=1)
         finally:
             await producer.stop()
         findings = await _findings(rt, [_event_id(children[0])])
         assert findings[_event_id(children[0])].agent_id == "billing-agent-1"  # resolved across partitions
-        assert metrics.OTLP_SPLIT_SPANS._value.get() > split_before
+        assert metric_value(metrics.OTLP_SPLIT_SPANS) > split_before
 
         committed = await _eventually(lambda: _committed(rt, settings, 0, 2), "partition 0 committed past both "
                                       "messages once the held spans were released")
@@ -189,7 +190,7 @@ async def test_a_span_held_when_the_worker_stops_is_judged_by_the_next_one(worke
         await produce(rt.bootstrap, worker_settings.topic_otlp, [(_trace_key(turn), otlp_proto(children)),
                                                                   (_trace_key(after), otlp_proto(after))])
         await _findings(rt, [_event_id(after[0])])  # the worker reads, and holds the tool span for its agent
-        assert metrics.OTLP_HELD_SPANS._value.get() >= 1
+        assert metric_value(metrics.OTLP_HELD_SPANS) >= 1
     async with Runtime(worker_settings.model_copy(update={"otlp_wait_s": 0.5})) as rt:
         findings = await _findings(rt, [_event_id(children[0])])
         assert findings[_event_id(children[0])].agent_id == "billing-agent-1-svc"  # released unresolved

@@ -12,7 +12,8 @@ from service.runtime.policy_holder import PolicyHolder
 from service.runtime.policy_watch import PolicyWatcher
 from service.runtime.settings import BUNDLED_POLICY
 from tests.support.isolated_worker import RecordingResponder
-from warden.contract import metrics
+from tests.support.metrics import metric_value
+from warden.telemetry import metrics
 
 Watched = tuple[Path, PolicyHolder, RecordingResponder, PolicyWatcher]
 
@@ -56,7 +57,7 @@ async def test_a_valid_change_is_swapped_in_once_the_files_hold_still(watched: W
     await watcher.check()
     new = holder.current
     assert new.sha256 != old.sha256 and new.matrix.rules.builtin["unapproved_tool"].severity == "low"
-    assert metrics.POLICY_RELOAD_OK._value.get() == 1
+    assert metric_value(metrics.POLICY_RELOAD_OK) == 1
     assert new.sha256 in live_sha_labels() and old.sha256 not in live_sha_labels()
     assert responder.findings == []
 
@@ -72,7 +73,7 @@ async def test_an_invalid_change_keeps_the_old_policy_and_alerts_the_security_ow
     workflows.write_text(good.replace("responder: finance-ops", "responder: nobody"))
     await settle(watcher)
     assert holder.current is live
-    assert metrics.POLICY_RELOAD_OK._value.get() == 0
+    assert metric_value(metrics.POLICY_RELOAD_OK) == 0
     [alert] = responder.findings
     assert (alert.rule, alert.severity.value, alert.owners.responder.id) == ("policy_invalid", "critical", "secops")
     assert alert.policy_sha256 == live.sha256
@@ -82,7 +83,7 @@ async def test_an_invalid_change_keeps_the_old_policy_and_alerts_the_security_ow
     assert len(responder.findings) == 1  # the same broken files are not re-alerted on every poll
     workflows.write_text(good)
     await settle(watcher)
-    assert holder.current.sha256 == live.sha256 and metrics.POLICY_RELOAD_OK._value.get() == 1
+    assert holder.current.sha256 == live.sha256 and metric_value(metrics.POLICY_RELOAD_OK) == 1
 
 
 async def test_a_deleted_policy_keeps_the_old_one_live(watched: Watched) -> None:

@@ -32,9 +32,10 @@ from service.runtime.settings import Settings
 from service.runtime.web import WebServer
 from tests.support.incident_db import insert_old_incident, upgrade_to
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import Finding, OwnerRef
 from warden.contract.matrix import Tier
+from warden.telemetry import metrics
 
 SETTLE_S = 0.6  # a dozen outbox and digest passes at the test settings' 0.05 s
 
@@ -67,8 +68,8 @@ async def test_a_review_finding_pages_nobody_and_is_in_the_next_digest_exactly_o
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
     clock = FakeClock()
-    made_before = metrics.REVIEW_DIGESTS._value.get()
-    review_before = metrics.FINDINGS_BY_TIER.labels(tier="review")._value.get()
+    made_before = metric_value(metrics.REVIEW_DIGESTS)
+    review_before = metric_value(metrics.FINDINGS_BY_TIER, tier="review")
     async with workers(incident_settings, clock) as (a, b):
         await a.handle(tiered(Tier.review, tool="shell.exec", evidence={"cmd": "id"}))
         await b.handle(tiered(Tier.review, tool="net.fetch"))
@@ -101,8 +102,8 @@ async def test_a_review_finding_pages_nobody_and_is_in_the_next_digest_exactly_o
         assert timeline[:2] == ["opened", "kept_for_review"]
         assert timeline.count("review_digest") == 1 and timeline.count("notified") == 1
     assert verified.ok, verified.breaks
-    assert metrics.REVIEW_DIGESTS._value.get() - made_before == 1
-    assert metrics.FINDINGS_BY_TIER.labels(tier="review")._value.get() - review_before == 3
+    assert metric_value(metrics.REVIEW_DIGESTS) - made_before == 1
+    assert metric_value(metrics.FINDINGS_BY_TIER, tier="review") - review_before == 3
 
 
 async def test_two_workers_at_one_boundary_make_one_digest_and_later_ones_wait_for_the_next(
@@ -195,7 +196,7 @@ async def test_a_page_finding_joining_a_review_incident_pages_it(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
     clock = FakeClock()
-    raised_before = metrics.TIER_RAISED.labels(to="page")._value.get()
+    raised_before = metric_value(metrics.TIER_RAISED, to="page")
     async with running(incident_settings, clock=clock) as responder:
         await responder.handle(tiered(Tier.review))
         await asyncio.sleep(SETTLE_S)
@@ -219,7 +220,7 @@ async def test_a_page_finding_joining_a_review_incident_pages_it(
     assert "2×" in json.dumps(root.blocks, ensure_ascii=False) and slack_api.roots("C0FINOPS") == [root]
     assert not [p for p in posts(slack_api) if "Review digest" in p["text"]]
     assert digests == []
-    assert metrics.TIER_RAISED.labels(to="page")._value.get() - raised_before == 1
+    assert metric_value(metrics.TIER_RAISED, to="page") - raised_before == 1
 
 
 async def test_a_lower_finding_joining_a_page_incident_is_an_ordinary_repeat(
@@ -267,7 +268,7 @@ async def test_an_undeliverable_digest_is_dead_lettered_on_each_incidents_timeli
     incident_settings: Settings, slack_api: SlackApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="warden.alert")
-    dead_before = metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="digest")._value.get()
+    dead_before = metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="digest")
     clock = FakeClock()
     slack_api.fail("chat.postMessage", error="fatal_error", times=1000)  # ok:false that a retry might fix
     async with running(incident_settings, clock=clock) as responder:
@@ -279,7 +280,7 @@ async def test_an_undeliverable_digest_is_dead_lettered_on_each_incidents_timeli
         verified = await Trail(responder.engine).verify()
     assert (note.status, note.attempts) == ("dead", incident_settings.notify_max_attempts)
     assert all(t.count("notification_dead_lettered") == 1 for t in timelines)
-    assert metrics.NOTIFICATIONS_DEAD.labels(notifier="slack", kind="digest")._value.get() - dead_before == 1
+    assert metric_value(metrics.NOTIFICATIONS_DEAD, notifier="slack", kind="digest") - dead_before == 1
     [alert] = [r.getMessage() for r in caplog.records if "UNDELIVERED" in r.getMessage()]
     assert "review digest #" in alert and "REVIEW DIGEST" in alert and "2 incident(s)" in alert
     assert verified.ok

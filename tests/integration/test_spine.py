@@ -14,8 +14,9 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import wait_for
 from tests.support.kafka_helpers import event, has_marker, headers, produce, produce_events, read_topic
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -143,11 +144,11 @@ async def _through(settings: Settings, failures: int) -> tuple[dict[str, Any], F
 
 
 async def test_an_exception_in_the_responder_is_retried_not_acked(worker_settings: Settings) -> None:
-    retries_before = metrics.PROCESSING_RETRIES._value.get()
+    retries_before = metric_value(metrics.PROCESSING_RETRIES)
     first, responder, dead = await _through(worker_settings, failures=2)
     assert responder.calls[first["event_id"]] == 3, "failed twice, handled on the third attempt"
     assert dead == [], "a finding handled on a retry is not dead-lettered"
-    assert metrics.PROCESSING_RETRIES._value.get() - retries_before == 2 + 2  # the first's, then the marker's
+    assert metric_value(metrics.PROCESSING_RETRIES) - retries_before == 2 + 2  # the first's, then the marker's
 
 
 async def test_a_finding_that_keeps_failing_is_dead_lettered_with_its_source(worker_settings: Settings) -> None:

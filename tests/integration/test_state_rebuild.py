@@ -26,8 +26,8 @@ from tests.integration.test_windows_replay import Stream, marker, of_rule, tool_
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.matrix_builder import BASE
 from tests.support.scope_builder import LISTS, TOOLS
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

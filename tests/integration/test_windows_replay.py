@@ -26,8 +26,8 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.isolated_worker import RecordingResponder, isolated_settings, wait_for
 from tests.support.matrix_builder import BASE
-from warden.contract import metrics
 from warden.contract.findings import Finding
+from warden.telemetry import metrics
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
-    PrivateAttr,
     model_validator,
 )
 
@@ -113,47 +111,12 @@ class Owner(_Strict):
         default_factory=dict,
         description="For a team, per notifier: the identities who may act for it (e.g. slack: [U…, W…]).",
     )
-    _legacy_keys: tuple[str, ...] = PrivateAttr(())
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _read_legacy_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Owner]) -> Owner:
-        """Matrices written before `contacts` used `slack:`, `slack_members:` and `email:`; they still load."""
-        legacy: list[str] = []
-        if isinstance(data, dict) and any(k in data for k in LEGACY_OWNER_KEYS):
-            data = dict(data)
-            contacts = dict(data.get("contacts") or {})
-            members = dict(data.get("members") or {})
-            for key, (section, notifier) in LEGACY_OWNER_KEYS.items():
-                if key in data:
-                    legacy.append(key)
-                    value = data.pop(key)
-                    target = contacts if section == "contacts" else members
-                    if value is not None and notifier not in target:
-                        target[notifier] = value
-            data["contacts"], data["members"] = contacts, members
-        owner = handler(data)
-        owner._legacy_keys = tuple(legacy)
-        return owner
 
     @model_validator(mode="after")
     def _members_only_for_teams(self) -> Owner:
         if any(self.members.values()) and self.kind != "team":
             raise ValueError("members are for teams; a person acts as their own contact")
         return self
-
-    @property
-    def legacy_keys(self) -> tuple[str, ...]:
-        """The pre-`contacts` keys this owner was written with (the lint says how to migrate them)."""
-        return self._legacy_keys
-
-
-# Keys of the first matrix format -> where they live now: (section, notifier).
-LEGACY_OWNER_KEYS: dict[str, tuple[str, str]] = {
-    "slack": ("contacts", "slack"),
-    "email": ("contacts", "email"),
-    "slack_members": ("members", "slack"),
-}
 
 
 class EscalationStep(_Strict):
@@ -414,17 +377,12 @@ class Rules(_Strict):
         default_factory=list, description="Response tiers per rule and tool category; see docs/scope.md.")
 
 
-def _legacy_gate(value: object) -> object:
-    """`none` was the first name of `auto`."""
-    return Gate.auto if value == "none" else value
-
-
 class PlaybookBinding(_Strict):
     """Which findings trigger which playbook, and whose approval gates it."""
 
     rules: list[str] = Field(min_length=1)
     playbook: str
-    gate: Annotated[Gate, BeforeValidator(_legacy_gate)] = Gate.approver
+    gate: Gate = Gate.approver
     min_severity: Severity = Severity.high
     risk: list[Risk] = Field(default_factory=list, description="Workflow risk tiers it applies to; empty: all.")
     approval_timeout: Duration = Field(timedelta(minutes=15), description="Then the next owner who approves is asked.")

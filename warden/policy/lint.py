@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
-from warden.contract.matrix import LEGACY_OWNER_KEYS, REQUIRED_ROLES, ROLES, Matrix, RuleMode, TierRule
+from warden.contract.matrix import REQUIRED_ROLES, ROLES, Matrix, RuleMode, TierRule
 from warden.policy.cel import RULE_ERROR
 from warden.policy.containment import check_containment
 from warden.policy.lint_scope import check_scope
@@ -68,7 +68,7 @@ def check_matrix(matrix: Matrix, catalogue: Catalogue, locator: Locator) -> tupl
 
 
 def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:
-    """Members must be identities their notifier lets act; pre-`contacts` keys get a warning saying how to move."""
+    """Members must be identities their notifier lets act."""
     for owner_id, owner in matrix.owners.items():
         for notifier, identities in owner.members.items():
             accepts = catalogue.actors.get(notifier)
@@ -76,10 +76,6 @@ def _check_owners(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., Non
                 if accepts is not None and not accepts(identity):
                     issue(("owners", owner_id, "members", notifier, str(i)),
                           f"{identity!r} is not a {notifier} identity that can act (a user, not a channel)")
-        for key in owner.legacy_keys:
-            section, notifier = LEGACY_OWNER_KEYS[key]
-            issue(("owners", owner_id, key),
-                  f"`{key}:` is the old format; write it as `{section}: {{{notifier}: ...}}`", "warning")
 
 
 def _check_rule_ids(matrix: Matrix, catalogue: Catalogue, issue: Callable[..., None]) -> None:

@@ -31,8 +31,8 @@ from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
 from responders.store import IncidentStore
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.interactivity")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from warden.telemetry.metrics import counter
 
-SLACK_INTERACTIONS = Counter(
+SLACK_INTERACTIONS = counter(
     "warden_slack_interactions_total", "Slack interaction requests, by outcome (accepted, forged, stale, ...)",
-    ["outcome"],
+    ("outcome",),
 )

@@ -42,8 +42,8 @@ from responders.notifiers.base import (
 )
 from responders.notifiers.slack import render
 from responders.notifiers.slack.settings import SlackSettings
-from warden.contract import metrics
 from warden.contract.findings import OwnerRef
+from warden.telemetry import metrics
 
 if TYPE_CHECKING:
     from responders.silences import Silences

@@ -8,11 +8,12 @@ from typing import Any
 from streams.detectors import DetectorState, detect, lookback, replay
 from streams.detectors.sessions import SessionTrail
 from tests.support.matrix_builder import T0, tool
+from tests.support.metrics import metric_value
 from tests.support.scope_builder import scoped
-from warden.contract import metrics
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.policy import Policy
+from warden.telemetry import metrics
 
 POLICY = scoped()
 
@@ -129,7 +130,7 @@ def test_lookback_covers_the_flow_windows() -> None:
 
 
 def _evicted(reason: str) -> float:
-    return metrics.FLOW_SESSIONS_EVICTED.labels(reason=reason)._value.get()
+    return metric_value(metrics.FLOW_SESSIONS_EVICTED, reason=reason)
 
 
 def test_the_trail_is_capped_and_expires_idle_sessions_counting_both() -> None:

@@ -10,19 +10,20 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from streams.approvals import History, Known
-from streams.approvals import judge as judge_request
 from streams.detectors import DetectorState, detect, provenance, replay
 from streams.detectors.provenance_state import ProvenanceLedger, Session
+from streams.verdict import History, Known
+from streams.verdict import judge as judge_request
 from tests.support.matrix_builder import T0, ev, tool
+from tests.support.metrics import metric_value
 from tests.support.scope_builder import LISTS, scoped
-from warden.contract import metrics
-from warden.contract.approvals import ApprovalRequest, Verdict
+from warden.contract.approval_requests import ApprovalRequest, Verdict
 from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import Tier
 from warden.policy import Policy, PolicyError
 from warden.policy.values import read_values, tokens
+from warden.telemetry import metrics
 
 AGENT = "iam-agent"  # the scope builder's provisioner: mail.read/web.* untrusted, pay, mail.send, grant_role, shell
 POLICY = scoped()
@@ -234,7 +235,7 @@ def _ledger(state: DetectorState) -> ProvenanceLedger:
 
 
 def _evicted(reason: str) -> float:
-    return float(metrics.PROVENANCE_EVICTED.labels(reason=reason)._value.get())
+    return float(metric_value(metrics.PROVENANCE_EVICTED, reason=reason))
 
 
 def test_a_session_keeps_its_bound_dropping_its_oldest_results_first() -> None:

@@ -8,11 +8,12 @@ import pytest
 
 from streams.detectors import DetectorState, detect
 from tests.support.matrix_builder import ev, policy, tool
-from warden.contract import metrics
+from tests.support.metrics import metric_value
 from warden.contract.findings import Finding
 from warden.contract.matrix import CustomRule
 from warden.policy import Policy, PolicyError
 from warden.policy.cel import compile_rules, index_hints
+from warden.telemetry import metrics
 
 REFUND = {
     "id": "large-refund",
@@ -87,12 +88,12 @@ def test_a_rule_sees_the_resolved_workflow_and_null_for_an_unowned_agent() -> No
 
 def test_a_rule_that_errors_on_an_event_raises_a_rule_error_to_its_owner_and_is_counted() -> None:
     rule = {"id": "reads-missing-field", "condition": 'event.content.prompt.contains("x")'}
-    before = metrics.RULE_EVAL_ERRORS.labels(rule="reads-missing-field")._value.get()
+    before = metric_value(metrics.RULE_EVAL_ERRORS, rule="reads-missing-field")
     [f] = run(rules_policy(rule), ev("completion", "rag-bot"))
     assert (f.rule, f.target, f.shadow, f.severity.value) == ("rule_error", "reads-missing-field", False, "high")
     assert f.evidence["rule"] == "reads-missing-field" and "no such key" in f.evidence["error"]
     assert f.owners.responder.id == "secops"  # no owner named: the security owner, not the workflow's responder
-    assert metrics.RULE_EVAL_ERRORS.labels(rule="reads-missing-field")._value.get() == before + 1
+    assert metric_value(metrics.RULE_EVAL_ERRORS, rule="reads-missing-field") == before + 1
 
 
 def test_a_rule_error_goes_to_the_rule_owner_once_per_rule_and_interval_not_per_event() -> None:

@@ -178,16 +178,14 @@ def test_unused_owners_and_empty_scopes_are_warnings_not_errors(tmp_path: Path) 
         ("warning", "owners.intern"), ("warning", "workflows.compliance-reviewer.scope")}
 
 
-def test_a_workflow_without_agents_and_an_owner_in_the_first_format_are_warnings(tmp_path: Path) -> None:
+def test_a_workflow_without_agents_is_a_warning(tmp_path: Path) -> None:
     def mutate(d: Docs) -> None:
         wf(d, "research-rag")["agents"] = []
-        d["00-owners.yaml"]["owners"]["ciso"] = {"name": "CISO", "slack": "U0CISO"}
 
     code, report = lint_json(write_policy(tmp_path, mutate))
     assert (code, report["errors"]) == (0, 0), report["issues"]
     assert {(i["level"], i["path"], i["reason"].split(";")[0]) for i in report["issues"]} == {
-        ("warning", "workflows.research-rag.agents", "workflow lists no agents"),
-        ("warning", "owners.ciso.slack", "`slack:` is the old format")}
+        ("warning", "workflows.research-rag.agents", "workflow lists no agents")}
 
 
 CLEAN_VARIATIONS: list[tuple[str, Callable[[Docs], None]]] = [

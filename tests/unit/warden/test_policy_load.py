@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from service.demo.run import SCENARIO
 from service.runtime.catalogue import load as load_policy
 from service.runtime.settings import BUNDLED_POLICY
-from streams.detectors import DetectorState, detect
-from streams.ingest.native import decode
+from warden.contract.containment import Gate
+from warden.contract.matrix import PlaybookBinding
 from warden.policy import PolicyError
-
-DATA = Path(__file__).resolve().parents[2] / "support" / "data"
 
 OWNERS = """
 version: 1
 defaults: {security_owner: secops}
 owners:
-  secops: {name: SecOps, kind: team, slack: C1}
-  ann: {name: Ann, slack: U1}
+  secops: {name: SecOps, kind: team, contacts: {slack: C1}}
+  ann: {name: Ann, contacts: {slack: U1}}
 """
 WORKFLOW = """
 workflows:
@@ -109,25 +106,22 @@ def test_an_empty_folder_and_a_non_mapping_file_are_errors(tmp_path: Path) -> No
         load_policy(listy)
 
 
-def test_a_matrix_in_the_first_format_still_loads_routes_the_same_and_is_told_how_to_migrate(tmp_path: Path) -> None:
-    legacy = tmp_path / "legacy"
-    shutil.copytree(BUNDLED_POLICY, legacy)
-    shutil.copy(DATA / "owners-legacy-format.yaml", legacy / "00-owners.yaml")  # slack:, slack_members:, email:
-    new, old = load_policy(BUNDLED_POLICY), load_policy(legacy)
-    assert old.matrix.model_dump()["owners"] == new.matrix.model_dump()["owners"]  # the same contacts and members
-    for workflow in [None, *new.matrix.workflows]:
-        assert old.owners_for(workflow) == new.owners_for(workflow)
-    events = [e for line in SCENARIO.read_bytes().splitlines() for e in decode(line, 1 << 20).events]
-    routes = {}
-    for policy in (new, old):
-        state = DetectorState()
-        routes[policy.sha256] = [(f.rule, f.owners) for e in events for f in detect(e, policy, state)]
-    assert routes[old.sha256] == routes[new.sha256] and len(routes[new.sha256]) >= 8
-    assert new.warnings == []
-    migrate = {(w.path, w.reason) for w in old.warnings}
-    assert ("owners.secops.slack_members", "`slack_members:` is the old format; write it as `members: {slack: ...}`") \
-        in migrate
-    assert ("owners.ciso.slack", "`slack:` is the old format; write it as `contacts: {slack: ...}`") in migrate
+def test_the_bundled_matrix_loads_clean_and_an_owner_key_outside_contacts_is_a_located_error(tmp_path: Path) -> None:
+    assert load_policy(BUNDLED_POLICY).warnings == []
+    owners = OWNERS.replace("ann: {name: Ann, contacts: {slack: U1}}", "ann: {name: Ann, slack: U1}")
+    folder = _write(tmp_path / "p", **{"00_owners.yaml": owners, "10_wf.yaml": WORKFLOW})
+    with pytest.raises(PolicyError) as err:
+        load_policy(folder)
+    [issue] = err.value.issues
+    assert (issue.file, issue.path) == (str(folder / "00-owners.yaml"), "owners.ann.slack")
+
+
+def test_a_gate_is_named_auto_approver_or_auto_if_critical_and_nothing_else() -> None:
+    binding = {"rules": ["unapproved_tool"], "playbook": "quarantine"}
+    assert [PlaybookBinding.model_validate({**binding, "gate": g}).gate for g in ("auto", "approver",
+            "auto_if_critical")] == [Gate.auto, Gate.approver, Gate.auto_if_critical]
+    with pytest.raises(ValidationError, match="gate"):
+        PlaybookBinding.model_validate({**binding, "gate": "none"})
 
 
 def test_a_folder_reads_only_its_yaml_files_and_a_single_file_is_a_policy_of_its_own(tmp_path: Path) -> None:

@@ -149,3 +149,8 @@ CHANNEL_RATE_LIMITED = Counter("warden_channel_rate_limited_total",
 DIGEST_MEMBERS_NAMED = Counter("warden_digest_members_named_total",
                                "Group members named in their group's digest (thread replies)", ["notifier"])
 SILENCES_ACTIVE = Gauge("warden_silences_active", "Silences in effect now")
+
+
+def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+    """A counter a notifier package defines for itself (its own metrics live in its package, not in this list)."""
+    return Counter(name, documentation, list(labels))

@@ -13,8 +13,8 @@ import click
 
 from responders.owner_actions import Result
 from service.cli.exits import Exit
-from service.cli.incidents import database_option, with_service
 from service.cli.output import Output, line, output_option
+from service.cli.service import database_option, with_service
 
 _EXIT = {Result.done: Exit.OK, Result.forbidden: Exit.FOUND, Result.not_found: Exit.FOUND,
          Result.conflict: Exit.FOUND}

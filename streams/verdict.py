@@ -20,7 +20,7 @@ from streams.detectors import REGISTRY, custom, provenance
 from streams.detectors.base import Context, stateless
 from streams.detectors.provenance_state import Session
 from streams.detectors.unreviewed_identity_change import identity_change_of
-from warden.contract.approvals import ApprovalRequest, Judgement, Verdict
+from warden.contract.approval_requests import ApprovalRequest, Judgement, Verdict
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent, Kind, Tool
 from warden.contract.findings import FindingOwners

@@ -1,9 +1,9 @@
 """What a gateway's approval request costs, against the detect cost of the same action as an event, in one run.
 
-    .venv/bin/python bench/approvals.py [--reps 5] [--n 5000] [--http 300]
+    .venv/bin/python bench/approval_cost.py [--reps 5] [--n 5000] [--http 300]
 
 Per rep, in turn: A `detect` on the activity event the request would be (the hot path's reference); B the verdict
-(`streams.approvals.judge`, the same scope detectors plus the gates) on the request; C a whole `POST
+(`streams.verdict.judge`, the same scope detectors plus the gates) on the request; C a whole `POST
 /v1/approvals` round trip (aiohttp client → the worker's route → verdict → record with two hash-chained timeline
 entries in SQLite → answer) for allowed requests, one at a time. Printed: µs (A, B) and ms (C) per request,
 min/median/max over the reps, and the ratio B/A per rep. Compare ratios, not absolute figures.
@@ -27,14 +27,14 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from responders.api.approvals import ApprovalApi  # after the path is set
+from responders.api.approval_routes import ApprovalApi  # after the path is set
 from responders.approvals.desk import ApprovalDesk
 from responders.db import make_engine, migrate
 from service.runtime.catalogue import load
 from service.runtime.settings import BUNDLED_POLICY
-from streams.approvals import as_event, judge
 from streams.detectors import DetectorState, detect
-from warden.contract.approvals import ApprovalRequest
+from streams.verdict import as_event, judge
+from warden.contract.approval_requests import ApprovalRequest
 
 POLICY = load(BUNDLED_POLICY)
 BODIES = [

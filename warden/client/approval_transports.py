@@ -18,7 +18,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from warden.contract.approvals import FINAL, MAX_WAIT_S, PROCEED, ApprovalAnswer, ApprovalRequest
+from warden.contract.approval_requests import FINAL, MAX_WAIT_S, PROCEED, ApprovalAnswer, ApprovalRequest
 
 METADATA_WAIT_S = 30.0  # how long KafkaApprovals waits for the decisions topic's partitions at start
 

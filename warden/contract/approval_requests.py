@@ -96,7 +96,7 @@ class ApprovalAnswer(BaseModel):
 @dataclass(frozen=True)
 class Judgement:
     """The verdict on a request with its located reason; `approval_from`, `approver` and `chain` only for
-    approval_required. Made by the pure stage (streams.approvals), recorded by the responders."""
+    approval_required. Made by the pure stage (streams.verdict), recorded by the responders."""
 
     verdict: Verdict
     workflow: str | None

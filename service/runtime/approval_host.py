@@ -2,7 +2,7 @@
 transport's routes, and the desk that records, routes, escalates and expires (responders.approvals).
 
 Requests on WARDEN_TOPIC_APPROVAL_REQUESTS are read by a consumer group of their own (`<app id>.approvals`), each
-judged by the pure stage (streams.approvals) against the live policy and recorded before its offset is committed;
+judged by the pure stage (streams.verdict) against the live policy and recorded before its offset is committed;
 a malformed one goes to WARDEN_TOPIC_APPROVAL_DLQ sealed, with the reason and the correlation id (when one can be
 read) as headers, and the others go on. Answers go to WARDEN_TOPIC_APPROVAL_DECISIONS keyed by request id; a
 decided approval also goes to the activity topic keyed by agent, where `unreviewed_identity_change` reads it.
@@ -28,7 +28,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from responders.api import parse_tokens
-from responders.api.approvals import ApprovalApi
+from responders.api.approval_routes import ApprovalApi
 from responders.approvals.desk import ApprovalDesk
 from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
@@ -36,17 +36,17 @@ from responders.notifiers.slack.notifier import SlackNotifier
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings
-from streams.approvals import History, judge
 from streams.detectors.base import Context
 from streams.detectors.unreviewed_identity_change import identity_change_of
 from streams.ingest import FORMATS
-from warden.contract import metrics
-from warden.contract.approvals import ApprovalAnswer, ApprovalRequest, Judgement
+from streams.verdict import History, judge
+from warden.contract.approval_requests import ApprovalAnswer, ApprovalRequest, Judgement
 from warden.contract.containment import QuarantineMark
 from warden.contract.events import ActivityEvent
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.kit.sealing import SCHEME
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.approvals")
 TRANSPORT = "kafka"

@@ -3,11 +3,9 @@ break-glass, a database named with `--database-url`, opened read-only), for peop
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -15,26 +13,7 @@ from responders.incidents import Status
 from responders.trail import PAGE_MAX, SEVERITIES, TIERS, Filters
 from service.cli.exits import Exit
 from service.cli.output import Output, line, output_option
-from service.cli.service import Service, as_utc, connect
-
-T = TypeVar("T")
-
-
-def database_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--database-url`: break-glass, read the database itself instead of the incident API."""
-    return click.option("--database-url", metavar="URL", help="Break-glass: read (or act on) this database directly "
-                        "instead of the incident API at WARDEN_API_URL.")(command)
-
-
-def with_service(database_url: str | None, owner_id: str | None,
-                 work: Callable[[Service], Awaitable[T]]) -> tuple[T, str]:
-    """Run `work` against the API or the break-glass database; its result and the source it read."""
-
-    async def run() -> tuple[T, str]:
-        async with connect(database_url, owner_id) as service:
-            return await work(service), service.source
-
-    return asyncio.run(run())
+from service.cli.service import as_utc, database_option, with_service
 
 
 def _line(item: dict[str, Any]) -> str:

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from responders.api import authenticate
 from responders.api.openapi import OPENAPI
 from responders.approvals.desk import CONFLICT, DONE, ApprovalDesk
-from warden.contract import metrics
-from warden.contract.approvals import FINAL, MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
+from warden.contract.approval_requests import FINAL, MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
 from warden.contract.redact import redact_text
+from warden.telemetry import metrics
 
 log = logging.getLogger("warden.api")
 TRANSPORT = "http"
