@@ -9,7 +9,8 @@ from pydantic import SecretStr
 
 
 class ResponderConfig(Protocol):
-    """The settings the incident responder, its notifiers and its loops need (see service.runtime.settings)."""
+    """The settings the incident responder and its loops need (see service.runtime.settings); the notifiers' own
+    settings are their packages' fragments, composed into the same object."""
 
     @property
     def effective_database_url(self) -> str: ...
@@ -20,12 +21,6 @@ class ResponderConfig(Protocol):
     outbox_lease_s: float
     escalation_poll_s: float
     review_digest_interval: timedelta
-    notifiers: str | None
-    slack_token: SecretStr | None
-    slack_api_url: str | None
-    slack_signing_secret: SecretStr | None
-    slack_timeout_s: float
-    slack_channel_rate: float
-    slack_channel_burst: int
+    notifiers: str | None  # each notifier reads its own fields (responders/notifiers/<name>/), by attribute
     api_tokens: SecretStr | None
     api_public_url: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 
 from responders.api import IncidentApi, parse_tokens
 from responders.base import RouteInstaller
@@ -12,10 +13,8 @@ from responders.budget import Budget
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
-from responders.notifiers import notifiers_for
-from responders.notifiers.base import NoticeKind, Notifier
-from responders.notifiers.slack.interactivity import Interactivity
-from responders.notifiers.slack.notifier import SlackNotifier
+from responders.notifiers.base import Budgeted, Inbound, Interactive, NoticeKind, Notifier
+from responders.notifiers.registry import notifiers_for
 from responders.outbox import Outbox
 from responders.outbox.wake import ListenWake
 from responders.review_digest import ReviewDigests
@@ -45,7 +44,10 @@ class IncidentResponder:
             raise ValueError(f"each notifier may deliver once per worker, got {names}")
         self.engine = make_engine(settings.effective_database_url)
         self.store = IncidentStore(self.engine, names)
-        self.store.budget = Budget(rate=settings.slack_channel_rate, burst=settings.slack_channel_burst)
+        budgeted = [n for n in self.notifiers if isinstance(n, Budgeted)]
+        # One budget row per notifier and channel; its rate and burst are the budgeted notifier's (none: unused).
+        self.store.budget = Budget(rate=budgeted[0].channel_rate, burst=budgeted[0].channel_burst) if budgeted \
+            else Budget()
         self.store.api_url = settings.api_public_url
         self.silences = Silences(self.engine)
         self.clock = clock
@@ -58,24 +60,23 @@ class IncidentResponder:
                                    on_escalated=self.outbox.wake)
         self.digests = ReviewDigests(self.store, clock=clock, interval=settings.review_digest_interval,
                                      poll_s=settings.escalation_poll_s, on_made=self.outbox.wake)
-        # Buttons exist only on Slack messages, and the answers to clicks go through the Slack notifier.
-        slack = next((n for n in self.notifiers if isinstance(n, SlackNotifier)), None)
-        if slack is not None and slack.on_rate_limit is None:  # a 429 holds the channel for every worker
-            slack.on_rate_limit = self._rate_limited
-        secret = settings.slack_signing_secret
-        self.interactivity = None if secret is None or slack is None else Interactivity(
-            self.store, slack, secret.get_secret_value(), clock=clock, on_change=self.outbox.wake,
-            silences=self.silences,
-        )
+        for notifier in budgeted:
+            if notifier.on_rate_limit is None:  # a 429 holds the channel for every worker
+                notifier.on_rate_limit = partial(self._rate_limited, notifier.name)
+        # Buttons exist only on the messages of an interactive notifier, and the answers go through it.
+        interactive = next((n for n in self.notifiers if isinstance(n, Interactive)), None)
+        inbound = "no notifier with buttons" if interactive is None else interactive.inbound(
+            self.store, self.silences, clock=clock, on_change=self._owner_acted)
+        self.interactivity: Inbound | None = None if isinstance(inbound, str) else inbound
         self.trail = Trail(self.engine)
         self.gauges = PollingLoop("incident-gauges", settings.escalation_poll_s, self.update_gauges, log)
         tokens = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
         self.api = IncidentApi(self.store, self.trail, tokens, clock, self.outbox.wake,
                                silences=self.silences) if tokens else None
-        # Told when an incident opens (the containment engine, so an auto gate acts without waiting for its poll).
-        self.on_opened: list[Callable[[], None]] = []
-        self._interactivity_off = ("WARDEN_SLACK_SIGNING_SECRET unset" if secret is None
-                                   else "no slack notifier" if slack is None else "")
+        # Told when an incident opens or an owner's click changed one (the containment engine, so an auto gate, an
+        # approval or a release acts without waiting for its poll).
+        self.containment_due: list[Callable[[], None]] = []
+        self._interactivity_off = inbound if isinstance(inbound, str) else ""
 
     async def start(self) -> None:
         await migrate(self.engine)
@@ -112,11 +113,17 @@ class IncidentResponder:
         else:
             log.warning("incident API on: /incidents, /openapi.json (%d bearer tokens)", len(self.api.tokens))
 
-    async def _rate_limited(self, channel: str, seconds: float) -> None:
+    def _owner_acted(self) -> None:
+        """A click changed an incident: the outbox tells everyone, containment acts on an approval or release."""
+        self.outbox.wake()
+        for listener in self.containment_due:
+            listener()
+
+    async def _rate_limited(self, notifier: str, channel: str, seconds: float) -> None:
         if not channel:  # a request to no channel (a look-up by user id): nothing for the budget to hold
             return
-        await self.store.rate_limited("slack", channel, seconds, self.clock())
-        metrics.CHANNEL_RATE_LIMITED.labels(notifier="slack").inc()
+        await self.store.rate_limited(notifier, channel, seconds, self.clock())
+        metrics.CHANNEL_RATE_LIMITED.labels(notifier=notifier).inc()
 
     async def handle(self, finding: Finding) -> None:
         control: list[str] = []
@@ -133,7 +140,7 @@ class IncidentResponder:
         if outcome in (Recorded.opened, Recorded.grouped, Recorded.promoted):
             metrics.FINDINGS_BY_TIER.labels(tier=tier.value).inc()
             if tier is Tier.page and outcome is not Recorded.grouped:  # a page opened: containment may be due
-                for listener in self.on_opened:
+                for listener in self.containment_due:
                     listener()
             if control and all(v in QUIET for v in control):
                 self.outbox.nudge()  # a digest member (or a muted page): no page waits on this

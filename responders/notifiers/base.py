@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
 from warden.contract.findings import OwnerRef
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from responders.silences import Silences
+    from responders.store import IncidentStore
 
 
 class NoticeKind(StrEnum):
@@ -124,8 +131,8 @@ def ensure_time(needed_s: float, what: str) -> None:
 
 
 class Notifier(Protocol):
-    """One channel to humans. Adding a channel means one module with this shape plus a registry entry; dedup,
-    retries, recording and dead-letters are the outbox's stages.
+    """One channel to humans. Adding a channel means one package with this shape plus one registry line
+    (docs/architecture.md); dedup, retries, recording and dead-letters are the outbox's stages.
 
     `send_bound_s` is the longest one `send` can take, all its requests, retries and waits included: the outbox
     leases a notification for that long right before each send, and another worker may claim it after. A notifier
@@ -141,11 +148,21 @@ class Notifier(Protocol):
         ...
 
 
+# Told when a channel answered 429 with Retry-After: (channel, seconds).
+RateLimited = Callable[[str, float], Awaitable[None]]
+
+
 @runtime_checkable
 class Budgeted(Protocol):
     """A notifier whose channels limit how fast messages may be posted to each (Slack: about one per second per
     channel). `spend` says which channels a notice posts to, and how many messages each; the outbox claims a
-    notification only when every one of them has that much of its shared budget left (`responders/budget.py`)."""
+    notification only when every one of them has that much of its shared budget left (`responders/budget.py`):
+    `channel_rate` messages per second, at most `channel_burst` in any one second. The responder sets
+    `on_rate_limit`, so a 429 holds the channel for every worker."""
+
+    channel_rate: float
+    channel_burst: int
+    on_rate_limit: RateLimited | None
 
     def spend(self, notice: AnyNotice) -> dict[str, int]:
         """Messages `notice` posts, per channel (address as the notifier names it)."""
@@ -159,4 +176,29 @@ class FindsRoot(Protocol):
 
     async def find_root(self, incident: IncidentView, target: OwnerRef) -> Posted | None:
         """The incident's root message if an earlier, interrupted attempt did post it; None otherwise."""
+        ...
+
+
+class Inbound(Protocol):
+    """A notifier's route for what comes back from its messages (button clicks), served by the worker's web server.
+    Changes go through the store, so the outbox tells everyone; `payload_handlers` get every verified payload too
+    (other buttons: the approval requests')."""
+
+    payload_handlers: list[Callable[[dict[str, Any]], Awaitable[None]]]
+
+    def install(self, app: web.Application) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait for answers still being handled (tests, shutdown)."""
+        ...
+
+
+@runtime_checkable
+class Interactive(Protocol):
+    """A notifier whose messages carry buttons: it brings the route their clicks come back to."""
+
+    def inbound(self, store: IncidentStore, silences: Silences, *, clock: Callable[[], datetime],
+                on_change: Callable[[], None]) -> Inbound | str:
+        """The route, with `on_change` called after each change a click made; or why there is none (a str naming
+        the setting that is missing)."""
         ...

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from responders.notifiers.base import Budgeted, Notifier
-from responders.notifiers.console import ConsoleNotifier
+from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.outbox.stages import Pipeline, Retry, notice_of
 from responders.store import AnyClaimed, IncidentStore
 from warden.kit.loop import PollingLoop

@@ -31,7 +31,7 @@ from responders.notifiers.base import (
     ensure_time,
     send_deadline,
 )
-from responders.notifiers.console import ConsoleNotifier
+from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.store import AnyClaimed, ClaimedDigest, ClaimedGroup, IncidentStore
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff

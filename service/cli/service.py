@@ -172,7 +172,7 @@ class DatabaseService:
             return (await Trail(engine).verify()).as_json()
 
     async def act(self, incident_id: int, action: str) -> Outcome:
-        from responders.notifiers import notifier_names
+        from responders.notifiers.registry import notifier_names
         from responders.owner_actions import act
         from responders.store import IncidentStore, utcnow
         from service.cli import _settings
@@ -181,7 +181,7 @@ class DatabaseService:
             raise Failure("break-glass actions name the owner you act for: add --as OWNER", Exit.INVALID_INPUT)
         async with self._engine(write=True) as engine:
             settings = _settings()  # the notifiers the responder is told through, as the workers would
-            store = IncidentStore(engine, notifier_names(settings.notifiers, settings.slack_token is not None))
+            store = IncidentStore(engine, notifier_names(settings.notifiers, dict(settings)))
             return await act(store, incident_id, action, self.owner_id,
                              identity=f"{BREAK_GLASS}:{getpass.getuser()}", now=utcnow())
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from playbooks.actions import ACTIONS, checker
 from playbooks.library import shipped
-from responders.notifiers.slack import render as slack_render
+from responders.notifiers.registry import NOTIFIERS
 from streams.detectors import RULE_IDS
 from warden.policy import Catalogue, Policy, load_policy
 
@@ -14,7 +14,7 @@ CATALOGUE = Catalogue(
     rules=RULE_IDS,
     playbooks=shipped(),
     actions={name: checker(action) for name, action in ACTIONS.items()},
-    actors={slack_render.NOTIFIER: slack_render.is_user_id},
+    actors={name: p.actor for name, p in NOTIFIERS.items() if p.actor is not None},
 )
 
 

@@ -26,14 +26,6 @@ from warden.telemetry import metrics
 log = logging.getLogger("warden.containment")
 
 
-def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
-    def call() -> None:
-        first()
-        second()
-
-    return call
-
-
 class ContainmentHost:
     """The engine plus what its actions reach the world through. `start` after the responder (the DB is migrated)."""
 
@@ -81,9 +73,7 @@ class ContainmentHost:
             for outcome in ("done", "failed"):
                 metrics.CONTAINMENT_ACTIONS.labels(action=action, outcome=outcome)
         engine.loop.start()
-        self.responder.on_opened.append(engine.loop.wake)
-        if self.responder.interactivity is not None:  # a click that approves or releases: act now, not next poll
-            self.responder.interactivity.on_change = _both(self.responder.interactivity.on_change, engine.loop.wake)
+        self.responder.containment_due.append(engine.loop.wake)  # a page opened, a click approved or released
         return engine
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationInfo, create_model, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import warden
+from responders.notifiers.registry import notifier_names, settings_models
 from streams.ingest import INPUTS, LiveInput
 from warden.contract.matrix import Duration
 from warden.kit.sealing import Sealer, key_in
@@ -20,7 +21,9 @@ EXAMPLES = Path(warden.__file__).resolve().parent / "examples"  # package data o
 BUNDLED_POLICY = EXAMPLES / "policy"
 
 
-class InputlessSettings(BaseSettings):
+# Each notifier's fields come from its package's settings fragment, through the registry; they are validated
+# before the core's, so `notifiers` sees them.
+class InputlessSettings(BaseSettings, *settings_models()):  # type: ignore[misc]  # mypy cannot follow dynamic bases
     """Every knob an operator can turn but the live inputs' topics, which `settings_model` adds from `INPUTS`.
     Unset Kafka bootstrap means: start the embedded broker."""
 
@@ -91,10 +94,6 @@ class InputlessSettings(BaseSettings):
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Larger activity messages are dead-lettered.")
     dlq_max_bytes: int = Field(8 * 1_048_576, ge=1024, description="Larger dead letters keep only their head.")
     database_url: str | None = Field(None, description="SQLAlchemy async URL; unset means SQLite in data_dir.")
-    slack_token: SecretStr | None = None
-    slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests, proxies).")
-    slack_signing_secret: SecretStr | None = None
-    slack_timeout_s: float = Field(10.0, gt=0, description="Timeout of one Slack Web API call.")
     notify_max_attempts: int = Field(5, ge=1, description="Deliveries tried before a notification is dead-lettered.")
     notify_retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles on each attempt.")
     outbox_poll_s: float = Field(2.0, gt=0, description="How often the outbox looks for due notifications.")
@@ -111,12 +110,9 @@ class InputlessSettings(BaseSettings):
     containment_timeout_s: float = Field(10.0, gt=0, description="Timeout of one containment action attempt.")
     containment_max_attempts: int = Field(5, ge=1, description="Attempts of a failing step before it escalates.")
     containment_retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each attempt.")
-    notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (slack, "
-                                  "console); unset: slack when WARDEN_SLACK_TOKEN is set, else console.")
-    slack_channel_rate: float = Field(1.0, gt=0, description="Messages per second Warden posts to one Slack channel, "
-                                      "all workers together (Slack allows about 1).")
-    slack_channel_burst: int = Field(3, ge=1, description="Most messages Warden posts to one Slack channel in any "
-                                     "one second, all workers together.")
+    notifiers: str | None = Field(None, description="Comma-separated notifiers every incident goes to (the "
+                                  "registry's names); unset: the default notifiers whose settings are set, else "
+                                  "console.")
     api_public_url: str | None = Field(None, description="Base URL of the incident API as people reach it (an "
                                        "ingress); digests then link to their group's incident list.")
 
@@ -211,9 +207,7 @@ class InputlessSettings(BaseSettings):
     @field_validator("notifiers")
     @classmethod
     def _known_notifiers(cls, v: str | None, info: ValidationInfo) -> str | None:
-        from responders.notifiers import notifier_names  # lazy: the registry loads slack-sdk, which only workers use
-
-        return ",".join(notifier_names(v, info.data.get("slack_token") is not None)) if v else v
+        return ",".join(notifier_names(v, info.data)) if v else v
 
     def input_topics(self) -> dict[str, str]:
         """Each live input's topic (WARDEN_TOPIC_<NAME>), by its name in the registry."""

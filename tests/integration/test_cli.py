@@ -158,17 +158,26 @@ def _matches(documented: str, default: object) -> bool:
 
 
 def test_the_readme_settings_table_and_the_code_agree_on_every_variable_and_default() -> None:
+    from responders.notifiers.registry import NOTIFIERS
     from service.runtime.settings import BUNDLED_POLICY, Settings
 
     readme = (REPO / "README.md").read_text()
     table = _settings_table(readme)
     fields = {f"WARDEN_{name.upper()}": name for name in Settings.model_fields}
-    assert sorted(fields.keys() - table.keys()) == [], "settings the README's table does not list"
+    # A notifier documents its own variables in its package (tests/unit/responders/test_notifier_registry.py); the
+    # README's table lists every core setting, and Slack's, the shipped default.
+    in_packages = {f"WARDEN_{name.upper()}" for p in NOTIFIERS.values() for name in p.settings.model_fields}
+    slack = {f"WARDEN_{name.upper()}" for name in NOTIFIERS["slack"].settings.model_fields}
+    assert slack and slack <= in_packages < fields.keys()
+    assert sorted(fields.keys() - in_packages - table.keys()) == [], "settings the README's table does not list"
+    assert sorted(slack - table.keys()) == [], "Slack's settings the README's table does not list"
     assert sorted(table.keys() - fields.keys()) == [], "the README's table lists variables the code does not read"
     named = set(re.findall(r"\bWARDEN_[A-Z0-9_]*[A-Z0-9]\b", readme))
     assert sorted(named - fields.keys() - TEST_ONLY_VARIABLES) == [], "the README names variables nothing reads"
     wrong = []
     for variable, name in fields.items():
+        if variable not in table:  # a notifier's, documented in its package
+            continue
         default = Settings.model_fields[name].default
         if name in DESCRIBED_DEFAULTS:
             words, expected = DESCRIBED_DEFAULTS[name]

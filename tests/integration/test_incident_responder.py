@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -16,16 +17,16 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 
 from responders.db import MIGRATIONS, make_engine, migrate
 from responders.db.models import Base, Incident, IncidentMessage, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Status
-from responders.notifiers import notifier_names
 from responders.notifiers.base import Posted
-from responders.notifiers.console import ConsoleNotifier
+from responders.notifiers.console.notifier import ConsoleNotifier
+from responders.notifiers.registry import NOTIFIERS, notifier_names
 from responders.outbox import stages
 from responders.store import Claimed, IncidentStore, Pending, utcnow
 from service.demo.slack_api_server import Message, SlackApiServer
@@ -671,15 +672,18 @@ async def test_a_notifier_added_later_gets_its_own_root_before_its_follow_ups(
 def test_the_notifiers_setting_names_what_cannot_work() -> None:
     assert Settings(notifiers=" slack , console,slack", slack_token=SLACK_TOKEN).notifiers == "slack,console"
     assert Settings(notifiers=None).notifiers is None
-    unknown = r"unknown notifier 'pager' in WARDEN_NOTIFIERS \(known: console, slack\)"
+    known = ", ".join(sorted(NOTIFIERS))  # every registered notifier, whatever packages this build has
+    assert {"console", "slack"} <= set(NOTIFIERS)
+    unknown = rf"unknown notifier 'pager' in WARDEN_NOTIFIERS \(known: {re.escape(known)}\)"
     with pytest.raises(ValidationError, match=unknown):
         Settings(notifiers="console,pager")
     with pytest.raises(ValidationError, match="WARDEN_NOTIFIERS names slack, which needs WARDEN_SLACK_TOKEN"):
         Settings(notifiers="slack")
-    assert notifier_names(None, slack_token=True) == ["slack"]  # the default keeps the behaviour before the setting
-    assert notifier_names("", slack_token=False) == ["console"]
+    token = {"slack_token": SecretStr(SLACK_TOKEN)}
+    assert notifier_names(None, token) == ["slack"]  # the default keeps the behaviour before the setting
+    assert notifier_names("", {}) == ["console"]
     with pytest.raises(ValueError, match="WARDEN_NOTIFIERS"):
-        notifier_names("email", slack_token=True)
+        notifier_names("email", token)
 
 
 # -- the migration to per-notifier messages -------------------------------------------------------------------------

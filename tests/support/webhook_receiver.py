@@ -35,6 +35,7 @@ class WebhookReceiver:
     deliveries: list[Delivery] = field(default_factory=list)
     arrived: list[str] = field(default_factory=list)  # the webhook-id of every request, as it arrives (before `hold`)
     status: int = 204  # what it answers a verified request while up
+    retry_after: str | None = None  # sent as Retry-After with the answer (a 429's)
     port: int = 0
     hold: asyncio.Event | None = None  # when set to an unset Event, requests wait for it (to time a sender out)
     _runner: web.AppRunner | None = None
@@ -91,7 +92,8 @@ class WebhookReceiver:
             self.deliveries.append(Delivery(webhook_id, False, 401, body, headers))
             return _closing(web.Response(status=401, text="bad signature"))
         self.deliveries.append(Delivery(webhook_id, True, self.status, body, headers, payload))
-        return _closing(web.Response(status=self.status))
+        extra = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+        return _closing(web.Response(status=self.status, headers=extra))
 
 
 def _closing(response: web.Response) -> web.Response:

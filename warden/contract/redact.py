@@ -1,4 +1,4 @@
-"""Keep secrets out of everything Warden emits, and make untrusted agent text inert in Slack.
+"""Keep secrets out of everything Warden emits (each notifier then makes the text inert in its own markup).
 
 Redaction goes by structure first, then by shape: JSON objects (also JSON inside strings, at any depth) are walked
 and the value under a secret-ish key is dropped whole; header lines (`Authorization:`, `Cookie:`, `X-Api-Key:` ...)
@@ -168,8 +168,3 @@ def _render(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_render(v) for v in value) + "]"
     return str(value)
-
-
-def slack_escape(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control (`&`, `<`, `>`), per Slack's docs."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -45,10 +45,6 @@ OUTBOX_CLAIMS_LOST = Counter(
     ["notifier", "when"],
 )
 ESCALATIONS = Counter("warden_escalations_total", "Incidents escalated to the next step of their chain")
-SLACK_INTERACTIONS = Counter(
-    "warden_slack_interactions_total", "Slack interaction requests, by outcome (accepted, forged, stale, ...)",
-    ["outcome"],
-)
 INTERACTION_REFUSALS = Counter(
     "warden_interaction_refusals_total", "Button clicks refused because the Slack user is not the named owner",
     ["action"],
@@ -153,3 +149,8 @@ CHANNEL_RATE_LIMITED = Counter("warden_channel_rate_limited_total",
 DIGEST_MEMBERS_NAMED = Counter("warden_digest_members_named_total",
                                "Group members named in their group's digest (thread replies)", ["notifier"])
 SILENCES_ACTIVE = Gauge("warden_silences_active", "Silences in effect now")
+
+
+def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+    """A counter a notifier package defines for itself (its own metrics live in its package, not in this list)."""
+    return Counter(name, documentation, list(labels))

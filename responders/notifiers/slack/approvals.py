@@ -6,9 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from responders.notifiers.slack.render import button_presses, safe, who
+from responders.notifiers.slack.render import button_presses, safe, slack_escape, who
 from warden.contract.findings import OwnerRef
-from warden.contract.redact import redact_value, slack_escape
+from warden.contract.redact import redact_value
 
 
 class ApprovalAction(StrEnum):

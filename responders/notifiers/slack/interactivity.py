@@ -26,6 +26,7 @@ from responders.incidents import (
     authorise,
     check_transition,
 )
+from responders.notifiers.slack import metrics as slack_metrics
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
@@ -119,7 +120,7 @@ class Interactivity:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
         except (KeyError, IndexError, UnicodeDecodeError, ValueError):
             return await self._reject(request, "malformed", 400)
-        metrics.SLACK_INTERACTIONS.labels(outcome="accepted").inc()
+        slack_metrics.SLACK_INTERACTIONS.labels(outcome="accepted").inc()
         task = asyncio.create_task(self._handle(clicks(payload), payload))
         self._work.add(task)
         task.add_done_callback(self._work.discard)
@@ -138,7 +139,7 @@ class Interactivity:
     async def _reject(self, request: web.Request, outcome: str, status: int) -> web.Response:
         """Refused, counted, logged, and recorded for auditors, without the body (it is untrusted and may be
         large): when, why, from where, and the request timestamp it claimed."""
-        metrics.SLACK_INTERACTIONS.labels(outcome=outcome).inc()
+        slack_metrics.SLACK_INTERACTIONS.labels(outcome=outcome).inc()
         log.warning("refused a Slack interaction request: %s", outcome)
         claimed = request.headers.get("X-Slack-Request-Timestamp", "")[:32]
         await self.store.record_security_event("slack_interaction", outcome, self.clock(), {

@@ -7,8 +7,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -23,24 +24,30 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from responders.config import ResponderConfig
 from responders.incidents import IncidentView
 from responders.notifiers.base import (
     AnyNotice,
     DigestNotice,
     GroupNotice,
+    Inbound,
     LeaseEnded,
     Notice,
     NoticeKind,
     Posted,
+    RateLimited,
     TryLater,
     Undeliverable,
     ensure_time,
     time_left,
 )
 from responders.notifiers.slack import render
+from responders.notifiers.slack.settings import SlackSettings
 from warden.contract.findings import OwnerRef
 from warden.telemetry import metrics
+
+if TYPE_CHECKING:
+    from responders.silences import Silences
+    from responders.store import IncidentStore
 
 SDK_RETRIES = 3  # per call, on 429 (after Retry-After), 500/503 and dropped connections; the outbox retries after
 # Slack errors that no retry can fix: the notification is dead-lettered at once (with a console alert).
@@ -141,9 +148,6 @@ def _retry_after(headers: dict[str, Any]) -> float:
     return 1.0
 
 
-RateLimited = Callable[[str, float], Awaitable[None]]
-
-
 class SlackNotifier:
     """Talks to the Slack Web API through slack-sdk's AsyncWebClient with its async retry handlers. It can find a
     root it posted (`FindsRoot`), whisper to one person (`tell`, for the interactivity's replies) and say what a
@@ -153,9 +157,12 @@ class SlackNotifier:
     name = "slack"
 
     def __init__(self, token: str, base_url: str | None = None, timeout_s: float = 10.0,
-                 on_rate_limit: RateLimited | None = None) -> None:
+                 on_rate_limit: RateLimited | None = None, *, signing_secret: str | None = None,
+                 channel_rate: float = 1.0, channel_burst: int = 3) -> None:
         options: dict[str, Any] = {"base_url": base_url} if base_url else {}
         self.timeout_s = timeout_s
+        self.signing_secret = signing_secret  # of the app's button clicks; None: no interactivity
+        self.channel_rate, self.channel_burst = channel_rate, channel_burst  # the shared per-channel budget
         # The outbox leases a notification this long right before each send (see Notifier.send_bound_s).
         self.send_bound_s = CALLS_PER_SEND * call_bound_s(timeout_s)
         self.window = RateWindow()
@@ -290,6 +297,15 @@ class SlackNotifier:
                 break
         return None
 
+    def inbound(self, store: IncidentStore, silences: Silences, *, clock: Callable[[], datetime],
+                on_change: Callable[[], None]) -> Inbound | str:
+        """The interactivity route (`Interactive`): button clicks, verified with the app's signing secret."""
+        if self.signing_secret is None:
+            return "WARDEN_SLACK_SIGNING_SECRET unset"
+        from responders.notifiers.slack.interactivity import Interactivity  # it imports this module
+
+        return Interactivity(store, self, self.signing_secret, clock=clock, on_change=on_change, silences=silences)
+
     async def tell(self, channel: str, slack_user: str, text: str) -> None:
         """Say something only `slack_user` sees (a refusal, a stale click)."""
         await self._call(lambda: self.client.chat_postEphemeral(channel=channel, user=slack_user,
@@ -366,7 +382,10 @@ def _channel_or_empty(target: OwnerRef) -> str:
     return target.contact(render.NOTIFIER) or ""
 
 
-def from_config(settings: ResponderConfig) -> SlackNotifier:
+def from_settings(settings: SlackSettings) -> SlackNotifier:
     if settings.slack_token is None:
         raise ValueError("the Slack notifier needs WARDEN_SLACK_TOKEN")
-    return SlackNotifier(settings.slack_token.get_secret_value(), settings.slack_api_url, settings.slack_timeout_s)
+    secret = settings.slack_signing_secret
+    return SlackNotifier(settings.slack_token.get_secret_value(), settings.slack_api_url, settings.slack_timeout_s,
+                         signing_secret=None if secret is None else secret.get_secret_value(),
+                         channel_rate=settings.slack_channel_rate, channel_burst=settings.slack_channel_burst)

@@ -10,7 +10,7 @@ from responders.digests import LISTED, DigestView
 from responders.group_digest import GroupView
 from responders.incidents import ACTIVE, Action, IncidentView, Status
 from warden.contract.findings import OwnerRef
-from warden.contract.redact import redact_text, slack_escape
+from warden.contract.redact import redact_text
 
 METADATA_EVENT = "warden_incident"  # message metadata that lets Warden find its own root message again
 REPLY_EVENT = "warden_incident_reply"  # the same for a thread reply, with the notification's key
@@ -22,6 +22,11 @@ _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 NOTIFIER = "slack"  # the key of this notifier in an owner's contacts and members
 _SEVERITY_ICON = {"info": "information_source", "low": "large_blue_circle", "medium": "large_orange_circle",
                   "high": "red_circle", "critical": "rotating_light"}
+
+
+def slack_escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control (`&`, `<`, `>`), per Slack's docs."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def safe(text: object, limit: int = 1000) -> str:

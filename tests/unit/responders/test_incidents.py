@@ -41,7 +41,7 @@ from responders.notifiers.base import (
     Undeliverable,
     send_deadline,
 )
-from responders.notifiers.console import ConsoleNotifier
+from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.notifiers.slack import render
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox.stages import Retry, dedup, notice_of

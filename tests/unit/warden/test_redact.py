@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from warden.contract.redact import MAX_JSON_CHARS, REDACTED, redact_text, redact_tree, redact_value, slack_escape
+from warden.contract.redact import MAX_JSON_CHARS, REDACTED, redact_text, redact_tree, redact_value
 
 
 @pytest.mark.parametrize(
@@ -73,12 +73,6 @@ def test_long_text_is_truncated_with_a_count() -> None:
 
 def test_text_exactly_at_the_limit_is_kept_whole() -> None:
     assert redact_text("a" * 10, limit=10) == "a" * 10
-
-
-def test_slack_escape_makes_mentions_and_links_inert() -> None:
-    out = slack_escape("<!channel> <@U123> <https://evil|click> & more")
-    assert "<" not in out and ">" not in out
-    assert out == "&lt;!channel&gt; &lt;@U123&gt; &lt;https://evil|click&gt; &amp; more"
 
 
 # -- structured secrets (issue 10) ------------------------------------------------------------------------------

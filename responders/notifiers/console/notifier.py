@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from responders.config import ResponderConfig
 from responders.digests import LISTED, DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
@@ -99,6 +98,3 @@ class ConsoleNotifier:
         log.error("UNDELIVERED %s notification for %s after retries (%s): %s",
                   notice.kind.value, about, _line(reason), render_notice(notice))
 
-
-def from_config(settings: ResponderConfig) -> ConsoleNotifier:
-    return ConsoleNotifier()
