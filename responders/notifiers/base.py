@@ -7,31 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
+from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
-
-
-class NoticeKind(StrEnum):
-    root = "root"  # the one message per incident and notifier, to the responder
-    repeat = "repeat"  # the incident was seen again: refresh the root, reply in its thread
-    update = "update"  # a lifecycle change or decision: refresh the root, reply in its thread
-    escalation = "escalation"  # the next step of the chain: tell that owner, reply in the root's thread
-    digest = "digest"  # the periodic review digest to a responder: about many review incidents, no root, no thread
-    group = "group"  # a group's digest: posted once per repeat interval, then updated; its members in its thread
-
-
-@dataclass(frozen=True)
-class Posted:
-    """Where a notifier put a message: its address (a Slack channel, "console") and the notifier's own reference
-    to it (Slack's ts), which follow-ups use to thread under the root."""
-
-    address: str
-    ref: str
 
 
 @dataclass(frozen=True)

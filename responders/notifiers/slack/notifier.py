@@ -31,14 +31,13 @@ from responders.notifiers.base import (
     GroupNotice,
     LeaseEnded,
     Notice,
-    NoticeKind,
-    Posted,
     TryLater,
     Undeliverable,
     ensure_time,
     time_left,
 )
 from responders.notifiers.slack import render
+from responders.store.notices import NoticeKind, Posted
 from warden.contract import metrics
 from warden.contract.findings import OwnerRef
 
