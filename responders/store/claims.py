@@ -76,13 +76,12 @@ class Claims:
             if isinstance(claimed, ClaimedDigest):  # each incident it carried says it reached its responder
                 for incident_id in claimed.digest.incidents:
                     await self.timeline.log_entry(s, incident_id, now, "notified",
-                                         detail={**detail, "digest": claimed.digest.id})
+                                                  detail={**detail, "digest": claimed.digest.id})
                 return True
             if isinstance(claimed, ClaimedGroup):  # each member it named says which digest message carried it
                 await storms.recorded(self.timeline, s, dialect=self.dialect, group_id=claimed.group.id,
-                                      notifier=claimed.notifier,
-                                      epoch=claimed.group.epoch, lines=claimed.group.lines, posted=posted,
-                                      target=claimed.target, now=now)
+                                      notifier=claimed.notifier, epoch=claimed.group.epoch,
+                                      lines=claimed.group.lines, posted=posted, target=claimed.target, now=now)
                 return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)
@@ -139,12 +138,12 @@ class Claims:
             if isinstance(claimed, ClaimedDigest):  # each incident it carried says its responder was not told
                 for incident_id in claimed.digest.incidents:
                     await self.timeline.log_entry(s, incident_id, now, "notification_dead_lettered",
-                                         detail={**detail, "digest": claimed.digest.id})
+                                                  detail={**detail, "digest": claimed.digest.id})
                 return True
             if isinstance(claimed, ClaimedGroup):  # each member it was to name says it was not (the next may)
                 for line in sorted(claimed.group.lines, key=lambda ln: ln.id):
                     await self.timeline.log_entry(s, line.id, now, "notification_dead_lettered",
-                                         detail={**detail, "group": claimed.group.id})
+                                                  detail={**detail, "group": claimed.group.id})
                 return True
             if claimed.kind is NoticeKind.root:
                 root = await self._message(s, claimed, now)

@@ -71,7 +71,7 @@ class Decisions:
                                           slack_user=slack_user, at=now))
                 await s.flush()
                 await self.timeline.log_entry(s, incident_id, now, f"containment_{decision}", actor=owner.id,
-                                     slack_user=slack_user)
+                                              slack_user=slack_user)
                 responder = FindingOwners.model_validate(row.owners).responder
                 await self.outbox.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
@@ -98,18 +98,19 @@ class Decisions:
                 decided_by=owner.id, attempts=0, next_attempt_at=now, detail={"via": via, "identity": identity},
                 finding_ts=now, created_at=now, updated_at=now,
             ))
-            await self.timeline.log_entry(s, incident_id, now, "release_requested", actor=owner.id,
-                           slack_user=identity if via == "slack" else None, detail={"via": via, "identity": identity})
+            await self.timeline.log_entry(
+                s, incident_id, now, "release_requested", actor=owner.id,
+                slack_user=identity if via == "slack" else None, detail={"via": via, "identity": identity})
             responder = FindingOwners.model_validate(row.owners).responder
-            await self.outbox.add_notifications(s, incident_id, NoticeKind.update, responder, now=now,
-                                         note=f"Quarantine release requested by {owner.name or owner.id} ({via}).")
+            note = f"Quarantine release requested by {owner.name or owner.id} ({via})."
+            await self.outbox.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
             return True
 
     async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
                              now: datetime) -> None:
         async with self.sessions.begin() as s:
-            await self.timeline.log_entry(s, incident_id, now, "refused", actor="unauthorised", slack_user=slack_user,
-                      detail={"action": action, "reason": reason})
+            await self.timeline.log_entry(s, incident_id, now, "refused", actor="unauthorised",
+                                          slack_user=slack_user, detail={"action": action, "reason": reason})
 
     async def step_counts(self, since: datetime) -> dict[str, int]:
         """Containment steps created since `since`, by status."""

@@ -45,12 +45,12 @@ class Escalations:
             incident.updated_at = now
             if step >= len(owners.escalation):
                 await self.timeline.log_entry(s, incident.id, now, "escalation_exhausted",
-                          detail={"steps": len(owners.escalation)})
+                                              detail={"steps": len(owners.escalation)})
                 return None
             incident.escalation_step = step
             target = owners.escalation[step].owner
             note = escalation_note(owners, step)
-            await self.timeline.log_entry(s, incident.id, now, "escalated", detail={"step": step, "to": target.id,
-                                                                                    "why": note})
+            await self.timeline.log_entry(s, incident.id, now, "escalated",
+                                          detail={"step": step, "to": target.id, "why": note})
             await self.outbox.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             return step

@@ -146,7 +146,7 @@ class Incidents:
         first = owners.escalation[0].owner if owners.escalation else None
         if first is not None and first.id != owners.responder.id:
             await self.outbox.add_notifications(s, incident.id, NoticeKind.escalation, first, now=now,
-                                         note=escalation_note(owners, 0), at=verdict.at)
+                                                note=escalation_note(owners, 0), at=verdict.at)
 
     async def _group(self, s: AsyncSession, incident: Incident, finding: Finding, record: FindingRecord, *,
                      now: datetime, control: list[str] | None = None) -> bool:
@@ -191,7 +191,7 @@ class Incidents:
         ))).scalars())
         responder = FindingOwners.model_validate(incident.owners).responder
         await self.outbox.add_notifications(s, incident.id, NoticeKind.repeat, responder, now=now,
-                           only=[n for n in self.outbox.notifiers if n not in unsent])
+                                            only=[n for n in self.outbox.notifiers if n not in unsent])
         return False
 
     async def incident(self, incident_id: int) -> IncidentView | None:
@@ -213,8 +213,8 @@ class Incidents:
             ).values(**values))
             if rowcount(moved) != 1:
                 return False
-            await self.timeline.log_entry(s, incident_id, now, target.value, actor=owner.id, slack_user=slack_user,
-                      detail={"from": expected.value})
+            await self.timeline.log_entry(s, incident_id, now, target.value, actor=owner.id,
+                                          slack_user=slack_user, detail={"from": expected.value})
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
             )
