@@ -249,7 +249,7 @@ class Ledger:
             if step.action == RELEASE:
                 responder = step.incident.owners.responder
                 await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.update, responder, now=now,
-                                                   note="Quarantine released.")
+                                                          note="Quarantine released.")
             return True
 
     async def retry(self, step: ClaimedStep, error: str, at: datetime, now: datetime) -> bool:
@@ -294,12 +294,12 @@ class Ledger:
                     + (f". Not run: {', '.join(cancelled)}." if cancelled else "."))
             owners = step.incident.owners
             await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.escalation, owners.responder,
-                                               now=now, note=note)
+                                                      now=now, note=note)
             if step.on_failure is OnFailure.escalate:
                 for ref in owners.escalation:
                     if ref.owner.id != owners.responder.id:
                         await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.escalation, ref.owner,
-                                                           now=now, note=note)
+                                                                  now=now, note=note)
             return True
 
     async def notify_once(self, key: str, incident_id: int, target: OwnerRef, note: str, now: datetime) -> bool:
@@ -307,7 +307,7 @@ class Ledger:
         try:
             async with self.sessions.begin() as s:
                 await self.store.outbox.add_notifications(s, incident_id, NoticeKind.update, target, now=now, note=note,
-                                                   effect_key=key)
+                                                          effect_key=key)
         except IntegrityError:  # uq_notifications_effect_key: an earlier run of this step recorded it
             return False
         return True

@@ -67,7 +67,7 @@ async def act(store: Store, incident_id: int, action: str, owner_id: str, *, ide
         note = f"{target.value.replace('_', ' ').capitalize()} by {owner.name or owner.id} ({via})."
         if not await store.incidents.transition(incident_id, view.status, target, owner=owner, slack_user=identity,
                                                 note=note,
-                                      now=now):
+                                                now=now):
             return Outcome(Result.conflict, f"incident #{incident_id} changed meanwhile; nothing was done",
                            view.status.value)
         return Outcome(Result.done, f"incident #{incident_id} is {target.value}, by {owner.id}", target.value)
@@ -91,7 +91,8 @@ async def act(store: Store, incident_id: int, action: str, owner_id: str, *, ide
         return Outcome(Result.conflict, f"incident #{incident_id}: {view.containment_status}", status)
     decision = "approve" if kind is Action.approve else "deny"
     done = await store.decisions.decide(incident_id, decision, owner=approver, slack_user=identity,
-                              note=f"Containment {decision}d by {approver.name or approver.id} ({via}).", now=now)
+                                        note=f"Containment {decision}d by {approver.name or approver.id} ({via}).",
+                                        now=now)
     if not done:
         return Outcome(Result.conflict, f"incident #{incident_id} changed meanwhile; nothing was recorded", status)
     return Outcome(Result.done, f"incident #{incident_id}: containment {decision}d as {approver.id}; the workers "

@@ -47,13 +47,13 @@ async def walk(settings: Settings) -> list[tuple[str, str, str | None]]:
         clock.advance(minutes=6)  # past the responder's 5 m ack timeout: the chain's next owner is asked
         await responder.store.escalations.escalate(1, clock())
         assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
-                                            now=clock())
+                                                      now=clock())
         await engine.run_due()  # consumes the approval, then runs the step
         await engine.run_due()
         assert await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=IAM_TEAM,
-                                                slack_user="U0ALEX", note="ack", now=clock())
+                                                          slack_user="U0ALEX", note="ack", now=clock())
         assert await responder.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=IAM_TEAM,
-                                                slack_user="U0ALEX", note="done", now=clock())
+                                                          slack_user="U0ALEX", note="done", now=clock())
         entries = await responder.store.timeline.entries(1)
         assert all(e.policy_sha256 == "live-policy-sha" for e in entries)
         assert PLANTED not in json.dumps([e.detail for e in entries])

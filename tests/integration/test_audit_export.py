@@ -32,7 +32,7 @@ async def test_findings_go_out_as_ocsf_detection_findings_and_entries_with_their
         finding = violation(policy, name=f"shell.exec token={PLANTED}", arguments={"key": PLANTED})
         await responder.store.incidents.record_finding(finding, clock())
         await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=OwnerRef(id="iam-team"),
-                                         slack_user="U0ALEX", note="ack", now=clock())
+                                                   slack_user="U0ALEX", note="ack", now=clock())
 
         async def publish(records: list[tuple[bytes, bytes]]) -> None:
             await produce(kafka_bootstrap, topic, records)

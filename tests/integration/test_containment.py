@@ -153,7 +153,7 @@ async def test_an_approval_given_with_the_cli_is_honoured(incident_settings: Set
         await responder.store.incidents.record_finding(violation(policy), clock())
         assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="cli:ops-laptop",
                                                       note="ok",
-                                            now=clock())
+                                                      now=clock())
         assert (await engine.ledger.gate(clock()))[0] == [Verdict(1, "approve", honoured=True, steps=1)]
         assert [s.status for s in await steps(responder)] == ["approved"]
 
@@ -214,7 +214,7 @@ async def test_a_closed_incident_cancels_the_steps_waiting_for_an_approval(incid
         iam = OwnerRef(id="iam-team", kind="team")
         assert await responder.store.incidents.transition(1, Status.open, Status.false_positive, owner=iam,
                                                           slack_user="U1",
-                                                note="fp", now=clock())
+                                                          note="fp", now=clock())
         clock.advance(minutes=11)  # past the approval timeout too: a closed incident's approval never climbs
         await engine.run_due()
         [step] = await steps(responder)
@@ -222,7 +222,7 @@ async def test_a_closed_incident_cancels_the_steps_waiting_for_an_approval(incid
         assert not {"approval_escalated", "approval_unanswered"} & set(await kinds(responder))  # nothing chased
         assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN",
                                                           note="late",
-                                                now=clock())
+                                                          now=clock())
 
 
 async def test_findings_without_a_binding_propose_nothing_and_offer_no_approval(incident_settings: Settings) -> None:
@@ -236,7 +236,7 @@ async def test_findings_without_a_binding_propose_nothing_and_offer_no_approval(
         assert view is not None and view.containment == () and not view.awaiting_approval
         assert view.containment_status == "no playbook bound to this finding"
         assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="x",
-                                                now=clock())
+                                                          now=clock())
 
 
 @pytest.mark.parametrize(("severity", "gate"), [("critical", "auto"), ("high", "approver")])

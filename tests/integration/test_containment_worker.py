@@ -96,7 +96,7 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         incident_id = rows[0].incident_id
         jordan = OwnerRef(id="jordan", name="Jordan Lee", contacts={"slack": "U0JORDAN"})
         assert await store.decisions.request_release(incident_id, owner=jordan, via="cli", identity="tester",
-                                           now=datetime.now(UTC))
+                                                     now=datetime.now(UTC))
         await eventually(lambda: "iam-agent-1" not in rt.control.agents, timeout=30, what="the quarantine lifted")
         assert metrics.QUARANTINED._value.get() == 0
         records = await read_topic(rt.bootstrap, settings.topic_control, expect=2)

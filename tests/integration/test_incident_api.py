@@ -53,7 +53,7 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         await responder.store.incidents.record_finding(hostile, clock())
         await responder.store.incidents.record_finding(violation(policy, name="rm.rf"), clock())  # a second incident
         assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
-                                            now=clock())
+                                                      now=clock())
         engine = engine_on(responder, policy, http, clock=clock)
         await engine.run_due()
         await engine.run_due()

@@ -55,10 +55,10 @@ async def test_a_quarantined_critical_incident_inhibits_its_agents_other_pages_u
         before = await _rows(r, Notification)
         notes_before = {n.id for n in before}
         assert await r.store.incidents.transition(1, Status.open, Status.acknowledged, owner=TEAM, slack_user="U0KAI",
-                                        note="ack", now=clock())
+                                                  note="ack", now=clock())
         assert await r.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=TEAM,
                                                   slack_user="U0KAI",
-                                        note="done", now=clock())
+                                                  note="done", now=clock())
         clock.advance(minutes=1)
         await r.handle(finding("support-bot-1", "db.drop", ts=clock()))  # #3 again: its source closed, it pages
         await r.handle(finding("support-bot-1", "fs.write", ts=clock()))  # a new page of the agent pages

@@ -106,7 +106,7 @@ async def test_a_gate_skips_a_decision_another_worker_holds_and_consumes_it_once
     async with ledger_on(incident_db, APPROVER) as (ledger, clock, store):
         for incident_id in (1, 2):
             assert await store.decisions.decide(incident_id, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
-                                      now=clock())
+                                                now=clock())
         held = select(ContainmentDecision).where(ContainmentDecision.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
             verdicts, _, _ = await without_waiting(other, ledger.gate(clock()), "the gate's decisions")
@@ -137,7 +137,7 @@ async def test_a_gate_skips_a_step_another_worker_holds_when_closed_incidents_ca
         iam = OwnerRef(id="iam-team", kind="team")
         for incident_id in (1, 2):
             assert await store.incidents.transition(incident_id, Status.open, Status.false_positive, owner=iam,
-                                          slack_user="U1", note="fp", now=clock())
+                                                    slack_user="U1", note="fp", now=clock())
         held = select(ContainmentStep).where(ContainmentStep.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
             _, _, cancelled = await without_waiting(other, ledger.gate(clock()), "the gate's cancellations")

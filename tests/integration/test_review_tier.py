@@ -151,8 +151,8 @@ async def test_a_log_finding_is_recorded_and_tells_nobody(
         timeline = await kinds(responder, incident.id)
         # A lifecycle move (CLI, API) is recorded; with nobody paged, nobody is told about it either.
         assert await responder.store.incidents.transition(incident.id, Status.open, Status.false_positive,
-                                                owner=OwnerRef(id="finance-ops"), slack_user="cli:sam", note="noise",
-                                                now=clock())
+                                                          owner=OwnerRef(id="finance-ops"), slack_user="cli:sam",
+                                                          note="noise", now=clock())
         await asyncio.sleep(SETTLE_S)
         notes = await rows(responder, Notification)
         digests = await rows(responder, ReviewDigest)
