@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SESSIONS = REPO / "tests" / "data" / "sessions" / "sessions.jsonl"
+SESSIONS = REPO / "tests" / "support" / "data" / "sessions" / "sessions.jsonl"
 
 
 def throughput_events(n: int) -> list[dict[str, Any]]:

@@ -185,7 +185,7 @@ async def rep(rates: list[float], seconds: float, database_url: str | None, tmp:
     if database_url:
         env["WARDEN_DATABASE_URL"] = database_url
     log = (tmp / f"{app}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "warden", "run"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([sys.executable, "-m", "service", "run"], env=env, stdout=log, stderr=log)
     try:
         try:
             await wait_healthy(port, proc)

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WARDEN = [sys.executable, "-m", "warden"]
+WARDEN = [sys.executable, "-m", "service"]
 POLICY = ROOT / "warden" / "examples" / "policy"
 AGENTS = ["billing-agent-1", "iam-agent-1", "research-rag-1", "compliance-agent-1", "support-bot-1", "support-bot-2",
           *(f"shadow-agent-{n}" for n in range(8))]

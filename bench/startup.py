@@ -88,7 +88,7 @@ async def launch(bootstrap: str, env: dict[str, str], log: Path, *, port: int, f
     probe = make_event(0, datetime.now(UTC).isoformat(), run, distinct=True)
     out = log.open("ab")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "warden", "run"], env=env, stdout=out, stderr=out)
+    proc = subprocess.Popen([sys.executable, "-m", "service", "run"], env=env, stdout=out, stderr=out)
     out.close()
     await send(bootstrap, activity, [probe])
     times: dict[str, float] = {}

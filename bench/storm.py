@@ -227,7 +227,7 @@ async def rep(n: int, seconds: float, admin: str, tmp: Path, index: int, *, per_
             env.update({"WARDEN_SLACK_TOKEN": TOKEN, "WARDEN_SLACK_API_URL": slack.url_for(name),
                         "WARDEN_DATABASE_URL": url, "WARDEN_POLICY": str(policy)})
             log = (tmp / f"{app}-{name}.log").open("wb")
-            procs.append((subprocess.Popen([sys.executable, "-m", "warden", "run"], env=env, stdout=log,
+            procs.append((subprocess.Popen([sys.executable, "-m", "service", "run"], env=env, stdout=log,
                                            stderr=log), log))
         for (proc, _), port in zip(procs, ports, strict=True):
             await wait_healthy(port, proc, timeout_s=90)

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _warden(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "warden", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True,
                           env=full_env, cwd=REPO, timeout=timeout, check=False)
 
 
@@ -101,7 +101,7 @@ def test_docs_events_md_documents_every_field_of_the_schema() -> None:
 
 
 def test_docs_events_md_lists_every_dead_letter_reason_code_and_header_the_code_writes() -> None:
-    runtime = REPO / "warden" / "runtime"
+    runtime = REPO / "service" / "runtime"
     sources = [*(REPO / "streams" / "ingest").glob("*.py"), runtime / "app.py", runtime / "ingest.py"]
     code = "\n".join(path.read_text() for path in sources)
     reasons = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(

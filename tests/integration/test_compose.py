@@ -240,7 +240,7 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
                                                          "WARDEN_TOPIC_ACTIVITY": activity,
                                                          "WARDEN_TOPIC_OTLP": one.topic_otlp}  # its spans too
             command = _compose()["services"]["demo-producer"]["command"]
-            sent = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "warden", *command],
+            sent = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "service", *command],
                                            env=producer_env, cwd=tmp_path, capture_output=True, text=True,
                                            timeout=120, check=False)
             assert sent.returncode == 0, sent.stderr
@@ -267,7 +267,7 @@ async def test_the_compose_topology_runs_two_workers_sharing_the_partitions_on_a
 
 def test_the_demo_producer_without_a_broker_says_which_variable_is_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-    out = subprocess.run([sys.executable, "-m", "warden", *_compose()["services"]["demo-producer"]["command"]],
+    out = subprocess.run([sys.executable, "-m", "service", *_compose()["services"]["demo-producer"]["command"]],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2
     assert out.stderr.strip() == "warden: --send-only needs WARDEN_KAFKA_BOOTSTRAP: the workers' Kafka"

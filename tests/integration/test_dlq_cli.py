@@ -37,8 +37,8 @@ def test_a_reason_typo_is_exit_2_naming_the_nearest_code_before_anything_is_read
 
 
 def test_every_reason_code_the_code_writes_is_known_to_dlq_replay() -> None:
-    sources = [*(REPO / "streams" / "ingest").glob("*.py"), REPO / "warden" / "runtime" / "app.py",
-               REPO / "warden" / "runtime" / "ingest.py"]
+    sources = [*(REPO / "streams" / "ingest").glob("*.py"), REPO / "service" / "runtime" / "app.py",
+               REPO / "service" / "runtime" / "ingest.py"]
     code = "\n".join(path.read_text() for path in sources)
     written = set(re.findall(r'Rejection\(\s*"([a-z_]+)"', code)) | set(
         re.findall(r'dead_letter\(\s*\w+,\s*"([a-z_]+)"', code))

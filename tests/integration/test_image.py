@@ -125,7 +125,7 @@ async def test_a_worker_runs_on_a_read_only_root_filesystem_writing_only_its_dat
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@"'
     log_path = data / "worker.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([*ns, "sh", "-c", script, str(data), sys.executable, "-m", "warden", "run"],
+        proc = subprocess.Popen([*ns, "sh", "-c", script, str(data), sys.executable, "-m", "service", "run"],
                                 env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         def up() -> re.Match[str] | None:

@@ -129,7 +129,7 @@ async def test_workers_starting_together_migrate_one_at_a_time(incident_db: str)
 
 def test_an_unreachable_postgresql_is_one_line_with_the_cause_and_no_password() -> None:
     env = {k: "" for k in ("WARDEN_API_URL", "WARDEN_API_TOKEN")}
-    out = subprocess.run([sys.executable, "-m", "warden", "incidents", "list", "--database-url",
+    out = subprocess.run([sys.executable, "-m", "service", "incidents", "list", "--database-url",
                           "postgresql+asyncpg://warden:s3cret-pw@127.0.0.1:1/warden"], capture_output=True, text=True,
                          env={**env, "PATH": "/usr/bin:/bin"}, cwd=REPO, timeout=60, check=False)
     assert out.returncode == 4 and out.stdout == ""

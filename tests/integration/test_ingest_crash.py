@@ -36,8 +36,9 @@ class UncommittingWorker(Worker):
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.uncommitting_worker", "run"], env=self.env,
-                                         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.uncommitting_worker", "run"],
+                                         env=self.env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=log)
 
 
 async def findings(s: Settings, n: int) -> list[ConsumerRecord]:

@@ -50,9 +50,9 @@ def test_every_kafka_client_of_warden_is_built_by_kafka_access() -> None:
     """No module but kafka_access.py constructs an aiokafka client, and the faust app gets the same credentials:
     a client made elsewhere would connect without the cluster's TLS and SASL. (warden.client, the reference client
     that gateways embed, takes aiokafka's keywords from its caller instead.)"""
-    builder = REPO / "warden" / "runtime" / "kafka_access.py"
+    builder = REPO / "service" / "runtime" / "kafka_access.py"
     stray, apps = [], []
-    for package in ("warden", "streams", "responders", "playbooks"):
+    for package in ("warden", "streams", "responders", "playbooks", "service"):
         for path in sorted((REPO / package).rglob("*.py")):
             if path == builder or "client" in path.relative_to(REPO).parts[:2]:
                 continue
@@ -154,7 +154,7 @@ def _material() -> Path:
 def _warden(*args: str, env: dict[str, str], timeout: float = 90) -> tuple[subprocess.CompletedProcess[str], float]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | env
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "warden", *args], capture_output=True, text=True, env=full,
+    out = subprocess.run([sys.executable, "-m", "service", *args], capture_output=True, text=True, env=full,
                          cwd=REPO, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
     return out, time.monotonic() - started
 

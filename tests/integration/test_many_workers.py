@@ -58,7 +58,7 @@ class Worker:
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "warden", "run"], env=self.env, cwd=REPO,
+            self.proc = subprocess.Popen([sys.executable, "-m", "service", "run"], env=self.env, cwd=REPO,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 from warden import __version__
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("warden", "streams", "responders", "playbooks")
+PACKAGES = ("warden", "streams", "responders", "playbooks", "service")
 DISTRIBUTION = "warden-incident-response"
 
 
@@ -27,7 +27,7 @@ def test_the_distribution_name_is_ours_and_the_version_comes_from_the_package() 
 
 
 def test_warden_version_prints_the_package_version() -> None:
-    out = subprocess.run([sys.executable, "-m", "warden", "--version"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "service", "--version"], capture_output=True, text=True,
                          cwd=REPO, timeout=60, check=True)
     assert out.stdout.strip() == f"warden, version {__version__}"
 

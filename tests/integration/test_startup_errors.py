@@ -22,7 +22,7 @@ SECRET = "hunter2-not-for-logs-0123456789"
 def _run(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")} | env
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "warden", "run", *args], capture_output=True, text=True, env=full,
+    out = subprocess.run([sys.executable, "-m", "service", "run", *args], capture_output=True, text=True, env=full,
                          cwd=REPO, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
     return out, time.monotonic() - started
 

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from tests.support.otel_spans import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "tests" / "otel" / "build_collector.sh"
+BUILD = REPO / "tests" / "support" / "otel" / "build_collector.sh"
 DOCS = REPO / "docs" / "otel.md"
 NO_GO = 3  # build_collector.sh's exit code when there is no Go toolchain
 READY = "Everything is ready. Begin running and processing data."
