@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from playbooks.actions.base import Action, ActionFailed, Credential, Services, StepContext
 from playbooks.ledger import ClaimedStep, Ledger
 from responders.incidents import approvers
-from responders.store import RELEASE, IncidentStore
+from responders.store.common import RELEASE
+from responders.store.rooms import Store
 from warden.contract.matrix import Matrix
 from warden.kit.loop import PollingLoop
 from warden.kit.retry import Backoff
@@ -30,7 +31,7 @@ class ContainmentEngine:
     """One pass (`loop`) every `poll_s`: the gate first (decisions, approval timeouts, closed incidents), then up to
     a handful of due steps, run concurrently, each bounded by `timeout_s` and retried per `backoff`."""
 
-    def __init__(self, store: IncidentStore, *, actions: Mapping[str, Action], services: Services,
+    def __init__(self, store: Store, *, actions: Mapping[str, Action], services: Services,
                  matrix: Callable[[], Matrix], sealer: Sealer, clock: Callable[[], datetime], poll_s: float,
                  backoff: Backoff, timeout_s: float, on_change: Callable[[], None]) -> None:
         self.ledger = Ledger(store)

@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from responders.db.models import ContainmentDecision, ContainmentStep, Incident
 from responders.incidents import ACTIVE, STEP_ENDED, IncidentView, Status, StepStatus, approvers
-from responders.notifiers.base import NoticeKind
 from responders.owner_actions import WARDEN_AUTHENTICATED
-from responders.store import RELEASE, IncidentStore, rowcount, view_of
+from responders.store.common import RELEASE, rowcount
+from responders.store.notices import NoticeKind
+from responders.store.rooms import Store
+from responders.store.views import decision_of, steps_of, view_of
 from warden.contract.containment import OnFailure
 from warden.contract.findings import FindingOwners, OwnerRef
 
@@ -70,7 +72,7 @@ def _releasable(step: ContainmentStep) -> bool:
 class Ledger:
     """The ledger spoken to in the domain's terms; shares the incident store's database and timeline."""
 
-    def __init__(self, store: IncidentStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.sessions = store.sessions
 
@@ -103,13 +105,13 @@ class Ledger:
             if via not in WARDEN_AUTHENTICATED:  # a Slack user id: the click's owner must be that person
                 via, identity = "slack", decision.slack_user
             if approver is None or (via == "slack" and not approver.may_act_as(via, identity)):
-                await self.store.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
+                await self.store.timeline.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
                                      slack_user=decision.slack_user, detail={
                                          "action": f"containment_{decision.decision}",
                                          "reason": "the decision is not from an owner who may approve it"})
                 verdicts.append(Verdict(incident.id, decision.decision, False, 0))
                 continue
-            waiting = [st for st in await self.store.steps_of(s, incident.id)
+            waiting = [st for st in await steps_of(s, incident.id)
                        if st.status == StepStatus.proposed.value]
             approve = decision.decision == "approve"
             for step in waiting:
@@ -120,7 +122,7 @@ class Ledger:
                 if not approve:
                     step.sealed_token, step.ended_at = None, now
             incident.approval_due_at = None
-            await self.store.log_entry(s, incident.id, now, "containment_steps_approved" if approve
+            await self.store.timeline.log_entry(s, incident.id, now, "containment_steps_approved" if approve
                                  else "containment_steps_denied", actor=approver.id,
                                  slack_user=decision.slack_user,
                                  detail={"steps": [f"{st.playbook}[{st.step}] {st.action}" for st in waiting]})
@@ -136,7 +138,7 @@ class Ledger:
             select(Incident).where(Incident.approval_due_at <= now).with_for_update(skip_locked=True)
         )).scalars())
         for incident in due:
-            waiting = [st for st in await self.store.steps_of(s, incident.id)
+            waiting = [st for st in await steps_of(s, incident.id)
                        if st.status == StepStatus.proposed.value]
             if not waiting or Status(incident.status) not in ACTIVE:
                 incident.approval_due_at = None
@@ -147,7 +149,7 @@ class Ledger:
             waited = int(min(st.approval_timeout_s for st in waiting))
             if level >= len(chain):
                 incident.approval_due_at = None
-                await self.store.log_entry(s, incident.id, now, "approval_unanswered", detail={
+                await self.store.timeline.log_entry(s, incident.id, now, "approval_unanswered", detail={
                     "waited_s": waited, "asked": [o.id for o in chain]})
                 continue
             incident.approval_level = level
@@ -155,9 +157,9 @@ class Ledger:
             target = chain[level]
             note = (f"containment awaits an approval: not approved within {waited}s by "
                     + " or ".join(o.name or o.id for o in chain[:level]))
-            await self.store.log_entry(s, incident.id, now, "approval_escalated",
+            await self.store.timeline.log_entry(s, incident.id, now, "approval_escalated",
                                  detail={"to": target.id, "level": level, "why": note})
-            await self.store.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
+            await self.store.outbox.add_notifications(s, incident.id, NoticeKind.escalation, target, now=now, note=note)
             climbed.append(incident.id)
         return climbed
 
@@ -173,7 +175,7 @@ class Ledger:
         for step in rows:
             step.status, step.sealed_token, step.ended_at, step.updated_at = (
                 StepStatus.cancelled.value, None, now, now)
-            await self.store.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
+            await self.store.timeline.log_entry(s, step.incident_id, now, "containment_step_cancelled", detail={
                 "playbook": step.playbook, "step": step.step, "action": step.action,
                 "why": "the incident closed before an approval"})
         return len(rows)
@@ -202,8 +204,8 @@ class Ledger:
                 step.claim, step.claimed_until, step.updated_at = token, now + lease, now
                 incident = await s.get(Incident, step.incident_id)
                 assert incident is not None  # a foreign key
-                view = view_of(incident, await self.store.decision_of(s, incident.id),
-                             await self.store.steps_of(s, incident.id))
+                view = view_of(incident, await decision_of(s, incident.id),
+                             await steps_of(s, incident.id))
                 claimed.append(ClaimedStep(
                     id=step.id, claim=token, incident=view, playbook=step.playbook, index=step.step,
                     action=step.action, params=dict(step.params), dry_run=step.dry_run,
@@ -241,13 +243,13 @@ class Ledger:
                 last_error=None, ended_at=now, updated_at=now,
             ))) != 1:
                 return False
-            await self.store.log_entry(s, step.incident.id, now, f"containment_step_{status.value}", detail={
+            await self.store.timeline.log_entry(s, step.incident.id, now, f"containment_step_{status.value}", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempts": step.attempts,
                 **detail})
             if step.action == RELEASE:
                 responder = step.incident.owners.responder
-                await self.store.add_notifications(s, step.incident.id, NoticeKind.update, responder, now=now,
-                                                   note="Quarantine released.")
+                await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.update, responder, now=now,
+                                                          note="Quarantine released.")
             return True
 
     async def retry(self, step: ClaimedStep, error: str, at: datetime, now: datetime) -> bool:
@@ -258,7 +260,7 @@ class Ledger:
                 next_attempt_at=at, updated_at=now,
             ))) != 1:
                 return False
-            await self.store.log_entry(s, step.incident.id, now, "containment_step_retry", detail={
+            await self.store.timeline.log_entry(s, step.incident.id, now, "containment_step_retry", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempt": step.attempts,
                 "error": error, "next_attempt_at": at.isoformat()})
             return True
@@ -284,28 +286,28 @@ class Ledger:
                         other.status, other.sealed_token, other.ended_at, other.updated_at = (
                             StepStatus.cancelled.value, None, now, now)
                         cancelled.append(other.action)
-            await self.store.log_entry(s, step.incident.id, now, "containment_step_failed", detail={
+            await self.store.timeline.log_entry(s, step.incident.id, now, "containment_step_failed", detail={
                 "playbook": step.playbook, "step": step.index, "action": step.action, "attempts": step.attempts,
                 "error": error, "cancelled": cancelled, "on_failure": step.on_failure.value})
             note = (f"Containment failed: playbook {step.playbook} step {step.index + 1} ({step.action}) after "
                     f"{step.attempts} attempt(s): {error}"
                     + (f". Not run: {', '.join(cancelled)}." if cancelled else "."))
             owners = step.incident.owners
-            await self.store.add_notifications(s, step.incident.id, NoticeKind.escalation, owners.responder,
-                                               now=now, note=note)
+            await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.escalation, owners.responder,
+                                                      now=now, note=note)
             if step.on_failure is OnFailure.escalate:
                 for ref in owners.escalation:
                     if ref.owner.id != owners.responder.id:
-                        await self.store.add_notifications(s, step.incident.id, NoticeKind.escalation, ref.owner,
-                                                           now=now, note=note)
+                        await self.store.outbox.add_notifications(s, step.incident.id, NoticeKind.escalation, ref.owner,
+                                                                  now=now, note=note)
             return True
 
     async def notify_once(self, key: str, incident_id: int, target: OwnerRef, note: str, now: datetime) -> bool:
         """A notification from a playbook step, recorded once per step key however often the step runs."""
         try:
             async with self.sessions.begin() as s:
-                await self.store.add_notifications(s, incident_id, NoticeKind.update, target, now=now, note=note,
-                                                   effect_key=key)
+                await self.store.outbox.add_notifications(s, incident_id, NoticeKind.update, target, now=now, note=note,
+                                                          effect_key=key)
         except IntegrityError:  # uq_notifications_effect_key: an earlier run of this step recorded it
             return False
         return True

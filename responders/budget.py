@@ -3,7 +3,7 @@
 token and a channel never sees more than its rate, however many workers run.
 
 Why the database and not partition ownership of the channel: the outbox already claims rows in one short
-transaction per pass (`IncidentStore.claim_due`); taking the channel's tokens there costs one more locked read and
+transaction per pass (`Outbox.claim_due`); taking the channel's tokens there costs one more locked read and
 one write per channel in it, and the claim decides which notification goes next (roots before digests and
 replies) with the budget in view. A worker that dies holds no tokens (nothing to hand over); Retry-After from the
 channel is written to the same row (`blocked_until`), so every worker waits it out, not only the one that was told.

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from responders.store import IncidentStore
+from responders.store.escalation import Escalations
 from warden.kit.loop import PollingLoop
 from warden.telemetry import metrics
 
@@ -19,7 +19,7 @@ class Escalator:
     """Checks for due deadlines every `poll_s` (`loop`); each escalation is a compare-and-set, so several workers
     never double it."""
 
-    def __init__(self, store: IncidentStore, *, clock: Callable[[], datetime], poll_s: float,
+    def __init__(self, store: Escalations, *, clock: Callable[[], datetime], poll_s: float,
                  on_escalated: Callable[[], None]) -> None:
         self.store, self.clock, self.on_escalated = store, clock, on_escalated
         self.loop = PollingLoop("warden.escalation", poll_s, self.escalate_due, log)

@@ -13,16 +13,19 @@ from responders.budget import Budget
 from responders.config import ResponderConfig
 from responders.db import is_sqlite, make_engine, migrate
 from responders.escalation import Escalator
-from responders.notifiers.base import Budgeted, Inbound, Interactive, NoticeKind, Notifier
+from responders.notifiers.base import Budgeted, Inbound, Interactive, Notifier
 from responders.notifiers.registry import notifiers_for
 from responders.outbox import Outbox
 from responders.outbox.wake import ListenWake
 from responders.review_digest import ReviewDigests
 from responders.silences import Silences
-from responders.store import IncidentStore, Recorded, utcnow
+from responders.store.common import utcnow
+from responders.store.incidents import Recorded
+from responders.store.notices import NoticeKind
+from responders.store.rooms import Store
 from responders.trail import Trail
 from warden.contract.findings import Finding
-from warden.contract.matrix import Tier
+from warden.contract.matrix import Matrix, Tier
 from warden.kit.loop import PollingLoop
 from warden.telemetry import metrics
 
@@ -37,18 +40,18 @@ class IncidentResponder:
     transaction; the outbox and escalation loops started by `start` do the talking, from what the DB says."""
 
     def __init__(self, settings: ResponderConfig, notifiers: Sequence[Notifier] | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, *, live_policy: Callable[[], str] | None = None,
+                 live_matrix: Callable[[], tuple[str, Matrix]] | None = None) -> None:
         self.notifiers = list(notifiers) if notifiers is not None else notifiers_for(settings)
         names = [n.name for n in self.notifiers]
         if len(set(names)) != len(names):
             raise ValueError(f"each notifier may deliver once per worker, got {names}")
         self.engine = make_engine(settings.effective_database_url)
-        self.store = IncidentStore(self.engine, names)
         budgeted = [n for n in self.notifiers if isinstance(n, Budgeted)]
         # One budget row per notifier and channel; its rate and burst are the budgeted notifier's (none: unused).
-        self.store.budget = Budget(rate=budgeted[0].channel_rate, burst=budgeted[0].channel_burst) if budgeted \
-            else Budget()
-        self.store.api_url = settings.api_public_url
+        budget = Budget(rate=budgeted[0].channel_rate, burst=budgeted[0].channel_burst) if budgeted else Budget()
+        self.store = Store.build(self.engine, names, budget=budget, api_url=settings.api_public_url,
+                                 live_policy=live_policy, live_matrix=live_matrix)
         self.silences = Silences(self.engine)
         self.clock = clock
         self.outbox = Outbox(
@@ -56,7 +59,7 @@ class IncidentResponder:
             backoff_s=settings.notify_retry_backoff_s, lease_s=settings.outbox_lease_s, poll_s=settings.outbox_poll_s,
         )
         self.listen = ListenWake(self.engine, self.outbox.wake)  # other writers' notifications (PostgreSQL)
-        self.escalator = Escalator(self.store, clock=clock, poll_s=settings.escalation_poll_s,
+        self.escalator = Escalator(self.store.escalations, clock=clock, poll_s=settings.escalation_poll_s,
                                    on_escalated=self.outbox.wake)
         self.digests = ReviewDigests(self.store, clock=clock, interval=settings.review_digest_interval,
                                      poll_s=settings.escalation_poll_s, on_made=self.outbox.wake)
@@ -80,12 +83,8 @@ class IncidentResponder:
 
     async def start(self) -> None:
         await migrate(self.engine)
-        adopted = await self.store.adopt_unassigned(self.clock())
-        if adopted:
-            log.warning("%d notifications recorded before the per-notifier outbox now go to: %s", adopted,
-                        ", ".join(self.store.notifiers))
         if is_sqlite(self.engine):  # the embedded default has one worker: leases left by a crash are ours
-            released = await self.store.release_claims()
+            released = await self.store.outbox.release_claims()
             if released:
                 log.warning("re-sending %d notifications interrupted by the last stop", released)
         self.outbox.loop.start()
@@ -122,12 +121,12 @@ class IncidentResponder:
     async def _rate_limited(self, notifier: str, channel: str, seconds: float) -> None:
         if not channel:  # a request to no channel (a look-up by user id): nothing for the budget to hold
             return
-        await self.store.rate_limited(notifier, channel, seconds, self.clock())
+        await self.store.outbox.rate_limited(notifier, channel, seconds, self.clock())
         metrics.CHANNEL_RATE_LIMITED.labels(notifier=notifier).inc()
 
     async def handle(self, finding: Finding) -> None:
         control: list[str] = []
-        outcome = await self.store.record_finding(finding, self.clock(), control)
+        outcome = await self.store.incidents.record_finding(finding, self.clock(), control)
         for verdict in control:
             metrics.PAGES_CONTROLLED.labels(outcome=CONTROL_OUTCOME.get(verdict, verdict)).inc()
         tier = finding.tier.on_event_path()

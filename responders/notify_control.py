@@ -113,8 +113,9 @@ def default_policy() -> NotifyPolicy:
 
 
 class PolicySource:
-    """The live matrix's notification policy, made once per policy (by its sha256) from a callable the runtime sets
-    (`IncidentStore.live_matrix`); the built-in defaults when there is none (tests, tools without a policy)."""
+    """The live matrix's notification policy, made once per policy (by its sha256) from the callable the runtime
+    gives the store (`Incidents.live_matrix`); the built-in defaults when there is none (tests, tools without a
+    policy)."""
 
     def __init__(self) -> None:
         self._cached: tuple[str, NotifyPolicy] | None = None

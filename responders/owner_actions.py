@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from responders.incidents import ACTIVE, Action, Status, TransitionError, approvers, authorise_owner, check_transition
-from responders.store import IncidentStore
+from responders.store.rooms import Store
 
 API = "api"  # identity api:<token fingerprint>: the incident API authenticated a bearer token
 BREAK_GLASS = "break-glass"  # identity break-glass:<unix user>: direct database access, `--database-url`
@@ -44,11 +44,11 @@ class Outcome:
     status: str | None = None
 
 
-async def act(store: IncidentStore, incident_id: int, action: str, owner_id: str, *, identity: str,
+async def act(store: Store, incident_id: int, action: str, owner_id: str, *, identity: str,
               now: datetime) -> Outcome:
     """Do `action` (one of ACTIONS) on the incident as `owner_id`, whom the caller authenticated as `identity`
     (`api:<fingerprint>`, `break-glass:<user>`)."""
-    view = await store.incident(incident_id)
+    view = await store.incidents.incident(incident_id)
     if view is None:
         return Outcome(Result.not_found, f"incident #{incident_id} does not exist")
     via = identity.partition(":")[0]
@@ -57,15 +57,17 @@ async def act(store: IncidentStore, incident_id: int, action: str, owner_id: str
         owner = authorise_owner(kind, view.owners, owner_id, view.approval_level)
         if owner is None:
             reason = f"{owner_id} is not the responder or on the escalation chain of incident #{incident_id}"
-            await store.record_refusal(incident_id, f"{via}.{kind.value}", f"{identity}:{owner_id}", reason, now)
+            await store.decisions.record_refusal(incident_id, f"{via}.{kind.value}", f"{identity}:{owner_id}",
+                                                 reason, now)
             return Outcome(Result.forbidden, f"refused: {reason}; the attempt was recorded", view.status.value)
         try:
             check_transition(view.status, target)
         except TransitionError as exc:
             return Outcome(Result.conflict, f"incident #{incident_id}: {exc}", view.status.value)
         note = f"{target.value.replace('_', ' ').capitalize()} by {owner.name or owner.id} ({via})."
-        if not await store.transition(incident_id, view.status, target, owner=owner, slack_user=identity, note=note,
-                                      now=now):
+        if not await store.incidents.transition(incident_id, view.status, target, owner=owner, slack_user=identity,
+                                                note=note,
+                                                now=now):
             return Outcome(Result.conflict, f"incident #{incident_id} changed meanwhile; nothing was done",
                            view.status.value)
         return Outcome(Result.done, f"incident #{incident_id} is {target.value}, by {owner.id}", target.value)
@@ -76,20 +78,21 @@ async def act(store: IncidentStore, incident_id: int, action: str, owner_id: str
     if approver is None:
         names = ", ".join(allowed) or "nobody (no approver is named)"
         reason = f"only {names} may {action} incident #{incident_id}"
-        await store.record_refusal(incident_id, f"{via}.{action}", f"{identity}:{owner_id}", reason, now)
+        await store.decisions.record_refusal(incident_id, f"{via}.{action}", f"{identity}:{owner_id}", reason, now)
         return Outcome(Result.forbidden, f"refused: {reason}; the attempt was recorded", status)
     if kind is Action.release:
         if not view.quarantined:
             return Outcome(Result.conflict, f"incident #{incident_id}: no quarantine in effect to release", status)
-        done = await store.request_release(incident_id, owner=approver, via=via, identity=identity, now=now)
+        done = await store.decisions.request_release(incident_id, owner=approver, via=via, identity=identity, now=now)
         return (Outcome(Result.done, f"release of incident #{incident_id} recorded; the workers publish it", status)
                 if done else Outcome(Result.conflict, f"incident #{incident_id}: a release is already recorded",
                                      status))
     if view.status not in ACTIVE or not view.awaiting_approval or view.decision is not None:
         return Outcome(Result.conflict, f"incident #{incident_id}: {view.containment_status}", status)
     decision = "approve" if kind is Action.approve else "deny"
-    done = await store.decide(incident_id, decision, owner=approver, slack_user=identity,
-                              note=f"Containment {decision}d by {approver.name or approver.id} ({via}).", now=now)
+    done = await store.decisions.decide(incident_id, decision, owner=approver, slack_user=identity,
+                                        note=f"Containment {decision}d by {approver.name or approver.id} ({via}).",
+                                        now=now)
     if not done:
         return Outcome(Result.conflict, f"incident #{incident_id} changed meanwhile; nothing was recorded", status)
     return Outcome(Result.done, f"incident #{incident_id}: containment {decision}d as {approver.id}; the workers "

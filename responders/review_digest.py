@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from responders.db.models import Incident, Notification, ReviewDigest
 from responders.digests import MAX_INCIDENTS, Member, period_end, summarise
-from responders.notifiers.base import NoticeKind
-from responders.store import WARDEN, IncidentStore, Pending
+from responders.store.common import WARDEN
+from responders.store.notices import NoticeKind, Pending
+from responders.store.rooms import Store
 from warden.contract.findings import FindingOwners
 from warden.kit.loop import PollingLoop
 from warden.telemetry import metrics
@@ -27,7 +28,7 @@ log = logging.getLogger("warden.review")
 class ReviewDigests:
     """Makes the digests that are due every `poll_s` (`loop`); `on_made` is told when there is something to send."""
 
-    def __init__(self, store: IncidentStore, *, clock: Callable[[], datetime], interval: timedelta, poll_s: float,
+    def __init__(self, store: Store, *, clock: Callable[[], datetime], interval: timedelta, poll_s: float,
                  on_made: Callable[[], None]) -> None:
         self.store, self.clock, self.interval, self.on_made = store, clock, interval, on_made
         self.loop = PollingLoop("warden.review-digest", poll_s, self.make_due, log)
@@ -44,7 +45,7 @@ class ReviewDigests:
         return len(made)
 
 
-async def make_digests(store: IncidentStore, now: datetime, interval: timedelta) -> list[tuple[int, int]]:
+async def make_digests(store: Store, now: datetime, interval: timedelta) -> list[tuple[int, int]]:
     """One digest per responder with review incidents waiting since before the latest boundary, unless this
     period's digest to them exists already (then they wait for the next). Returns (digest id, incidents carried).
 
@@ -77,7 +78,7 @@ async def make_digests(store: IncidentStore, now: datetime, interval: timedelta)
                 continue
             for incident in sorted(carried, key=lambda i: i.id):  # one lock order for every writer of many incidents
                 incident.review_pending_since = None
-                await store.log_entry(s, incident.id, now, "review_digest", actor=WARDEN, detail={
+                await store.timeline.log_entry(s, incident.id, now, "review_digest", actor=WARDEN, detail={
                     "digest": digest.id, "to": responder_id, "period_end": boundary.isoformat(),
                     "via": list(store.notifiers), "count": incident.count,
                 })

@@ -30,7 +30,6 @@ from responders.db.models import (
 )
 from responders.group_digest import LINES_PER_REPLY, GroupLine, GroupView
 from responders.incidents import ACTIVE, StepStatus
-from responders.notifiers.base import NoticeKind, Posted
 from responders.notify_control import (
     NotifyPolicy,
     Route,
@@ -41,10 +40,11 @@ from responders.notify_control import (
     outranks,
     reannounce,
 )
+from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import FindingOwners, OwnerRef
 
 if TYPE_CHECKING:
-    from responders.store import IncidentStore
+    from responders.store.timeline import Timeline
 
 LEADER, MEMBER = "leader", "member"
 QUARANTINE, RELEASE = "quarantine_agent", "release"
@@ -115,48 +115,48 @@ async def inhibitor(s: AsyncSession, policy: NotifyPolicy, incident: Incident,
     return None
 
 
-async def decide(store: IncidentStore, s: AsyncSession, incident: Incident, now: datetime) -> Verdict:
+async def decide(timeline: Timeline, s: AsyncSession, incident: Incident, now: datetime, *, policy: NotifyPolicy,
+                 notifiers: Sequence[str]) -> Verdict:
     """Inhibition, silences, grouping, for a page being announced (opened as one, raised to one, or the first
     repeat after what muted it ended): the incident row says what was decided, its timeline says why."""
-    muted = await mute(store, s, incident, now)
+    muted = await mute(timeline, s, incident, now, policy=policy)
     if muted is not None:
         return muted
-    policy = store.notify_policy()
-    return await _group(store, s, incident, route=policy.route_for(incident.workflow),
-                        labels=incident_labels(incident), now=now)
+    return await _group(timeline, s, incident, route=policy.route_for(incident.workflow),
+                        labels=incident_labels(incident), now=now, notifiers=notifiers)
 
 
-async def mute(store: IncidentStore, s: AsyncSession, incident: Incident, now: datetime) -> Verdict | None:
+async def mute(timeline: Timeline, s: AsyncSession, incident: Incident, now: datetime, *,
+               policy: NotifyPolicy) -> Verdict | None:
     """Inhibition, then silences, for a page or a repeat of one: the verdict when muted (marked on the row; on the
     timeline when it changes), else None (a mark that ended is cleared, and the timeline says so)."""
-    policy = store.notify_policy()
     labels = incident_labels(incident)
     inhibited = await inhibitor(s, policy, incident, labels)
     if inhibited is not None:
         source, rule = inhibited
         if incident.inhibited_by != source:
-            await store.log_entry(s, incident.id, now, "inhibited", detail={
+            await timeline.log_entry(s, incident.id, now, "inhibited", detail={
                 "by_incident": source, **policy.inhibitions[rule].as_json()})
         incident.inhibited_by, incident.silenced_by = source, None
         return Verdict("inhibited", by=source)
     silence = await silences.matching(s, labels, now)
     if silence is not None:
         if incident.silenced_by != silence.id:
-            await store.log_entry(s, incident.id, now, "silenced", detail={
+            await timeline.log_entry(s, incident.id, now, "silenced", detail={
                 "silence": silence.id, "matchers": list(silence.matchers), "ends_at": silence.ends_at.isoformat(),
                 "author": silence.author, "comment": silence.comment})
         incident.silenced_by, incident.inhibited_by = silence.id, None
         return Verdict("silenced", by=silence.id)
     if incident.silenced_by is not None or incident.inhibited_by is not None:
-        await store.log_entry(s, incident.id, now, "unmuted", detail={
+        await timeline.log_entry(s, incident.id, now, "unmuted", detail={
             "silence": incident.silenced_by, "inhibited_by": incident.inhibited_by,
             "why": "the silence ended" if incident.silenced_by is not None else "the inhibiting incident closed"})
     incident.silenced_by = incident.inhibited_by = None
     return None
 
 
-async def _group(store: IncidentStore, s: AsyncSession, incident: Incident, *, route: Route,
-                 labels: Mapping[str, str], now: datetime) -> Verdict:
+async def _group(timeline: Timeline, s: AsyncSession, incident: Incident, *, route: Route,
+                 labels: Mapping[str, str], now: datetime, notifiers: Sequence[str]) -> Verdict:
     responder = responder_of(incident)
     key, values = group_key(responder.id, route.group_by, labels)
     for _ in range(2):  # a second pass when another worker opened the group at the same instant
@@ -167,18 +167,18 @@ async def _group(store: IncidentStore, s: AsyncSession, incident: Incident, *, r
         if group is not None and live and not outranks(incident.severity, group.severity):
             group.last_at, group.members = max(group.last_at, now), group.members + 1
             incident.group_id, incident.group_role = group.id, MEMBER
-            await store.log_entry(s, incident.id, now, "grouped_into_digest", detail={
+            await timeline.log_entry(s, incident.id, now, "grouped_into_digest", detail={
                 "group": group.id, "leader": group.leader_id, "labels": dict(group.labels),
                 "why": f"a page of this group came within {interval:g}s"})
-            await refresh(store, s, group, now)
+            await refresh(s, group, now, notifiers)
             return Verdict(MEMBER, by=group.id)
         if group is not None and live:  # a higher severity is never merged down: it pages and leads from now
             group.severity, group.leader_id, group.last_at = incident.severity, incident.id, max(group.last_at, now)
             group.leaders += 1
             incident.group_id, incident.group_role = group.id, LEADER
-            await store.log_entry(s, incident.id, now, "group_led", detail={
+            await timeline.log_entry(s, incident.id, now, "group_led", detail={
                 "group": group.id, "labels": dict(group.labels), "why": "higher severity than the group's pages"})
-            await refresh(store, s, group, now)
+            await refresh(s, group, now, notifiers)
             return Verdict(LEADER, at=now, by=group.id)
         if group is not None:  # quiet for a whole interval: over; this page opens the next group
             group.open_key = None
@@ -200,25 +200,25 @@ async def _group(store: IncidentStore, s: AsyncSession, incident: Incident, *, r
     raise RuntimeError(f"group {key[:12]} was opened and closed concurrently twice")  # pragma: no cover
 
 
-async def refresh(store: IncidentStore, s: AsyncSession, group: NotifyGroup, now: datetime) -> None:
+async def refresh(s: AsyncSession, group: NotifyGroup, now: datetime, notifiers: Sequence[str]) -> None:
     """Ask each notifier for a refresh of the group's digest, unless one is pending already (it renders what the
     group holds when it is sent). The caller holds the group row locked."""
     if group.members == 0:
         return  # no member yet: the leader's root says it all
     pending = set((await s.execute(select(Notification.notifier).where(
         Notification.group_id == group.id, Notification.status == "pending"))).scalars())
-    for name in store.notifiers:
+    for name in notifiers:
         if name not in pending:
             s.add(Notification(incident_id=None, group_id=group.id, notifier=name, kind=NoticeKind.group.value,
                                target=dict(group.target), note=None, status="pending", attempts=0,
                                next_attempt_at=now, created_at=now))
 
 
-async def refresh_by_id(store: IncidentStore, s: AsyncSession, group_id: int, now: datetime) -> None:
+async def refresh_by_id(s: AsyncSession, group_id: int, now: datetime, notifiers: Sequence[str]) -> None:
     group = (await s.execute(select(NotifyGroup).where(NotifyGroup.id == group_id).with_for_update())
              ).scalar_one_or_none()
     if group is not None:
-        await refresh(store, s, group, now)
+        await refresh(s, group, now, notifiers)
 
 
 # -- the outbox side: claiming and recording a group's digest --------------------------------------------------
@@ -270,11 +270,11 @@ async def complete(s: AsyncSession, view: GroupView, notifier: str, top: int) ->
                    targets_total=targets_total, unnamed=max(0, int(unnamed) - len(view.lines)))
 
 
-async def recorded(store: IncidentStore, s: AsyncSession, *, group_id: int, notifier: str, epoch: int,
+async def recorded(timeline: Timeline, s: AsyncSession, *, dialect: str, group_id: int, notifier: str, epoch: int,
                    lines: Sequence[GroupLine], posted: Posted, target: OwnerRef, now: datetime) -> None:
     """The refresh went out (the claim's fence held): its message becomes the group's for this epoch (the first one
     recorded stays), each member it named says so on its timeline, and members still unnamed get the next refresh."""
-    insert = pg_insert if store.dialect == "postgresql" else sqlite_insert
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await s.execute(insert(GroupMessage).values(
         group_id=group_id, notifier=notifier, epoch=epoch, address=posted.address, ref=posted.ref, at=now,
     ).on_conflict_do_nothing(index_elements=["group_id", "notifier", "epoch"]))
@@ -284,7 +284,7 @@ async def recorded(store: IncidentStore, s: AsyncSession, *, group_id: int, noti
             at=now).on_conflict_do_nothing(index_elements=["incident_id", "notifier"]))
         if getattr(added, "rowcount", 1) == 0:
             continue  # named by an earlier delivery already
-        await store.log_entry(s, line.id, now, "notified", detail={
+        await timeline.log_entry(s, line.id, now, "notified", detail={
             "kind": NoticeKind.group.value, "to": target.id, "via": notifier, "group": group_id, "digest_epoch": epoch,
             "address": posted.address, "ref": posted.ref})
     group = (await s.execute(select(NotifyGroup).where(NotifyGroup.id == group_id).with_for_update())

@@ -21,7 +21,7 @@ from responders.api.evidence import render
 from responders.api.openapi import OPENAPI
 from responders.owner_actions import ACTIONS, API, Result, act
 from responders.silences import SilenceError, Silences
-from responders.store import IncidentStore
+from responders.store.rooms import Store
 from responders.trail import PAGE_MAX, TIERS, Filters, Trail
 from warden.contract.matrix import parse_duration
 from warden.telemetry import metrics
@@ -70,7 +70,7 @@ def authenticate(tokens: list[tuple[bytes, str]], header: str) -> tuple[str, str
 class IncidentApi:
     """The routes; `install` adds them to the worker's aiohttp application."""
 
-    def __init__(self, store: IncidentStore, trail: Trail, tokens: list[tuple[bytes, str]],
+    def __init__(self, store: Store, trail: Trail, tokens: list[tuple[bytes, str]],
                  clock: Callable[[], datetime], on_change: Callable[[], None], *,
                  silences: Silences | None = None) -> None:
         self.store, self.trail, self.tokens, self.clock, self.on_change = store, trail, tokens, clock, on_change

@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
 from responders.db.models import ApprovalRecord
-from responders.notifiers.base import Posted
 from responders.notifiers.slack import approvals as slack_render
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
+from responders.store.notices import Posted
 from warden.contract.approval_requests import (
     FINAL,
     MAX_WAIT_S,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from responders.audit import GENESIS, approval_chain, approval_content, entry_hash
 from responders.db import session_factory
 from responders.db.models import ApprovalEntry, ApprovalRecord
-from responders.store import WARDEN, redact_detail, rowcount
+from responders.store.common import WARDEN, redact_detail, rowcount
 from responders.trail import approval_link
 from warden.contract.approval_requests import ApprovalStatus
 from warden.contract.findings import OwnerRef

@@ -8,37 +8,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
+from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from responders.silences import Silences
-    from responders.store import IncidentStore
-
-
-class NoticeKind(StrEnum):
-    root = "root"  # the one message per incident and notifier, to the responder
-    repeat = "repeat"  # the incident was seen again: refresh the root, reply in its thread
-    update = "update"  # a lifecycle change or decision: refresh the root, reply in its thread
-    escalation = "escalation"  # the next step of the chain: tell that owner, reply in the root's thread
-    digest = "digest"  # the periodic review digest to a responder: about many review incidents, no root, no thread
-    group = "group"  # a group's digest: posted once per repeat interval, then updated; its members in its thread
-
-
-@dataclass(frozen=True)
-class Posted:
-    """Where a notifier put a message: its address (a Slack channel, "console") and the notifier's own reference
-    to it (Slack's ts), which follow-ups use to thread under the root."""
-
-    address: str
-    ref: str
+    from responders.store.rooms import Store
 
 
 @dataclass(frozen=True)
@@ -197,7 +179,7 @@ class Inbound(Protocol):
 class Interactive(Protocol):
     """A notifier whose messages carry buttons: it brings the route their clicks come back to."""
 
-    def inbound(self, store: IncidentStore, silences: Silences, *, clock: Callable[[], datetime],
+    def inbound(self, store: Store, silences: Silences, *, clock: Callable[[], datetime],
                 on_change: Callable[[], None]) -> Inbound | str:
         """The route, with `on_change` called after each change a click made; or why there is none (a str naming
         the setting that is missing)."""

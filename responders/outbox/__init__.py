@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from responders.notifiers.base import Budgeted, Notifier
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.outbox.stages import Pipeline, Retry, notice_of
-from responders.store import AnyClaimed, IncidentStore
+from responders.store.notices import AnyClaimed
+from responders.store.rooms import Store
 from warden.kit.loop import PollingLoop
 from warden.kit.retry import Backoff
 
@@ -23,7 +24,7 @@ class Outbox:
     within a channel), so a slow, failing or rate-limited channel holds up no other. `loop` runs the passes;
     `wake()` asks for one now."""
 
-    def __init__(self, store: IncidentStore, notifiers: Sequence[Notifier], *, clock: Callable[[], datetime],
+    def __init__(self, store: Store, notifiers: Sequence[Notifier], *, clock: Callable[[], datetime],
                  max_attempts: int, backoff_s: float, lease_s: float, poll_s: float) -> None:
         self.store, self.clock = store, clock
         # No cap on the delay: the attempt count bounds it (backoff_s, doubling, for max_attempts - 1 retries).
@@ -66,9 +67,9 @@ class Outbox:
 
     async def deliver_due(self) -> int:
         """One pass: claim what is due and try each once. Returns how many were tried."""
-        claimed = await self.store.claim_due(self.clock(), self.lease, spend=self.spend)
-        if self.store.budget_wait_s is not None:
-            self._wake_in(self.store.budget_wait_s + 0.01)
+        claimed = await self.store.outbox.claim_due(self.clock(), self.lease, spend=self.spend)
+        if self.store.outbox.budget_wait_s is not None:
+            self._wake_in(self.store.outbox.budget_wait_s + 0.01)
         lanes: dict[tuple[str, str], list[AnyClaimed]] = {}
         for c in claimed:
             channels = list(self.spend(c))
@@ -103,6 +104,6 @@ class Outbox:
             except TimeoutError:
                 pass
             try:
-                await self.store.hold(waiting, self.clock() + self.lease)
+                await self.store.claims.hold(waiting, self.clock() + self.lease)
             except Exception as exc:  # noqa: BLE001 - the rows then run out as before: another worker takes them
                 log.warning("could not hold the rows waiting in this batch (%s: %s)", type(exc).__name__, exc)

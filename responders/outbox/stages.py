@@ -1,7 +1,7 @@
 """The delivery stages around a one-method notifier, after Alertmanager's notify pipeline: dedup (never a second
 root message), retry with backoff, record the delivery, dead-letter. Notifiers only send; these decide the rest.
 
-Every stage works under the claim the outbox took on the row (see `IncidentStore.claim_due`): each notifier call
+Every stage works under the claim the outbox took on the row (see `Store.claim_due`): each notifier call
 is made only right after the claim's lease was renewed (`Lease.run`), and every write names the claim's token, so a
 worker whose lease ran out while it was slow or paused, and whose row another worker claimed, sends nothing more and
 records nothing."""
@@ -23,16 +23,15 @@ from responders.notifiers.base import (
     GroupNotice,
     LeaseEnded,
     Notice,
-    NoticeKind,
     Notifier,
-    Posted,
     TryLater,
     Undeliverable,
     ensure_time,
     send_deadline,
 )
 from responders.notifiers.console.notifier import ConsoleNotifier
-from responders.store import AnyClaimed, ClaimedDigest, ClaimedGroup, IncidentStore
+from responders.store.notices import AnyClaimed, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
+from responders.store.rooms import Store
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
 from warden.telemetry import metrics
@@ -66,14 +65,14 @@ class Lease:
     bound_s` after the renewal began, so it is over before any other worker may claim the row: checked here
     immediately before the call, and by the notifier before each request it makes (`ensure_time`)."""
 
-    store: IncidentStore
+    store: Store
     claimed: AnyClaimed
     clock: Callable[[], datetime]
 
     async def run(self, bound_s: float, call: Callable[[], Awaitable[T]], what: str) -> T:
         began = time.monotonic()
         until = self.clock() + timedelta(seconds=RENEWAL_GRACE_S + bound_s + CLOCK_SKEW_S)
-        if not await self.store.renew(self.claimed, until):
+        if not await self.store.claims.renew(self.claimed, until):
             raise ClaimLost(f"another worker claimed it before the {what}")
         with send_deadline(began + RENEWAL_GRACE_S + bound_s):
             ensure_time(bound_s, f"the {what}")
@@ -130,11 +129,11 @@ class Retry:
         return now + timedelta(seconds=self.backoff.delay(attempts))
 
 
-async def record(store: IncidentStore, c: AnyClaimed, posted: Posted, *, notifier: str,
+async def record(store: Store, c: AnyClaimed, posted: Posted, *, notifier: str,
                  now: datetime) -> bool:
     """The delivery, on the notification row (and as the notifier's root message of the incident), plus metrics;
     False, with nothing recorded, when the claim was lost."""
-    if not await store.mark_delivered(c, posted, now):
+    if not await store.claims.mark_delivered(c, posted, now):
         return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
     if isinstance(c, ClaimedDigest):
@@ -150,12 +149,12 @@ async def record(store: IncidentStore, c: AnyClaimed, posted: Posted, *, notifie
     return True
 
 
-async def dead_letter(store: IncidentStore, c: AnyClaimed, reason: str, *, notifier: str,
+async def dead_letter(store: Store, c: AnyClaimed, reason: str, *, notifier: str,
                       notice: AnyNotice,
                       fallback: ConsoleNotifier, now: datetime) -> bool:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
     console gets an ERROR line with everything it carried. False, with nothing done, when the claim was lost."""
-    if not await store.dead_letter(c, reason, now):
+    if not await store.claims.dead_letter(c, reason, now):
         return False
     metrics.NOTIFICATIONS_DEAD.labels(notifier=notifier, kind=c.kind.value).inc()
     fallback.dead_letter_alert(notice, reason)
@@ -175,7 +174,7 @@ class Pipeline:
     later, or dead, if this worker still holds its claim (else it leaves it alone); it raises only when the
     database does (the row then waits for its lease to end)."""
 
-    def __init__(self, notifier: Notifier, store: IncidentStore, *, retry: Retry, clock: Callable[[], datetime],
+    def __init__(self, notifier: Notifier, store: Store, *, retry: Retry, clock: Callable[[], datetime],
                  fallback: ConsoleNotifier) -> None:
         self.notifier, self.store, self.retry, self.clock, self.fallback = notifier, store, retry, clock, fallback
 
@@ -191,7 +190,7 @@ class Pipeline:
             return
         except LeaseEnded as exc:  # too slow (or paused) to make the next request within the lease
             reason = f"lease ended: {exc}"
-            if await self.store.give_back(c, reason):
+            if await self.store.claims.give_back(c, reason):
                 log.warning("%s notification %d (%s, %s) given back: %s", name, c.id, c.kind.value,
                             c.subject, reason)
             else:
@@ -212,10 +211,10 @@ class Pipeline:
         reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
         now = self.clock()
         if isinstance(exc, TryLater) and exc.channel is not None:  # a channel's Retry-After: not a failed attempt
-            await self.store.rate_limited(name, exc.channel, exc.after_s, now)
+            await self.store.outbox.rate_limited(name, exc.channel, exc.after_s, now)
             metrics.CHANNEL_RATE_LIMITED.labels(notifier=name).inc()
             later = now + timedelta(seconds=exc.after_s)
-            if await self.store.defer(c, reason, later):
+            if await self.store.claims.defer(c, reason, later):
                 log.warning("%s notification %d (%s, %s) deferred %.1fs by its channel: %s", name, c.id,
                             c.kind.value, c.subject, exc.after_s, reason)
             else:
@@ -227,7 +226,7 @@ class Pipeline:
             return
         if isinstance(exc, TryLater):  # the channel said when: no sooner
             at = max(at, now + timedelta(seconds=exc.after_s))
-        if await self.store.retry_later(c, reason, at):
+        if await self.store.claims.retry_later(c, reason, at):
             metrics.NOTIFICATION_RETRIES.labels(notifier=name).inc()
             log.warning("%s notification %d (%s, %s) failed on attempt %d, retrying in %.1fs: %s", name,
                         c.id, c.kind.value, c.subject, c.attempts, (at - now).total_seconds(), reason)

@@ -9,6 +9,8 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+from warden.contract.findings import Finding
+
 Output = Literal["text", "json", "jsonl"]
 OUTPUTS: tuple[Output, ...] = ("text", "json", "jsonl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,3 +37,13 @@ def output_option(json_alias: Output = "json") -> Callable[[F], F]:
 def line(value: Any) -> str:
     """One JSON value on one line, non-ASCII kept."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def finding_line(f: Finding) -> dict[str, Any]:
+    """One finding as `--output jsonl` prints it: a flat object whose keys are always in the same order."""
+    return {
+        "event_id": f.event_id, "rule": f.rule, "severity": f.severity.value, "shadow": f.shadow,
+        "tier": f.tier.value, "approval_tier": f.approval_tier.value, "ts": f.ts.isoformat(), "agent": f.agent_id,
+        "workflow": f.workflow, "session_id": f.session_id,
+        "target": f.target, "title": f.title, "evidence": f.evidence,
+    }

@@ -6,29 +6,19 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from service.cli.exits import Exit
 from service.cli.failure import Failure
-from service.cli.output import Output, line, output_option
+from service.cli.output import Output, finding_line, line, output_option
+from service.cli.replay_compare import compare
 from service.runtime.catalogue import load
 from streams.backtest import DEFAULT_RECORD_BYTES, Backtest, FramingError, backtest
 from streams.compare import read_labels
 from streams.ingest import FORMATS
 from warden.contract.findings import Finding
 from warden.policy import Policy, PolicyError
-
-
-def finding_line(f: Finding) -> dict[str, Any]:
-    """One finding as `--output jsonl` prints it: a flat object whose keys are always in the same order."""
-    return {
-        "event_id": f.event_id, "rule": f.rule, "severity": f.severity.value, "shadow": f.shadow,
-        "tier": f.tier.value, "approval_tier": f.approval_tier.value, "ts": f.ts.isoformat(), "agent": f.agent_id,
-        "workflow": f.workflow, "session_id": f.session_id,
-        "target": f.target, "title": f.title, "evidence": f.evidence,
-    }
 
 
 def tier_label(f: Finding) -> str:
@@ -128,7 +118,6 @@ def replay(*, events: Path, policy_path: Path, fmt: str, max_bytes: int, old_pat
         click.echo(f"warden: {events}: no valid event ({len(result.invalid)} invalid)", err=True)
         sys.exit(Exit.INVALID_INPUT)
     if old is not None:
-        from service.cli.replay_compare import compare  # here: it prints findings with this module's finding_line
 
         before = backtest(data, old, fmt, max_bytes)
         source = f"{events} ({fmt}), policy {live.sha256[:12]} against {old.sha256[:12]}"

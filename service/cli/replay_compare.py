@@ -9,9 +9,8 @@ from typing import Any
 import click
 
 from service.cli.exits import Exit
-from service.cli.output import Output, line
+from service.cli.output import Output, finding_line, line
 from service.cli.policy_output import shown
-from service.cli.replay import finding_line
 from streams.backtest import Backtest
 from streams.compare import Diff, Regressions, Score, diff, regressions, score
 

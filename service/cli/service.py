@@ -174,21 +174,22 @@ class DatabaseService:
     async def act(self, incident_id: int, action: str) -> Outcome:
         from responders.notifiers.registry import notifier_names
         from responders.owner_actions import act
-        from responders.store import IncidentStore, utcnow
+        from responders.store.common import utcnow
+        from responders.store.rooms import Store
         from service.cli import _settings
 
         if self.owner_id is None:
             raise Failure("break-glass actions name the owner you act for: add --as OWNER", Exit.INVALID_INPUT)
         async with self._engine(write=True) as engine:
             settings = _settings()  # the notifiers the responder is told through, as the workers would
-            store = IncidentStore(engine, notifier_names(settings.notifiers, dict(settings)))
+            store = Store.build(engine, notifier_names(settings.notifiers, dict(settings)))
             return await act(store, incident_id, action, self.owner_id,
                              identity=f"{BREAK_GLASS}:{getpass.getuser()}", now=utcnow())
 
 
     async def silences(self, expired: bool) -> list[dict[str, Any]]:
         from responders.silences import Silences
-        from responders.store import utcnow
+        from responders.store.common import utcnow
 
         async with self._engine(write=False) as engine:
             now = utcnow()
@@ -196,7 +197,7 @@ class DatabaseService:
 
     async def add_silence(self, spec: dict[str, Any]) -> dict[str, Any]:
         from responders.silences import SilenceError, Silences
-        from responders.store import utcnow
+        from responders.store.common import utcnow
 
         if self.owner_id is None:
             raise Failure("break-glass silences name the owner they are for: add --as OWNER", Exit.INVALID_INPUT)
@@ -215,7 +216,7 @@ class DatabaseService:
 
     async def expire_silence(self, silence_id: int) -> tuple[Result, dict[str, Any]]:
         from responders.silences import Silences
-        from responders.store import utcnow
+        from responders.store.common import utcnow
 
         if self.owner_id is None:
             raise Failure("break-glass changes name the owner you act for: add --as OWNER", Exit.INVALID_INPUT)

@@ -190,14 +190,14 @@ async def _run(settings: Settings, timeout: float, issuer: oauth_server.OAuthSer
         assert rt.kafka is not None
         await _send(rt.kafka, settings, plan)
         counts = await _wait_for_pipeline(rt.kafka, settings, plan, before, timeout)
-        if isinstance(rt.responder, IncidentResponder):  # incidents this run opened or grouped into
-            counts["incidents"] = (await rt.responder.store.counts(since=started))["incidents"]
-            steps = await _wait_for_containment(rt.responder, started, timeout)
+        if rt.incidents is not None:  # incidents this run opened or grouped into
+            counts["incidents"] = (await rt.incidents.store.incidents.counts(since=started))["incidents"]
+            steps = await _wait_for_containment(rt.incidents, started, timeout)
             counts["contained"] = steps.get("done", 0)
             for status, n in sorted(steps.items()):
                 log.warning("containment steps %s: %d", status, n)
-            for incident_id in await rt.responder.store.contained_incidents(started):
-                entries = await rt.responder.store.timeline(incident_id)
+            for incident_id in await rt.incidents.store.decisions.contained_incidents(started):
+                entries = await rt.incidents.store.timeline.entries(incident_id)
                 log.warning("timeline of incident #%d: %s", incident_id, " → ".join(
                     e.kind + (f" {e.detail['action']}" if "action" in e.detail else "") for e in entries))
     revoked = sum(1 for t in tokens if issuer is not None and not issuer.introspect(t)["active"])
@@ -235,7 +235,7 @@ async def _wait_for_containment(responder: IncidentResponder, since: datetime, t
     human, so they are counted as they are)."""
     deadline = time.monotonic() + timeout
     while True:
-        steps = await responder.store.step_counts(since)
+        steps = await responder.store.decisions.step_counts(since)
         if not {"approved", "executing"} & steps.keys() or time.monotonic() > deadline:
             return steps
         await asyncio.sleep(0.2)

@@ -14,7 +14,7 @@ from playbooks.actions.base import Services
 from playbooks.engine import ContainmentEngine
 from responders.db import is_sqlite
 from responders.incident_responder import IncidentResponder
-from responders.store import utcnow
+from responders.store.common import utcnow
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
 from service.runtime.settings import Settings

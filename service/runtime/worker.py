@@ -13,7 +13,7 @@ import faust
 from responders.audit_export import AuditExporter
 from responders.base import Responder, RouteInstaller, WebRoutes
 from responders.incident_responder import IncidentResponder
-from responders.store import utcnow
+from responders.store.common import utcnow
 from responders.trace_export import TraceExporter
 from service.runtime.app import build_app
 from service.runtime.approval_host import ApprovalHost
@@ -73,7 +73,10 @@ class Runtime:
     def __init__(self, settings: Settings, responder: Responder | None = None, *, limits: BatchLimits | None = None,
                  checkpoint: Checkpoint | None = None) -> None:
         self.settings = settings
-        self.responder = responder or IncidentResponder(settings)
+        self._given = responder
+        # The built-in responder, made by `start` once the policy is loaded (its timeline entries name the live
+        # policy); None when another responder was given, which has no database for the parts below to share.
+        self.incidents: IncidentResponder | None = None
         self._limits = limits  # the ingest's batches (None: the defaults)
         self._checkpoint = checkpoint  # how the ingest settles and commits a batch (None: the product's)
         self.broker: EmbeddedBroker | None = None
@@ -88,17 +91,25 @@ class Runtime:
         self.approvals: ApprovalHost | None = None
         self._stack = AsyncExitStack()
 
+    @property
+    def responder(self) -> Responder:
+        if self._given is not None:
+            return self._given
+        assert self.incidents is not None, "the built-in responder is made by start()"
+        return self.incidents
+
     async def start(self) -> Runtime:
         s = self.settings
         check_bind(s.web_host, s.web_port)  # a taken port fails now, not after the broker, database and faust
         policy = load(s.policy)  # fail before starting anything if the policy is unusable
-        if isinstance(self.responder, IncidentResponder):  # and if the database does not answer
-            await check_database(self.responder.engine)
-        self.holder = PolicyHolder(policy)
-        if isinstance(self.responder, IncidentResponder):  # every timeline entry names the policy live then
-            holder = self.holder
-            self.responder.store.live_policy = lambda: holder.current.sha256
-            self.responder.store.live_matrix = lambda: (holder.current.sha256, holder.current.matrix)
+        self.holder = holder = PolicyHolder(policy)
+        if self._given is None:  # every timeline entry names the policy live then
+            self.incidents = IncidentResponder(
+                s, live_policy=lambda: holder.current.sha256,
+                live_matrix=lambda: (holder.current.sha256, holder.current.matrix))
+        incidents = self.incidents
+        if incidents is not None:  # and if the database does not answer
+            await check_database(incidents.engine)
         s.data_dir.mkdir(parents=True, exist_ok=True)  # faust's datadir, SQLite and the broker log live here
         if not s.kafka_bootstrap:
             s = self._embed_broker()
@@ -120,15 +131,15 @@ class Runtime:
             self.app, loop=asyncio.get_running_loop(), daemon=False, override_logging=False, quiet=True
         )
         worker.spinner = None  # no terminal spinner: stdout carries the demo's JSON line
-        if isinstance(self.responder, IncidentResponder):  # approvals share its database and Slack notifier
+        if incidents is not None:  # approvals share its database and Slack notifier
             # Started before the app: its two consumers join their groups in the background, alongside the others.
-            self.approvals = ApprovalHost(s, kafka, self.responder, self.holder, self.control.agents,
+            self.approvals = ApprovalHost(s, kafka, incidents, self.holder, self.control.agents,
                                           history=self.ingest.provenance)
             self._stack.push_async_callback(self.approvals.stop)
             await self.approvals.start()
         await self._start_together(worker, self.ingest)
-        if isinstance(self.responder, IncidentResponder):  # containment acts on the incidents it records
-            self.containment = ContainmentHost(s, kafka, self.responder, self.holder)
+        if incidents is not None:  # containment acts on the incidents it records
+            self.containment = ContainmentHost(s, kafka, incidents, self.holder)
             self._stack.push_async_callback(self.containment.stop)
             await self.containment.start()
         await self._start_reporting(s, kafka, self.ingest)
@@ -146,10 +157,10 @@ class Runtime:
 
     async def _start_reporting(self, s: Settings, kafka: KafkaAccess, ingest: BatchIngest) -> None:
         """What reports on the work rather than doing it: the audit and trace exports (when set) and consumer lag."""
-        if s.topic_audit and isinstance(self.responder, IncidentResponder):
-            await self._export_audit(s.topic_audit)
-        if s.otlp_export_endpoint and isinstance(self.responder, IncidentResponder):
-            self._export_traces(s.otlp_export_endpoint)
+        if s.topic_audit and self.incidents is not None:
+            await self._export_audit(s.topic_audit, self.incidents)
+        if s.otlp_export_endpoint and self.incidents is not None:
+            self._export_traces(s.otlp_export_endpoint, self.incidents)
         groups = {topic: ingest.group for topic in ingest.topics} | {s.topic_findings: s.app_id}
         lag = ConsumerLag(kafka, groups, s.lag_poll_s)
         await lag.start()
@@ -180,16 +191,15 @@ class Runtime:
     async def _serve(self, installers: list[RouteInstaller]) -> WebServer:
         """The HTTP server, last: /readyz (service.runtime.readiness) answers for the parts started before it."""
         assert self.ingest is not None and self.holder is not None
-        engine = self.responder.engine if isinstance(self.responder, IncidentResponder) else None
+        engine = self.incidents.engine if self.incidents is not None else None
         installers.append(Readiness(self.ingest, self.holder, engine).install)
         self.web = web = WebServer(self.settings.web_host, self.settings.web_port, installers)
         await web.start()
         self._stack.push_async_callback(web.stop)
         return web
 
-    async def _export_audit(self, topic: str) -> None:
+    async def _export_audit(self, topic: str, incidents: IncidentResponder) -> None:
         """Findings and timeline entries on `topic` (created if missing), published after they are committed."""
-        assert isinstance(self.responder, IncidentResponder)
         assert self.kafka is not None
         await ensure_topics(self.kafka, [topic], self.settings.topic_partitions)
         producer = self.kafka.producer(acks="all")
@@ -201,16 +211,15 @@ class Runtime:
             for delivery in sent:
                 await delivery
 
-        exporter = AuditExporter(self.responder.engine, publish, utcnow)
+        exporter = AuditExporter(incidents.engine, publish, utcnow)
         loop = PollingLoop("audit-export", 2.0, exporter.export, logging.getLogger("warden.audit"))
         loop.start()
         self._stack.push_async_callback(loop.stop)
         log.warning("exporting findings (OCSF Detection Finding) and timeline entries to %s", topic)
 
-    def _export_traces(self, endpoint: str) -> None:
+    def _export_traces(self, endpoint: str, incidents: IncidentResponder) -> None:
         """Findings and containment steps as OTLP log events on the agents' traces (experimental, docs/otel.md)."""
-        assert isinstance(self.responder, IncidentResponder)
-        exporter = TraceExporter(self.responder.engine, endpoint, utcnow, service=self.settings.app_id,
+        exporter = TraceExporter(incidents.engine, endpoint, utcnow, service=self.settings.app_id,
                                  version=__version__, timeout_s=self.settings.otlp_export_timeout_s)
         self._stack.push_async_callback(exporter.close)
         loop = PollingLoop("trace-export", 2.0, exporter.export, logging.getLogger("warden.trace_export"))

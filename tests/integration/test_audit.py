@@ -39,22 +39,22 @@ async def walk(settings: Settings) -> list[tuple[str, str, str | None]]:
     """Open, escalate, approve, contain, acknowledge, resolve; the timeline as (kind, actor, identity)."""
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
-    async with running(settings, clock=clock) as responder, aiohttp.ClientSession() as http:
-        responder.store.live_policy = lambda: "live-policy-sha"
+    async with running(settings, clock=clock, live_policy=lambda: "live-policy-sha") as responder, \
+            aiohttp.ClientSession() as http:
         engine = engine_on(responder, policy, http, clock=clock)
         finding = violation(policy, arguments={"cmd": f"curl -H 'Authorization: Bearer {PLANTED}'"})
-        await responder.store.record_finding(finding, clock())
+        await responder.store.incidents.record_finding(finding, clock())
         clock.advance(minutes=6)  # past the responder's 5 m ack timeout: the chain's next owner is asked
-        await responder.store.escalate(1, clock())
-        assert await responder.store.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
-                                            now=clock())
+        await responder.store.escalations.escalate(1, clock())
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+                                                      now=clock())
         await engine.run_due()  # consumes the approval, then runs the step
         await engine.run_due()
-        assert await responder.store.transition(1, Status.open, Status.acknowledged, owner=IAM_TEAM,
-                                                slack_user="U0ALEX", note="ack", now=clock())
-        assert await responder.store.transition(1, Status.acknowledged, Status.resolved, owner=IAM_TEAM,
-                                                slack_user="U0ALEX", note="done", now=clock())
-        entries = await responder.store.timeline(1)
+        assert await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=IAM_TEAM,
+                                                          slack_user="U0ALEX", note="ack", now=clock())
+        assert await responder.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=IAM_TEAM,
+                                                          slack_user="U0ALEX", note="done", now=clock())
+        entries = await responder.store.timeline.entries(1)
         assert all(e.policy_sha256 == "live-policy-sha" for e in entries)
         assert PLANTED not in json.dumps([e.detail for e in entries])
         return [(e.kind, e.actor, e.slack_user) for e in entries if e.kind != "notified"]  # the outbox's own pace
@@ -113,7 +113,8 @@ async def test_refused_requests_are_a_chain_of_their_own(incident_settings: Sett
     clock = FakeClock()
     async with running(incident_settings, clock=clock) as responder:
         for kind in ("forged", "stale", "replayed"):
-            await responder.store.record_security_event("slack_interaction", kind, clock(), {"ip": "127.0.0.1"})
+            await responder.store.security.record_security_event("slack_interaction", kind, clock(),
+                                                                 {"ip": "127.0.0.1"})
     assert (await verify_cli(db_url))[0] == 0
     engine = make_engine(db_url)
     try:

@@ -30,9 +30,9 @@ async def test_findings_go_out_as_ocsf_detection_findings_and_entries_with_their
     policy = containment_policy([])
     async with running(incident_settings, clock=clock) as responder:
         finding = violation(policy, name=f"shell.exec token={PLANTED}", arguments={"key": PLANTED})
-        await responder.store.record_finding(finding, clock())
-        await responder.store.transition(1, Status.open, Status.acknowledged, owner=OwnerRef(id="iam-team"),
-                                         slack_user="U0ALEX", note="ack", now=clock())
+        await responder.store.incidents.record_finding(finding, clock())
+        await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=OwnerRef(id="iam-team"),
+                                                   slack_user="U0ALEX", note="ack", now=clock())
 
         async def publish(records: list[tuple[bytes, bytes]]) -> None:
             await produce(kafka_bootstrap, topic, records)
@@ -41,7 +41,7 @@ async def test_findings_go_out_as_ocsf_detection_findings_and_entries_with_their
         await responder.outbox.loop.stop()  # no `notified` entries arriving while we count
         sent = await exporter.export()
         assert sent >= 2 and await exporter.export() == 0  # the cursor moved: nothing is published twice
-        entries = await responder.store.timeline(1)
+        entries = await responder.store.timeline.entries(1)
     records = [json.loads(r.value) for r in await read_topic(kafka_bootstrap, topic, expect=sent + 1)]
     assert PLANTED not in json.dumps(records)
     timeline = [r for r in records if r.get("type") == "warden.timeline"]

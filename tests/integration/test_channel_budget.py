@@ -18,9 +18,10 @@ from responders.budget import Budget
 from responders.db import migrate
 from responders.db.models import ChannelBudget, Notification
 from responders.incident_responder import IncidentResponder
-from responders.notifiers.base import Notice, NoticeKind, Posted, send_deadline
+from responders.notifiers.base import Notice, send_deadline
 from responders.notifiers.slack.notifier import SlackNotifier
-from responders.store import Claimed, utcnow
+from responders.store.common import utcnow
+from responders.store.notices import Claimed, NoticeKind, Posted
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
@@ -44,9 +45,8 @@ def test_the_bucket_holds_burst_minus_rate_so_no_second_carries_more_than_the_bu
 @asynccontextmanager
 async def two_workers(settings: Settings) -> AsyncIterator[tuple[IncidentResponder, IncidentResponder]]:
     """Two responders on one database, loops not started (the test claims when it says), one group per incident."""
-    a, b = IncidentResponder(settings), IncidentResponder(settings)
-    for r in (a, b):
-        r.store.live_matrix = lambda: ("per-incident", ONE_GROUP_PER_INCIDENT)
+    a, b = (IncidentResponder(settings, live_matrix=lambda: ("per-incident", ONE_GROUP_PER_INCIDENT))
+            for _ in range(2))
     await migrate(a.engine)
     try:
         yield a, b
@@ -56,18 +56,18 @@ async def two_workers(settings: Settings) -> AsyncIterator[tuple[IncidentRespond
 
 
 async def claim(r: IncidentResponder, at: datetime) -> list[int]:
-    return [c.id for c in await r.store.claim_due(at, LEASE, spend=r.outbox.spend)]
+    return [c.id for c in await r.store.outbox.claim_due(at, LEASE, spend=r.outbox.spend)]
 
 
 @pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
 async def test_two_workers_spend_one_budget_per_channel(incident_settings: Settings) -> None:
     async with two_workers(incident_settings) as (a, b):
         for i in range(8):  # eight incidents for finance-ops: eight roots for C0FINOPS
-            await a.store.record_finding(finding("billing-agent-1", f"tool.{i}"), T0)
-        await a.store.record_finding(finding("support-bot-1", "tool.x"), T0)  # and one for C0AIPLAT
+            await a.store.incidents.record_finding(finding("billing-agent-1", f"tool.{i}"), T0)
+        await a.store.incidents.record_finding(finding("support-bot-1", "tool.x"), T0)  # and one for C0AIPLAT
         first = await claim(a, T0) + await claim(b, T0)
         assert len(first) == 3, "two for C0FINOPS (its bucket holds burst - rate = 2), one for C0AIPLAT"
-        assert a.store.budget_wait_s == pytest.approx(1.0) and b.store.budget_wait_s == pytest.approx(1.0)
+        assert a.store.outbox.budget_wait_s == pytest.approx(1.0) and b.store.outbox.budget_wait_s == pytest.approx(1.0)
         assert await claim(b, T0 + timedelta(seconds=0.5)) + await claim(a, T0 + timedelta(seconds=0.9)) == []
         assert len(await claim(b, T0 + timedelta(seconds=1)) + await claim(a, T0 + timedelta(seconds=1))) == 1
         assert len(await claim(a, T0 + timedelta(seconds=10)) + await claim(b, T0 + timedelta(seconds=10))) == 2
@@ -80,7 +80,7 @@ async def test_two_workers_spend_one_budget_per_channel(incident_settings: Setti
 async def test_a_claim_that_read_the_clock_before_another_s_refills_nothing_twice(incident_settings: Settings) -> None:
     async with two_workers(incident_settings) as (a, b):
         for i in range(6):
-            await a.store.record_finding(finding("billing-agent-1", f"tool.{i}"), T0)
+            await a.store.incidents.record_finding(finding("billing-agent-1", f"tool.{i}"), T0)
         assert len(await claim(a, T0)) == 2  # the bucket is empty at T0
         assert len(await claim(b, T0 + timedelta(seconds=1))) == 1  # one refilled by T0 + 1 s, spent
         # a's next claim read its clock at T0 + 0.5 s, then waited for the lock while b's claim wrote T0 + 1 s: the
@@ -91,16 +91,17 @@ async def test_a_claim_that_read_the_clock_before_another_s_refills_nothing_twic
 
 
 async def test_pages_are_claimed_before_replies_and_digests(incident_settings: Settings) -> None:
-    async with two_workers(incident_settings) as (a, _):
-        a.store.budget = Budget(rate=1.0, burst=2)  # one message at a time
+    one_at_a_time = incident_settings.model_copy(update={"slack_channel_rate": 1.0, "slack_channel_burst": 2})
+    async with two_workers(one_at_a_time) as (a, _):
+        assert a.store.outbox.budget == Budget(rate=1.0, burst=2)  # one message at a time
         first = finding("billing-agent-1", "tool.a")
-        await a.store.record_finding(first, T0)
-        [root] = await a.store.claim_due(T0, LEASE, spend=a.outbox.spend)
+        await a.store.incidents.record_finding(first, T0)
+        [root] = await a.store.outbox.claim_due(T0, LEASE, spend=a.outbox.spend)
         assert isinstance(root, Claimed)
-        assert await a.store.mark_delivered(root, Posted("C0FINOPS", "1.000001"), T0)
-        await a.store.record_finding(finding("billing-agent-1", "tool.a", evidence={"n": "2"}), T0)  # a reply
-        await a.store.record_finding(finding("billing-agent-1", "tool.b"), T0)  # then a new page
-        [picked] = await a.store.claim_due(T0 + timedelta(seconds=1), LEASE, spend=a.outbox.spend)
+        assert await a.store.claims.mark_delivered(root, Posted("C0FINOPS", "1.000001"), T0)
+        await a.store.incidents.record_finding(finding("billing-agent-1", "tool.a", evidence={"n": "2"}), T0)  # a reply
+        await a.store.incidents.record_finding(finding("billing-agent-1", "tool.b"), T0)  # then a new page
+        [picked] = await a.store.outbox.claim_due(T0 + timedelta(seconds=1), LEASE, spend=a.outbox.spend)
         async with a.store.sessions() as s:
             pending = list((await s.execute(select(Notification).where(Notification.status == "pending")
                                             .order_by(Notification.id))).scalars())

@@ -16,7 +16,8 @@ from playbooks.ledger import Verdict
 from responders.db.models import ContainmentDecision, ContainmentStep, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status, authorise
-from responders.store import Recorded
+from responders.store.incidents import Recorded
+from responders.store.views import steps_of
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, eventually, running
@@ -41,12 +42,12 @@ async def contained(settings: Settings, policy: Policy, clock: FakeClock, **kw: 
 
 async def steps(responder: IncidentResponder, incident_id: int = 1) -> list[ContainmentStep]:
     async with responder.store.sessions.begin() as s:
-        return await responder.store.steps_of(s, incident_id)
+        return await steps_of(s, incident_id)
 
 
 async def kinds(responder: IncidentResponder, incident_id: int = 1) -> list[str]:
     """The timeline's entries, without the deliveries the running outbox adds in its own time."""
-    return [e.kind for e in await responder.store.timeline(incident_id) if e.kind != "notified"]
+    return [e.kind for e in await responder.store.timeline.entries(incident_id) if e.kind != "notified"]
 
 
 async def notes(responder: IncidentResponder) -> list[str]:
@@ -72,7 +73,7 @@ async def test_an_auto_gate_runs_the_playbook_once_and_records_every_move(incide
     clock = FakeClock()
     policy = containment_policy(TELL_AUTO)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        assert await responder.store.record_finding(violation(policy), clock()) is Recorded.opened
+        assert await responder.store.incidents.record_finding(violation(policy), clock()) is Recorded.opened
         [step] = await steps(responder)
         assert (step.status, step.gate, step.decided_by) == ("approved", "auto", "warden")
         assert await engine.run_due() >= 1
@@ -89,16 +90,17 @@ async def test_an_approver_gate_waits_for_the_named_approver(incident_settings: 
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         await engine.run_due()
         assert [s.status for s in await steps(responder)] == ["proposed"]
-        view = await responder.store.incident(1)
+        view = await responder.store.incidents.incident(1)
         assert view is not None and view.awaiting_approval
-        assert await responder.store.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok", now=clock())
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+                                                      now=clock())
         await engine.run_due()
         [step] = await steps(responder)
         assert (step.status, step.decided_by) == ("done", "jordan")
-        entries = await responder.store.timeline(1)
+        entries = await responder.store.timeline.entries(1)
         approved = next(e for e in entries if e.kind == "containment_steps_approved")
         assert (approved.actor, approved.slack_user) == ("jordan", "U0JORDAN")
         async with responder.store.sessions.begin() as s:
@@ -110,9 +112,10 @@ async def test_a_denial_stops_the_playbook(incident_settings: Settings) -> None:
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         denied_before = metric_value(metrics.CONTAINMENT_ACTIONS, action="*", outcome="denied")
-        assert await responder.store.decide(1, "deny", owner=JORDAN, slack_user="U0JORDAN", note="no", now=clock())
+        assert await responder.store.decisions.decide(1, "deny", owner=JORDAN, slack_user="U0JORDAN", note="no",
+                                                      now=clock())
         await engine.run_due()
         clock.advance(hours=1)
         await engine.run_due()
@@ -130,14 +133,14 @@ async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(i
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         async with responder.store.sessions.begin() as s:
             s.add(ContainmentDecision(incident_id=1, decision="approve", owner_id=owner_id, slack_user="U0MARCO",
                                       at=clock()))
         verdicts, _, _ = await engine.ledger.gate(clock())
         assert verdicts == [Verdict(1, "approve", honoured=False, steps=0)]
         assert [s.status for s in await steps(responder)] == ["proposed"]
-        refused = [e for e in await responder.store.timeline(1) if e.kind == "refused"]
+        refused = [e for e in await responder.store.timeline.entries(1) if e.kind == "refused"]
         assert refused and refused[0].actor == owner_id
         assert "not from an owner who may approve" in refused[0].detail["reason"]
 
@@ -148,9 +151,10 @@ async def test_an_approval_given_with_the_cli_is_honoured(incident_settings: Set
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
-        assert await responder.store.decide(1, "approve", owner=JORDAN, slack_user="cli:ops-laptop", note="ok",
-                                            now=clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="cli:ops-laptop",
+                                                      note="ok",
+                                                      now=clock())
         assert (await engine.ledger.gate(clock()))[0] == [Verdict(1, "approve", honoured=True, steps=1)]
         assert [s.status for s in await steps(responder)] == ["approved"]
 
@@ -162,8 +166,8 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
         {"owner": "iam-team", "ack_timeout": "5m"}, {"owner": "ciso", "ack_timeout": "10m", "approves": True}])
     ciso = OwnerRef(id="ciso", name="CISO", contacts={"slack": "U0CISO"})
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
-        view = await responder.store.incident(1)
+        await responder.store.incidents.record_finding(violation(policy), clock())
+        view = await responder.store.incidents.incident(1)
         assert view is not None
         assert authorise(Action.approve, view.owners, "slack", "U0CISO", view.approval_level) is None
         clock.advance(minutes=9)
@@ -171,11 +175,11 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
         assert "approval_escalated" not in await kinds(responder)
         clock.advance(minutes=1)  # exactly the approval timeout
         await passes_until(engine, responder, "approval_escalated")
-        view = await responder.store.incident(1)
+        view = await responder.store.incidents.incident(1)
         assert view is not None and view.approval_level == 1
         assert authorise(Action.approve, view.owners, "slack", "U0CISO", view.approval_level) == view.owners.escalation[
             1].owner
-        escalated = [e for e in await responder.store.timeline(1) if e.kind == "approval_escalated"]
+        escalated = [e for e in await responder.store.timeline.entries(1) if e.kind == "approval_escalated"]
         assert escalated[0].detail["to"] == "ciso"
         assert any("not approved within 600s by Jordan" in n for n in await notes(responder))
         await engine.run_due()
@@ -185,7 +189,8 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
         clock.advance(minutes=2)  # nobody further up approves: the steps keep waiting, and that is recorded
         await passes_until(engine, responder, "approval_unanswered")
         assert [s.status for s in await steps(responder)] == ["proposed"]
-        assert await responder.store.decide(1, "approve", owner=ciso, slack_user="U0CISO", note="ok", now=clock())
+        assert await responder.store.decisions.decide(1, "approve", owner=ciso, slack_user="U0CISO", note="ok",
+                                                      now=clock())
         await engine.run_due()
         assert [s.status for s in await steps(responder)] == ["done"]
 
@@ -195,7 +200,7 @@ async def test_a_dry_run_records_what_it_would_do_and_does_nothing(incident_sett
     policy = containment_policy(TELL_AUTO, {"tell": {"dry_run": True, "steps": [
         {"action": "notify", "params": {"role": "business_owner", "message": "contained"}}]}})
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         await engine.run_due()
         [step] = await steps(responder)
         assert step.status == "dry_run" and step.detail["does"] == "notify the business_owner"
@@ -206,17 +211,19 @@ async def test_a_closed_incident_cancels_the_steps_waiting_for_an_approval(incid
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         iam = OwnerRef(id="iam-team", kind="team")
-        assert await responder.store.transition(1, Status.open, Status.false_positive, owner=iam, slack_user="U1",
-                                                note="fp", now=clock())
+        assert await responder.store.incidents.transition(1, Status.open, Status.false_positive, owner=iam,
+                                                          slack_user="U1",
+                                                          note="fp", now=clock())
         clock.advance(minutes=11)  # past the approval timeout too: a closed incident's approval never climbs
         await engine.run_due()
         [step] = await steps(responder)
         assert step.status == "cancelled"
         assert not {"approval_escalated", "approval_unanswered"} & set(await kinds(responder))  # nothing chased
-        assert not await responder.store.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="late",
-                                                now=clock())
+        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN",
+                                                          note="late",
+                                                          now=clock())
 
 
 async def test_findings_without_a_binding_propose_nothing_and_offer_no_approval(incident_settings: Settings) -> None:
@@ -225,12 +232,12 @@ async def test_findings_without_a_binding_propose_nothing_and_offer_no_approval(
     async with contained(incident_settings, policy, clock) as (responder, _engine):
         finding = violation(policy)
         assert finding.severity.value == "high" and finding.containment == []
-        await responder.store.record_finding(finding, clock())
-        view = await responder.store.incident(1)
+        await responder.store.incidents.record_finding(finding, clock())
+        view = await responder.store.incidents.incident(1)
         assert view is not None and view.containment == () and not view.awaiting_approval
         assert view.containment_status == "no playbook bound to this finding"
-        assert not await responder.store.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="x",
-                                                now=clock())
+        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="x",
+                                                          now=clock())
 
 
 @pytest.mark.parametrize(("severity", "gate"), [("critical", "auto"), ("high", "approver")])
@@ -284,7 +291,7 @@ async def test_a_hook_down_then_up_is_delivered_by_a_retry_with_the_same_id(
     clock = FakeClock()
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "escalate"))
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         await engine.run_due()
         [hook, tell] = await steps(responder)
         assert (hook.status, hook.attempts, tell.status) == ("approved", 1, "approved")  # tell waits its turn
@@ -308,7 +315,7 @@ async def test_a_hook_down_for_good_fails_and_alerts_the_responder_chain(
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "escalate"))
     failed_before = metric_value(metrics.CONTAINMENT_ACTIONS, action="webhook", outcome="failed")
     async with contained(incident_settings, policy, clock, attempts=2) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         await engine.run_due()
         clock.advance(seconds=1)
         await engine.run_due()
@@ -321,7 +328,7 @@ async def test_a_hook_down_for_good_fails_and_alerts_the_responder_chain(
                        if (n.note or "").startswith("Containment failed")}
         assert targets == {"iam-team", "ciso"} and alerts
         assert "playbook hook step 1 (webhook) after 2 attempt(s)" in alerts[0] and "Not run: notify" in alerts[0]
-        failed = next(e for e in await responder.store.timeline(1) if e.kind == "containment_step_failed")
+        failed = next(e for e in await responder.store.timeline.entries(1) if e.kind == "containment_step_failed")
         assert failed.detail["cancelled"] == ["notify"] and failed.detail["on_failure"] == "escalate"
     assert metric_value(metrics.CONTAINMENT_ACTIONS, action="webhook", outcome="failed") == failed_before + 1
 
@@ -332,7 +339,7 @@ async def test_on_failure_continue_runs_the_next_step_anyway(
     clock = FakeClock()
     policy = containment_policy([{**TELL_AUTO[0], "playbook": "hook"}], hook_then_tell(receiver.url, "continue"))
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         await engine.run_due()
         # The next step waits for the failed one to be over, even under `continue`: never run side by side.
         assert [(s.status, s.attempts) for s in await steps(responder)] == [("failed", 1), ("approved", 0)]
@@ -348,7 +355,7 @@ async def test_a_step_a_crashed_worker_left_executing_is_claimed_again_at_once_a
     clock = FakeClock()
     policy = containment_policy(TELL_AUTO)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         [first] = await engine.ledger.claim(clock(), timedelta(minutes=5))
         assert (first.resumed, first.attempts, first.key) == (False, 1, "warden-1-tell-0")
         assert "sealed-x" not in repr(replace(first, sealed_token="sealed-x"))  # a claimed step never shows it
@@ -377,8 +384,8 @@ async def test_a_claim_takes_at_most_its_limit_of_due_steps(incident_settings: S
     clock = FakeClock()
     policy = containment_policy(TELL_AUTO)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
-        await responder.store.record_finding(violation(policy, name="net.scan"), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy, name="net.scan"), clock())
         assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
         assert len(await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1)) == 1
         assert await engine.ledger.claim(clock(), timedelta(minutes=5), limit=1) == []
@@ -388,7 +395,7 @@ async def test_a_notification_step_is_recorded_once_however_often_it_runs(incide
     clock = FakeClock()
     policy = containment_policy(TELL_AUTO)
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
         assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is True
         assert await engine.ledger.notify_once("warden-1-tell-0", 1, JORDAN, "once", clock()) is False
         assert (await notes(responder)).count("once") == len(responder.store.notifiers)
@@ -400,10 +407,10 @@ async def test_an_approval_climbs_through_every_escalation_step_that_approves(in
         {"owner": "iam-team", "ack_timeout": "5m", "approves": True},
         {"owner": "ciso", "ack_timeout": "10m", "approves": True}])
     async with contained(incident_settings, policy, clock) as (responder, engine):
-        await responder.store.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
 
         async def escalated() -> list[str]:
-            return [e.detail["to"] for e in await responder.store.timeline(1) if e.kind == "approval_escalated"]
+            return [e.detail["to"] for e in await responder.store.timeline.entries(1) if e.kind == "approval_escalated"]
 
         for n, to in enumerate(("iam-team", "ciso"), start=1):
             clock.advance(minutes=10)

@@ -96,14 +96,14 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
 
         incident_id = rows[0].incident_id
         jordan = OwnerRef(id="jordan", name="Jordan Lee", contacts={"slack": "U0JORDAN"})
-        assert await store.request_release(incident_id, owner=jordan, via="cli", identity="tester",
-                                           now=datetime.now(UTC))
+        assert await store.decisions.request_release(incident_id, owner=jordan, via="cli", identity="tester",
+                                                     now=datetime.now(UTC))
         await eventually(lambda: "iam-agent-1" not in rt.control.agents, timeout=30, what="the quarantine lifted")
         assert metric_value(metrics.QUARANTINED) == 0
         records = await read_topic(rt.bootstrap, settings.topic_control, expect=2)
         assert [json.loads(r.value)["state"] for r in records] == ["quarantined", "released"]
         assert json.loads(records[1].value)["by"] == "jordan"
-        kinds = [e.kind for e in await store.timeline(incident_id)]
+        kinds = [e.kind for e in await store.timeline.entries(incident_id)]
         assert "release_requested" in kinds and kinds.count("containment_step_done") == 5
     # Nowhere at rest in clear: the SQLite database and its write-ahead log, read as bytes.
     stored = b"".join(p.read_bytes() for p in (settings.data_dir).glob("warden.db*"))

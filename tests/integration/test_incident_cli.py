@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from responders.db import current_revision, head_revision, make_engine, session_factory
 from responders.db.models import ContainmentDecision, ContainmentStep, TimelineEntry
-from responders.store import utcnow
+from responders.store.common import utcnow
 from service.cli import main
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
@@ -48,7 +48,7 @@ async def acli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 
 async def _open(db_url: str, tmp: Path) -> None:
     async with running(Settings(database_url=db_url, data_dir=tmp, notifiers="console")) as responder:
-        await responder.store.record_finding(violation(containment_policy(GATED)), utcnow())
+        await responder.store.incidents.record_finding(violation(containment_policy(GATED)), utcnow())
 
 
 async def _rows(db_url: str, model: type) -> list:  # type: ignore[type-arg]
@@ -168,8 +168,8 @@ async def test_the_cli_acts_as_the_token_owner_through_the_api(incident_settings
     clock = FakeClock()
     policy = containment_policy(GATED)
     async with served(with_tokens(incident_settings), clock) as (responder, base), aiohttp.ClientSession() as http:
-        await responder.store.record_finding(violation(policy), clock())
-        await responder.store.record_finding(violation(policy, name="rm.rf"), clock())
+        await responder.store.incidents.record_finding(violation(policy), clock())
+        await responder.store.incidents.record_finding(violation(policy, name="rm.rf"), clock())
 
         code, out, _ = await acli("incidents", "list", "-o", "json", env=api(base, TEAM_TOKEN))
         page = json.loads(out)

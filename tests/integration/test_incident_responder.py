@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from responders.db import MIGRATIONS, make_engine, migrate
 from responders.db.models import Base, Incident, IncidentMessage, Notification
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Status
-from responders.notifiers.base import Posted
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.notifiers.registry import NOTIFIERS, notifier_names
 from responders.outbox import stages
-from responders.store import Claimed, IncidentStore, Pending, utcnow
+from responders.store.claims import Claims
+from responders.store.common import utcnow
+from responders.store.notices import Claimed, Pending, Posted
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
@@ -40,7 +42,7 @@ from warden.telemetry import metrics
 
 
 async def delivered(responder: IncidentResponder, n: int) -> bool:
-    return (await responder.store.counts())["notifications"] >= n
+    return (await responder.store.incidents.counts())["notifications"] >= n
 
 
 async def notifications(responder: IncidentResponder) -> list[Notification]:
@@ -138,7 +140,7 @@ async def test_a_new_target_or_a_repeat_after_the_window_opens_a_new_incident(
         await responder.handle(finding("support-bot-1", "shell.exec", ts=later))
         await eventually(lambda: delivered(responder, 3), what="three root messages")
         rows = await incidents(responder)
-        superseded = await responder.store.timeline(rows[0].id)
+        superseded = await responder.store.timeline.entries(rows[0].id)
     assert len(rows) == 3 and len(slack_api.roots("C0AIPLAT")) == 3
     assert rows[0].key == rows[2].key and rows[0].key != rows[1].key
     assert rows[0].open_key is None and rows[2].open_key == rows[2].key
@@ -186,7 +188,7 @@ async def test_untrusted_text_is_escaped_and_secrets_never_leave(
         await responder.handle(finding(agent, tool, evidence=dict(ADVERSARIAL)))  # and in the thread reply
         await eventually(lambda: delivered(responder, 2), what="root and repeat")
         [incident] = await incidents(responder)
-        timeline = await responder.store.timeline(incident.id)
+        timeline = await responder.store.timeline.entries(incident.id)
     sent = slack_api.bodies()
     for live in ("<!channel>", "<!here>", "<!everyone>", "<@U0EVIL>", "<https://evil", "|the wiki>"):
         assert live not in sent, f"{live} reached Slack unescaped"
@@ -222,7 +224,7 @@ async def test_a_permanent_slack_error_is_dead_lettered_at_once_with_a_console_a
         await responder.handle(finding("billing-agent-1", "shell.exec"))  # its repeat must not wait forever
         notes = await eventually(lambda: _all_settled(responder), what="both notifications settled")
         [incident] = await incidents(responder)
-        kinds = [e.kind for e in await responder.store.timeline(incident.id)]
+        kinds = [e.kind for e in await responder.store.timeline.entries(incident.id)]
     assert [(n.kind, n.status, n.attempts) for n in notes] == [("root", "dead", 1), ("repeat", "dead", 1)]
     assert "channel_not_found" in (notes[0].last_error or "")
     assert kinds.count("notification_dead_lettered") == 2
@@ -312,7 +314,7 @@ async def test_an_unacknowledged_incident_escalates_after_the_step_timeout(
         [incident] = await incidents(responder)
         clock.advance(minutes=31)  # the last step times out: nobody further to call
         await eventually(lambda: _timeline_has(responder, incident.id, "escalation_exhausted"), what="exhaustion")
-        timeline = await responder.store.timeline(incident.id)
+        timeline = await responder.store.timeline.entries(incident.id)
     [root] = slack_api.roots("C0AIPLAT")
     [escalated] = slack_api.roots("C0SECOPS")
     assert "Escalated to Security Operations" in texts(escalated.blocks or [])
@@ -351,7 +353,7 @@ async def test_each_escalation_deadline_counts_from_the_start_of_its_own_step(
 
 
 async def _timeline_has(responder: IncidentResponder, incident_id: int, kind: str) -> bool:
-    return any(e.kind == kind for e in await responder.store.timeline(incident_id))
+    return any(e.kind == kind for e in await responder.store.timeline.entries(incident_id))
 
 
 async def test_escalation_timers_survive_a_restart_and_stop_on_acknowledgement(
@@ -364,8 +366,8 @@ async def test_escalation_timers_survive_a_restart_and_stop_on_acknowledgement(
         await eventually(lambda: delivered(first, 2), what="both roots")
         billing, support = await incidents(first)
         ai_platform = OwnerRef.model_validate(support.owners["responder"])
-        assert await first.store.transition(support.id, Status.open, Status.acknowledged, owner=ai_platform,
-                                            slack_user="U0KAI", note="Acknowledged", now=clock())
+        assert await first.store.incidents.transition(support.id, Status.open, Status.acknowledged, owner=ai_platform,
+                                                      slack_user="U0KAI", note="Acknowledged", now=clock())
     clock.advance(minutes=11)  # the deadline passed while no worker ran
     async with running(incident_settings, clock) as restarted:
         await eventually(lambda: slack_api.roots("C0SECOPS"), what="escalation by the restarted worker")
@@ -435,30 +437,30 @@ async def two_workers(settings: Settings) -> AsyncIterator[tuple[IncidentRespond
 
 async def test_a_claim_taken_over_after_its_lease_records_nothing(incident_settings: Settings) -> None:
     async with two_workers(incident_settings) as (a, b):
-        await a.store.record_finding(finding("billing-agent-1"), utcnow())
+        await a.store.incidents.record_finding(finding("billing-agent-1"), utcnow())
         t0, lease = utcnow(), timedelta(seconds=60)
-        [mine] = await a.store.claim_due(t0, lease)
-        assert await b.store.claim_due(t0 + timedelta(seconds=30), lease) == [], "leased: b cannot claim it"
-        [theirs] = await b.store.claim_due(t0 + timedelta(seconds=61), lease)  # a was paused past its lease
+        [mine] = await a.store.outbox.claim_due(t0, lease)
+        assert await b.store.outbox.claim_due(t0 + timedelta(seconds=30), lease) == [], "leased: b cannot claim it"
+        [theirs] = await b.store.outbox.claim_due(t0 + timedelta(seconds=61), lease)  # a was paused past its lease
         assert (mine.attempts, theirs.attempts) == (1, 2) and mine.claim != theirs.claim
         late = Posted("C0FINOPS", "1700000000.000002")
-        assert not await a.store.renew(mine, t0 + timedelta(hours=1))
-        assert not await a.store.mark_delivered(mine, late, t0)
-        assert not await a.store.retry_later(mine, "TimeoutError", t0)
-        assert not await a.store.dead_letter(mine, "gave up", t0)
-        assert not await a.store.give_back(mine, "lease ended")
+        assert not await a.store.claims.renew(mine, t0 + timedelta(hours=1))
+        assert not await a.store.claims.mark_delivered(mine, late, t0)
+        assert not await a.store.claims.retry_later(mine, "TimeoutError", t0)
+        assert not await a.store.claims.dead_letter(mine, "gave up", t0)
+        assert not await a.store.claims.give_back(mine, "lease ended")
         [row] = await notifications(a)
         assert (row.status, row.claim, row.attempts, row.ref, row.last_error) == (
             "pending", theirs.claim, 2, None, None), "a wrote nothing to the row b holds"
         assert await messages(a) == [], "nor a root reference"
         first = Posted("C0FINOPS", "1700000000.000001")
-        assert await b.store.renew(theirs, t0 + timedelta(hours=1))
-        assert await b.store.mark_delivered(theirs, first, t0)
-        assert not await a.store.mark_delivered(mine, late, t0), "still nothing once b has recorded"
+        assert await b.store.claims.renew(theirs, t0 + timedelta(hours=1))
+        assert await b.store.claims.mark_delivered(theirs, first, t0)
+        assert not await a.store.claims.mark_delivered(mine, late, t0), "still nothing once b has recorded"
         [row] = await notifications(a)
         [root] = await messages(a)
         [incident] = await incidents(a)
-        notified = [e for e in await a.store.timeline(incident.id) if e.kind == "notified"]
+        notified = [e for e in await a.store.timeline.entries(incident.id) if e.kind == "notified"]
     assert (row.status, row.ref) == ("delivered", first.ref)
     assert (root.address, root.ref) == (first.address, first.ref), "the stored root is b's, never overwritten"
     assert len(notified) == 1
@@ -470,9 +472,10 @@ async def test_a_worker_resuming_after_a_takeover_does_not_send(
     lost_before = metric_value(metrics.OUTBOX_CLAIMS_LOST, notifier="slack", when="before_send")
     async with two_workers(incident_settings) as (a, b):
         t0 = utcnow()
-        await a.store.record_finding(finding("billing-agent-1"), t0 - timedelta(seconds=180))
-        [paused] = await a.store.claim_due(t0 - timedelta(seconds=120), timedelta(seconds=60))  # ran out at t0 - 60s
-        [taken] = await b.store.claim_due(t0, timedelta(seconds=60))
+        await a.store.incidents.record_finding(finding("billing-agent-1"), t0 - timedelta(seconds=180))
+        [paused] = await a.store.outbox.claim_due(t0 - timedelta(seconds=120),
+                                                  timedelta(seconds=60))  # ran out at t0 - 60s
+        [taken] = await b.store.outbox.claim_due(t0, timedelta(seconds=60))
         await b.outbox.pipelines["slack"].deliver(taken)
         assert len(slack_api.roots()) == 1 and slack_api.calls("conversations.history"), "b looked, then posted"
         requests = len(slack_api.requests)
@@ -495,12 +498,12 @@ async def test_a_batch_longer_than_the_lease_keeps_its_waiting_rows_from_the_oth
     agents = ["billing-agent-1", "research-rag-1", "support-bot-1", "shadow-it-agent-9"]
     async with two_workers(incident_settings) as (a, b):
         for agent in agents:
-            await a.store.record_finding(finding(agent), utcnow())
+            await a.store.incidents.record_finding(finding(agent), utcnow())
         batch = asyncio.create_task(a.outbox.deliver_due())
         taken_by_b: list[object] = []
         while not batch.done():
             await asyncio.sleep(0.1)
-            taken_by_b += await b.store.claim_due(utcnow(), timedelta(seconds=60))
+            taken_by_b += await b.store.outbox.claim_due(utcnow(), timedelta(seconds=60))
         assert await batch == len(agents)
         rows = await notifications(a)
     assert taken_by_b == []
@@ -508,7 +511,7 @@ async def test_a_batch_longer_than_the_lease_keeps_its_waiting_rows_from_the_oth
     assert len(slack_api.roots()) == len(agents)
 
 
-class SlowRenewals(IncidentStore):
+class SlowRenewals(Claims):
     """A store whose lease renewals take `delay_s`, as when the worker is paused while renewing."""
 
     delay_s = 0.0
@@ -524,10 +527,11 @@ async def test_a_send_is_called_off_when_the_renewal_came_back_too_late(
 ) -> None:
     monkeypatch.setattr(stages, "RENEWAL_GRACE_S", 0.05)
     async with two_workers(incident_settings) as (a, _):
-        await a.store.record_finding(finding("billing-agent-1"), utcnow())
-        slow = SlowRenewals(a.engine, ["slack"])
-        slow.delay_s = 0.2  # the local deadline passes while the renewal is on its way back: do not send
-        [claimed] = await slow.claim_due(utcnow(), timedelta(seconds=60))
+        await a.store.incidents.record_finding(finding("billing-agent-1"), utcnow())
+        claims = SlowRenewals(a.engine, a.store.timeline)
+        claims.delay_s = 0.2  # the local deadline passes while the renewal is on its way back: do not send
+        slow = replace(a.store, claims=claims)
+        [claimed] = await slow.outbox.claim_due(utcnow(), timedelta(seconds=60))
         await stages.Pipeline(a.notifiers[0], slow, retry=stages.Retry(Backoff(1.0), 3), clock=utcnow,
                               fallback=ConsoleNotifier()).deliver(claimed)
         [row] = await notifications(a)
@@ -575,7 +579,7 @@ async def test_each_notifier_posts_one_root_per_incident_and_threads_its_own_rep
         notes = await eventually(lambda: _all_settled(responder), what="the repeats on each notifier")
         billing, support = await incidents(responder)
         refs = {(m.incident_id, m.notifier): (m.address, m.ref, m.dead) for m in await messages(responder)}
-        via = [(e.detail["via"], e.detail["kind"]) for e in await responder.store.timeline(billing.id)
+        via = [(e.detail["via"], e.detail["kind"]) for e in await responder.store.timeline.entries(billing.id)
                if e.kind == "notified"]
     finance, platform = slack_api.roots("C0FINOPS"), slack_api.roots("C0AIPLAT")
     assert len(slack_api.roots()) == 2 and len(finance) == 1 and len(platform) == 1
@@ -740,8 +744,6 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
                  "notifier": "slack"},
                 {**note, "incident_id": 1, "kind": "repeat", "status": "pending", "attempts": 0,
                  "notifier": None},  # recorded before the upgrade: the root's notifier (slack) takes it
-                {**note, "incident_id": 3, "kind": "root", "status": "pending", "attempts": 0,
-                 "notifier": None},  # no notifier known yet: adopted by the notifiers of the next worker
             ])
         await migrate(engine)
         async with engine.connect() as conn:
@@ -756,11 +758,10 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
     assert [tuple(r) for r in copied] == [(1, "slack", "C0FINOPS", "1700000000.000001", False),
                                          (2, "slack", None, None, True)]
     assert [tuple(r) for r in carried] == [(1, "slack", "C0FINOPS", "1700000000.000001"), (2, "slack", None, None),
-                                          (3, "slack", None, None), (4, None, None, None)]
+                                          (3, "slack", None, None)]
     assert not {"slack_channel", "slack_ts", "root_dead"} & set(columns)
 
-    # A worker on the migrated database threads the pending repeat under the copied root, and posts the one root
-    # that never went out; nothing is posted twice.
+    # A worker on the migrated database threads the pending repeat under the copied root; nothing is posted twice.
     slack_api.messages.append(Message(channel="C0FINOPS", ts="1700000000.000001", text="the root, before 0002"))
     settings = Settings(database_url=incident_db, data_dir=tmp_path / "data", slack_token=SLACK_TOKEN,
                         slack_api_url=slack_api.base_url, outbox_poll_s=0.05, notify_retry_backoff_s=0.05)
@@ -768,9 +769,8 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
         notes = await eventually(lambda: _all_settled(responder), what="the carried-over notifications")
     assert sorted((n.incident_id, n.kind, n.notifier, n.status) for n in notes) == [
         (1, "repeat", "slack", "delivered"), (1, "root", "slack", "delivered"),
-        (2, "root", "slack", "dead"), (3, "root", "slack", "delivered")]
-    old_root, new_root = slack_api.roots("C0FINOPS")
+        (2, "root", "slack", "dead")]
+    [old_root] = slack_api.roots("C0FINOPS")
     assert old_root.ts == "1700000000.000001" and old_root.updates == 1, "the copied root is the one refreshed"
-    assert "billing-agent-3" in new_root.text
     assert [r.thread_ts for r in slack_api.replies(old_root)] == ["1700000000.000001"]
-    assert len(slack_api.roots()) == 2  # the copied root, and incident 3's first post
+    assert len(slack_api.roots()) == 1  # the copied root only

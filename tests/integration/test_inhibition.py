@@ -54,17 +54,18 @@ async def test_a_quarantined_critical_incident_inhibits_its_agents_other_pages_u
         inhibited = [(i.id, i.inhibited_by, i.count) for i in await _rows(r, Incident)]
         before = await _rows(r, Notification)
         notes_before = {n.id for n in before}
-        assert await r.store.transition(1, Status.open, Status.acknowledged, owner=TEAM, slack_user="U0KAI",
-                                        note="ack", now=clock())
-        assert await r.store.transition(1, Status.acknowledged, Status.resolved, owner=TEAM, slack_user="U0KAI",
-                                        note="done", now=clock())
+        assert await r.store.incidents.transition(1, Status.open, Status.acknowledged, owner=TEAM, slack_user="U0KAI",
+                                                  note="ack", now=clock())
+        assert await r.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=TEAM,
+                                                  slack_user="U0KAI",
+                                                  note="done", now=clock())
         clock.advance(minutes=1)
         await r.handle(finding("support-bot-1", "db.drop", ts=clock()))  # #3 again: its source closed, it pages
         await r.handle(finding("support-bot-1", "fs.write", ts=clock()))  # a new page of the agent pages
         after = await _rows(r, Incident)
         new_roots = [n.incident_id for n in await _rows(r, Notification)
                      if n.id not in notes_before and n.kind == "root"]
-        timeline = [e.kind for e in await r.store.timeline(3)]
+        timeline = [e.kind for e in await r.store.timeline.entries(3)]
     assert inhibited == [(1, None, 1), (2, 1, 2), (3, 1, 1), (4, None, 1)]
     assert 3 not in {n.incident_id for n in before}, "nobody was told of the inhibited page"
     assert [n.kind for n in before if n.incident_id == 2] == ["root"], "nor of #2's repeat once it was inhibited"
@@ -85,7 +86,7 @@ async def test_an_inhibited_page_is_still_contained(incident_settings: Settings,
         await engine.run_due()
         await engine.run_due()
         target = next(i for i in await _rows(r, Incident) if i.id == 2)
-        kinds = [e.kind for e in await r.store.timeline(2)]
+        kinds = [e.kind for e in await r.store.timeline.entries(2)]
     assert target.inhibited_by == 1
     assert "inhibited" in kinds and "containment_step_done" in kinds, kinds
 

@@ -22,7 +22,9 @@ from playbooks.ledger import Ledger, Verdict
 from responders.db import make_engine, migrate
 from responders.db.models import ContainmentDecision, ContainmentStep, Incident
 from responders.incidents import Status
-from responders.store import IncidentStore, Recorded
+from responders.store.incidents import Recorded
+from responders.store.rooms import Store
+from responders.store.views import steps_of
 from tests.support.containment_helpers import containment_policy, violation
 from tests.support.incident_helpers import FakeClock
 from warden.contract.findings import OwnerRef
@@ -44,17 +46,17 @@ BOUND_S = 30.0
 
 @asynccontextmanager
 async def ledger_on(url: str, bindings: list[dict[str, Any]], **workflow_changes: Any
-                    ) -> AsyncIterator[tuple[Ledger, FakeClock, IncidentStore]]:
+                    ) -> AsyncIterator[tuple[Ledger, FakeClock, Store]]:
     """A ledger on a migrated database with two incidents opened (ids 1 and 2, different tools), no loops running:
     nothing but the test and its second connection touches the rows."""
     engine = make_engine(url)
     try:
         await migrate(engine)
-        store = IncidentStore(engine, ["slack"])
+        store = Store.build(engine, ["slack"])
         clock = FakeClock()
         policy = containment_policy(bindings, **workflow_changes)
         for tool in ("shell.exec", "net.scan"):
-            assert await store.record_finding(violation(policy, name=tool), clock()) is Recorded.opened
+            assert await store.incidents.record_finding(violation(policy, name=tool), clock()) is Recorded.opened
         yield Ledger(store), clock, store
     finally:
         await engine.dispose()
@@ -90,12 +92,12 @@ async def without_waiting(holder: AsyncSession, call: Awaitable[T], what: str) -
 
 async def status_of_step(ledger: Ledger, incident_id: int) -> str:
     async with ledger.sessions.begin() as s:
-        [step] = await ledger.store.steps_of(s, incident_id)
+        [step] = await steps_of(s, incident_id)
         return step.status
 
 
-async def approval_level(store: IncidentStore, incident_id: int) -> int:
-    view = await store.incident(incident_id)
+async def approval_level(store: Store, incident_id: int) -> int:
+    view = await store.incidents.incident(incident_id)
     assert view is not None
     return view.approval_level
 
@@ -103,8 +105,8 @@ async def approval_level(store: IncidentStore, incident_id: int) -> int:
 async def test_a_gate_skips_a_decision_another_worker_holds_and_consumes_it_once_released(incident_db: str) -> None:
     async with ledger_on(incident_db, APPROVER) as (ledger, clock, store):
         for incident_id in (1, 2):
-            assert await store.decide(incident_id, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
-                                      now=clock())
+            assert await store.decisions.decide(incident_id, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+                                                now=clock())
         held = select(ContainmentDecision).where(ContainmentDecision.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
             verdicts, _, _ = await without_waiting(other, ledger.gate(clock()), "the gate's decisions")
@@ -134,8 +136,8 @@ async def test_a_gate_skips_a_step_another_worker_holds_when_closed_incidents_ca
     async with ledger_on(incident_db, APPROVER) as (ledger, clock, store):
         iam = OwnerRef(id="iam-team", kind="team")
         for incident_id in (1, 2):
-            assert await store.transition(incident_id, Status.open, Status.false_positive, owner=iam,
-                                          slack_user="U1", note="fp", now=clock())
+            assert await store.incidents.transition(incident_id, Status.open, Status.false_positive, owner=iam,
+                                                    slack_user="U1", note="fp", now=clock())
         held = select(ContainmentStep).where(ContainmentStep.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
             _, _, cancelled = await without_waiting(other, ledger.gate(clock()), "the gate's cancellations")

@@ -71,8 +71,8 @@ async def _incidents(rt: Runtime, since: datetime, wanted: set[tuple[str, str]])
     store = rt.responder.store
 
     async def opened() -> bool:
-        n = (await store.counts(since=since))["incidents"]
-        views = [await store.incident(i) for i in range(1, n + 1)]
+        n = (await store.incidents.counts(since=since))["incidents"]
+        views = [await store.incidents.incident(i) for i in range(1, n + 1)]
         return wanted <= {(v.rule, v.agent_id) for v in views if v is not None}
 
     await eventually(opened, timeout=60, what=f"incidents {wanted}")

@@ -81,8 +81,8 @@ async def test_spans_become_findings_and_incidents_with_the_agent_of_a_parent_ex
         store = rt.responder.store
 
         async def incidents() -> set[tuple[str, str]]:
-            n = (await store.counts(since=started))["incidents"]
-            views = [await store.incident(i) for i in range(1, n + 1)]
+            n = (await store.incidents.counts(since=started))["incidents"]
+            views = [await store.incidents.incident(i) for i in range(1, n + 1)]
             return {(v.rule, v.agent_id) for v in views if v is not None}
 
         wanted_incidents = {("unapproved_tool", "billing-agent-1"), ("unowned_agent", "mystery-svc")}

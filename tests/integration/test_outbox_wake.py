@@ -6,7 +6,8 @@ from pathlib import Path
 
 from responders.db import make_engine
 from responders.incident_responder import IncidentResponder
-from responders.store import IncidentStore, utcnow
+from responders.store.common import utcnow
+from responders.store.rooms import Store
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
@@ -26,7 +27,8 @@ async def test_an_incident_another_worker_records_is_sent_by_this_one_without_wa
         other = make_engine(url)  # another worker's store: it records, and its outbox never runs
         try:
             await eventually(worker.listen.listening.is_set, what="the outbox listening")
-            await IncidentStore(other, ["slack"]).record_finding(finding("support-bot-1", "shell.exec"), utcnow())
+            await Store.build(other, ["slack"]).incidents.record_finding(finding("support-bot-1", "shell.exec"),
+                                                                         utcnow())
             roots = await eventually(slack_api.roots, timeout=30, what="the root message, sent by the listening worker")
             assert len(roots) == 1
         finally:

@@ -24,7 +24,7 @@ from responders.digests import period_end
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Status
 from responders.review_digest import make_digests
-from responders.store import Recorded
+from responders.store.incidents import Recorded
 from responders.trail import Trail
 from service.cli import main
 from service.demo.slack_api_server import SlackApiServer
@@ -50,7 +50,7 @@ async def rows(responder: IncidentResponder, model: type) -> list:
 
 
 async def kinds(responder: IncidentResponder, incident_id: int) -> list[str]:
-    return [e.kind for e in await responder.store.timeline(incident_id)]
+    return [e.kind for e in await responder.store.timeline.entries(incident_id)]
 
 
 def posts(slack: SlackApiServer) -> list[dict]:
@@ -116,14 +116,14 @@ async def test_two_workers_at_one_boundary_make_one_digest_and_later_ones_wait_f
         boundary = period_end(datetime.now().astimezone(), interval)
         before = boundary - timedelta(minutes=10)
         for tool in ("shell.exec", "net.fetch", "db.drop"):
-            await a.store.record_finding(tiered(Tier.review, tool=tool), before)
+            await a.store.incidents.record_finding(tiered(Tier.review, tool=tool), before)
         made = await asyncio.gather(make_digests(a.store, boundary, interval),
                                     make_digests(b.store, boundary + timedelta(seconds=1), interval))
         assert sorted(len(m) for m in made) == [0, 1], "one digest for the responder, made by one worker"
         [[(_, carried)]] = [m for m in made if m]
         assert carried == 3
         # Recorded before the boundary, after its digest was made: this period's digest exists, so it waits.
-        late = await a.store.record_finding(tiered(Tier.review, tool="rm.rf"), before)
+        late = await a.store.incidents.record_finding(tiered(Tier.review, tool="rm.rf"), before)
         assert late is Recorded.opened
         assert await make_digests(b.store, boundary + timedelta(minutes=5), interval) == []
         [(_, carried)] = await make_digests(a.store, boundary + interval, interval)
@@ -144,16 +144,16 @@ async def test_a_log_finding_is_recorded_and_tells_nobody(
 ) -> None:
     clock = FakeClock()
     async with running(incident_settings, clock=clock) as responder:
-        assert await responder.store.record_finding(tiered(Tier.log), clock()) is Recorded.opened
+        assert await responder.store.incidents.record_finding(tiered(Tier.log), clock()) is Recorded.opened
         await responder.handle(tiered(Tier.log))  # a repeat: counted and on the timeline, nothing else
         clock.advance(hours=2)
         await asyncio.sleep(SETTLE_S)
         [incident] = await rows(responder, Incident)
         timeline = await kinds(responder, incident.id)
         # A lifecycle move (CLI, API) is recorded; with nobody paged, nobody is told about it either.
-        assert await responder.store.transition(incident.id, Status.open, Status.false_positive,
-                                                owner=OwnerRef(id="finance-ops"), slack_user="cli:sam", note="noise",
-                                                now=clock())
+        assert await responder.store.incidents.transition(incident.id, Status.open, Status.false_positive,
+                                                          owner=OwnerRef(id="finance-ops"), slack_user="cli:sam",
+                                                          note="noise", now=clock())
         await asyncio.sleep(SETTLE_S)
         notes = await rows(responder, Notification)
         digests = await rows(responder, ReviewDigest)
@@ -299,7 +299,7 @@ async def test_incidents_list_and_the_api_filter_by_tier(incident_settings: Sett
     clock = FakeClock()
     async with running(settings, clock=clock) as responder, aiohttp.ClientSession() as http:
         for tier, tool in ((Tier.page, "shell.exec"), (Tier.review, "net.fetch"), (Tier.log, "db.drop")):
-            await responder.store.record_finding(tiered(tier, tool=tool), clock())
+            await responder.store.incidents.record_finding(tiered(tier, tool=tool), clock())
         web = WebServer("127.0.0.1", 0, responder.route_installers())
         await web.start()
         try:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from responders.db.models import Incident, Notification, SilenceEntry
 from responders.incident_responder import IncidentResponder
 from responders.silences import SilenceError
-from responders.store import utcnow
+from responders.store.common import utcnow
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_SIGNING_SECRET
@@ -82,7 +82,7 @@ async def test_a_silence_mutes_what_it_matches_until_it_ends_and_overlaps_name_t
         clock.advance(minutes=31)  # the short one has ended too: the next page of #1 pages it, with its count
         await r.handle(finding("support-bot-1", "shell.exec", ts=clock()))
         muted_again = await _incident(r, 1)
-        timeline = [(e.kind, e.detail.get("silence")) for e in await r.store.timeline(1)]
+        timeline = [(e.kind, e.detail.get("silence")) for e in await r.store.timeline.entries(1)]
         await eventually(lambda: len(slack_api.roots("C0AIPLAT")) == 1, what="#1 paged after its silence ended")
         verdict = await r.trail.verify()
     assert muted_again.silenced_by is None and muted_again.count == 2
@@ -101,7 +101,7 @@ async def test_a_silenced_page_is_still_contained(incident_settings: Settings, s
         await r.handle(violation(policy))
         engine = engine_on(r, policy, http, clock=clock)
         await engine.run_due()
-        kinds = [e.kind for e in await r.store.timeline(1)]
+        kinds = [e.kind for e in await r.store.timeline.entries(1)]
         notes = await _notes(r)
     assert "silenced" in kinds and "containment_step_done" in kinds, kinds
     assert notes == [] and slack_api.requests == [], "a silence mutes people, not playbooks"
@@ -176,7 +176,7 @@ async def test_the_silence_button_is_the_responder_s_or_the_approver_s_and_a_ref
             await r.interactivity.drain()  # type: ignore[union-attr]
         [made] = await r.silences.query(FakeClock()())
         await r.handle(finding("support-bot-1", "shell.exec", evidence={"again": "1"}))
-        timeline = [(e.kind, e.slack_user) for e in await r.store.timeline(1)]
+        timeline = [(e.kind, e.slack_user) for e in await r.store.timeline.entries(1)]
         muted = await _incident(r, 1)
     assert ("refused", "U0SAM") in timeline and ("silence_added", "U0KAI") in timeline
     assert made.author == "ai-platform" and made.created_by == "slack:U0KAI"

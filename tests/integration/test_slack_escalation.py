@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from responders.notifiers.base import Notice, NoticeKind
+from responders.notifiers.base import Notice
 from responders.notifiers.slack.notifier import SlackNotifier
+from responders.store.notices import NoticeKind
 from service.demo.slack_api_server import SlackApiServer
 from tests.conftest import SLACK_TOKEN
 from tests.unit.responders.test_incidents import view

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from responders.notifiers.base import Notice, NoticeKind, TryLater, send_deadline
+from responders.notifiers.base import Notice, TryLater, send_deadline
 from responders.notifiers.slack.notifier import SlackNotifier
+from responders.store.notices import NoticeKind
 from service.demo.slack_api_server import SlackApiServer
 from tests.conftest import SLACK_TOKEN
 from tests.unit.responders.test_incidents import view

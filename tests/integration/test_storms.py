@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from responders.db.models import Incident, Notification, NotifyGroup
 from responders.incident_responder import IncidentResponder
-from responders.store import utcnow
+from responders.store.common import utcnow
 from responders.trail import Filters
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
@@ -92,8 +92,8 @@ async def test_the_first_page_pages_and_the_rest_join_one_digest_updated_in_plac
         await eventually(lambda: settled(responder), what="every notification delivered")
         incidents = await rows(responder, Incident)
         [group] = await rows(responder, NotifyGroup)
-        timelines = {i.id: [e.kind for e in await responder.store.timeline(i.id)] for i in incidents}
-        entries = {i.id: await responder.store.timeline(i.id) for i in incidents}
+        timelines = {i.id: [e.kind for e in await responder.store.timeline.entries(i.id)] for i in incidents}
+        entries = {i.id: await responder.store.timeline.entries(i.id) for i in incidents}
         total, listed = await responder.trail.incidents(Filters(group=group.id))
     leader, *members = incidents
     assert [r.metadata["event_payload"]["incident_id"] for r in roots(slack_api)] == [leader.id]  # type: ignore[index]
@@ -152,7 +152,7 @@ async def test_a_higher_severity_is_never_merged_down_and_critical_never_waits(
     assert (group.severity, group.leader_id, group.leaders, group.members) == ("critical", critical.id, 2, 2)
     due = {n.incident_id: n.next_attempt_at for n in notes if n.kind == "root"}
     assert due == {first.id: clock() + timedelta(seconds=30), critical.id: clock()}, "critical never waits"
-    timeline = [e.kind for e in await r.store.timeline(critical.id)]
+    timeline = [e.kind for e in await r.store.timeline.entries(critical.id)]
     assert "group_led" in timeline
 
 

@@ -70,11 +70,11 @@ async def test_findings_and_containment_steps_reach_the_collector_on_the_agents_
             finding = violation(policy, name=f"shell.exec token={PLANTED}", arguments={"key": PLANTED},
                                 event_id=event_id)
             assert finding.finding_id == finding_id(event_id, "unapproved_tool")
-            await responder.store.record_finding(finding, clock())
+            await responder.store.incidents.record_finding(finding, clock())
             native = violation(policy, agent="iam-agent", name="db.drop", event_id="e-native-1")
-            await responder.store.record_finding(native, clock())  # no trace: nothing to attach it to
+            await responder.store.incidents.record_finding(native, clock())  # no trace: nothing to attach it to
             async with responder.store.sessions.begin() as s:
-                await responder.store.log_entry(s, 1, clock(), "containment_step_done", detail={
+                await responder.store.timeline.log_entry(s, 1, clock(), "containment_step_done", detail={
                     "playbook": "quarantine_agent", "step": 0, "action": "quarantine_agent", "attempts": 1,
                     "token": PLANTED})
             await responder.outbox.loop.stop()

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from slack_sdk.signature import SignatureVerifier
 
 from responders.incident_responder import IncidentResponder
-from responders.store import utcnow
+from responders.store.common import utcnow
 from service.runtime.catalogue import load as load_policy
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from service.runtime.web import WebServer
@@ -93,9 +93,10 @@ def per_incident_policy(policy: Path, folder: Path) -> Path:
 
 @asynccontextmanager
 async def running(settings: Settings, clock: Callable[[], datetime] | None = None,
-                  matrix: Matrix = ONE_GROUP_PER_INCIDENT) -> AsyncIterator[IncidentResponder]:
-    responder = IncidentResponder(settings, clock=clock or utcnow)
-    responder.store.live_matrix = lambda: (f"test-{id(matrix)}", matrix)
+                  matrix: Matrix = ONE_GROUP_PER_INCIDENT,
+                  live_policy: Callable[[], str] | None = None) -> AsyncIterator[IncidentResponder]:
+    responder = IncidentResponder(settings, clock=clock or utcnow, live_policy=live_policy,
+                                  live_matrix=lambda: (f"test-{id(matrix)}", matrix))
     await responder.start()
     try:
         yield responder

@@ -7,7 +7,8 @@ import logging
 from responders.digests import LISTED, DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
-from responders.notifiers.base import AnyNotice, DigestNotice, GroupNotice, NoticeKind, Posted
+from responders.notifiers.base import AnyNotice, DigestNotice, GroupNotice
+from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text
 

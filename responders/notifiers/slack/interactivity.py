@@ -30,7 +30,7 @@ from responders.notifiers.slack import metrics as slack_metrics
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
-from responders.store import IncidentStore
+from responders.store.rooms import Store
 from warden.contract.findings import OwnerRef
 from warden.telemetry import metrics
 
@@ -92,7 +92,7 @@ class Interactivity:
     """The aiohttp route for Slack's interactivity requests, installed into warden.web.WebServer. Replies only the
     clicker sees go through the Slack notifier's `tell`; changes go through the store and so the outbox."""
 
-    def __init__(self, store: IncidentStore, slack: SlackNotifier, signing_secret: str, *,
+    def __init__(self, store: Store, slack: SlackNotifier, signing_secret: str, *,
                  clock: Callable[[], datetime], on_change: Callable[[], None],
                  silences: Silences | None = None) -> None:
         self.store, self.slack, self.clock, self.on_change = store, slack, clock, on_change
@@ -114,7 +114,7 @@ class Interactivity:
             return await self._reject(request, "stale", 401)
         if not self.verifier.is_valid(body, timestamp, signature):
             return await self._reject(request, "forged", 401)
-        if not await self.store.first_sighting(signature, self.clock(), REPLAY_MEMORY):
+        if not await self.store.security.first_sighting(signature, self.clock(), REPLAY_MEMORY):
             return await self._reject(request, "replayed", 409)
         try:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
@@ -142,7 +142,7 @@ class Interactivity:
         slack_metrics.SLACK_INTERACTIONS.labels(outcome=outcome).inc()
         log.warning("refused a Slack interaction request: %s", outcome)
         claimed = request.headers.get("X-Slack-Request-Timestamp", "")[:32]
-        await self.store.record_security_event("slack_interaction", outcome, self.clock(), {
+        await self.store.security.record_security_event("slack_interaction", outcome, self.clock(), {
             "status": status, "remote": request.remote or "", "request_timestamp": claimed,
             "signature_present": "X-Slack-Signature" in request.headers})
         return web.Response(status=status, text=outcome)
@@ -160,7 +160,7 @@ class Interactivity:
                 log.exception("a payload handler failed")
 
     async def _act(self, click: Click) -> None:
-        incident = await self.store.incident(click.incident_id)
+        incident = await self.store.incidents.incident(click.incident_id)
         if incident is None:
             await self.slack.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
             return
@@ -168,7 +168,8 @@ class Interactivity:
             if is_user_id(click.slack_user) else None  # a channel id never clicks
         if owner is None:
             text = refusal(click.action, incident)
-            await self.store.record_refusal(incident.id, click.action.value, click.slack_user, text, self.clock())
+            await self.store.decisions.record_refusal(incident.id, click.action.value, click.slack_user, text,
+                                                      self.clock())
             metrics.INTERACTION_REFUSALS.labels(action=click.action.value).inc()
             await self.slack.tell(click.channel, click.slack_user, text)
             return
@@ -183,21 +184,21 @@ class Interactivity:
             except TransitionError as exc:
                 await self.slack.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
                 return
-            done = await self.store.transition(incident.id, incident.status, target, owner=owner,
+            done = await self.store.incidents.transition(incident.id, incident.status, target, owner=owner,
                                                slack_user=click.slack_user, note=note, now=self.clock())
         elif click.action is Action.release:
             if not incident.quarantined:
                 await self.slack.tell(click.channel, click.slack_user,
                                       f"Incident #{incident.id}: no quarantine in effect to release.")
                 return
-            done = await self.store.request_release(incident.id, owner=owner, via=NOTIFIER,
+            done = await self.store.decisions.request_release(incident.id, owner=owner, via=NOTIFIER,
                                                     identity=click.slack_user, now=self.clock())
         else:
             if incident.decision is not None or incident.status not in ACTIVE or not incident.awaiting_approval:
                 await self.slack.tell(click.channel, click.slack_user,
                                       f"Incident #{incident.id}: {incident.containment_status}.")
                 return
-            done = await self.store.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
+            done = await self.store.decisions.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
                                            slack_user=click.slack_user, note=note, now=self.clock())
         if done:
             self.on_change()
@@ -209,11 +210,11 @@ class Interactivity:
         """Silence 1 h: a silence on the incident's group (its group_by labels), or on its rule and agent when it
         has no group, authored by the owner who clicked; on the silence's trail and the incident's timeline."""
         now = self.clock()
-        matchers = await self.store.silence_matchers(incident.id)
+        matchers = await self.store.incidents.silence_matchers(incident.id)
         silence = await self.silences.add(
             matchers, starts_at=now, ends_at=now + ONE_HOUR, author=owner.id, identity=f"slack:{click.slack_user}",
             comment=f"Silence 1 h from Slack on incident #{incident.id}, by {owner.name or owner.id}", now=now)
-        await self.store.note_silence(incident.id, silence.id, silence.matchers, owner=owner,
+        await self.store.timeline.note_silence(incident.id, silence.id, silence.matchers, owner=owner,
                                       slack_user=click.slack_user, now=now)
         await self.slack.tell(click.channel, click.slack_user,
                               f"Silenced until {silence.ends_at:%H:%M}Z as silence #{silence.id} "

@@ -32,8 +32,6 @@ from responders.notifiers.base import (
     Inbound,
     LeaseEnded,
     Notice,
-    NoticeKind,
-    Posted,
     RateLimited,
     TryLater,
     Undeliverable,
@@ -42,12 +40,13 @@ from responders.notifiers.base import (
 )
 from responders.notifiers.slack import render
 from responders.notifiers.slack.settings import SlackSettings
+from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.telemetry import metrics
 
 if TYPE_CHECKING:
     from responders.silences import Silences
-    from responders.store import IncidentStore
+    from responders.store.rooms import Store
 
 SDK_RETRIES = 3  # per call, on 429 (after Retry-After), 500/503 and dropped connections; the outbox retries after
 # Slack errors that no retry can fix: the notification is dead-lettered at once (with a console alert).
@@ -297,7 +296,7 @@ class SlackNotifier:
                 break
         return None
 
-    def inbound(self, store: IncidentStore, silences: Silences, *, clock: Callable[[], datetime],
+    def inbound(self, store: Store, silences: Silences, *, clock: Callable[[], datetime],
                 on_change: Callable[[], None]) -> Inbound | str:
         """The interactivity route (`Interactive`): button clicks, verified with the app's signing secret."""
         if self.signing_secret is None:

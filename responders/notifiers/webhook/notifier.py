@@ -11,9 +11,10 @@ import aiohttp
 from standardwebhooks import Webhook
 from yarl import URL
 
-from responders.notifiers.base import AnyNotice, Posted, TryLater, Undeliverable, ensure_time
+from responders.notifiers.base import AnyNotice, TryLater, Undeliverable, ensure_time
 from responders.notifiers.webhook import render
 from responders.notifiers.webhook.settings import WebhookSettings, read_secret
+from responders.store.notices import Posted
 
 log = logging.getLogger("warden.webhook")
 RETRY_AFTER_DEFAULT_S = 30.0  # a 429 without a usable Retry-After: the outbox tries again no sooner than this

@@ -31,21 +31,12 @@ from responders.incidents import (
     incident_key,
     joins,
 )
-from responders.notifiers.base import (
-    FindsRoot,
-    LeaseEnded,
-    Notice,
-    NoticeKind,
-    Posted,
-    TryLater,
-    Undeliverable,
-    send_deadline,
-)
+from responders.notifiers.base import FindsRoot, LeaseEnded, Notice, TryLater, Undeliverable, send_deadline
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.notifiers.slack import render
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.outbox.stages import Retry, dedup, notice_of
-from responders.store import Claimed
+from responders.store.notices import Claimed, NoticeKind, Posted
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.catalogue import CATALOGUE
 from tests.conftest import SLACK_TOKEN

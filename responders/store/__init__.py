@@ -1,0 +1,1 @@
+"""The incidents database, one room per job (incidents, timeline, outbox, claims, escalation, decisions, security)."""
