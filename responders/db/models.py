@@ -191,6 +191,10 @@ class Notification(Base):
     effect_key: Mapped[str | None] = mapped_column(String(200))
     # Kind `group`: the group whose digest this refreshes (no incident_id).
     group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # Kinds `approval` and `approval_closed`: the approval request it asks (at `approval_level` of its chain) or
+    # whose messages it closes (no incident_id).
+    approval_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    approval_level: Mapped[int | None] = mapped_column(Integer)
 
 
 class NotifyGroup(Base):
