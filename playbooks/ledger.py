@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from responders.db.models import ContainmentDecision, ContainmentStep, Incident
 from responders.incidents import ACTIVE, STEP_ENDED, IncidentView, Status, StepStatus, approvers
-from responders.owner_actions import WARDEN_AUTHENTICATED
 from responders.store.common import RELEASE, rowcount
 from responders.store.notices import NoticeKind
 from responders.store.rooms import Store
@@ -101,12 +100,12 @@ class Ledger:
             owners = FindingOwners.model_validate(incident.owners)
             allowed = {o.id: o for o in approvers(owners, incident.approval_level)}
             approver = allowed.get(decision.owner_id)
-            via, _, identity = decision.slack_user.partition(":")
-            if via not in WARDEN_AUTHENTICATED:  # a Slack user id: the click's owner must be that person
-                via, identity = "slack", decision.slack_user
-            if approver is None or (via == "slack" and not approver.may_act_as(via, identity)):
+            by = decision.via
+            # A notifier's user must be one the matrix names for that owner on that notifier (its contact, or a
+            # team's members); the API and break-glass paths checked the owner id themselves as they ran.
+            if approver is None or (not by.warden_authenticated and not approver.may_act_as(by.notifier, by.user)):
                 await self.store.timeline.log_entry(s, incident.id, now, "refused", actor=decision.owner_id,
-                                     slack_user=decision.slack_user, detail={
+                                     by=by, detail={
                                          "action": f"containment_{decision.decision}",
                                          "reason": "the decision is not from an owner who may approve it"})
                 verdicts.append(Verdict(incident.id, decision.decision, False, 0))
@@ -124,7 +123,7 @@ class Ledger:
             incident.approval_due_at = None
             await self.store.timeline.log_entry(s, incident.id, now, "containment_steps_approved" if approve
                                  else "containment_steps_denied", actor=approver.id,
-                                 slack_user=decision.slack_user,
+                                 by=by,
                                  detail={"steps": [f"{st.playbook}[{st.step}] {st.action}" for st in waiting]})
             verdicts.append(Verdict(incident.id, decision.decision, True, len(waiting)))
         return verdicts

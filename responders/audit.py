@@ -51,9 +51,11 @@ def stamp(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def timeline_content(*, incident_id: int, at: datetime, kind: str, actor: str, slack_user: str | None,
+def timeline_content(*, incident_id: int, at: datetime, kind: str, actor: str, identity: str | None,
                      policy_sha256: str | None, detail: Mapping[str, Any]) -> dict[str, Any]:
-    return {"incident_id": incident_id, "at": stamp(at), "kind": kind, "actor": actor, "identity": slack_user,
+    """`identity`: the acting person's `Actor.identity` (notifier and user in one string), the very text entries
+    hashed before the actor had parts, and the one the trail's JSON shows: a copy of the chain verifies alone."""
+    return {"incident_id": incident_id, "at": stamp(at), "kind": kind, "actor": actor, "identity": identity,
             "policy_sha256": policy_sha256, "detail": dict(detail)}
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from warden.contract.actors import Actor
 from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
 
 
@@ -33,7 +34,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 
 class Action(StrEnum):
-    """What a Slack button asks for; the value is the button's action_id."""
+    """What an owner asks for (a notifier's button, the API, the CLI); the value is the button's action_id."""
 
     acknowledge = "warden.acknowledge"
     resolve = "warden.resolve"
@@ -145,7 +146,7 @@ class Decision:
 
     decision: str
     owner_id: str
-    slack_user: str
+    by: Actor  # the approver's identity on the channel the decision came through
     at: datetime
 
 

@@ -10,12 +10,9 @@ from enum import StrEnum
 
 from responders.incidents import ACTIVE, Action, Status, TransitionError, approvers, authorise_owner, check_transition
 from responders.store.rooms import Store
+from warden.contract.actors import API, BREAK_GLASS, WARDEN_AUTHENTICATED, Actor
 
-API = "api"  # identity api:<token fingerprint>: the incident API authenticated a bearer token
-BREAK_GLASS = "break-glass"  # identity break-glass:<unix user>: direct database access, `--database-url`
-LEGACY_CLI = "cli"  # identity cli:<unix user>: decisions recorded by `warden incident` before it used the API
-# Identities Warden authenticated itself (not a notifier's user id): the engine trusts their owner id as checked.
-WARDEN_AUTHENTICATED = frozenset({API, BREAK_GLASS, LEGACY_CLI})
+__all__ = ["ACTIONS", "API", "BREAK_GLASS", "WARDEN_AUTHENTICATED", "Outcome", "Result", "act"]
 
 LIFECYCLE: dict[str, tuple[Action, Status]] = {
     "ack": (Action.acknowledge, Status.acknowledged),
@@ -44,28 +41,28 @@ class Outcome:
     status: str | None = None
 
 
-async def act(store: Store, incident_id: int, action: str, owner_id: str, *, identity: str,
+async def act(store: Store, incident_id: int, action: str, owner_id: str, *, actor: Actor,
               now: datetime) -> Outcome:
-    """Do `action` (one of ACTIONS) on the incident as `owner_id`, whom the caller authenticated as `identity`
-    (`api:<fingerprint>`, `break-glass:<user>`)."""
+    """Do `action` (one of ACTIONS) on the incident as `owner_id`, whom the caller authenticated as `actor`
+    (notifier `api` with the token's fingerprint, `break-glass` with the unix user)."""
     view = await store.incidents.incident(incident_id)
     if view is None:
         return Outcome(Result.not_found, f"incident #{incident_id} does not exist")
-    via = identity.partition(":")[0]
+    via, identity = actor.notifier, actor.identity
+    claimed = Actor(actor.notifier, f"{actor.user}:{owner_id}", actor.address)  # a refusal names whom it claimed
     if action in LIFECYCLE:
         kind, target = LIFECYCLE[action]
         owner = authorise_owner(kind, view.owners, owner_id, view.approval_level)
         if owner is None:
             reason = f"{owner_id} is not the responder or on the escalation chain of incident #{incident_id}"
-            await store.decisions.record_refusal(incident_id, f"{via}.{kind.value}", f"{identity}:{owner_id}",
-                                                 reason, now)
+            await store.decisions.record_refusal(incident_id, f"{via}.{kind.value}", claimed, reason, now)
             return Outcome(Result.forbidden, f"refused: {reason}; the attempt was recorded", view.status.value)
         try:
             check_transition(view.status, target)
         except TransitionError as exc:
             return Outcome(Result.conflict, f"incident #{incident_id}: {exc}", view.status.value)
         note = f"{target.value.replace('_', ' ').capitalize()} by {owner.name or owner.id} ({via})."
-        if not await store.incidents.transition(incident_id, view.status, target, owner=owner, slack_user=identity,
+        if not await store.incidents.transition(incident_id, view.status, target, owner=owner, by=actor,
                                                 note=note,
                                                 now=now):
             return Outcome(Result.conflict, f"incident #{incident_id} changed meanwhile; nothing was done",
@@ -78,7 +75,7 @@ async def act(store: Store, incident_id: int, action: str, owner_id: str, *, ide
     if approver is None:
         names = ", ".join(allowed) or "nobody (no approver is named)"
         reason = f"only {names} may {action} incident #{incident_id}"
-        await store.decisions.record_refusal(incident_id, f"{via}.{action}", f"{identity}:{owner_id}", reason, now)
+        await store.decisions.record_refusal(incident_id, f"{via}.{action}", claimed, reason, now)
         return Outcome(Result.forbidden, f"refused: {reason}; the attempt was recorded", status)
     if kind is Action.release:
         if not view.quarantined:
@@ -90,7 +87,7 @@ async def act(store: Store, incident_id: int, action: str, owner_id: str, *, ide
     if view.status not in ACTIVE or not view.awaiting_approval or view.decision is not None:
         return Outcome(Result.conflict, f"incident #{incident_id}: {view.containment_status}", status)
     decision = "approve" if kind is Action.approve else "deny"
-    done = await store.decisions.decide(incident_id, decision, owner=approver, slack_user=identity,
+    done = await store.decisions.decide(incident_id, decision, owner=approver, by=actor,
                                         note=f"Containment {decision}d by {approver.name or approver.id} ({via}).",
                                         now=now)
     if not done:

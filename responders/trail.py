@@ -81,7 +81,7 @@ def incident_json(row: Incident) -> dict[str, Any]:
 
 def entry_json(row: TimelineEntry) -> dict[str, Any]:
     return {"seq": row.seq, "at": row.at.isoformat(), "kind": row.kind, "actor": row.actor,
-            "identity": row.slack_user, "policy_sha256": row.policy_sha256, "detail": dict(row.detail),
+            "identity": row.identity, "policy_sha256": row.policy_sha256, "detail": dict(row.detail),
             "prev_hash": row.prev_hash, "hash": row.hash}
 
 
@@ -170,7 +170,7 @@ class Trail:
 
 def _timeline_link(row: TimelineEntry) -> Link:
     return Link(str(row.incident_id), row.id, row.seq, row.prev_hash, row.hash, timeline_content(
-        incident_id=row.incident_id, at=row.at, kind=row.kind, actor=row.actor, slack_user=row.slack_user,
+        incident_id=row.incident_id, at=row.at, kind=row.kind, actor=row.actor, identity=row.identity,
         policy_sha256=row.policy_sha256, detail=row.detail))
 
 

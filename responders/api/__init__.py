@@ -23,6 +23,7 @@ from responders.owner_actions import ACTIONS, API, Result, act
 from responders.silences import SilenceError, Silences
 from responders.store.rooms import Store
 from responders.trail import PAGE_MAX, TIERS, Filters, Trail
+from warden.contract.actors import Actor
 from warden.contract.matrix import parse_duration
 from warden.telemetry import metrics
 
@@ -152,7 +153,7 @@ class IncidentApi:
 
     async def _act(self, request: web.Request, owner_id: str, identity: str) -> web.Response:
         incident_id, action = int(request.match_info["id"]), request.match_info["action"]
-        outcome = await act(self.store, incident_id, action, owner_id, identity=identity, now=self.clock())
+        outcome = await act(self.store, incident_id, action, owner_id, actor=Actor.of(identity), now=self.clock())
         metrics.API_REQUESTS.labels(outcome="ok" if outcome.result is Result.done else outcome.result.value).inc()
         if outcome.result is Result.forbidden:
             log.warning("api refused", extra={"incident_id": incident_id, "owner": owner_id, "action": action})

@@ -43,7 +43,8 @@ OPENAPI: dict[str, Any] = {
             "Entry": {"type": "object", "properties": {
                 "seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
                 "kind": {"type": "string"}, "actor": {"type": "string", "description": "warden or an owner id"},
-                "identity": {"type": ["string", "null"], "description": "Slack user id, cli:<user> or api:<token>"},
+                "identity": {"type": ["string", "null"],
+                             "description": "A Slack user id, or notifier:user (api:<token>, break-glass:<user>)"},
                 "policy_sha256": {"type": ["string", "null"]}, "detail": {"type": "object"},
                 "prev_hash": {"type": "string"}, "hash": {"type": "string"}}},
             "Incident": {"type": "object", "properties": {

@@ -1,11 +1,16 @@
-"""The approval desk: records a gateway's request with its verdict, asks the named approver in Slack, takes their
-click (checked against the frozen chain on the server), escalates, expires, and publishes every answer.
+"""The approval desk: records a gateway's request with its verdict, asks the named approver (through the outbox, on
+each notifier that asks for approvals), takes their click (checked against the frozen chain on the server),
+escalates, expires, and publishes every answer.
 
-Records first, effects after: a request is committed before its Slack message is posted and before any answer is
-published, and a background pass (`step`) routes, escalates, expires and publishes whatever the database says is
-due, so a crash between the two only delays the effect. A granted approval is published as an `approval` activity
-event (event id `warden.approval:<request id>:<status>`, approver = the deciding owner, ref = the change's target),
-so `unreviewed_identity_change` accepts the change it covers, once, and a state rebuild from the log sees it too.
+Records first, effects after: a request is committed before any answer is published, and a background pass
+(`step`) routes, escalates, expires and publishes whatever the database says is due, so a crash between the two only
+delays the effect. An ask, and the closing of the asked messages once the request is decided, are outbox rows
+committed with the change that caused them: the outbox delivers them with its dedup key, claim, lease, fencing,
+retries, dead letters and record, like every incident notification.
+
+A granted approval is published as an `approval` activity event (event id `warden.approval:<request id>:<status>`,
+approver = the deciding owner, ref = the change's target), so `unreviewed_identity_change` accepts the change it
+covers, once, and a state rebuild from the log sees it too.
 """
 
 from __future__ import annotations
@@ -14,18 +19,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
 from responders.db.models import ApprovalRecord
 from responders.notifiers.slack import approvals as slack_render
-from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
-from responders.store.notices import Posted
+from responders.store.notices import NoticeKind
+from responders.store.outbox import Outbox
 from warden.contract.approval_requests import (
     FINAL,
     MAX_WAIT_S,
@@ -75,14 +80,28 @@ def approval_event(r: ApprovalRecord) -> ActivityEvent | None:
                          attributes={"approval_request": r.id})
 
 
+class Tells(Protocol):
+    """Says something only the person who clicked sees (a refusal): the Slack notifier's `tell`."""
+
+    async def tell(self, channel: str, slack_user: str, text: str) -> None: ...
+
+
 class ApprovalDesk:
-    """One per worker. `submit` answers at once; `step` (its `loop`) does the rest from the database."""
+    """One per worker. `submit` answers at once; `step` (its `loop`) does the rest from the database.
+
+    `outbox` (the incident store's outbox room) records the asks for `notifiers`, the notifiers that ask for
+    approvals (`AsksApproval`); `wake` asks the outbox for a pass once some are recorded. With no such notifier an
+    ask is recorded as routed nowhere: the owner decides through the API. `slack` tells a refused clicker why."""
 
     def __init__(self, engine: AsyncEngine, *, judge: Judge, clock: Callable[[], datetime],
-                 slack: SlackNotifier | None = None, publish: Publish | None = None, poll_s: float = 1.0,
+                 outbox: Outbox | None = None, notifiers: Sequence[str] = (), wake: Callable[[], None] = lambda: None,
+                 slack: Tells | None = None, publish: Publish | None = None, poll_s: float = 1.0,
                  live_policy: Callable[[], str] | None = None) -> None:
+        if notifiers and outbox is None:
+            raise ValueError("asking through notifiers needs the outbox that delivers the asks")
         self.store = ApprovalStore(engine, live_policy)
         self.judge, self.clock, self.slack, self.publish = judge, clock, slack, publish
+        self.outbox, self.notifiers, self.wake_outbox = outbox, tuple(notifiers), wake
         self.live_policy = live_policy
         self.loop = PollingLoop("warden.approvals", poll_s, self.step, log)
         self._changed = asyncio.Event()
@@ -264,78 +283,63 @@ class ApprovalDesk:
         return moved
 
     async def _route(self) -> bool:
-        """Post the request to the owner at its current level (the named approver first), and only to them."""
+        """Ask the owner at the request's current level (the named approver first), and only them: one outbox row
+        per notifier that asks for approvals, committed with the `routed` entry."""
         routed = False
         for r in await self.store.unrouted():
             target = chain_of(r)[r.level]
             where: dict[str, Any] = {"to": target.id, "step": r.level + 1}
-            if self.slack is None:
+            also = None
+            if not self.notifiers:
                 where["via"] = "none: no Slack notifier (the owner decides with POST /v1/approvals/{id}/approve)"
                 log.warning("approval request %s: no Slack notifier to ask %s", r.id, target.id)
             else:
-                posted = await self._post(r, target)
-                if posted is None:
-                    continue  # tried again on the next pass
-                where.update(via=NOTIFIER, channel=posted.address, ts=posted.ref)
-            routed = await self.store.routed(r.id, r.level, self.clock(), Entry("routed", where)) or routed
+                where["via"] = ", ".join(self.notifiers)
+                also = self._ask(r, target, self.clock())
+            routed = await self.store.routed(r.id, r.level, self.clock(), Entry("routed", where), also) or routed
+        if routed and self.notifiers:
+            self.wake_outbox()
         return routed
 
-    async def _post(self, r: ApprovalRecord, target: OwnerRef) -> Posted | None:
-        assert self.slack is not None
-        address = target.contact(NOTIFIER)
-        if not address:
-            log.error("approval request %s: owner %s has no Slack id in the matrix", r.id, target.id)
-            return Posted(address="", ref="")
+    def _ask(self, r: ApprovalRecord, target: OwnerRef, now: datetime) -> Callable[[AsyncSession], Awaitable[object]]:
         waiting = ", ".join(o.id for o in deciders_of(r))
         preface = None if r.level == 0 else (
             f"Escalated to you: not answered by {waiting} in time." if decides(r, r.level) else
             f"Escalated to you: {waiting} has not answered, and only they may approve this identity change. "
             "Please reach them; without an answer the request expires and the action stays blocked.")
-        try:
-            return await self.slack.post(address, slack_render.fallback(r.id, r.agent_id, r.action),
-                                         self._blocks(r, target, preface, buttons=decides(r, r.level)))
-        except Exception as exc:  # noqa: BLE001 - recorded as pending; the next pass posts it again
-            log.warning("approval request %s: Slack post failed (%s)", r.id, type(exc).__name__)
-            return None
+        outbox = self.outbox
+        assert outbox is not None  # checked in the constructor
 
-    def _blocks(self, r: ApprovalRecord, target: OwnerRef, preface: str | None = None, *, final: bool = False,
-                buttons: bool = True) -> list[dict[str, Any]]:
-        return slack_render.request_blocks(
-            request_id=r.id, agent_id=r.agent_id, workflow=r.workflow, action=r.action, reason=r.reason,
-            approver=target, preface=preface, status=r.status if final else None, decided_by=r.decided_by,
-            buttons=buttons)
+        async def add(s: AsyncSession) -> object:
+            return await outbox.add_approval_notices(s, r.id, NoticeKind.approval, target, notifiers=self.notifiers,
+                                                     now=now, level=r.level, note=preface)
+        return add
 
     async def _publish(self) -> bool:
         """Publish every answer not yet published (at least once; gateways keep the latest per request id), and
-        update the Slack messages of a decided request so their buttons go."""
+        have the messages of a decided request closed so their buttons go (outbox rows, with the publication)."""
         if self.publish is None:
             return False
-        done = False
+        done = closing = False
         for r in await self.store.unpublished():
             await self.publish(answer_of(r), approval_event(r))
+            also = None
             if r.status in (ApprovalStatus.approved.value, ApprovalStatus.denied.value,
-                            ApprovalStatus.expired.value) and r.verdict == Verdict.approval_required.value:
-                await self._close_messages(r)
-            await self.store.published(r.id, r.status)
+                            ApprovalStatus.expired.value) and r.verdict == Verdict.approval_required.value \
+                    and self.outbox is not None and self.notifiers:
+                also, closing = self._close(r, self.outbox), True
+            await self.store.published(r.id, r.status, also)
             done = True
+        if closing:
+            self.wake_outbox()
         if done:
             self._changed.set()  # a long-poll waiting for an approval's event to be published
         return done
 
-    async def _close_messages(self, r: ApprovalRecord) -> None:
-        if self.slack is None:
-            return
-        chain = chain_of(r)
-        for entry in await self.store.timeline(r.id):
-            detail = entry.detail
-            if entry.kind != "routed" or not detail.get("ts"):
-                continue
-            try:
-                step = int(detail.get("step", 1)) - 1
-                target = chain[min(step, len(chain) - 1)]
-                await self.slack.update(Posted(address=detail["channel"], ref=detail["ts"]),
-                                        slack_render.fallback(r.id, r.agent_id, r.action),
-                                        self._blocks(r, target, final=True))
-            except Exception as exc:  # noqa: BLE001 - the decision stands; a stale button is refused on click
-                log.warning("approval request %s: could not update its Slack message (%s)", r.id,
-                            type(exc).__name__)
+    def _close(self, r: ApprovalRecord, outbox: Outbox) -> Callable[[AsyncSession], Awaitable[object]]:
+        now, target = self.clock(), chain_of(r)[min(r.level, len(r.chain) - 1)]
+
+        async def add(s: AsyncSession) -> object:
+            return await outbox.add_approval_notices(s, r.id, NoticeKind.approval_closed, target,
+                                                     notifiers=self.notifiers, now=now)
+        return add

@@ -3,7 +3,7 @@ in one transaction, so two workers (or a click racing an expiry) never both deci
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from responders.trail import approval_link
 from warden.contract.approval_requests import ApprovalStatus
 from warden.contract.findings import OwnerRef
 
+InTransaction = Callable[[AsyncSession], Awaitable[object]]
 DECIDED = (ApprovalStatus.approved.value, ApprovalStatus.denied.value, ApprovalStatus.expired.value)
 
 
@@ -91,14 +92,18 @@ class ApprovalStore:
                 ApprovalRecord.status == ApprovalStatus.pending.value,
                 ApprovalRecord.notified_level < ApprovalRecord.level).limit(limit))).scalars())
 
-    async def routed(self, approval_id: str, level: int, now: datetime, entry: Entry) -> bool:
-        """The message for `level` was posted: recorded once, with where it went."""
+    async def routed(self, approval_id: str, level: int, now: datetime, entry: Entry,
+                     also: InTransaction | None = None) -> bool:
+        """The ask for `level` is recorded once, with whom it goes to; `also` runs in the same transaction (the
+        outbox rows that deliver it), so the ask and its messages are committed together or not at all."""
         async with self.sessions.begin() as s:
             done = rowcount(await s.execute(update(ApprovalRecord).where(
                 ApprovalRecord.id == approval_id, ApprovalRecord.notified_level < level)
                 .values(notified_level=level)))
             if done:
                 await self._append(s, approval_id, now, entry)
+                if also is not None:
+                    await also(s)
             return bool(done)
 
     async def unpublished(self, limit: int = 100) -> list[ApprovalRecord]:
@@ -108,10 +113,13 @@ class ApprovalStore:
                 ApprovalRecord.published.is_(None), ApprovalRecord.published != ApprovalRecord.status))
                 .limit(limit))).scalars())
 
-    async def published(self, approval_id: str, status: str) -> None:
+    async def published(self, approval_id: str, status: str, also: InTransaction | None = None) -> None:
+        """`status` was published; `also` runs in the same transaction (the outbox rows closing its messages)."""
         async with self.sessions.begin() as s:
             await s.execute(update(ApprovalRecord).where(ApprovalRecord.id == approval_id)
                             .values(published=status))
+            if also is not None:
+                await also(s)
 
     async def watched_agents(self, since: datetime) -> set[str]:
         """Agents with a decided approval request since `since`: the changes worth matching to a record."""

@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from warden.contract.actors import Actor
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stored as naive UTC on every backend, read back as aware UTC, so comparisons never mix the two."""
@@ -135,12 +137,26 @@ class TimelineEntry(Base):
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(200))
-    slack_user: Mapped[str | None] = mapped_column(String(64))  # the human's notifier identity
+    # Who acted, as the channel that carried it knows them (all NULL for Warden's own entries): warden.contract.actors
+    notifier: Mapped[str | None] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]]
     policy_sha256: Mapped[str | None] = mapped_column(String(64), comment="The policy live when it was written")
     seq: Mapped[int] = mapped_column(Integer, comment="Position in the incident's chain, from 1")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+    @property
+    def via(self) -> Actor | None:
+        """Who acted, when a person did."""
+        return None if self.notifier is None or self.user_id is None else \
+            Actor(self.notifier, self.user_id, self.address or "")
+
+    @property
+    def identity(self) -> str | None:
+        """The actor's one-string form (as the trail shows and hashes it)."""
+        return None if self.via is None else self.via.identity
 
 
 class Notification(Base):
@@ -175,6 +191,10 @@ class Notification(Base):
     effect_key: Mapped[str | None] = mapped_column(String(200))
     # Kind `group`: the group whose digest this refreshes (no incident_id).
     group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # Kinds `approval` and `approval_closed`: the approval request it asks (at `approval_level` of its chain) or
+    # whose messages it closes (no incident_id).
+    approval_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    approval_level: Mapped[int | None] = mapped_column(Integer)
 
 
 class NotifyGroup(Base):
@@ -308,9 +328,21 @@ class ContainmentDecision(Base):
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
     decision: Mapped[str] = mapped_column(String(10), comment="approve or deny")
     owner_id: Mapped[str] = mapped_column(String(200))
-    slack_user: Mapped[str] = mapped_column(String(64))
+    # Who decided, as the channel that carried it knows them: warden.contract.actors
+    notifier: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime]
     consumed_at: Mapped[datetime | None] = mapped_column(comment="Set by the playbook that acted on it")
+
+    @property
+    def via(self) -> Actor:
+        return Actor(self.notifier, self.user_id, self.address)
+
+    @property
+    def identity(self) -> str:
+        """The actor's one-string form (as the trail shows it)."""
+        return self.via.identity
 
 
 class ContainmentStep(Base):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from responders.digests import DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
-from responders.store.notices import NoticeKind, Posted
+from responders.store.notices import ApprovalView, NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 
 if TYPE_CHECKING:
@@ -62,6 +62,26 @@ class GroupNotice:
 
 
 AnyNotice = Notice | DigestNotice | GroupNotice
+
+
+@dataclass(frozen=True)
+class ApprovalNotice:
+    """An approval request's notification (see `AsksApproval`). `approval`: ask `target` for a decision (with the
+    buttons when `buttons`; `note` prefaces an escalation). `approval_closed`: each of `messages` (where an ask went,
+    whom it asked) now shows the outcome, its buttons gone. `retried` and `key` as in `Notice`: a retried ask first
+    looks for the message an interrupted attempt may have posted, by `key`."""
+
+    kind: NoticeKind
+    approval: ApprovalView
+    target: OwnerRef
+    note: str | None = None
+    buttons: bool = True
+    messages: tuple[tuple[Posted, OwnerRef], ...] = ()
+    retried: bool = False
+    key: str | None = None
+
+
+Outgoing = AnyNotice | ApprovalNotice  # everything the outbox hands a notifier
 
 
 class Undeliverable(Exception):
@@ -146,8 +166,18 @@ class Budgeted(Protocol):
     channel_burst: int
     on_rate_limit: RateLimited | None
 
-    def spend(self, notice: AnyNotice) -> dict[str, int]:
+    def spend(self, notice: Outgoing) -> dict[str, int]:
         """Messages `notice` posts, per channel (address as the notifier names it)."""
+        ...
+
+
+@runtime_checkable
+class AsksApproval(Protocol):
+    """A notifier that asks owners for approval requests' decisions (its messages carry the buttons, its inbound
+    route takes the clicks): the approval desk records its asks as outbox rows for these notifiers only."""
+
+    async def send_approval(self, notice: ApprovalNotice) -> Posted:
+        """Post the ask (returning where it went) or close the asked messages (returning the first of them)."""
         ...
 
 

@@ -17,20 +17,22 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from responders.notifiers.base import (
-    AnyNotice,
+    ApprovalNotice,
+    AsksApproval,
     DigestNotice,
     FindsRoot,
     GroupNotice,
     LeaseEnded,
     Notice,
     Notifier,
+    Outgoing,
     TryLater,
     Undeliverable,
     ensure_time,
     send_deadline,
 )
 from responders.notifiers.console.notifier import ConsoleNotifier
-from responders.store.notices import AnyClaimed, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
+from responders.store.notices import AnyClaimed, ClaimedApproval, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
 from responders.store.rooms import Store
 from warden.contract.redact import redact_text
 from warden.kit.retry import Backoff
@@ -79,7 +81,10 @@ class Lease:
             return await call()
 
 
-def notice_of(c: AnyClaimed) -> AnyNotice:
+def notice_of(c: AnyClaimed) -> Outgoing:
+    if isinstance(c, ClaimedApproval):
+        return ApprovalNotice(kind=c.kind, approval=c.approval, target=c.target, note=c.note, buttons=c.buttons,
+                              messages=c.messages, retried=c.attempts > 1, key=str(c.id))
     if isinstance(c, ClaimedDigest):
         return DigestNotice(digest=c.digest, target=c.target)
     if isinstance(c, ClaimedGroup):
@@ -88,14 +93,20 @@ def notice_of(c: AnyClaimed) -> AnyNotice:
                   retried=c.attempts > 1, key=str(c.id))
 
 
-async def dedup(notifier: Notifier, c: AnyClaimed, notice: AnyNotice,
+async def dedup(notifier: Notifier, c: AnyClaimed, notice: Outgoing,
                 lease: Leased) -> Posted:
     """Send, unless the root is out already: its stored reference first, then (when an earlier claim of the row
     may have reached the notifier: attempts > 1) whatever the notifier finds, if it can look. The first claim of a
     root row needs no look: claims are fenced, so no other claim of the row has sent anything, and an incident has
     one root row per notifier. A follow-up whose root was dead-lettered has nothing to thread under and is
     undeliverable. A review digest is a message of its own: claims are fenced, so it is sent once per claim
-    like any follow-up (it has no root to wait for, nor one to look up)."""
+    like any follow-up (it has no root to wait for, nor one to look up). An approval request's ask carries its
+    row's key: the notifier looks for it when the row was claimed before (`AsksApproval`)."""
+    if isinstance(c, ClaimedApproval) or isinstance(notice, ApprovalNotice):
+        if not isinstance(notice, ApprovalNotice) or not isinstance(notifier, AsksApproval):
+            raise Undeliverable(f"the {notifier.name} notifier does not ask for approvals")
+        return await lease.run(notifier.send_bound_s, lambda: notifier.send_approval(notice), "send")
+    assert not isinstance(notice, ApprovalNotice)
     if isinstance(c, ClaimedDigest | ClaimedGroup):  # a group's notifier looks for its own message when retried
         return await lease.run(notifier.send_bound_s, lambda: notifier.send(notice), "send")
     if c.kind is not NoticeKind.root:
@@ -136,7 +147,7 @@ async def record(store: Store, c: AnyClaimed, posted: Posted, *, notifier: str,
     if not await store.claims.mark_delivered(c, posted, now):
         return False
     metrics.NOTIFICATIONS_DELIVERED.labels(notifier=notifier, kind=c.kind.value).inc()
-    if isinstance(c, ClaimedDigest):
+    if isinstance(c, ClaimedDigest | ClaimedApproval):
         return True
     if isinstance(c, ClaimedGroup):
         metrics.DIGEST_MEMBERS_NAMED.labels(notifier=notifier).inc(len(c.group.lines))
@@ -150,7 +161,7 @@ async def record(store: Store, c: AnyClaimed, posted: Posted, *, notifier: str,
 
 
 async def dead_letter(store: Store, c: AnyClaimed, reason: str, *, notifier: str,
-                      notice: AnyNotice,
+                      notice: Outgoing,
                       fallback: ConsoleNotifier, now: datetime) -> bool:
     """Give up on a notification without losing it: the row and the timeline say so, a metric counts it and the
     console gets an ERROR line with everything it carried. False, with nothing done, when the claim was lost."""
@@ -206,7 +217,7 @@ class Pipeline:
             lost(c, name, "after_send", f"sent as {posted.address}/{posted.ref} but not recorded: the other "
                  "worker's delivery stands and this message may be a duplicate")
 
-    async def _failed(self, c: AnyClaimed, notice: AnyNotice, exc: Exception) -> None:
+    async def _failed(self, c: AnyClaimed, notice: Outgoing, exc: Exception) -> None:
         name = self.notifier.name
         reason = redact_text(f"{type(exc).__name__}: {exc}", REASON_MAX_CHARS)
         now = self.clock()
@@ -233,7 +244,7 @@ class Pipeline:
         else:
             lost(c, name, "on_failure", f"no retry recorded: {reason}")
 
-    async def _give_up(self, c: AnyClaimed, notice: AnyNotice, reason: str,
+    async def _give_up(self, c: AnyClaimed, notice: Outgoing, reason: str,
                        now: datetime) -> None:
         """Dead-letter the notification, or say the claim was lost if another worker holds it now."""
         name = self.notifier.name

@@ -14,7 +14,16 @@ from responders import storms
 from responders.db import session_factory
 from responders.db.models import IncidentMessage, Notification
 from responders.store.common import rowcount
-from responders.store.notices import AnyClaimed, Claimed, ClaimedDigest, ClaimedGroup, NoticeKind, Pending, Posted
+from responders.store.notices import (
+    AnyClaimed,
+    Claimed,
+    ClaimedApproval,
+    ClaimedDigest,
+    ClaimedGroup,
+    NoticeKind,
+    Pending,
+    Posted,
+)
 from responders.store.timeline import Timeline
 
 
@@ -71,6 +80,8 @@ class Claims:
                 delivered_at=now, claimed_until=None, last_error=None,
             ))) != 1:
                 return False
+            if isinstance(claimed, ClaimedApproval):  # the row is the record (the request's chain says it was routed)
+                return True
             detail: dict[str, Any] = {"kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                                       "address": posted.address, "ref": posted.ref}
             if isinstance(claimed, ClaimedDigest):  # each incident it carried says it reached its responder
@@ -133,6 +144,8 @@ class Claims:
                 status=Pending.dead.value, claimed_until=None, last_error=error,
             ))) != 1:
                 return False
+            if isinstance(claimed, ClaimedApproval):  # the row says so (and the console alert carries it)
+                return True
             detail = {"kind": claimed.kind.value, "to": claimed.target.id, "via": claimed.notifier,
                       "attempts": claimed.attempts, "error": error}
             if isinstance(claimed, ClaimedDigest):  # each incident it carried says its responder was not told

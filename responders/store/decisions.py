@@ -16,6 +16,7 @@ from responders.store.notices import NoticeKind
 from responders.store.outbox import Outbox
 from responders.store.timeline import Timeline
 from responders.store.views import steps_of
+from warden.contract.actors import Actor
 from warden.contract.containment import Gate
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
 
@@ -57,9 +58,10 @@ class Decisions:
         if waiting:
             incident.approval_due_at = now + timedelta(seconds=min(waiting))
 
-    async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, slack_user: str, note: str,
+    async def decide(self, incident_id: int, decision: str, *, owner: OwnerRef, by: Actor, note: str,
                      now: datetime) -> bool:
-        """Record the approver's containment decision (once per incident) for the playbooks to act on."""
+        """Record the approver's containment decision (once per incident) for the playbooks to act on; `by`: the
+        approver's identity on the channel it came through (the engine checks it again against the owners)."""
         try:
             async with self.sessions.begin() as s:
                 row = await s.get(Incident, incident_id)
@@ -68,10 +70,10 @@ class Decisions:
                 if not any(st.status == StepStatus.proposed.value for st in await steps_of(s, incident_id)):
                     return False  # no playbook waits for an approval: there is nothing to decide
                 s.add(ContainmentDecision(incident_id=incident_id, decision=decision, owner_id=owner.id,
-                                          slack_user=slack_user, at=now))
+                                          notifier=by.notifier, address=by.address, user_id=by.user, at=now))
                 await s.flush()
                 await self.timeline.log_entry(s, incident_id, now, f"containment_{decision}", actor=owner.id,
-                                              slack_user=slack_user)
+                                              by=by)
                 responder = FindingOwners.model_validate(row.owners).responder
                 await self.outbox.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
                 return True
@@ -79,10 +81,11 @@ class Decisions:
             return False
 
     async def request_release(self, incident_id: int, *, owner: OwnerRef, via: str, identity: str,
-                              now: datetime) -> bool:
+                              now: datetime, by: Actor | None = None) -> bool:
         """Record a release of the incident's quarantine in the ledger, for the engine to publish; False when no
         quarantine is in effect or a release is already recorded. Whether `owner` may release is checked by the
-        caller (`authorise`) and again by the engine when it runs."""
+        caller (`authorise`) and again by the engine when it runs. `via`/`identity` are kept on the step; `by`, a
+        notifier's user who clicked, is also written on the timeline entry."""
         async with self.sessions.begin() as s:
             row = (await s.execute(select(Incident).where(Incident.id == incident_id).with_for_update())
                    ).scalar_one_or_none()
@@ -100,17 +103,17 @@ class Decisions:
             ))
             await self.timeline.log_entry(
                 s, incident_id, now, "release_requested", actor=owner.id,
-                slack_user=identity if via == "slack" else None, detail={"via": via, "identity": identity})
+                by=by, detail={"via": via, "identity": identity})
             responder = FindingOwners.model_validate(row.owners).responder
             note = f"Quarantine release requested by {owner.name or owner.id} ({via})."
             await self.outbox.add_notifications(s, incident_id, NoticeKind.update, responder, now=now, note=note)
             return True
 
-    async def record_refusal(self, incident_id: int, action: str, slack_user: str, reason: str,
+    async def record_refusal(self, incident_id: int, action: str, by: Actor, reason: str,
                              now: datetime) -> None:
         async with self.sessions.begin() as s:
             await self.timeline.log_entry(s, incident_id, now, "refused", actor="unauthorised",
-                                          slack_user=slack_user, detail={"action": action, "reason": reason})
+                                          by=by, detail={"action": action, "reason": reason})
 
     async def step_counts(self, since: datetime) -> dict[str, int]:
         """Containment steps created since `since`, by status."""

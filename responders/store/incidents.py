@@ -22,6 +22,7 @@ from responders.store.notices import NoticeKind, Pending
 from responders.store.outbox import Outbox
 from responders.store.timeline import Timeline
 from responders.store.views import decision_of, steps_of, view_of
+from warden.contract.actors import Actor
 from warden.contract.findings import Finding, FindingOwners, OwnerRef
 from warden.contract.matchers import exact_matcher
 from warden.contract.matrix import Matrix, Tier
@@ -201,7 +202,7 @@ class Incidents:
                                                  await steps_of(s, incident_id))
 
     async def transition(self, incident_id: int, expected: Status, target: Status, *, owner: OwnerRef,
-                         slack_user: str, note: str, now: datetime) -> bool:
+                         by: Actor, note: str, now: datetime) -> bool:
         """Move the lifecycle if it is still where the clicker saw it; False when someone else moved it first."""
         values: dict[str, Any] = {"status": target.value, "status_by": owner.id, "updated_at": now,
                                   "escalate_at": None}
@@ -214,7 +215,7 @@ class Incidents:
             if rowcount(moved) != 1:
                 return False
             await self.timeline.log_entry(s, incident_id, now, target.value, actor=owner.id,
-                                          slack_user=slack_user, detail={"from": expected.value})
+                                          by=by, detail={"from": expected.value})
             owners = FindingOwners.model_validate(
                 (await s.execute(select(Incident.owners).where(Incident.id == incident_id))).scalar_one()
             )

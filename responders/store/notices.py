@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
@@ -18,6 +20,8 @@ class NoticeKind(StrEnum):
     escalation = "escalation"  # the next step of the chain: tell that owner, reply in the root's thread
     digest = "digest"  # the periodic review digest to a responder: about many review incidents, no root, no thread
     group = "group"  # a group's digest: posted once per repeat interval, then updated; its members in its thread
+    approval = "approval"  # an approval request, to the owner at one level of its chain (the approver first)
+    approval_closed = "approval_closed"  # the request was decided or expired: its messages say so, buttons gone
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,45 @@ class ClaimedGroup:
         return f"digest of group #{self.group.id}"
 
 
-AnyClaimed = Claimed | ClaimedDigest | ClaimedGroup
+@dataclass(frozen=True)
+class ApprovalView:
+    """An approval request as a notifier shows it (every string from the agent already redacted when recorded)."""
+
+    id: str
+    agent_id: str
+    workflow: str | None
+    action: dict[str, Any]
+    reason: str
+    status: str
+    decided_by: str | None
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedApproval:
+    """An approval request's notification this worker holds the lease on (fenced by `claim`, like `Claimed`).
+    `approval`: ask `target` (with the buttons when `buttons`: that level decides; `note` prefaces an escalation);
+    `approval_closed`: replace each of `messages` (where the asks went, and whom they asked) by the outcome."""
+
+    id: int
+    claim: str
+    notifier: str
+    kind: NoticeKind
+    attempts: int
+    target: OwnerRef
+    note: str | None
+    approval: ApprovalView
+    buttons: bool = True
+    messages: tuple[tuple[Posted, OwnerRef], ...] = field(default=())
+
+    @property
+    def subject(self) -> str:
+        return f"approval request {self.approval.id}"
+
+
+AnyClaimed = Claimed | ClaimedDigest | ClaimedGroup | ClaimedApproval
 # Which due notification is claimed first when the channel budget cannot take them all: pages (roots, and
 # escalations, which page the next owner) before thread replies and updates, then groups' digests, then review
 # digests; oldest first within each.
 PRIORITY = {NoticeKind.root: 0, NoticeKind.escalation: 0, NoticeKind.update: 1, NoticeKind.repeat: 1,
-            NoticeKind.group: 2, NoticeKind.digest: 3}
+            NoticeKind.group: 2, NoticeKind.digest: 3, NoticeKind.approval: 0, NoticeKind.approval_closed: 1}

@@ -23,7 +23,7 @@ def view_of(row: Incident, decision: ContainmentDecision | None,
         tags=tuple(row.tags), approval_level=row.approval_level, group_id=row.group_id, group_role=row.group_role,
         containment=tuple(StepView(s.playbook, s.step, s.action, s.status, s.gate, s.dry_run, s.detail.get("does"))
                           for s in steps),
-        decision=None if decision is None else Decision(decision.decision, decision.owner_id, decision.slack_user,
+        decision=None if decision is None else Decision(decision.decision, decision.owner_id, decision.via,
                                                         decision.at),
     )
 

@@ -19,6 +19,7 @@ from responders.owner_actions import BREAK_GLASS, Outcome, Result
 from responders.trail import Filters
 from service.cli.exits import Exit
 from service.cli.failure import Failure, unreachable
+from warden.contract.actors import Actor
 
 API_URL = "WARDEN_API_URL"
 API_TOKEN = "WARDEN_API_TOKEN"  # the variable's name, not a token
@@ -184,7 +185,7 @@ class DatabaseService:
             settings = _settings()  # the notifiers the responder is told through, as the workers would
             store = Store.build(engine, notifier_names(settings.notifiers, dict(settings)))
             return await act(store, incident_id, action, self.owner_id,
-                             identity=f"{BREAK_GLASS}:{getpass.getuser()}", now=utcnow())
+                             actor=Actor(BREAK_GLASS, getpass.getuser()), now=utcnow())
 
 
     async def silences(self, expired: bool) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from responders.api.approval_routes import ApprovalApi
 from responders.approvals.desk import ApprovalDesk
 from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
+from responders.notifiers.base import AsksApproval
 from responders.notifiers.slack.notifier import SlackNotifier
 from service.runtime.inputs import reading
 from service.runtime.kafka_access import KafkaAccess, access
@@ -102,8 +103,10 @@ class ApprovalHost:
         self.history = history
         self.sealer = settings.sealer()
         slack = next((n for n in responder.notifiers if isinstance(n, SlackNotifier)), None)
-        self.desk = ApprovalDesk(responder.engine, judge=self._judge, clock=responder.clock, slack=slack,
-                                 publish=self._publish, poll_s=settings.approvals_poll_s,
+        self.desk = ApprovalDesk(responder.engine, judge=self._judge, clock=responder.clock,
+                                 outbox=responder.store.outbox, wake=responder.outbox.wake,
+                                 notifiers=[n.name for n in responder.notifiers if isinstance(n, AsksApproval)],
+                                 slack=slack, publish=self._publish, poll_s=settings.approvals_poll_s,
                                  live_policy=lambda: holder.current.sha256)
         if responder.interactivity is not None:
             responder.interactivity.payload_handlers.append(self.desk.on_payload)

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from responders.approvals.desk import ApprovalDesk, approval_event
+from responders.db.models import Notification
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.approvals import ApprovalAction
 from responders.notifiers.slack.notifier import SlackNotifier
@@ -144,7 +146,8 @@ def test_a_granted_approval_covers_the_change_once_and_a_denial_is_evidence() ->
 # -- the desk ---------------------------------------------------------------------------------------------------------
 
 class Desk:
-    """A desk on a real database and the Slack API server, with a clock the test moves and a publish log."""
+    """A desk on a real database and the Slack API server, with a clock the test moves and a publish log. Its asks
+    go out through the responder's outbox (running), as in a worker."""
 
     def __init__(self, responder: IncidentResponder, slack_api: SlackApiServer, clock: FakeClock) -> None:
         self.published: list[tuple[ApprovalAnswer, ActivityEvent | None]] = []
@@ -153,13 +156,23 @@ class Desk:
             self.published.append((answer, event))
 
         self.desk = ApprovalDesk(responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now),
-                                 clock=clock, slack=SlackNotifier(SLACK_TOKEN, slack_api.base_url, 1.0),
+                                 clock=clock, outbox=responder.store.outbox, notifiers=["slack"],
+                                 wake=responder.outbox.wake, slack=SlackNotifier(SLACK_TOKEN, slack_api.base_url, 1.0),
                                  publish=publish, live_policy=lambda: POLICY.sha256)
         self.trail = Trail(responder.engine)
+        self.responder = responder
 
     async def settle(self) -> None:
+        """The desk's passes until it has nothing to do, then the outbox's until the asks and closes it recorded
+        are out."""
         while await self.desk.step():
             pass
+        await eventually(self._delivered, what="the approval requests' notifications")
+
+    async def _delivered(self) -> bool:
+        async with self.responder.store.sessions() as s:
+            return not (await s.execute(select(Notification.id).where(
+                Notification.approval_id.is_not(None), Notification.status == "pending"))).first()
 
     async def kinds(self, rid: str) -> list[str]:
         return [e.kind for e in await self.desk.store.timeline(rid)]
@@ -364,3 +377,35 @@ def test_the_lint_warns_about_an_approval_gate_no_catalogued_tool_can_meet() -> 
     [warning] = [w for w in built.warnings if ".approvals." in w.path]
     assert warning.path == "workflows.billing-agent.scope.approvals.categories.0"
     assert "filed under 'payment': the approval gate can never apply" in warning.reason
+
+
+async def test_a_retried_ask_whose_reply_was_lost_is_not_posted_twice(
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    """The ask goes through the outbox: Slack posts it but its reply comes after the 1 s timeout, so the row is
+    retried, and the retry finds the message by the row's key instead of asking the approver a second time."""
+    d, clock = desk
+    slack_api.fail("chat.postMessage", delay_s=2.5)
+    await d.desk.submit(req(GRANT, request_id="req-r"), gateway="gw", transport="http")
+    while await d.desk.step():
+        pass
+
+    async def failed_once() -> bool:
+        async with d.responder.store.sessions() as s:
+            row = (await s.execute(select(Notification).where(Notification.approval_id == "req-r"))).scalar_one()
+            return row.last_error is not None and row.claim is None
+
+    await eventually(failed_once, what="the first attempt, timed out")
+    clock.advance(seconds=1)  # the retry is due
+    await d.settle()
+    [message] = slack_api.roots()
+    assert len(slack_api.calls("chat.postMessage")) == 1
+    assert slack_api.calls("conversations.history"), "the retry must look for the ask before posting"
+    async with d.responder.store.sessions() as s:
+        [row] = (await s.execute(select(Notification).where(Notification.approval_id == "req-r"))).scalars()
+    assert (row.kind, row.status, row.attempts, row.address, row.ref) == (
+        "approval", "delivered", 2, "D0JORDAN", message.ts)
+    assert row.effect_key == "approval:req-r:0/slack"
+    assert await d.desk.click(ApprovalAction.approve, "req-r", "U0JORDAN", "D0JORDAN") == "approved by jordan"
+    await d.settle()
+    assert message.updates == 1 and not any(b["type"] == "actions" for b in message.blocks or [])
+    assert len(slack_api.roots()) == 1

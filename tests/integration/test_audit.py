@@ -20,6 +20,7 @@ from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_db import insert_old_incident, upgrade_to
 from tests.support.incident_helpers import FakeClock, running
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
@@ -46,18 +47,19 @@ async def walk(settings: Settings) -> list[tuple[str, str, str | None]]:
         await responder.store.incidents.record_finding(finding, clock())
         clock.advance(minutes=6)  # past the responder's 5 m ack timeout: the chain's next owner is asked
         await responder.store.escalations.escalate(1, clock())
-        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
+                                                      note="ok",
                                                       now=clock())
         await engine.run_due()  # consumes the approval, then runs the step
         await engine.run_due()
         assert await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=IAM_TEAM,
-                                                          slack_user="U0ALEX", note="ack", now=clock())
+                                                          by=Actor("slack", "U0ALEX"), note="ack", now=clock())
         assert await responder.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=IAM_TEAM,
-                                                          slack_user="U0ALEX", note="done", now=clock())
+                                                          by=Actor("slack", "U0ALEX"), note="done", now=clock())
         entries = await responder.store.timeline.entries(1)
         assert all(e.policy_sha256 == "live-policy-sha" for e in entries)
         assert PLANTED not in json.dumps([e.detail for e in entries])
-        return [(e.kind, e.actor, e.slack_user) for e in entries if e.kind != "notified"]  # the outbox's own pace
+        return [(e.kind, e.actor, e.identity) for e in entries if e.kind != "notified"]  # the outbox's own pace
 
 
 async def test_a_whole_lifecycle_is_on_the_timeline_in_order_and_a_changed_row_breaks_the_chain(

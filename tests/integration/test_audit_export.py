@@ -16,6 +16,7 @@ from tests.support.containment_helpers import containment_policy, violation
 from tests.support.incident_helpers import FakeClock, running
 from tests.support.kafka_helpers import produce, read_topic
 from tests.unit.responders.test_ocsf import VALIDATOR
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ async def test_findings_go_out_as_ocsf_detection_findings_and_entries_with_their
         finding = violation(policy, name=f"shell.exec token={PLANTED}", arguments={"key": PLANTED})
         await responder.store.incidents.record_finding(finding, clock())
         await responder.store.incidents.transition(1, Status.open, Status.acknowledged, owner=OwnerRef(id="iam-team"),
-                                                   slack_user="U0ALEX", note="ack", now=clock())
+                                                   by=Actor("slack", "U0ALEX"), note="ack", now=clock())
 
         async def publish(records: list[tuple[bytes, bytes]]) -> None:
             await produce(kafka_bootstrap, topic, records)

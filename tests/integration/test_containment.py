@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,14 +19,17 @@ from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status, authorise
 from responders.store.incidents import Recorded
 from responders.store.views import steps_of
+from service.runtime.catalogue import CATALOGUE
 from service.runtime.settings import Settings
-from tests.support.containment_helpers import containment_policy, engine_on, violation
+from tests.support.containment_helpers import TELL, containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, eventually, running
+from tests.support.matrix_builder import BASE
 from tests.support.metrics import metric_value
 from tests.support.webhook_receiver import WebhookReceiver
+from warden.contract.actors import BREAK_GLASS, Actor
 from warden.contract.findings import OwnerRef
-from warden.contract.matrix import Severity
-from warden.policy import Policy
+from warden.contract.matrix import Matrix, Severity
+from warden.policy import Policy, build_policy
 from warden.telemetry import metrics
 
 TELL_APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
@@ -95,14 +99,15 @@ async def test_an_approver_gate_waits_for_the_named_approver(incident_settings: 
         assert [s.status for s in await steps(responder)] == ["proposed"]
         view = await responder.store.incidents.incident(1)
         assert view is not None and view.awaiting_approval
-        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
+                                                      note="ok",
                                                       now=clock())
         await engine.run_due()
         [step] = await steps(responder)
         assert (step.status, step.decided_by) == ("done", "jordan")
         entries = await responder.store.timeline.entries(1)
         approved = next(e for e in entries if e.kind == "containment_steps_approved")
-        assert (approved.actor, approved.slack_user) == ("jordan", "U0JORDAN")
+        assert (approved.actor, approved.identity) == ("jordan", "U0JORDAN")
         async with responder.store.sessions.begin() as s:
             decision = (await s.execute(select(ContainmentDecision))).scalar_one()
             assert decision.consumed_at is not None
@@ -114,7 +119,7 @@ async def test_a_denial_stops_the_playbook(incident_settings: Settings) -> None:
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.incidents.record_finding(violation(policy), clock())
         denied_before = metric_value(metrics.CONTAINMENT_ACTIONS, action="*", outcome="denied")
-        assert await responder.store.decisions.decide(1, "deny", owner=JORDAN, slack_user="U0JORDAN", note="no",
+        assert await responder.store.decisions.decide(1, "deny", owner=JORDAN, by=Actor("slack", "U0JORDAN"), note="no",
                                                       now=clock())
         await engine.run_due()
         clock.advance(hours=1)
@@ -135,7 +140,8 @@ async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(i
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.incidents.record_finding(violation(policy), clock())
         async with responder.store.sessions.begin() as s:
-            s.add(ContainmentDecision(incident_id=1, decision="approve", owner_id=owner_id, slack_user="U0MARCO",
+            s.add(ContainmentDecision(incident_id=1, decision="approve", owner_id=owner_id, notifier="slack",
+                                      address="", user_id="U0MARCO",
                                       at=clock()))
         verdicts, _, _ = await engine.ledger.gate(clock())
         assert verdicts == [Verdict(1, "approve", honoured=False, steps=0)]
@@ -146,17 +152,42 @@ async def test_a_decision_not_from_the_approver_is_refused_when_it_is_consumed(i
 
 
 async def test_an_approval_given_with_the_cli_is_honoured(incident_settings: Settings) -> None:
-    """`warden incident approve --as jordan` records the decision as `cli:<who ran it>`: the owner was checked when
-    the command ran, so no Slack identity is asked for."""
+    """`warden incident approve --as jordan --database-url ...` records the decision as `break-glass:<who ran it>`:
+    the owner was checked when the command ran, so no notifier identity is asked for."""
     clock = FakeClock()
     policy = containment_policy(TELL_APPROVER)
     async with contained(incident_settings, policy, clock) as (responder, engine):
         await responder.store.incidents.record_finding(violation(policy), clock())
-        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="cli:ops-laptop",
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor(BREAK_GLASS, "ops-laptop"),
                                                       note="ok",
                                                       now=clock())
         assert (await engine.ledger.gate(clock()))[0] == [Verdict(1, "approve", honoured=True, steps=1)]
         assert [s.status for s in await steps(responder)] == ["approved"]
+
+
+@pytest.mark.parametrize(("user", "honoured"), [("29:jordan", True), ("29:mallory", False), ("U0JORDAN", False)])
+async def test_an_approver_reached_through_another_notifier_is_checked_against_the_matrix(
+        incident_settings: Settings, user: str, honoured: bool) -> None:
+    """No notifier is special: a decision that came through a notifier other than Slack (here one named `teams`) is
+    honoured when the matrix names its user as the approver's contact on that notifier, and refused otherwise (another
+    user, or the approver's Slack id presented as a teams user)."""
+    clock = FakeClock()
+    doc = copy.deepcopy(BASE)
+    doc["owners"]["jordan"]["contacts"]["teams"] = "29:jordan"
+    doc["playbooks"], doc["playbook_definitions"] = TELL_APPROVER, dict(TELL)
+    policy = build_policy(Matrix.model_validate(doc), CATALOGUE, sha256="sha-teams")
+    jordan = OwnerRef(id="jordan", name="Jordan", contacts={"slack": "U0JORDAN", "teams": "29:jordan"})
+    async with contained(incident_settings, policy, clock) as (responder, engine):
+        await responder.store.incidents.record_finding(violation(policy), clock())
+        assert await responder.store.decisions.decide(1, "approve", owner=jordan, by=Actor("teams", user, "19:ops"),
+                                                      note="ok", now=clock())
+        verdicts, _, _ = await engine.ledger.gate(clock())
+        assert verdicts == [Verdict(1, "approve", honoured=honoured, steps=1 if honoured else 0)]
+        assert [s.status for s in await steps(responder)] == ["approved" if honoured else "proposed"]
+        [decided] = [e for e in await responder.store.timeline.entries(1)
+                     if e.kind in {"containment_steps_approved", "refused"}]
+    assert decided.kind == ("containment_steps_approved" if honoured else "refused")
+    assert decided.via == Actor("teams", user, "19:ops") and decided.identity == f"teams:{user}"
 
 
 async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approves(
@@ -189,7 +220,7 @@ async def test_an_approval_not_given_in_time_climbs_to_the_next_owner_who_approv
         clock.advance(minutes=2)  # nobody further up approves: the steps keep waiting, and that is recorded
         await passes_until(engine, responder, "approval_unanswered")
         assert [s.status for s in await steps(responder)] == ["proposed"]
-        assert await responder.store.decisions.decide(1, "approve", owner=ciso, slack_user="U0CISO", note="ok",
+        assert await responder.store.decisions.decide(1, "approve", owner=ciso, by=Actor("slack", "U0CISO"), note="ok",
                                                       now=clock())
         await engine.run_due()
         assert [s.status for s in await steps(responder)] == ["done"]
@@ -214,14 +245,14 @@ async def test_a_closed_incident_cancels_the_steps_waiting_for_an_approval(incid
         await responder.store.incidents.record_finding(violation(policy), clock())
         iam = OwnerRef(id="iam-team", kind="team")
         assert await responder.store.incidents.transition(1, Status.open, Status.false_positive, owner=iam,
-                                                          slack_user="U1",
+                                                          by=Actor("slack", "U1"),
                                                           note="fp", now=clock())
         clock.advance(minutes=11)  # past the approval timeout too: a closed incident's approval never climbs
         await engine.run_due()
         [step] = await steps(responder)
         assert step.status == "cancelled"
         assert not {"approval_escalated", "approval_unanswered"} & set(await kinds(responder))  # nothing chased
-        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN",
+        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
                                                           note="late",
                                                           now=clock())
 
@@ -236,7 +267,8 @@ async def test_findings_without_a_binding_propose_nothing_and_offer_no_approval(
         view = await responder.store.incidents.incident(1)
         assert view is not None and view.containment == () and not view.awaiting_approval
         assert view.containment_status == "no playbook bound to this finding"
-        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="x",
+        assert not await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
+                                                          note="x",
                                                           now=clock())
 
 

@@ -19,6 +19,7 @@ from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import FakeClock, served
 from tests.support.metrics import metric_value
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 from warden.telemetry import metrics
 
@@ -53,7 +54,8 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
         hostile = violation(policy, name=f"{HOSTILE} Bearer {PLANTED}", arguments=args)
         await responder.store.incidents.record_finding(hostile, clock())
         await responder.store.incidents.record_finding(violation(policy, name="rm.rf"), clock())  # a second incident
-        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+        assert await responder.store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
+                                                      note="ok",
                                                       now=clock())
         engine = engine_on(responder, policy, http, clock=clock)
         await engine.run_due()
@@ -108,7 +110,7 @@ async def test_tokens_owners_filters_and_a_clean_evidence_page(incident_settings
                                          "/v1/approvals/{id}/approve", "/v1/approvals/{id}/deny"}
 
         async with responder.store.sessions.begin() as s:
-            trail = json.dumps([(e.detail, e.slack_user) for e in (await s.execute(select(TimelineEntry))).scalars()])
+            trail = json.dumps([(e.detail, e.identity) for e in (await s.execute(select(TimelineEntry))).scalars()])
         served_text = body + evidence + json.dumps(page) + trail + caplog.text
         assert PLANTED not in served_text and TEAM_TOKEN not in served_text and MARCO_TOKEN not in served_text
 

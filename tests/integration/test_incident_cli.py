@@ -212,14 +212,14 @@ async def test_the_cli_acts_as_the_token_owner_through_the_api(incident_settings
         assert code == 2 and "refused the token" in err
         assert TEAM_TOKEN not in err
 
-    entries = [(e.kind, e.actor, e.slack_user) for e in await _rows(incident_settings.effective_database_url,
+    entries = [(e.kind, e.actor, e.identity) for e in await _rows(incident_settings.effective_database_url,
                                                                        TimelineEntry)]
     assert ("containment_approve", "jordan") in {(k, a) for k, a, _ in entries}
     assert ("containment_steps_approved", "jordan") in {(k, a) for k, a, _ in entries}
     assert {u.split(":")[0] for k, _, u in entries if k in {"acknowledged", "resolved", "false_positive"}} == {"api"}
     assert [a for k, a, _ in entries if k == "refused"] == ["unauthorised", "unauthorised"]
     [decision] = await _rows(incident_settings.effective_database_url, ContainmentDecision)
-    assert decision.owner_id == "jordan" and decision.slack_user.startswith("api:")
+    assert decision.owner_id == "jordan" and decision.identity.startswith("api:")
 
 
 def test_an_unreachable_api_is_one_line_and_exit_4() -> None:
@@ -245,7 +245,7 @@ def test_break_glass_decides_as_the_named_approver_and_is_recorded_as_break_glas
     assert code == 0 and out.rstrip().endswith("(break-glass))"), out
     [decision] = asyncio.run(_rows(db_url, ContainmentDecision))
     assert (decision.decision, decision.owner_id) == ("approve", "jordan")
-    assert decision.slack_user.startswith("break-glass:")
+    assert decision.identity.startswith("break-glass:")
     code, _, err = cli("incident", "deny", "1", *glass, "--as", "jordan")  # decided already
     assert code == 1 and "containment approved by jordan" in err
     code, _, err = cli("incident", "release", "1", *glass, "--as", "jordan")

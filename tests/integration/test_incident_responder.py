@@ -36,6 +36,7 @@ from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
 from tests.support.metrics import metric_value
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 from warden.kit.retry import Backoff
 from warden.telemetry import metrics
@@ -367,7 +368,7 @@ async def test_escalation_timers_survive_a_restart_and_stop_on_acknowledgement(
         billing, support = await incidents(first)
         ai_platform = OwnerRef.model_validate(support.owners["responder"])
         assert await first.store.incidents.transition(support.id, Status.open, Status.acknowledged, owner=ai_platform,
-                                                      slack_user="U0KAI", note="Acknowledged", now=clock())
+                                                      by=Actor("slack", "U0KAI"), note="Acknowledged", now=clock())
     clock.advance(minutes=11)  # the deadline passed while no worker ran
     async with running(incident_settings, clock) as restarted:
         await eventually(lambda: slack_api.roots("C0SECOPS"), what="escalation by the restarted worker")

@@ -14,6 +14,7 @@ from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from tests.support.containment_helpers import containment_policy, engine_on, violation
 from tests.support.incident_helpers import ONE_GROUP_PER_INCIDENT, FakeClock, finding, running
+from warden.contract.actors import Actor
 from warden.contract.findings import Finding, OwnerRef
 from warden.contract.matrix import InhibitRule, Severity
 
@@ -54,10 +55,11 @@ async def test_a_quarantined_critical_incident_inhibits_its_agents_other_pages_u
         inhibited = [(i.id, i.inhibited_by, i.count) for i in await _rows(r, Incident)]
         before = await _rows(r, Notification)
         notes_before = {n.id for n in before}
-        assert await r.store.incidents.transition(1, Status.open, Status.acknowledged, owner=TEAM, slack_user="U0KAI",
+        assert await r.store.incidents.transition(1, Status.open, Status.acknowledged, owner=TEAM, by=Actor("slack",
+                                                                                                            "U0KAI"),
                                                   note="ack", now=clock())
         assert await r.store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=TEAM,
-                                                  slack_user="U0KAI",
+                                                  by=Actor("slack", "U0KAI"),
                                                   note="done", now=clock())
         clock.advance(minutes=1)
         await r.handle(finding("support-bot-1", "db.drop", ts=clock()))  # #3 again: its source closed, it pages

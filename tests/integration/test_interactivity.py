@@ -92,12 +92,12 @@ async def test_the_named_owners_acknowledge_decide_and_resolve(
         assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
         await responder.interactivity.drain()
     timeline = await responder.store.timeline.entries(incident_id)
-    acted = [(e.kind, e.actor, e.slack_user) for e in timeline if e.slack_user]
+    acted = [(e.kind, e.actor, e.identity) for e in timeline if e.identity]
     assert acted == [("acknowledged", "finance-ops", "U0TOMAS"), ("containment_approve", "sam", "U0SAM"),
                      ("resolved", "ciso", "U0CISO")]  # the CISO is on billing's escalation chain
     async with responder.store.sessions() as s:
         [decision] = (await s.execute(select(ContainmentDecision))).scalars().all()
-    assert (decision.incident_id, decision.decision, decision.owner_id, decision.slack_user) == (
+    assert (decision.incident_id, decision.decision, decision.owner_id, decision.identity) == (
         incident_id, "approve", "sam", "U0SAM")
     await eventually(lambda: _settled_updates(slack_api, 3), what="three root updates")
     [root] = slack_api.roots()
@@ -130,7 +130,7 @@ async def test_an_open_incident_is_acknowledged_before_it_can_be_resolved(
     assert "an incident that is open cannot become resolved" in told.args["text"]
     assert await press(Action.acknowledge) is Status.acknowledged
     assert await press(Action.resolve) is Status.resolved
-    acted = [(e.kind, e.actor) for e in await responder.store.timeline.entries(incident_id) if e.slack_user]
+    acted = [(e.kind, e.actor) for e in await responder.store.timeline.entries(incident_id) if e.identity]
     assert acted == [("acknowledged", "finance-ops"), ("resolved", "finance-ops")]
 
 
@@ -155,7 +155,7 @@ async def test_anyone_else_is_refused_ephemerally_and_the_refusal_is_on_the_time
         assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
     await responder.interactivity.drain()
     assert await status_of(responder, incident_id) is Status.open
-    refusals = [(e.detail["action"], e.slack_user) for e in await responder.store.timeline.entries(incident_id)
+    refusals = [(e.detail["action"], e.identity) for e in await responder.store.timeline.entries(incident_id)
                 if e.kind == "refused"]
     assert sorted(refusals) == sorted((a.value, u) for a, u in attempts)  # clicks are handled concurrently
     told = {m["user"]: m for m in slack_api.ephemerals}
@@ -220,6 +220,6 @@ async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
     async with responder.store.sessions.begin() as s:
         releases = [r for r in (await s.execute(select(ContainmentStep))).scalars() if r.action == "release"]
     assert [(r.status, r.decided_by, r.detail["identity"]) for r in releases] == [("approved", "sam", "U0SAM")]
-    entries = [(e.kind, e.actor, e.slack_user) for e in await responder.store.timeline.entries(incident_id)
+    entries = [(e.kind, e.actor, e.identity) for e in await responder.store.timeline.entries(incident_id)
                if e.kind in ("refused", "release_requested")]
     assert entries == [("refused", "unauthorised", "U0TOMAS"), ("release_requested", "sam", "U0SAM")]

@@ -27,6 +27,7 @@ from responders.store.rooms import Store
 from responders.store.views import steps_of
 from tests.support.containment_helpers import containment_policy, violation
 from tests.support.incident_helpers import FakeClock
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 pytestmark = pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
@@ -105,7 +106,8 @@ async def approval_level(store: Store, incident_id: int) -> int:
 async def test_a_gate_skips_a_decision_another_worker_holds_and_consumes_it_once_released(incident_db: str) -> None:
     async with ledger_on(incident_db, APPROVER) as (ledger, clock, store):
         for incident_id in (1, 2):
-            assert await store.decisions.decide(incident_id, "approve", owner=JORDAN, slack_user="U0JORDAN", note="ok",
+            assert await store.decisions.decide(incident_id, "approve", owner=JORDAN, by=Actor("slack", "U0JORDAN"),
+                                                note="ok",
                                                 now=clock())
         held = select(ContainmentDecision).where(ContainmentDecision.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
@@ -137,7 +139,7 @@ async def test_a_gate_skips_a_step_another_worker_holds_when_closed_incidents_ca
         iam = OwnerRef(id="iam-team", kind="team")
         for incident_id in (1, 2):
             assert await store.incidents.transition(incident_id, Status.open, Status.false_positive, owner=iam,
-                                                    slack_user="U1", note="fp", now=clock())
+                                                    by=Actor("slack", "U1"), note="fp", now=clock())
         held = select(ContainmentStep).where(ContainmentStep.incident_id == 1)
         async with locked_by_another_worker(ledger, held) as other:
             _, _, cancelled = await without_waiting(other, ledger.gate(clock()), "the gate's cancellations")

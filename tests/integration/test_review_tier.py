@@ -33,6 +33,7 @@ from service.runtime.web import WebServer
 from tests.support.incident_db import insert_old_incident, upgrade_to
 from tests.support.incident_helpers import FakeClock, eventually, finding, running
 from tests.support.metrics import metric_value
+from warden.contract.actors import BREAK_GLASS, Actor
 from warden.contract.findings import Finding, OwnerRef
 from warden.contract.matrix import Tier
 from warden.telemetry import metrics
@@ -152,7 +153,8 @@ async def test_a_log_finding_is_recorded_and_tells_nobody(
         timeline = await kinds(responder, incident.id)
         # A lifecycle move (CLI, API) is recorded; with nobody paged, nobody is told about it either.
         assert await responder.store.incidents.transition(incident.id, Status.open, Status.false_positive,
-                                                          owner=OwnerRef(id="finance-ops"), slack_user="cli:sam",
+                                                          owner=OwnerRef(id="finance-ops"), by=Actor(BREAK_GLASS,
+                                                                                                     "sam"),
                                                           note="noise", now=clock())
         await asyncio.sleep(SETTLE_S)
         notes = await rows(responder, Notification)

@@ -176,7 +176,7 @@ async def test_the_silence_button_is_the_responder_s_or_the_approver_s_and_a_ref
             await r.interactivity.drain()  # type: ignore[union-attr]
         [made] = await r.silences.query(FakeClock()())
         await r.handle(finding("support-bot-1", "shell.exec", evidence={"again": "1"}))
-        timeline = [(e.kind, e.slack_user) for e in await r.store.timeline.entries(1)]
+        timeline = [(e.kind, e.identity) for e in await r.store.timeline.entries(1)]
         muted = await _incident(r, 1)
     assert ("refused", "U0SAM") in timeline and ("silence_added", "U0KAI") in timeline
     assert made.author == "ai-platform" and made.created_by == "slack:U0KAI"

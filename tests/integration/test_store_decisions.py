@@ -12,6 +12,7 @@ from responders.store.common import RELEASE, WARDEN
 from responders.store.views import steps_of
 from tests.support.containment_helpers import containment_policy, violation
 from tests.support.store_rooms import T0, incident_row, notifications, rooms_on
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 GATED = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
@@ -41,12 +42,13 @@ async def test_a_decision_is_taken_once_and_only_while_a_step_waits_for_one(inci
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(violation(containment_policy(GATED)), T0)
         await store.incidents.record_finding(violation(containment_policy(AUTO), name="net.scan"), T0)
-        assert not await store.decisions.decide(2, "approve", owner=JORDAN, slack_user="U0J", note="x", now=T0), \
+        assert not await store.decisions.decide(2, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x",
+                                                now=T0), \
             "an auto step waits for nobody"
-        assert not await store.decisions.decide(99, "approve", owner=JORDAN, slack_user="U0J", note="x", now=T0)
+        assert not await store.decisions.decide(99, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x", now=T0)
         before = len(await notifications(store))
-        assert await store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0J", note="ok", now=T0)
-        assert not await store.decisions.decide(1, "deny", owner=JORDAN, slack_user="U0J", note="no", now=T0)
+        assert await store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="ok", now=T0)
+        assert not await store.decisions.decide(1, "deny", owner=JORDAN, by=Actor("slack", "U0J"), note="no", now=T0)
         view = await store.incidents.incident(1)
         updates = [n for n in (await notifications(store))[before:] if n.kind == "update"]
         kinds = [e.kind for e in await store.timeline.entries(1)]
@@ -59,9 +61,10 @@ async def test_a_decision_is_taken_once_and_only_while_a_step_waits_for_one(inci
 async def test_a_closed_incident_takes_no_decision(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(violation(containment_policy(GATED)), T0)
-        assert await store.incidents.transition(1, Status.open, Status.resolved, owner=IAM_TEAM, slack_user="U0I",
+        assert await store.incidents.transition(1, Status.open, Status.resolved, owner=IAM_TEAM, by=Actor("slack",
+                                                                                                          "U0I"),
                                                 note="done", now=T0)
-        assert not await store.decisions.decide(1, "approve", owner=JORDAN, slack_user="U0J", note="ok", now=T0)
+        assert not await store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="ok", now=T0)
 
 
 async def test_a_release_is_recorded_once_and_only_for_a_quarantine_in_effect(incident_db: str) -> None:
@@ -80,13 +83,13 @@ async def test_a_release_is_recorded_once_and_only_for_a_quarantine_in_effect(in
         [entry] = [e for e in await store.timeline.entries(1) if e.kind == "release_requested"]
     assert [(st.status, st.decided_by, st.detail) for st in release] == [
         (StepStatus.approved.value, "jordan", {"via": "cli", "identity": "tester"})]
-    assert entry.slack_user is None and entry.actor == "jordan", "an identity is a Slack user only via slack"
+    assert entry.identity is None and entry.actor == "jordan", "an identity is a Slack user only via slack"
 
 
 async def test_refusals_and_what_containment_did_are_read_back(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(violation(containment_policy(AUTO)), T0)
-        await store.decisions.record_refusal(1, "approve", "U0EVE", "not an approver", T0)
+        await store.decisions.record_refusal(1, "approve", Actor("slack", "U0EVE"), "not an approver", T0)
         assert await store.decisions.step_counts(T0) == {StepStatus.approved.value: 1}
         assert await store.decisions.step_counts(T0 + timedelta(seconds=1)) == {}
         assert await store.decisions.contained_incidents(T0) == []
@@ -94,5 +97,5 @@ async def test_refusals_and_what_containment_did_are_read_back(incident_db: str)
             await s.execute(update(ContainmentStep).values(status=StepStatus.done.value))
         assert await store.decisions.contained_incidents(T0) == [1]
         [refused] = [e for e in await store.timeline.entries(1) if e.kind == "refused"]
-    assert (refused.actor, refused.slack_user) == ("unauthorised", "U0EVE")
+    assert (refused.actor, refused.identity) == ("unauthorised", "U0EVE")
     assert refused.detail == {"action": "approve", "reason": "not an approver"}

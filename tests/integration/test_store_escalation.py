@@ -7,6 +7,7 @@ from datetime import timedelta
 from responders.incidents import Status
 from tests.support.incident_helpers import finding
 from tests.support.store_rooms import T0, incident_row, notifications, rooms_on
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 FINANCE_OPS = OwnerRef(id="finance-ops")
@@ -18,7 +19,7 @@ async def test_only_open_pages_past_their_deadline_are_due_oldest_deadline_first
         await store.incidents.record_finding(finding("billing-agent-1", "tool.b"), T0)
         await store.incidents.record_finding(finding("billing-agent-1", "tool.c"), T0)
         assert await store.incidents.transition(3, Status.open, Status.acknowledged, owner=FINANCE_OPS,
-                                                slack_user="U0KAI", note="mine", now=T0)
+                                                by=Actor("slack", "U0KAI"), note="mine", now=T0)
         assert await store.escalations.due_escalations(T0 + timedelta(minutes=10)) == [2], "the chain's 10 m step"
         assert await store.escalations.due_escalations(T0 + timedelta(minutes=11)) == [2, 1]
         assert await store.escalations.due_escalations(T0 + timedelta(minutes=9, seconds=59)) == []
@@ -59,7 +60,7 @@ async def test_an_acknowledged_page_does_not_escalate(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(finding("billing-agent-1"), T0)
         assert await store.incidents.transition(1, Status.open, Status.acknowledged, owner=FINANCE_OPS,
-                                                slack_user="U0KAI", note="mine", now=T0)
+                                                by=Actor("slack", "U0KAI"), note="mine", now=T0)
         assert await store.escalations.due_escalations(T0 + timedelta(hours=1)) == []
         assert await store.escalations.escalate(1, T0 + timedelta(hours=1)) is None
         assert (await incident_row(store, 1)).escalation_step == 0

@@ -10,6 +10,7 @@ from responders.audit import GENESIS, entry_hash, timeline_content
 from responders.store.common import WARDEN
 from tests.support.incident_helpers import finding
 from tests.support.store_rooms import T0, incident_row, rooms_on
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 PLANTED = "sk-live0PLANTEDsecret0000000000"
@@ -20,7 +21,7 @@ async def test_each_entry_chains_to_the_one_before_it_and_hashes_its_own_content
         await store.incidents.record_finding(finding("billing-agent-1"), T0)
         async with store.sessions.begin() as s:
             await store.timeline.log_entry(s, 1, T0, "first", detail={"n": 1})
-            await store.timeline.log_entry(s, 1, T0, "second", actor="kai", slack_user="U0KAI")
+            await store.timeline.log_entry(s, 1, T0, "second", actor="kai", by=Actor("slack", "U0KAI"))
         entries = await store.timeline.entries(1)
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     assert entries[0].prev_hash == GENESIS
@@ -28,9 +29,9 @@ async def test_each_entry_chains_to_the_one_before_it_and_hashes_its_own_content
         assert entry.prev_hash == before.hash, f"entry {entry.seq} names its predecessor's hash"
     for e in entries:
         assert e.hash == entry_hash(str(e.incident_id), e.seq, e.prev_hash, timeline_content(
-            incident_id=e.incident_id, at=e.at, kind=e.kind, actor=e.actor, slack_user=e.slack_user,
+            incident_id=e.incident_id, at=e.at, kind=e.kind, actor=e.actor, identity=e.identity,
             policy_sha256=e.policy_sha256, detail=e.detail))
-    assert [(e.kind, e.actor, e.slack_user) for e in entries[-2:]] == [
+    assert [(e.kind, e.actor, e.identity) for e in entries[-2:]] == [
         ("first", WARDEN, None), ("second", "kai", "U0KAI")]
 
 
@@ -75,7 +76,7 @@ async def test_a_silence_made_from_an_incident_is_on_its_timeline(incident_db: s
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(finding("billing-agent-1"), T0)
         await store.timeline.note_silence(1, 7, ['rule="unapproved_tool"'], owner=OwnerRef(id="finance-ops"),
-                                          slack_user="U0KAI", now=T0)
+                                          by=Actor("slack", "U0KAI"), now=T0)
         [entry] = (await store.timeline.entries(1))[-1:]
-    assert (entry.kind, entry.actor, entry.slack_user) == ("silence_added", "finance-ops", "U0KAI")
+    assert (entry.kind, entry.actor, entry.identity) == ("silence_added", "finance-ops", "U0KAI")
     assert entry.detail == {"silence": 7, "matchers": ['rule="unapproved_tool"']}

@@ -46,7 +46,8 @@ OUTBOX_CLAIMS_LOST = Counter(
 )
 ESCALATIONS = Counter("warden_escalations_total", "Incidents escalated to the next step of their chain")
 INTERACTION_REFUSALS = Counter(
-    "warden_interaction_refusals_total", "Button clicks refused because the Slack user is not the named owner",
+    "warden_interaction_refusals_total",
+    "Button clicks refused because the person who clicked is not the named owner on that notifier",
     ["action"],
 )
 

@@ -7,7 +7,7 @@ import logging
 from responders.digests import LISTED, DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
-from responders.notifiers.base import AnyNotice, DigestNotice, GroupNotice
+from responders.notifiers.base import AnyNotice, ApprovalNotice, DigestNotice, GroupNotice, Outgoing
 from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_text
@@ -61,7 +61,16 @@ def render_group(group: GroupView) -> str:
             + (f" (+{group.unnamed} next)" if group.unnamed else "") + f" | list: {group.list_command}")
 
 
-def render_notice(notice: AnyNotice) -> str:
+def render_approval(notice: ApprovalNotice) -> str:
+    """An approval request's notification on one line (the console asks nobody: this is for a dead letter)."""
+    a = notice.approval
+    return (f"APPROVAL request={_line(a.id)} agent={_line(a.agent_id)} workflow={_line(a.workflow or '(unowned)')} "
+            f"to={_who(notice.target)} status={a.status} reason: {_line(a.reason)}")
+
+
+def render_notice(notice: Outgoing) -> str:
+    if isinstance(notice, ApprovalNotice):
+        return render_approval(notice)
     if isinstance(notice, DigestNotice):
         return render_digest(notice.digest)
     if isinstance(notice, GroupNotice):
@@ -91,9 +100,10 @@ class ConsoleNotifier:
             return Posted(address="console", ref=f"group-{notice.group.id}-{notice.group.epoch}")
         return Posted(address="console", ref=f"incident-{notice.incident.id}")
 
-    def dead_letter_alert(self, notice: AnyNotice, reason: str) -> None:
+    def dead_letter_alert(self, notice: Outgoing, reason: str) -> None:
         """The last resort when a notification could not be delivered: an ERROR line with all it carried."""
-        about = (f"review digest #{notice.digest.id}" if isinstance(notice, DigestNotice)
+        about = (f"approval request {notice.approval.id}" if isinstance(notice, ApprovalNotice)
+                 else f"review digest #{notice.digest.id}" if isinstance(notice, DigestNotice)
                  else f"digest of group #{notice.group.id}" if isinstance(notice, GroupNotice)
                  else f"incident #{notice.incident.id}")
         log.error("UNDELIVERED %s notification for %s after retries (%s): %s",

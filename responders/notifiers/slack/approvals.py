@@ -10,6 +10,8 @@ from responders.notifiers.slack.render import button_presses, safe, slack_escape
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_value
 
+ASK_EVENT = "warden_approval_request"  # the metadata of an ask, so a retried one finds it instead of posting twice
+
 
 class ApprovalAction(StrEnum):
     """The buttons' action ids; the button's value is the request id."""
@@ -65,6 +67,18 @@ def request_blocks(*, request_id: str, agent_id: str, workflow: str | None, acti
         by = f" by {safe(decided_by)}" if decided_by else ""
         blocks.append(_section(f"{_STATUS_TEXT.get(status, safe(status))}{by}"))
     return blocks
+
+
+def ask_metadata(request_id: str, key: str) -> dict[str, Any]:
+    """Attached to an ask: the request and the outbox row (notification) it delivers."""
+    return {"event_type": ASK_EVENT, "event_payload": {"approval_request": request_id, "notification": key}}
+
+
+def is_ask_of(message: dict[str, Any], request_id: str, key: str) -> bool:
+    meta = message.get("metadata") or {}
+    payload = meta.get("event_payload") or {}
+    return (meta.get("event_type") == ASK_EVENT and payload.get("approval_request") == request_id
+            and payload.get("notification") == key)
 
 
 def _section(text: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
 from responders.store.rooms import Store
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 from warden.telemetry import metrics
 
@@ -47,8 +48,13 @@ class Click:
 
     action: Action
     incident_id: int
-    slack_user: str
+    user: str  # the Slack user id of who clicked
     channel: str
+
+    @property
+    def actor(self) -> Actor:
+        """Who clicked, as the core records people: the Slack user, from the channel the message is in."""
+        return Actor(NOTIFIER, self.user, self.channel)
 
 
 def clicks(payload: dict[str, Any]) -> list[Click]:
@@ -81,11 +87,11 @@ def refusal(action: Action, incident: IncidentView) -> str:
             f"#{incident.id}. Your click was recorded.")
 
 
-def _note(action: Action, owner: OwnerRef, slack_user: str) -> str:
+def _note(action: Action, owner: OwnerRef, user: str) -> str:
     done = {Action.acknowledge: "Acknowledged", Action.resolve: "Resolved", Action.false_positive:
             "Marked a false positive", Action.approve: "Containment approved", Action.deny: "Containment denied",
             Action.release: "Quarantine release requested", Action.silence: "Silenced for 1 h"}
-    return f"{done[action]} by {owner.name or owner.id} (Slack user {slack_user})."
+    return f"{done[action]} by {owner.name or owner.id} (Slack user {user})."
 
 
 class Interactivity:
@@ -162,18 +168,18 @@ class Interactivity:
     async def _act(self, click: Click) -> None:
         incident = await self.store.incidents.incident(click.incident_id)
         if incident is None:
-            await self.slack.tell(click.channel, click.slack_user, f"Incident #{click.incident_id} is unknown.")
+            await self.slack.tell(click.channel, click.user, f"Incident #{click.incident_id} is unknown.")
             return
-        owner = authorise(click.action, incident.owners, NOTIFIER, click.slack_user, incident.approval_level) \
-            if is_user_id(click.slack_user) else None  # a channel id never clicks
+        owner = authorise(click.action, incident.owners, NOTIFIER, click.user, incident.approval_level) \
+            if is_user_id(click.user) else None  # a channel id never clicks
         if owner is None:
             text = refusal(click.action, incident)
-            await self.store.decisions.record_refusal(incident.id, click.action.value, click.slack_user, text,
+            await self.store.decisions.record_refusal(incident.id, click.action.value, click.actor, text,
                                                       self.clock())
             metrics.INTERACTION_REFUSALS.labels(action=click.action.value).inc()
-            await self.slack.tell(click.channel, click.slack_user, text)
+            await self.slack.tell(click.channel, click.user, text)
             return
-        note = _note(click.action, owner, click.slack_user)
+        note = _note(click.action, owner, click.user)
         if click.action is Action.silence:
             await self._silence(click, incident, owner)
             return
@@ -182,28 +188,29 @@ class Interactivity:
             try:
                 check_transition(incident.status, target)
             except TransitionError as exc:
-                await self.slack.tell(click.channel, click.slack_user, f"Incident #{incident.id}: {exc}.")
+                await self.slack.tell(click.channel, click.user, f"Incident #{incident.id}: {exc}.")
                 return
             done = await self.store.incidents.transition(incident.id, incident.status, target, owner=owner,
-                                               slack_user=click.slack_user, note=note, now=self.clock())
+                                               by=click.actor, note=note, now=self.clock())
         elif click.action is Action.release:
             if not incident.quarantined:
-                await self.slack.tell(click.channel, click.slack_user,
+                await self.slack.tell(click.channel, click.user,
                                       f"Incident #{incident.id}: no quarantine in effect to release.")
                 return
             done = await self.store.decisions.request_release(incident.id, owner=owner, via=NOTIFIER,
-                                                    identity=click.slack_user, now=self.clock())
+                                                    identity=click.user, by=click.actor,
+                                                              now=self.clock())
         else:
             if incident.decision is not None or incident.status not in ACTIVE or not incident.awaiting_approval:
-                await self.slack.tell(click.channel, click.slack_user,
+                await self.slack.tell(click.channel, click.user,
                                       f"Incident #{incident.id}: {incident.containment_status}.")
                 return
             done = await self.store.decisions.decide(incident.id, CONTAINMENT_ACTIONS[click.action], owner=owner,
-                                           slack_user=click.slack_user, note=note, now=self.clock())
+                                           by=click.actor, note=note, now=self.clock())
         if done:
             self.on_change()
         else:
-            await self.slack.tell(click.channel, click.slack_user,
+            await self.slack.tell(click.channel, click.user,
                                      f"Incident #{incident.id} changed before your click; nothing was done.")
 
     async def _silence(self, click: Click, incident: IncidentView, owner: OwnerRef) -> None:
@@ -212,11 +219,11 @@ class Interactivity:
         now = self.clock()
         matchers = await self.store.incidents.silence_matchers(incident.id)
         silence = await self.silences.add(
-            matchers, starts_at=now, ends_at=now + ONE_HOUR, author=owner.id, identity=f"slack:{click.slack_user}",
+            matchers, starts_at=now, ends_at=now + ONE_HOUR, author=owner.id, identity=f"slack:{click.user}",
             comment=f"Silence 1 h from Slack on incident #{incident.id}, by {owner.name or owner.id}", now=now)
         await self.store.timeline.note_silence(incident.id, silence.id, silence.matchers, owner=owner,
-                                      slack_user=click.slack_user, now=now)
-        await self.slack.tell(click.channel, click.slack_user,
+                                      by=click.actor, now=now)
+        await self.slack.tell(click.channel, click.user,
                               f"Silenced until {silence.ends_at:%H:%M}Z as silence #{silence.id} "
                               f"({', '.join(silence.matchers)}). Pages it matches are recorded, not paged; "
                               f"containment still runs. Expire it with `warden silence expire {silence.id}`.")

@@ -27,17 +27,20 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from responders.incidents import IncidentView
 from responders.notifiers.base import (
     AnyNotice,
+    ApprovalNotice,
     DigestNotice,
     GroupNotice,
     Inbound,
     LeaseEnded,
     Notice,
+    Outgoing,
     RateLimited,
     TryLater,
     Undeliverable,
     ensure_time,
     time_left,
 )
+from responders.notifiers.slack import approvals as approval_render
 from responders.notifiers.slack import render
 from responders.notifiers.slack.settings import SlackSettings
 from responders.store.notices import NoticeKind, Posted
@@ -177,9 +180,11 @@ class SlackNotifier:
             **options,
         )
 
-    def spend(self, notice: AnyNotice) -> dict[str, int]:
+    def spend(self, notice: Outgoing) -> dict[str, int]:
         """Messages a notice posts, per channel (chat.update is not a post: Slack limits it per method, not per
         channel). A person's DM is counted under their user id, as it is posted to."""
+        if isinstance(notice, ApprovalNotice):  # an ask is one post; closing updates the asks
+            return {_channel_or_empty(notice.target): 1} if notice.kind is NoticeKind.approval else {}
         if isinstance(notice, DigestNotice):
             return {_channel_or_empty(notice.target): 1}
         if isinstance(notice, GroupNotice):
@@ -224,6 +229,31 @@ class SlackNotifier:
         ), channel=root.address)
         note = render.repeat_note(inc) if notice.kind is NoticeKind.repeat else render.safe(notice.note or "")
         return await self._reply(root, note, notice)
+
+    async def send_approval(self, notice: ApprovalNotice) -> Posted:
+        """An approval request (`AsksApproval`): the ask, to the owner's DM or channel, with Approve / Deny when they
+        may decide; a retried ask first looks for the message an interrupted attempt posted (by the outbox row's key
+        in its metadata). Closing replaces each ask by the outcome, without buttons (an update: safe to repeat)."""
+        a = notice.approval
+        text = approval_render.fallback(a.id, a.agent_id, a.action)
+        if notice.kind is NoticeKind.approval_closed:
+            for posted, asked in notice.messages:
+                blocks = approval_render.request_blocks(
+                    request_id=a.id, agent_id=a.agent_id, workflow=a.workflow, action=a.action, reason=a.reason,
+                    approver=asked, status=a.status, decided_by=a.decided_by)
+                await self.update(posted, text, blocks)
+            return notice.messages[0][0] if notice.messages else Posted(address="", ref="")
+        channel = _channel(notice.target)
+        if notice.retried and notice.key is not None:
+            found = await self._find(notice.target, a.requested_at.timestamp(),
+                                     lambda m: approval_render.is_ask_of(m, a.id, notice.key or ""))
+            if found is not None:
+                return found
+        blocks = approval_render.request_blocks(
+            request_id=a.id, agent_id=a.agent_id, workflow=a.workflow, action=a.action, reason=a.reason,
+            approver=notice.target, preface=notice.note, buttons=notice.buttons)
+        return await self._post(channel, text, blocks, metadata=None if notice.key is None
+                                else approval_render.ask_metadata(a.id, notice.key))
 
     async def _reply(self, root: Posted, text: str, notice: Notice) -> Posted:
         """Post in the root's thread, carrying the notification's key; a retried notification first looks for the

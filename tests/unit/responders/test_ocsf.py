@@ -31,7 +31,7 @@ def _chain(incident_id: int, kinds: list[str]) -> list[dict[str, Any]]:
     for seq, kind in enumerate(kinds, start=1):
         at = T0 + timedelta(seconds=seq)
         detail = {"finding_id": f"f{seq}"} if kind in ("opened", "grouped") else {"action": "quarantine_agent"}
-        content = timeline_content(incident_id=incident_id, at=at, kind=kind, actor="warden", slack_user=None,
+        content = timeline_content(incident_id=incident_id, at=at, kind=kind, actor="warden", identity=None,
                                    policy_sha256="sha", detail=detail)
         digest = entry_hash(str(incident_id), seq, prev, content)
         entries.append({"seq": seq, "at": at.isoformat(), "kind": kind, "actor": "warden", "identity": None,
@@ -83,7 +83,7 @@ def test_every_timeline_record_carries_its_link_and_a_copy_of_the_chain_verifies
         assert after["chain_uid"] == before["chain_uid"] == "warden-incident-3"
     for r in records:  # the fingerprint is the chain hash of the record's own fields
         content = timeline_content(incident_id=r["incident_id"], at=datetime.fromisoformat(r["at"]), kind=r["kind"],
-                                   actor=r["actor"], slack_user=r["identity"], policy_sha256=r["policy_sha256"],
+                                   actor=r["actor"], identity=r["identity"], policy_sha256=r["policy_sha256"],
                                    detail=r["detail"])
         assert entry_hash("3", r["seq"], r["prev_hash"], content) == r["attestation_list"][0]["fingerprint"]["value"]
 

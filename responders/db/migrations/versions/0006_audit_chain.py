@@ -45,7 +45,7 @@ def _chain_existing() -> None:
     for row in bind.execute(sa.select(timeline).order_by(timeline.c.incident_id, timeline.c.id)).mappings():
         seq, prev = last.get(row["incident_id"], (0, GENESIS))
         content = timeline_content(incident_id=row["incident_id"], at=row["at"].replace(tzinfo=UTC),
-                                   kind=row["kind"], actor=row["actor"], slack_user=row["slack_user"],
+                                   kind=row["kind"], actor=row["actor"], identity=row["slack_user"],
                                    policy_sha256=None, detail=row["detail"])
         digest = entry_hash(str(row["incident_id"]), seq + 1, prev, content)
         bind.execute(sa.update(timeline).where(timeline.c.id == row["id"]).values(
