@@ -44,7 +44,8 @@ declare -A EFFECTS=(
   [responders/outbox/stages.py]="tests/unit/responders/test_incidents.py tests/integration/test_incident_responder.py
                                  tests/integration/test_outbox_wake.py tests/integration/test_slack_rate_limit.py
                                  tests/integration/test_slack_escalation.py tests/integration/test_channel_budget.py"
-  [responders/approvals/desk.py]="tests/integration/test_approvals.py tests/integration/test_approvals_worker.py"
+  [responders/approvals/desk.py]="tests/integration/test_approvals.py tests/integration/test_approval_desk_rules.py
+                                  tests/integration/test_approvals_worker.py"
 )
 if [ "${1:-}" = "--effects" ]; then
   module=${2:?"usage: bench/mutation.sh --effects MODULE [pytest args...] (bench/mutation.sh --effects list)"}
