@@ -39,7 +39,8 @@ declare -A EFFECTS=(
   [playbooks/actions]="tests/unit/playbooks/test_action_records.py tests/integration/test_action_answers.py
                        tests/integration/test_action_webhook.py tests/integration/test_action_revoke_token.py
                        tests/integration/test_containment.py tests/integration/test_containment_worker.py"
-  [service/runtime/state_rebuild.py]="tests/integration/test_state_rebuild.py tests/unit/streams/test_detector_state.py
+  [service/runtime/state_rebuild.py]="tests/unit/service/test_partition_state_rules.py
+                                      tests/unit/streams/test_detector_state.py tests/integration/test_state_rebuild.py
                                       tests/integration/test_hostile_worker.py"
   [responders/outbox/stages.py]="tests/unit/responders/test_incidents.py tests/integration/test_incident_responder.py
                                  tests/integration/test_outbox_wake.py tests/integration/test_slack_rate_limit.py
