@@ -42,7 +42,8 @@ declare -A EFFECTS=(
   [service/runtime/state_rebuild.py]="tests/unit/service/test_partition_state_rules.py
                                       tests/unit/streams/test_detector_state.py tests/integration/test_state_rebuild.py
                                       tests/integration/test_hostile_worker.py"
-  [responders/outbox/stages.py]="tests/unit/responders/test_incidents.py tests/integration/test_incident_responder.py
+  [responders/outbox/stages.py]="tests/unit/responders/test_outbox_pipeline.py tests/unit/responders/test_incidents.py
+                                 tests/integration/test_incident_responder.py
                                  tests/integration/test_outbox_wake.py tests/integration/test_slack_rate_limit.py
                                  tests/integration/test_slack_escalation.py tests/integration/test_channel_budget.py"
   [responders/approvals/desk.py]="tests/integration/test_approvals.py tests/integration/test_approval_desk_rules.py
