@@ -102,8 +102,8 @@ def pipeline(store: Store, notifier: Notifier, max_attempts: int = 3) -> Pipelin
 
 def _count(counter: Any, **labels: str) -> float:
     """A counter's total over the label sets that carry `labels` (prometheus_client's public collect())."""
-    return sum(s.value for m in counter.collect() for s in m.samples
-               if s.name.endswith("_total") and labels.items() <= s.labels.items())
+    return float(sum(s.value for m in counter.collect() for s in m.samples
+               if s.name.endswith("_total") and labels.items() <= s.labels.items()))
 
 
 def test_a_notice_says_it_is_retried_from_the_second_attempt_and_is_keyed_by_its_row() -> None:
