@@ -39,6 +39,8 @@ class Scripted:
 
     answers: dict[str, Answer] = field(default_factory=dict)
     seen: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # the raw body of each request
+    location: str | None = None  # the Location header of a 3xx answer
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -46,9 +48,12 @@ class Scripted:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.read())
         form = dict(await request.post()) if request.content_type.endswith("urlencoded") else {}
         self.seen.append((request.path, {k: str(v) for k, v in form.items()}, dict(request.headers)))
         answer = self.answers.get(request.path, Answer())
+        if 300 <= answer.status < 400 and self.location:
+            return web.Response(status=answer.status, headers={"Location": self.location})
         if isinstance(answer.body, bytes):
             return web.Response(status=answer.status, body=answer.body)
         text = "" if answer.body is None else json.dumps(answer.body)
@@ -234,3 +239,62 @@ async def test_the_first_matching_issuer_of_several_is_used(
     detail = await RevokeToken().run(RevokeTokenParams(), ctx)
     assert (detail["issuer"], detail["credential_id"]) == ("corp", "")
     assert [p for p, _, _ in server.seen] == ["/revoke"]
+
+
+@pytest.mark.parametrize("path", ["/revoke", "/introspect"])
+async def test_an_issuer_redirect_is_an_answer_not_followed(
+    server: Scripted, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, path: str,
+) -> None:
+    server.answers[path] = Answer(307)
+    server.answers["/elsewhere"] = Answer(200, {"active": False})
+    server.location = server.url("/elsewhere")
+    if path == "/revoke":
+        with pytest.raises(ActionFailed) as failed:
+            await _revoke(server, http, monkeypatch)
+        assert failed.value.reason == "issuer 'corp' answered the revocation with HTTP 307"
+    else:
+        detail = await _revoke(server, http, monkeypatch)
+        assert detail["confirmed"] == "false" and detail["confirmation"] == "introspection answered HTTP 307"
+    assert "/elsewhere" not in [p for p, _, _ in server.seen]
+
+
+async def test_a_webhook_redirect_is_an_answer_not_followed(
+    server: Scripted, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, WHSEC)
+    server.answers["/hook"] = Answer(307)
+    server.location = server.url("/elsewhere")
+    with pytest.raises(ActionFailed) as failed:
+        await Webhook().run(WebhookParams(url=server.url("/hook"), secret=f"env:{SECRET_ENV}"), context(http))
+    assert "HTTP 307" in failed.value.reason and failed.value.retryable is False
+    assert [p for p, _, _ in server.seen] == ["/hook"]
+
+
+async def test_the_webhook_body_is_canonical_json_and_names_a_credential_by_id_or_issuer(
+    server: Scripted, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, WHSEC)
+    params = WebhookParams(url=server.url("/hook"), secret=f"env:{SECRET_ENV}")
+    for cred in (Credential(id="kid-1", issuer=None, token=TOKEN), Credential(id=None, issuer="https://i", token=None),
+                 Credential(id=None, issuer=None, token=TOKEN), None):
+        await Webhook().run(params, context(http, credential=cred))
+    bodies = [server.bodies[i] for i in range(4)]
+    for body in bodies:
+        assert body == json.dumps(json.loads(body), separators=(",", ":"), sort_keys=True).encode()
+    named = [json.loads(b)["data"].get("credential") for b in bodies]
+    assert named == [{"id": "kid-1", "issuer": None}, {"id": None, "issuer": "https://i"}, None, None]
+
+
+async def test_a_webhook_receiver_that_refuses_the_connection_is_named_by_the_system_error(
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, WHSEC)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    params = WebhookParams(url=f"http://127.0.0.1:{port}/hook", secret=f"env:{SECRET_ENV}")
+    with pytest.raises(ActionFailed) as failed:
+        await Webhook().run(params, context(http))
+    # The system's own words (here asyncio's "Connect call failed ..."), not only the exception's class name.
+    assert failed.value.reason.startswith(f"webhook http://127.0.0.1:{port}/hook unreachable: Connect call failed")
+    assert failed.value.retryable is True

@@ -135,3 +135,30 @@ def test_the_lint_checks_the_parameter_model_then_the_actions_own_checks() -> No
     nested: Any = checker(ACTIONS["webhook"])({"url": "https://h.example", "secret": "env:X",
                                                "payload": {"k": [1]}}, matrix())
     assert nested and all(where.startswith("payload.k") for where, _ in nested)
+
+
+@pytest.mark.parametrize(("name", "idempotent", "uses_token", "describes"), [
+    ("quarantine_agent", True, False, "quarantine the agent (warden.control)"),
+    ("release", True, False, "release the agent's quarantine (warden.control)"),
+    ("revocation_list", True, False, "add the credential id to the revocation list (warden.revocations)"),
+    ("notify", True, False, "notify the data_owner"),
+])
+def test_each_action_says_whether_it_may_be_rerun_needs_the_token_and_what_it_will_do(
+    name: str, idempotent: bool, uses_token: bool, describes: str,
+) -> None:
+    action = RUNNABLE[name]
+    params = action.Params.model_validate({"role": "data_owner", "message": "m"} if name == "notify" else {})
+    assert (action.idempotent, action.uses_token, action.describe(params)) == (idempotent, uses_token, describes)
+    assert action.check(params, matrix()) == []
+
+
+def test_a_credential_never_shows_its_token_when_printed() -> None:
+    cred = Credential(id="kid-7", issuer="https://idp", token="secret-token")
+    assert "secret-token" not in repr(cred) and "kid-7" in repr(cred)
+
+
+async def test_the_revocation_list_entry_is_canonical_json() -> None:
+    rec = Recorder()
+    await ACTIONS["revocation_list"].run(None, _ctx(rec, credential=Credential(id="k", issuer=None, token=None)))
+    [(_, _, value)] = rec.published
+    assert value is not None and value == json.dumps(json.loads(value), sort_keys=True).encode()
