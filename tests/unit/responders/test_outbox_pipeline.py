@@ -12,7 +12,18 @@ from typing import Any
 
 import pytest
 
-from responders.notifiers.base import LeaseEnded, Notice, NoticeKind, Posted, TryLater, Undeliverable
+from responders.digests import DigestView
+from responders.group_digest import GroupView
+from responders.notifiers.base import (
+    DigestNotice,
+    GroupNotice,
+    LeaseEnded,
+    Notice,
+    NoticeKind,
+    Posted,
+    TryLater,
+    Undeliverable,
+)
 from responders.notifiers.console import ConsoleNotifier
 from responders.outbox.stages import (
     CLOCK_SKEW_S,
@@ -22,10 +33,11 @@ from responders.outbox.stages import (
     Lease,
     Pipeline,
     Retry,
+    dead_letter,
     notice_of,
     record,
 )
-from responders.store import Claimed
+from responders.store import Claimed, ClaimedDigest, ClaimedGroup
 from tests.unit.responders.test_incidents import view
 from warden.contract import metrics
 from warden.kit.retry import Backoff
@@ -253,3 +265,55 @@ async def test_a_root_delivery_counts_an_alert_and_observes_the_time_to_notify()
                         now=NOW) is False
     assert _count(metrics.ALERTS, channel="rec", rule=c.incident.rule) == alerts + 2
 
+
+
+def _digest() -> ClaimedDigest:
+    inc = view()
+    digest = DigestView(id=5, responder=inc.owners.responder, since=NOW, until=NOW, incidents=(1, 2), findings=3,
+                        by_rule=(), agents=(), targets=())
+    return ClaimedDigest(id=41, claim="tok", notifier="rec", attempts=1, target=inc.owners.responder, digest=digest)
+
+
+def _group(attempts: int = 1, root: Posted | None = None) -> ClaimedGroup:
+    inc = view()
+    group = GroupView(id=9, key="k", epoch=1, labels={}, severity="high", responder=inc.owners.responder,
+                      leader_id=1, leaders=1, members=2, findings=2, opened_at=NOW, last_at=NOW, agents=(),
+                      agents_total=0, targets=(), targets_total=0, lines=())
+    return ClaimedGroup(id=51, claim="tok", notifier="rec", attempts=attempts, target=inc.owners.responder,
+                        group=group, root=root)
+
+
+def test_a_digest_and_a_group_refresh_become_their_own_notices() -> None:
+    digest = notice_of(_digest())
+    assert isinstance(digest, DigestNotice) and (digest.digest.id, digest.kind) == (5, NoticeKind.digest)
+    root = Posted("C0", "1.1")
+    for attempts, retried in ((1, False), (2, True), (3, True)):
+        group = notice_of(_group(attempts, root))
+        assert isinstance(group, GroupNotice)
+        assert (group.group.id, group.root, group.retried) == (9, root, retried)
+
+
+@pytest.mark.parametrize("which", ["digest", "group"])
+async def test_a_digest_or_group_refresh_is_sent_and_recorded_like_any_notification(which: str) -> None:
+    store, notifier = Store(), Notifier()
+    c: Any = _digest() if which == "digest" else _group()
+    delivered = _count(metrics.NOTIFICATIONS_DELIVERED, notifier="rec", kind=c.kind.value)
+    after = _count(metrics.OUTBOX_CLAIMS_LOST, notifier="rec", when="after_send")
+    await pipeline(store, notifier).deliver(c)
+    assert store.names() == ["renew", "mark_delivered"] and store.calls[1][1] == (Posted("C0", "ts-1"), NOW)
+    assert len(notifier.sent) == 1 and type(notifier.sent[0]) is (DigestNotice if which == "digest" else GroupNotice)
+    assert _count(metrics.NOTIFICATIONS_DELIVERED, notifier="rec", kind=c.kind.value) == delivered + 1
+    assert _count(metrics.OUTBOX_CLAIMS_LOST, notifier="rec", when="after_send") == after  # recorded, not lost
+    assert await record(store, c, Posted("C0", "x"), notifier="rec", now=NOW) is True  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("held", [True, False])
+async def test_a_dead_letter_says_whether_the_claim_was_still_held(held: bool) -> None:
+    store = Store(held=held)
+    lost = _count(metrics.OUTBOX_CLAIMS_LOST, notifier="rec", when="on_failure")
+    reply = claimed(NoticeKind.repeat, root=None)  # undeliverable: its root is dead
+    await pipeline(store, Notifier()).deliver(reply)
+    assert store.names() == ["dead_letter"]
+    assert _count(metrics.OUTBOX_CLAIMS_LOST, notifier="rec", when="on_failure") == lost + (0 if held else 1)
+    assert await dead_letter(store, reply, "r", notifier="rec", notice=notice_of(reply),  # type: ignore[arg-type]
+                             fallback=ConsoleNotifier(), now=NOW) is held
