@@ -5,6 +5,14 @@
 #
 #   bench/mutation.sh                      # the whole pure core
 #   bench/mutation.sh responders/incidents.py warden/policy/lint.py   # some of it
+#   bench/mutation.sh --effects playbooks/ledger.py   # one effectful module, with the tests that exercise it
+#   bench/mutation.sh --effects list                  # the effectful modules it knows
+#
+# --effects runs one module that has effects (a database, a broker, the local Slack API) with the test files in
+# EFFECTS below, integration ones included: tests/conftest.py starts Tansu, PostgreSQL and the local Slack API for
+# the tests that need them, in each gremlin's test process. One module at a time; a module's whole test files are
+# given, and pytest-gremlins still runs only the tests that cover each gremlin's line. Extra pytest arguments
+# (e.g. `-k NAME`, to split a long run by tests) follow the module: `bench/mutation.sh --effects MODULE -k name`.
 #
 # Prints the console report; the per-gremlin results land in coverage/gremlins/gremlins.json, and
 # bench/mutation_summary.py turns them into the per-module table that docs/testing.md records, leaving out the
@@ -23,6 +31,43 @@ TESTS=(tests/unit/streams/test_ingest.py tests/unit/streams/test_detectors.py te
        tests/unit/warden/test_redact.py tests/unit/responders/test_incidents.py tests/unit/warden/test_policy_load.py tests/unit/warden/test_policy_lint.py
        tests/unit/warden/test_argument_scope.py tests/unit/streams/test_flows.py tests/unit/streams/test_sessions.py tests/unit/warden/test_scope_lint.py
        tests/integration/test_containment.py)
+# module -> the test files that exercise it (integration ones included), for --effects. Not here:
+# test_containment_crash.py (a worker killed mid-step; one test, ~40 s a run, and it starts workers as
+# subprocesses, which the in-process mutation never reaches).
+declare -A EFFECTS=(
+  [playbooks/ledger.py]="tests/integration/test_containment.py tests/integration/test_ledger_locks.py"
+  [playbooks/actions]="tests/unit/playbooks/test_action_records.py tests/integration/test_action_answers.py
+                       tests/integration/test_action_webhook.py tests/integration/test_action_revoke_token.py
+                       tests/integration/test_containment.py tests/integration/test_containment_worker.py"
+  [service/runtime/state_rebuild.py]="tests/unit/service/test_partition_state_rules.py
+                                      tests/unit/streams/test_detector_state.py tests/integration/test_state_rebuild.py
+                                      tests/integration/test_hostile_worker.py"
+  [responders/outbox/stages.py]="tests/unit/responders/test_outbox_pipeline.py tests/unit/responders/test_incidents.py
+                                 tests/integration/test_incident_responder.py
+                                 tests/integration/test_outbox_wake.py tests/integration/test_slack_rate_limit.py
+                                 tests/integration/test_slack_escalation.py tests/integration/test_channel_budget.py"
+  [responders/approvals/desk.py]="tests/integration/test_approvals.py tests/integration/test_approval_desk_rules.py
+                                  tests/integration/test_approvals_worker.py"
+)
+if [ "${1:-}" = "--effects" ]; then
+  module=${2:?"usage: bench/mutation.sh --effects MODULE [pytest args...] (bench/mutation.sh --effects list)"}
+  if [ "$module" = list ]; then
+    for m in "${!EFFECTS[@]}"; do echo "$m: ${EFFECTS[$m]}" | tr -s ' \n' ' '; echo; done | sort
+    exit 0
+  fi
+  [ -n "${EFFECTS[$module]:-}" ] || { echo "unknown effectful module: $module (bench/mutation.sh --effects list)" >&2; exit 2; }
+  shift 2
+  read -r -a files <<< "$(echo ${EFFECTS[$module]})"
+  start=$(date +%s)
+  # Integration tests start their own broker and database per test process: a longer limit per gremlin's run.
+  "$PY" -m pytest -q -p no:cacheprovider "${files[@]}" "$@" \
+      --gremlins --gremlin-targets="$module" --gremlin-workers="${WORKERS:-1}" \
+      --gremlin-mutant-timeout="${MUTANT_TIMEOUT:-300}" \
+      --gremlin-batch --gremlin-report=console,json
+  echo "mutation run took $(( $(date +%s) - start ))s"
+  "$PY" bench/mutation_summary.py coverage/gremlins/gremlins.json
+  exit 0
+fi
 start=$(date +%s)
 "$PY" -m pytest -q -p no:cacheprovider -m "not integration" -k "not postgresql" "${TESTS[@]}" \
     --gremlins --gremlin-targets="$(IFS=,; echo "${TARGETS[*]}")" --gremlin-workers="${WORKERS:-1}" \

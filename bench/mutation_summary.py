@@ -19,8 +19,9 @@ KILLED = {"zapped", "timeout"}
 
 
 def module_of(rel: str) -> str:
-    """Group a file under its package for streams/ingest and streams/detectors, else the file itself."""
-    for package in ("streams/ingest", "streams/detectors"):
+    """Group a file under its package for streams/ingest, streams/detectors and playbooks/actions, else the file
+    itself."""
+    for package in ("streams/ingest", "streams/detectors", "playbooks/actions"):
         if rel.startswith(package + "/"):
             return package
     return rel

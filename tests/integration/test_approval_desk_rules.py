@@ -1,0 +1,223 @@
+"""The approval desk's rules a gateway or an approver can observe, on a real database and the local Slack API:
+when a pending request expires, what an answer says before its approval event is published, the API decision,
+waiting, routing without Slack or when Slack fails, the escalation preface, and which messages a decision closes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from responders.approvals.desk import CONFLICT, DONE, FORBIDDEN, ApprovalDesk
+from responders.incident_responder import IncidentResponder
+from responders.notifiers.slack.approvals import ApprovalAction
+from service.demo.slack_api_server import SlackApiServer
+from service.runtime.settings import Settings
+from streams.approvals import judge
+from tests.integration.test_approvals import POLICY, Desk, req
+from tests.support.approval_helpers import GRANT
+from tests.support.incident_helpers import FakeClock
+from warden.contract.approvals import ApprovalStatus
+
+PAY = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor",
+                                                     "arguments": {"payee": "acme-logistics", "amount": 10}}}
+LOOKUP = {"agent": {"id": "iam-agent-1"}, "tool": {"name": "directory.lookup_user"}}
+
+
+@pytest.fixture
+async def rig(incident_settings: Settings, slack_api: SlackApiServer) -> AsyncIterator[tuple[Desk, FakeClock]]:
+    clock = FakeClock()
+    responder = IncidentResponder(incident_settings, clock=clock)
+    await responder.start()
+    try:
+        yield Desk(responder, slack_api, clock), clock
+    finally:
+        await responder.stop()
+
+
+def _text(blocks: list[dict[str, Any]] | None) -> str:
+    return repr(blocks or [])
+
+
+async def test_a_pending_request_expires_when_the_rest_of_its_chain_has_had_its_time(
+        rig: tuple[Desk, FakeClock]) -> None:
+    d, clock = rig
+    t0 = clock()
+    first = await d.desk.submit(req(GRANT, request_id="x-1"), gateway="gw", transport="http")
+    # Three owners, five minutes each: the first answers by t0+5m, then two more steps of five minutes.
+    assert (first.requested_at, first.decided_at, first.expires_at) == (t0, None, t0 + timedelta(minutes=15))
+    pay = await d.desk.submit(req(PAY, request_id="x-2"), gateway="gw", transport="http")
+    assert pay.expires_at == t0 + timedelta(minutes=10)  # two owners
+    await d.settle()
+    clock.advance(minutes=5, seconds=1)
+    t1 = clock()
+    await d.settle()
+    climbed = await d.desk.answer("x-1")
+    assert climbed is not None and climbed.expires_at == t1 + timedelta(minutes=10)
+    last = await d.desk.answer("x-2")
+    assert last is not None and last.expires_at == t1 + timedelta(minutes=5)  # the last step: its own five
+    assert await d.desk.click(ApprovalAction.approve, "x-2", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
+    await d.settle()
+    decided = await d.desk.answer("x-2")
+    assert decided is not None and (decided.status, decided.expires_at, decided.decided_at) == (
+        ApprovalStatus.approved, None, t1)
+
+
+async def test_an_allow_is_decided_at_once_never_expires_and_is_published_once_without_an_event(
+        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = rig
+    allowed = await d.desk.submit(req(LOOKUP), gateway="gw", transport="http", request_id="given-id")
+    assert (allowed.request_id, allowed.status, allowed.decided_at, allowed.expires_at) == (
+        "given-id", ApprovalStatus.allowed, clock(), None)
+    assert await d.desk.step() is True
+    assert await d.desk.step() is False  # nothing left to do
+    assert [(a.request_id, a.status, e) for a, e in d.published] == [("given-id", ApprovalStatus.allowed, None)]
+    assert slack_api.roots() == []  # nobody is asked about an allow
+
+
+async def test_an_approval_reads_pending_until_its_event_is_published(
+        rig: tuple[Desk, FakeClock]) -> None:
+    d, clock = rig
+    await d.desk.submit(req(GRANT, request_id="x-3"), gateway="gw", transport="http")
+    await d.settle()
+    assert await d.desk.click(ApprovalAction.approve, "x-3", "U0JORDAN", "D1") == "approved by jordan"
+    before = await d.desk.answer("x-3")
+    assert before is not None and (before.status, before.decided_by, before.decided_at) == (
+        ApprovalStatus.pending, None, None)
+    await d.settle()
+    after = await d.desk.answer("x-3")
+    assert after is not None and (after.status, after.decided_by, after.decided_at) == (
+        ApprovalStatus.approved, "jordan", clock())
+
+
+async def test_a_denial_reads_denied_at_once(rig: tuple[Desk, FakeClock]) -> None:
+    d, _ = rig
+    await d.desk.submit(req(GRANT, request_id="x-4"), gateway="gw", transport="http")
+    await d.settle()
+    assert await d.desk.click(ApprovalAction.deny, "x-4", "U0JORDAN", "D1") == "denied by jordan"
+    answer = await d.desk.answer("x-4")
+    assert answer is not None and (answer.status, answer.decided_by) == (ApprovalStatus.denied, "jordan")
+
+
+async def test_an_owner_decides_through_the_api_checked_like_a_click(rig: tuple[Desk, FakeClock]) -> None:
+    d, _ = rig
+    assert await d.desk.decide_as("nope", "jordan", "tok", approve=True) is None
+    await d.desk.submit(req(GRANT, request_id="x-5"), gateway="gw", transport="http")
+    outcome, text = await d.desk.decide_as("x-5", "iam-team", "tok-iam", approve=True) or ("", "")
+    assert (outcome, text) == (FORBIDDEN, "Refused: only Jordan Lee may decide approval request x-5. "
+                                          "Your attempt was recorded.")
+    assert await d.desk.decide_as("x-5", "jordan", "tok-j", approve=False) == (DONE, "denied by jordan")
+    assert await d.desk.decide_as("x-5", "jordan", "tok-j", approve=True) == (
+        CONFLICT, "Refused: approval request x-5 is already denied. Your attempt was recorded.")
+    entries = [(e.kind, e.identity, e.detail.get("via")) for e in await d.desk.store.timeline("x-5")
+               if e.kind in ("refused", "denied")]
+    assert entries == [("refused", "tok-iam", None), ("denied", "tok-j", "api"), ("refused", "tok-j", None)]
+
+
+async def test_wait_returns_a_final_answer_at_once_and_a_pending_one_after_its_time(
+        rig: tuple[Desk, FakeClock]) -> None:
+    d, _ = rig
+    assert await d.desk.wait("nope", 5) is None
+    allowed = await d.desk.submit(req(LOOKUP, request_id="x-6"), gateway="gw", transport="http")
+    assert await d.desk.wait("x-6", 0) == allowed
+    await d.desk.submit(req(GRANT, request_id="x-7"), gateway="gw", transport="http")
+    pending = await asyncio.wait_for(d.desk.wait("x-7", 0.3), 5)
+    assert pending is not None and pending.status is ApprovalStatus.pending
+    waiting = asyncio.create_task(d.desk.wait("x-7", 20))
+    await d.settle()
+    assert await d.desk.click(ApprovalAction.approve, "x-7", "U0JORDAN", "D1") == "approved by jordan"
+    await d.settle()
+    done = await asyncio.wait_for(waiting, 5)  # woken by the publication, long before its 20 s
+    assert done is not None and done.status is ApprovalStatus.approved
+
+
+async def test_without_slack_a_request_is_routed_for_the_api_and_its_answer_published(
+        incident_settings: Settings, slack_api: SlackApiServer) -> None:
+    clock = FakeClock()
+    responder = IncidentResponder(incident_settings, clock=clock)
+    await responder.start()
+    published: list[str] = []
+
+    async def publish(answer, event) -> None:  # type: ignore[no-untyped-def]
+        published.append(answer.status.value)
+
+    try:
+        desk = ApprovalDesk(responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now), clock=clock,
+                            publish=publish)
+        await desk.submit(req(GRANT, request_id="x-8"), gateway="gw", transport="http")
+        assert await desk.step() is True
+        [routed] = [e for e in await desk.store.timeline("x-8") if e.kind == "routed"]
+        assert routed.detail["to"] == "jordan" and routed.detail["step"] == 1
+        assert routed.detail["via"].startswith("none: no Slack notifier")
+        assert published == ["pending"] and slack_api.roots() == []
+        assert await desk.decide_as("x-8", "jordan", "t", approve=True) == (DONE, "approved by jordan")
+        while await desk.step():
+            pass
+        assert published == ["pending", "approved"]
+    finally:
+        await responder.stop()
+
+
+async def test_a_failed_slack_post_leaves_the_request_unrouted_until_the_next_pass(
+        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, _ = rig
+    await d.desk.submit(req(GRANT, request_id="x-9"), gateway="gw", transport="http")
+    slack_api.fail("chat.postMessage", status=500, times=10)
+    await d.desk.step()
+    assert "routed" not in await d.kinds("x-9") and slack_api.roots() == []
+    slack_api.faults.clear()
+    await d.settle()
+    [routed] = [e for e in await d.desk.store.timeline("x-9") if e.kind == "routed"]
+    [message] = slack_api.roots()
+    assert (routed.detail["channel"], routed.detail["ts"]) == (message.channel, message.ts)
+
+
+async def test_an_escalation_step_that_approves_is_told_why_and_given_the_buttons(
+        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = rig
+    await d.desk.submit(req(PAY, request_id="x-10"), gateway="gw", transport="http")
+    await d.settle()
+    first = slack_api.roots()[0]
+    assert "Escalated to you" not in _text(first.blocks)
+    clock.advance(minutes=5, seconds=1)
+    await d.settle()
+    second = slack_api.roots()[1]
+    assert second.channel == "C0FINOPS"
+    # (The preface lists every owner who may decide at this level, the recipient included: as it is today.)
+    assert "Escalated to you: not answered by sam, finance-ops in time." in _text(second.blocks)
+    assert any(b["type"] == "actions" for b in second.blocks or [])
+    [escalated] = [e for e in await d.desk.store.timeline("x-10") if e.kind == "escalated"]
+    assert escalated.detail == {"to": "finance-ops", "step": 2, "of": 2,
+                                "reason": "no answer from sam within 300s"}
+
+
+async def test_a_decision_closes_every_message_each_showing_whom_it_asked(
+        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = rig
+    await d.desk.submit(req(GRANT, request_id="x-11"), gateway="gw", transport="http")
+    await d.settle()
+    clock.advance(minutes=5, seconds=1)
+    await d.settle()
+    jordan, iam = slack_api.roots()
+    assert await d.desk.click(ApprovalAction.approve, "x-11", "U0JORDAN", "D1") == "approved by jordan"
+    await d.settle()
+    assert (jordan.updates, iam.updates) == (1, 1)
+    for message, asked in ((jordan, "Jordan"), (iam, "IAM")):
+        assert not any(b["type"] == "actions" for b in message.blocks or [])
+        [field] = [f["text"] for b in message.blocks or [] if b.get("fields") for f in b["fields"]
+                   if f["text"].startswith("*Asked of*")]
+        assert asked in field, (message.channel, field)
+
+
+async def test_a_refusal_is_returned_even_when_telling_the_clicker_fails(
+        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, _ = rig
+    await d.desk.submit(req(GRANT, request_id="x-12"), gateway="gw", transport="http")
+    slack_api.fail("chat.postEphemeral", status=500, times=10)
+    said = await d.desk.click(ApprovalAction.approve, "x-12", "U0KAI", "D1")
+    assert said.startswith("Refused: only Jordan Lee may decide approval request x-12")
+    unknown = await d.desk.click(ApprovalAction.approve, "x-unknown", "U0KAI", "D1")
+    assert unknown == "Approval request x-unknown is unknown."
