@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ from responders.incidents import (
     joins,
 )
 from responders.notifiers.base import (
+    AnyNotice,
     FindsRoot,
     LeaseEnded,
     Notice,
@@ -95,7 +96,8 @@ def test_the_lifecycle_is_open_then_acknowledged_then_resolved_or_a_false_positi
 ) -> None:
     assert ((current, target) in ALLOWED) is (target in TRANSITIONS[current])
     if (current, target) in ALLOWED:
-        assert check_transition(current, target) is None
+        # None by its type; the assertion keeps an allowed transition answering nothing should that type change
+        assert check_transition(current, target) is None  # type: ignore[func-returns-value]
     else:
         with pytest.raises(TransitionError, match=f"an incident that is {current.value} cannot become {target.value}"):
             check_transition(current, target)
@@ -193,7 +195,7 @@ def test_a_quarantine_holds_until_a_release_is_done() -> None:
 def test_views_and_decisions_are_snapshots_nobody_can_change() -> None:
     for snapshot in (view(), Decision("approve", "sam", "U0SAM", T0), WAITING[0]):
         with pytest.raises(FrozenInstanceError):
-            snapshot.status = "changed"  # type: ignore[misc]
+            snapshot.status = "changed"  # type: ignore[misc, union-attr]  # frozen; a Decision has no status at all
 
 
 @pytest.mark.parametrize(("action", "user", "acts_for"), [
@@ -222,7 +224,7 @@ def test_a_team_without_members_cannot_be_acted_for() -> None:
 ADVERSARIAL = "<!channel> <!here|here> <@U0EVIL> <#C0EVIL> <https://evil.example|docs> & a > b"
 
 
-def all_text(blocks: list[dict]) -> str:
+def all_text(blocks: list[dict[str, Any]]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
 
 
@@ -340,7 +342,8 @@ class Recording:
         self.looked = 0
         self.finds = finds
 
-    async def send(self, notice: Notice) -> Posted:
+    async def send(self, notice: AnyNotice) -> Posted:
+        assert isinstance(notice, Notice), "these tests send incident notices only"
         self.sent.append(notice)
         return Posted("here", f"sent-{len(self.sent)}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -15,7 +16,7 @@ def catalogue(docs: Docs) -> dict[str, object]:
 
 
 def args(docs: Docs, workflow: str) -> dict[str, dict[str, object]]:
-    return wf(docs, workflow)["scope"]["arguments"]
+    return cast(dict[str, dict[str, object]], wf(docs, workflow)["scope"]["arguments"])  # tool -> its schema
 
 
 def _close_pay_vendor(d: Docs) -> None:
