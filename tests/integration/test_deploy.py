@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import kubernetes_validate
@@ -46,7 +46,7 @@ FIXTURE_RULES = {"groups": [{"name": "fixture", "rules": [{"alert": "Fixture", "
 
 
 def _values_file(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CHART / "ci" / name).read_text())
+    return cast(dict[str, Any], yaml.safe_load((CHART / "ci" / name).read_text()))  # a mapping of values
 
 
 def _bundled_files() -> dict[str, str]:
@@ -81,7 +81,8 @@ def _by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    [container] = _by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = _by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    [container] = containers
     return container
 
 
@@ -93,7 +94,7 @@ def _validate(docs: list[dict[str, Any]]) -> None:
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    return cast(dict[str, Any], json.loads((CHART / "values.schema.json").read_text()))  # a JSON Schema object
 
 
 # -- values and their schema ---------------------------------------------------------------------------------------

@@ -71,8 +71,8 @@ async def _revision(db_url: str) -> str | None:
 # -- read-only commands never change the database, and a missing or old one is an error ---------------------------
 
 
-def test_without_the_api_or_a_database_url_the_commands_say_how_to_set_one_and_create_nothing(tmp_path: Path,
-                                                                                              monkeypatch) -> None:
+def test_without_the_api_or_a_database_url_the_commands_say_how_to_set_one_and_create_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for args in (["incidents", "list"], ["audit", "verify"], ["incidents", "show", "1"], ["incident", "ack", "1"]):
         code, out, err = cli(*args)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ from responders.notifiers.base import Posted
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.notifiers.registry import NOTIFIERS, notifier_names
 from responders.outbox import stages
-from responders.store import Claimed, IncidentStore, Pending, utcnow
+from responders.store import AnyClaimed, IncidentStore, Pending, utcnow
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
@@ -58,7 +59,7 @@ async def messages(responder: IncidentResponder) -> list[IncidentMessage]:
         return list((await s.execute(select(IncidentMessage).order_by(IncidentMessage.id))).scalars())
 
 
-def texts(message_blocks: list[dict]) -> str:
+def texts(message_blocks: list[dict[str, Any]]) -> str:
     return json.dumps(message_blocks, ensure_ascii=False)
 
 
@@ -513,7 +514,7 @@ class SlowRenewals(IncidentStore):
 
     delay_s = 0.0
 
-    async def renew(self, claimed: Claimed, until: datetime) -> bool:
+    async def renew(self, claimed: AnyClaimed, until: datetime) -> bool:
         renewed = await super().renew(claimed, until)
         await asyncio.sleep(self.delay_s)
         return renewed
@@ -722,6 +723,7 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
         async with engine.begin() as conn:
             await conn.run_sync(_to_revision("0001"))
         async with engine.begin() as conn:
+            common: dict[str, Any]
             common = {"status": "open", "rule": f.rule, "severity": "high", "title": f.title, "workflow": f.workflow,
                       "target": f.target, "policy_sha256": f.policy_sha256, "count": 1, "first_seen": then,
                       "last_seen": then, "opened_at": then, "updated_at": then, "escalation_step": 0,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from responders.db.models import ContainmentDecision, ContainmentStep, SecurityEvent
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
-from responders.notifiers.slack.interactivity import PATH
+from responders.notifiers.slack.interactivity import PATH, Interactivity
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from service.runtime.web import WebServer
@@ -175,6 +175,7 @@ async def test_slack_gets_its_answer_before_the_work_is_done(
     slack_api.fail("chat.postEphemeral", delay_s=2.0)
     body = block_actions(incident_id, Action.acknowledge.value, "U0MALLORY")
     assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+    assert isinstance(responder.interactivity, Interactivity)  # Slack's, which counts the clicks in hand
     assert responder.interactivity.busy == 1, "the refusal is still being sent after the answer"
     await responder.interactivity.drain()
     assert [m["user"] for m in slack_api.ephemerals] == ["U0MALLORY"]

@@ -249,5 +249,5 @@ def test_the_commented_secured_kafka_example_in_compose_is_a_valid_configuration
     example["WARDEN_KAFKA_SSL_CAFILE"] = material["kafka_ssl_cafile"]
     fields = {name.removeprefix("WARDEN_").lower(): value for name, value in example.items()}
     assert set(fields) <= set(Settings.model_fields)
-    kafka = KafkaAccess.from_settings(Settings(**fields))  # type: ignore[arg-type]
+    kafka = KafkaAccess.from_settings(Settings(**fields))
     assert kafka.client_options()["security_protocol"] == "SASL_SSL"
