@@ -299,6 +299,7 @@ async def test_a_url_that_is_not_the_incident_api_is_one_line_and_exit_4() -> No
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
+        # the ignore below: aiohttp's private _server is None only before start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         code, out, err = await acli("incidents", "list", env=api(f"http://127.0.0.1:{port}", TEAM_TOKEN))
     finally:

@@ -67,6 +67,7 @@ def test_every_kafka_client_of_warden_is_built_by_kafka_access() -> None:
 
 
 def _settings(**security: object) -> Settings:
+    # the ignore below: security options by their Settings field names
     return Settings(kafka_bootstrap="kafka-1:9093,kafka-2:9093", **security)  # type: ignore[arg-type]
 
 

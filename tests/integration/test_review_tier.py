@@ -43,6 +43,7 @@ SETTLE_S = 0.6  # a dozen outbox and digest passes at the test settings' 0.05 s
 
 
 def tiered(tier: Tier, agent: str = "billing-agent-1", tool: str = "shell.exec", **kw: object) -> Finding:
+    # the ignore below: kw are finding()'s keyword fields
     return finding(agent, tool, **kw).model_copy(update={"tier": tier})  # type: ignore[arg-type]
 
 

@@ -69,7 +69,7 @@ def view(agent: str = "billing-agent-1", **changes: object) -> IncidentView:
         frameworks=tuple(f.frameworks), evidence=dict(f.evidence), owners=f.owners, count=1, first_seen=T0,
         last_seen=T0, opened_at=T0, escalation_step=0, policy_sha256=f.policy_sha256,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]  # changes are IncidentView fields by name
 
 
 def test_the_incident_key_is_rule_agent_and_target() -> None:

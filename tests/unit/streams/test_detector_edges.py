@@ -116,7 +116,7 @@ def test_a_custom_rule_sees_absent_fields_as_absent() -> None:
 
 def test_rule_info_is_fixed_once_registered() -> None:
     with pytest.raises(FrozenInstanceError):
-        REGISTRY["retry_loop"].info.id = "renamed"  # type: ignore[misc]
+        REGISTRY["retry_loop"].info.id = "renamed"  # type: ignore[misc]  # the assignment must raise: frozen
 
 
 def test_a_finding_names_the_credential_only_when_a_playbook_may_act_on_it() -> None:

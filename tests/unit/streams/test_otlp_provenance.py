@@ -116,7 +116,9 @@ def test_hostile_results_and_arguments_degrade_to_text_and_never_raise() -> None
     [ev] = _events(otlp_proto(rec.finished()))
     assert ev.tool and ev.tool.arguments == {"value": deep}  # was a RecursionError out of the decoder
     dup = '{"to": "alice@corp.test", "to": "mallory@evil.test"}'  # which one the agent saw is not defined
+    # the ignore below: _tool_event asserted its tool part
     assert _tool_event(**{"gen_ai.tool.call.result": dup}).tool.result == dup  # type: ignore[union-attr]
+    # the ignore below: _tool_event asserted its tool part
     assert _tool_event(**{"gen_ai.tool.call.result": 1.5e308 * 10}).tool.result == "Infinity"  # type: ignore[union-attr]
 
 
@@ -133,6 +135,7 @@ def test_a_result_that_is_not_utf8_dead_letters_its_message_and_the_next_message
     assert rejection.code == "malformed_protobuf" and batch.decoded.events == []
     assert SECRET_KEY not in rejection.reason
     [after] = ingest.take(good, key=b"k", partition=0, offset=1, now=0.0, policy=POLICY)
+    # the ignore below: a tool call: its tool part is set
     assert after.decoded.rejections == [] and after.decoded.events[0].tool.result == f"MARK {SECRET_KEY}"  # type: ignore[union-attr]
 
 
