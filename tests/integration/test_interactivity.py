@@ -201,6 +201,7 @@ async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
 ) -> None:
     responder, url, incident_id = billing_incident
     assert responder.interactivity is not None
+    inbound = responder.interactivity  # narrowed, for press() below
 
     presses = iter(range(3))
 
@@ -208,7 +209,7 @@ async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
         body = block_actions(incident_id, Action.release.value, user)
         at = int(time.time()) - next(presses)
         assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, at)) == 200
-        await responder.interactivity.drain()  # type: ignore[union-attr]
+        await inbound.drain()
 
     await press("U0SAM")  # nothing is quarantined yet
     assert "no quarantine in effect" in slack_api.ephemerals[-1]["text"]
