@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: each worker collects the same items, so take one count
 def pytest_testnodedown(node: object, error: object) -> None:
     output = getattr(node, "workeroutput", None) or {}
-    config = node.config  # type: ignore[attr-defined]
+    config = node.config  # type: ignore[attr-defined]  # xdist's WorkerController, taken as object here
     config.stash[_DESELECTED] = max(config.stash.get(_DESELECTED, 0), output.get("apache_kafka_deselected", 0))
 
 

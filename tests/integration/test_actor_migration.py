@@ -55,8 +55,7 @@ async def test_the_migration_splits_old_identities_into_actors_and_the_trail_sti
         async with engine.connect() as conn:
             timeline = (await conn.execute(text(
                 "SELECT notifier, address, user_id FROM timeline ORDER BY seq"))).all()
-            columns = {t: await conn.run_sync(lambda sync, t=t: {c["name"] for c in sa.inspect(sync).get_columns(t)})
-                       for t in ("timeline", "decisions")}
+            columns = {t: await conn.run_sync(_column_names, t) for t in ("timeline", "decisions")}
         async with AsyncSession(engine) as session:
             decisions = (await session.execute(sa.select(ContainmentDecision).order_by(
                 ContainmentDecision.incident_id))).scalars().all()
@@ -76,3 +75,8 @@ async def test_the_migration_splits_old_identities_into_actors_and_the_trail_sti
     assert all("slack_user" not in c and {"notifier", "address", "user_id"} <= c for c in columns.values())
     assert (result.ok, result.entries) == (True, len(OLD_TIMELINE))
     assert [(b.chain, b.seq) for b in broken.breaks] == [("7", 2)]
+
+
+def _column_names(sync: sa.Connection, table: str) -> set[str]:
+    """The columns a table has after the migration, read through SQLAlchemy's inspector."""
+    return {c["name"] for c in sa.inspect(sync).get_columns(table)}

@@ -10,17 +10,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from streams.approvals import judge
+from warden.contract.approvals import ApprovalStatus
 
 from responders.approvals.desk import CONFLICT, DONE, FORBIDDEN, ApprovalDesk
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.approvals import ApprovalAction
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
-from streams.approvals import judge
 from tests.integration.test_approvals import POLICY, Desk, req
 from tests.support.approval_helpers import GRANT
 from tests.support.incident_helpers import FakeClock
-from warden.contract.approvals import ApprovalStatus
 
 PAY = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor",
                                                      "arguments": {"payee": "acme-logistics", "amount": 10}}}

@@ -223,10 +223,12 @@ async def test_anyone_else_is_refused_audited_and_told_and_a_second_decision_is_
     await d.settle()
     refused = await d.desk.click(ApprovalAction.approve, "req-b", "U0KAI", "D1")  # not the approver
     assert refused.startswith("Refused: only Jordan Lee may decide")
+    # the ignore below: req-b was asked: answer() is None only for an unknown id
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.pending  # type: ignore[union-attr]
     assert await d.desk.click(ApprovalAction.deny, "req-b", "U0JORDAN", "D1") == "denied by jordan"
     again = await d.desk.click(ApprovalAction.approve, "req-b", "U0JORDAN", "D1")  # a replayed decision
     assert again == "Refused: approval request req-b is already denied. Your attempt was recorded."
+    # the ignore below: req-b was asked: answer() is None only for an unknown id
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.denied  # type: ignore[union-attr]
     entries = await d.desk.store.timeline("req-b")
     assert [(e.kind, e.identity) for e in entries if e.kind in ("refused", "denied")] == [

@@ -177,7 +177,7 @@ async def test_kafka_and_http_give_the_same_verdicts_and_bad_requests_are_refuse
         await produce(rt.bootstrap, settings.topic_approval_requests, [bad[0], *good[:2], bad[1], *good[2:]])
         answers = await read_topic(rt.bootstrap, settings.topic_approval_decisions, until=lambda rs: set(ids) <= {
             r.key.decode() for r in rs}, what="an answer to every Kafka request")
-        first = {}
+        first: dict[str, ApprovalAnswer] = {}
         for r in answers:
             first.setdefault(r.key.decode(), ApprovalAnswer.model_validate_json(r.value))
         assert [(first[i].verdict.value, first[i].rule) for i in ids] == EXPECTED
@@ -239,9 +239,11 @@ async def test_the_example_gateway_holds_a_change_over_kafka_until_approved_and_
                 "--kafka", rt.bootstrap, "--requests-topic", settings.topic_approval_requests,
                 "--decisions-topic", settings.topic_approval_decisions, "--agent", "iam-agent-1",
                 "--operation", "grant_role", "--target", f"user:x{n}", "--request-id", rid, "--timeout", "60"]))
-            message = await eventually(
-                lambda rid=rid, held=held: held.done() or next((m for m in slack_api.roots() if rid in m.text), None),
-                timeout=30, what=f"the approver's message for {rid}")
+
+            def posted(rid: str = rid, held: asyncio.Task[Any] = held) -> object:
+                return held.done() or next((m for m in slack_api.roots() if rid in m.text), None)
+
+            message = await eventually(posted, timeout=30, what=f"the approver's message for {rid}")
             assert not held.done(), capsys.readouterr().out  # the change is held while nobody has decided
             body = click_body(action, rid, "U0JORDAN", message.channel)
             async with session.post(url, data=body, headers=signed(SLACK_SIGNING_SECRET, body)) as r:

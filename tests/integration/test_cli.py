@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -78,7 +79,7 @@ def test_invalid_settings_are_named_without_a_traceback() -> None:
     assert "WARDEN_WEB_BIND" in out.stderr and "Traceback" not in out.stderr
 
 
-def _field_paths(schema: dict) -> set[str]:
+def _field_paths(schema: dict[str, Any]) -> set[str]:
     """Dotted names of every property in the event schema (one level of parts, as the contract has)."""
     defs = schema.get("$defs", {})
     paths: set[str] = set()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -39,13 +39,14 @@ KNOWN = {f"WARDEN_{f.upper()}" for f in Settings.model_fields}
 
 
 def _compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())  # PyYAML resolves the `<<: *warden-worker` merges as Compose does
+    # PyYAML resolves the `<<: *warden-worker` merges as Compose does
+    return cast(dict[str, Any], yaml.safe_load(COMPOSE.read_text()))  # a YAML mapping
 
 
 def _schema() -> dict[str, Any]:
     """The Compose Specification's schema as check-jsonschema vendors it (a kept, pinned copy; no network)."""
     vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
-    return json.loads(vendor.joinpath("compose-spec.json").read_text())
+    return cast(dict[str, Any], json.loads(vendor.joinpath("compose-spec.json").read_text()))  # a JSON Schema
 
 
 def _interpolate(value: str, env: dict[str, str]) -> str:

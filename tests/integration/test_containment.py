@@ -41,6 +41,7 @@ TELL_AUTO = [{**TELL_APPROVER[0], "gate": "auto"}]
 async def contained(settings: Settings, policy: Policy, clock: FakeClock, **kw: object
                     ) -> AsyncIterator[tuple[IncidentResponder, ContainmentEngine]]:
     async with running(settings, clock=clock) as responder, aiohttp.ClientSession() as http:
+        # the ignore below: kw are engine_on's keyword options (publish, attempts, timeout_s), passed through
         yield responder, engine_on(responder, policy, http, clock=clock, **kw)  # type: ignore[arg-type]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,13 +58,14 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
     assert oauth_issuer.introspect(token)["active"] is True
     async with Runtime(settings) as rt:
         assert isinstance(rt.responder, IncidentResponder) and rt.control is not None
+        view = rt.control  # narrowed, for the lambdas below
         await produce_events(rt.bootstrap, settings.topic_activity,
                              [unapproved_grant(token, oauth_issuer.issuer, datetime.now(UTC))])
         await eventually(lambda: not oauth_issuer.introspect(token)["active"], timeout=60,
                          what="the token revoked at the issuer")
         [control] = await read_topic(rt.bootstrap, settings.topic_control, expect=1)
         assert control.key == b"iam-agent-1" and json.loads(control.value)["state"] == "quarantined"
-        await eventually(lambda: "iam-agent-1" in rt.control.agents, what="the worker's view of the quarantine")
+        await eventually(lambda: "iam-agent-1" in view.agents, what="the worker's view of the quarantine")
         assert metric_value(metrics.QUARANTINED) == 1
 
         store = rt.responder.store
@@ -98,7 +100,7 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
         jordan = OwnerRef(id="jordan", name="Jordan Lee", contacts={"slack": "U0JORDAN"})
         assert await store.decisions.request_release(incident_id, owner=jordan, via="cli", identity="tester",
                                                      now=datetime.now(UTC))
-        await eventually(lambda: "iam-agent-1" not in rt.control.agents, timeout=30, what="the quarantine lifted")
+        await eventually(lambda: "iam-agent-1" not in view.agents, timeout=30, what="the quarantine lifted")
         assert metric_value(metrics.QUARANTINED) == 0
         records = await read_topic(rt.bootstrap, settings.topic_control, expect=2)
         assert [json.loads(r.value)["state"] for r in records] == ["quarantined", "released"]
@@ -110,6 +112,6 @@ async def test_a_critical_finding_revokes_the_real_token_and_quarantines_until_r
     assert stored and token.encode() not in stored
 
 
-async def _all_ended(steps: object) -> bool:
-    found = await steps()  # type: ignore[operator]
+async def _all_ended(steps: Callable[[], Awaitable[dict[str, str]]]) -> bool:
+    found = await steps()
     return len(found) == 4 and all(v in {"done", "failed", "cancelled"} for v in found.values())

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import kubernetes_validate
@@ -47,7 +47,7 @@ FIXTURE_RULES = {"groups": [{"name": "fixture", "rules": [{"alert": "Fixture", "
 
 
 def _values_file(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CHART / "ci" / name).read_text())
+    return cast(dict[str, Any], yaml.safe_load((CHART / "ci" / name).read_text()))  # a mapping of values
 
 
 def _bundled_files() -> dict[str, str]:
@@ -82,7 +82,8 @@ def _by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    [container] = _by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = _by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    [container] = containers
     return container
 
 
@@ -94,7 +95,7 @@ def _validate(docs: list[dict[str, Any]]) -> None:
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    return cast(dict[str, Any], json.loads((CHART / "values.schema.json").read_text()))  # a JSON Schema object
 
 
 # -- values and their schema ---------------------------------------------------------------------------------------
@@ -350,7 +351,8 @@ def test_the_charts_input_topics_are_the_registrys_and_each_reaches_its_setting(
     env = {e["name"]: e.get("value") for e in _container(docs)["env"]}
     assert {n: v for n, v in env.items() if n.removeprefix("WARDEN_TOPIC_").lower() in INPUTS} == {
         f"WARDEN_TOPIC_{name.upper()}": topic for name, topic in renamed.items()}
-    assert Settings(**{f"topic_{name}": topic for name, topic in renamed.items()}).input_topics() == renamed
+    topics: dict[str, Any] = {f"topic_{name}": topic for name, topic in renamed.items()}
+    assert Settings(**topics).input_topics() == renamed
     with pytest.raises(HelmError, match=r"an input topic; set it in topics\.inputs"):
         _render(_merge(_base(), {"topics": {"inputs": {"spans_eu": "eu.spans"}},
                                  "settings": {"WARDEN_TOPIC_SPANS_EU": "elsewhere"}}), _chart(tmp_path))

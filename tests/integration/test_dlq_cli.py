@@ -8,6 +8,7 @@ import json
 import re
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = Fernet.generate_key().decode()
 
 
-def dlq(*args: str, env: dict[str, str | None]) -> tuple[int, str, str]:
+def dlq(*args: str, env: Mapping[str, str | None]) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, ["dlq", "replay", *args], env=env)
     return result.exit_code, result.stdout, result.stderr
 

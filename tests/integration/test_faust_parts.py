@@ -8,6 +8,7 @@ import uuid
 import faust
 import pytest
 from aiokafka import TopicPartition
+from faust.transport.drivers import aiokafka as driver
 
 from service.runtime.faust_parts import NoTablesManager, use_consumer
 from service.runtime.topics import ensure_topics
@@ -20,6 +21,7 @@ async def test_the_table_manager_refuses_to_start_without_waiting_when_a_table_w
                     store="memory://")
     app.Table("late")
     with pytest.raises(RuntimeError, match="declares no faust tables"):
+        assert isinstance(app.tables, NoTablesManager)
         await app.tables.on_start()
 
 
@@ -30,6 +32,8 @@ async def test_the_consumer_an_app_makes_waits_as_long_as_warden_says() -> None:
 
     consumer = app.transport.create_consumer(callback=ignore, on_partitions_revoked=ignore,
                                              on_partitions_assigned=ignore)
+    assert isinstance(consumer, driver.Consumer) and isinstance(consumer._thread, driver.AIOKafkaConsumerThread)
+    assert isinstance(app.transport, driver.Transport)  # use_consumer's
     made = consumer._thread._create_worker_consumer(app.transport)  # what start() would start
     try:
         assert made._fetch_max_wait_ms == 7
@@ -53,7 +57,9 @@ async def test_after_a_rebalance_a_partition_with_nothing_committed_is_read_agai
 
     consumer = app.transport.create_consumer(callback=ignore, on_partitions_revoked=ignore,
                                              on_partitions_assigned=ignore)
+    assert isinstance(consumer, driver.Consumer)
     thread = consumer._thread
+    assert isinstance(thread, driver.AIOKafkaConsumerThread) and isinstance(app.transport, driver.Transport)
     made = thread._create_worker_consumer(app.transport)
     tp = TopicPartition(topic, 0)
     await made.start()
@@ -64,7 +70,8 @@ async def test_after_a_rebalance_a_partition_with_nothing_committed_is_read_agai
             read += sum(len(r) for r in (await made.getmany(tp, timeout_ms=2000)).values())
         assert await made.position(tp) == 5
         thread._consumer = made  # what the thread's start() sets; the seek runs on it
-        committed = await thread._seek_to_committed_or_start()
+        # defined on the thread class use_consumer makes inside a function, so no annotation can name it
+        committed = await thread._seek_to_committed_or_start()  # type: ignore[attr-defined]
         assert committed == {tp: None}
         assert await made.position(tp) == 0, "the records read before the rebalance are read again"
     finally:

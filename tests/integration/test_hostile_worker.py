@@ -91,8 +91,8 @@ async def test_one_event_failing_detection_costs_only_itself_and_every_event_is_
                              key=b"billing-agent-1", value=raw)
     before = metrics.total(metrics.EVENTS)
     out: list[Outgoing] = []
-    assert await judge.judge(record, out) == 2  # type: ignore[arg-type]
-    assert await judge.judge(record, out) == 0  # type: ignore[arg-type]  # read again: applied already
+    assert await judge.judge(record, out) == 2
+    assert await judge.judge(record, out) == 0  # read again: applied already
     judge.count_events()  # as the ingest loop does after each batch
     assert metrics.total(metrics.EVENTS) - before == 2, "two valid events, however often the message was read"
     dead = [(dict(o.headers)["warden.reason_code"], dict(o.headers)["warden.batch_index"]) for o in out

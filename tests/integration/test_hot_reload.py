@@ -59,6 +59,7 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
     reloading: Reloading,
 ) -> None:
     rt, folder, _ = reloading
+    assert rt.holder is not None  # set when the runtime started
     app, old = rt.app, rt.holder.current.sha256
     producer = AIOKafkaProducer(bootstrap_servers=rt.bootstrap)
     await producer.start()
@@ -87,7 +88,8 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
         workflows.write_text(workflows.read_text().replace(
             "tools: [kb.search, kb.fetch_article, ticket.comment]",
             "tools: [kb.search, kb.fetch_article, ticket.comment, ticket.close]"))
-        await wait_for(lambda: rt.holder.current.sha256 != old, what="the edited policy to go live")
+        holder = rt.holder  # narrowed above, for the lambda
+        await wait_for(lambda: holder.current.sha256 != old, what="the edited policy to go live")
         swapped_at = len(sent)
         await wait_for(lambda: len(sent) >= swapped_at + 5, what="a few more messages after the swap")
         flowing.cancel()
@@ -119,6 +121,7 @@ async def test_an_approved_tool_stops_firing_after_the_edit_with_no_restart_and_
 
 async def test_an_invalid_edit_keeps_the_live_policy_and_raises_a_critical_self_alert(reloading: Reloading) -> None:
     rt, folder, responder = reloading
+    assert rt.holder is not None  # set when the runtime started
     live = rt.holder.current.sha256
     workflows = folder / "10-workflows.yaml"
     good = workflows.read_text()

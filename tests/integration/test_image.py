@@ -15,6 +15,7 @@ import sys
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import func, select
@@ -33,7 +34,7 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 def _hadolint(path: Path) -> list[dict[str, str]]:
     out = subprocess.run([str(HADOLINT), "--format", "json", "--no-fail", str(path)],
                          capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(out.stdout or "[]")
+    return cast(list[dict[str, str]], json.loads(out.stdout or "[]"))  # hadolint's JSON: a list of findings
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -76,7 +77,7 @@ def test_two_stages_and_the_final_one_runs_warden_as_a_non_root_user_with_a_heal
 
 def _healthcheck_argv() -> list[str]:
     healthcheck = dict(_final_stage())["HEALTHCHECK"]
-    return json.loads(healthcheck.split("CMD", 1)[1])
+    return cast(list[str], json.loads(healthcheck.split("CMD", 1)[1]))  # the exec form: a JSON array of strings
 
 
 async def test_the_healthcheck_command_passes_on_a_live_worker_web_server_and_fails_on_a_dead_port() -> None:

@@ -71,8 +71,8 @@ async def _revision(db_url: str) -> str | None:
 # -- read-only commands never change the database, and a missing or old one is an error ---------------------------
 
 
-def test_without_the_api_or_a_database_url_the_commands_say_how_to_set_one_and_create_nothing(tmp_path: Path,
-                                                                                              monkeypatch) -> None:
+def test_without_the_api_or_a_database_url_the_commands_say_how_to_set_one_and_create_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for args in (["incidents", "list"], ["audit", "verify"], ["incidents", "show", "1"], ["incident", "ack", "1"]):
         code, out, err = cli(*args)
@@ -299,6 +299,7 @@ async def test_a_url_that_is_not_the_incident_api_is_one_line_and_exit_4() -> No
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
+        # the ignore below: aiohttp's private _server is None only before start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         code, out, err = await acli("incidents", "list", env=api(f"http://127.0.0.1:{port}", TEAM_TOKEN))
     finally:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from responders.notifiers.registry import NOTIFIERS, notifier_names
 from responders.outbox import stages
 from responders.store.claims import Claims
 from responders.store.common import utcnow
-from responders.store.notices import Claimed, Pending, Posted
+from responders.store.notices import AnyClaimed, Pending, Posted
 from service.demo.slack_api_server import Message, SlackApiServer
 from service.runtime.settings import Settings
 from tests.conftest import SLACK_TOKEN
@@ -61,7 +62,7 @@ async def messages(responder: IncidentResponder) -> list[IncidentMessage]:
         return list((await s.execute(select(IncidentMessage).order_by(IncidentMessage.id))).scalars())
 
 
-def texts(message_blocks: list[dict]) -> str:
+def texts(message_blocks: list[dict[str, Any]]) -> str:
     return json.dumps(message_blocks, ensure_ascii=False)
 
 
@@ -517,7 +518,7 @@ class SlowRenewals(Claims):
 
     delay_s = 0.0
 
-    async def renew(self, claimed: Claimed, until: datetime) -> bool:
+    async def renew(self, claimed: AnyClaimed, until: datetime) -> bool:
         renewed = await super().renew(claimed, until)
         await asyncio.sleep(self.delay_s)
         return renewed
@@ -727,6 +728,7 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
         async with engine.begin() as conn:
             await conn.run_sync(_to_revision("0001"))
         async with engine.begin() as conn:
+            common: dict[str, Any]
             common = {"status": "open", "rule": f.rule, "severity": "high", "title": f.title, "workflow": f.workflow,
                       "target": f.target, "policy_sha256": f.policy_sha256, "count": 1, "first_seen": then,
                       "last_seen": then, "opened_at": then, "updated_at": then, "escalation_step": 0,

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -87,7 +88,7 @@ async def test_a_worker_killed_between_produce_and_commit_duplicates_no_incident
     strays = [event(f"stray-{suffix}-{i}", kind="prompt", content={"prompt": f"p{i}"}) for i in range(n)]
     engine = make_engine(s.effective_database_url)
 
-    async def rows(model: type) -> list:
+    async def rows(model: type) -> list[Any]:
         async with session_factory(engine)() as session:
             return list((await session.execute(select(model))).scalars())
 

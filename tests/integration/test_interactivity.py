@@ -12,7 +12,7 @@ from sqlalchemy import select
 from responders.db.models import ContainmentDecision, ContainmentStep, SecurityEvent
 from responders.incident_responder import IncidentResponder
 from responders.incidents import Action, Status
-from responders.notifiers.slack.interactivity import PATH
+from responders.notifiers.slack.interactivity import PATH, Interactivity
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from service.runtime.web import WebServer
@@ -175,6 +175,7 @@ async def test_slack_gets_its_answer_before_the_work_is_done(
     slack_api.fail("chat.postEphemeral", delay_s=2.0)
     body = block_actions(incident_id, Action.acknowledge.value, "U0MALLORY")
     assert await click(url, body, signed(SLACK_SIGNING_SECRET, body)) == 200
+    assert isinstance(responder.interactivity, Interactivity)  # Slack's, which counts the clicks in hand
     assert responder.interactivity.busy == 1, "the refusal is still being sent after the answer"
     await responder.interactivity.drain()
     assert [m["user"] for m in slack_api.ephemerals] == ["U0MALLORY"]
@@ -200,6 +201,7 @@ async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
 ) -> None:
     responder, url, incident_id = billing_incident
     assert responder.interactivity is not None
+    inbound = responder.interactivity  # narrowed, for press() below
 
     presses = iter(range(3))
 
@@ -207,7 +209,7 @@ async def test_only_the_approver_releases_a_quarantine_and_only_while_one_holds(
         body = block_actions(incident_id, Action.release.value, user)
         at = int(time.time()) - next(presses)
         assert await click(url, body, signed(SLACK_SIGNING_SECRET, body, at)) == 200
-        await responder.interactivity.drain()  # type: ignore[union-attr]
+        await inbound.drain()
 
     await press("U0SAM")  # nothing is quarantined yet
     assert "no quarantine in effect" in slack_api.ephemerals[-1]["text"]

@@ -67,6 +67,7 @@ def test_every_kafka_client_of_warden_is_built_by_kafka_access() -> None:
 
 
 def _settings(**security: object) -> Settings:
+    # the ignore below: security options by their Settings field names
     return Settings(kafka_bootstrap="kafka-1:9093,kafka-2:9093", **security)  # type: ignore[arg-type]
 
 
@@ -249,5 +250,5 @@ def test_the_commented_secured_kafka_example_in_compose_is_a_valid_configuration
     example["WARDEN_KAFKA_SSL_CAFILE"] = material["kafka_ssl_cafile"]
     fields = {name.removeprefix("WARDEN_").lower(): value for name, value in example.items()}
     assert set(fields) <= set(Settings.model_fields)
-    kafka = KafkaAccess.from_settings(Settings(**fields))  # type: ignore[arg-type]
+    kafka = KafkaAccess.from_settings(Settings(**fields))
     assert kafka.client_options()["security_protocol"] == "SASL_SSL"

@@ -109,8 +109,8 @@ async def test_exact_counter_values_after_a_known_stream(worker_settings: Settin
             lag_read = 'warden_consumer_lag{topic="' + s.topic_activity + '"}' in now
             return now if findings >= 5 and invalid >= 3 and lag_read else None
 
-        after = await eventually(counted, timeout=20,
-                                 what="the five findings and three dead letters counted, and the lag read")
+        after: dict[str, float] = await eventually(
+            counted, timeout=20, what="the five findings and three dead letters counted, and the lag read")
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)

@@ -19,7 +19,7 @@ from service.runtime.settings import Settings
 from service.runtime.worker import Runtime
 from tests.support.kafka_helpers import committed_offsets, has_marker, headers, produce, read_topic
 from tests.support.metrics import metric_value
-from tests.support.otel_spans import Recorder, otlp_json, otlp_proto
+from tests.support.otel_spans import Encode, Recorder, otlp_json, otlp_proto
 from warden.contract.findings import Finding
 from warden.telemetry import metrics
 
@@ -37,7 +37,8 @@ def _out_of_scope_turn(agent: str, tool: str = "shell.exec") -> list[ReadableSpa
 
 def _trace_key(spans: list[ReadableSpan]) -> bytes:
     """The key the exporter writes with partition_traces_by_id: the trace id."""
-    return spans[0].context.trace_id.to_bytes(16, "big")
+    trace_id: int = spans[0].context.trace_id  # the SDK leaves ReadableSpan.context unannotated
+    return trace_id.to_bytes(16, "big")
 
 
 def _event_id(span: ReadableSpan) -> str:
@@ -53,7 +54,7 @@ async def _findings(rt: Runtime, event_ids: list[str]) -> dict[str, Finding]:
 
 @pytest.mark.parametrize("encode", [otlp_proto, otlp_json], ids=["otlp_proto", "otlp_json"])
 async def test_spans_become_findings_and_incidents_with_the_agent_of_a_parent_exported_after_them(
-    worker_settings: Settings, encode
+    worker_settings: Settings, encode: Encode
 ) -> None:
     settings = worker_settings.model_copy(update={"otlp_wait_s": 1.0})
     started = datetime.now(UTC)

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ HOUR_MS = 3_600_000
 PARTITIONS = 3
 
 
-def learn(*args: str, env: dict[str, str | None]) -> tuple[int, str, str]:
+def learn(*args: str, env: Mapping[str, str | None]) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, ["policy", "learn", *args], env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout, result.stderr
@@ -52,7 +52,7 @@ def call(agent: str, tool: str, n: int) -> dict[str, Any]:
             "agent": {"id": agent}, "session_id": f"s-{n % 3}", "tool": {"name": tool, "arguments": {"n": n}}}
 
 
-async def produce_at(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None, int]]) -> None:
+async def produce_at(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None, int]]) -> None:
     """(key, value, record time in ms), in order, through a batching producer (Tansu's ListOffsets counts a batch
     as one record: the reader must not stop inside the newest one)."""
     producer = kafka_access(bootstrap).producer(linger_ms=20, acks="all")

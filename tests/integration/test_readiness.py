@@ -77,6 +77,7 @@ async def test_readyz_answers_ok_on_the_session_broker(worker: Runtime) -> None:
     assert worker.web is not None
 
     async def ready() -> dict[str, Any] | None:
+        # the ignore below: the started worker's web server; a closure does not see the narrowing
         code, body = await _status(worker.web.port, "/readyz")  # type: ignore[union-attr]
         return body if code == 200 else None
 

@@ -17,7 +17,7 @@ CONSTRAINTS = REPO / "constraints.txt"
 
 
 def _pins() -> dict[str, Version]:
-    pins = {}
+    pins: dict[str, Version] = {}
     for raw in CONSTRAINTS.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:

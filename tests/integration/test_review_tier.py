@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -38,14 +39,16 @@ from warden.contract.findings import Finding, OwnerRef
 from warden.contract.matrix import Tier
 from warden.telemetry import metrics
 
+Row = TypeVar("Row", Incident, Notification, ReviewDigest)  # the tables these tests read
 SETTLE_S = 0.6  # a dozen outbox and digest passes at the test settings' 0.05 s
 
 
 def tiered(tier: Tier, agent: str = "billing-agent-1", tool: str = "shell.exec", **kw: object) -> Finding:
+    # the ignore below: kw are finding()'s keyword fields
     return finding(agent, tool, **kw).model_copy(update={"tier": tier})  # type: ignore[arg-type]
 
 
-async def rows(responder: IncidentResponder, model: type) -> list:
+async def rows(responder: IncidentResponder, model: type[Row]) -> list[Row]:
     async with responder.store.sessions() as s:
         return list((await s.execute(select(model).order_by(model.id))).scalars())
 
@@ -54,7 +57,7 @@ async def kinds(responder: IncidentResponder, incident_id: int) -> list[str]:
     return [e.kind for e in await responder.store.timeline.entries(incident_id)]
 
 
-def posts(slack: SlackApiServer) -> list[dict]:
+def posts(slack: SlackApiServer) -> list[dict[str, Any]]:
     return [r.args for r in slack.calls("chat.postMessage")]
 
 
@@ -335,8 +338,8 @@ def test_a_bad_digest_interval_stops_start_up_naming_the_variable(value: str) ->
 
 
 def test_the_digest_interval_reads_durations_and_seconds() -> None:
-    assert Settings(review_digest_interval="15m").review_digest_interval == timedelta(minutes=15)  # type: ignore[arg-type]
-    assert Settings(review_digest_interval="900").review_digest_interval == timedelta(minutes=15)  # type: ignore[arg-type]
+    assert Settings(review_digest_interval="15m").review_digest_interval == timedelta(minutes=15)
+    assert Settings(review_digest_interval="900").review_digest_interval == timedelta(minutes=15)
     assert Settings().review_digest_interval == timedelta(hours=1)
 
 

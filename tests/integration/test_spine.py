@@ -72,6 +72,7 @@ async def test_bad_input_goes_to_the_dlq_with_reason_bytes_and_source_and_the_wo
     expected = ("unapproved_tool", "support-bot-2", "support-assistant")
     assert (finding.rule, finding.agent_id, finding.workflow) == expected
     assert finding.owners.responder.id == "ai-platform"
+    assert worker.holder is not None  # set when the worker started
     assert finding.policy_sha256 == worker.holder.current.sha256
 
     def alerts() -> list[str]:

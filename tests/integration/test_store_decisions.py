@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -70,14 +71,15 @@ async def test_a_closed_incident_takes_no_decision(incident_db: str) -> None:
 async def test_a_release_is_recorded_once_and_only_for_a_quarantine_in_effect(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(violation(containment_policy(AUTO)), T0)
-        ask = dict(owner=JORDAN, via="cli", identity="tester", now=T0)
-        assert not await store.decisions.request_release(1, **ask), "no quarantine: nothing to release"
-        assert not await store.decisions.request_release(99, **ask)
+        def ask(incident_id: int) -> Awaitable[bool]:
+            return store.decisions.request_release(incident_id, owner=JORDAN, via="cli", identity="tester", now=T0)
+        assert not await ask(1), "no quarantine: nothing to release"
+        assert not await ask(99)
         async with store.sessions.begin() as s:  # the ledger's step quarantined the agent
             await s.execute(update(ContainmentStep).where(ContainmentStep.incident_id == 1).values(
                 action="quarantine_agent", status=StepStatus.done.value))
-        assert await store.decisions.request_release(1, **ask)
-        assert not await store.decisions.request_release(1, **ask), "a release is recorded already"
+        assert await ask(1)
+        assert not await ask(1), "a release is recorded already"
         async with store.sessions() as s:
             release = [st for st in await steps_of(s, 1) if st.action == RELEASE]
         [entry] = [e for e in await store.timeline.entries(1) if e.kind == "release_requested"]

@@ -92,6 +92,7 @@ async def test_a_mixed_stream_yields_exactly_the_expected_findings(worker: Runti
     findings = [Finding.model_validate_json(r.value) for r in records]
     assert sorted((f.rule, f.agent_id, f.severity.value, f.shadow) for f in findings) == expected
     assert all(r.key == f.agent_id.encode() for r, f in zip(records, findings, strict=True))
+    assert worker.holder is not None  # set when the worker started
     assert {f.policy_sha256 for f in findings} == {worker.holder.current.sha256}
     by_rule = {f.rule: f for f in findings}
     assert by_rule["unowned_agent"].owners.responder.id == "secops"

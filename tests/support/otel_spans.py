@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
@@ -28,6 +28,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Tracer
 
+# otlp_proto or otlp_json, as the tests parametrize them
+Encode = Callable[[Sequence[ReadableSpan] | ExportTraceServiceRequest], bytes]
+
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
 
@@ -40,7 +43,7 @@ class Recorder:
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer: Tracer = self.provider.get_tracer("warden.tests", "1.0")
         # GenAI events on the logs signal, from the same service: emitted inside a span, they carry its ids.
-        self.log_exporter = InMemoryLogRecordExporter()
+        self.log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # the SDK's __init__ is unannotated
         self.log_provider = LoggerProvider(resource=Resource.create(resource))
         self.log_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
         self.logger = self.log_provider.get_logger("warden.tests", "1.0")
@@ -64,7 +67,7 @@ class Recorder:
         return self.span(f"invoke_agent {agent_id}", **{"gen_ai.operation.name": "invoke_agent",
                                                          "gen_ai.agent.id": agent_id, **attributes})
 
-    def tool(self, name: str, arguments: dict[str, Any] | None = None, **attributes: Any) -> Any:
+    def tool(self, name: str, arguments: dict[str, Any] | None = None, /, **attributes: Any) -> Any:
         attrs: dict[str, Any] = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
                                  "gen_ai.tool.type": "function", **attributes}
         if arguments is not None:
@@ -84,7 +87,7 @@ def request(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
 
 def otlp_proto(spans: Sequence[ReadableSpan] | ExportTraceServiceRequest) -> bytes:
     req = spans if isinstance(spans, ExportTraceServiceRequest) else request(spans)
-    return req.SerializeToString()
+    return cast(bytes, req.SerializeToString())  # protobuf's runtime has no type hints: Any
 
 
 def otlp_json(spans: Sequence[ReadableSpan] | ExportTraceServiceRequest) -> bytes:
@@ -119,7 +122,7 @@ def set_attribute(req: ExportTraceServiceRequest, span_name: str, key: str, valu
 
 def logs_proto(records: Sequence[ReadableLogRecord]) -> bytes:
     """What the exporter writes with `logs.encoding: otlp_proto` (the same wire layout as LogsData)."""
-    return encode_logs(records).SerializeToString()
+    return cast(bytes, encode_logs(records).SerializeToString())  # protobuf's runtime: Any
 
 
 def logs_json(records: Sequence[ReadableLogRecord] | ExportLogsServiceRequest) -> bytes:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 PG_SUPERUSER = "postgres"  # the database role initdb creates (trust auth, no password)
@@ -114,14 +115,15 @@ def _make_reachable(path: Path, uid: int, gid: int) -> None:
             os.chmod(p, st.st_mode & 0o7777 | 0o001)
 
 
-def _subprocess_user_kwargs(ids: tuple[int, int] | None) -> dict:
-    kwargs: dict = {"start_new_session": True, "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}}
+def _subprocess_user_kwargs(ids: tuple[int, int] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"start_new_session": True,
+                              "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}}
     if ids is not None:
         kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
     return kwargs
 
 
-def _run(cmd: list[str], ids: tuple[int, int] | None, log) -> None:
+def _run(cmd: list[str], ids: tuple[int, int] | None, log: BinaryIO) -> None:
     log.write(f"$ {' '.join(cmd)}\n".encode())
     log.flush()
     try:
@@ -132,7 +134,8 @@ def _run(cmd: list[str], ids: tuple[int, int] | None, log) -> None:
         raise RuntimeError(f"PostgreSQL initdb failed ({exc}); log:\n{_tail(Path(log.name))}") from exc
 
 
-def _start(bin_dir: Path, root: Path, port: int, ids: tuple[int, int] | None, log_path: Path) -> subprocess.Popen:
+def _start(bin_dir: Path, root: Path, port: int, ids: tuple[int, int] | None,
+           log_path: Path) -> subprocess.Popen[bytes]:
     cmd = [str(bin_dir / "postgres"), "-D", str(root / "data"), "-h", "127.0.0.1", "-p", str(port),
            "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
            "-c", "full_page_writes=off", "-c", "max_connections=200"]
@@ -154,7 +157,7 @@ def _die_with_parent() -> None:
         _PRCTL(1, signal.SIGQUIT)  # 1 = PR_SET_PDEATHSIG
 
 
-def _wait_ready(proc: subprocess.Popen, data: Path, log_path: Path) -> bool:
+def _wait_ready(proc: subprocess.Popen[bytes], data: Path, log_path: Path) -> bool:
     """True once the server accepts connections; False if it exited; RuntimeError on timeout."""
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
@@ -171,7 +174,7 @@ def _wait_ready(proc: subprocess.Popen, data: Path, log_path: Path) -> bool:
     raise RuntimeError(f"PostgreSQL did not become ready in {_START_TIMEOUT:.0f} s; log:\n{_tail(log_path)}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     # SIGINT is PostgreSQL's "fast" shutdown: disconnects clients, checkpoints and exits; then harder if need be.
     for sig, wait in ((signal.SIGINT, _STOP_TIMEOUT), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
         if proc.poll() is not None:
@@ -187,7 +190,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])  # (host, port) for AF_INET; typeshed says Any
 
 
 def _tail(log_path: Path, lines: int = 40) -> str:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -31,7 +31,7 @@ from responders.incidents import (
     incident_key,
     joins,
 )
-from responders.notifiers.base import FindsRoot, LeaseEnded, Notice, TryLater, Undeliverable, send_deadline
+from responders.notifiers.base import AnyNotice, FindsRoot, LeaseEnded, Notice, TryLater, Undeliverable, send_deadline
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.notifiers.slack import render
 from responders.notifiers.slack.notifier import SlackNotifier
@@ -41,6 +41,7 @@ from service.demo.slack_api_server import SlackApiServer
 from service.runtime.catalogue import CATALOGUE
 from tests.conftest import SLACK_TOKEN
 from tests.support.incident_helpers import POLICY, finding
+from warden.contract.actors import Actor
 from warden.contract.findings import EscalationRef, FindingOwners, OwnerRef
 from warden.contract.matrix import Matrix, Owner
 from warden.contract.redact import redact_text
@@ -59,7 +60,7 @@ def view(agent: str = "billing-agent-1", **changes: object) -> IncidentView:
         frameworks=tuple(f.frameworks), evidence=dict(f.evidence), owners=f.owners, count=1, first_seen=T0,
         last_seen=T0, opened_at=T0, escalation_step=0, policy_sha256=f.policy_sha256,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]  # changes are IncidentView fields by name
 
 
 def test_the_incident_key_is_rule_agent_and_target() -> None:
@@ -86,7 +87,8 @@ def test_the_lifecycle_is_open_then_acknowledged_then_resolved_or_a_false_positi
 ) -> None:
     assert ((current, target) in ALLOWED) is (target in TRANSITIONS[current])
     if (current, target) in ALLOWED:
-        assert check_transition(current, target) is None
+        # None by its type; the assertion keeps an allowed transition answering nothing should that type change
+        assert check_transition(current, target) is None  # type: ignore[func-returns-value]
     else:
         with pytest.raises(TransitionError, match=f"an incident that is {current.value} cannot become {target.value}"):
             check_transition(current, target)
@@ -164,9 +166,9 @@ def test_the_containment_line_reads_the_ledger_the_gate_and_the_decision() -> No
     closed = view(status=Status.false_positive, containment=WAITING)
     assert closed.containment_status == "closed (false_positive) without a containment decision: 2 proposed"
     ran = (replace(WAITING[0], status="done"), replace(WAITING[1], status="failed"))
-    approved = view(containment=ran, decision=Decision("approve", "sam", "U0SAM", T0))
+    approved = view(containment=ran, decision=Decision("approve", "sam", Actor("slack", "U0SAM"), T0))
     assert approved.containment_status == "containment approved by sam: 1 done, 1 failed"
-    denied = view(containment=WAITING, decision=Decision("deny", "sam", "U0SAM", T0))
+    denied = view(containment=WAITING, decision=Decision("deny", "sam", Actor("slack", "U0SAM"), T0))
     assert denied.containment_status == "containment denied by sam: 2 proposed", "decided: no longer awaiting"
     assert view(containment=ran).containment_status == "1 done, 1 failed", "an auto gate: no decision to show"
 
@@ -182,9 +184,9 @@ def test_a_quarantine_holds_until_a_release_is_done() -> None:
 
 
 def test_views_and_decisions_are_snapshots_nobody_can_change() -> None:
-    for snapshot in (view(), Decision("approve", "sam", "U0SAM", T0), WAITING[0]):
+    for snapshot in (view(), Decision("approve", "sam", Actor("slack", "U0SAM"), T0), WAITING[0]):
         with pytest.raises(FrozenInstanceError):
-            snapshot.status = "changed"  # type: ignore[misc]
+            snapshot.status = "changed"  # type: ignore[misc, union-attr]  # frozen; a Decision has no status at all
 
 
 @pytest.mark.parametrize(("action", "user", "acts_for"), [
@@ -213,7 +215,7 @@ def test_a_team_without_members_cannot_be_acted_for() -> None:
 ADVERSARIAL = "<!channel> <!here|here> <@U0EVIL> <#C0EVIL> <https://evil.example|docs> & a > b"
 
 
-def all_text(blocks: list[dict]) -> str:
+def all_text(blocks: list[dict[str, Any]]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
 
 
@@ -264,7 +266,7 @@ def test_the_buttons_follow_the_status_and_the_gate() -> None:
     assert "awaiting approval by Sam Okafor" in text
     acked = view(status=Status.acknowledged, status_by="finance-ops", containment=WAITING)
     assert labels(acked) == ["Resolve", "Approve containment", "Deny containment", "False positive", "Silence 1 h"]
-    decided = replace(acked, decision=Decision("deny", "sam", "U0SAM", T0), containment=tuple(
+    decided = replace(acked, decision=Decision("deny", "sam", Actor("slack", "U0SAM"), T0), containment=tuple(
         replace(s, status="denied") for s in WAITING))
     assert labels(decided) == ["Resolve", "False positive", "Silence 1 h"]
     assert "containment denied by sam: 2 denied" in all_text(render.incident_blocks(decided))
@@ -331,7 +333,8 @@ class Recording:
         self.looked = 0
         self.finds = finds
 
-    async def send(self, notice: Notice) -> Posted:
+    async def send(self, notice: AnyNotice) -> Posted:
+        assert isinstance(notice, Notice), "these tests send incident notices only"
         self.sent.append(notice)
         return Posted("here", f"sent-{len(self.sent)}")
 

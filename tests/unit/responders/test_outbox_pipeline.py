@@ -14,17 +14,8 @@ import pytest
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
-from responders.notifiers.base import (
-    DigestNotice,
-    GroupNotice,
-    LeaseEnded,
-    Notice,
-    NoticeKind,
-    Posted,
-    TryLater,
-    Undeliverable,
-)
-from responders.notifiers.console import ConsoleNotifier
+from responders.notifiers.base import DigestNotice, GroupNotice, LeaseEnded, Notice, TryLater, Undeliverable
+from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.outbox.stages import (
     CLOCK_SKEW_S,
     REASON_MAX_CHARS,
@@ -37,10 +28,10 @@ from responders.outbox.stages import (
     notice_of,
     record,
 )
-from responders.store import Claimed, ClaimedDigest, ClaimedGroup
+from responders.store.notices import Claimed, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
 from tests.unit.responders.test_incidents import view
-from warden.contract import metrics
 from warden.kit.retry import Backoff
+from warden.telemetry import metrics
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -82,6 +73,16 @@ class Store:
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
+
+    @property
+    def claims(self) -> Store:
+        """The claims room (the fenced writes): this recorder plays it."""
+        return self
+
+    @property
+    def outbox(self) -> Store:
+        """The outbox room (a channel's rate limit): this recorder plays it."""
+        return self
 
 
 class Notifier:

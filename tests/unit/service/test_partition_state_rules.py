@@ -9,7 +9,7 @@ from service.runtime.state_rebuild import PartitionStates, RebuildLimits, Rebuil
 from streams.detectors import DetectorState
 from streams.ingest import FORMATS
 from tests.support.matrix_builder import policy
-from warden.contract import metrics
+from warden.telemetry import metrics
 
 P = policy()
 UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once

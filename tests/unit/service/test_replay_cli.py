@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -29,7 +30,7 @@ def replay_err(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def event(event_id: str, tool: str = "kb.search", agent: str = "support-bot-1") -> dict:
+def event(event_id: str, tool: str = "kb.search", agent: str = "support-bot-1") -> dict[str, Any]:
     return {"event_id": event_id, "ts": "2026-11-21T10:00:00Z", "kind": "tool_call", "agent": {"id": agent},
             "tool": {"name": tool}}
 

@@ -14,12 +14,13 @@ from streams.detectors import REGISTRY, DetectorState, detect
 from streams.detectors.unreviewed_identity_change import State
 from tests.support.matrix_builder import T0, approval, change, ev, policy, tool
 from warden.contract.containment import QuarantineMark
+from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 
 P = policy()  # provisioner (iam-agent): grant_* needs jordan's approval within 30m
 
 
-def run(events: list, state: DetectorState | None = None) -> list[Finding]:
+def run(events: list[ActivityEvent], state: DetectorState | None = None) -> list[Finding]:
     state = state or DetectorState()
     return [f for e in events for f in detect(e, P, state)]
 
@@ -115,7 +116,7 @@ def test_a_custom_rule_sees_absent_fields_as_absent() -> None:
 
 def test_rule_info_is_fixed_once_registered() -> None:
     with pytest.raises(FrozenInstanceError):
-        REGISTRY["retry_loop"].info.id = "renamed"  # type: ignore[misc]
+        REGISTRY["retry_loop"].info.id = "renamed"  # type: ignore[misc]  # the assignment must raise: frozen
 
 
 def test_a_finding_names_the_credential_only_when_a_playbook_may_act_on_it() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -409,7 +410,7 @@ def test_a_finding_carries_the_live_policy_sha_and_its_frozen_owners() -> None:
 # --- the Detector contract: nothing to report is an empty list -------------------------------------------------
 
 S = scoped()  # the provisioner with a tool catalogue, argument constraints and the untrusted-flow rule
-READ_MAIL = {"tool": {"name": "mail.read"}, "session_id": "s1", "event_id": "read-1"}
+READ_MAIL: dict[str, Any] = {"tool": {"name": "mail.read"}, "session_id": "s1", "event_id": "read-1"}
 # Each built-in detector's early exits, one case per branch: (rule, why it ignores the events, policy, events,
 # agents quarantined since T0 + 60 s). Every event of a case must give `[]`.
 IGNORED: list[tuple[str, str, Policy, list[ActivityEvent], tuple[str, ...]]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from streams.ingest.base import REASON_CODES
 from streams.ingest.otlp import OtlpIngest, decode_message
 from streams.ingest.otlp_agents import Bounds
 from streams.ingest.otlp_wire import decode_spans
-from tests.support.otel_spans import Recorder, otlp_json, otlp_proto, request, set_attribute
+from tests.support.otel_spans import Encode, Recorder, otlp_json, otlp_proto, request, set_attribute
 from warden.contract.events import ActivityEvent, Kind
 
 POLICY = load(BUNDLED_POLICY)
@@ -37,7 +38,7 @@ def _billing_turn(rec: Recorder) -> None:
 
 
 @pytest.mark.parametrize("encode", [otlp_proto, otlp_json], ids=["otlp_proto", "otlp_json"])
-def test_tool_spans_exported_before_their_agent_span_wait_for_it_then_act_as_that_agent(encode) -> None:
+def test_tool_spans_exported_before_their_agent_span_wait_for_it_then_act_as_that_agent(encode: Encode) -> None:
     rec = Recorder(**{"service.name": "billing-svc"})
     _billing_turn(rec)
     spans = rec.finished()
@@ -133,9 +134,10 @@ def test_the_openinference_dialect_maps_tool_llm_and_retriever_spans() -> None:
     tool = events[Kind.tool_call]
     assert tool.tool and tool.tool.name == "docs.share" and tool.tool.arguments == {"with": "someone@evil.test"}
     assert tool.agent.id == "research-rag-1" and tool.session_id == "oi-sess"
-    assert events[Kind.completion].content and events[Kind.completion].content.output == "hello"
+    completion, data = events[Kind.completion], events[Kind.data_access]
+    assert completion.content and completion.content.output == "hello"
     assert events[Kind.completion].attributes["gen_ai.provider.name"] == "openai"
-    assert events[Kind.data_access].resource and events[Kind.data_access].resource.type == "data_source"
+    assert data.resource and data.resource.type == "data_source"
     assert Kind.agent_invoke in events
 
 
@@ -232,7 +234,7 @@ def test_a_span_with_a_bad_id_is_rejected_by_its_index_and_the_others_flow() -> 
     assert batch.decoded.indices == [0, 2]
 
 
-def test_replay_reads_otlp_json_lines_resolving_agents_within_each_line(tmp_path) -> None:
+def test_replay_reads_otlp_json_lines_resolving_agents_within_each_line(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from service.cli import main
@@ -258,6 +260,6 @@ def test_replay_reads_otlp_json_lines_resolving_agents_within_each_line(tmp_path
 @settings(max_examples=300, deadline=None)
 def test_any_bytes_decode_to_events_or_known_reasons_never_an_exception(raw: bytes) -> None:
     for encoding in ("auto", "otlp_proto", "otlp_json"):
-        out = decode_message(raw, LIMIT, encoding)  # type: ignore[arg-type]
+        out = decode_message(raw, LIMIT, encoding)
         assert all(r.code in REASON_CODES and r.detail for r in out.rejections)
         assert out.events or out.rejections or raw  # nothing vanishes without a reason... unless it parsed empty

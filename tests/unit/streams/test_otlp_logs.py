@@ -91,7 +91,8 @@ def test_log_events_wait_for_their_span_and_take_its_agent_and_conversation(enco
     assert {e.trace_id for e in events} == {f"{chat.context.trace_id:032x}"}
     by_kind = {e.kind: e for e in events}
     assert set(by_kind) == {Kind.prompt, Kind.tool_result, Kind.tool_call, Kind.evaluation}
-    assert by_kind[Kind.prompt].content and by_kind[Kind.prompt].content.prompt == "Pay the ACME invoice INV-2291"
+    prompt = by_kind[Kind.prompt].content
+    assert prompt and prompt.prompt == "Pay the ACME invoice INV-2291"
     result = by_kind[Kind.tool_result].tool
     assert result and (result.name, result.call_id) == ("mail.read_inbox", "c1") and IBAN in str(result.result)
     call = by_kind[Kind.tool_call].tool

@@ -4,6 +4,7 @@ user's words count as the request. Real OpenTelemetry SDK spans, encoded by the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from service.runtime.ingest.dead_letters import dead_letter_record
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from streams.detectors import DetectorState, detect
 from streams.ingest.otlp import OtlpIngest, decode_message
-from tests.support.otel_spans import Recorder, otlp_json, otlp_proto, request, set_attribute
+from tests.support.otel_spans import Encode, Recorder, otlp_json, otlp_proto, request, set_attribute
 from warden.contract.events import MAX_RESULT_CHARS, ActivityEvent, Kind
 from warden.kit.sealing import Sealer
 
@@ -32,7 +33,8 @@ def _events(raw: bytes) -> list[ActivityEvent]:
     return [e for b in out for e in b.decoded.events]
 
 
-def _tool_event(encode: Any = otlp_proto, arguments: dict[str, Any] | None = None, **attributes: Any) -> ActivityEvent:
+def _tool_event(encode: Any = otlp_proto, arguments: dict[str, Any] | None = None, /,
+                **attributes: Any) -> ActivityEvent:
     rec = Recorder(**AGENT)
     with rec.tool("web.fetch", arguments or {"url": "https://example.test/bill"}, **attributes):
         pass
@@ -52,14 +54,15 @@ def _tool_event(encode: Any = otlp_proto, arguments: dict[str, Any] | None = Non
     (42, "42"),
     (True, "true"),
 ])
-def test_a_tool_result_is_kept_as_json_when_it_is_an_object_or_array_else_as_text(encode, sent, kept) -> None:
+def test_a_tool_result_is_kept_as_json_when_it_is_an_object_or_array_else_as_text(
+        encode: Encode, sent: Any, kept: Any) -> None:
     ev = _tool_event(encode, **{"gen_ai.tool.call.result": sent})
     assert ev.tool and ev.tool.result == kept and ev.tool.result_truncated is False
     assert ev.tool.arguments == {"url": "https://example.test/bill"}
 
 
 @ENCODINGS
-def test_a_structured_result_on_the_wire_is_the_same_object(encode) -> None:
+def test_a_structured_result_on_the_wire_is_the_same_object(encode: Encode) -> None:
     rec = Recorder(**AGENT)
     with rec.tool("web.fetch", {"url": "https://example.test"}):
         pass
@@ -113,7 +116,9 @@ def test_hostile_results_and_arguments_degrade_to_text_and_never_raise() -> None
     [ev] = _events(otlp_proto(rec.finished()))
     assert ev.tool and ev.tool.arguments == {"value": deep}  # was a RecursionError out of the decoder
     dup = '{"to": "alice@corp.test", "to": "mallory@evil.test"}'  # which one the agent saw is not defined
+    # the ignore below: _tool_event asserted its tool part
     assert _tool_event(**{"gen_ai.tool.call.result": dup}).tool.result == dup  # type: ignore[union-attr]
+    # the ignore below: _tool_event asserted its tool part
     assert _tool_event(**{"gen_ai.tool.call.result": 1.5e308 * 10}).tool.result == "Infinity"  # type: ignore[union-attr]
 
 
@@ -130,10 +135,11 @@ def test_a_result_that_is_not_utf8_dead_letters_its_message_and_the_next_message
     assert rejection.code == "malformed_protobuf" and batch.decoded.events == []
     assert SECRET_KEY not in rejection.reason
     [after] = ingest.take(good, key=b"k", partition=0, offset=1, now=0.0, policy=POLICY)
+    # the ignore below: a tool call: its tool part is set
     assert after.decoded.rejections == [] and after.decoded.events[0].tool.result == f"MARK {SECRET_KEY}"  # type: ignore[union-attr]
 
 
-def test_a_planted_secret_in_a_result_is_in_no_dead_letter_reason_and_sealed_in_its_value(tmp_path) -> None:
+def test_a_planted_secret_in_a_result_is_in_no_dead_letter_reason_and_sealed_in_its_value(tmp_path: Path) -> None:
     rec = Recorder(**AGENT)
     with rec.tool("web.fetch", **{"gen_ai.tool.call.result": "MARKER"}):
         pass
@@ -148,6 +154,7 @@ def test_a_planted_secret_in_a_result_is_in_no_dead_letter_reason_and_sealed_in_
     sealer = Sealer(Fernet.generate_key())
     record = dead_letter_record(Settings(data_dir=tmp_path), sealer, topic="otlp_spans", partition=0, offset=7,
                                 key=b"k", value=bad, reason_code=rejection.code, reason=rejection.reason)
+    assert record.value is not None
     wire = record.value + b"".join(v for _, v in record.headers)
     assert b"hunter2" not in wire and SECRET_KEY.encode() not in wire and AWS_KEY.encode() not in wire
 
@@ -178,7 +185,7 @@ MESSAGES = [
 
 
 @ENCODINGS
-def test_only_the_user_role_text_of_the_input_messages_is_the_request(encode) -> None:
+def test_only_the_user_role_text_of_the_input_messages_is_the_request(encode: Encode) -> None:
     rec = Recorder(**AGENT)
     conv = {"gen_ai.conversation.id": "conv-9"}
     with rec.agent("billing-agent-1", **conv, **{"gen_ai.input.messages": json.dumps(MESSAGES[:2])}):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from streams.detectors import DetectorState, detect
 from tests.support.matrix_builder import approval, tool
 from tests.support.scope_builder import scoped
+from warden.contract.events import ActivityEvent
 from warden.contract.findings import Finding
 from warden.contract.matrix import ToolSpec
 from warden.policy.tools import ToolCatalogue
@@ -12,12 +13,12 @@ from warden.policy.tools import ToolCatalogue
 POLICY = scoped()
 
 
-def rules(*events: object) -> list[Finding]:
+def rules(*events: ActivityEvent) -> list[Finding]:
     state = DetectorState()
-    return [f for e in events for f in detect(e, POLICY, state)]  # type: ignore[arg-type]
+    return [f for e in events for f in detect(e, POLICY, state)]
 
 
-def grant(user: str, at: float = 0.0, **fields: object) -> object:
+def grant(user: str, at: float = 0.0, **fields: object) -> ActivityEvent:
     return tool("iam-agent", "directory.grant_role", at, tool={"arguments": {"user": user, "role": "viewer"}},
                 **fields)
 
@@ -40,7 +41,7 @@ def test_an_approval_from_someone_else_does_not() -> None:
 def test_an_operation_the_scope_does_not_gate_needs_no_approval() -> None:
     pol = scoped(top={"tools": {"directory.grant_role": {"categories": ["identity_admin"], "resource": "user",
                                                          "operation": "remove_from_group"}}})
-    assert detect(grant("user:ana"), pol, DetectorState()) == []  # type: ignore[arg-type]
+    assert detect(grant("user:ana"), pol, DetectorState()) == []
 
 
 def test_a_secret_store_tool_call_outside_the_grant_is_secret_access() -> None:

@@ -128,7 +128,9 @@ def test_rules_are_compiled_once_per_policy_and_indexed_by_pinned_kind_and_tool(
                        {"id": "anything", "condition": "true"})
     rules = pol.rules
     assert rules is not None
-    ids = lambda kind, tool=None: [r.rule.id for r in rules.candidates(kind, tool)]  # noqa: E731
+    def ids(kind: str, tool: str | None = None) -> list[str]:
+        return [r.rule.id for r in rules.candidates(kind, tool)]
+
     assert ids("tool_call", "billing.refund") == ["large-refund", "anything"]
     assert ids("tool_call", "kb.search") == ["anything"]
     assert ids("prompt") == ["prompts", "anything"]

@@ -16,7 +16,8 @@ class Flaky:
     """Fails `failures` times, then answers with the number of calls; records when each call came."""
 
     def __init__(self, failures: int) -> None:
-        self.failures, self.calls = failures, []
+        self.failures = failures
+        self.calls: list[float] = []  # monotonic times
 
     async def __call__(self) -> int:
         self.calls.append(time.monotonic())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -40,11 +40,11 @@ def lint_json(folder: Path) -> tuple[int, dict[str, Any]]:
 
 
 def wf(docs: Docs, name: str) -> dict[str, Any]:
-    return docs["10-workflows.yaml"]["workflows"][name]
+    return cast(dict[str, Any], docs["10-workflows.yaml"]["workflows"][name])  # a YAML mapping
 
 
 def rules(docs: Docs) -> dict[str, Any]:
-    return docs["20-rules.yaml"]["rules"]
+    return cast(dict[str, Any], docs["20-rules.yaml"]["rules"])  # a YAML mapping
 
 
 def test_the_bundled_examples_lint_clean() -> None:
@@ -125,7 +125,7 @@ def test_a_gate_whose_approver_cannot_act_is_an_error_at_each_binding_it_gates(t
 
 def hook(docs: Docs) -> dict[str, Any]:
     """The first step of the example's own playbook (a signed webhook)."""
-    return docs["20-rules.yaml"]["playbook_definitions"]["hold_refund"]["steps"][0]
+    return cast(dict[str, Any], docs["20-rules.yaml"]["playbook_definitions"]["hold_refund"]["steps"][0])  # a mapping
 
 
 @pytest.mark.parametrize(("mutate", "file", "path", "reason"), [c[1:] for c in ERROR_CLASSES],

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.runtime.settings import BUNDLED_POLICY
-from tests.unit.warden.test_policy_lint import wf, write_policy
+from tests.unit.warden.test_policy_lint import Docs, wf, write_policy
 
 
 def routes(*args: str) -> tuple[int, str, str]:
@@ -47,7 +47,7 @@ def test_an_agent_id_resolves_to_its_workflow_and_the_tree_draws_every_section()
 
 
 def test_the_approval_gates_of_categories_and_custom_rules_are_shown(tmp_path: Path) -> None:
-    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+    def mutate(d: Docs) -> None:
         wf(d, "billing-agent")["scope"]["approvals"] = {"categories": ["payment"], "timeout": "10m"}
         d["20-rules.yaml"]["rules"]["custom"][0]["gate"] = "approval"
 

@@ -4,41 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from tests.unit.warden.test_policy_lint import Docs, cli, lint_json, rules, wf, write_policy
 
 
-def catalogue(docs: Docs) -> dict[str, object]:
+def catalogue(docs: Docs) -> dict[str, Any]:
     return docs["05-catalogue.yaml"]
 
 
-def args(docs: Docs, workflow: str) -> dict[str, dict[str, object]]:
-    return wf(docs, workflow)["scope"]["arguments"]
+def args(docs: Docs, workflow: str) -> dict[str, dict[str, Any]]:
+    return cast(dict[str, dict[str, Any]], wf(docs, workflow)["scope"]["arguments"])  # tool -> its schema
 
 
 def _close_pay_vendor(d: Docs) -> None:
     args(d, "billing-agent")["billing.pay_vendor"]["additionalProperties"] = False
-    catalogue(d)["tools"]["billing.pay_vendor"]["resource"] = "payee_id"  # type: ignore[index]
+    catalogue(d)["tools"]["billing.pay_vendor"]["resource"] = "payee_id"
 
 
 WF = "workflows.billing-agent.scope"
 ERROR_CLASSES: list[tuple[str, Callable[[Docs], None], str, str, str]] = [
-    ("unknown list", lambda d: args(d, "billing-agent")["mail.send"]["properties"]["to"].update(  # type: ignore[index]
+    ("unknown list", lambda d: args(d, "billing-agent")["mail.send"]["properties"]["to"].update(
         items={"email_domain_in": "company_domain"}),
      "10-workflows.yaml", f"{WF}.arguments.mail.send.properties.to.items.email_domain_in",
      "unknown list 'company_domain'"),
-    ("invalid JSON Schema", lambda d: args(d, "billing-agent")["billing.issue_refund"]["properties"][  # type: ignore[index]
+    ("invalid JSON Schema", lambda d: args(d, "billing-agent")["billing.issue_refund"]["properties"][
         "amount"].update(type="numbr"),
      "10-workflows.yaml", f"{WF}.arguments.billing.issue_refund.properties.amount.type", "invalid JSON Schema"),
-    ("invalid regex", lambda d: args(d, "billing-agent")["billing.issue_refund"]["properties"][  # type: ignore[index]
+    ("invalid regex", lambda d: args(d, "billing-agent")["billing.issue_refund"]["properties"][
         "invoice"].update(pattern="^INV-[0-9{3"),
      "10-workflows.yaml", f"{WF}.arguments.billing.issue_refund.properties.invoice.pattern", "regex"),
-    ("a list entry that is not a domain", lambda d: catalogue(d)["lists"]["company_domains"].append(  # type: ignore[index]
+    ("a list entry that is not a domain", lambda d: catalogue(d)["lists"]["company_domains"].append(
         "https://example.com"),
      "05-catalogue.yaml", "lists.company_domains", "'https://example.com' is not a domain name"),
-    ("unknown category", lambda d: catalogue(d)["tools"]["mail.send"].update(  # type: ignore[index]
+    ("unknown category", lambda d: catalogue(d)["tools"]["mail.send"].update(
         categories=["external_com"]),
      "05-catalogue.yaml", "tools.mail.send.categories.0", "Input should be"),
     ("unknown argument path", _close_pay_vendor,
@@ -84,7 +85,7 @@ def test_each_scope_error_is_caught_and_located(
 def test_a_flow_rule_over_a_category_no_tool_has_is_a_warning(tmp_path: Path) -> None:
     def mutate(d: Docs) -> None:
         wf(d, "compliance-reviewer")["scope"]["flows"][0].update(then=["destructive", "payment"])
-        catalogue(d)["tools"].pop("files.delete*")  # type: ignore[attr-defined]
+        catalogue(d)["tools"].pop("files.delete*")
 
     code, report = lint_json(write_policy(tmp_path, mutate))
     assert code == 0
@@ -109,7 +110,7 @@ def test_a_flow_window_of_exactly_the_session_ttl_is_allowed(tmp_path: Path) -> 
 def test_a_resource_path_is_checked_for_a_glob_in_the_catalogue_and_against_no_properties(tmp_path: Path) -> None:
     def glob(d: Docs) -> None:
         args(d, "billing-agent")["billing.pay_vendor"]["additionalProperties"] = False
-        catalogue(d)["tools"]["billing.pay_*"] = {"categories": ["payment"], "resource": "payee_id"}  # type: ignore[index]
+        catalogue(d)["tools"]["billing.pay_*"] = {"categories": ["payment"], "resource": "payee_id"}
 
     code, report = lint_json(write_policy(mkdir(tmp_path / "glob"), glob))
     errors = [(i["path"], i["reason"]) for i in report["issues"] if i["level"] == "error"]

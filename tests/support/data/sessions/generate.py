@@ -194,7 +194,7 @@ def build(n_benign: int = 48, n_hijacked: int = 50) -> tuple[list[Event], dict[s
     return events, labels
 
 
-def main(write: Callable[[Path, str], None] = lambda p, t: p.write_text(t, "utf-8")) -> None:
+def main(write: Callable[[Path, str], object] = lambda p, t: p.write_text(t, "utf-8")) -> None:
     events, labels = build()
     write(HERE / "sessions.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events))
     write(HERE / "labels.json", json.dumps(dict(sorted(labels.items())), indent=1) + "\n")
