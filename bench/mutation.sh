@@ -46,6 +46,10 @@ declare -A EFFECTS=(
                                  tests/integration/test_incident_responder.py
                                  tests/integration/test_outbox_wake.py tests/integration/test_slack_rate_limit.py
                                  tests/integration/test_slack_escalation.py tests/integration/test_channel_budget.py"
+  [responders/store/claims.py]="tests/integration/test_store_claims.py tests/integration/test_incident_responder.py"
+  [responders/store/escalation.py]="tests/integration/test_store_escalation.py tests/integration/test_incident_responder.py"
+  [responders/store/timeline.py]="tests/integration/test_store_timeline.py tests/integration/test_audit.py"
+  [responders/store/decisions.py]="tests/integration/test_store_decisions.py tests/integration/test_containment.py"
   [responders/approvals/desk.py]="tests/integration/test_approvals.py tests/integration/test_approval_desk_rules.py
                                   tests/integration/test_approvals_worker.py"
 )
