@@ -52,8 +52,8 @@ def collector_binary() -> Path:
 
 def docs_config() -> str:
     """The Collector configuration shown in docs/otel.md (the YAML block after the `tested:` marker)."""
-    m = re.search(r"<!-- tested: tests/otel_collector\.py docs_config\(\) -->\n```yaml\n(.*?)```", DOCS.read_text(),
-                  re.S)
+    marker = r"<!-- tested: tests/support/otel_collector\.py docs_config\(\) -->"
+    m = re.search(marker + r"\n```yaml\n(.*?)```", DOCS.read_text(), re.S)
     assert m, "docs/otel.md lost its tested Collector configuration block"
     return m.group(1)
 
