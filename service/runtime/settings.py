@@ -16,6 +16,7 @@ from responders.notifiers.registry import notifier_names, settings_models
 from streams.ingest import INPUTS, LiveInput
 from warden.contract.matrix import Duration
 from warden.kit.sealing import Sealer, key_in
+from warden.kit.urls import http_url
 
 EXAMPLES = Path(warden.__file__).resolve().parent / "examples"  # package data of the floor: ships in the wheel
 BUNDLED_POLICY = EXAMPLES / "policy"
@@ -182,16 +183,7 @@ class InputlessSettings(BaseSettings, *settings_models()):  # type: ignore[misc]
     def _otlp_endpoint(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from yarl import URL  # lazy, like the other checks
-
-        try:
-            url = URL(v)
-        except (ValueError, TypeError):
-            raise ValueError("not a URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not hold credentials (they would show in logs)")
+        url = http_url(v, example="http://otel-collector:4318")
         if url.query_string or url.fragment:
             raise ValueError("must have no query or fragment")
         return v

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from warden.kit.urls import http_url
+
 
 class WebhookSettings(BaseModel):
     """Where every notice is POSTed, and the Standard Webhooks secret that signs it (from a file: a mounted Secret)."""
@@ -23,18 +25,8 @@ class WebhookSettings(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from yarl import URL  # lazy: every CLI command loads the settings
-
-        try:
-            url = URL(v)
-        except (ValueError, TypeError):
-            raise ValueError("not a URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if url.user is not None or url.password is not None:
-            raise ValueError("must not hold credentials (they would show in logs)")
+        if v is not None:
+            http_url(v)
         return v
 
     @field_validator("webhook_secret_file")
