@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from responders.api import authenticate
 from responders.api.openapi import OPENAPI
-from responders.approvals.desk import CONFLICT, DONE, ApprovalDesk
+from responders.approvals.desk import ApprovalDesk
+from responders.notifiers.base import CONFLICT, DONE
 from warden.contract.approval_requests import FINAL, MAX_WAIT_S, ApprovalAnswer, ApprovalRequest
 from warden.contract.redact import redact_text
 from warden.telemetry import metrics

@@ -21,17 +21,19 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
 from responders.db.models import ApprovalRecord
-from responders.notifiers.slack import approvals as slack_render
-from responders.notifiers.slack.render import NOTIFIER, is_user_id
+from responders.notifiers.base import CONFLICT, DONE, FORBIDDEN
 from responders.store.notices import NoticeKind
 from responders.store.outbox import Outbox
+from warden.contract.actors import Actor
 from warden.contract.approval_requests import (
+    APPROVE,
+    DENY,
     FINAL,
     MAX_WAIT_S,
     ApprovalAnswer,
@@ -51,7 +53,6 @@ log = logging.getLogger("warden.approvals")
 Judge = Callable[[ApprovalRequest, str, datetime], Judgement]
 # Publishes an answer (keyed by request id) and, for a decision, the approval activity event (keyed by agent).
 Publish = Callable[[ApprovalAnswer, ActivityEvent | None], Awaitable[None]]
-DONE, FORBIDDEN, CONFLICT = "done", "forbidden", "conflict"  # what became of a decision
 _STATUS_OF = {Verdict.allow: ApprovalStatus.allowed, Verdict.deny: ApprovalStatus.denied,
               Verdict.approval_required: ApprovalStatus.pending}
 
@@ -80,27 +81,22 @@ def approval_event(r: ApprovalRecord) -> ActivityEvent | None:
                          attributes={"approval_request": r.id})
 
 
-class Tells(Protocol):
-    """Says something only the person who clicked sees (a refusal): the Slack notifier's `tell`."""
-
-    async def tell(self, channel: str, slack_user: str, text: str) -> None: ...
-
-
 class ApprovalDesk:
     """One per worker. `submit` answers at once; `step` (its `loop`) does the rest from the database.
 
     `outbox` (the incident store's outbox room) records the asks for `notifiers`, the notifiers that ask for
     approvals (`AsksApproval`); `wake` asks the outbox for a pass once some are recorded. With no such notifier an
-    ask is recorded as routed nowhere: the owner decides through the API. `slack` tells a refused clicker why."""
+    ask is recorded as routed nowhere: the owner decides through the API. A notifier's buttons decide through
+    `decide_by` (its inbound route takes the desk: `Inbound.take_approvals`)."""
 
     def __init__(self, engine: AsyncEngine, *, judge: Judge, clock: Callable[[], datetime],
                  outbox: Outbox | None = None, notifiers: Sequence[str] = (), wake: Callable[[], None] = lambda: None,
-                 slack: Tells | None = None, publish: Publish | None = None, poll_s: float = 1.0,
+                 publish: Publish | None = None, poll_s: float = 1.0,
                  live_policy: Callable[[], str] | None = None) -> None:
         if notifiers and outbox is None:
             raise ValueError("asking through notifiers needs the outbox that delivers the asks")
         self.store = ApprovalStore(engine, live_policy)
-        self.judge, self.clock, self.slack, self.publish = judge, clock, slack, publish
+        self.judge, self.clock, self.publish = judge, clock, publish
         self.outbox, self.notifiers, self.wake_outbox = outbox, tuple(notifiers), wake
         self.live_policy = live_policy
         self.loop = PollingLoop("warden.approvals", poll_s, self.step, log)
@@ -171,18 +167,18 @@ class ApprovalDesk:
 
     # -- decisions --------------------------------------------------------------------------------------------
 
-    async def click(self, action: slack_render.ApprovalAction, request_id: str, slack_user: str,
-                    channel: str) -> str:
-        """An Approve/Deny click: only an owner of the chain up to the current level who decides, acting as
-        themself on Slack, and only while pending. Anything else is refused, recorded, and told to the clicker."""
+    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool = True
+                        ) -> tuple[str, str] | None:
+        """A button pressed on a notifier's message: only an owner of the chain up to the current level who
+        decides, acting as themself on that notifier (`person`: the notifier says the clicker can be a person at
+        all), and only while pending. (DONE, FORBIDDEN or CONFLICT, what happened), or None for an unknown request;
+        a refusal is recorded."""
         record = await self.store.get(request_id)
         if record is None:
-            return await self._tell(channel, slack_user, f"Approval request {request_id} is unknown.")
-        owner = next((o for o in deciders_of(record) if o.may_act_as(NOTIFIER, slack_user)), None) \
-            if is_user_id(slack_user) else None
-        outcome, text = await self._decide(record, owner, approve=action is slack_render.ApprovalAction.approve,
-                                           identity=slack_user, via=NOTIFIER)
-        return text if outcome == DONE else await self._tell(channel, slack_user, text)
+            return None
+        owner = next((o for o in deciders_of(record) if o.may_act_as(actor.notifier, actor.user)), None) \
+            if person else None
+        return await self._decide(record, owner, approve=approve, identity=actor.identity, via=actor.notifier)
 
     async def decide_as(self, request_id: str, owner_id: str, identity: str, *, approve: bool
                         ) -> tuple[str, str] | None:
@@ -198,7 +194,7 @@ class ApprovalDesk:
                       via: str) -> tuple[str, str]:
         """Record the decision of `owner` (None: the caller may not decide), or refuse and record why."""
         now = self.clock()
-        action = (slack_render.ApprovalAction.approve if approve else slack_render.ApprovalAction.deny).value
+        action = APPROVE if approve else DENY
         if owner is None:
             named = " or ".join(o.name or o.id for o in deciders_of(record)) or "nobody"
             reason = f"only {named} may decide approval request {record.id}"
@@ -220,24 +216,11 @@ class ApprovalDesk:
         self._decided()
         return DONE, f"{status.value} by {owner.id}"
 
-    async def on_payload(self, payload: dict[str, Any]) -> None:
-        """The interactivity's hook: every Approve/Deny click in a verified Slack payload."""
-        for action, request_id, user, channel in slack_render.approval_clicks(payload):
-            await self.click(action, request_id, user, channel)
-
     async def _refuse(self, record: ApprovalRecord, identity: str, action: str, reason: str, *, code: str,
                       now: datetime) -> None:
         await self.store.log(record.id, now, Entry("refused", {"action": action, "reason": reason},
                                                   actor="unauthorised", identity=identity))
         metrics.APPROVAL_REFUSALS.labels(reason=code).inc()
-
-    async def _tell(self, channel: str, user: str, text: str) -> str:
-        if self.slack is not None:
-            try:
-                await self.slack.tell(channel, user, text)
-            except Exception:  # noqa: BLE001 - the refusal is recorded; telling the clicker is best effort
-                log.warning("could not tell %s about an approval click", user)
-        return text
 
     def _decided(self) -> None:
         self._changed.set()

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
 from responders.incidents import IncidentView
 from responders.store.notices import ApprovalView, NoticeKind, Posted
+from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 if TYPE_CHECKING:
@@ -191,14 +192,28 @@ class FindsRoot(Protocol):
         ...
 
 
+DONE, FORBIDDEN, CONFLICT = "done", "forbidden", "conflict"  # what became of a decision on an approval request
+
+
+class DecidesApprovals(Protocol):
+    """The approval desk, as a notifier's approval buttons reach it."""
+
+    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool = True
+                        ) -> tuple[str, str] | None:
+        """(DONE, FORBIDDEN or CONFLICT, what happened), or None for an unknown request."""
+        ...
+
+
 class Inbound(Protocol):
     """A notifier's route for what comes back from its messages (button clicks), served by the worker's web server.
-    Changes go through the store, so the outbox tells everyone; `payload_handlers` get every verified payload too
-    (other buttons: the approval requests')."""
-
-    payload_handlers: list[Callable[[dict[str, Any]], Awaitable[None]]]
+    Changes go through the store, so the outbox tells everyone."""
 
     def install(self, app: web.Application) -> None: ...
+
+    def take_approvals(self, desk: DecidesApprovals) -> None:
+        """Decide the approval requests' button clicks through `desk` from now on (the approval host, once its
+        desk is built)."""
+        ...
 
     async def drain(self) -> None:
         """Wait for answers still being handled (tests, shutdown)."""

@@ -33,7 +33,6 @@ from responders.approvals.desk import ApprovalDesk
 from responders.base import RouteInstaller
 from responders.incident_responder import IncidentResponder
 from responders.notifiers.base import AsksApproval
-from responders.notifiers.slack.notifier import SlackNotifier
 from service.runtime.inputs import reading
 from service.runtime.kafka_access import KafkaAccess, access
 from service.runtime.policy_holder import PolicyHolder
@@ -102,14 +101,13 @@ class ApprovalHost:
         self._decode = settings.live_inputs[ACTIVITY].replay(reading(settings, lambda: holder.current))
         self.history = history
         self.sealer = settings.sealer()
-        slack = next((n for n in responder.notifiers if isinstance(n, SlackNotifier)), None)
         self.desk = ApprovalDesk(responder.engine, judge=self._judge, clock=responder.clock,
                                  outbox=responder.store.outbox, wake=responder.outbox.wake,
                                  notifiers=[n.name for n in responder.notifiers if isinstance(n, AsksApproval)],
-                                 slack=slack, publish=self._publish, poll_s=settings.approvals_poll_s,
+                                 publish=self._publish, poll_s=settings.approvals_poll_s,
                                  live_policy=lambda: holder.current.sha256)
         if responder.interactivity is not None:
-            responder.interactivity.payload_handlers.append(self.desk.on_payload)
+            responder.interactivity.take_approvals(self.desk)
         tokens = parse_tokens(settings.gateway_tokens.get_secret_value()) if settings.gateway_tokens else []
         owners = parse_tokens(settings.api_tokens.get_secret_value()) if settings.api_tokens else []
         self.api = ApprovalApi(self.desk, tokens, serve_openapi=responder.api is None and bool(tokens),

@@ -5,20 +5,17 @@ waiting, routing without Slack or when Slack fails, the escalation preface, and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
-from responders.approvals.desk import CONFLICT, DONE, FORBIDDEN, ApprovalDesk
+from responders.approvals.desk import ApprovalDesk
 from responders.incident_responder import IncidentResponder
+from responders.notifiers.base import CONFLICT, DONE, FORBIDDEN
 from responders.notifiers.slack.approvals import ApprovalAction
 from service.demo.slack_api_server import SlackApiServer
 from service.runtime.settings import Settings
 from streams.verdict import judge
-from tests.integration.test_approvals import POLICY, Desk, req
-from tests.support.approval_helpers import GRANT
+from tests.support.approval_helpers import GRANT, POLICY, Desk, req
 from tests.support.incident_helpers import FakeClock
 from warden.contract.approval_requests import ApprovalStatus
 
@@ -27,24 +24,13 @@ PAY = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor"
 LOOKUP = {"agent": {"id": "iam-agent-1"}, "tool": {"name": "directory.lookup_user"}}
 
 
-@pytest.fixture
-async def rig(incident_settings: Settings, slack_api: SlackApiServer) -> AsyncIterator[tuple[Desk, FakeClock]]:
-    clock = FakeClock()
-    responder = IncidentResponder(incident_settings, clock=clock)
-    await responder.start()
-    try:
-        yield Desk(responder, slack_api, clock), clock
-    finally:
-        await responder.stop()
-
-
 def _text(blocks: list[dict[str, Any]] | None) -> str:
     return repr(blocks or [])
 
 
 async def test_a_pending_request_expires_when_the_rest_of_its_chain_has_had_its_time(
-        rig: tuple[Desk, FakeClock]) -> None:
-    d, clock = rig
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, clock = desk
     t0 = clock()
     first = await d.desk.submit(req(GRANT, request_id="x-1"), gateway="gw", transport="http")
     # Three owners, five minutes each: the first answers by t0+5m, then two more steps of five minutes.
@@ -59,7 +45,7 @@ async def test_a_pending_request_expires_when_the_rest_of_its_chain_has_had_its_
     assert climbed is not None and climbed.expires_at == t1 + timedelta(minutes=10)
     last = await d.desk.answer("x-2")
     assert last is not None and last.expires_at == t1 + timedelta(minutes=5)  # the last step: its own five
-    assert await d.desk.click(ApprovalAction.approve, "x-2", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
+    assert await d.clicks.click(ApprovalAction.approve, "x-2", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
     await d.settle()
     decided = await d.desk.answer("x-2")
     assert decided is not None and (decided.status, decided.expires_at, decided.decided_at) == (
@@ -67,8 +53,8 @@ async def test_a_pending_request_expires_when_the_rest_of_its_chain_has_had_its_
 
 
 async def test_an_allow_is_decided_at_once_never_expires_and_is_published_once_without_an_event(
-        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
-    d, clock = rig
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = desk
     allowed = await d.desk.submit(req(LOOKUP), gateway="gw", transport="http", request_id="given-id")
     assert (allowed.request_id, allowed.status, allowed.decided_at, allowed.expires_at) == (
         "given-id", ApprovalStatus.allowed, clock(), None)
@@ -79,11 +65,11 @@ async def test_an_allow_is_decided_at_once_never_expires_and_is_published_once_w
 
 
 async def test_an_approval_reads_pending_until_its_event_is_published(
-        rig: tuple[Desk, FakeClock]) -> None:
-    d, clock = rig
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, clock = desk
     await d.desk.submit(req(GRANT, request_id="x-3"), gateway="gw", transport="http")
     await d.settle()
-    assert await d.desk.click(ApprovalAction.approve, "x-3", "U0JORDAN", "D1") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "x-3", "U0JORDAN", "D1") == "approved by jordan"
     before = await d.desk.answer("x-3")
     assert before is not None and (before.status, before.decided_by, before.decided_at) == (
         ApprovalStatus.pending, None, None)
@@ -93,17 +79,17 @@ async def test_an_approval_reads_pending_until_its_event_is_published(
         ApprovalStatus.approved, "jordan", clock())
 
 
-async def test_a_denial_reads_denied_at_once(rig: tuple[Desk, FakeClock]) -> None:
-    d, _ = rig
+async def test_a_denial_reads_denied_at_once(desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
     await d.desk.submit(req(GRANT, request_id="x-4"), gateway="gw", transport="http")
     await d.settle()
-    assert await d.desk.click(ApprovalAction.deny, "x-4", "U0JORDAN", "D1") == "denied by jordan"
+    assert await d.clicks.click(ApprovalAction.deny, "x-4", "U0JORDAN", "D1") == "denied by jordan"
     answer = await d.desk.answer("x-4")
     assert answer is not None and (answer.status, answer.decided_by) == (ApprovalStatus.denied, "jordan")
 
 
-async def test_an_owner_decides_through_the_api_checked_like_a_click(rig: tuple[Desk, FakeClock]) -> None:
-    d, _ = rig
+async def test_an_owner_decides_through_the_api_checked_like_a_click(desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
     assert await d.desk.decide_as("nope", "jordan", "tok", approve=True) is None
     await d.desk.submit(req(GRANT, request_id="x-5"), gateway="gw", transport="http")
     outcome, text = await d.desk.decide_as("x-5", "iam-team", "tok-iam", approve=True) or ("", "")
@@ -118,8 +104,8 @@ async def test_an_owner_decides_through_the_api_checked_like_a_click(rig: tuple[
 
 
 async def test_wait_returns_a_final_answer_at_once_and_a_pending_one_after_its_time(
-        rig: tuple[Desk, FakeClock]) -> None:
-    d, _ = rig
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
     assert await d.desk.wait("nope", 5) is None
     allowed = await d.desk.submit(req(LOOKUP, request_id="x-6"), gateway="gw", transport="http")
     assert await d.desk.wait("x-6", 0) == allowed
@@ -128,7 +114,7 @@ async def test_wait_returns_a_final_answer_at_once_and_a_pending_one_after_its_t
     assert pending is not None and pending.status is ApprovalStatus.pending
     waiting = asyncio.create_task(d.desk.wait("x-7", 20))
     await d.settle()
-    assert await d.desk.click(ApprovalAction.approve, "x-7", "U0JORDAN", "D1") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "x-7", "U0JORDAN", "D1") == "approved by jordan"
     await d.settle()
     done = await asyncio.wait_for(waiting, 5)  # woken by the publication, long before its 20 s
     assert done is not None and done.status is ApprovalStatus.approved
@@ -162,9 +148,9 @@ async def test_without_slack_a_request_is_routed_for_the_api_and_its_answer_publ
 
 
 async def test_a_failed_slack_post_is_retried_by_the_outbox_and_the_ask_is_posted_once(
-        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
     """The desk records its ask in the outbox with the routing; Slack failing leaves it to the outbox's retries."""
-    d, _ = rig
+    d, _ = desk
     await d.desk.submit(req(GRANT, request_id="x-9"), gateway="gw", transport="http")
     slack_api.fail("chat.postMessage", status=500, times=2)
     await d.desk.step()
@@ -177,8 +163,8 @@ async def test_a_failed_slack_post_is_retried_by_the_outbox_and_the_ask_is_poste
 
 
 async def test_an_escalation_step_that_approves_is_told_why_and_given_the_buttons(
-        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
-    d, clock = rig
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = desk
     await d.desk.submit(req(PAY, request_id="x-10"), gateway="gw", transport="http")
     await d.settle()
     first = slack_api.roots()[0]
@@ -196,14 +182,14 @@ async def test_an_escalation_step_that_approves_is_told_why_and_given_the_button
 
 
 async def test_a_decision_closes_every_message_each_showing_whom_it_asked(
-        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
-    d, clock = rig
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, clock = desk
     await d.desk.submit(req(GRANT, request_id="x-11"), gateway="gw", transport="http")
     await d.settle()
     clock.advance(minutes=5, seconds=1)
     await d.settle()
     jordan, iam = slack_api.roots()
-    assert await d.desk.click(ApprovalAction.approve, "x-11", "U0JORDAN", "D1") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "x-11", "U0JORDAN", "D1") == "approved by jordan"
     await d.settle()
     assert (jordan.updates, iam.updates) == (1, 1)
     for message, asked in ((jordan, "Jordan"), (iam, "IAM")):
@@ -214,11 +200,11 @@ async def test_a_decision_closes_every_message_each_showing_whom_it_asked(
 
 
 async def test_a_refusal_is_returned_even_when_telling_the_clicker_fails(
-        rig: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
-    d, _ = rig
+        desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
+    d, _ = desk
     await d.desk.submit(req(GRANT, request_id="x-12"), gateway="gw", transport="http")
     slack_api.fail("chat.postEphemeral", status=500, times=10)
-    said = await d.desk.click(ApprovalAction.approve, "x-12", "U0KAI", "D1")
+    said = await d.clicks.click(ApprovalAction.approve, "x-12", "U0KAI", "D1")
     assert said.startswith("Refused: only Jordan Lee may decide approval request x-12")
-    unknown = await d.desk.click(ApprovalAction.approve, "x-unknown", "U0KAI", "D1")
+    unknown = await d.clicks.click(ApprovalAction.approve, "x-unknown", "U0KAI", "D1")
     assert unknown == "Approval request x-unknown is unknown."

@@ -4,35 +4,24 @@ expires, and the approval record's timeline is one verifiable hash chain."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from responders.approvals.desk import ApprovalDesk, approval_event
+from responders.approvals.desk import approval_event
 from responders.db.models import Notification
-from responders.incident_responder import IncidentResponder
 from responders.notifiers.slack.approvals import ApprovalAction
-from responders.notifiers.slack.notifier import SlackNotifier
-from responders.trail import Trail
 from service.demo.slack_api_server import SlackApiServer
-from service.runtime.settings import Settings
 from streams.detectors import DetectorState, detect
 from streams.verdict import judge
-from tests.conftest import SLACK_TOKEN
-from tests.support.approval_helpers import GRANT, approval_policy
+from tests.support.approval_helpers import GRANT, POLICY, Desk, req
 from tests.support.incident_helpers import FakeClock, eventually
-from warden.contract.approval_requests import ApprovalAnswer, ApprovalRequest, ApprovalStatus, Verdict
+from warden.contract.approval_requests import ApprovalRequest, ApprovalStatus, Verdict
 from warden.contract.events import ActivityEvent
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
-POLICY = approval_policy()
-
-
-def req(body: dict[str, Any], **changes: Any) -> ApprovalRequest:
-    return ApprovalRequest.model_validate({**body, **changes})
 
 
 # -- the verdict ----------------------------------------------------------------------------------------------------
@@ -145,49 +134,6 @@ def test_a_granted_approval_covers_the_change_once_and_a_denial_is_evidence() ->
 
 # -- the desk ---------------------------------------------------------------------------------------------------------
 
-class Desk:
-    """A desk on a real database and the Slack API server, with a clock the test moves and a publish log. Its asks
-    go out through the responder's outbox (running), as in a worker."""
-
-    def __init__(self, responder: IncidentResponder, slack_api: SlackApiServer, clock: FakeClock) -> None:
-        self.published: list[tuple[ApprovalAnswer, ActivityEvent | None]] = []
-
-        async def publish(answer: ApprovalAnswer, event: ActivityEvent | None) -> None:
-            self.published.append((answer, event))
-
-        self.desk = ApprovalDesk(responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now),
-                                 clock=clock, outbox=responder.store.outbox, notifiers=["slack"],
-                                 wake=responder.outbox.wake, slack=SlackNotifier(SLACK_TOKEN, slack_api.base_url, 1.0),
-                                 publish=publish, live_policy=lambda: POLICY.sha256)
-        self.trail = Trail(responder.engine)
-        self.responder = responder
-
-    async def settle(self) -> None:
-        """The desk's passes until it has nothing to do, then the outbox's until the asks and closes it recorded
-        are out."""
-        while await self.desk.step():
-            pass
-        await eventually(self._delivered, what="the approval requests' notifications")
-
-    async def _delivered(self) -> bool:
-        async with self.responder.store.sessions() as s:
-            return not (await s.execute(select(Notification.id).where(
-                Notification.approval_id.is_not(None), Notification.status == "pending"))).first()
-
-    async def kinds(self, rid: str) -> list[str]:
-        return [e.kind for e in await self.desk.store.timeline(rid)]
-
-
-@pytest.fixture
-async def desk(incident_settings: Settings, slack_api: SlackApiServer) -> AsyncIterator[tuple[Desk, FakeClock]]:
-    clock = FakeClock()
-    responder = IncidentResponder(incident_settings, clock=clock)
-    await responder.start()
-    try:
-        yield Desk(responder, slack_api, clock), clock
-    finally:
-        await responder.stop()
-
 
 async def test_the_named_approver_approves_in_slack_and_the_answer_is_published_once(
         desk: tuple[Desk, FakeClock], slack_api: SlackApiServer) -> None:
@@ -199,7 +145,7 @@ async def test_the_named_approver_approves_in_slack_and_the_answer_is_published_
     assert message.channel == "D0JORDAN"  # the direct message with the named approver, and no one else
     assert [e["action_id"] for b in message.blocks or [] if b["type"] == "actions" for e in b["elements"]] == [
         ApprovalAction.approve.value, ApprovalAction.deny.value]
-    said = await d.desk.click(ApprovalAction.approve, "req-a", "U0JORDAN", "D1")
+    said = await d.clicks.click(ApprovalAction.approve, "req-a", "U0JORDAN", "D1")
     assert said == "approved by jordan"
     await d.settle()
     answer = await d.desk.answer("req-a")
@@ -221,12 +167,12 @@ async def test_anyone_else_is_refused_audited_and_told_and_a_second_decision_is_
     d, _ = desk
     await d.desk.submit(req(GRANT, request_id="req-b"), gateway="gw", transport="kafka")
     await d.settle()
-    refused = await d.desk.click(ApprovalAction.approve, "req-b", "U0KAI", "D1")  # not the approver
+    refused = await d.clicks.click(ApprovalAction.approve, "req-b", "U0KAI", "D1")  # not the approver
     assert refused.startswith("Refused: only Jordan Lee may decide")
     # the ignore below: req-b was asked: answer() is None only for an unknown id
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.pending  # type: ignore[union-attr]
-    assert await d.desk.click(ApprovalAction.deny, "req-b", "U0JORDAN", "D1") == "denied by jordan"
-    again = await d.desk.click(ApprovalAction.approve, "req-b", "U0JORDAN", "D1")  # a replayed decision
+    assert await d.clicks.click(ApprovalAction.deny, "req-b", "U0JORDAN", "D1") == "denied by jordan"
+    again = await d.clicks.click(ApprovalAction.approve, "req-b", "U0JORDAN", "D1")  # a replayed decision
     assert again == "Refused: approval request req-b is already denied. Your attempt was recorded."
     # the ignore below: req-b was asked: answer() is None only for an unknown id
     assert (await d.desk.answer("req-b")).status is ApprovalStatus.denied  # type: ignore[union-attr]
@@ -259,9 +205,9 @@ async def test_no_answer_escalates_up_the_approving_chain_then_expires(
     assert await d.kinds("req-c") == ["requested", "verdict", "routed", "escalated", "routed", "escalated", "routed",
                                       "expired"]
     assert d.published[-1][0].status is ApprovalStatus.expired and d.published[-1][1] is None
-    refused = await d.desk.click(ApprovalAction.approve, "req-c", "U0CISO", "D0CISO")
+    refused = await d.clicks.click(ApprovalAction.approve, "req-c", "U0CISO", "D0CISO")
     assert refused.startswith("Refused: only Jordan Lee may decide")
-    late = await d.desk.click(ApprovalAction.approve, "req-c", "U0JORDAN", "D1")
+    late = await d.clicks.click(ApprovalAction.approve, "req-c", "U0JORDAN", "D1")
     assert late == "Refused: approval request req-c is already expired. Your attempt was recorded."
     assert (await d.trail.verify()).ok
 
@@ -273,12 +219,12 @@ async def test_an_approving_escalation_step_decides_a_gated_tool_call_once_reach
                                                          "arguments": {"payee": "acme-logistics", "amount": 10}}}
     await d.desk.submit(req(pay, request_id="req-d"), gateway="gw", transport="http")
     await d.settle()
-    early = await d.desk.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS")  # finance-ops, too early
+    early = await d.clicks.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS")  # finance-ops, too early
     assert early.startswith("Refused: only Sam Okafor may decide")
     clock.advance(minutes=5, seconds=1)
     await d.settle()
     assert [m.channel for m in slack_api.roots()] == ["D0SAM", "C0FINOPS"]
-    assert await d.desk.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
+    assert await d.clicks.click(ApprovalAction.approve, "req-d", "U0TOMAS", "C0FINOPS") == "approved by finance-ops"
 
 
 async def test_an_escalation_step_never_decides_an_identity_change(
@@ -288,9 +234,9 @@ async def test_an_escalation_step_never_decides_an_identity_change(
     await d.settle()
     clock.advance(minutes=5, seconds=1)
     await d.settle()
-    refused = await d.desk.click(ApprovalAction.approve, "req-i", "U0NOOR", "C0IAM")  # iam-team, reached
+    refused = await d.clicks.click(ApprovalAction.approve, "req-i", "U0NOOR", "C0IAM")  # iam-team, reached
     assert refused.startswith("Refused: only Jordan Lee may decide")
-    assert await d.desk.click(ApprovalAction.approve, "req-i", "U0JORDAN", "D1") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "req-i", "U0JORDAN", "D1") == "approved by jordan"
 
 
 async def test_a_resubmitted_request_is_answered_not_recorded_twice(desk: tuple[Desk, FakeClock]) -> None:
@@ -326,7 +272,7 @@ async def test_the_changes_made_are_put_on_the_record_they_belong_to(desk: tuple
     store = d.desk.store
     await d.desk.submit(req(GRANT, request_id="req-f"), gateway="gw", transport="http")
     await d.settle()
-    assert await d.desk.click(ApprovalAction.approve, "req-f", "U0JORDAN", "D1") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "req-f", "U0JORDAN", "D1") == "approved by jordan"
     later = clock() + timedelta(seconds=1)
 
     async def change(event_id: str, target: str = "user:kim") -> tuple[str, str] | None:
@@ -341,7 +287,7 @@ async def test_the_changes_made_are_put_on_the_record_they_belong_to(desk: tuple
                                                                         "target": "user:lee"}),
                         gateway="gw", transport="http")
     await d.settle()
-    await d.desk.click(ApprovalAction.deny, "req-g", "U0JORDAN", "D1")
+    await d.clicks.click(ApprovalAction.deny, "req-g", "U0JORDAN", "D1")
     assert await change("chg-4", target="user:lee") == ("req-g", "action_without_approval")
     entries = await store.timeline("req-g")
     assert entries[-1].detail["reason"] == "the request was denied"
@@ -407,7 +353,7 @@ async def test_a_retried_ask_whose_reply_was_lost_is_not_posted_twice(
     assert (row.kind, row.status, row.attempts, row.address, row.ref) == (
         "approval", "delivered", 2, "D0JORDAN", message.ts)
     assert row.effect_key == "approval:req-r:0/slack"
-    assert await d.desk.click(ApprovalAction.approve, "req-r", "U0JORDAN", "D0JORDAN") == "approved by jordan"
+    assert await d.clicks.click(ApprovalAction.approve, "req-r", "U0JORDAN", "D0JORDAN") == "approved by jordan"
     await d.settle()
     assert message.updates == 1 and not any(b["type"] == "actions" for b in message.blocks or [])
     assert len(slack_api.roots()) == 1

@@ -67,6 +67,8 @@ class ApprovalStatus(StrEnum):
     expired = "expired"
 
 
+# The two decisions on a request, as the trail records an attempt and as a notifier's buttons name them.
+APPROVE, DENY = "warden.approval.approve", "warden.approval.deny"
 MAX_WAIT_S = 30.0  # the longest long-poll `GET /v1/approvals/{id}?wait=` may ask for
 FINAL = frozenset({ApprovalStatus.allowed, ApprovalStatus.denied, ApprovalStatus.approved, ApprovalStatus.expired})
 PROCEED = frozenset({ApprovalStatus.allowed, ApprovalStatus.approved})

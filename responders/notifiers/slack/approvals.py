@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from responders.notifiers.slack.render import button_presses, safe, slack_escape, who
+from warden.contract.approval_requests import APPROVE, DENY
 from warden.contract.findings import OwnerRef
 from warden.contract.redact import redact_value
 
@@ -16,8 +17,8 @@ ASK_EVENT = "warden_approval_request"  # the metadata of an ask, so a retried on
 class ApprovalAction(StrEnum):
     """The buttons' action ids; the button's value is the request id."""
 
-    approve = "warden.approval.approve"
-    deny = "warden.approval.deny"
+    approve = APPROVE
+    deny = DENY
 
 
 _STATUS_TEXT = {"approved": ":white_check_mark: Approved", "denied": ":no_entry: Denied",

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,9 @@ from responders.incidents import (
     authorise,
     check_transition,
 )
+from responders.notifiers.base import DecidesApprovals
 from responders.notifiers.slack import metrics as slack_metrics
+from responders.notifiers.slack.approval_clicks import ApprovalClicks
 from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
@@ -105,11 +107,13 @@ class Interactivity:
         self.silences = silences or Silences(store.engine)
         self.verifier = SignatureVerifier(signing_secret)
         self._work: set[asyncio.Task[None]] = set()
-        # Other buttons' handlers (approval requests): each gets every verified payload, after the incident clicks.
-        self.payload_handlers: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+        self._approvals: ApprovalClicks | None = None  # the approval requests' buttons, once a desk is given
 
     def install(self, app: web.Application) -> None:
         app.router.add_post(PATH, self.receive)
+
+    def take_approvals(self, desk: DecidesApprovals) -> None:
+        self._approvals = ApprovalClicks(desk, self.slack)
 
     async def receive(self, request: web.Request) -> web.Response:
         """Check the request and answer at once; the clicks are handled after the answer."""
@@ -159,11 +163,11 @@ class Interactivity:
                 await self._act(click)
             except Exception:  # one bad click must not stop the others (it is logged with its traceback)
                 log.exception("handling %s on incident #%d failed", click.action.value, click.incident_id)
-        for handler in self.payload_handlers:
+        if self._approvals is not None:
             try:
-                await handler(payload)
-            except Exception:  # logged with its traceback; the other handlers still run
-                log.exception("a payload handler failed")
+                await self._approvals.handle(payload)
+            except Exception:  # logged with its traceback
+                log.exception("handling the approval buttons of a click failed")
 
     async def _act(self, click: Click) -> None:
         incident = await self.store.incidents.incident(click.incident_id)
