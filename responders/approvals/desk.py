@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from responders.approvals.store import ApprovalStore, Entry, chain_of, deciders_of, decides
 from responders.db.models import ApprovalRecord
 from responders.notifiers.base import CONFLICT, DONE, FORBIDDEN
+from responders.store.approval_asks import record_asks
 from responders.store.notices import NoticeKind
-from responders.store.outbox import Outbox
 from warden.contract.actors import Actor
 from warden.contract.approval_requests import (
     APPROVE,
@@ -84,20 +84,19 @@ def approval_event(r: ApprovalRecord) -> ActivityEvent | None:
 class ApprovalDesk:
     """One per worker. `submit` answers at once; `step` (its `loop`) does the rest from the database.
 
-    `outbox` (the incident store's outbox room) records the asks for `notifiers`, the notifiers that ask for
-    approvals (`AsksApproval`); `wake` asks the outbox for a pass once some are recorded. With no such notifier an
+    The asks are outbox rows for `notifiers`, the notifiers that ask for approvals (`AsksApproval`), recorded
+    with the change that caused them (`responders/store/approval_asks.py`); `wake` asks the outbox for a pass
+    once some are recorded. With no such notifier an
     ask is recorded as routed nowhere: the owner decides through the API. A notifier's buttons decide through
     `decide_by` (its inbound route takes the desk: `Inbound.take_approvals`)."""
 
     def __init__(self, engine: AsyncEngine, *, judge: Judge, clock: Callable[[], datetime],
-                 outbox: Outbox | None = None, notifiers: Sequence[str] = (), wake: Callable[[], None] = lambda: None,
+                 notifiers: Sequence[str] = (), wake: Callable[[], None] = lambda: None,
                  publish: Publish | None = None, poll_s: float = 1.0,
                  live_policy: Callable[[], str] | None = None) -> None:
-        if notifiers and outbox is None:
-            raise ValueError("asking through notifiers needs the outbox that delivers the asks")
         self.store = ApprovalStore(engine, live_policy)
         self.judge, self.clock, self.publish = judge, clock, publish
-        self.outbox, self.notifiers, self.wake_outbox = outbox, tuple(notifiers), wake
+        self.notifiers, self.wake_outbox = tuple(notifiers), wake
         self.live_policy = live_policy
         self.loop = PollingLoop("warden.approvals", poll_s, self.step, log)
         self._changed = asyncio.Event()
@@ -290,12 +289,10 @@ class ApprovalDesk:
             f"Escalated to you: not answered by {waiting} in time." if decides(r, r.level) else
             f"Escalated to you: {waiting} has not answered, and only they may approve this identity change. "
             "Please reach them; without an answer the request expires and the action stays blocked.")
-        outbox = self.outbox
-        assert outbox is not None  # checked in the constructor
 
         async def add(s: AsyncSession) -> object:
-            return await outbox.add_approval_notices(s, r.id, NoticeKind.approval, target, notifiers=self.notifiers,
-                                                     now=now, level=r.level, note=preface)
+            return await record_asks(s, r.id, NoticeKind.approval, target, notifiers=self.notifiers, now=now,
+                                     level=r.level, note=preface)
         return add
 
     async def _publish(self) -> bool:
@@ -309,8 +306,8 @@ class ApprovalDesk:
             also = None
             if r.status in (ApprovalStatus.approved.value, ApprovalStatus.denied.value,
                             ApprovalStatus.expired.value) and r.verdict == Verdict.approval_required.value \
-                    and self.outbox is not None and self.notifiers:
-                also, closing = self._close(r, self.outbox), True
+                    and self.notifiers:
+                also, closing = self._close(r), True
             await self.store.published(r.id, r.status, also)
             done = True
         if closing:
@@ -319,10 +316,10 @@ class ApprovalDesk:
             self._changed.set()  # a long-poll waiting for an approval's event to be published
         return done
 
-    def _close(self, r: ApprovalRecord, outbox: Outbox) -> Callable[[AsyncSession], Awaitable[object]]:
+    def _close(self, r: ApprovalRecord) -> Callable[[AsyncSession], Awaitable[object]]:
         now, target = self.clock(), chain_of(r)[min(r.level, len(r.chain) - 1)]
 
         async def add(s: AsyncSession) -> object:
-            return await outbox.add_approval_notices(s, r.id, NoticeKind.approval_closed, target,
-                                                     notifiers=self.notifiers, now=now)
+            return await record_asks(s, r.id, NoticeKind.approval_closed, target, notifiers=self.notifiers,
+                                     now=now)
         return add

@@ -7,23 +7,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, case, exists, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import aliased
 
 from responders import storms
 from responders.budget import Budget, lock_buckets, save_buckets, wait_for
 from responders.budget import block as block_channel
 from responders.db import session_factory
-from responders.db.models import ApprovalRecord, Incident, IncidentMessage, Notification, NotifyGroup, ReviewDigest
+from responders.db.models import Incident, IncidentMessage, Notification, NotifyGroup, ReviewDigest
 from responders.digests import view_of_digest
+from responders.store.approval_asks import claimable_asks
 from responders.store.common import rowcount
 from responders.store.notices import (
     PRIORITY,
     AnyClaimed,
-    ApprovalView,
     Claimed,
-    ClaimedApproval,
     ClaimedDigest,
     ClaimedGroup,
     NoticeKind,
@@ -105,29 +103,6 @@ class Outbox:
                 row.effect_key = f"{effect_key}/{name}"  # unique: a second try of one effect adds nothing
             s.add(row)
 
-    async def add_approval_notices(self, s: AsyncSession, approval_id: str, kind: NoticeKind, target: OwnerRef, *,
-                                   notifiers: Iterable[str], now: datetime, level: int | None = None,
-                                   note: str | None = None) -> list[str]:
-        """One pending row per notifier about an approval request: ask `target` at chain `level` (kind `approval`),
-        or close the messages asked so far (kind `approval_closed`, only for a notifier that was asked). Each row
-        has its effect key (the request, the level or `closed`, the notifier), so recording one twice adds nothing.
-        Returns the notifiers a row was added for."""
-        added: list[str] = []
-        for name in notifiers:
-            key = f"approval:{approval_id}:{'closed' if level is None else level}/{name}"
-            if (await s.execute(select(Notification.id).where(Notification.effect_key == key))).first():
-                continue
-            if kind is NoticeKind.approval_closed and not (await s.execute(select(Notification.id).where(
-                    Notification.approval_id == approval_id, Notification.notifier == name,
-                    Notification.kind == NoticeKind.approval.value))).first():
-                continue  # never asked through this notifier: nothing to close
-            s.add(Notification(incident_id=None, approval_id=approval_id, approval_level=level, notifier=name,
-                               kind=kind.value, target=target.model_dump(mode="json"), note=note,
-                               status=Pending.pending.value, attempts=0, next_attempt_at=now, created_at=now,
-                               effect_key=key))
-            added.append(name)
-        return added
-
     @staticmethod
     def _row(incident_id: int, notifier: str, kind: NoticeKind, target: OwnerRef, *, now: datetime,
              note: str | None) -> Notification:
@@ -188,7 +163,7 @@ class Outbox:
                 candidates.append((note, ClaimedGroup(
                     id=note.id, claim=token, notifier=note.notifier, attempts=note.attempts + 1,
                     target=OwnerRef.model_validate(note.target), group=shown, root=digest_message)))
-            candidates += await self._approvals(s, due, token, fetch)
+            candidates += await claimable_asks(s, due, token, fetch)
             digests = (await s.execute(
                 select(Notification, ReviewDigest).join(ReviewDigest, ReviewDigest.id == Notification.digest_id)
                 .where(due).order_by(Notification.id).limit(limit)
@@ -221,45 +196,6 @@ class Outbox:
                 else:
                     out.append(picked)
             return out
-
-    @staticmethod
-    async def _approvals(s: AsyncSession, due: ColumnElement[bool], token: str,
-                         fetch: int) -> list[tuple[Notification, AnyClaimed]]:
-        """Due approval requests' rows, locked. A close waits while an ask of its request through its notifier is
-        still pending (it would otherwise miss that message); it carries every ask that was delivered."""
-        asked = aliased(Notification)
-        still_asking = exists().where(
-            asked.approval_id == Notification.approval_id, asked.notifier == Notification.notifier,
-            asked.kind == NoticeKind.approval.value, asked.status == Pending.pending.value)
-        rows = (await s.execute(
-            select(Notification, ApprovalRecord).join(ApprovalRecord, ApprovalRecord.id == Notification.approval_id)
-            .where(due, (Notification.kind != NoticeKind.approval_closed.value) | ~still_asking)
-            .order_by(Notification.id).limit(fetch)
-            .with_for_update(of=Notification, skip_locked=True)
-        )).all()
-        out: list[tuple[Notification, AnyClaimed]] = []
-        for note, record in rows:
-            assert note.notifier is not None  # claimed by name above
-            level = note.approval_level or 0
-            messages: tuple[tuple[Posted, OwnerRef], ...] = ()
-            if note.kind == NoticeKind.approval_closed.value:
-                messages = tuple((Posted(m.address or "", m.ref or ""), OwnerRef.model_validate(m.target))
-                                 for m in (await s.execute(select(Notification).where(
-                                     Notification.approval_id == note.approval_id,
-                                     Notification.notifier == note.notifier,
-                                     Notification.kind == NoticeKind.approval.value,
-                                     Notification.status == Pending.delivered.value, Notification.ref.is_not(None),
-                                 ).order_by(Notification.id))).scalars())
-            view = ApprovalView(id=record.id, agent_id=record.agent_id, workflow=record.workflow,
-                                action=dict(record.action), reason=record.reason, status=record.status,
-                                decided_by=record.decided_by, requested_at=record.requested_at)
-            out.append((note, ClaimedApproval(
-                id=note.id, claim=token, notifier=note.notifier, kind=NoticeKind(note.kind),
-                attempts=note.attempts + 1, target=OwnerRef.model_validate(note.target), note=note.note,
-                approval=view, messages=messages,
-                # the owner at this level may decide (an identity change's escalation steps only chase the approver)
-                buttons=level < len(record.chain) and bool(record.chain[level].get("decides", True)))))
-        return out
 
     async def _within_budget(self, s: AsyncSession, candidates: list[tuple[Notification, AnyClaimed]],
                              spend: Callable[[AnyClaimed], Mapping[str, int]], now: datetime,

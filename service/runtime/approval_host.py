@@ -102,7 +102,7 @@ class ApprovalHost:
         self.history = history
         self.sealer = settings.sealer()
         self.desk = ApprovalDesk(responder.engine, judge=self._judge, clock=responder.clock,
-                                 outbox=responder.store.outbox, wake=responder.outbox.wake,
+                                 wake=responder.outbox.wake,
                                  notifiers=[n.name for n in responder.notifiers if isinstance(n, AsksApproval)],
                                  publish=self._publish, poll_s=settings.approvals_poll_s,
                                  live_policy=lambda: holder.current.sha256)

@@ -64,7 +64,7 @@ class Desk:
             self.published.append((answer, event))
 
         self.desk = ApprovalDesk(responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now),
-                                 clock=clock, outbox=responder.store.outbox, notifiers=["slack"],
+                                 clock=clock, notifiers=["slack"],
                                  wake=responder.outbox.wake, publish=publish, live_policy=lambda: POLICY.sha256)
         self.clicks = ApprovalClicks(self.desk, SlackNotifier(SLACK_TOKEN, slack_api.base_url, 1.0))
         self.trail = Trail(responder.engine)
