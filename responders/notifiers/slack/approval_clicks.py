@@ -4,22 +4,28 @@ clicker, and a refusal told to them alone."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from responders.notifiers.base import DONE, DecidesApprovals
 from responders.notifiers.slack.approvals import ApprovalAction, approval_clicks
-from responders.notifiers.slack.notifier import SlackNotifier
 from responders.notifiers.slack.render import NOTIFIER, is_user_id
 from warden.contract.actors import Actor
 
 log = logging.getLogger("warden.approvals")
 
 
+class Tells(Protocol):
+    """Says something only the clicker sees: `SlackNotifier.tell` (a Protocol, so the clicks' modules do not
+    import the notifier that builds them)."""
+
+    async def tell(self, channel: str, slack_user: str, text: str) -> None: ...
+
+
 class ApprovalClicks:
     """Reads the approval buttons of a verified interactivity payload (the incident buttons are the
     interactivity's own)."""
 
-    def __init__(self, desk: DecidesApprovals, slack: SlackNotifier) -> None:
+    def __init__(self, desk: DecidesApprovals, slack: Tells) -> None:
         self.desk, self.slack = desk, slack
 
     async def handle(self, payload: dict[str, Any]) -> None:

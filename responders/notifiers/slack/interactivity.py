@@ -28,8 +28,7 @@ from responders.incidents import (
 )
 from responders.notifiers.base import DecidesApprovals
 from responders.notifiers.slack import metrics as slack_metrics
-from responders.notifiers.slack.approval_clicks import ApprovalClicks
-from responders.notifiers.slack.notifier import SlackNotifier
+from responders.notifiers.slack.approval_clicks import ApprovalClicks, Tells
 from responders.notifiers.slack.render import NOTIFIER, button_presses, is_user_id
 from responders.silences import ONE_HOUR, Silences
 from responders.store.rooms import Store
@@ -100,7 +99,7 @@ class Interactivity:
     """The aiohttp route for Slack's interactivity requests, installed into warden.web.WebServer. Replies only the
     clicker sees go through the Slack notifier's `tell`; changes go through the store and so the outbox."""
 
-    def __init__(self, store: Store, slack: SlackNotifier, signing_secret: str, *,
+    def __init__(self, store: Store, slack: Tells, signing_secret: str, *,
                  clock: Callable[[], datetime], on_change: Callable[[], None],
                  silences: Silences | None = None) -> None:
         self.store, self.slack, self.clock, self.on_change = store, slack, clock, on_change

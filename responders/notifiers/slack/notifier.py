@@ -42,6 +42,7 @@ from responders.notifiers.base import (
 )
 from responders.notifiers.slack import approvals as approval_render
 from responders.notifiers.slack import render
+from responders.notifiers.slack.interactivity import Interactivity
 from responders.notifiers.slack.settings import SlackSettings
 from responders.store.notices import NoticeKind, Posted
 from warden.contract.findings import OwnerRef
@@ -331,8 +332,6 @@ class SlackNotifier:
         """The interactivity route (`Interactive`): button clicks, verified with the app's signing secret."""
         if self.signing_secret is None:
             return "WARDEN_SLACK_SIGNING_SECRET unset"
-        from responders.notifiers.slack.interactivity import Interactivity  # it imports this module
-
         return Interactivity(store, self, self.signing_secret, clock=clock, on_change=on_change, silences=silences)
 
     async def tell(self, channel: str, slack_user: str, text: str) -> None:
