@@ -54,7 +54,7 @@ class Claims:
     async def hold(self, waiting: Sequence[AnyClaimed], until: datetime) -> int:
         """Keep rows this worker claimed and has not started yet until `until` (never shorter than they are held):
         a batch longer than the queue lease would otherwise lose its tail to another worker, which then loses the
-        tail of its own batch the same way. Fenced like `renew`; returns how many rows are still held."""
+        tail of its own batch the same way. Fenced like `renew`; returns how many leases it lengthened."""
         if not waiting:
             return 0
         held = (Notification.id.in_([c.id for c in waiting]) & Notification.claim.in_({c.claim for c in waiting})

@@ -1,4 +1,5 @@
-"""The outbox rooms: leases taken by `Outbox.claim_due`, and `Claims`' writes fenced by the claim token."""
+"""The outbox rooms: leases taken by `Outbox.claim_due`, and `Claims`' writes fenced by the claim token, with what each
+settled write records for a root, a review digest, a storm's group digest and an approval ask."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from responders.db import make_engine
-from responders.store.notices import Claimed, NoticeKind, Posted
+from responders.db.models import ApprovalRecord, IncidentMessage, TimelineEntry
+from responders.review_digest import make_digests
+from responders.store.approval_asks import record_asks
+from responders.store.notices import Claimed, ClaimedApproval, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
 from responders.store.outbox import Outbox
-from tests.support.incident_helpers import finding
+from tests.support.incident_helpers import POLICY, finding
 from tests.support.store_rooms import T0, notifications, rooms_on
+from warden.contract.findings import OwnerRef
+from warden.contract.matrix import Tier
 
 LEASE = timedelta(seconds=30)
 ROOT = Posted("C0FINOPS", "1700000000.000001")
@@ -136,3 +143,85 @@ async def test_an_outbox_needs_a_notifier(tmp_path: Path) -> None:
             Outbox(engine, [])
     finally:
         await engine.dispose()
+
+
+async def test_hold_lengthens_only_a_lease_that_ends_before_the_new_deadline(incident_db: str) -> None:
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(finding("billing-agent-1"), T0)
+        [claimed] = await store.outbox.claim_due(T0, LEASE)
+        assert await store.claims.hold([claimed], T0 + LEASE) == 0, "held exactly that long already"
+        assert await store.claims.hold([claimed], T0 + LEASE + timedelta(microseconds=1)) == 1
+
+
+async def test_a_delivered_root_is_the_notifier_s_live_message_of_the_incident(incident_db: str) -> None:
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(finding("billing-agent-1"), T0)
+        [root] = await store.outbox.claim_due(T0, LEASE)
+        assert await store.claims.mark_delivered(root, ROOT, T0) is True
+        async with store.sessions() as s:
+            [message] = (await s.execute(select(IncidentMessage))).scalars()
+    assert (message.incident_id, message.notifier, message.address, message.ref, message.dead) == (
+        1, "slack", ROOT.address, ROOT.ref, False)
+
+
+async def test_a_digest_s_outcome_is_recorded_on_every_incident_it_carried(incident_db: str) -> None:
+    """Review incidents reach their responder in a digest: its delivery (one notifier) and its dead letter (the
+    other) each say so on the timeline of every incident it carried, and both writes report that they counted."""
+    review = [finding("billing-agent-1", tool).model_copy(update={"tier": Tier.review})
+              for tool in ("shell.exec", "net.fetch")]
+    later = T0 + timedelta(hours=2)
+    async with rooms_on(incident_db, ["slack", "console"]) as store:
+        for f in review:
+            await store.incidents.record_finding(f, T0)
+        [(digest_id, carried)] = await make_digests(store, later, timedelta(hours=1))
+        claimed = {c.notifier: c for c in await store.outbox.claim_due(later, LEASE)}
+        assert carried == 2 and all(isinstance(c, ClaimedDigest) for c in claimed.values())
+        assert await store.claims.mark_delivered(claimed["slack"], ROOT, later) is True
+        assert await store.claims.dead_letter(claimed["console"], "no such channel", later) is True
+        timelines = [await store.timeline.entries(i) for i in (1, 2)]
+    for entries in timelines:
+        said = [(e.kind, e.detail["via"], e.detail["digest"]) for e in entries
+                if e.kind in ("notified", "notification_dead_lettered")]
+        assert said == [("notified", "slack", digest_id), ("notification_dead_lettered", "console", digest_id)]
+
+
+async def test_a_group_digest_s_outcome_is_recorded_on_every_member_it_named(incident_db: str) -> None:
+    """A storm's members reach their responder in the group's digest: its delivery and its dead letter (on two
+    notifiers) each say so on every member's timeline, and both writes report that they counted."""
+    async with rooms_on(incident_db, ["slack", "console"], matrix=POLICY.matrix) as store:
+        for i in range(3):  # the first pages; the next two, within the group interval, join its digest
+            await store.incidents.record_finding(finding("support-bot-1", f"tool.{i}"), T0 + timedelta(seconds=i))
+        now = T0 + timedelta(minutes=10)
+        claimed = await store.outbox.claim_due(now, LEASE)
+        groups = {c.notifier: c for c in claimed if isinstance(c, ClaimedGroup)}
+        assert sorted(groups) == ["console", "slack"]
+        members = sorted(line.id for line in groups["slack"].group.lines)
+        assert await store.claims.mark_delivered(groups["slack"], ROOT, now) is True
+        assert await store.claims.dead_letter(groups["console"], "no such channel", now) is True
+        timelines = {m: await store.timeline.entries(m) for m in members}
+    assert members == [2, 3]
+    for entries in timelines.values():
+        said = [(e.kind, e.detail["via"]) for e in entries if e.kind in ("notified", "notification_dead_lettered")]
+        assert said == [("notified", "slack"), ("notification_dead_lettered", "console")]
+
+
+async def test_an_approval_ask_s_outcome_is_its_own_row_and_no_incident_s(incident_db: str) -> None:
+    async with rooms_on(incident_db, ["slack", "console"]) as store:
+        async with store.sessions.begin() as s:
+            s.add(ApprovalRecord(
+                id="req-1", gateway="gw", agent_id="iam-agent-1", workflow="access-provisioner",
+                verdict="approval_required", status="pending", reason="needs a human", evidence={}, action={},
+                target="user:kim", chain=[{"id": "jordan", "kind": "person"}], timeout_s=300.0, requested_at=T0,
+                policy_sha256=""))
+            target = OwnerRef(id="jordan", kind="person")
+            assert await record_asks(s, "req-1", NoticeKind.approval, target, notifiers=["slack", "console"],
+                                     now=T0, level=0) == ["slack", "console"]
+        claimed = {c.notifier: c for c in await store.outbox.claim_due(T0, LEASE)}
+        assert all(isinstance(c, ClaimedApproval) for c in claimed.values())
+        assert await store.claims.mark_delivered(claimed["slack"], ROOT, T0) is True
+        assert await store.claims.dead_letter(claimed["console"], "no such channel", T0) is True
+        rows = {n.notifier: n for n in await notifications(store)}
+        async with store.sessions() as s:
+            entries = (await s.execute(select(TimelineEntry))).scalars().all()
+    assert (rows["slack"].status, rows["slack"].ref, rows["console"].status) == ("delivered", ROOT.ref, "dead")
+    assert entries == [], "an approval request's record is its own chain, not an incident's"
