@@ -42,13 +42,13 @@ async def test_a_lost_claim_writes_nothing_and_the_new_holder_s_writes_count(inc
         [lost] = await store.outbox.claim_due(T0, LEASE)
         [held] = await store.outbox.claim_due(T0 + LEASE, LEASE)  # the first lease ran out: another claim took it
         later = T0 + LEASE + timedelta(seconds=1)
-        assert not await store.claims.renew(lost, later + LEASE)
+        assert await store.claims.renew(lost, later + LEASE) is False
         assert await store.claims.hold([lost], later + 2 * LEASE) == 0
-        assert not await store.claims.give_back(lost, "lease ended")
-        assert not await store.claims.retry_later(lost, "boom", later)
-        assert not await store.claims.defer(lost, "429", later)
-        assert not await store.claims.dead_letter(lost, "gave up", later)
-        assert not await store.claims.mark_delivered(lost, ROOT, later)
+        assert await store.claims.give_back(lost, "lease ended") is False
+        assert await store.claims.retry_later(lost, "boom", later) is False
+        assert await store.claims.defer(lost, "429", later) is False
+        assert await store.claims.dead_letter(lost, "gave up", later) is False
+        assert await store.claims.mark_delivered(lost, ROOT, later) is False
         [row] = await notifications(store)
         assert (row.status, row.claim, row.claimed_until, row.attempts, row.last_error) == (
             "pending", held.claim, T0 + 2 * LEASE, 2, None), "untouched by the lost claim"
