@@ -64,3 +64,11 @@ async def test_an_acknowledged_page_does_not_escalate(incident_db: str) -> None:
         assert await store.escalations.due_escalations(T0 + timedelta(hours=1)) == []
         assert await store.escalations.escalate(1, T0 + timedelta(hours=1)) is None
         assert (await incident_row(store, 1)).escalation_step == 0
+
+
+async def test_a_page_escalates_at_its_deadline_exactly_as_due_escalations_lists_it(incident_db: str) -> None:
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(finding("billing-agent-1"), T0)  # finance-ops has 10 minutes
+        deadline = T0 + timedelta(minutes=10)
+        assert await store.escalations.due_escalations(deadline) == [1]
+        assert await store.escalations.escalate(1, deadline) == 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
 import pytest
 
 from responders.audit import GENESIS, entry_hash, timeline_content
+from responders.db.models import Notification
 from responders.store.common import WARDEN
 from tests.support.incident_helpers import finding
 from tests.support.store_rooms import T0, incident_row, rooms_on
@@ -80,3 +82,26 @@ async def test_a_silence_made_from_an_incident_is_on_its_timeline(incident_db: s
         [entry] = (await store.timeline.entries(1))[-1:]
     assert (entry.kind, entry.actor, entry.identity) == ("silence_added", "finance-ops", "U0KAI")
     assert entry.detail == {"silence": 7, "matchers": ['rule="unapproved_tool"']}
+
+
+@pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
+async def test_an_append_does_not_wait_for_a_transaction_that_only_added_a_row_of_the_incident(
+        incident_db: str) -> None:
+    """The append locks the incident FOR NO KEY UPDATE: a delivery's transaction that inserted a notification row of
+    the incident holds KEY SHARE on it (its foreign key check) until it ends, and must not block the append. (FOR
+    UPDATE would wait for it; two deliveries of one incident doing both could deadlock.) PostgreSQL only: SQLite has
+    no row locks."""
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(finding("billing-agent-1"), T0)
+        async with store.sessions() as other, other.begin():
+            other.add(Notification(incident_id=1, notifier="slack", kind="repeat", target={"id": "finance-ops"},
+                                   status="pending", attempts=0, next_attempt_at=T0, created_at=T0))
+            await other.flush()  # the foreign key check: KEY SHARE on incident 1, held until this transaction ends
+
+            async def append() -> None:
+                async with store.sessions.begin() as s:
+                    await store.timeline.log_entry(s, 1, T0, "probe")
+
+            await asyncio.wait_for(append(), timeout=5.0)
+        kinds = [e.kind for e in await store.timeline.entries(1)]
+    assert kinds[-1] == "probe"
