@@ -361,6 +361,33 @@ async def test_a_page_inhibited_by_a_quarantined_critical_incident_tells_nobody(
     assert len(after) == before, "neither the page nor its repeat tells anyone"
 
 
+async def test_an_inhibited_page_is_announced_by_its_first_repeat_after_the_inhibiting_incident_closed(
+    incident_db: str,
+) -> None:
+    critical = finding("billing-agent-1", "tool.a", ts=T0).model_copy(update={"severity": Severity.critical})
+    later = T0 + timedelta(minutes=1)
+    control: list[str] = []
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(critical, T0)
+        async with store.sessions.begin() as s:  # its containment quarantined the agent
+            s.add(ContainmentStep(incident_id=1, playbook="quarantine", step=0, action="quarantine_agent",
+                                  params={}, gate="auto", on_failure="stop", dry_run=False, approval_timeout_s=0.0,
+                                  status="done", next_attempt_at=T0, detail={}, finding_ts=T0, created_at=T0,
+                                  updated_at=T0))
+        await store.incidents.record_finding(finding("billing-agent-1", "tool.b", ts=T0), T0, control)
+        assert await store.incidents.transition(1, Status.open, Status.false_positive, owner=FINANCE_OPS, by=KAI,
+                                                note="a drill", now=later)
+        assert await store.incidents.record_finding(finding("billing-agent-1", "tool.b", ts=later), later, control) \
+            is Recorded.grouped
+        row = await incident_row(store, 2)
+        sent = [(n.kind, n.next_attempt_at) for n in await notifications(store) if n.incident_id == 2]
+        unmuted = [e.detail for e in await store.timeline.entries(2) if e.kind == "unmuted"]
+    assert control == ["inhibited", "leader"]
+    assert (row.inhibited_by, row.group_role, row.escalate_at) == (None, "leader", later + timedelta(minutes=10))
+    assert sent == [("root", later)]
+    assert [u["why"] for u in unmuted] == ["the inhibiting incident closed"]
+
+
 async def test_a_transition_moves_the_lifecycle_once_and_tells_the_responder(incident_db: str) -> None:
     later = T0 + timedelta(minutes=2)
     async with rooms_on(incident_db) as store:
@@ -369,10 +396,10 @@ async def test_a_transition_moves_the_lifecycle_once_and_tells_the_responder(inc
         assert await store.incidents.transition(1, Status.open, Status.acknowledged, owner=FINANCE_OPS, by=KAI,
                                                 note="mine", now=later)
         acked = await incident_row(store, 1)
-        assert not await store.incidents.transition(1, Status.open, Status.acknowledged, owner=FINANCE_OPS, by=KAI,
-                                                    note="again", now=later), "moved already"
-        assert not await store.incidents.transition(9, Status.open, Status.acknowledged, owner=FINANCE_OPS, by=KAI,
-                                                    note="none", now=later)
+        assert await store.incidents.transition(1, Status.open, Status.acknowledged, owner=FINANCE_OPS, by=KAI,
+                                                note="again", now=later) is False, "moved already: a bool, as typed"
+        assert await store.incidents.transition(9, Status.open, Status.acknowledged, owner=FINANCE_OPS, by=KAI,
+                                                note="none", now=later) is False
         assert await store.incidents.transition(1, Status.acknowledged, Status.resolved, owner=OwnerRef(id="secops"),
                                                 by=Actor("slack", "U0ALEX"), note="fixed", now=later)
         resolved = await incident_row(store, 1)
