@@ -43,13 +43,14 @@ async def test_a_decision_is_taken_once_and_only_while_a_step_waits_for_one(inci
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(violation(containment_policy(GATED)), T0)
         await store.incidents.record_finding(violation(containment_policy(AUTO), name="net.scan"), T0)
-        assert not await store.decisions.decide(2, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x",
-                                                now=T0), \
-            "an auto step waits for nobody"
-        assert not await store.decisions.decide(99, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x", now=T0)
+        assert await store.decisions.decide(2, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x",
+                                            now=T0) is False, "an auto step waits for nobody"
+        assert await store.decisions.decide(99, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="x",
+                                            now=T0) is False
         before = len(await notifications(store))
         assert await store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="ok", now=T0)
-        assert not await store.decisions.decide(1, "deny", owner=JORDAN, by=Actor("slack", "U0J"), note="no", now=T0)
+        assert await store.decisions.decide(1, "deny", owner=JORDAN, by=Actor("slack", "U0J"), note="no",
+                                            now=T0) is False
         view = await store.incidents.incident(1)
         updates = [n for n in (await notifications(store))[before:] if n.kind == "update"]
         kinds = [e.kind for e in await store.timeline.entries(1)]
@@ -65,7 +66,8 @@ async def test_a_closed_incident_takes_no_decision(incident_db: str) -> None:
         assert await store.incidents.transition(1, Status.open, Status.resolved, owner=IAM_TEAM, by=Actor("slack",
                                                                                                           "U0I"),
                                                 note="done", now=T0)
-        assert not await store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="ok", now=T0)
+        assert await store.decisions.decide(1, "approve", owner=JORDAN, by=Actor("slack", "U0J"), note="ok",
+                                            now=T0) is False
 
 
 async def test_a_release_is_recorded_once_and_only_for_a_quarantine_in_effect(incident_db: str) -> None:
@@ -73,18 +75,20 @@ async def test_a_release_is_recorded_once_and_only_for_a_quarantine_in_effect(in
         await store.incidents.record_finding(violation(containment_policy(AUTO)), T0)
         def ask(incident_id: int) -> Awaitable[bool]:
             return store.decisions.request_release(incident_id, owner=JORDAN, via="cli", identity="tester", now=T0)
-        assert not await ask(1), "no quarantine: nothing to release"
-        assert not await ask(99)
+        assert await ask(1) is False, "no quarantine: nothing to release"
+        assert await ask(99) is False
         async with store.sessions.begin() as s:  # the ledger's step quarantined the agent
             await s.execute(update(ContainmentStep).where(ContainmentStep.incident_id == 1).values(
                 action="quarantine_agent", status=StepStatus.done.value))
         assert await ask(1)
-        assert not await ask(1), "a release is recorded already"
+        assert await ask(1) is False, "a release is recorded already"
+        notes = [n.note for n in await notifications(store) if n.kind == "update"]
         async with store.sessions() as s:
             release = [st for st in await steps_of(s, 1) if st.action == RELEASE]
         [entry] = [e for e in await store.timeline.entries(1) if e.kind == "release_requested"]
-    assert [(st.status, st.decided_by, st.detail) for st in release] == [
-        (StepStatus.approved.value, "jordan", {"via": "cli", "identity": "tester"})]
+    assert [(st.status, st.decided_by, st.dry_run, st.detail) for st in release] == [
+        (StepStatus.approved.value, "jordan", False, {"via": "cli", "identity": "tester"})], "a release really runs"
+    assert notes == ["Quarantine release requested by Jordan (cli)."]
     assert entry.identity is None and entry.actor == "jordan", "an identity is a Slack user only via slack"
 
 
@@ -101,3 +105,14 @@ async def test_refusals_and_what_containment_did_are_read_back(incident_db: str)
         [refused] = [e for e in await store.timeline.entries(1) if e.kind == "refused"]
     assert (refused.actor, refused.identity) == ("unauthorised", "U0EVE")
     assert refused.detail == {"action": "approve", "reason": "not an approver"}
+
+
+async def test_a_release_by_an_owner_without_a_name_is_told_by_their_id(incident_db: str) -> None:
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(violation(containment_policy(AUTO)), T0)
+        async with store.sessions.begin() as s:  # the ledger's step quarantined the agent
+            await s.execute(update(ContainmentStep).where(ContainmentStep.incident_id == 1).values(
+                action="quarantine_agent", status=StepStatus.done.value))
+        assert await store.decisions.request_release(1, owner=IAM_TEAM, via="api", identity="api:0123", now=T0)
+        notes = [n.note for n in await notifications(store) if n.kind == "update"]
+    assert notes == ["Quarantine release requested by iam-team (api)."]

@@ -31,6 +31,7 @@ async def test_a_signature_is_first_seen_once_and_forgotten_after_the_replay_win
     keep = timedelta(minutes=5)
     async with rooms_on(incident_db) as store:
         assert await store.security.first_sighting("v0=abc", T0, keep)
-        assert not await store.security.first_sighting("v0=abc", T0 + keep - timedelta(seconds=1), keep)
+        assert await store.security.first_sighting("v0=abc", T0 + keep - timedelta(seconds=1), keep) is False
+        assert await store.security.first_sighting("v0=abc", T0 + keep, keep) is False, "still within the window"
         assert await store.security.first_sighting("v0=def", T0, keep), "another signature is its own"
         assert await store.security.first_sighting("v0=abc", T0 + keep + timedelta(seconds=1), keep)
