@@ -14,7 +14,15 @@ import pytest
 
 from responders.digests import DigestView
 from responders.group_digest import GroupView
-from responders.notifiers.base import DigestNotice, GroupNotice, LeaseEnded, Notice, TryLater, Undeliverable
+from responders.notifiers.base import (
+    ApprovalNotice,
+    DigestNotice,
+    GroupNotice,
+    LeaseEnded,
+    Notice,
+    TryLater,
+    Undeliverable,
+)
 from responders.notifiers.console.notifier import ConsoleNotifier
 from responders.outbox.stages import (
     CLOCK_SKEW_S,
@@ -25,10 +33,19 @@ from responders.outbox.stages import (
     Pipeline,
     Retry,
     dead_letter,
+    dedup,
     notice_of,
     record,
 )
-from responders.store.notices import Claimed, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
+from responders.store.notices import (
+    ApprovalView,
+    Claimed,
+    ClaimedApproval,
+    ClaimedDigest,
+    ClaimedGroup,
+    NoticeKind,
+    Posted,
+)
 from tests.unit.responders.test_incidents import view
 from warden.kit.retry import Backoff
 from warden.telemetry import metrics
@@ -318,3 +335,56 @@ async def test_a_dead_letter_says_whether_the_claim_was_still_held(held: bool) -
     assert _count(metrics.OUTBOX_CLAIMS_LOST, notifier="rec", when="on_failure") == lost + (0 if held else 1)
     assert await dead_letter(store, reply, "r", notifier="rec", notice=notice_of(reply),  # type: ignore[arg-type]
                              fallback=ConsoleNotifier(), now=NOW) is held
+
+
+class Asker(Notifier):
+    """A notifier that asks for approvals (`AsksApproval`), recording each ask."""
+
+    async def send_approval(self, notice: ApprovalNotice) -> Posted:
+        self.sent.append(notice)
+        return Posted("D0", f"ask-{len(self.sent)}")
+
+
+def _approval(attempts: int = 1) -> ClaimedApproval:
+    inc = view()
+    approval = ApprovalView(id="req-1", agent_id="iam-agent-1", workflow="access-provisioner",
+                            action={"tool": {"name": "directory.grant_role"}}, reason="needs a human",
+                            status="pending", decided_by=None, requested_at=NOW)
+    return ClaimedApproval(id=61, claim="tok", notifier="rec", kind=NoticeKind.approval, attempts=attempts,
+                           target=inc.owners.responder, note="Escalated to you", approval=approval, buttons=False,
+                           messages=((Posted("D0", "1.1"), inc.owners.responder),))
+
+
+def test_an_approval_ask_becomes_its_own_notice_keyed_by_its_row_and_retried_from_the_second_attempt() -> None:
+    for attempts, retried in ((1, False), (2, True), (3, True)):
+        c = _approval(attempts)
+        n = notice_of(c)
+        assert isinstance(n, ApprovalNotice)
+        assert (n.kind, n.approval, n.target, n.note, n.buttons, n.messages, n.retried, n.key) == (
+            NoticeKind.approval, c.approval, c.target, "Escalated to you", False, c.messages, retried, "61")
+
+
+async def test_an_approval_ask_is_sent_by_a_notifier_that_asks_for_approvals_and_recorded() -> None:
+    store, notifier = Store(), Asker()
+    await pipeline(store, notifier).deliver(_approval())
+    assert store.names() == ["renew", "mark_delivered"] and store.calls[1][1] == (Posted("D0", "ask-1"), NOW)
+    assert [type(n) for n in notifier.sent] == [ApprovalNotice]
+
+
+async def test_an_approval_ask_to_a_notifier_that_does_not_ask_for_approvals_is_dead_lettered() -> None:
+    store, notifier = Store(), Notifier()
+    await pipeline(store, notifier).deliver(_approval())
+    assert store.names() == ["dead_letter"] and "does not ask for approvals" in store.calls[0][1][0]
+    assert notifier.sent == []
+
+
+async def test_an_approval_row_and_its_notice_go_together_or_not_at_all() -> None:
+    """Either side naming an approval makes it an ask: an approval row with an incident's notice is undeliverable
+    (never sent as an incident message), and an ask's notice goes to send_approval whatever row it came from."""
+    store, asker = Store(), Asker()
+    lease = Lease(store, _approval(), lambda: NOW)  # type: ignore[arg-type]
+    with pytest.raises(Undeliverable, match="does not ask for approvals"):
+        await dedup(asker, _approval(), notice_of(claimed()), lease)
+    ask = notice_of(_approval())
+    assert await dedup(asker, claimed(), ask, lease) == Posted("D0", "ask-1")
+    assert asker.sent == [ask]
