@@ -86,9 +86,9 @@ class ApprovalDesk:
 
     The asks are outbox rows for `notifiers`, the notifiers that ask for approvals (`AsksApproval`), recorded
     with the change that caused them (`responders/store/approval_asks.py`); `wake` asks the outbox for a pass
-    once some are recorded. With no such notifier an
-    ask is recorded as routed nowhere: the owner decides through the API. A notifier's buttons decide through
-    `decide_by` (its inbound route takes the desk: `Inbound.take_approvals`)."""
+    once some are recorded. With no such notifier an ask is recorded as routed nowhere: the owner decides
+    through the API. A notifier's buttons decide through `decide_by` (its inbound route takes the desk:
+    `Inbound.take_approvals`)."""
 
     def __init__(self, engine: AsyncEngine, *, judge: Judge, clock: Callable[[], datetime],
                  notifiers: Sequence[str] = (), wake: Callable[[], None] = lambda: None,
