@@ -166,7 +166,7 @@ class ApprovalDesk:
 
     # -- decisions --------------------------------------------------------------------------------------------
 
-    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool = True
+    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool
                         ) -> tuple[str, str] | None:
         """A button pressed on a notifier's message: only an owner of the chain up to the current level who
         decides, acting as themself on that notifier (`person`: the notifier says the clicker can be a person at

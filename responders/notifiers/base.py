@@ -198,7 +198,7 @@ DONE, FORBIDDEN, CONFLICT = "done", "forbidden", "conflict"  # what became of a 
 class DecidesApprovals(Protocol):
     """The approval desk, as a notifier's approval buttons reach it."""
 
-    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool = True
+    async def decide_by(self, request_id: str, actor: Actor, *, approve: bool, person: bool
                         ) -> tuple[str, str] | None:
         """(DONE, FORBIDDEN or CONFLICT, what happened), or None for an unknown request."""
         ...

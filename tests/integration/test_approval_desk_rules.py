@@ -17,6 +17,7 @@ from service.runtime.settings import Settings
 from streams.verdict import judge
 from tests.support.approval_helpers import GRANT, POLICY, Desk, req
 from tests.support.incident_helpers import FakeClock
+from warden.contract.actors import Actor
 from warden.contract.approval_requests import ApprovalStatus
 
 PAY = {"agent": {"id": "billing-agent-1"}, "tool": {"name": "billing.pay_vendor",
@@ -208,3 +209,100 @@ async def test_a_refusal_is_returned_even_when_telling_the_clicker_fails(
     assert said.startswith("Refused: only Jordan Lee may decide approval request x-12")
     unknown = await d.clicks.click(ApprovalAction.approve, "x-unknown", "U0KAI", "D1")
     assert unknown == "Approval request x-unknown is unknown."
+
+
+async def test_a_request_s_record_says_what_was_asked_and_how_it_was_judged(desk: tuple[Desk, FakeClock]) -> None:
+    d, clock = desk
+    grant, lookup = req(GRANT, request_id="x-13"), req(LOOKUP, request_id="x-14")
+    await d.desk.submit(grant, gateway="gw", transport="http", identity="gw-token")
+    await d.desk.submit(lookup, gateway="gw", transport="kafka")
+    j = judge(grant, "x-13", POLICY, clock())
+    asked = {e.kind: e.detail for e in await d.desk.store.timeline("x-13")}
+    allowed = {e.kind: e.detail for e in await d.desk.store.timeline("x-14")}
+    assert asked["requested"] == {"gateway": "gw", "transport": "http", "correlation_id": "corr-1", "session_id": "s-1",
+                                  "action": {"identity_change": GRANT["identity_change"]}}
+    assert asked["verdict"] == {"verdict": "approval_required", "rule": "unreviewed_identity_change",
+                                "reason": j.reason, "evidence": j.evidence, "approver": "jordan",
+                                "approval_from": j.approval_from}
+    assert j.approval_from, "the example names where the approval must come from"
+    assert allowed["requested"]["action"] == {"tool": {"name": "directory.lookup_user"}}, "no empty fields recorded"
+    assert (allowed["requested"]["correlation_id"], allowed["requested"]["session_id"]) == ("", "")
+    assert {k: allowed["verdict"][k] for k in ("verdict", "rule", "approver", "approval_from")} == {
+        "verdict": "allow", "rule": "", "approver": "", "approval_from": ""}
+
+
+async def test_the_background_pass_says_it_did_something_exactly_when_it_did_and_wakes_the_outbox_for_it(
+        desk: tuple[Desk, FakeClock]) -> None:
+    """Without a publisher, each pass that routed, escalated or expired something says so (the loop runs again at
+    once), a pass with nothing to do says not, and the outbox is woken exactly for the asks it recorded."""
+    d, clock = desk
+    wakes: list[int] = []
+    quiet = ApprovalDesk(d.responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now), clock=clock,
+                         notifiers=["slack"], wake=lambda: wakes.append(1))
+    assert await quiet.step() is False and wakes == []
+    await quiet.submit(req(GRANT, request_id="x-15"), gateway="gw", transport="http")  # jordan, iam-team, ciso
+    passes = []
+    for minutes in (0, 5, 10):  # the chain's timeouts: 5 minutes for each of its first two steps, 10 for the CISO
+        clock.advance(minutes=minutes, seconds=1 if minutes else 0)
+        passes.append((await quiet.step(), await quiet.step(), len(wakes)))
+    assert passes == [(True, False, 1), (True, False, 2), (True, False, 3)]
+    clock.advance(minutes=10, seconds=1)
+    assert (await quiet.step(), await quiet.step(), len(wakes)) == (True, False, 3), "expired: nobody more to ask"
+    escalated = [e.detail["to"] for e in await quiet.store.timeline("x-15") if e.kind == "escalated"]
+    assert escalated == ["iam-team", "ciso"]
+    assert (await quiet.answer("x-15")).status is ApprovalStatus.expired  # type: ignore[union-attr]
+
+
+async def test_a_published_decision_wakes_the_outbox_to_close_the_asked_messages(
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, clock = desk
+    wakes: list[int] = []
+
+    async def publish(answer: object, event: object) -> None:
+        return None
+
+    waking = ApprovalDesk(d.responder.engine, judge=lambda r, rid, now: judge(r, rid, POLICY, now), clock=clock,
+                          notifiers=["slack"], wake=lambda: wakes.append(1), publish=publish)
+    await waking.submit(req(GRANT, request_id="x-16"), gateway="gw", transport="http")
+    while await waking.step():
+        pass
+    assert len(wakes) == 1, "the ask"
+    assert await waking.decide_as("x-16", "jordan", "t", approve=True) == (DONE, "approved by jordan")
+    while await waking.step():
+        pass
+    assert len(wakes) == 2, "the closing of the asked message, recorded with the publication"
+
+
+async def test_wait_gives_a_pending_answer_at_its_bound_not_before_and_not_long_after(
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
+    await d.desk.submit(req(GRANT, request_id="x-17"), gateway="gw", transport="http")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    answer = await d.desk.wait("x-17", 1.0)
+    took = loop.time() - began
+    assert answer is not None and answer.status is ApprovalStatus.pending
+    assert 0.9 <= took < 1.8, f"waited {took:.2f}s for a bound of 1 s"
+
+
+async def test_of_two_racing_decisions_the_loser_is_told_what_the_winner_decided(
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
+    await d.desk.submit(req(GRANT, request_id="x-18"), gateway="gw", transport="http")
+    jordan = Actor("slack", "U0JORDAN", "D1")
+    first, second = await asyncio.gather(d.desk.decide_by("x-18", jordan, approve=True, person=True),
+                                         d.desk.decide_by("x-18", jordan, approve=False, person=True))
+    assert first == (DONE, "approved by jordan")
+    assert second == (CONFLICT, "Refused: approval request x-18 is already approved. Your attempt was recorded.")
+    [approved] = [e for e in await d.desk.store.timeline("x-18") if e.kind == "approved"]
+    assert approved.detail == {"by": "jordan", "name": "Jordan Lee", "via": "slack", "level": 0}
+    assert approved.identity == "U0JORDAN"
+
+
+async def test_a_clicker_the_notifier_says_is_no_person_is_refused_even_if_named(
+        desk: tuple[Desk, FakeClock]) -> None:
+    d, _ = desk
+    await d.desk.submit(req(GRANT, request_id="x-19"), gateway="gw", transport="http")
+    outcome = await d.desk.decide_by("x-19", Actor("slack", "U0JORDAN"), approve=True, person=False)
+    assert outcome is not None and outcome[0] == FORBIDDEN
+    assert (await d.desk.answer("x-19")).status is ApprovalStatus.pending  # type: ignore[union-attr]

@@ -130,6 +130,11 @@ def test_a_granted_approval_covers_the_change_once_and_a_denial_is_evidence() ->
     assert [f.rule for f in after] == ["unreviewed_identity_change"]
     assert after[0].evidence["decided_in"] == "req-2"
     assert approval_event(record("expired", "req-3")) is None  # nobody decided: no approval event at all
+    not_asked = record("denied", "req-4")
+    not_asked.verdict = "deny"  # refused by the policy, not by a person: there was no approval to decide
+    undated = record("approved", "req-5")
+    undated.decided_at = None
+    assert approval_event(not_asked) is None and approval_event(undated) is None
 
 
 # -- the desk ---------------------------------------------------------------------------------------------------------
