@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from responders.budget import Budget
@@ -33,6 +34,7 @@ from responders.store.notices import (
 )
 from responders.store.outbox import Outbox
 from responders.store.rooms import Store
+from tests.integration.test_ledger_locks import without_waiting
 from tests.support.incident_helpers import POLICY, finding
 from tests.support.store_rooms import T0, incident_row, notifications, rooms_on
 from warden.contract.findings import FindingOwners, OwnerRef
@@ -110,15 +112,15 @@ async def test_review_and_log_incidents_and_muted_pages_add_no_row(incident_db: 
 async def test_a_follow_up_for_a_notifier_without_a_root_gets_the_responder_s_root_first(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(finding("billing-agent-1", "tool.a"), T0)
-        await store.incidents.record_finding(finding("billing-agent-1", "tool.b"), T0)
         responder = responder_of(await incident_row(store, 1)).id
-        wider = Outbox(store.engine, ["slack", "email"])  # email was added to the notifiers after both opened
+        wider = Outbox(store.engine, ["slack", "email"])  # email was added to the notifiers after it opened
         now = T0 + timedelta(seconds=1)
         await add(store, 1, NoticeKind.update, SECOPS, outbox=wider, now=now, note="acknowledged")
         [email_root] = await Outbox(store.engine, ["email"]).claim_due(now, LEASE)  # its update waits for it
         assert (email_root.kind, email_root.target.id) == (NoticeKind.root, responder)
         assert await store.claims.mark_delivered(email_root, Posted("kim@example.com", "m-1"), now)
         await add(store, 1, NoticeKind.repeat, SECOPS, outbox=wider, now=now)  # rooted now: no second root
+        await store.incidents.record_finding(finding("billing-agent-1", "tool.b"), T0)
         async with store.sessions.begin() as s:  # an email follow-up of incident 2 left without a root (a row an
             s.add(Notification(incident_id=2, notifier="email", kind="repeat", target=SECOPS.model_dump(mode="json"),
                                status="dead", attempts=1, next_attempt_at=T0, created_at=T0))  # old worker wrote)
@@ -456,3 +458,42 @@ async def test_a_close_waits_for_its_notifier_s_pending_asks_and_carries_every_d
     assert [(c.kind, c.notifier) for c in second] == [(NoticeKind.approval_closed, "console")]
     assert isinstance(second[0], ClaimedApproval)
     assert second[0].messages == ((Posted("console", "c-1"), JORDAN),)
+
+
+# -- workers sharing PostgreSQL ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
+async def test_a_claim_skips_the_rows_another_worker_holds_locked_instead_of_waiting_for_them(
+    incident_db: str,
+) -> None:
+    """One row of each kind (a page, a group's refresh, a review digest, an approval ask) held `FOR UPDATE` by
+    another connection: the claim returns the unlocked page at once, and takes the four once they are let go.
+    PostgreSQL only: SQLite has no row locks."""
+    async with rooms_on(incident_db, matrix=POLICY.matrix) as store:
+        await store.incidents.record_finding(finding("support-bot-1", "tool.0"), T0)  # a root, and the leader
+        await store.incidents.record_finding(finding("support-bot-1", "tool.1"), T0)  # its group's refresh
+        await store.incidents.record_finding(finding("billing-agent-1", "tool.0"), T0)  # another root
+        await request(store, "req-1", [JORDAN.model_dump(mode="json")])
+        await ask(store, "req-1", NoticeKind.approval, JORDAN, ["slack"], level=0)
+        async with store.sessions.begin() as s:
+            digest = ReviewDigest(responder="finance-ops", period_end=T0, target={"id": "finance-ops"},
+                                  summary=summarise([Member(3, "r", None, "a", "t", 1, T0)], until=T0),
+                                  created_at=T0)
+            s.add(digest)
+            await s.flush()
+            s.add(Notification(incident_id=None, digest_id=digest.id, notifier="slack", kind="digest",
+                               target={"id": "finance-ops"}, status="pending", attempts=0, next_attempt_at=T0,
+                               created_at=T0))
+        notes = await notifications(store)
+        free = [n.id for n in notes if n.incident_id == 3]
+        held = [n.id for n in notes if n.incident_id != 3]
+        assert {n.kind for n in notes if n.id in held} == {"root", "group", "approval", "digest"}
+        async with store.sessions() as other, other.begin():
+            locked = (await other.execute(select(Notification).where(Notification.id.in_(held))
+                                          .with_for_update())).scalars().all()
+            assert len(locked) == 4
+            claimed = await without_waiting(other, store.outbox.claim_due(T0, LEASE), "the outbox's claim")
+        released = await store.outbox.claim_due(T0, LEASE)
+    assert [c.id for c in claimed] == free
+    assert sorted(c.id for c in released) == held
