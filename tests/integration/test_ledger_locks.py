@@ -8,14 +8,13 @@ SQLite has no row locks (it ignores `FOR UPDATE`), so the mutation script's pure
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from playbooks.ledger import Ledger, Verdict
@@ -27,24 +26,17 @@ from responders.store.rooms import Store
 from responders.store.views import steps_of
 from tests.support.containment_helpers import containment_policy, violation
 from tests.support.incident_helpers import FakeClock
+from tests.support.row_locks import without_waiting
 from warden.contract.actors import Actor
 from warden.contract.findings import OwnerRef
 
 pytestmark = pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
 
-T = TypeVar("T")
 
 APPROVER = [{"rules": ["unapproved_tool"], "playbook": "tell", "gate": "approver", "min_severity": "low",
              "approval_timeout": "10m"}]
 AUTO = [{**APPROVER[0], "gate": "auto"}]
 JORDAN = OwnerRef(id="jordan", name="Jordan", contacts={"slack": "U0JORDAN"})
-# Backends waiting for a lock this connection's transaction holds (pg_locks is live, not a per-transaction snapshot).
-WAITING_ON_ME = text("SELECT count(*) FROM pg_locks l "
-                     "WHERE NOT l.granted AND pg_backend_pid() = ANY(pg_blocking_pids(l.pid))")
-# The outer bound, should the probe above miss a wait: a skipping query returns in milliseconds, a waiting one never.
-BOUND_S = 30.0
-
-
 @asynccontextmanager
 async def ledger_on(url: str, bindings: list[dict[str, Any]], **workflow_changes: Any
                     ) -> AsyncIterator[tuple[Ledger, FakeClock, Store]]:
@@ -69,26 +61,6 @@ async def locked_by_another_worker(ledger: Ledger, row: Select[Any]) -> AsyncIte
     async with ledger.sessions() as other, other.begin():
         assert (await other.execute(row.with_for_update())).scalars().one() is not None
         yield other
-
-
-async def without_waiting(holder: AsyncSession, call: Awaitable[T], what: str) -> T:
-    """`call`'s result; fails as soon as it waits for a lock `holder` holds, or after BOUND_S if it never returns."""
-    task = asyncio.ensure_future(call)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND_S
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.05)
-            if done:
-                return task.result()
-            if await holder.scalar(WAITING_ON_ME):
-                pytest.fail(f"{what} waited for a row another worker holds locked instead of skipping it")
-            if loop.time() > deadline:
-                pytest.fail(f"{what} did not return within {BOUND_S}s while another worker held one row locked")
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 async def status_of_step(ledger: Ledger, incident_id: int) -> str:

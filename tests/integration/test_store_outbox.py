@@ -34,8 +34,8 @@ from responders.store.notices import (
 )
 from responders.store.outbox import Outbox
 from responders.store.rooms import Store
-from tests.integration.test_ledger_locks import without_waiting
 from tests.support.incident_helpers import POLICY, finding
+from tests.support.row_locks import without_waiting
 from tests.support.store_rooms import T0, incident_row, notifications, rooms_on
 from warden.contract.findings import FindingOwners, OwnerRef
 
