@@ -3,6 +3,7 @@ settled write records for a root, a review digest, a storm's group digest and an
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -225,3 +226,28 @@ async def test_an_approval_ask_s_outcome_is_its_own_row_and_no_incident_s(incide
             entries = (await s.execute(select(TimelineEntry))).scalars().all()
     assert (rows["slack"].status, rows["slack"].ref, rows["console"].status) == ("delivered", ROOT.ref, "dead")
     assert entries == [], "an approval request's record is its own chain, not an incident's"
+
+
+@pytest.mark.parametrize("incident_db", ["postgresql"], indirect=True)
+async def test_two_root_rows_delivered_at_once_agree_on_one_message(incident_db: str) -> None:
+    """Two workers each delivered a root row of one incident (two were recorded) at the same moment: both find no
+    message row and add one; the unique (incident, notifier) lets one in, and the other takes that one instead of
+    failing, so both deliveries are recorded and follow-ups thread under the first. PostgreSQL only: SQLite lets
+    one writer at a time in, so the two never overlap."""
+    async with rooms_on(incident_db) as store:
+        await store.incidents.record_finding(finding("billing-agent-1"), T0)
+        [first] = await store.outbox.claim_due(T0, LEASE)
+        assert isinstance(first, Claimed)
+        async with store.sessions.begin() as s:  # a second root row of the incident (two workers added one each)
+            await store.outbox.add_notifications(s, 1, NoticeKind.root, first.target, now=T0)
+        [second] = await store.outbox.claim_due(T0, LEASE)
+        other = Posted("C0FINOPS", "1700000000.000002")
+        delivered = await asyncio.gather(store.claims.mark_delivered(first, ROOT, T0),
+                                         store.claims.mark_delivered(second, other, T0))
+        async with store.sessions() as s:
+            messages = list((await s.execute(select(IncidentMessage))).scalars())
+        notified = [e.detail for e in await store.timeline.entries(1) if e.kind == "notified"]
+    assert delivered == [True, True]
+    [message] = messages
+    assert (message.address, message.ref) in ((ROOT.address, ROOT.ref), (other.address, other.ref))
+    assert sorted("duplicate_of" in d for d in notified) == [False, True], "the later one names the first"
