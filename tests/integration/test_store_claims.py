@@ -247,7 +247,7 @@ async def test_two_root_rows_delivered_at_once_agree_on_one_message(incident_db:
         async with store.sessions() as s:
             messages = list((await s.execute(select(IncidentMessage))).scalars())
         notified = [e.detail for e in await store.timeline.entries(1) if e.kind == "notified"]
-    assert delivered == [True, True]
+    assert list(delivered) == [True, True]
     [message] = messages
     assert (message.address, message.ref) in ((ROOT.address, ROOT.ref), (other.address, other.ref))
     assert sorted("duplicate_of" in d for d in notified) == [False, True], "the later one names the first"
