@@ -341,16 +341,21 @@ async def test_a_silence_made_after_the_page_mutes_its_repeats(incident_db: str)
     assert (row.silenced_by, row.group_role, row.count) == (None, "leader", 3)
 
 
+async def quarantined(store: Store, incident_id: int) -> None:
+    """The incident's containment quarantined its agent: a done `quarantine_agent` step, as the ledger leaves it."""
+    async with store.sessions.begin() as s:
+        s.add(ContainmentStep(incident_id=incident_id, playbook="quarantine", step=0, action="quarantine_agent",
+                              params={}, gate="auto", on_failure="stop", dry_run=False, approval_timeout_s=0.0,
+                              status="done", next_attempt_at=T0, detail={}, finding_ts=T0, created_at=T0,
+                              updated_at=T0))
+
+
 async def test_a_page_inhibited_by_a_quarantined_critical_incident_tells_nobody(incident_db: str) -> None:
     critical = finding("billing-agent-1", "tool.a", ts=T0).model_copy(update={"severity": Severity.critical})
     control: list[str] = []
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(critical, T0)
-        async with store.sessions.begin() as s:  # its containment quarantined the agent
-            s.add(ContainmentStep(incident_id=1, playbook="quarantine", step=0, action="quarantine_agent",
-                                  params={}, gate="auto", on_failure="stop", dry_run=False, approval_timeout_s=0.0,
-                                  status="done", next_attempt_at=T0, detail={}, finding_ts=T0, created_at=T0,
-                                  updated_at=T0))
+        await quarantined(store, 1)  # its containment quarantined the agent
         before = len(await notifications(store))
         await store.incidents.record_finding(finding("billing-agent-1", "tool.b", ts=T0), T0, control)
         await store.incidents.record_finding(finding("billing-agent-1", "tool.b", ts=T0), T0, control)
@@ -369,11 +374,7 @@ async def test_an_inhibited_page_is_announced_by_its_first_repeat_after_the_inhi
     control: list[str] = []
     async with rooms_on(incident_db) as store:
         await store.incidents.record_finding(critical, T0)
-        async with store.sessions.begin() as s:  # its containment quarantined the agent
-            s.add(ContainmentStep(incident_id=1, playbook="quarantine", step=0, action="quarantine_agent",
-                                  params={}, gate="auto", on_failure="stop", dry_run=False, approval_timeout_s=0.0,
-                                  status="done", next_attempt_at=T0, detail={}, finding_ts=T0, created_at=T0,
-                                  updated_at=T0))
+        await quarantined(store, 1)  # its containment quarantined the agent
         await store.incidents.record_finding(finding("billing-agent-1", "tool.b", ts=T0), T0, control)
         assert await store.incidents.transition(1, Status.open, Status.false_positive, owner=FINANCE_OPS, by=KAI,
                                                 note="a drill", now=later)
