@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,10 +72,8 @@ def due_findings(traces: int) -> int:
 
 
 async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float]:
+    from bench.otlp_throughput import timed_ingest
     from bench.throughput import CountingResponder
-    from service.runtime.ingest.checkpoint import Checkpoint
-    from service.runtime.ingest.deliveries import Deliveries
-    from service.runtime.ingest.judge import BatchJudge
     from service.runtime.settings import Settings
     from service.runtime.worker import Runtime
     from tests.support.otel_collector import docs_config, start_collector
@@ -89,26 +86,9 @@ async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float
                         otlp_encoding="otlp_proto", kafka_session_timeout_s=6, kafka_heartbeat_interval_s=1,
                         kafka_rebalance_timeout_s=3, **topics)
     n_events, due = traces * SPANS_PER_TRACE, due_findings(traces)
-    events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
-    marks: dict[str, float] = {}
-    judge = BatchJudge.judge
-
-    async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
-        marks.setdefault("first", time.perf_counter())
-        return await judge(self, record, out)  # type: ignore[arg-type]
-
-    class Timed(Checkpoint):
-        """Marks the end at the first checkpoint whose records are all out once every event is judged."""
-
-        async def settle(self, deliveries: Deliveries, stopping: Callable[[], bool]) -> None:
-            await super().settle(deliveries, stopping)
-            if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
-                    and metrics.total(metrics.FINDINGS) - findings0 >= due:
-                marks["end"] = time.perf_counter()
-
-    BatchJudge.judge = timed_judge  # type: ignore[method-assign]
-    try:
-        async with Runtime(settings, responder=CountingResponder(), checkpoint=Timed()):
+    events0 = metrics.total(metrics.EVENTS)
+    with timed_ingest(n_events, due) as (marks, checkpoint):
+        async with Runtime(settings, responder=CountingResponder(), checkpoint=checkpoint):
             with start_collector(docs_config(), data_dir / "collector", {
                     "KAFKA_BROKERS": bootstrap, "WARDEN_TOPIC_OTLP": topics["topic_otlp"],
                     "WARDEN_TOPIC_OTLP_LOGS": topics["topic_otlp_logs"]}) as collector:
@@ -127,8 +107,6 @@ async def rep(bootstrap: str, traces: int, data_dir: Path) -> tuple[float, float
                                            f"{n_events}; the Collector's log:\n{collector.log()[-3000:]}")
                     await asyncio.sleep(0.05)
                 child.wait(timeout=120)
-    finally:
-        BatchJudge.judge = judge  # type: ignore[method-assign]
     return n_events / (marks["end"] - marks["go"]), n_events / (marks["end"] - marks["first"])
 
 

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -106,6 +107,33 @@ async def reference(bootstrap: str, topic: str, n_spans: int) -> float:
         await consumer.stop()
 
 
+@contextmanager
+def timed_ingest(n_events: int, due: int) -> Iterator[tuple[dict[str, float], Checkpoint]]:
+    """Times the ingest inside its host: `marks["first"]` when the first message is judged, `marks["end"]` at the
+    first checkpoint after which all `n_events` events and `due` findings are out (a poll from another task of the
+    same loop may wait behind a long run of batches). Yields the marks and the checkpoint to give the Runtime."""
+    events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
+    marks: dict[str, float] = {}
+    judge = BatchJudge.judge
+
+    async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
+        marks.setdefault("first", time.perf_counter())
+        return await judge(self, record, out)  # type: ignore[arg-type]
+
+    class Timed(Checkpoint):
+        async def settle(self, deliveries: Deliveries, stopping: Callable[[], bool]) -> None:
+            await super().settle(deliveries, stopping)
+            if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
+                    and metrics.total(metrics.FINDINGS) - findings0 >= due:
+                marks["end"] = time.perf_counter()
+
+    BatchJudge.judge = timed_judge  # type: ignore[method-assign]
+    try:
+        yield marks, Timed()
+    finally:
+        BatchJudge.judge = judge  # type: ignore[method-assign]
+
+
 async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: Path) -> float:
     """(b) a real Warden worker reading the span topic, first event ingested to last finding produced: events/s."""
     suffix = uuid.uuid4().hex[:6]
@@ -115,33 +143,11 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
                         app_id=f"bench-{suffix}", data_dir=data_dir, web_bind="127.0.0.1:0",
                         otlp_encoding="otlp_proto", kafka_session_timeout_s=6, kafka_heartbeat_interval_s=1,
                         kafka_rebalance_timeout_s=3, topic_partitions=PARTITIONS)
-    events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
-    # Timed inside the ingest host (first message judged → the commit after which every event and finding is
-    # out): a poll from another task of the same loop may wait behind a long run of batches.
-    marks: dict[str, float] = {}
-    judge = BatchJudge.judge
-
-    async def timed_judge(self: BatchJudge, record: object, out: list) -> int:  # type: ignore[type-arg]
-        marks.setdefault("start", time.perf_counter())
-        return await judge(self, record, out)  # type: ignore[arg-type]
-
-    class Timed(Checkpoint):
-        """Marks the end at the first checkpoint whose records are all out once every event is judged."""
-
-        async def settle(self, deliveries: Deliveries, stopping: Callable[[], bool]) -> None:
-            await super().settle(deliveries, stopping)
-            if "end" not in marks and metrics.total(metrics.EVENTS) - events0 >= n_events \
-                    and metrics.total(metrics.FINDINGS) - findings0 >= due:
-                marks["end"] = time.perf_counter()
-
-    BatchJudge.judge = timed_judge  # type: ignore[method-assign]
-    try:
-        async with Runtime(settings, responder=CountingResponder(), checkpoint=Timed()):
+    with timed_ingest(n_events, due) as (marks, checkpoint):
+        async with Runtime(settings, responder=CountingResponder(), checkpoint=checkpoint):
             while "end" not in marks:
                 await asyncio.sleep(0.05)
-    finally:
-        BatchJudge.judge = judge  # type: ignore[method-assign]
-    elapsed = marks["end"] - marks["start"]
+    elapsed = marks["end"] - marks["first"]
     return n_events / elapsed
 
 
