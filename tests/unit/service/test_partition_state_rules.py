@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from service.runtime.state_rebuild import PartitionStates, RebuildLimits, Rebuilt
-from streams.detectors import DetectorState
+from streams.detectors import DetectorState, replay
 from streams.ingest import FORMATS
 from tests.support.matrix_builder import policy
+from warden.contract.events import ActivityEvent
 from warden.telemetry import metrics
 
 P = policy()
@@ -41,6 +42,7 @@ async def test_a_partition_whose_first_event_is_at_offset_0_is_rebuilt_without_r
     assert ("activity", 3) in states and states.current("activity", 3, 0) is state
     assert state.first_time("activity", 3, 0)  # nothing below offset 0 to mark
     assert metrics.total(metrics.REBUILDS) == complete + 1
+    assert 0 <= report.seconds < 5, report.seconds
 
 
 async def test_only_the_last_32_rebuilds_are_kept_newest_last() -> None:
@@ -102,3 +104,17 @@ def test_a_new_assignment_drops_exactly_the_partitions_that_moved_away() -> None
     states.on_assigned([("activity", 0), ("activity", 2), ("activity", 9)])
     assert [("activity", p) in states for p in range(3)] == [True, False, True]
     assert ("activity", 9) not in states  # assigned, but nothing is held for it until it is rebuilt
+
+
+async def test_the_approval_path_finds_a_session_in_whichever_partition_read_it_and_none_elsewhere() -> None:
+    states = _states()
+    await states.rebuild("activity", 0, 0, record_ts=None)  # a partition that read nothing of that session
+    second = await states.rebuild("activity", 1, 0, record_ts=None)
+    prompt = ActivityEvent.model_validate({
+        "event_id": "p-1", "ts": "2026-12-08T00:00:00+00:00", "kind": "prompt", "agent": {"id": "iam-agent"},
+        "session_id": "s-1", "content": {"prompt": "Answer ann@example.com about the invoice."}})
+    replay(prompt, P, second)
+    found = states.provenance("iam-agent", "s-1")
+    assert found is not None and len(found) > 0
+    assert states.provenance("iam-agent", "s-2") is None
+    assert states.provenance("other-agent", "s-1") is None
