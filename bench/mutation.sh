@@ -13,6 +13,8 @@
 # the tests that need them, in each gremlin's test process. One module at a time; a module's whole test files are
 # given, and pytest-gremlins still runs only the tests that cover each gremlin's line. Extra pytest arguments
 # (e.g. `-k NAME`, to split a long run by tests) follow the module: `bench/mutation.sh --effects MODULE -k name`.
+# With WARDEN_TEST_KAFKA_BOOTSTRAP set (tests/support/kafka/apache_kafka.sh start), the broker tests run against that
+# Apache Kafka instead of Tansu: the state rebuild's seek by time is a branch only Apache Kafka takes.
 #
 # Prints the console report; the per-gremlin results land in coverage/gremlins/gremlins.json, and
 # bench/mutation_summary.py turns them into the per-module table that docs/testing.md records, leaving out the
