@@ -4,6 +4,7 @@ the local Slack Web API and the OAuth server (oidc-provider, tests/support/oauth
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
@@ -16,7 +17,7 @@ from service.demo.slack_api_server import SlackApiServer
 from service.runtime.broker import EmbeddedBroker, EmbeddedBrokerError
 from service.runtime.settings import BUNDLED_POLICY, Settings
 from service.runtime.worker import Runtime
-from tests.support.incident_db import BACKENDS, database_url
+from tests.support.incident_db import BACKENDS, Templates, database_url
 from tests.support.kafka_security import SECURITY_ENV, kafka_security
 from tests.support.oauth_fixture import oauth_issuer  # noqa: F401  (a session fixture: importing it here registers it)
 from tests.support.pg_server import private_postgres
@@ -166,9 +167,29 @@ def postgres_admin_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def schema_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    """The migrated databases every incident_db copies, one per backend, made on first use in this process."""
+    templates = Templates(tmp_path_factory.mktemp("schema"))
+    yield templates
+    if os.environ.get("WARDEN_TEST_DATABASE_URL"):  # a private server goes with its files; a shared one stays up
+        asyncio.run(templates.drop())
+
+
 @pytest.fixture(params=BACKENDS)
-async def incident_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty incident database, once on SQLite and once on PostgreSQL (the session server, started lazily)."""
+async def incident_db(request: pytest.FixtureRequest, tmp_path: Path,
+                      schema_templates: Templates) -> AsyncIterator[str]:
+    """An incident database at the newest schema, once on SQLite and once on PostgreSQL (the session server,
+    started lazily): a copy of the migrated template, so a start's migration finds nothing to do."""
+    admin_url = request.getfixturevalue("postgres_admin_url") if request.param == "postgresql" else ""
+    template = await schema_templates.migrated(request.param, admin_url)
+    async with database_url(request.param, tmp_path, admin_url, template) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_incident_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An incident database with no schema yet, once per backend: for the tests of migrating one."""
     admin_url = request.getfixturevalue("postgres_admin_url") if request.param == "postgresql" else ""
     async with database_url(request.param, tmp_path, admin_url) as url:
         yield url

@@ -26,8 +26,8 @@ OLD_DECISIONS = {7: "U0JORDAN", 8: "api:3f9a0c", 9: "break-glass:sam", 10: "cli:
 
 
 async def test_the_migration_splits_old_identities_into_actors_and_the_trail_still_verifies(
-        incident_db: str) -> None:
-    engine = make_engine(incident_db)
+        empty_incident_db: str) -> None:
+    engine = make_engine(empty_incident_db)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(upgrade_to, "0010")

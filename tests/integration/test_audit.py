@@ -128,8 +128,8 @@ async def test_refused_requests_are_a_chain_of_their_own(incident_settings: Sett
         await engine.dispose()
 
 
-async def test_the_migration_chains_the_rows_written_before_it(incident_db: str) -> None:
-    engine = make_engine(incident_db)
+async def test_the_migration_chains_the_rows_written_before_it(empty_incident_db: str) -> None:
+    engine = make_engine(empty_incident_db)
     at = datetime(2026, 11, 20, 12, 0, 0, 123456, tzinfo=UTC).replace(tzinfo=None)
     try:
         async with engine.begin() as conn:

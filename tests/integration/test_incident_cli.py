@@ -89,34 +89,34 @@ def test_a_missing_sqlite_file_is_exit_4_and_is_not_created(tmp_path: Path) -> N
     assert not (tmp_path / "data").exists()
 
 
-async def test_reads_do_not_migrate_an_old_database_and_db_upgrade_does(incident_db: str) -> None:
-    engine = make_engine(incident_db)
+async def test_reads_do_not_migrate_an_old_database_and_db_upgrade_does(empty_incident_db: str) -> None:
+    engine = make_engine(empty_incident_db)
     async with engine.begin() as conn:
         await conn.run_sync(upgrade_to, "0007")
     await engine.dispose()
     for args in (["incidents", "list"], ["audit", "verify"], ["incidents", "show", "1"]):
-        code, out, err = await acli(*args, "--database-url", incident_db)
+        code, out, err = await acli(*args, "--database-url", empty_incident_db)
         assert code == 4 and out == "", err
         assert f"at revision 0007, this release needs {head_revision()}: run `warden db upgrade`" in err
-    assert await _revision(incident_db) == "0007"
+    assert await _revision(empty_incident_db) == "0007"
 
-    code, out, _ = await acli("db", "upgrade", "--database-url", incident_db)
+    code, out, _ = await acli("db", "upgrade", "--database-url", empty_incident_db)
     assert code == 0 and f"from 0007 to revision {head_revision()}" in out
-    assert await _revision(incident_db) == head_revision()
-    code, out, _ = await acli("db", "upgrade", "--database-url", incident_db)
+    assert await _revision(empty_incident_db) == head_revision()
+    code, out, _ = await acli("db", "upgrade", "--database-url", empty_incident_db)
     assert code == 0 and "nothing to do" in out
-    code, out, _ = await acli("audit", "verify", "--database-url", incident_db)
+    code, out, _ = await acli("audit", "verify", "--database-url", empty_incident_db)
     assert code == 0 and out.startswith("ok: 0 chain(s)") and "(break-glass)" in out
 
 
-async def test_an_empty_database_is_not_given_a_schema_by_a_read(incident_db: str) -> None:
-    code, _, err = await acli("incidents", "list", "--database-url", incident_db)
+async def test_an_empty_database_is_not_given_a_schema_by_a_read(empty_incident_db: str) -> None:
+    code, _, err = await acli("incidents", "list", "--database-url", empty_incident_db)
     assert code == 4 and "run `warden db upgrade`" in err  # SQLite: no file; PostgreSQL: no schema
-    assert await _revision(incident_db) is None
+    assert await _revision(empty_incident_db) is None
 
 
-async def test_workers_starting_together_migrate_one_at_a_time(incident_db: str) -> None:
-    engines = [make_engine(incident_db) for _ in range(3)]
+async def test_workers_starting_together_migrate_one_at_a_time(empty_incident_db: str) -> None:
+    engines = [make_engine(empty_incident_db) for _ in range(3)]
     try:
         from responders.db import migrate
 

@@ -409,8 +409,8 @@ async def test_without_slack_the_console_notifier_delivers(
     assert "rule=unapproved_tool" in line and "agent=research-rag-1" in line and "tool='shell.exec'" in line
 
 
-async def test_the_migrations_build_exactly_the_models(incident_db: str) -> None:
-    responder = IncidentResponder(Settings(database_url=incident_db))
+async def test_the_migrations_build_exactly_the_models(empty_incident_db: str) -> None:
+    responder = IncidentResponder(Settings(database_url=empty_incident_db))
     try:
         await migrate(responder.engine)
         await migrate(responder.engine)  # idempotent: a second worker start finds the schema current
@@ -718,9 +718,9 @@ def _to_revision(revision: str) -> Callable[[sa.Connection], None]:
 
 
 async def test_the_migration_moves_root_references_per_notifier_and_delivery_carries_on(
-    incident_db: str, slack_api: SlackApiServer, tmp_path: Path
+    empty_incident_db: str, slack_api: SlackApiServer, tmp_path: Path
 ) -> None:
-    engine = make_engine(incident_db)
+    engine = make_engine(empty_incident_db)
     f = finding("billing-agent-1", "shell.exec")
     then = datetime(2026, 11, 20, 9, 0)  # naive UTC, as stored
     owners = f.owners.model_dump(mode="json")
@@ -766,7 +766,7 @@ async def test_the_migration_moves_root_references_per_notifier_and_delivery_car
 
     # A worker on the migrated database threads the pending repeat under the copied root; nothing is posted twice.
     slack_api.messages.append(Message(channel="C0FINOPS", ts="1700000000.000001", text="the root, before 0002"))
-    settings = Settings(database_url=incident_db, data_dir=tmp_path / "data", slack_token=SLACK_TOKEN,
+    settings = Settings(database_url=empty_incident_db, data_dir=tmp_path / "data", slack_token=SLACK_TOKEN,
                         slack_api_url=slack_api.base_url, outbox_poll_s=0.05, notify_retry_backoff_s=0.05)
     async with running(settings) as responder:
         notes = await eventually(lambda: _all_settled(responder), what="the carried-over notifications")

@@ -343,8 +343,8 @@ def test_the_digest_interval_reads_durations_and_seconds() -> None:
     assert Settings().review_digest_interval == timedelta(hours=1)
 
 
-async def test_the_migration_makes_every_earlier_incident_a_page_and_keeps_its_outbox(incident_db: str) -> None:
-    engine = make_engine(incident_db)
+async def test_the_migration_makes_every_earlier_incident_a_page_and_keeps_its_outbox(empty_incident_db: str) -> None:
+    engine = make_engine(empty_incident_db)
     at = datetime(2026, 12, 1, 12, 0, 0)
     try:
         async with engine.begin() as conn:
