@@ -55,6 +55,7 @@ from warden.telemetry import metrics
 
 PARTITIONS = 4
 OUT_OF_SCOPE_EVERY = 100  # 1% of tool calls use an unapproved tool
+STALLED_S = 60.0  # no event judged for this long: the run fails instead of waiting forever
 AGENTS = ["support-bot-1", "support-bot-2", "billing-agent-1", "research-rag-1", "compliance-agent-1"]
 ALLOWED = {"support-bot-1": "kb.search", "support-bot-2": "kb.fetch_article",
            "billing-agent-1": "billing.lookup_invoice",
@@ -253,15 +254,21 @@ async def warden(bootstrap: str, topic: str, n_events: int, due: int, data_dir: 
     events0, findings0 = metrics.total(metrics.EVENTS), metrics.total(metrics.FINDINGS)
     async with Runtime(settings, responder=CountingResponder()):
         t0 = None
+        seen, progressed = (0.0, 0.0), time.monotonic()
         while True:
-            if t0 is None and metrics.total(metrics.EVENTS) > events0:
+            judged, found = metrics.total(metrics.EVENTS) - events0, metrics.total(metrics.FINDINGS) - findings0
+            if t0 is None and judged > 0:
                 t0 = time.perf_counter()
                 if prof is not None:
                     prof.enable()
-            events_done = metrics.total(metrics.EVENTS) - events0 >= n_events
-            if metrics.total(metrics.FINDINGS) - findings0 >= due and events_done:
+            if found >= due and judged >= n_events:
                 elapsed = time.perf_counter() - (t0 or time.perf_counter())
                 break
+            if (judged, found) != seen:
+                seen, progressed = (judged, found), time.monotonic()
+            elif time.monotonic() - progressed > STALLED_S:  # e.g. a broker's retention deleted what was produced
+                raise RuntimeError(f"the worker has judged {judged:,.0f} of {n_events:,} events and produced "
+                                   f"{found:,.0f} of {due:,} findings, nothing more in {STALLED_S:g} s")
             await asyncio.sleep(0.002)
         if prof is not None:
             prof.disable()
