@@ -2,8 +2,8 @@
 and never the secret it was given (issue 30: these used to be tracebacks, or a port error after 13 s).
 
 The table of bad settings runs the CLI in this process (click's CliRunner: a process start costs about 1.3 s of CPU
-each); one case runs both ways and must print the same line, and the cases that get as far as starting the worker
-run as real processes."""
+each); two of its cases also run as a real process and must print the same line, and the tests after the table
+(a CA bundle that is not PEM, a policy's secret reference, a web port in use) run as real processes only."""
 
 from __future__ import annotations
 
