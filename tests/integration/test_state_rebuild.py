@@ -160,13 +160,18 @@ async def produce_at(bootstrap: str, topic: str, events: list[tuple[dict[str, An
         await producer.stop()
 
 
+async def fleet_topic(bootstrap: str, tmp_path: Path) -> tuple[str, str, Policy]:
+    """A fresh one-partition topic and the fleet policy (5 calls per 10 minutes; look-back: the 30m approval window)."""
+    agent = f"fleet-{uuid.uuid4().hex[:6]}"
+    topic = f"rebuild-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [topic], 1)
+    return agent, topic, load(write_policy(tmp_path, [agent], calls=5, window="10m"))
+
+
 async def test_a_rebuild_reads_the_look_back_up_to_the_event_and_no_further(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    agent = f"fleet-{uuid.uuid4().hex[:6]}"
-    policy = load(write_policy(tmp_path, [agent], calls=5, window="10m"))  # look-back: the 30m approval window
-    topic = f"rebuild-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(kafka_bootstrap, [topic], 1)
+    agent, topic, policy = await fleet_topic(kafka_bootstrap, tmp_path)
     three_hours_ago = int((time.time() - 3 * 3600) * 1000)
     calls = [tool_call(agent, n) for n in range(12)]
     await produce_at(kafka_bootstrap, topic, [(c, three_hours_ago) for c in calls[:3]]  # older than the look-back
@@ -190,10 +195,7 @@ async def test_a_rebuild_reads_the_look_back_up_to_the_event_and_no_further(
 async def test_a_rebuild_keeps_to_the_newest_messages_when_capped_and_says_so(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    agent = f"fleet-{uuid.uuid4().hex[:6]}"
-    policy = load(write_policy(tmp_path, [agent], calls=5, window="10m"))
-    topic = f"rebuild-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(kafka_bootstrap, [topic], 1)
+    agent, topic, policy = await fleet_topic(kafka_bootstrap, tmp_path)
     await produce_at(kafka_bootstrap, topic, [(tool_call(agent, n), None) for n in range(10)])
 
     states = PartitionStates(kafka_bootstrap, FORMATS["native"], 1 << 20, lambda: policy,
@@ -205,14 +207,6 @@ async def test_a_rebuild_keeps_to_the_newest_messages_when_capped_and_says_so(
     # An empty partition, or a first event at offset 0, needs no read at all.
     await states.rebuild(topic, 0, 0, record_ts=None)
     assert (states.rebuilt[-1].start, states.rebuilt[-1].outcome) == (None, "complete")
-
-
-async def fleet_topic(bootstrap: str, tmp_path: Path) -> tuple[str, str, Policy]:
-    """A fresh one-partition topic and the fleet policy (5 calls per 10 minutes; look-back: the 30m approval window)."""
-    agent = f"fleet-{uuid.uuid4().hex[:6]}"
-    topic = f"rebuild-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(bootstrap, [topic], 1)
-    return agent, topic, load(write_policy(tmp_path, [agent], calls=5, window="10m"))
 
 
 async def test_the_look_back_starts_exactly_at_the_margin_before_the_window_and_a_record_there_is_read(
