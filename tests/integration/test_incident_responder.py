@@ -493,12 +493,15 @@ async def test_a_worker_resuming_after_a_takeover_does_not_send(
 async def test_a_batch_longer_than_the_lease_keeps_its_waiting_rows_from_the_other_worker(
     incident_settings: Settings, slack_api: SlackApiServer
 ) -> None:
-    """Four roots that take 0.3 s each, on a 0.5 s queue lease: the rows still waiting are held while the batch
-    runs, so b claims none of them (before, b took a's tail, and a b's, all along: rows lost their claims, spent
-    their attempts and, under load, never settled)."""
+    """Four roots that take 0.3 s each, on a 0.5 s queue lease: b claims none of them while a's batch runs, and each
+    is delivered once (before, b took a's tail, and a b's, all along: rows lost their claims, spent their attempts
+    and, under load, never settled). The four go to four channels, so they are sent in four lanes at once and none
+    waits: this no longer reaches the hold of the rows waiting in a lane. The Slack client waits up to 10 s, not the
+    fixture's 1 s: a loaded CI machine once kept this process from reading the 0.3 s replies within 1 s, and the
+    failed sends were released for retry, which is another test's case."""
     slack_api.fail(None, times=10**6, delay_s=0.3)
     agents = ["billing-agent-1", "research-rag-1", "support-bot-1", "shadow-it-agent-9"]
-    async with two_workers(incident_settings) as (a, b):
+    async with two_workers(incident_settings.model_copy(update={"slack_timeout_s": 10.0})) as (a, b):
         for agent in agents:
             await a.store.incidents.record_finding(finding(agent), utcnow())
         batch = asyncio.create_task(a.outbox.deliver_due())
