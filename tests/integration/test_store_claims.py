@@ -14,8 +14,17 @@ from responders.db import make_engine
 from responders.db.models import ApprovalRecord, IncidentMessage, TimelineEntry
 from responders.review_digest import make_digests
 from responders.store.approval_asks import record_asks
-from responders.store.notices import Claimed, ClaimedApproval, ClaimedDigest, ClaimedGroup, NoticeKind, Posted
+from responders.store.notices import (
+    AnyClaimed,
+    Claimed,
+    ClaimedApproval,
+    ClaimedDigest,
+    ClaimedGroup,
+    NoticeKind,
+    Posted,
+)
 from responders.store.outbox import Outbox
+from responders.store.rooms import Store
 from tests.support.incident_helpers import POLICY, finding
 from tests.support.store_rooms import T0, notifications, rooms_on
 from warden.contract.findings import OwnerRef
@@ -109,14 +118,20 @@ async def test_a_follow_up_waits_for_its_notifier_s_root_and_a_dead_root_release
     assert threaded["slack"].root == ROOT and threaded["console"].root is None
 
 
+async def two_root_rows(store: Store) -> tuple[Claimed, AnyClaimed]:
+    """Incident #1 with two root rows (two workers each added one), both claimed: the first recorded, then the other."""
+    await store.incidents.record_finding(finding("billing-agent-1"), T0)
+    [first] = await store.outbox.claim_due(T0, LEASE)
+    assert isinstance(first, Claimed)
+    async with store.sessions.begin() as s:
+        await store.outbox.add_notifications(s, 1, NoticeKind.root, first.target, now=T0)
+    [second] = await store.outbox.claim_due(T0, LEASE)
+    return first, second
+
+
 async def test_the_first_recorded_root_stays_the_one_follow_ups_thread_under(incident_db: str) -> None:
     async with rooms_on(incident_db) as store:
-        await store.incidents.record_finding(finding("billing-agent-1"), T0)
-        [root] = await store.outbox.claim_due(T0, LEASE)
-        assert isinstance(root, Claimed)
-        async with store.sessions.begin() as s:  # a second root row of the incident (two workers added one each)
-            await store.outbox.add_notifications(s, 1, NoticeKind.root, root.target, now=T0)
-        [second] = await store.outbox.claim_due(T0, LEASE)
+        root, second = await two_root_rows(store)
         assert await store.claims.mark_delivered(root, ROOT, T0)
         assert await store.claims.mark_delivered(second, Posted("C0FINOPS", "1700000000.000002"), T0)
         await store.incidents.record_finding(finding("billing-agent-1"), T0 + timedelta(seconds=1))
@@ -235,12 +250,7 @@ async def test_two_root_rows_delivered_at_once_agree_on_one_message(incident_db:
     failing, so both deliveries are recorded and follow-ups thread under the first. PostgreSQL only: SQLite lets
     one writer at a time in, so the two never overlap."""
     async with rooms_on(incident_db) as store:
-        await store.incidents.record_finding(finding("billing-agent-1"), T0)
-        [first] = await store.outbox.claim_due(T0, LEASE)
-        assert isinstance(first, Claimed)
-        async with store.sessions.begin() as s:  # a second root row of the incident (two workers added one each)
-            await store.outbox.add_notifications(s, 1, NoticeKind.root, first.target, now=T0)
-        [second] = await store.outbox.claim_due(T0, LEASE)
+        first, second = await two_root_rows(store)
         other = Posted("C0FINOPS", "1700000000.000002")
         delivered = await asyncio.gather(store.claims.mark_delivered(first, ROOT, T0),
                                          store.claims.mark_delivered(second, other, T0))
